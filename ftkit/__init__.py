@@ -1,0 +1,28 @@
+"""ftkit: is prompt engineering enough, or should you fine-tune? Measure it on your own data.
+
+The core is plain functions and dataclasses, usable from a script, a test or a notebook cell:
+
+>>> from ftkit import load_model, load_data, split        # doctest: +SKIP
+>>> model, tokenizer = load_model()                       # the embedded SmolLM2-135M-Instruct
+>>> data = load_data("tickets.csv")                       # detected mapping is printed
+>>> parts = split(data, test_size=0.2, stratify_by="label")
+
+Interactive panels live in ``ftkit.widgets``; the core never imports ipywidgets or IPython.
+"""
+
+from ftkit.data import DataError, DataReport, check_data, load_data, split
+from ftkit.models import ModelLoadError, choose_device, describe_device, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "DataReport",
+    "ModelLoadError",
+    "check_data",
+    "choose_device",
+    "describe_device",
+    "load_data",
+    "load_model",
+    "split",
+]

