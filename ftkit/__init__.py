@@ -2,10 +2,10 @@
 
 The core is plain functions and dataclasses, usable from a script, a test or a notebook cell:
 
->>> from ftkit import load_model, load_data, split        # doctest: +SKIP
->>> model, tokenizer = load_model()                       # the embedded SmolLM2-135M-Instruct
->>> data = load_data("tickets.csv")                       # detected mapping is printed
->>> parts = split(data, test_size=0.2, stratify_by="label")
+    from ftkit import load_model, load_data, split
+    model, tokenizer = load_model()              # the embedded SmolLM2-135M-Instruct
+    data = load_data("tickets.csv")              # the detected column mapping is printed
+    parts = split(data, test_size=0.2, stratify_by="label")
 
 Interactive panels live in ``ftkit.widgets``; the core never imports ipywidgets or IPython.
 """

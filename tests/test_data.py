@@ -351,3 +351,10 @@ def test_realdata_files_load_in_their_shapes(realdata):
     ds = load(realdata / "restaurant8k" / "restaurant8k_test_sample2000.jsonl",
               mapping={"prompt": "text", "completion": "target_json"})
     assert json.loads(ds[0]["completion"]) is not None
+
+
+def test_report_html_escapes_user_data():
+    rows = [{"text": "<script>alert(1)</script>", "label": "<img src=x onerror=alert(2)>"}] * 2
+    page = check_data(rows)._repr_html_()
+    assert "<script>" not in page and "<img" not in page
+    assert "&lt;img src=x onerror=alert(2)&gt; 2" in page

