@@ -12,9 +12,9 @@ same stratified held-out split of `support_routing`, scored by normalized exact 
 from __future__ import annotations
 
 import argparse
-import re
 import time
 
+import datasets
 import torch
 from peft import LoraConfig
 from transformers import TrainerCallback
@@ -22,42 +22,29 @@ from trl import SFTConfig, SFTTrainer
 
 from ftkit import examples, load_data, load_model, split
 from ftkit.generate import generate
-
-
-def norm(text: str) -> str:
-    return re.sub(r"[^\w]+", " ", text.lower()).strip().replace(" ", "_")
-
-
-def zero_shot(text: str, labels: list[str]) -> list[dict]:
-    return [
-        {"role": "system", "content": "You route customer messages to the right support queue."},
-        {"role": "user", "content": f"Queues: {', '.join(labels)}\nMessage: {text}\n"
-                                    "Answer with the queue name only."},
-    ]
-
-
-def few_shot(text: str, labels: list[str], shots: list[dict]) -> list[dict]:
-    turns = zero_shot(shots[0]["prompt"], labels)[:1]
-    for s in shots:
-        turns += [zero_shot(s["prompt"], labels)[1], {"role": "assistant", "content": s["completion"]}]
-    return turns + zero_shot(text, labels)[1:]
+from ftkit.metrics import exact_match
+from ftkit.prompts import classify_messages
 
 
 def accuracy(model, tok, convs, refs) -> tuple[float, float]:
     outs = generate(model, tok, convs, max_new_tokens=12, batch_size=16)
-    acc = sum(norm(o.text) == norm(r) for o, r in zip(outs, refs)) / len(refs)
+    acc = sum(exact_match(o.text, r) for o, r in zip(outs, refs)) / len(refs)
     return acc, sum(o.prompt_tokens for o in outs) / len(outs)
 
 
 class TimeBudget(TrainerCallback):
+    """Stop before the step that would overrun the budget (judged by the slowest step so far)."""
+
     def __init__(self, seconds):
-        self.seconds, self.start = seconds, None
+        self.seconds, self.start, self.last, self.slowest = seconds, None, None, 0.0
 
     def on_train_begin(self, args, state, control, **kw):
-        self.start = time.perf_counter()
+        self.start = self.last = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
-        if time.perf_counter() - self.start > self.seconds:
+        now = time.perf_counter()
+        self.slowest, self.last = max(self.slowest, now - self.last), now
+        if now - self.start + self.slowest > self.seconds:
             control.should_training_stop = True
 
 
@@ -77,15 +64,16 @@ def main():
     model, tok = load_model()
 
     # One shot per label, from the training split only.
-    shots = [next(r for r in train if r["label"] == lab) for lab in labels]
+    shots = [(next(r["prompt"] for r in train if r["label"] == lab), lab) for lab in labels]
     refs = test["completion"]
-    zs, zs_tok = accuracy(model, tok, [zero_shot(t, labels) for t in test["prompt"]], refs)
-    fs, fs_tok = accuracy(model, tok, [few_shot(t, labels, shots) for t in test["prompt"]], refs)
+    zs, zs_tok = accuracy(model, tok, [classify_messages(t, labels) for t in test["prompt"]], refs)
+    fs, fs_tok = accuracy(model, tok, [classify_messages(t, labels, shots=shots) for t in test["prompt"]], refs)
     print(f"zero-shot {zs:.2f} ({zs_tok:.0f} prompt tokens), {len(shots)}-shot {fs:.2f} ({fs_tok:.0f})")
 
-    rows = [{"prompt": zero_shot(r["prompt"], labels), "completion": [{"role": "assistant", "content": r["completion"]}]}
-            for r in train]
-    import datasets
+    # Conversational prompt/completion rows: TRL renders them with the chat template and trains on
+    # the completion (the label and its end-of-turn token) only.
+    rows = [{"prompt": classify_messages(r["prompt"], labels),
+             "completion": [{"role": "assistant", "content": r["completion"]}]} for r in train]
     config = SFTConfig(
         output_dir="/tmp/ftkit-bench-sft", num_train_epochs=args.epochs, learning_rate=args.lr,
         per_device_train_batch_size=8, gradient_checkpointing=False, logging_steps=10,
@@ -99,7 +87,7 @@ def main():
     trainer.train()
     train_min = (time.perf_counter() - t0) / 60
     tuned = trainer.model.eval()
-    ft, ft_tok = accuracy(tuned, tok, [zero_shot(t, labels) for t in test["prompt"]], refs)
+    ft, ft_tok = accuracy(tuned, tok, [classify_messages(t, labels) for t in test["prompt"]], refs)
     best = max(zs, fs)
     print(f"zero-shot accuracy: {zs:.2f}")
     print(f"few-shot accuracy ({len(shots)} shots, {fs_tok / zs_tok:.1f}x prompt tokens): {fs:.2f}")

@@ -13,22 +13,26 @@ import subprocess
 import sys
 import tempfile
 
+# Imports (torch, transformers: a few seconds) are timed apart from the load itself.
 LOAD = (
-    "import time; t = time.perf_counter(); from ftkit import load_model; "
-    "load_model('smollm2-135m-instruct', verbose=False); print(time.perf_counter() - t)"
+    "import time; t = time.perf_counter(); from ftkit import load_model; i = time.perf_counter(); "
+    "load_model('smollm2-135m-instruct', verbose=False); print(i - t, time.perf_counter() - i)"
 )
 
 
-def timed_load(cache: str) -> float:
+def timed_load(cache: str) -> tuple[float, float]:
+    """(import seconds, load seconds) in a fresh process."""
     env = dict(os.environ, FTKIT_CACHE=cache)
     out = subprocess.run([sys.executable, "-c", LOAD], env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    imports, load = out.stdout.strip().splitlines()[-1].split()
+    return float(imports), float(load)
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
-        cold = timed_load(cache)
-        warm = min(timed_load(cache) for _ in range(3))
+        imports, cold = timed_load(cache)
+        warm = min(timed_load(cache)[1] for _ in range(3))
+    print(f"import ftkit s (torch, transformers): {imports:.1f}")
     print(f"cold load s (GGUF conversion, once): {cold:.1f}")
     print(f"warm load s (cached safetensors, best of 3): {warm:.1f} (target <= 5)")
     print(f"cold vs warm: {cold / warm:.1f}x (target >= 5)")
