@@ -1,27 +1,225 @@
-"""Task metrics: plain functions ``(prediction, reference) -> float``.
+"""Task metrics: plain functions ``(prediction, reference, row) -> float`` scored per example.
+
+Per-example scores are what the evaluation averages and bootstraps. Corpus-level figures that
+are not a mean of per-example scores (macro-F1) are computed separately by
+:func:`classification_summary`.
 
 >>> exact_match("  Order_Status. ", "order_status")
 1.0
+>>> round(rouge_l("the cat sat on the mat", "the cat lay on the mat"), 3)
+0.833
 """
 
 from __future__ import annotations
 
+import json
+import re
 import string
 import unicodedata
+from collections.abc import Callable
+from functools import partial
+from typing import Protocol
 
+INVALID = "(invalid)"
 _EDGE = string.punctuation + "\u201c\u201d\u2018\u2019\u00ab\u00bb\u3002"
+
+
+class Metric(Protocol):
+    """Anything called as ``metric(prediction, reference, row) -> float``; ``__name__`` names it."""
+
+    def __call__(self, prediction: str, reference: str, row: dict | None = None) -> float: ...
 
 
 def normalize(text: str) -> str:
     """Case-folded, NFKC-normalized, inner whitespace collapsed, surrounding punctuation removed.
 
-    Inner punctuation stays: ``order_status`` and ``order status`` are different labels.
+    Inner punctuation stays: ``order_status`` and ``order status`` are different strings.
     """
     text = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
     return text.strip(_EDGE + " ")
 
 
-def exact_match(prediction: str, reference: str) -> float:
+def exact_match(prediction: str, reference: str, row: dict | None = None) -> float:
     """1.0 when the normalized strings are equal, else 0.0 (an empty prediction never matches)."""
     pred = normalize(prediction)
     return float(bool(pred) and pred == normalize(reference))
+
+
+# --- classification ---------------------------------------------------------------------------
+
+def _label_key(text: str) -> str:
+    # "Order status", "order-status" and "ORDER_STATUS" name the same label.
+    return re.sub(r"[\s_\-]+", "_", normalize(text))
+
+
+def parse_label(prediction: str, labels: list[str]) -> str:
+    """The label a prediction names, or ``INVALID``.
+
+    The rule: the whole output, normalized and with spaces, hyphens and underscores treated
+    alike, must equal one label. An output that merely mentions a label among other words
+    ("It is order_status or billing_issue") is invalid, not guessed at.
+
+    >>> parse_label("Order status.", ["order_status", "billing_issue"])
+    'order_status'
+    >>> parse_label("maybe billing_issue?", ["order_status", "billing_issue"])
+    '(invalid)'
+    """
+    keys = {_label_key(label): label for label in labels}
+    return keys.get(_label_key(prediction), INVALID)
+
+
+def label_accuracy(prediction: str, reference: str, row: dict | None = None, *, labels: list[str]) -> float:
+    """1.0 when the prediction parses to the reference label (see :func:`parse_label`)."""
+    return float(parse_label(prediction, labels) == reference)
+
+
+def make_label_accuracy(labels: list[str]) -> Metric:
+    """``label_accuracy`` bound to a label set, named for the evaluation table."""
+    metric = partial(label_accuracy, labels=sorted(labels))
+    metric.__name__ = "label_accuracy"
+    return metric
+
+
+def classification_summary(predictions: list[str], references: list[str], labels: list[str]) -> dict:
+    """Accuracy, macro-F1 over ``labels`` and the share of invalid outputs.
+
+    An invalid output counts as a miss for its reference label's recall and for no label's
+    precision. Labels that never occur in the references and are never predicted are left out of
+    the macro average.
+
+    >>> classification_summary(["a", "a", "zzz", "b"], ["a", "b", "b", "b"], ["a", "b"])
+    {'accuracy': 0.5, 'macro_f1': 0.5833333333333333, 'invalid_rate': 0.25}
+    """
+    parsed = [parse_label(p, labels) for p in predictions]
+    f1s = []
+    for label in labels:
+        tp = sum(p == r == label for p, r in zip(parsed, references))
+        n_pred = sum(p == label for p in parsed)
+        n_ref = sum(r == label for r in references)
+        if n_pred == n_ref == 0:
+            continue
+        f1s.append(2 * tp / (n_pred + n_ref))
+    n = len(references)
+    return {
+        "accuracy": sum(p == r for p, r in zip(parsed, references)) / n if n else 0.0,
+        "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0,
+        "invalid_rate": parsed.count(INVALID) / n if n else 0.0,
+    }
+
+
+# --- generation quality ---------------------------------------------------------------------
+
+class _UnicodeTokenizer:
+    """rouge-score's default tokenizer drops every non-ASCII letter; this one keeps them."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold())
+
+
+_ROUGE = None
+
+
+def rouge_l(prediction: str, reference: str, row: dict | None = None) -> float:
+    """ROUGE-L F-measure (rouge-score's implementation, with a Unicode-aware tokenizer)."""
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeTokenizer())
+    return _ROUGE.score(reference, prediction)["rougeL"].fmeasure
+
+
+def chrf(prediction: str, reference: str, row: dict | None = None) -> float:
+    """Sentence chrF from sacrebleu, scaled to 0..1."""
+    import sacrebleu
+
+    return sacrebleu.sentence_chrf(prediction, [reference]).score / 100
+
+
+def bleu(prediction: str, reference: str, row: dict | None = None) -> float:
+    """Sentence BLEU from sacrebleu (exponential smoothing), scaled to 0..1.
+
+    The mean of sentence BLEU is not corpus BLEU; it is used here because it has a per-example
+    value to bootstrap and to compare pairwise.
+    """
+    import sacrebleu
+
+    return sacrebleu.sentence_bleu(prediction, [reference]).score / 100
+
+
+# --- structured output ----------------------------------------------------------------------
+
+def _parse_json(text: str):
+    """Parse JSON, also from inside a ```json fenced block; None when it is not JSON."""
+    text = text.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, flags=re.S)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return None
+
+
+def json_valid(prediction: str, reference: str | None = None, row: dict | None = None) -> float:
+    """1.0 when the output parses as a JSON object or array."""
+    return float(isinstance(_parse_json(prediction), (dict, list)))
+
+
+def _fields(obj, prefix: str = "") -> set[tuple[str, str]]:
+    if isinstance(obj, dict):
+        out = set()
+        for key, value in obj.items():
+            out |= _fields(value, f"{prefix}{key}.")
+        return out
+    if isinstance(obj, list):
+        return {(prefix.rstrip("."), json.dumps(v, sort_keys=True, ensure_ascii=False)) for v in obj}
+    return {(prefix.rstrip("."), normalize(str(obj)))}
+
+
+def field_f1(prediction: str, reference: str, row: dict | None = None) -> float:
+    """F1 over (field path, value) pairs of two JSON objects; values compared normalized.
+
+    Both empty: 1.0. A prediction that is not a JSON object: 0.0.
+
+    >>> field_f1('{"time": "7pm", "people": 2}', '{"people": "2", "time": "7 pm"}')
+    0.5
+    """
+    pred, ref = _parse_json(prediction), _parse_json(reference)
+    if not isinstance(pred, dict):
+        return 0.0
+    if not isinstance(ref, dict):
+        raise ValueError(f"the reference is not a JSON object: {reference[:80]!r}")
+    p, r = _fields(pred), _fields(ref)
+    if not p and not r:
+        return 1.0
+    return 2 * len(p & r) / (len(p) + len(r))
+
+
+BUILTIN: dict[str, Callable] = {
+    "exact_match": exact_match,
+    "rouge_l": rouge_l,
+    "chrf": chrf,
+    "bleu": bleu,
+    "json_valid": json_valid,
+    "field_f1": field_f1,
+}
+
+
+def resolve(metrics) -> dict[str, Callable]:
+    """Metric names or callables (or a dict of them) as ``{name: callable}``."""
+    if isinstance(metrics, dict):
+        items = list(metrics.items())
+    else:
+        items = []
+        for m in [metrics] if isinstance(metrics, str) or callable(metrics) else metrics:
+            if isinstance(m, str):
+                if m not in BUILTIN:
+                    raise ValueError(f"unknown metric {m!r}; built-in metrics are: {', '.join(BUILTIN)}, "
+                                     "or pass any callable (prediction, reference, row) -> float")
+                items.append((m, BUILTIN[m]))
+            elif callable(m):
+                items.append((getattr(m, "__name__", type(m).__name__), m))
+            else:
+                raise TypeError(f"a metric must be a name or a callable, not {type(m).__name__}")
+    return dict(items)

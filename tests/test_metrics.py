@@ -1,6 +1,7 @@
 import pytest
 
-from ftkit.metrics import exact_match, normalize
+from ftkit import metrics as M
+from ftkit.metrics import INVALID, exact_match, normalize
 
 
 @pytest.mark.parametrize("prediction,reference,expected", [
@@ -21,3 +22,90 @@ def test_exact_match_hand_computed(prediction, reference, expected):
 
 def test_normalize_collapses_inner_whitespace():
     assert normalize("  The   capital\tis Paris! ") == "the capital is paris"
+
+
+# --- classification ---------------------------------------------------------------------------
+
+LABELS = ["order_status", "billing_issue", "cancel_order"]
+
+
+@pytest.mark.parametrize("output,expected", [
+    ("order_status", "order_status"),
+    ("Order status.", "order_status"),       # spaces, case and the full stop forgiven
+    ("BILLING-ISSUE", "billing_issue"),
+    ("order_status or billing_issue", INVALID),  # a hedge is not an answer
+    ("The label is order_status", INVALID),
+    ("", INVALID),
+    ("refund", INVALID),
+])
+def test_parse_label_rule(output, expected):
+    assert M.parse_label(output, LABELS) == expected
+
+
+def test_classification_summary_hand_computed():
+    preds = ["order_status", "order_status", "cancel_order", "nonsense", "billing_issue", "billing_issue"]
+    refs = ["order_status", "billing_issue", "cancel_order", "cancel_order", "billing_issue", "order_status"]
+    # order_status: tp 1, predicted 2, true 2 -> F1 0.5; billing: tp 1, 2, 2 -> 0.5;
+    # cancel: tp 1, predicted 1, true 2 -> 2/3. Macro = (0.5 + 0.5 + 2/3) / 3.
+    out = M.classification_summary(preds, refs, LABELS)
+    assert out["accuracy"] == pytest.approx(3 / 6)
+    assert out["macro_f1"] == pytest.approx((0.5 + 0.5 + 2 / 3) / 3)
+    assert out["invalid_rate"] == pytest.approx(1 / 6)
+
+
+def test_label_accuracy_is_named_and_bound_to_labels():
+    metric = M.make_label_accuracy(LABELS)
+    assert metric.__name__ == "label_accuracy"
+    assert metric("Cancel order", "cancel_order", {}) == 1.0 and metric("cancel", "cancel_order", {}) == 0.0
+
+
+# --- generation quality (library implementations, checked on hand-computed cases) --------------
+
+def test_rouge_l_hand_computed():
+    # LCS("the cat sat on the mat", "the cat on the mat") = 5 tokens: P = 5/6, R = 5/5.
+    assert M.rouge_l("the cat sat on the mat", "the cat on the mat") == pytest.approx(2 * (5 / 6) / (5 / 6 + 1))
+    assert M.rouge_l("", "the cat") == 0.0
+    assert M.rouge_l("Ça été très bien", "ça été très bien") == 1.0  # accents kept, not dropped
+    assert M.rouge_l("日本 語", "日本 語") == 1.0
+
+
+def test_chrf_and_bleu_bounds_and_order():
+    ref = "Le chat est sur le tapis."
+    assert M.chrf(ref, ref) == pytest.approx(1.0) and M.bleu(ref, ref) == pytest.approx(1.0)
+    assert M.chrf("", ref) == 0.0 and M.bleu("", ref) == 0.0
+    close, far = "Le chat est sur un tapis.", "Un chien dort."
+    assert M.chrf(close, ref) > M.chrf(far, ref)
+    assert M.bleu(close, ref) > M.bleu(far, ref)
+    import sacrebleu
+    assert M.chrf(close, ref) == pytest.approx(sacrebleu.sentence_chrf(close, [ref]).score / 100)
+
+
+# --- structured output ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,valid", [
+    ('{"a": 1}', 1.0), ("[1, 2]", 1.0), ('```json\n{"a": 1}\n```', 1.0),
+    ('{"a": 1', 0.0), ("", 0.0), ('"just a string"', 0.0), ("42", 0.0),
+])
+def test_json_valid(text, valid):
+    assert M.json_valid(text, "") == valid
+
+
+def test_field_f1_hand_computed():
+    ref = '{"time": "7 pm", "people": "2", "date": "friday"}'
+    assert M.field_f1('{"time": "7 PM", "people": 2, "date": "friday"}', ref) == 1.0
+    # predicted {time ok, people wrong}: P = 1/2, R = 1/3 -> F1 = 2 * 1 / (2 + 3) = 0.4
+    assert M.field_f1('{"time": "7 pm", "people": "3"}', ref) == pytest.approx(0.4)
+    assert M.field_f1("{}", "{}") == 1.0
+    assert M.field_f1("{}", ref) == 0.0 and M.field_f1("not json", ref) == 0.0
+    assert M.field_f1('{"a": {"b": "x"}}', '{"a": {"b": "X"}}') == 1.0  # nested paths
+    assert M.field_f1('{"name": "Zoë"}', '{"name": "ZOË"}') == 1.0
+
+
+def test_resolve_names_callables_and_errors():
+    def yes(p, r, row):
+        return 1.0
+
+    assert list(M.resolve(["exact_match", yes])) == ["exact_match", "yes"]
+    assert list(M.resolve({"mine": yes})) == ["mine"]
+    with pytest.raises(ValueError, match="unknown metric 'acc'; built-in metrics are: exact_match"):
+        M.resolve(["acc"])
