@@ -1,30 +1,153 @@
-"""Prompt templates rendered to chat messages.
+"""Prompt templates: a system prompt, an instruction filled from the row, and few-shot examples.
 
-A template turns one row into the messages the model sees; the model's chat template then turns
-those into text (see :func:`ftkit.generate.render_prompts`).
+A template turns one canonical row into chat messages; the model's chat template then turns those
+into the exact text the model reads. Named starting points are plain functions:
 
->>> classify_messages("my parcel is late", ["order_status", "billing_issue"])[1]["content"]
-'Labels: order_status, billing_issue\\nMessage: my parcel is late\\nAnswer with the label only.'
+>>> t = zero_shot("Classify: {prompt}\\nAnswer with one of: {labels}", labels=["a", "b"])
+>>> t.messages({"prompt": "hello"})
+[{'role': 'user', 'content': 'Classify: hello\\nAnswer with one of: a, b'}]
+
+Few-shot examples are shown as earlier user/assistant turns rendered by the same instruction, so
+the model sees the exact answer format before the real question. They come from the training
+split only; :func:`ftkit.evaluate.evaluate` refuses a template whose shots are in the test rows.
 """
 
 from __future__ import annotations
 
-DEFAULT_CLASSIFY_SYSTEM = "You sort messages into exactly one of the given labels."
+import random
+import string
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+DEFAULT_INSTRUCTION = "{prompt}"
+CLASSIFY_INSTRUCTION = "Labels: {labels}\nMessage: {prompt}\nAnswer with the label only."
+CLASSIFY_SYSTEM = "You sort messages into exactly one of the given labels."
 
 
-def classify_messages(text: str, labels: list[str], *, system: str | None = DEFAULT_CLASSIFY_SYSTEM,
-                      shots: list[tuple[str, str]] = ()) -> list[dict]:
-    """Zero-shot (no ``shots``) or few-shot classification as chat messages.
+@dataclass
+class PromptTemplate:
+    """How a row becomes the model's input.
 
-    Each shot is a ``(text, label)`` pair shown as an earlier user/assistant exchange, so the
-    model sees the exact answer format before the real question. Pass ``system=None`` to leave
-    the system prompt to the model's chat template (SmolLM2's then inserts its own default).
+    ``instruction`` is a ``str.format`` template over the row's fields (``{prompt}``, any extra
+    column such as ``{label}`` or ``{id}``) plus ``{labels}``, the comma-separated label set.
     """
-    def ask(t: str) -> dict:
-        return {"role": "user",
-                "content": f"Labels: {', '.join(labels)}\nMessage: {t}\nAnswer with the label only."}
 
-    messages = [] if system is None else [{"role": "system", "content": system}]
-    for shot_text, shot_label in shots:
-        messages += [ask(shot_text), {"role": "assistant", "content": shot_label}]
-    return messages + [ask(text)]
+    name: str = "prompt"
+    instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={
+        "help": "The user turn, with {placeholders} filled from the row, e.g. 'Translate: {prompt}'"})
+    system: str | None = field(default=None, metadata={
+        "help": "System prompt. None leaves it to the chat template (SmolLM2's adds its own default)"})
+    shots: list[dict] = field(default_factory=list, metadata={
+        "help": "Solved examples (rows with prompt and completion) shown before the question"})
+    labels: list[str] = field(default_factory=list, metadata={
+        "help": "The label set, for {labels} in the instruction"})
+
+    def __post_init__(self):
+        names = {f for _, f, _, _ in string.Formatter().parse(self.instruction) if f}
+        if not names:
+            raise ValueError(f"instruction {self.instruction!r} has no placeholder; put {{prompt}} where "
+                             "the row's text goes")
+        self._fields = names
+
+    def _fill(self, row: dict) -> str:
+        values = {"labels": ", ".join(self.labels), **row}
+        missing = sorted(self._fields - set(values))
+        if missing:
+            raise KeyError(f"instruction uses {{{missing[0]}}}, but the row has no such field; fields are: "
+                           f"{', '.join(sorted(values))}")
+        return self.instruction.format(**values)
+
+    def messages(self, row: dict) -> list[dict]:
+        """The chat messages for one row, ending with the user turn the model must answer."""
+        out = [] if self.system is None else [{"role": "system", "content": self.system}]
+        for shot in self.shots:
+            out += [{"role": "user", "content": self._fill(shot)},
+                    {"role": "assistant", "content": shot["completion"]}]
+        return out + [{"role": "user", "content": self._fill(row)}]
+
+    def render(self, row: dict, tokenizer) -> str:
+        """The exact text the model sees, through its chat template, up to where it answers."""
+        return tokenizer.apply_chat_template(self.messages(row), tokenize=False, add_generation_prompt=True)
+
+    def token_count(self, row: dict, tokenizer) -> int:
+        """Prompt tokens for this row, the system prompt the chat template adds included."""
+        return len(tokenizer(self.render(row, tokenizer), add_special_tokens=False)["input_ids"])
+
+    def with_shots(self, shots: list[dict], name: str | None = None) -> PromptTemplate:
+        return replace(self, shots=list(shots), name=name or f"{len(shots)}-shot")
+
+
+def select_shots(train, k: int, strategy: str = "balanced", seed: int = 0,
+                 label_column: str = "label") -> list[dict]:
+    """Pick ``k`` solved examples from the training rows.
+
+    ``"first"``: the first k rows. ``"random"``: k rows drawn with ``seed``. ``"balanced"``: round
+    robin over the labels (each label's rows in a seeded random order), so every label appears
+    before any appears twice; without a label column it falls back to random.
+
+    >>> rows = [{"prompt": f"m{i}", "completion": "ab"[i % 2], "label": "ab"[i % 2]} for i in range(6)]
+    >>> [r["label"] for r in select_shots(rows, 4, "balanced")]
+    ['a', 'b', 'a', 'b']
+    """
+    rows = train.to_list() if hasattr(train, "to_list") else list(train)
+    if k > len(rows):
+        raise ValueError(f"asked for {k} shots but the training rows hold only {len(rows)}")
+    rng = random.Random(seed)
+    if strategy == "first":
+        return rows[:k]
+    if strategy == "balanced" and rows and rows[0].get(label_column) is not None:
+        groups = defaultdict(list)
+        for r in rows:
+            groups[r[label_column]].append(r)
+        queues = [rng.sample(g, len(g)) for _, g in sorted(groups.items())]
+        picked = []
+        while len(picked) < k:
+            for q in queues:
+                if q and len(picked) < k:
+                    picked.append(q.pop())
+        return picked
+    if strategy in ("random", "balanced"):
+        return rng.sample(rows, k)
+    raise ValueError(f"unknown shot strategy {strategy!r}; use 'first', 'random' or 'balanced'")
+
+
+# --- named starting points: plain functions, no class hierarchy ---------------------------------
+
+def zero_shot(instruction: str = DEFAULT_INSTRUCTION, labels=(), name: str = "zero-shot") -> PromptTemplate:
+    """Just the instruction; the chat template supplies any default system prompt."""
+    return PromptTemplate(name=name, instruction=instruction, labels=list(labels))
+
+
+def with_system(system: str, instruction: str = DEFAULT_INSTRUCTION, labels=(),
+                name: str = "zero-shot + system") -> PromptTemplate:
+    """Zero-shot with your own system prompt (replacing the chat template's default one)."""
+    return PromptTemplate(name=name, instruction=instruction, system=system, labels=list(labels))
+
+
+def few_shot(train, k: int = 5, strategy: str = "balanced", seed: int = 0, *,
+             instruction: str = DEFAULT_INSTRUCTION, system: str | None = None, labels=(),
+             name: str | None = None) -> PromptTemplate:
+    """``k`` solved examples from ``train`` before the question."""
+    shots = select_shots(train, k, strategy, seed)
+    return PromptTemplate(name=name or f"{k}-shot", instruction=instruction, system=system,
+                          shots=shots, labels=list(labels))
+
+
+# Ready-made classification variants: the label set goes in the instruction.
+classify_zero_shot = partial(zero_shot, CLASSIFY_INSTRUCTION)
+classify_with_system = partial(with_system, CLASSIFY_SYSTEM, CLASSIFY_INSTRUCTION)
+classify_few_shot = partial(few_shot, instruction=CLASSIFY_INSTRUCTION, system=CLASSIFY_SYSTEM)
+
+
+def classify_messages(text: str, labels: list[str], *, system: str | None = CLASSIFY_SYSTEM,
+                      shots: list[tuple[str, str]] = ()) -> list[dict]:
+    """Classification messages for one text: a shortcut over :class:`PromptTemplate`.
+
+    >>> classify_messages("my parcel is late", ["order_status", "billing_issue"])[1]["content"]
+    'Labels: order_status, billing_issue\\nMessage: my parcel is late\\nAnswer with the label only.'
+    """
+    template = PromptTemplate(name="classify", instruction=CLASSIFY_INSTRUCTION, system=system,
+                              shots=[{"prompt": t, "completion": lab} for t, lab in shots],
+                              labels=list(labels))
+    return template.messages({"prompt": text})

@@ -1,0 +1,68 @@
+from collections import Counter
+
+import pytest
+
+from ftkit.prompts import (PromptTemplate, classify_few_shot, classify_zero_shot, few_shot, select_shots,
+                           with_system, zero_shot)
+
+TRAIN = [{"prompt": f"message {i}", "completion": lab, "label": lab, "id": i}
+         for i, lab in enumerate(["a"] * 6 + ["b"] * 3 + ["c"] * 3)]
+
+
+def test_instruction_is_filled_from_the_row_and_labels():
+    t = PromptTemplate(instruction="[{id}] {prompt} -> one of {labels}", labels=["x", "y"])
+    assert t.messages({"prompt": "hi", "id": 7}) == [{"role": "user", "content": "[7] hi -> one of x, y"}]
+
+
+def test_missing_placeholder_names_the_field_and_the_fields_there_are():
+    t = PromptTemplate(instruction="{question}")
+    with pytest.raises(KeyError, match=r"instruction uses \{question\}, but the row has no such field; "
+                                       "fields are: labels, prompt"):
+        t.messages({"prompt": "hi"})
+    with pytest.raises(ValueError, match="has no placeholder"):
+        PromptTemplate(instruction="Classify this")
+
+
+def test_few_shot_turns_come_before_the_question_with_system_first():
+    t = few_shot(TRAIN, k=2, strategy="first", system="Be terse.")
+    roles = [m["role"] for m in t.messages({"prompt": "new"})]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert t.messages({"prompt": "new"})[2]["content"] == "a" and t.name == "2-shot"
+
+
+@pytest.mark.parametrize("strategy", ["first", "random", "balanced"])
+def test_shot_selection_is_deterministic(strategy):
+    one, two = select_shots(TRAIN, 4, strategy, seed=1), select_shots(TRAIN, 4, strategy, seed=1)
+    assert one == two and len(one) == 4
+
+
+def test_balanced_shots_cover_every_label_before_repeating():
+    shots = select_shots(TRAIN, 5, "balanced", seed=0)
+    counts = Counter(s["label"] for s in shots)
+    assert set(counts) == {"a", "b", "c"} and max(counts.values()) == 2
+    assert select_shots(TRAIN, 3, "first") == TRAIN[:3]
+    assert select_shots(TRAIN, 4, "random", seed=0) != select_shots(TRAIN, 4, "random", seed=5)
+
+
+def test_shot_errors():
+    with pytest.raises(ValueError, match="asked for 99 shots but the training rows hold only 12"):
+        select_shots(TRAIN, 99)
+    with pytest.raises(ValueError, match="unknown shot strategy 'best'"):
+        select_shots(TRAIN, 2, "best")
+
+
+def test_render_and_token_count_go_through_the_chat_template(tiny_tokenizer):
+    t = with_system("Be terse.", "Q: {prompt}")
+    text = t.render({"prompt": "where is my order"}, tiny_tokenizer)
+    assert text == ("<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nQ: where is my order"
+                    "<|im_end|>\n<|im_start|>assistant\n")
+    assert t.token_count({"prompt": "where is my order"}, tiny_tokenizer) == len(
+        tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_named_variants_are_plain_functions():
+    z = classify_zero_shot(labels=["a", "b"])
+    assert z.name == "zero-shot" and z.system is None and "Labels: a, b" in z.messages({"prompt": "x"})[0]["content"]
+    f = classify_few_shot(TRAIN, k=3, labels=["a", "b", "c"])
+    assert f.system and len(f.shots) == 3 and f.name == "3-shot"
+    assert zero_shot().instruction == "{prompt}"
