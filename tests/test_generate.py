@@ -1,6 +1,7 @@
 import pytest
+import torch
 
-from ftkit.generate import generate, render_prompts
+from ftkit.generate import _shared_prefix, adapter_state, generate, render_prompts
 from ftkit.models import load_model
 
 CONVS = [
@@ -8,6 +9,13 @@ CONVS = [
     [{"role": "user", "content": "Hi"}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "My card was charged twice for one order."}],
 ]
+SHOTS = [{"role": "system", "content": "You sort customer messages into queues."}]
+for text, label in [("Where is my parcel", "order_status"), ("I was charged twice", "billing"),
+                    ("Please change the delivery address", "address"), ("Reset my password", "account")]:
+    SHOTS += [{"role": "user", "content": text}, {"role": "assistant", "content": label}]
+FEW_SHOT = [SHOTS + [{"role": "user", "content": q}] for q in
+            ["Where is my order? It was due last week.", "card charged twice", "How do I reset my password?",
+             "I want to return the linen duvet cover, it does not fit.", "change address"]]
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +27,7 @@ def test_outputs_keep_input_order_and_count_tokens(tiny):
     model, tok = tiny
     outs = generate(model, tok, CONVS, max_new_tokens=5, batch_size=2, progress=False)
     assert len(outs) == 3
-    for conv, text, out in zip(CONVS, render_prompts(tok, CONVS), outs):
+    for text, out in zip(render_prompts(tok, CONVS), outs):
         assert out.prompt_tokens == len(tok(text, add_special_tokens=False)["input_ids"])
         assert 1 <= out.new_tokens <= 5 and out.latency_s > 0 and isinstance(out.text, str)
     assert outs[0].prompt_tokens != outs[1].prompt_tokens
@@ -31,4 +39,51 @@ def test_batched_greedy_equals_one_at_a_time(tiny):
     batched = generate(model, tok, CONVS, max_new_tokens=6, batch_size=3, progress=False)
     single = generate(model, tok, CONVS, max_new_tokens=6, batch_size=1, progress=False)
     assert [o.text for o in batched] == [o.text for o in single]
-    assert tok.padding_side == "left"  # restored
+    assert tok.padding_side == "left"
+
+
+def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny):
+    model, tok = tiny
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in render_prompts(tok, FEW_SHOT)]
+    assert _shared_prefix(ids) >= 32  # the cache is really used here
+    cached = generate(model, tok, FEW_SHOT, max_new_tokens=8, batch_size=2, progress=False)
+    plain = generate(model, tok, FEW_SHOT, max_new_tokens=8, batch_size=2, prefix_cache=False, progress=False)
+    assert [o.text for o in cached] == [o.text for o in plain]
+    assert [o.prompt_tokens for o in cached] == [len(i) for i in ids]
+
+
+def test_shared_prefix_leaves_each_sequence_a_token():
+    assert _shared_prefix([[1, 2, 3], [1, 2, 4]]) == 2
+    assert _shared_prefix([[1, 2], [1, 2, 3]]) == 1  # one is a prefix of the other
+    assert _shared_prefix([[5, 6]]) == 0 and _shared_prefix([[1], [2]]) == 0
+
+
+def test_sampling_is_repeatable_with_a_seed(tiny):
+    model, tok = tiny
+    runs = [[o.text for o in generate(model, tok, CONVS, max_new_tokens=8, do_sample=True, temperature=1.5,
+                                      seed=3, progress=False)] for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_adapters_switch_off_and_on_without_reloading(tiny_model_dir, tiny):
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+    base = [o.text for o in generate(model, tok, CONVS, max_new_tokens=6, progress=False)]
+    base_weight = model.model.layers[0].self_attn.q_proj.weight
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with torch.no_grad():  # a strong adapter, so that it visibly changes the outputs
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.5)
+    tuned = [o.text for o in generate(peft, tok, CONVS, max_new_tokens=6, progress=False)]
+    off = [o.text for o in generate(peft, tok, CONVS, max_new_tokens=6, adapter=False, progress=False)]
+    on = [o.text for o in generate(peft, tok, CONVS, max_new_tokens=6, adapter="default", progress=False)]
+    assert off == base and tuned == on and tuned != base
+    assert peft.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight is base_weight
+    with pytest.raises(ValueError, match="no adapter 'other'; the model has: default"):
+        with adapter_state(peft, "other"):
+            pass
+    with pytest.raises(ValueError, match="the model has no PEFT adapters"):
+        with adapter_state(tiny[0], "default"):
+            pass

@@ -27,3 +27,12 @@ def test_embedded_model_is_cached_as_safetensors(smollm):
     assert folders and (folders[0] / "model.safetensors").is_file()
     assert tok.pad_token == "<|im_end|>" and tok.chat_template
     assert model.config.num_hidden_layers == 30 and not hasattr(model.config, "quantization_config")
+
+
+def test_stop_strings_cut_the_answer(smollm):
+    model, tok = smollm
+    conv = [[{"role": "user", "content": "What is the capital of France?"}]]
+    full = generate(model, tok, conv, max_new_tokens=20, progress=False)[0]
+    cut = generate(model, tok, conv, max_new_tokens=20, stop=[" is"], progress=False)[0]
+    assert full.text == "The capital of France is Paris."
+    assert cut.text == "The capital of France" and cut.new_tokens < full.new_tokens
