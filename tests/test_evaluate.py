@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from ftkit.evaluate import EvalResult, Variant, bootstrap_ci, evaluate
+from ftkit.models import load_model
+from ftkit.prompts import PromptTemplate, zero_shot
+
+ROWS = [{"prompt": f"Where is order {i}?", "completion": "order_status", "label": "order_status", "id": i}
+        for i in range(4)] + [{"prompt": "charged twice", "completion": "billing", "label": "billing", "id": 9}]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu", verbose=False)
+
+
+def test_every_variant_runs_on_the_same_rows_and_is_summarized(tiny):
+    model, tok = tiny
+    calls = []
+
+    def first_word_is_where(prediction, reference, row):  # a user metric sees the row too
+        calls.append(row["id"])
+        return float(row["prompt"].startswith("Where"))
+
+    variants = [Variant(model, tok, zero_shot()),
+                Variant(model, tok, PromptTemplate(name="sys", instruction="Q: {prompt}", system="Be brief."),
+                        max_new_tokens=4)]
+    result = evaluate(variants, ROWS, metrics=["exact_match", first_word_is_where],
+                      labels=["order_status", "billing"], n_boot=200, progress=False)
+    t = result.table
+    assert len(t) == 5 and list(t["id"]) == [0, 1, 2, 3, 9] and list(t["reference"])[-1] == "billing"
+    for name in ("zero-shot", "sys"):
+        for col in ("output", "exact_match", "first_word_is_where", "label_accuracy", "latency_s",
+                    "prompt_tokens", "new_tokens"):
+            assert f"{name}: {col}" in t.columns
+    assert calls == [0, 1, 2, 3, 9] * 2
+    s = result.summary
+    assert list(s.index) == ["zero-shot", "sys"]
+    assert s.loc["sys", "first_word_is_where"] == pytest.approx(0.8)
+    assert s.loc["sys", "first_word_is_where_low"] <= 0.8 <= s.loc["sys", "first_word_is_where_high"]
+    assert s.loc["sys", "prompt_tokens"] > s.loc["zero-shot", "prompt_tokens"]  # the system prompt costs
+    assert (t["sys: new_tokens"] <= 4).all()
+    assert {"macro_f1", "macro_f1_low", "invalid_rate"} <= set(s.columns)
+
+
+def test_paired_comparison_hand_computed():
+    result = EvalResult(table=None, summary=None, n_boot=500,
+                        scores={"a": {"em": np.array([1.0, 1, 0, 1])}, "b": {"em": np.array([0.0, 1, 0, 0])}})
+    c = result.compare("a", "b")
+    assert (c.wins, c.ties, c.losses, c.mean_diff) == (2, 2, 0, 0.5)
+    assert 0.0 <= c.ci_low <= 0.5 <= c.ci_high <= 1.0
+    assert str(c).startswith("a vs b on em: +0.50 (95% CI ")
+    same = result.compare("a", "a")
+    assert (same.mean_diff, same.ci_low, same.ci_high, same.significant) == (0.0, 0.0, 0.0, False)
+    with pytest.raises(KeyError, match="no variant 'c'; variants are: a, b"):
+        result.compare("a", "c")
+
+
+def test_bootstrap_ci_hand_computed():
+    assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)
+    mean, low, high = bootstrap_ci([0.0, 1.0] * 50, n_boot=2000, seed=1)
+    # The standard error of a mean of 100 fair coin flips is 0.05: the interval is about +-0.1.
+    assert mean == 0.5 and 0.38 < low < 0.43 and 0.57 < high < 0.62
+
+
+def test_shots_from_the_evaluation_rows_are_refused(tiny):
+    model, tok = tiny
+    leaky = PromptTemplate(name="leaky", shots=[ROWS[0]])
+    with pytest.raises(ValueError, match="variant 'leaky' shows few-shot examples that are in the evaluation rows"):
+        evaluate([Variant(model, tok, leaky)], ROWS, progress=False)
+
+
+def test_input_errors(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="evaluate needs prompt/completion rows .* these rows have: messages"):
+        evaluate([Variant(model, tok, zero_shot())], [{"messages": []}], progress=False)
+    with pytest.raises(ValueError, match="variant names must differ"):
+        evaluate([Variant(model, tok, zero_shot()), Variant(model, tok, zero_shot())], ROWS, progress=False)
