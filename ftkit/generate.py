@@ -6,8 +6,8 @@ before the text). On a 2-core CPU a batch of 16 short prompts costs little more 
 
 Few-shot prompts repeat the same long prefix (system prompt + solved examples) in every request.
 With ``prefix_cache=True`` (the default) the longest token prefix shared by all prompts is run
-through the model once; each batch then starts from a copy of that KV cache and only computes its
-own suffix. The padding then sits between the prefix and the suffix; position ids come from the
+through the model once; each batch then starts from a preallocated cache holding that prefix and
+only computes its own suffix. The padding then sits between the prefix and the suffix; position ids come from the
 attention mask, so every token gets the position it would have without the cache, and greedy
 outputs are the same as without it (tested).
 
@@ -18,7 +18,6 @@ outputs are the same as without it (tested).
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import time
 from dataclasses import dataclass
@@ -95,6 +94,22 @@ def _shared_prefix(sequences: list[list[int]]) -> int:
     return max(n, 0)
 
 
+def _batch_cache(model, prefix_cache, batch: int, max_len: int):
+    """A preallocated (static) cache holding the shared prefix once per row of the batch.
+
+    Static, not dynamic: a dynamic cache concatenates every new token onto the whole cache at
+    every step, which for an 800-token few-shot prefix cost more than the prefix itself
+    (measured: 6.8 s against 3.8 s for a batch of 16 on a 2-core CPU).
+    """
+    from transformers import StaticCache
+
+    config = model.get_base_model().config if is_peft_model(model) else model.config
+    cache = StaticCache(config=config, max_cache_len=max_len)
+    for i, layer in enumerate(prefix_cache.layers):
+        cache.update(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1), i)
+    return cache
+
+
 def _cache_kwarg(model) -> str:
     """transformers renamed ``past_key_values`` to ``cache`` during the 5.x series."""
     base = model.get_base_model() if is_peft_model(model) else model
@@ -165,9 +180,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
                                 device=device)
             extra = {}
             if cache is not None:
-                batch_cache = copy.deepcopy(cache)
-                batch_cache.batch_repeat_interleave(len(idx))
-                extra[_cache_kwarg(model)] = batch_cache
+                extra[_cache_kwarg(model)] = _batch_cache(model, cache, len(idx), n_prefix + width + max_new_tokens)
             t0 = time.perf_counter()
             out = model.generate(input_ids=input_ids, attention_mask=mask, **options, **extra)
             elapsed = time.perf_counter() - t0

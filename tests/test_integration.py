@@ -36,3 +36,18 @@ def test_stop_strings_cut_the_answer(smollm):
     cut = generate(model, tok, conv, max_new_tokens=20, stop=[" is"], progress=False)[0]
     assert full.text == "The capital of France is Paris."
     assert cut.text == "The capital of France" and cut.new_tokens < full.new_tokens
+
+
+def test_few_shot_prefix_cache_keeps_greedy_outputs_on_real_data(smollm):
+    from ftkit import examples, split
+    from ftkit.prompts import classify_few_shot
+
+    model, tok = smollm
+    parts = split(examples.load("support_routing", verbose=False), test_size=96, seed=0, stratify_by="label")
+    labels = sorted(set(parts["train"]["label"]))
+    template = classify_few_shot(parts["train"], k=6, labels=labels)
+    convs = [template.messages(r) for r in parts["test"].select(range(8))]
+    cached = generate(model, tok, convs, max_new_tokens=8, batch_size=4, progress=False)
+    plain = generate(model, tok, convs, max_new_tokens=8, batch_size=4, prefix_cache=False, progress=False)
+    assert [o.text for o in cached] == [o.text for o in plain]
+    assert all(o.text for o in cached)
