@@ -80,6 +80,12 @@ def test_adapters_switch_off_and_on_without_reloading(tiny_model_dir, tiny):
     off = [o.text for o in generate(peft, tok, CONVS, max_new_tokens=6, adapter=False, progress=False)]
     on = [o.text for o in generate(peft, tok, CONVS, max_new_tokens=6, adapter="default", progress=False)]
     assert off == base and tuned == on and tuned != base
+    # The shared-prefix cache works through the PEFT wrapper too, adapter on and off.
+    for adapter in (None, False):
+        cached = generate(peft, tok, FEW_SHOT, max_new_tokens=6, adapter=adapter, progress=False)
+        plain = generate(peft, tok, FEW_SHOT, max_new_tokens=6, adapter=adapter, prefix_cache=False,
+                         progress=False)
+        assert [o.text for o in cached] == [o.text for o in plain]
     assert peft.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight is base_weight
     with pytest.raises(ValueError, match="no adapter 'other'; the model has: default"):
         with adapter_state(peft, "other"):

@@ -51,3 +51,22 @@ def test_few_shot_prefix_cache_keeps_greedy_outputs_on_real_data(smollm):
     plain = generate(model, tok, convs, max_new_tokens=8, batch_size=4, prefix_cache=False, progress=False)
     assert [o.text for o in cached] == [o.text for o in plain]
     assert all(o.text for o in cached)
+
+
+def test_banking77_runs_unchanged_through_evaluate(smollm, realdata):
+    from ftkit import load_data, split
+    from ftkit.evaluate import Variant, evaluate
+    from ftkit.prompts import classify_few_shot, classify_zero_shot
+
+    model, tok = smollm
+    data = load_data(realdata / "banking77" / "banking77_test_10labels.jsonl", verbose=False)
+    parts = split(data, test_size=20, seed=0, stratify_by="label")
+    labels = sorted(set(data["label"]))
+    variants = [Variant(model, tok, classify_zero_shot(labels=labels), max_new_tokens=10),
+                Variant(model, tok, classify_few_shot(parts["train"], k=3, labels=labels), max_new_tokens=10)]
+    result = evaluate(variants, parts["test"], labels=labels, n_boot=200, progress=False)
+    s = result.summary
+    assert list(s.index) == ["zero-shot", "3-shot"] and (s["n"] == 20).all()
+    assert s.loc["3-shot", "prompt_tokens"] > 2 * s.loc["zero-shot", "prompt_tokens"]
+    assert ((s["exact_match_low"] <= s["exact_match"]) & (s["exact_match"] <= s["exact_match_high"])).all()
+    assert len(result.table) == 20 and result.table["3-shot: output"].str.len().gt(0).all()
