@@ -2,7 +2,8 @@
 
 ``ftkit demo`` runs offline on the embedded model and the built-in example: it reports the
 device, loads and validates the data, splits it, and measures zero-shot and few-shot prompting
-on the held-out rows, printing accuracy and prompt tokens per request side by side.
+on the held-out rows, printing accuracy with its 95% interval, prompt tokens per request and
+latency side by side, and the paired comparison of the two.
 """
 
 from __future__ import annotations
@@ -11,24 +12,11 @@ import argparse
 import sys
 import time
 
-from ftkit import examples, metrics
+from ftkit import examples
 from ftkit.data import check_data, split
-from ftkit.generate import generate
+from ftkit.evaluate import Variant, evaluate
 from ftkit.models import describe_device, load_model
-from ftkit.prompts import classify_messages
-
-
-def _prompt_variant(model, tokenizer, test, labels, shots, limit):
-    rows = test.select(range(min(limit, len(test))))
-    convs = [classify_messages(r["prompt"], labels, shots=shots) for r in rows]
-    outs = generate(model, tokenizer, convs, max_new_tokens=12)
-    scores = [metrics.exact_match(o.text, r["completion"]) for o, r in zip(outs, rows)]
-    return {
-        "accuracy": sum(scores) / len(scores),
-        "prompt_tokens": sum(o.prompt_tokens for o in outs) / len(outs),
-        "latency_s": sum(o.latency_s for o in outs) / len(outs),
-        "examples": list(zip(rows["prompt"], rows["completion"], (o.text for o in outs)))[:3],
-    }
+from ftkit.prompts import classify_few_shot, classify_zero_shot
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -43,22 +31,25 @@ def demo(args: argparse.Namespace) -> int:
         return 1
     parts = split(report.dataset, test_size=0.2, seed=0, stratify_by="label")
     train, test = parts["train"], parts["test"]
+    test = test.select(range(min(args.limit, len(test))))
     labels = sorted(set(train["label"]))
-    print(f"Split: {len(train)} train / {len(test)} test rows, stratified by label")
+    print(f"Split: {len(train)} train / {len(parts['test'])} test rows, stratified by label; "
+          f"evaluating on {len(test)}")
 
-    # One example per label, always from the training split: the test rows stay unseen.
-    shots = [(next(r["prompt"] for r in train if r["label"] == lab), lab) for lab in labels]
-    results = {}
-    for name, variant_shots in [("zero-shot", []), (f"{len(shots)}-shot", shots)]:
-        print(f"\nPrompting: {name} on {min(args.limit, len(test))} test rows")
-        results[name] = _prompt_variant(model, tokenizer, test, labels, variant_shots, args.limit)
-
-    print(f"\n{'variant':<10} {'accuracy':>9} {'prompt tokens':>14} {'latency s':>10}")
-    for name, r in results.items():
-        print(f"{name:<10} {r['accuracy']:>9.2f} {r['prompt_tokens']:>14.0f} {r['latency_s']:>10.2f}")
+    # Shots come from the training split only: the test rows stay unseen.
+    variants = [Variant(model, tokenizer, classify_zero_shot(labels=labels), max_new_tokens=12),
+                Variant(model, tokenizer, classify_few_shot(train, k=len(labels), labels=labels),
+                        max_new_tokens=12)]
+    result = evaluate(variants, test, metrics=["exact_match"], labels=labels)
+    s = result.summary
+    print(f"\n{'variant':<10} {'accuracy':>9} {'95% CI':>11} {'prompt tokens':>14} {'latency s':>10}")
+    for name, r in s.iterrows():
+        ci = f"{r['exact_match_low']:.2f}-{r['exact_match_high']:.2f}"
+        print(f"{name:<10} {r['exact_match']:>9.2f} {ci:>11} {r['prompt_tokens']:>14.0f} {r['latency_s']:>10.2f}")
+    print(result.compare(variants[1].name, variants[0].name, "exact_match"))
     print("\nSample zero-shot answers (message -> expected | model):")
-    for text, ref, out in results["zero-shot"]["examples"]:
-        print(f"  {text[:60]!r} -> {ref} | {out[:40]!r}")
+    for _, row in result.table.head(3).iterrows():
+        print(f"  {row['input'][:60]!r} -> {row['reference']} | {row['zero-shot: output'][:40]!r}")
     return 0
 
 
