@@ -1,0 +1,123 @@
+"""A tiny event bus, and the one TrainerCallback that feeds it.
+
+Events are named after trainer hooks and carry plain dicts:
+
+=============  ==============================================================================
+``start``      run id, total steps, number of training examples
+``log``        step, loss, learning rate, grad norm, tokens per second, ETA, and any other
+               number the trainer logged (DPO's rewards, margins and accuracies)
+``eval``       step and the evaluation metrics
+``checkpoint`` step and the checkpoint folder
+``end``        step and the final status (completed, stopped)
+``error``      the error message and, for out-of-memory errors, what to reduce
+=============  ==============================================================================
+
+Panels and the CLI subscribe with ``bus.on("log", fn)``; nothing else is needed to draw a live
+chart.
+
+>>> bus = EventBus()
+>>> seen = []
+>>> _ = bus.on("log", seen.append)
+>>> bus.emit("log", {"step": 1, "loss": 2.5})
+>>> seen
+[{'step': 1, 'loss': 2.5}]
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from transformers import TrainerCallback
+
+EVENTS = ("start", "log", "eval", "checkpoint", "end", "error")
+
+
+class EventBus:
+    """``on(name, fn)`` subscribes, ``emit(name, payload)`` calls every subscriber in order.
+
+    A subscriber that raises is reported on stderr and unsubscribed: a broken chart must not stop
+    a training run.
+    """
+
+    def __init__(self):
+        self._subscribers: dict[str, list[Callable[[dict], None]]] = defaultdict(list)
+
+    def on(self, name: str, fn: Callable[[dict], None]) -> Callable[[dict], None]:
+        if name not in EVENTS:
+            raise ValueError(f"unknown event {name!r}; events are: {', '.join(EVENTS)}")
+        self._subscribers[name].append(fn)
+        return fn
+
+    def off(self, name: str, fn: Callable[[dict], None]) -> None:
+        if fn in self._subscribers[name]:
+            self._subscribers[name].remove(fn)
+
+    def emit(self, name: str, payload: dict) -> None:
+        for fn in list(self._subscribers[name]):
+            try:
+                fn(payload)
+            except Exception as err:  # noqa: BLE001 - any subscriber bug is contained
+                import sys
+
+                print(f"ftkit: a subscriber to {name!r} failed and was removed: {err!r}", file=sys.stderr)
+                self.off(name, fn)
+
+
+class StopFlag:
+    """A cooperative stop: set it from another thread (a button) and training ends after the
+    current step, saving what it has."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+
+class EventCallback(TrainerCallback):
+    """Translates the trainer's hooks into bus events and honours the stop flag."""
+
+    def __init__(self, bus: EventBus, stop: StopFlag, run_id: str = ""):
+        self.bus, self.stop, self.run_id = bus, stop, run_id
+        self._t0 = self._tokens0 = None
+        self._start_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t0, self._start_step = time.perf_counter(), state.global_step
+        self._tokens0 = state.num_input_tokens_seen
+        self.bus.emit("start", {"run_id": self.run_id, "step": state.global_step, "max_steps": state.max_steps})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop:
+            control.should_training_stop = True
+            control.should_save = True  # keep what the run has learned so far
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if any(k.startswith("eval_") for k in logs) or "train_loss" in logs:
+            return  # evaluation logs go out as "eval"; the closing summary (train_loss) as "end"
+        elapsed = time.perf_counter() - self._t0
+        done = state.global_step - self._start_step
+        payload = {"step": state.global_step, "epoch": state.epoch, **logs}
+        payload["learning_rate"] = logs.get("learning_rate")
+        tokens = state.num_input_tokens_seen - (self._tokens0 or 0)
+        payload["tokens_per_second"] = tokens / elapsed if elapsed > 0 and tokens else None
+        left = state.max_steps - state.global_step
+        payload["eta_s"] = elapsed / done * left if done > 0 else None
+        self.bus.emit("log", payload)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.bus.emit("eval", {"step": state.global_step, **(metrics or {})})
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = f"{args.output_dir}/checkpoint-{state.global_step}"
+        self.bus.emit("checkpoint", {"step": state.global_step, "path": folder})
