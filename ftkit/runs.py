@@ -1,0 +1,171 @@
+"""The on-disk record of every training run.
+
+Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
+
+    runs/20261125-134501-support-sft/
+        config.json     hyperparameters, seed, library versions, data fingerprint, base model
+        status.json     running | completed | stopped | failed, with the error message if any
+        events.jsonl    every event of the run, one JSON object a line, appended as it happens
+        adapter/        the trained adapter (safetensors) and the tokenizer
+        checkpoints/    trainer checkpoints, for resuming
+
+JSON files are written to a temporary name and renamed, so a crash never leaves half a file;
+events are appended and flushed line by line, so nothing logged before a crash is lost.
+
+>>> sanitize_name("../../etc/My Run!")
+'etc-my-run'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("running", "completed", "stopped", "failed")
+
+
+def runs_dir(root: str | os.PathLike | None = None) -> Path:
+    return Path(root or os.environ.get("FTKIT_RUNS", "runs")).expanduser()
+
+
+def sanitize_name(name: str) -> str:
+    """A run name safe as one folder name: lowercase letters, digits and dashes, no path parts."""
+    clean = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return clean[:60] or "run"
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically: a temporary file in the same folder, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("ftkit", "torch", "transformers", "peft", "trl", "datasets", "accelerate"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class Run:
+    """A run folder. Reading is always safe; writing is done by the trainer that owns it."""
+
+    path: Path
+    model: Any = field(default=None, repr=False, compare=False)  # set by the trainer that ran it
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
+    @property
+    def status(self) -> dict:
+        try:
+            return json.loads((self.path / "status.json").read_text())
+        except FileNotFoundError:
+            return {"status": "unknown"}
+
+    def events(self, name: str | None = None) -> list[dict]:
+        """The recorded events, oldest first; ``name`` keeps only one kind."""
+        path = self.path / "events.jsonl"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash: the ones before it are intact
+            if name is None or event.get("event") == name:
+                out.append(event)
+        return out
+
+    # -- written by the trainer -------------------------------------------------------------------
+
+    def set_status(self, status: str, **extra) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        write_json(self.path / "status.json", {"status": status, "time": time.time(), **extra})
+
+    def record(self, name: str, payload: dict) -> None:
+        with open(self.path / "events.jsonl", "a") as f:
+            f.write(json.dumps({"event": name, "time": time.time(), **payload}, default=str) + "\n")
+            f.flush()
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def last_checkpoint(self) -> Path | None:
+        found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        return found[-1] if found else None
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r}, status={self.status.get('status')!r})"
+
+
+def new_run(name: str, config: dict, root=None) -> Run:
+    """Create a run folder with its config, marked running."""
+    base = runs_dir(root)
+    base.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{sanitize_name(name)}"
+    for i in range(100):
+        path = base / (stem if i == 0 else f"{stem}-{i}")
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise RuntimeError(f"could not create a run folder under {base}")
+    run = Run(path)
+    write_json(path / "config.json", {**config, "versions": library_versions()})
+    run.set_status("running")
+    return run
+
+
+def list_runs(root=None) -> list[Run]:
+    """Every run under the runs folder, newest first."""
+    base = runs_dir(root)
+    if not base.is_dir():
+        return []
+    return [Run(p) for p in sorted(base.iterdir(), reverse=True) if (p / "config.json").is_file()]
+
+
+def load_run(run_id: str, root=None) -> Run:
+    """A run by its id (folder name) or a unique prefix of it."""
+    runs = [r for r in list_runs(root) if r.id == run_id] or \
+           [r for r in list_runs(root) if r.id.startswith(run_id)]
+    if len(runs) != 1:
+        known = ", ".join(r.id for r in list_runs(root)) or "none"
+        what = "no run" if not runs else "more than one run"
+        raise KeyError(f"{what} matches {run_id!r} under {runs_dir(root)}; runs: {known}")
+    return runs[0]
