@@ -1,0 +1,251 @@
+"""Supervised fine-tuning with LoRA through TRL's ``SFTTrainer``, recorded as a run.
+
+    run = train_sft(model, tokenizer, parts["train"], template=template, config=SFTSettings())
+    run.status            # {'status': 'completed', ...}
+    run.events("log")     # the loss curve
+
+Rows are canonical prompt/completion rows (see :mod:`ftkit.data`). The prompt is rendered by the
+same :class:`~ftkit.prompts.PromptTemplate` that evaluation uses, so the fine-tuned model is asked
+exactly what it was trained on; the loss covers the completion tokens only (TRL's default for
+prompt/completion data), including the end-of-turn token, so the model learns to stop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import datasets
+
+from ftkit.events import EVENTS, EventBus, EventCallback, StopFlag
+from ftkit.models import choose_device
+from ftkit.prompts import PromptTemplate, zero_shot
+from ftkit.runs import Run, new_run
+
+
+@dataclass
+class LoraSettings:
+    r: int = field(default=16, metadata={"help": "LoRA rank: size of the low-rank update per matrix"})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling; usually 2 x rank"})
+    dropout: float = field(default=0.0, metadata={
+        "help": "Dropout on the LoRA path; 0 for runs of a few hundred steps"})
+    target_modules: str = field(default="all-linear", metadata={
+        "help": "Which layers get adapters: 'all-linear', or comma-separated names like 'q_proj,v_proj'"})
+    full_finetune: bool = field(default=False, metadata={
+        "help": "Train every weight instead of an adapter (needs far more memory)"})
+
+    def peft_config(self):
+        if self.full_finetune:
+            return None
+        from peft import LoraConfig
+
+        targets = self.target_modules if self.target_modules == "all-linear" else \
+            [t.strip() for t in self.target_modules.split(",") if t.strip()]
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=targets, task_type="CAUSAL_LM")
+
+
+@dataclass
+class SFTSettings:
+    name: str = field(default="sft", metadata={"help": "Run name (the folder gets a timestamp too)"})
+    epochs: float = field(default=2.0, metadata={"help": "Passes over the training rows"})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)"})
+    learning_rate: float = field(default=1e-3, metadata={
+        "help": "Peak learning rate; LoRA on a small model takes 5e-4 to 1e-3, full fine-tuning ~2e-5"})
+    batch_size: int = field(default=8, metadata={"help": "Examples per step"})
+    max_length: int = field(default=256, metadata={"help": "Longest example in tokens; longer ones are cut"})
+    logging_steps: int = field(default=5, metadata={"help": "Log the loss every N steps"})
+    eval_steps: int = field(default=20, metadata={"help": "Evaluate every N steps (with an eval split)"})
+    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps, for resuming"})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "Stop after N evaluations without improvement, keeping the best (0: off)"})
+    seed: int = field(default=0, metadata={"help": "Random seed for data order and adapter init"})
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    trl: dict = field(default_factory=dict, metadata={
+        "help": "Any other SFTConfig field, passed through, e.g. {'warmup_ratio': 0.1}"})
+
+
+def to_trl_rows(rows, template: PromptTemplate) -> datasets.Dataset:
+    """Canonical rows as TRL's conversational prompt/completion (or messages) rows."""
+    rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
+    if rows and "messages" in rows[0]:
+        return datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])
+    return datasets.Dataset.from_list([
+        {"prompt": template.messages(r), "completion": [{"role": "assistant", "content": r["completion"]}]}
+        for r in rows
+    ])
+
+
+# --- pre-flight --------------------------------------------------------------------------------
+
+@dataclass
+class Preflight:
+    """What was checked before the first step, in plain words."""
+
+    example: str  # one training example, trained tokens in [[ ]]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = ["One training example (the model learns the [[marked]] tokens):", self.example]
+        lines += [f"PROBLEM: {p}" for p in self.problems] + [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflight:
+    """Render, tokenize and truncate like the trainer, and report what would go wrong."""
+    problems, notes = [], []
+    if not getattr(tokenizer, "chat_template", None):
+        problems.append("the tokenizer has no chat template, so prompts cannot be rendered as chat; "
+                        "load the model with ftkit.load_model, which sets one")
+    zero, trained_counts, example = [], [], ""
+    end_ids = {tokenizer.eos_token_id}
+    for i, row in enumerate(trl_rows):
+        if "messages" in row:
+            prompt_text = tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False,
+                                                        add_generation_prompt=True)
+            full_text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        else:
+            prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+            full_text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        f_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+        trained = max(0, min(len(f_ids), max_length) - len(p_ids))
+        trained_counts.append(trained)
+        if trained == 0:
+            zero.append(i)
+        if i == 0:
+            cut = f_ids[:max_length]
+            example = tokenizer.decode(cut[:len(p_ids)]) + "[[" + tokenizer.decode(cut[len(p_ids):]) + "]]"
+            completion_ids = [t for t in f_ids[len(p_ids):] if t not in tokenizer.all_special_ids or t in end_ids]
+            if not end_ids & set(f_ids[len(p_ids):]):
+                problems.append("the completion does not end with the end-of-turn token "
+                                f"{tokenizer.eos_token!r}: the model will not learn to stop")
+            elif not completion_ids:
+                problems.append("the first example's completion is empty")
+    if zero:
+        shown = ", ".join(map(str, zero[:10]))
+        problems.append(f"{len(zero)} example(s) have no trained tokens left after truncation to "
+                        f"max_length={max_length} (rows {shown}); the trainer would drop them or report "
+                        "a loss of 0. Raise max_length or shorten those prompts")
+    if trained_counts:
+        notes.append(f"{len(trained_counts)} examples, {sum(trained_counts)} trained tokens "
+                     f"({sum(trained_counts) / len(trained_counts):.1f} per example)")
+    return Preflight(example=example, problems=problems, notes=notes)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool):
+    from trl import SFTConfig
+
+    kw = dict(
+        output_dir=str(run.checkpoints_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate, per_device_train_batch_size=settings.batch_size,
+        # An eval batch larger than the train batch is a classic out-of-memory at the first eval.
+        per_device_eval_batch_size=settings.batch_size, max_length=settings.max_length,
+        logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_strategy="steps",
+        seed=settings.seed, report_to=[], lr_scheduler_type="constant",
+        include_num_input_tokens_seen=True, disable_tqdm=False,
+        use_cpu=device_choice.device == "cpu", **device_choice.trainer_precision(),
+    )
+    # Activation (gradient) checkpointing trades a third more compute for memory that a small
+    # model on CPU does not need; TRL turns it on by default. The field was renamed in transformers 5.
+    fields = SFTConfig.__dataclass_fields__
+    kw["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = False
+    if has_eval:
+        kw.update(eval_strategy="steps", eval_steps=settings.eval_steps)
+        if settings.early_stopping_patience:
+            kw.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+                      save_steps=settings.eval_steps)
+    kw.update(settings.trl)
+    return SFTConfig(**kw)
+
+
+def _oom_hint(err: BaseException) -> str | None:
+    text = str(err).lower()
+    if "out of memory" in text or isinstance(err, MemoryError):
+        return ("out of memory: reduce batch_size (and raise gradient_accumulation_steps in trl= to "
+                "keep the effective batch), lower max_length, or use a smaller LoRA rank")
+    return None
+
+
+def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | None = None,
+              config: SFTSettings | None = None, bus: EventBus | None = None, stop: StopFlag | None = None,
+              resume: Run | None = None, runs_root=None) -> Run:
+    """Fine-tune ``model`` on ``train`` (canonical rows); return the recorded :class:`Run`.
+
+    ``template`` renders each prompt (default: the prompt as it is). ``bus`` receives the live
+    events; ``stop.set()`` ends the run after the current step with the adapter saved. With
+    ``resume`` (a stopped run), training continues from its last checkpoint: same step count,
+    same optimizer state. Raises ``ValueError`` when the pre-flight check finds a problem.
+    """
+    from trl import SFTTrainer
+    from transformers import EarlyStoppingCallback
+
+    config = config or SFTSettings()
+    template = template or zero_shot()
+    bus = bus if bus is not None else EventBus()
+    stop = stop if stop is not None else StopFlag()  # not `stop or`: an unset flag is falsy
+    trl_train = to_trl_rows(train, template)
+    trl_eval = to_trl_rows(eval, template) if eval is not None else None
+    check = preflight(tokenizer, trl_train, config.max_length)
+    if check.problems:
+        raise ValueError("pre-flight check failed:\n" + "\n".join(check.problems))
+
+    run = resume or new_run(config.name, {
+        "kind": "sft", "settings": asdict(config), "template": asdict(template),
+        "base_model": getattr(model, "ftkit_source", getattr(model.config, "_name_or_path", "")),
+        "data_fingerprint": train._fingerprint if hasattr(train, "_fingerprint") else None,
+        "train_rows": len(trl_train), "eval_rows": len(trl_eval) if trl_eval is not None else 0,
+        "device": str(getattr(model, "ftkit_device", "")),
+    }, root=runs_root)
+    if resume is not None:
+        run.set_status("running")
+    recorders = [(name, bus.on(name, lambda payload, name=name: run.record(name, payload)))
+                 for name in EVENTS]
+    run.record("preflight", {"text": str(check)})
+
+    device_choice = getattr(model, "ftkit_device", None) or choose_device()
+    callbacks = [EventCallback(bus, stop, run.id)]
+    if config.early_stopping_patience and trl_eval is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    # A model that already carries adapters (a resumed run) keeps them; otherwise TRL adds LoRA.
+    peft_config = None if hasattr(model, "peft_config") else config.lora.peft_config()
+    model.train()
+    trainer = SFTTrainer(model=model, args=_trl_config(config, run, device_choice, trl_eval is not None),
+                         train_dataset=trl_train, eval_dataset=trl_eval, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=callbacks)
+    try:
+        checkpoint = run.last_checkpoint() if resume is not None else None
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        status = "stopped" if stop else "completed"
+    except KeyboardInterrupt:
+        status = "stopped"
+    except Exception as err:
+        hint = _oom_hint(err)
+        message = f"{type(err).__name__}: {err}"
+        bus.emit("error", {"message": message, "hint": hint})
+        run.set_status("failed", error=message, hint=hint, step=trainer.state.global_step)
+        raise
+    finally:
+        model.eval()
+        for name, fn in recorders:
+            bus.off(name, fn)
+    # A stop from the flag saved a checkpoint at the stopping step (EventCallback asks for it), so
+    # a resume starts exactly there; after a KeyboardInterrupt it starts at the last checkpoint.
+    trainer.save_model(str(run.adapter_dir))
+    tokenizer.save_pretrained(run.adapter_dir)
+    step = trainer.state.global_step
+    run.record("end", {"step": step, "status": status})
+    bus.emit("end", {"step": step, "status": status})
+    run.set_status(status, step=step, max_steps=trainer.state.max_steps)
+    run.model = trainer.model
+    return run
+
+
+def steps_for(n_rows: int, settings: SFTSettings) -> int:
+    """Optimizer steps a run of ``settings`` takes over ``n_rows`` examples."""
+    if settings.max_steps > 0:
+        return settings.max_steps
+    return math.ceil(settings.epochs * math.ceil(n_rows / settings.batch_size))

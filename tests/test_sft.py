@@ -1,0 +1,102 @@
+import json
+
+import pytest
+import torch
+
+from ftkit.events import EventBus, StopFlag
+from ftkit.models import load_model
+from ftkit.runs import list_runs, load_run
+from ftkit.sft import SFTSettings, preflight, to_trl_rows, train_sft
+from ftkit.prompts import zero_shot
+
+ROWS = [{"prompt": p, "completion": c} for p, c in [
+    ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
+    ("Reset my password", "account"), ("Change the delivery address", "address")]] * 4
+
+
+def settings(**kw):
+    base = dict(max_steps=4, batch_size=4, logging_steps=1, save_steps=100, learning_rate=1e-2)
+    return SFTSettings(**{**base, **kw})
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu", verbose=False)
+
+
+def test_training_logs_a_loss_changes_the_adapter_and_records_the_run(tiny, tmp_path):
+    model, tok = tiny
+    seen = []
+    bus = EventBus()
+    bus.on("log", seen.append)
+    run = train_sft(model, tok, ROWS, config=settings(), bus=bus, runs_root=tmp_path)
+    assert run.status["status"] == "completed" and run.status["step"] == 4
+    losses = [e["loss"] for e in run.events("log")]
+    assert len(losses) == 4 and all(l > 0 for l in losses)
+    assert [e["step"] for e in seen] == [1, 2, 3, 4] and seen[-1]["eta_s"] == 0
+    lora_b = [p for n, p in run.model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # LoRA B starts at zero
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (run.adapter_dir / "tokenizer_config.json").is_file()
+    config = run.config
+    assert config["kind"] == "sft" and config["settings"]["max_steps"] == 4 and "torch" in config["versions"]
+    assert [r.id for r in list_runs(tmp_path)] == [run.id] and load_run(run.id[:15], tmp_path).id == run.id
+    assert "[[" in run.events("preflight")[0]["text"]
+
+
+def test_stop_mid_run_then_resume_reaches_the_same_final_step(tiny, tiny_model_dir, tmp_path):
+    model, tok = tiny
+    stop, bus = StopFlag(), EventBus()
+    bus.on("log", lambda e: stop.set() if e["step"] == 2 else None)
+    cfg = settings(max_steps=6)
+    run = train_sft(model, tok, ROWS, config=cfg, bus=bus, stop=stop, runs_root=tmp_path)
+    assert run.status["status"] == "stopped"
+    stopped_at = run.status["step"]
+    assert 2 <= stopped_at < 6 and run.last_checkpoint().name == f"checkpoint-{stopped_at}"
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+
+    fresh, tok2 = load_model(tiny_model_dir, device="cpu", verbose=False)
+    resumed = train_sft(fresh, tok2, ROWS, config=cfg, resume=run)
+    assert resumed.id == run.id and resumed.status == {**resumed.status, "status": "completed", "step": 6}
+    steps = [e["step"] for e in run.events("log")]
+    assert steps == list(range(1, 7))  # no step twice, none missing
+
+
+def test_a_failed_run_records_its_error_and_keeps_earlier_events(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    from trl import SFTTrainer
+
+    calls = {"n": 0}
+    step = SFTTrainer.training_step
+
+    def failing(self, *args, **kwargs):  # the third step runs out of memory
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", failing)
+    errors = []
+    bus = EventBus()
+    bus.on("error", errors.append)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_sft(model, tok, ROWS, config=settings(), bus=bus, runs_root=tmp_path)
+    run = list_runs(tmp_path)[0]
+    status = run.status
+    assert status["status"] == "failed" and "CUDA out of memory" in status["error"]
+    assert "reduce batch_size" in status["hint"] and errors[0]["hint"] == status["hint"]
+    assert len(run.events("log")) >= 1  # what was logged before the failure is kept
+    for line in (run.path / "events.jsonl").read_text().splitlines():
+        json.loads(line)
+
+
+def test_preflight_marks_trained_tokens_and_catches_fully_truncated_examples(tiny_tokenizer):
+    rows = to_trl_rows(ROWS[:2] + [{"prompt": "word " * 300, "completion": "order_status"}], zero_shot())
+    check = preflight(tiny_tokenizer, rows, max_length=64)
+    assert check.example.endswith("[[order_status<|im_end|>\n]]")
+    assert len(check.problems) == 1
+    assert check.problems[0].startswith("1 example(s) have no trained tokens left after truncation to "
+                                        "max_length=64 (rows 2)")
+    with pytest.raises(ValueError, match="pre-flight check failed"):
+        train_sft(None, tiny_tokenizer, ROWS[:2] + [{"prompt": "word " * 300, "completion": "x"}],
+                  config=settings(max_length=64))
