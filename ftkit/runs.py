@@ -128,6 +128,44 @@ class Run:
         found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
         return found[-1] if found else None
 
+    def load_model(self, device: str = "auto", dtype="auto", verbose: bool = False):
+        """The run's base model with its trained adapter, and its tokenizer, ready for evaluate.
+
+        Works in a new kernel: the base model is loaded again by the name the run recorded.
+        """
+        from peft import PeftModel
+
+        from ftkit.models import load_model, prepare_tokenizer
+
+        if not (self.adapter_dir / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"run {self.id} has no saved adapter (status: "
+                                    f"{self.status.get('status')}); nothing to load")
+        base, _ = load_model(self.config["base_model"], device=device, dtype=dtype, verbose=verbose)
+        from transformers import AutoTokenizer
+
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(self.adapter_dir))
+        model = PeftModel.from_pretrained(base, self.adapter_dir, adapter_name="default").eval()
+        model.ftkit_device, model.ftkit_source = base.ftkit_device, base.ftkit_source
+        return model, tokenizer
+
+    def export(self, folder: str | os.PathLike, merged: bool = False) -> Path:
+        """Write the adapter alone, or (``merged=True``) full weights that plain transformers loads.
+
+        >>> run.export("support-router", merged=True)    # doctest: +SKIP
+        >>> AutoModelForCausalLM.from_pretrained("support-router")  # doctest: +SKIP
+        """
+        import shutil
+
+        folder = Path(folder)
+        if not merged:
+            shutil.copytree(self.adapter_dir, folder, dirs_exist_ok=True)
+            return folder
+        model, tokenizer = self.load_model(device="cpu", dtype="float32")
+        merged_model = model.merge_and_unload()
+        merged_model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        return folder
+
     def __repr__(self) -> str:
         return f"Run({self.id!r}, status={self.status.get('status')!r})"
 

@@ -100,3 +100,27 @@ def test_preflight_marks_trained_tokens_and_catches_fully_truncated_examples(tin
     with pytest.raises(ValueError, match="pre-flight check failed"):
         train_sft(None, tiny_tokenizer, ROWS[:2] + [{"prompt": "word " * 300, "completion": "x"}],
                   config=settings(max_length=64))
+
+
+def test_a_run_loads_in_a_new_session_and_exports_merged_weights(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from ftkit.generate import generate
+
+    model, tok = tiny
+    run = train_sft(model, tok, ROWS, config=settings(learning_rate=5e-2), runs_root=tmp_path)
+    again = load_run(run.id, tmp_path)  # as a new kernel would, from the folder alone
+    loaded, tok2 = again.load_model(device="cpu")
+    convs = [[{"role": "user", "content": r["prompt"]}] for r in ROWS[:4]]
+    with_adapter = [o.text for o in generate(loaded, tok2, convs, max_new_tokens=6, progress=False)]
+    base = [o.text for o in generate(loaded, tok2, convs, max_new_tokens=6, adapter=False, progress=False)]
+    assert with_adapter == [o.text for o in generate(run.model, tok, convs, max_new_tokens=6, progress=False)]
+    assert with_adapter != base  # the adapter is really on
+
+    again.export(tmp_path / "adapter-only")
+    assert (tmp_path / "adapter-only" / "adapter_model.safetensors").is_file()
+    folder = again.export(tmp_path / "merged", merged=True)
+    plain = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert not any("lora" in n for n, _ in plain.named_parameters())
+    merged = [o.text for o in generate(plain, tok2, convs, max_new_tokens=6, progress=False)]
+    assert merged == with_adapter
