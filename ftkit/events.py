@@ -86,17 +86,24 @@ class StopFlag:
 class EventCallback(TrainerCallback):
     """Translates the trainer's hooks into bus events and honours the stop flag."""
 
-    def __init__(self, bus: EventBus, stop: StopFlag, run_id: str = ""):
-        self.bus, self.stop, self.run_id = bus, stop, run_id
-        self._t0 = self._tokens0 = None
-        self._start_step = 0
+    def __init__(self, bus: EventBus, stop: StopFlag, run_id: str = "", max_seconds: float = 0):
+        self.bus, self.stop, self.run_id, self.max_seconds = bus, stop, run_id, max_seconds
+        self._t0 = self._tokens0 = self._last = None
+        self._start_step, self._slowest = 0, 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._t0, self._start_step = time.perf_counter(), state.global_step
-        self._tokens0 = state.num_input_tokens_seen
+        self._t0 = self._last = time.perf_counter()
+        self._start_step, self._tokens0 = state.global_step, state.num_input_tokens_seen
         self.bus.emit("start", {"run_id": self.run_id, "step": state.global_step, "max_steps": state.max_steps})
 
     def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        self._slowest, self._last = max(self._slowest, now - self._last), now
+        # A time limit ends the run before the step that would overrun it, judged by the
+        # slowest step so far.
+        if self.max_seconds and now - self._t0 + self._slowest > self.max_seconds:
+            control.should_training_stop = True
+            control.should_save = True
         if self.stop:
             control.should_training_stop = True
             control.should_save = True  # keep what the run has learned so far

@@ -190,6 +190,67 @@ def new_run(name: str, config: dict, root=None) -> Run:
     return run
 
 
+def fingerprint(rows) -> str:
+    """A short hash of the training rows, so a run says exactly which data it saw."""
+    import hashlib
+
+    rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _oom_hint(err: BaseException) -> str | None:
+    text = str(err).lower()
+    if "out of memory" in text or isinstance(err, MemoryError):
+        return ("out of memory: reduce batch_size (and raise gradient_accumulation_steps in trl= to "
+                "keep the effective batch), lower max_length, or use a smaller LoRA rank")
+    return None
+
+
+def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool = False,
+                     preflight: str | None = None) -> Run:
+    """Run a TRL trainer inside ``run``: record its events and final status, save its adapter.
+
+    A stop from the flag ends after the current step with a checkpoint there (EventCallback asks
+    for it), so a resume starts exactly at that step; after a KeyboardInterrupt the adapter is
+    still saved and a resume starts at the last periodic checkpoint. Any other exception marks the
+    run failed with the message (and what to reduce, for out-of-memory) and is raised again.
+    """
+    from ftkit.events import EVENTS
+
+    if resumed:
+        run.set_status("running")
+    recorders = [(name, bus.on(name, lambda payload, name=name: run.record(name, payload)))
+                 for name in EVENTS]
+    if preflight:
+        run.record("preflight", {"text": preflight})
+    model = trainer.model
+    model.train()
+    try:
+        checkpoint = run.last_checkpoint() if resumed else None
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        status = "stopped" if stop else "completed"
+    except KeyboardInterrupt:
+        status = "stopped"
+    except Exception as err:
+        hint = _oom_hint(err)
+        message = f"{type(err).__name__}: {err}"
+        bus.emit("error", {"message": message, "hint": hint})
+        run.set_status("failed", error=message, hint=hint, step=trainer.state.global_step)
+        raise
+    finally:
+        model.eval()
+        for name, fn in recorders:
+            bus.off(name, fn)
+    trainer.save_model(str(run.adapter_dir))
+    tokenizer.save_pretrained(run.adapter_dir)
+    step = trainer.state.global_step
+    run.record("end", {"step": step, "status": status})
+    bus.emit("end", {"step": step, "status": status})
+    run.set_status(status, step=step, max_steps=trainer.state.max_steps)
+    run.model = trainer.model
+    return run
+
+
 def list_runs(root=None) -> list[Run]:
     """Every run under the runs folder, newest first."""
     base = runs_dir(root)

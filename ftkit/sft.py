@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 
 import datasets
 
-from ftkit.events import EVENTS, EventBus, EventCallback, StopFlag
+from ftkit.events import EventBus, EventCallback, StopFlag
 from ftkit.models import choose_device
 from ftkit.prompts import PromptTemplate, zero_shot
-from ftkit.runs import Run, new_run
+from ftkit.runs import Run, fingerprint, new_run, train_and_record
 
 
 @dataclass
@@ -60,6 +60,8 @@ class SFTSettings:
     early_stopping_patience: int = field(default=0, metadata={
         "help": "Stop after N evaluations without improvement, keeping the best (0: off)"})
     seed: int = field(default=0, metadata={"help": "Random seed for data order and adapter init"})
+    max_minutes: float = field(default=0, metadata={
+        "help": "End the run (saved, completed) before it would pass this many minutes (0: no limit)"})
     lora: LoraSettings = field(default_factory=LoraSettings)
     trl: dict = field(default_factory=dict, metadata={
         "help": "Any other SFTConfig field, passed through, e.g. {'warmup_ratio': 0.1}"})
@@ -162,14 +164,6 @@ def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool):
     return SFTConfig(**kw)
 
 
-def _oom_hint(err: BaseException) -> str | None:
-    text = str(err).lower()
-    if "out of memory" in text or isinstance(err, MemoryError):
-        return ("out of memory: reduce batch_size (and raise gradient_accumulation_steps in trl= to "
-                "keep the effective batch), lower max_length, or use a smaller LoRA rank")
-    return None
-
-
 def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | None = None,
               config: SFTSettings | None = None, bus: EventBus | None = None, stop: StopFlag | None = None,
               resume: Run | None = None, runs_root=None) -> Run:
@@ -196,52 +190,21 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     run = resume or new_run(config.name, {
         "kind": "sft", "settings": asdict(config), "template": asdict(template),
         "base_model": getattr(model, "ftkit_source", getattr(model.config, "_name_or_path", "")),
-        "data_fingerprint": train._fingerprint if hasattr(train, "_fingerprint") else None,
+        "data_fingerprint": fingerprint(train),
         "train_rows": len(trl_train), "eval_rows": len(trl_eval) if trl_eval is not None else 0,
         "device": str(getattr(model, "ftkit_device", "")),
     }, root=runs_root)
-    if resume is not None:
-        run.set_status("running")
-    recorders = [(name, bus.on(name, lambda payload, name=name: run.record(name, payload)))
-                 for name in EVENTS]
-    run.record("preflight", {"text": str(check)})
-
     device_choice = getattr(model, "ftkit_device", None) or choose_device()
-    callbacks = [EventCallback(bus, stop, run.id)]
+    callbacks = [EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)]
     if config.early_stopping_patience and trl_eval is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     # A model that already carries adapters (a resumed run) keeps them; otherwise TRL adds LoRA.
     peft_config = None if hasattr(model, "peft_config") else config.lora.peft_config()
-    model.train()
     trainer = SFTTrainer(model=model, args=_trl_config(config, run, device_choice, trl_eval is not None),
                          train_dataset=trl_train, eval_dataset=trl_eval, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=callbacks)
-    try:
-        checkpoint = run.last_checkpoint() if resume is not None else None
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        status = "stopped" if stop else "completed"
-    except KeyboardInterrupt:
-        status = "stopped"
-    except Exception as err:
-        hint = _oom_hint(err)
-        message = f"{type(err).__name__}: {err}"
-        bus.emit("error", {"message": message, "hint": hint})
-        run.set_status("failed", error=message, hint=hint, step=trainer.state.global_step)
-        raise
-    finally:
-        model.eval()
-        for name, fn in recorders:
-            bus.off(name, fn)
-    # A stop from the flag saved a checkpoint at the stopping step (EventCallback asks for it), so
-    # a resume starts exactly there; after a KeyboardInterrupt it starts at the last checkpoint.
-    trainer.save_model(str(run.adapter_dir))
-    tokenizer.save_pretrained(run.adapter_dir)
-    step = trainer.state.global_step
-    run.record("end", {"step": step, "status": status})
-    bus.emit("end", {"step": step, "status": status})
-    run.set_status(status, step=step, max_steps=trainer.state.max_steps)
-    run.model = trainer.model
-    return run
+    return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
+                            preflight=str(check))
 
 
 def steps_for(n_rows: int, settings: SFTSettings) -> int:

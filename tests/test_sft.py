@@ -124,3 +124,11 @@ def test_a_run_loads_in_a_new_session_and_exports_merged_weights(tiny, tmp_path)
     assert not any("lora" in n for n, _ in plain.named_parameters())
     merged = [o.text for o in generate(plain, tok2, convs, max_new_tokens=6, progress=False)]
     assert merged == with_adapter
+
+
+def test_a_time_limit_ends_the_run_completed_and_saved(tiny, tmp_path):
+    model, tok = tiny
+    run = train_sft(model, tok, ROWS, config=settings(max_steps=500, max_minutes=0.05), runs_root=tmp_path)
+    assert run.status["status"] == "completed" and 0 < run.status["step"] < 500
+    assert run.last_checkpoint().name == f"checkpoint-{run.status['step']}"
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()

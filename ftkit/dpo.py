@@ -1,0 +1,112 @@
+"""Direct preference optimization with LoRA through TRL's ``DPOTrainer``, recorded as a run.
+
+    sft_run = train_sft(model, tokenizer, train, template=template)
+    dpo_run = train_dpo(model, tokenizer, pairs, template=template, from_run=sft_run)
+
+Pairs are canonical ``prompt``/``chosen``/``rejected`` rows. Starting ``from_run`` continues that
+run's adapter. With LoRA the reference model is the same weights with the adapter switched off
+(TRL does this when it is given a PEFT model and no reference model): no second copy in memory.
+TRL logs the DPO figures at every logging step: ``rewards/chosen``, ``rewards/rejected``,
+``rewards/margins``, ``rewards/accuracies`` and the loss; they arrive as ``log`` events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import datasets
+
+from ftkit.events import EventBus, EventCallback, StopFlag
+from ftkit.models import choose_device
+from ftkit.prompts import PromptTemplate, zero_shot
+from ftkit.runs import Run, fingerprint, new_run, train_and_record
+from ftkit.sft import LoraSettings
+
+
+@dataclass
+class DPOSettings:
+    name: str = field(default="dpo", metadata={"help": "Run name (the folder gets a timestamp too)"})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the preference pairs"})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)"})
+    learning_rate: float = field(default=2e-4, metadata={
+        "help": "Peak learning rate; DPO wants a lower one than SFT (LoRA: 5e-5 to 5e-4)"})
+    beta: float = field(default=0.1, metadata={
+        "help": "How far the model may move from the reference: lower lets it move further"})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per step"})
+    max_length: int = field(default=256, metadata={"help": "Longest prompt + answer in tokens"})
+    logging_steps: int = field(default=5, metadata={"help": "Log rewards and loss every N steps"})
+    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps, for resuming"})
+    seed: int = field(default=0, metadata={"help": "Random seed for data order and adapter init"})
+    max_minutes: float = field(default=0, metadata={
+        "help": "End the run (saved, completed) before it would pass this many minutes (0: no limit)"})
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    trl: dict = field(default_factory=dict, metadata={
+        "help": "Any other DPOConfig field, passed through, e.g. {'loss_type': ['ipo']}"})
+
+
+def to_trl_pairs(rows, template: PromptTemplate) -> datasets.Dataset:
+    """Canonical pairs as TRL's conversational preference rows, prompts rendered by ``template``."""
+    rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
+    if rows and not {"prompt", "chosen", "rejected"} <= set(rows[0]):
+        raise ValueError(f"DPO needs prompt/chosen/rejected rows (load them with ftkit.load_data); "
+                         f"these rows have: {', '.join(rows[0])}")
+    return datasets.Dataset.from_list([
+        {"prompt": template.messages(r),
+         "chosen": [{"role": "assistant", "content": r["chosen"]}],
+         "rejected": [{"role": "assistant", "content": r["rejected"]}]}
+        for r in rows
+    ])
+
+
+def _trl_config(settings: DPOSettings, run: Run, device_choice):
+    from trl import DPOConfig
+
+    kw = dict(
+        output_dir=str(run.checkpoints_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate, beta=settings.beta,
+        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
+        max_length=settings.max_length, logging_steps=settings.logging_steps, save_steps=settings.save_steps,
+        save_strategy="steps", seed=settings.seed, report_to=[], lr_scheduler_type="constant",
+        include_num_input_tokens_seen=True, use_cpu=device_choice.device == "cpu",
+        **device_choice.trainer_precision(),
+    )
+    fields = DPOConfig.__dataclass_fields__
+    kw["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = False
+    kw.update(settings.trl)
+    return DPOConfig(**kw)
+
+
+def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None,
+              config: DPOSettings | None = None, from_run: Run | None = None, bus: EventBus | None = None,
+              stop: StopFlag | None = None, resume: Run | None = None, runs_root=None) -> Run:
+    """Train ``model`` on preference ``pairs``; return the recorded :class:`Run`.
+
+    ``from_run``: an SFT run whose adapter DPO continues (``model`` is then its base model, as
+    :func:`ftkit.load_model` gives it). ``template`` must be the one the SFT run used, so prompts
+    look the same. ``bus``, ``stop`` and ``resume`` work as in :func:`ftkit.sft.train_sft`.
+    """
+    from peft import PeftModel
+    from trl import DPOTrainer
+
+    config = config or DPOSettings()
+    template = template or zero_shot()
+    bus = bus if bus is not None else EventBus()
+    stop = stop if stop is not None else StopFlag()  # not `stop or`: an unset flag is falsy
+    trl_pairs = to_trl_pairs(pairs, template)
+    start_adapter = from_run.adapter_dir if from_run is not None else None
+    if start_adapter is not None and not hasattr(model, "peft_config"):
+        model = PeftModel.from_pretrained(model, start_adapter, is_trainable=True)
+    run = resume or new_run(config.name, {
+        "kind": "dpo", "settings": asdict(config), "template": asdict(template),
+        "base_model": getattr(model, "ftkit_source", "") or getattr(model.config, "_name_or_path", ""),
+        "from_run": from_run.id if from_run is not None else None,
+        "data_fingerprint": fingerprint(pairs), "train_rows": len(trl_pairs),
+        "device": str(getattr(model, "ftkit_device", "")),
+    }, root=runs_root)
+
+    device_choice = getattr(model, "ftkit_device", None) or choose_device()
+    peft_config = None if hasattr(model, "peft_config") else config.lora.peft_config()
+    trainer = DPOTrainer(model=model, ref_model=None, args=_trl_config(config, run, device_choice),
+                         train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)])
+    return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None)
