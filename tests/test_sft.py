@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from ftkit.events import EventBus, StopFlag
 from ftkit.models import load_model
