@@ -12,7 +12,6 @@ prompt/completion data), including the end-of-turn token, so the model learns to
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import datasets
@@ -68,14 +67,22 @@ class SFTSettings:
 
 
 def to_trl_rows(rows, template: PromptTemplate) -> datasets.Dataset:
-    """Canonical rows as TRL's conversational prompt/completion (or messages) rows."""
+    """Canonical rows as TRL's conversational prompt/completion rows.
+
+    Prompt/completion rows get their prompt from ``template``. A conversation (``messages``)
+    becomes its turns up to the last assistant answer as the prompt and that answer as the
+    completion, so the loss covers the answer only, whatever the chat template supports.
+    """
     rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
-    if rows and "messages" in rows[0]:
-        return datasets.Dataset.from_list([{"messages": r["messages"]} for r in rows])
-    return datasets.Dataset.from_list([
-        {"prompt": template.messages(r), "completion": [{"role": "assistant", "content": r["completion"]}]}
-        for r in rows
-    ])
+    out = []
+    for r in rows:
+        if "messages" in r:
+            last = max(i for i, m in enumerate(r["messages"]) if m["role"] == "assistant")
+            out.append({"prompt": r["messages"][:last], "completion": [r["messages"][last]]})
+        else:
+            out.append({"prompt": template.messages(r),
+                        "completion": [{"role": "assistant", "content": r["completion"]}]})
+    return datasets.Dataset.from_list(out)
 
 
 # --- pre-flight --------------------------------------------------------------------------------
@@ -103,13 +110,8 @@ def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflig
     zero, trained_counts, example = [], [], ""
     end_ids = {tokenizer.eos_token_id}
     for i, row in enumerate(trl_rows):
-        if "messages" in row:
-            prompt_text = tokenizer.apply_chat_template(row["messages"][:-1], tokenize=False,
-                                                        add_generation_prompt=True)
-            full_text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
-        else:
-            prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-            full_text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        full_text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
         p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
         f_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
         trained = max(0, min(len(f_ids), max_length) - len(p_ids))
@@ -119,12 +121,9 @@ def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflig
         if i == 0:
             cut = f_ids[:max_length]
             example = tokenizer.decode(cut[:len(p_ids)]) + "[[" + tokenizer.decode(cut[len(p_ids):]) + "]]"
-            completion_ids = [t for t in f_ids[len(p_ids):] if t not in tokenizer.all_special_ids or t in end_ids]
             if not end_ids & set(f_ids[len(p_ids):]):
                 problems.append("the completion does not end with the end-of-turn token "
                                 f"{tokenizer.eos_token!r}: the model will not learn to stop")
-            elif not completion_ids:
-                problems.append("the first example's completion is empty")
     if zero:
         shown = ", ".join(map(str, zero[:10]))
         problems.append(f"{len(zero)} example(s) have no trained tokens left after truncation to "
@@ -205,10 +204,3 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
                          peft_config=peft_config, callbacks=callbacks)
     return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
                             preflight=str(check))
-
-
-def steps_for(n_rows: int, settings: SFTSettings) -> int:
-    """Optimizer steps a run of ``settings`` takes over ``n_rows`` examples."""
-    if settings.max_steps > 0:
-        return settings.max_steps
-    return math.ceil(settings.epochs * math.ceil(n_rows / settings.batch_size))

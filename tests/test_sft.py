@@ -131,3 +131,19 @@ def test_a_time_limit_ends_the_run_completed_and_saved(tiny, tmp_path):
     assert run.status["status"] == "completed" and 0 < run.status["step"] < 500
     assert run.last_checkpoint().name == f"checkpoint-{run.status['step']}"
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def test_conversations_train_on_their_last_answer_only():
+    rows = to_trl_rows([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                                      {"role": "user", "content": "bye"}, {"role": "assistant", "content": "ciao"}]}],
+                       zero_shot())
+    assert [m["content"] for m in rows[0]["prompt"]] == ["hi", "hello", "bye"]
+    assert rows[0]["completion"] == [{"role": "assistant", "content": "ciao"}]
+
+
+def test_preflight_flags_a_template_that_drops_the_end_of_turn_token(tiny_tokenizer):
+    from conftest import make_tokenizer
+
+    no_end = make_tokenizer("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    check = preflight(no_end, to_trl_rows(ROWS[:1], zero_shot()), max_length=64)
+    assert any("does not end with the end-of-turn token '<|im_end|>'" in p for p in check.problems)
