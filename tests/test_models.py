@@ -171,3 +171,14 @@ def test_cache_dir_follows_ftkit_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("FTKIT_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert models.cache_dir() == tmp_path / "x" / "ftkit"
+
+
+def test_four_bit_loading_says_what_it_needs(tiny_model_dir, monkeypatch):
+    with pytest.raises(ModelLoadError, match="load_in_4bit \\(QLoRA\\) needs a CUDA GPU; this model would run on cpu"):
+        load_model(tiny_model_dir, device="cpu", load_in_4bit=True, verbose=False)
+    monkeypatch.setattr(models, "choose_device", lambda *a: models.DeviceChoice("cuda", torch.bfloat16, "test"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(ModelLoadError, match="needs bitsandbytes: pip install bitsandbytes"):
+        load_model(tiny_model_dir, load_in_4bit=True, verbose=False)
