@@ -138,7 +138,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     ``top_p`` and ``seed`` samples. Generation ends at the end-of-sequence token, after
     ``max_new_tokens``, or at any string in ``stop`` (cut from the text). ``adapter`` is passed
     to :func:`adapter_state`. Latency is the batch's wall time divided evenly among its examples,
-    which is what a request costs when served in batches.
+    plus an equal share of the shared prefix's one-time pass: what a request costs when served in
+    batches.
     """
     texts = render_prompts(tokenizer, conversations)
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -160,11 +161,14 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     with adapter_state(model, adapter):
         device = model.device
         n_prefix = _shared_prefix(ids) if prefix_cache else 0
-        cache = None
+        cache, prefix_s = None, 0.0
         if n_prefix >= MIN_CACHED_PREFIX:
+            t0 = time.perf_counter()
             prefix = torch.tensor([ids[0][:n_prefix]], device=device)
             out = model(input_ids=prefix, use_cache=True)
             cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            # The shared prefix is paid once; each request carries an equal share of it.
+            prefix_s = (time.perf_counter() - t0) / len(texts)
         else:
             n_prefix = 0
         # Longest first: batches of similar length waste less compute on padding.
@@ -192,7 +196,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
                 for s in stop or ():
                     text = text.split(s, 1)[0]
                 results[i] = Generation(text=text.strip(), prompt_tokens=len(ids[i]), new_tokens=n,
-                                        latency_s=elapsed / len(idx))
+                                        latency_s=elapsed / len(idx) + prefix_s)
             bar.update(len(idx))
         bar.close()
     return results
