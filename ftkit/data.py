@@ -291,12 +291,13 @@ def _prompt_key(row: dict) -> str:
 
 def find_overlap(train, test) -> list[int]:
     """Indices of ``test`` rows whose prompt also appears in ``train`` (a leak between splits)."""
-    seen = {_prompt_key(r) for r in _iter_rows(train)}
-    return [i for i, r in enumerate(_iter_rows(test)) if _prompt_key(r) in seen]
+    seen = {_prompt_key(r) for r in as_rows(train)}
+    return [i for i, r in enumerate(as_rows(test)) if _prompt_key(r) in seen]
 
 
-def _iter_rows(data):
-    return data.to_list() if isinstance(data, datasets.Dataset) else list(data)
+def as_rows(data) -> list[dict]:
+    """Canonical rows as plain dicts, from a ``datasets.Dataset`` or any iterable of dicts."""
+    return data.to_list() if hasattr(data, "to_list") else list(data)
 
 
 def _warn_rows(report: DataReport, rows, tokenizer, max_length, test) -> None:

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 import datasets
 
+from ftkit.data import as_rows
 from ftkit.events import EventBus, EventCallback, StopFlag
+from ftkit.generate import is_peft_model
 from ftkit.models import choose_device
 from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.runs import Run, fingerprint, new_run, train_and_record
@@ -53,7 +55,7 @@ class DPOSettings:
 
 def to_trl_pairs(rows, template: PromptTemplate) -> datasets.Dataset:
     """Canonical pairs as TRL's conversational preference rows, prompts rendered by ``template``."""
-    rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
+    rows = as_rows(rows)
     if rows and not {"prompt", "chosen", "rejected"} <= set(rows[0]):
         raise ValueError(f"DPO needs prompt/chosen/rejected rows (load them with ftkit.load_data); "
                          f"these rows have: {', '.join(rows[0])}")
@@ -103,7 +105,7 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
     stop = stop if stop is not None else StopFlag()  # not `stop or`: an unset flag is falsy
     trl_pairs = to_trl_pairs(pairs, template)
     start_adapter = from_run.adapter_dir if from_run is not None else None
-    if start_adapter is not None and not hasattr(model, "peft_config"):
+    if start_adapter is not None and not is_peft_model(model):
         model = PeftModel.from_pretrained(model, start_adapter, is_trainable=True)
     run = resume or new_run(config.name, {
         "kind": "dpo", "settings": asdict(config), "template": asdict(template),
@@ -114,7 +116,7 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
     }, root=runs_root)
 
     device_choice = getattr(model, "ftkit_device", None) or choose_device()
-    peft_config = None if hasattr(model, "peft_config") else config.lora.peft_config()
+    peft_config = None if is_peft_model(model) else config.lora.peft_config()
     trainer = DPOTrainer(model=model, ref_model=None, args=_trl_config(config, run, device_choice),
                          train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
                          callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)])

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ftkit import metrics as M
-from ftkit.data import find_overlap
+from ftkit.data import as_rows, find_overlap
 from ftkit.generate import generate
 
 
@@ -92,45 +92,40 @@ class EvalResult:
             if name not in self.scores:
                 raise KeyError(f"no variant {name!r}; variants are: {', '.join(self.scores)}")
         diff = self.scores[a][metric] - self.scores[b][metric]
-        low, high = _bootstrap_interval(diff, self.n_boot, self.seed)
-        return Comparison(a=a, b=b, metric=metric, mean_diff=float(diff.mean()), ci_low=low,
+        mean, low, high = bootstrap_ci(diff, self.n_boot, self.seed)
+        return Comparison(a=a, b=b, metric=metric, mean_diff=mean, ci_low=low,
                           ci_high=high, wins=int((diff > 0).sum()), ties=int((diff == 0).sum()),
                           losses=int((diff < 0).sum()))
 
 
-def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(n_boot, len(values)))
-    return values[idx].mean(axis=1)
+def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """``n_boot`` bootstrap resamples of ``n`` row indices (the same for a given seed)."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
-def _bootstrap_interval(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean.
-
-    >>> _bootstrap_interval(np.array([1.0, 1.0, 1.0]))
-    (1.0, 1.0)
-    """
-    means = _bootstrap_means(np.asarray(values, dtype=float), n_boot, seed)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def _interval(samples) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap samples of a statistic."""
+    return float(np.percentile(samples, 2.5)), float(np.percentile(samples, 97.5))
 
 
 def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``values`` and its 95% percentile-bootstrap interval: ``(mean, low, high)``."""
+    """Mean of ``values`` and its 95% percentile-bootstrap interval: ``(mean, low, high)``.
+
+    >>> bootstrap_ci([1.0, 1.0, 1.0])
+    (1.0, 1.0, 1.0)
+    """
     values = np.asarray(values, dtype=float)
-    return (float(values.mean()), *_bootstrap_interval(values, n_boot, seed))
+    return (float(values.mean()), *_interval(values[_resamples(len(values), n_boot, seed)].mean(axis=1)))
 
 
-def _macro_f1_ci(preds, refs, labels, n_boot, seed) -> tuple[float, float, float]:
-    rng = np.random.default_rng(seed)
-    preds, refs = np.asarray(preds, dtype=object), np.asarray(refs, dtype=object)
-    point = M.classification_summary(list(preds), list(refs), labels)["macro_f1"]
-    boots = [M.classification_summary(list(preds[i]), list(refs[i]), labels)["macro_f1"]
-             for i in rng.integers(0, len(refs), size=(n_boot, len(refs)))]
-    return point, float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+def _macro_f1_ci(parsed, refs, labels, n_boot, seed) -> tuple[float, float, float]:
+    parsed, refs = np.asarray(parsed, dtype=object), np.asarray(refs, dtype=object)
+    boots = [M.macro_f1(parsed[i], refs[i], labels) for i in _resamples(len(refs), n_boot, seed)]
+    return M.macro_f1(parsed, refs, labels), *_interval(boots)
 
 
 def _check_rows(dataset) -> list[dict]:
-    rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
+    rows = as_rows(dataset)
     if not rows:
         raise ValueError("the evaluation split is empty")
     if "prompt" not in rows[0] or "completion" not in rows[0]:
@@ -182,9 +177,10 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             table[f"{v.name}: {mname}"] = s
             line[mname], line[f"{mname}_low"], line[f"{mname}_high"] = bootstrap_ci(s, n_boot, seed)
         if labels:
+            parsed = [M.parse_label(t, labels) for t in texts]  # once; the bootstrap resamples these
             line["macro_f1"], line["macro_f1_low"], line["macro_f1_high"] = _macro_f1_ci(
-                texts, references, list(labels), n_boot, seed)
-            line["invalid_rate"] = M.classification_summary(texts, references, list(labels))["invalid_rate"]
+                parsed, references, list(labels), n_boot, seed)
+            line["invalid_rate"] = parsed.count(M.INVALID) / len(parsed)
         for key in ("latency_s", "prompt_tokens", "new_tokens"):
             values = [getattr(o, key) for o in outs]
             table[f"{v.name}: {key}"] = values

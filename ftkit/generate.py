@@ -7,9 +7,9 @@ before the text). On a 2-core CPU a batch of 16 short prompts costs little more 
 Few-shot prompts repeat the same long prefix (system prompt + solved examples) in every request.
 With ``prefix_cache=True`` (the default) the longest token prefix shared by all prompts is run
 through the model once; each batch then starts from a preallocated cache holding that prefix and
-only computes its own suffix. The padding then sits between the prefix and the suffix; position ids come from the
-attention mask, so every token gets the position it would have without the cache, and greedy
-outputs are the same as without it (tested).
+only computes its own suffix. The padding then sits between the prefix and the suffix; position
+ids come from the attention mask, so every token gets the position it would have without the
+cache, and greedy outputs are the same as without it (tested).
 
 >>> outs = generate(model, tokenizer, [[{"role": "user", "content": "Hi"}]])  # doctest: +SKIP
 >>> outs[0].text, outs[0].prompt_tokens, outs[0].new_tokens                  # doctest: +SKIP
@@ -161,7 +161,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     with adapter_state(model, adapter):
         device = model.device
         n_prefix = _shared_prefix(ids) if prefix_cache else 0
-        cache, prefix_s = None, 0.0
+        cache, prefix_s, cache_kwarg = None, 0.0, _cache_kwarg(model)
         if n_prefix >= MIN_CACHED_PREFIX:
             t0 = time.perf_counter()
             prefix = torch.tensor([ids[0][:n_prefix]], device=device)
@@ -184,7 +184,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
                                 device=device)
             extra = {}
             if cache is not None:
-                extra[_cache_kwarg(model)] = _batch_cache(model, cache, len(idx), n_prefix + width + max_new_tokens)
+                extra[cache_kwarg] = _batch_cache(model, cache, len(idx), n_prefix + width + max_new_tokens)
             t0 = time.perf_counter()
             out = model.generate(input_ids=input_ids, attention_mask=mask, **options, **extra)
             elapsed = time.perf_counter() - t0

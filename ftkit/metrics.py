@@ -91,6 +91,20 @@ def classification_summary(predictions: list[str], references: list[str], labels
     {'accuracy': 0.5, 'macro_f1': 0.5833333333333333, 'invalid_rate': 0.25}
     """
     parsed = [parse_label(p, labels) for p in predictions]
+    n = len(references)
+    return {
+        "accuracy": sum(p == r for p, r in zip(parsed, references)) / n if n else 0.0,
+        "macro_f1": macro_f1(parsed, references, labels),
+        "invalid_rate": parsed.count(INVALID) / n if n else 0.0,
+    }
+
+
+def macro_f1(parsed, references, labels: list[str]) -> float:
+    """Macro-F1 of already parsed labels (see :func:`parse_label`) against the references.
+
+    >>> macro_f1(["a", "a", INVALID, "b"], ["a", "b", "b", "b"], ["a", "b"])
+    0.5833333333333333
+    """
     f1s = []
     for label in labels:
         tp = sum(p == r == label for p, r in zip(parsed, references))
@@ -99,12 +113,7 @@ def classification_summary(predictions: list[str], references: list[str], labels
         if n_pred == n_ref == 0:
             continue
         f1s.append(2 * tp / (n_pred + n_ref))
-    n = len(references)
-    return {
-        "accuracy": sum(p == r for p, r in zip(parsed, references)) / n if n else 0.0,
-        "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0,
-        "invalid_rate": parsed.count(INVALID) / n if n else 0.0,
-    }
+    return sum(f1s) / len(f1s) if f1s else 0.0
 
 
 # --- generation quality ---------------------------------------------------------------------

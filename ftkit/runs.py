@@ -194,7 +194,9 @@ def fingerprint(rows) -> str:
     """A short hash of the training rows, so a run says exactly which data it saw."""
     import hashlib
 
-    rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
+    from ftkit.data import as_rows
+
+    rows = as_rows(rows)
     return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 
 import datasets
 
+from ftkit.data import as_rows
 from ftkit.events import EventBus, EventCallback, StopFlag
+from ftkit.generate import is_peft_model
 from ftkit.models import choose_device
 from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.runs import Run, fingerprint, new_run, train_and_record
@@ -73,7 +75,7 @@ def to_trl_rows(rows, template: PromptTemplate) -> datasets.Dataset:
     becomes its turns up to the last assistant answer as the prompt and that answer as the
     completion, so the loss covers the answer only, whatever the chat template supports.
     """
-    rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
+    rows = as_rows(rows)
     out = []
     for r in rows:
         if "messages" in r:
@@ -173,8 +175,8 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     ``resume`` (a stopped run), training continues from its last checkpoint: same step count,
     same optimizer state. Raises ``ValueError`` when the pre-flight check finds a problem.
     """
-    from trl import SFTTrainer
     from transformers import EarlyStoppingCallback
+    from trl import SFTTrainer
 
     config = config or SFTSettings()
     template = template or zero_shot()
@@ -198,7 +200,7 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     if config.early_stopping_patience and trl_eval is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     # A model that already carries adapters (a resumed run) keeps them; otherwise TRL adds LoRA.
-    peft_config = None if hasattr(model, "peft_config") else config.lora.peft_config()
+    peft_config = None if is_peft_model(model) else config.lora.peft_config()
     trainer = SFTTrainer(model=model, args=_trl_config(config, run, device_choice, trl_eval is not None),
                          train_dataset=trl_train, eval_dataset=trl_eval, processing_class=tokenizer,
                          peft_config=peft_config, callbacks=callbacks)
