@@ -17,8 +17,10 @@ from __future__ import annotations
 import random
 import string
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
+
+from ftkit.data import as_rows
 
 DEFAULT_INSTRUCTION = "{prompt}"
 CLASSIFY_INSTRUCTION = "Labels: {labels}\nMessage: {prompt}\nAnswer with the label only."
@@ -74,9 +76,6 @@ class PromptTemplate:
         """Prompt tokens for this row, the system prompt the chat template adds included."""
         return len(tokenizer(self.render(row, tokenizer), add_special_tokens=False)["input_ids"])
 
-    def with_shots(self, shots: list[dict], name: str | None = None) -> PromptTemplate:
-        return replace(self, shots=list(shots), name=name or f"{len(shots)}-shot")
-
 
 def select_shots(train, k: int, strategy: str = "balanced", seed: int = 0,
                  label_column: str = "label") -> list[dict]:
@@ -90,7 +89,7 @@ def select_shots(train, k: int, strategy: str = "balanced", seed: int = 0,
     >>> [r["label"] for r in select_shots(rows, 4, "balanced")]
     ['a', 'b', 'a', 'b']
     """
-    rows = train.to_list() if hasattr(train, "to_list") else list(train)
+    rows = as_rows(train)
     if k > len(rows):
         raise ValueError(f"asked for {k} shots but the training rows hold only {len(rows)}")
     rng = random.Random(seed)
@@ -138,16 +137,3 @@ def few_shot(train, k: int = 5, strategy: str = "balanced", seed: int = 0, *,
 classify_zero_shot = partial(zero_shot, CLASSIFY_INSTRUCTION)
 classify_with_system = partial(with_system, CLASSIFY_SYSTEM, CLASSIFY_INSTRUCTION)
 classify_few_shot = partial(few_shot, instruction=CLASSIFY_INSTRUCTION, system=CLASSIFY_SYSTEM)
-
-
-def classify_messages(text: str, labels: list[str], *, system: str | None = CLASSIFY_SYSTEM,
-                      shots: list[tuple[str, str]] = ()) -> list[dict]:
-    """Classification messages for one text: a shortcut over :class:`PromptTemplate`.
-
-    >>> classify_messages("my parcel is late", ["order_status", "billing_issue"])[1]["content"]
-    'Labels: order_status, billing_issue\\nMessage: my parcel is late\\nAnswer with the label only.'
-    """
-    template = PromptTemplate(name="classify", instruction=CLASSIFY_INSTRUCTION, system=system,
-                              shots=[{"prompt": t, "completion": lab} for t, lab in shots],
-                              labels=list(labels))
-    return template.messages({"prompt": text})

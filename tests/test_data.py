@@ -5,7 +5,14 @@ import datasets
 import pandas as pd
 import pytest
 
-from ftkit.data import DataError, check_data, detect_mapping, find_overlap, load_data, split
+from ftkit.data import (
+    DataError,
+    check_data,
+    detect_mapping,
+    find_overlap,
+    load_data,
+    split,
+)
 
 ROWS = [
     {"id": 1, "text": "Where is my parcel?", "label": "order_status"},

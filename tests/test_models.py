@@ -7,7 +7,6 @@ import torch
 from ftkit import models
 from ftkit.models import ModelLoadError, choose_device, describe_device, load_model
 
-
 # --- device and precision ---------------------------------------------------------------------
 
 def test_cpu_without_native_bf16_uses_float32(monkeypatch):

@@ -2,8 +2,15 @@ from collections import Counter
 
 import pytest
 
-from ftkit.prompts import (PromptTemplate, classify_few_shot, classify_zero_shot, few_shot, select_shots,
-                           with_system, zero_shot)
+from ftkit.prompts import (
+    PromptTemplate,
+    classify_few_shot,
+    classify_zero_shot,
+    few_shot,
+    select_shots,
+    with_system,
+    zero_shot,
+)
 
 TRAIN = [{"prompt": f"message {i}", "completion": lab, "label": lab, "id": i}
          for i, lab in enumerate(["a"] * 6 + ["b"] * 3 + ["c"] * 3)]

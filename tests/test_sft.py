@@ -4,9 +4,9 @@ import pytest
 
 from ftkit.events import EventBus, StopFlag
 from ftkit.models import load_model
+from ftkit.prompts import zero_shot
 from ftkit.runs import list_runs, load_run
 from ftkit.sft import SFTSettings, preflight, to_trl_rows, train_sft
-from ftkit.prompts import zero_shot
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
     ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
