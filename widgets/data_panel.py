@@ -1,0 +1,197 @@
+"""DataPanel: choose data, map its columns, read the validation report, split it, hand it on.
+
+>>> panel = DataPanel(tokenizer=tokenizer, source="support_routing", max_length=256)  # doctest: +SKIP
+>>> panel                                          # shows the panel  # doctest: +SKIP
+>>> splits = panel.use_this_data(test_size=0.2, seed=0, stratify=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import datasets
+import ipywidgets as w
+import pandas as pd
+import plotly.graph_objects as go
+
+from ftkit import examples
+from ftkit.data import DataError, DataReport, check_data, render_example, split, token_lengths
+from ftkit.readers import FILE_FORMATS
+from ftkit.widgets import _html
+from ftkit.widgets._ui import button, guarded
+
+# The fields a mapping may name, in the order the dropdowns show them.
+MAPPING_FIELDS = ("prompt", "completion", "chosen", "rejected", "messages", "input", "system", "label")
+PREVIEW_ROWS = 3
+
+
+class DataPanel(w.VBox):
+    """Load a dataset (built-in example, path or upload), check it and split it.
+
+    ``source``: an example name (see ``ftkit.examples.names()``), a file path, a DataFrame, a
+    ``datasets.Dataset``, a list of dicts, or None to start empty. ``tokenizer`` and
+    ``max_length`` add token-length statistics and the histogram. After
+    :meth:`use_this_data`, ``panel.splits`` holds ``{"train": Dataset, "test": Dataset}`` for the
+    next panel.
+    """
+
+    def __init__(self, tokenizer=None, source=None, max_length: int = 256):
+        self.tokenizer = tokenizer
+        self.source = None
+        self.mapping: dict[str, str] | None = None
+        self.report: DataReport | None = None
+        self.splits: dict[str, datasets.Dataset] | None = None
+        self._uploads = tempfile.TemporaryDirectory(prefix="ftkit-upload-")
+
+        self._messages = w.HTML()
+        self._example = w.Dropdown(options=examples.names(), description="example")
+        self._path = w.Text(placeholder="data/tickets.csv", description="path")
+        self._upload = w.FileUpload(accept=",".join(sorted(FILE_FORMATS)), multiple=False,
+                                    description="Upload")
+        self._upload.observe(guarded(self.load_upload, self._messages), names="value")
+        sources = w.VBox([
+            w.HBox([self._example, button("Load example", lambda: self.use_example(self._example.value),
+                                          self._messages)]),
+            w.HBox([self._path, button("Load file", self.load_path, self._messages)]),
+            self._upload,
+        ])
+        self._dropdowns = {f: w.Dropdown(options=[("-", "")], description=f, layout={"width": "16em"})
+                           for f in MAPPING_FIELDS}
+        mapping = w.VBox([
+            w.GridBox(list(self._dropdowns.values()), layout={"grid_template_columns": "repeat(4, 17em)"}),
+            w.HBox([button("Apply mapping", self._apply_mapping, self._messages),
+                    button("Detect", lambda: self.set_mapping(None), self._messages,
+                           tooltip="Detect the mapping from the column names")]),
+        ])
+        self._max_length = w.IntText(value=max_length, description="max_length",
+                                     tooltip="Longest example in tokens; longer ones are cut in training")
+        self._max_length.observe(guarded(self._recheck, self._messages), names="value")
+        self._report_html = w.HTML()
+        self._preview = w.HTML()
+        self.figure = go.FigureWidget(layout=dict(
+            height=260, margin=dict(l=40, r=10, t=30, b=40), title="tokens per example",
+            xaxis_title="tokens", yaxis_title="examples", showlegend=False))
+        self.figure.add_histogram(x=[], name="tokens per example")
+        self._test_size = w.BoundedFloatText(value=0.2, min=0.01, max=0.9, step=0.05, description="test size")
+        self._seed = w.IntText(value=0, description="seed")
+        self._stratify = w.Checkbox(value=True, description="stratify by label", indent=False)
+        self._split_html = w.HTML()
+        splitting = w.VBox([
+            w.HBox([self._test_size, self._seed, self._stratify]),
+            w.HBox([button("Use this data", self.use_this_data, self._messages, style="success",
+                           css="ftkit-use-data"), self._split_html]),
+        ])
+        super().__init__(children=[
+            w.HTML("<h4>Data</h4>"), sources, w.HTML("<b>Columns</b>"), mapping,
+            w.HTML("<b>Check</b>"), self._max_length, self._report_html,
+            w.HTML("<b>What the model sees</b> (first rows)"), self._preview, self.figure,
+            w.HTML("<b>Split</b>"), splitting, self._messages,
+        ])
+        self.add_class("ftkit-data-panel")
+        if source is not None:
+            if isinstance(source, str) and source in examples.names():
+                self.use_example(source)
+            else:
+                self.load(source)
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def load(self, source, mapping: dict[str, str] | None = None) -> DataReport:
+        """Read and check any source ``ftkit.load_data`` accepts; the mapping is detected unless
+        given. Returns the report; its errors are shown in the panel."""
+        self.source, self.mapping, self.splits = source, mapping, None
+        self._split_html.value = ""
+        return self._check()
+
+    def use_example(self, name: str) -> DataReport:
+        """Load a built-in example by name."""
+        self._example.value = name
+        return self.load(examples.path(name))
+
+    def load_path(self, path: str | os.PathLike | None = None) -> DataReport:
+        """Load a file (CSV, TSV, JSON, JSONL, Parquet); without ``path``, the one typed in the box."""
+        if path is not None:
+            self._path.value = str(path)
+        if not self._path.value.strip():
+            raise DataError("type the path of a file first")
+        return self.load(self._path.value.strip())
+
+    def load_upload(self) -> DataReport | None:
+        """Load the file chosen with the Upload button (None when no file is chosen)."""
+        if not self._upload.value:
+            return None
+        upload = self._upload.value[0]
+        target = Path(self._uploads.name) / Path(upload["name"]).name  # never a path outside
+        target.write_bytes(bytes(upload["content"]))
+        self._path.value = ""
+        return self.load(target)
+
+    def set_mapping(self, mapping: dict[str, str] | None) -> DataReport:
+        """Map canonical fields to columns, e.g. ``{"prompt": "text", "completion": "label"}``;
+        None detects the mapping again. A wrong mapping shows its error in the report."""
+        if self.source is None:
+            raise DataError("load data first")
+        return self.load(self.source, dict(mapping) if mapping else None)
+
+    def use_this_data(self, test_size: float | None = None, seed: int | None = None,
+                      stratify: bool | None = None) -> dict[str, datasets.Dataset]:
+        """Split the checked data into ``{"train": ..., "test": ...}`` and keep it as ``splits``.
+
+        Arguments left out come from the panel's controls; ``stratify`` keeps the label
+        proportions in both splits.
+        """
+        if self.report is None or self.report.dataset is None:
+            problems = "; ".join(self.report.errors) if self.report else "no data loaded"
+            raise DataError(f"the data cannot be used yet: {problems}")
+        for control, value in ((self._test_size, test_size), (self._seed, seed), (self._stratify, stratify)):
+            if value is not None:
+                control.value = value
+        by = "label" if self._stratify.value and "label" in self.report.dataset.column_names else None
+        parts = split(self.report.dataset, test_size=self._test_size.value, seed=self._seed.value,
+                      stratify_by=by)
+        self.splits = {"train": parts["train"], "test": parts["test"]}
+        how = " (stratified by label)" if by else ""
+        self._split_html.value = _html.note(
+            f"train: {len(self.splits['train'])} rows, test: {len(self.splits['test'])} rows{how}")
+        self._messages.value = ""
+        return self.splits
+
+    # --- display ------------------------------------------------------------------------------
+
+    def _apply_mapping(self) -> None:
+        self.set_mapping({f: d.value for f, d in self._dropdowns.items() if d.value})
+
+    def _recheck(self) -> None:
+        if self.source is not None:
+            self._check()
+
+    def _check(self) -> DataReport:
+        max_length = self._max_length.value
+        self.report = report = check_data(self.source, self.mapping, tokenizer=self.tokenizer,
+                                          max_length=max_length)
+        options = [("-", "")] + [(c, c) for c in report.columns]
+        for f, dropdown in self._dropdowns.items():
+            dropdown.options = options
+            dropdown.value = report.mapping.get(f, "") if report.mapping.get(f) in report.columns else ""
+        self._stratify.disabled = report.dataset is None or "label" not in report.dataset.column_names
+        self._report_html.value = report._repr_html_()  # the report escapes every value itself
+        self._messages.value = ""
+        rows = report.dataset.select(range(min(PREVIEW_ROWS, len(report.dataset)))).to_list() \
+            if report.dataset is not None else []
+        self._preview.value = "".join(_html.pre(render_example(r, self.tokenizer)) for r in rows)
+        lengths = token_lengths(report.dataset.to_list(), self.tokenizer) \
+            if report.dataset is not None and self.tokenizer is not None else []
+        with self.figure.batch_update():
+            self.figure.data[0].x = lengths
+            self.figure.layout.shapes, self.figure.layout.annotations = (), ()
+        if lengths:  # add_vline cannot run inside batch_update (it reads the axes it spans)
+            self.figure.add_vline(x=max_length, line_dash="dash", line_color="#b00020",
+                                  annotation_text=f"max_length {max_length}")
+        return report
+
+    @property
+    def frame(self) -> pd.DataFrame | None:
+        """The canonical rows as a DataFrame (None before data is loaded without errors)."""
+        return None if self.report is None or self.report.dataset is None else self.report.dataset.to_pandas()
