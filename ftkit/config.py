@@ -1,0 +1,332 @@
+"""The pipeline's settings as one tree of dataclasses, read from a YAML or JSON file.
+
+The tree reuses the dataclasses the notebooks use (:class:`ftkit.sft.SFTSettings`,
+:class:`ftkit.dpo.DPOSettings`, :class:`ftkit.sft.LoraSettings`), so a key in the file is the
+same name as a keyword in Python. A config is validated by walking the dataclass fields before any
+model loads: an unknown key, a wrong type or a value outside the allowed ones is reported with its
+path (``sft.learnign_rate``), the allowed keys or values, and the closest match.
+
+.. code-block:: yaml
+
+    data: {source: tickets.csv, mapping: {prompt: message, completion: queue}, limit: 100}
+    model: {name: HuggingFaceTB/SmolLM2-360M-Instruct}
+    templates:
+      - {kind: zero_shot}
+      - {kind: few_shot, k: 8}
+    sft: {epochs: 2, max_minutes: 10, lora: {r: 16}}
+    dpo: {source: pairs.jsonl, max_minutes: 5}
+
+>>> config = config_from_dict({"sft": {"epochs": 1}, "dpo": None})
+>>> config.sft.epochs, config.dpo
+(1.0, None)
+>>> config_from_dict({"sft": {"learnign_rate": 1e-3}})
+Traceback (most recent call last):
+  ...
+ftkit.config.ConfigError: invalid config:
+  sft.learnign_rate: unknown key (did you mean 'learning_rate'?); allowed keys: name, epochs, max_steps, learning_rate, batch_size, max_length, logging_steps, eval_steps, save_steps, early_stopping_patience, seed, max_minutes, lora, trl, template
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ftkit import examples
+from ftkit.dpo import DPOSettings
+from ftkit.metrics import BUILTIN
+from ftkit.models import EMBEDDED_NAME, ModelLoadError, resolve_source
+from ftkit.sft import SFTSettings
+
+TemplateKind = Literal["zero_shot", "with_system", "few_shot"]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message lists every problem with its key path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass
+class DataConfig:
+    source: str = field(default="support_routing", metadata={
+        "help": "A file (CSV, TSV, JSON, JSONL, Parquet; relative to the config file) or a built-in "
+                "example name"})
+    mapping: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "Canonical field -> your column, e.g. {prompt: message, completion: queue}; "
+                "empty: detect the layout"})
+    test_size: float = field(default=0.2, metadata={
+        "help": "Held-out share of the rows (0-1), or a row count"})
+    seed: int = field(default=0, metadata={"help": "Seed of the train/test split"})
+    stratify_by: str | None = field(default="label", metadata={
+        "help": "Column whose proportions both splits keep; null for a plain random split. "
+                "Ignored when the data has no such column"})
+    limit: int = field(default=0, metadata={
+        "help": "Evaluate on at most this many held-out rows (0: all); fewer is faster"})
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(default=EMBEDDED_NAME, metadata={
+        "help": "The embedded model, a local folder (save_pretrained output), a .gguf file or a Hub id"})
+    device: Literal["auto", "cpu", "cuda", "mps"] = field(default="auto", metadata={
+        "help": "Where the model runs; auto picks CUDA, then MPS, then the CPU"})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={
+        "help": "Precision; auto decides from the device (never bf16 on a CPU without it)"})
+
+
+@dataclass
+class TemplateConfig:
+    kind: TemplateKind = field(default="zero_shot", metadata={
+        "help": "zero_shot: the instruction alone; with_system: plus a system prompt; few_shot: plus "
+                "k solved examples from the training split"})
+    name: str | None = field(default=None, metadata={
+        "help": "Name in tables and reports; default 'zero-shot', 'zero-shot + system', '<k>-shot'"})
+    system: str | None = field(default=None, metadata={
+        "help": "System prompt; null: a classification default for with_system/few_shot on labelled "
+                "data, else none. An empty string means none"})
+    instruction: str | None = field(default=None, metadata={
+        "help": "The user turn with {prompt} and any column as placeholders ({labels}: the label "
+                "set); null: a classification instruction on labelled data, else '{prompt}'"})
+    k: int = field(default=8, metadata={"help": "few_shot: number of solved examples"})
+    strategy: Literal["balanced", "random", "first"] = field(default="balanced", metadata={
+        "help": "few_shot: how examples are picked (balanced: every label before any repeats)"})
+    seed: int = field(default=0, metadata={"help": "few_shot: seed of the random pick"})
+
+
+@dataclass
+class SFTStage(SFTSettings):
+    """:class:`~ftkit.sft.SFTSettings` plus the template the run trains on."""
+
+    template: str = field(default="", metadata={
+        "help": "Name of the template SFT (and DPO) train on and the tuned models are evaluated "
+                "with; empty: the first zero_shot or with_system template"})
+
+
+@dataclass
+class DPOStage(DPOSettings):
+    """:class:`~ftkit.dpo.DPOSettings` plus where the preference pairs come from."""
+
+    source: str = field(default="support_routing_preferences", metadata={
+        "help": "Preference pairs (prompt/chosen/rejected): a file or a built-in example name"})
+    mapping: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "Canonical field -> your column for the pairs; empty: detect the layout"})
+
+
+@dataclass
+class OutputConfig:
+    runs_root: str = field(default="runs", metadata={"help": "Folder that receives one folder per run"})
+    report: str = field(default="report.html", metadata={"help": "Where the HTML report is written"})
+
+
+@dataclass
+class PipelineConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    templates: list[TemplateConfig] = field(default_factory=lambda: [
+        TemplateConfig(kind="zero_shot"), TemplateConfig(kind="few_shot", k=8)])
+    sft: SFTStage | None = field(default_factory=SFTStage, metadata={
+        "help": "LoRA SFT settings; null skips training"})
+    dpo: DPOStage | None = field(default=None, metadata={
+        "help": "DPO from the SFT adapter on preference pairs; null (the default) skips it"})
+    metrics: list[str] = field(default_factory=lambda: ["exact_match"], metadata={
+        "help": "Metrics per example; the first is the headline", "choices": tuple(BUILTIN)})
+    max_new_tokens: int = field(default=32, metadata={"help": "Longest generated answer, in tokens"})
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def headline(self) -> str:
+        return self.metrics[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading and validation
+
+
+def _allowed(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return {list: "a list", dict: "a mapping"}.get(origin, str(tp))
+    return {str: "text", int: "an integer", float: "a number", bool: "true or false",
+            type(None): "null"}.get(tp, "a mapping" if dataclasses.is_dataclass(tp) else str(tp))
+
+
+def _convert(tp, value, path: str, problems: list[str], choices=None):
+    """``value`` converted to type ``tp``; problems are appended with ``path``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(inner[0], value, path, problems, choices)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, problems)
+    if origin is Literal:
+        if value not in args:
+            problems.append(f"{path}: {value!r} is not allowed{_suggest(value, args)}; choose one of: "
+                            f"{', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            problems.append(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+            return value
+        return [_convert(args[0], v, f"{path}[{i}]", problems, choices) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        elif args:
+            return {k: _convert(args[1], v, f"{path}.{k}", problems) for k, v in value.items()}
+        return value
+    # bool is an int in Python; a YAML `true` for a number is almost surely a mistake.
+    ok = (isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))) or \
+         (tp is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        problems.append(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return value
+    if choices is not None and value not in choices:
+        problems.append(f"{path}: {value!r} is not allowed{_suggest(value, choices)}; choose one of: "
+                        f"{', '.join(choices)}")
+    return float(value) if tp is float else value
+
+
+def _build(cls, values, path: str, problems: list[str]):
+    """An instance of dataclass ``cls`` from a mapping, checking every key against its fields."""
+    where = path or "the config"
+    if not isinstance(values, dict):
+        problems.append(f"{where}: expected a mapping of {', '.join(_allowed(cls))}; got "
+                        f"{type(values).__name__} {values!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in fields_:
+            problems.append(f"{key_path}: unknown key{_suggest(key, fields_)}; allowed keys: "
+                            f"{', '.join(fields_)}")
+            continue
+        kwargs[key] = _convert(hints[key], value, key_path, problems, fields_[key].metadata.get("choices"))
+    return cls(**kwargs) if len(problems) == 0 else cls()
+
+
+def _check_meaning(config: PipelineConfig, base: Path, problems: list[str]) -> None:
+    """Checks across fields, and that the data and model can be found (without loading them)."""
+    config.data.source = _locate(config.data.source, base, "data.source", problems)
+    if config.dpo is not None:
+        config.dpo.source = _locate(config.dpo.source, base, "dpo.source", problems)
+        if config.sft is None:
+            problems.append("dpo: DPO continues the SFT adapter, so it needs an sft section; add "
+                            "sft: {} or set dpo: null")
+    model_path = base / config.model.name
+    if model_path.exists() and not Path(config.model.name).expanduser().exists():
+        config.model.name = str(model_path)
+    try:
+        resolve_source(config.model.name)
+    except ModelLoadError as err:
+        problems.append(f"model.name: {err}")
+    if not config.templates and config.sft is None:
+        problems.append("templates: nothing to evaluate; give at least one template or an sft section")
+    names = [template_name(t) for t in config.templates]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"templates: names must differ; {', '.join(dupes)} appear(s) twice. Set name: ...")
+    if config.sft is not None and config.sft.template and config.sft.template not in names:
+        problems.append(f"sft.template: no template named {config.sft.template!r}"
+                        f"{_suggest(config.sft.template, names)}; templates are: {', '.join(names)}")
+    for i, t in enumerate(config.templates):
+        if t.kind == "few_shot" and t.k < 1:
+            problems.append(f"templates[{i}].k: a few_shot template needs k >= 1, got {t.k}")
+    if not config.metrics:
+        problems.append("metrics: give at least one metric")
+    if not 0 < config.data.test_size < 1 and not (config.data.test_size >= 1 and
+                                                  float(config.data.test_size).is_integer()):
+        problems.append(f"data.test_size: {config.data.test_size} is neither a share between 0 and 1 "
+                        "nor a row count")
+
+
+def _locate(source: str, base: Path, path: str, problems: list[str]) -> str:
+    if source in examples.names():
+        return source
+    candidate = Path(source).expanduser()
+    candidate = candidate if candidate.is_absolute() else base / candidate
+    if not candidate.is_file():
+        problems.append(f"{path}: no file {str(candidate)!r} and no built-in example {source!r}"
+                        f"{_suggest(source, examples.names())}; built-in examples: {', '.join(examples.names())}")
+        return source
+    return str(candidate)
+
+
+def template_name(t: TemplateConfig) -> str:
+    """The name a template gets in tables: its own, or one derived from its kind."""
+    default = {"zero_shot": "zero-shot", "with_system": "zero-shot + system", "few_shot": f"{t.k}-shot"}
+    return t.name or default[t.kind]
+
+
+def config_from_dict(values: dict, base: str | Path = ".") -> PipelineConfig:
+    """Validate ``values`` and build the :class:`PipelineConfig`; raise :class:`ConfigError`.
+
+    Relative file paths are read from ``base`` (the config file's folder).
+    """
+    problems: list[str] = []
+    config = _build(PipelineConfig, values if values is not None else {}, "", problems)
+    if not problems:
+        if isinstance(config.data.test_size, float) and config.data.test_size.is_integer() and \
+                config.data.test_size >= 1:
+            config.data.test_size = int(config.data.test_size)  # a row count, as split() expects
+        _check_meaning(config, Path(base), problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a ``.yaml``/``.yml``/``.json`` config file.
+
+    >>> load_config("pipeline.yaml")    # doctest: +SKIP
+    PipelineConfig(data=DataConfig(source='tickets.csv', ...), ...)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"no config file at {str(path)!r}"])
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            values = yaml.safe_load(text)
+        elif path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            raise ConfigError([f"{path.name}: a config is a .yaml, .yml or .json file"])
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ConfigError([f"{path.name} is not valid {path.suffix[1:].upper()}: {err}"]) from None
+    return config_from_dict(values, base=path.parent)
+
+
+def dump_config(config: PipelineConfig, path: str | Path) -> Path:
+    """Write ``config`` as YAML that :func:`load_config` reads back."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True))
+    return path

@@ -1,0 +1,247 @@
+"""The whole job, headless: prompt baselines, SFT, DPO from it, one evaluation, one report.
+
+``ftkit demo`` and ``ftkit run CONFIG`` both call :func:`run_pipeline`; ``ftkit train CONFIG``
+(what ``ftkit launch`` starts on every process) calls :func:`train_stages`. The steps are the
+ones a notebook takes, through the same functions::
+
+    load_model -> check_data -> split -> templates -> train_sft -> train_dpo -> evaluate -> report
+
+Progress goes to the terminal: a line per logged training step (loss, ETA) from the event bus,
+and tqdm bars while generating. Each trained run gets an ``eval.json`` beside its
+``config.json`` with the evaluation summary, which ``ftkit runs`` and ``ftkit report`` read.
+
+>>> result = run_pipeline(load_config("pipeline.yaml"))    # doctest: +SKIP
+>>> result.evaluation.summary["exact_match"]               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import pandas as pd
+
+from ftkit import examples
+from ftkit.config import PipelineConfig, TemplateConfig, template_name
+from ftkit.data import DataError, check_data, split
+from ftkit.dpo import train_dpo
+from ftkit.evaluate import EvalResult, Variant, evaluate
+from ftkit.events import EventBus
+from ftkit.models import describe_device, load_model
+from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, DEFAULT_INSTRUCTION, PromptTemplate, few_shot
+from ftkit.runs import Run, write_json
+from ftkit.sft import train_sft
+
+# Summary columns worth a line in the terminal table and the report, in this order.
+SUMMARY_COLUMNS = ("macro_f1", "invalid_rate", "prompt_tokens", "new_tokens", "latency_s")
+
+
+@dataclass
+class PipelineResult:
+    """What :func:`run_pipeline` produced: the evaluation, the recorded runs, the report file."""
+
+    evaluation: EvalResult
+    runs: list[Run] = field(default_factory=list)
+    report: Path | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Prepared:
+    """The data after loading, checking and splitting."""
+
+    train: datasets.Dataset
+    test: datasets.Dataset  # the held-out rows that are evaluated (after ``data.limit``)
+    labels: list[str]
+    description: str
+
+
+def _source(source: str) -> str:
+    return str(examples.path(source)) if source in examples.names() else source
+
+
+def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] = print) -> Prepared:
+    """Load, check and split the data as ``config.data`` says; raise ``DataError`` on errors."""
+    d = config.data
+    max_length = config.sft.max_length if config.sft is not None else None
+    report = check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, max_length=max_length)
+    say(f"Data: {report.summary()}")
+    if not report.ok:
+        raise DataError("; ".join(report.errors))
+    data = report.dataset
+    stratify = d.stratify_by if d.stratify_by in data.column_names else None
+    parts = split(data, test_size=d.test_size, seed=d.seed, stratify_by=stratify)
+    train, test = parts["train"], parts["test"]
+    if d.limit:
+        test = test.select(range(min(d.limit, len(test))))
+    labels = sorted({x for x in train["label"] if x is not None}) if "label" in train.column_names else []
+    how = f", stratified by {stratify}" if stratify else ""
+    description = (f"{len(train)} train / {len(parts['test'])} test rows{how}; evaluating on {len(test)}")
+    say(f"Split: {description}")
+    return Prepared(train=train, test=test, labels=labels, description=description)
+
+
+def build_template(t: TemplateConfig, train, labels: list[str]) -> PromptTemplate:
+    """The :class:`~ftkit.prompts.PromptTemplate` a template section describes."""
+    instruction = t.instruction or (CLASSIFY_INSTRUCTION if labels else DEFAULT_INSTRUCTION)
+    system = t.system
+    if system is None and labels and t.kind != "zero_shot":
+        system = CLASSIFY_SYSTEM
+    system = system or None  # "" means no system prompt
+    name = template_name(t)
+    if t.kind == "few_shot":
+        return few_shot(train, k=t.k, strategy=t.strategy, seed=t.seed, instruction=instruction,
+                        system=system, labels=labels, name=name)
+    return PromptTemplate(name=name, instruction=instruction, system=system, labels=list(labels))
+
+
+def training_template(config: PipelineConfig, templates: list[PromptTemplate]) -> PromptTemplate:
+    """The template SFT and DPO train on: the one ``sft.template`` names, else the first
+    without shots (a tuned model should not need examples in every request)."""
+    wanted = config.sft.template if config.sft is not None else ""
+    for t in templates:
+        if (t.name == wanted) if wanted else not t.shots:
+            return t
+    return templates[0] if templates else PromptTemplate()
+
+
+def progress_printer(stage: str, say: Callable[[str], None] = print) -> EventBus:
+    """An event bus that prints one line per training log: step, loss, DPO margin, ETA."""
+    bus = EventBus()
+    state = {"max_steps": 0}
+
+    def on_start(e: dict) -> None:
+        state["max_steps"] = e.get("max_steps") or 0
+        say(f"{stage}: run {e.get('run_id')} started, {state['max_steps']} steps at most")
+
+    def on_log(e: dict) -> None:
+        parts = [f"{stage} step {e['step']}/{state['max_steps']}"]
+        if e.get("loss") is not None:
+            parts.append(f"loss {float(e['loss']):.3f}")
+        if e.get("rewards/margins") is not None:
+            parts.append(f"margin {float(e['rewards/margins']):+.3f}")
+        if e.get("eta_s") is not None:
+            parts.append(f"ETA {_duration(e['eta_s'])}")
+        say("  ".join(parts))
+
+    bus.on("start", on_start)
+    bus.on("log", on_log)
+    bus.on("end", lambda e: say(f"{stage}: {e['status']} at step {e['step']}"))
+    return bus
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared,
+                 template: PromptTemplate, runs_root, say: Callable[[str], None] = print) -> list[Run]:
+    """SFT on the training split, then DPO from its adapter when ``config.dpo`` is set."""
+    runs: list[Run] = []
+    if config.sft is None:
+        return runs
+    say(f"\nSFT: LoRA on {len(prepared.train)} rows with the {template.name!r} template")
+    sft = train_sft(model, tokenizer, prepared.train, template=template, config=config.sft,
+                    bus=progress_printer("sft", say), runs_root=runs_root)
+    runs.append(sft)
+    if config.dpo is not None and sft.status.get("status") == "completed":
+        report = check_data(_source(config.dpo.source), config.dpo.mapping or None)
+        if not report.ok:
+            raise DataError("dpo.source: " + "; ".join(report.errors))
+        say(f"\nDPO: from {sft.id} on {report.n_rows} preference pairs")
+        base, base_tokenizer = load_model(config.model.name, device=config.model.device,
+                                          dtype=config.model.dtype, verbose=False)
+        runs.append(train_dpo(base, base_tokenizer, report.dataset, template=template, config=config.dpo,
+                              from_run=sft, bus=progress_printer("dpo", say), runs_root=runs_root))
+    return runs
+
+
+def merge_results(a: EvalResult, b: EvalResult) -> EvalResult:
+    """One result from two evaluations of different variants on the same rows.
+
+    The paired comparisons stay valid: both scored the same rows in the same order.
+    """
+    if list(a.table["input"]) != list(b.table["input"]):
+        raise ValueError("the two evaluations did not score the same rows")
+    shared = [c for c in b.table.columns if c in a.table.columns]
+    return EvalResult(table=pd.concat([a.table, b.table.drop(columns=shared)], axis=1),
+                      summary=pd.concat([a.summary, b.summary]), scores={**a.scores, **b.scores},
+                      n_boot=a.n_boot, seed=a.seed)
+
+
+def _variant_name(run: Run) -> str:
+    return {"sft": "LoRA SFT", "dpo": "SFT + DPO"}.get(run.config.get("kind"), run.id)
+
+
+def record_evaluation(run: Run, variant: str, result: EvalResult, metric: str, prepared: Prepared) -> None:
+    """Write the evaluation summary into the run folder as ``eval.json``."""
+    summary = result.summary.reset_index().to_dict(orient="records")
+    write_json(run.path / "eval.json", {
+        "variant": variant, "metric": metric, "value": float(result.summary.loc[variant, metric]),
+        "test_rows": len(prepared.test), "summary": summary,
+    })
+
+
+def print_summary(result: EvalResult, metric: str, say: Callable[[str], None] = print) -> None:
+    """The side-by-side summary as a fixed-width table with the 95% intervals."""
+    s = result.summary
+    extra = [c for c in SUMMARY_COLUMNS if c in s.columns]
+    width = max(10, *(len(str(n)) for n in s.index))
+    head = f"{'variant':<{width}} {metric:>11} {'95% CI':>11}" + "".join(f" {c:>13}" for c in extra)
+    say(head)
+    for name, r in s.iterrows():
+        ci = f"{r[f'{metric}_low']:.2f}-{r[f'{metric}_high']:.2f}"
+        cells = "".join(f" {r[c]:>13.2f}" if c != "prompt_tokens" else f" {r[c]:>13.0f}" for c in extra)
+        say(f"{name:<{width}} {r[metric]:>11.2f} {ci:>11}{cells}")
+
+
+def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print, *,
+                 title: str = "ftkit report", progress: bool = True) -> PipelineResult:
+    """Run the whole job as ``config`` says and write the report; return what it measured."""
+    from ftkit.report import write_report
+
+    start = time.perf_counter()
+    say(f"Device: {describe_device(config.model.device, config.model.dtype)}")
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
+                                  verbose=False)
+    say(f"Model: {config.model.name} loaded in {time.perf_counter() - t0:.1f} s")
+    prepared = prepare_data(config, tokenizer, say)
+    # Few-shot examples come from the training split only: the evaluated rows stay unseen.
+    templates = [build_template(t, prepared.train, prepared.labels) for t in config.templates]
+    train_template = training_template(config, templates)
+    # Baselines are measured before training wraps the model in an adapter.
+    say(f"\nPrompt baselines: {', '.join(t.name for t in templates)} on {len(prepared.test)} rows")
+    baseline = evaluate([Variant(model, tokenizer, t, max_new_tokens=config.max_new_tokens) for t in templates],
+                        prepared.test, metrics=config.metrics, labels=prepared.labels or None,
+                        progress=progress) if templates else None
+    runs = train_stages(config, model, tokenizer, prepared, train_template, config.output.runs_root, say)
+    # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
+    trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
+    tuned = [Variant(*r.load_model(verbose=False), train_template, name=_variant_name(r),
+                     max_new_tokens=config.max_new_tokens) for r in trained]
+    if tuned:
+        say(f"\nEvaluating {', '.join(v.name for v in tuned)} with the {train_template.name!r} template")
+    result = baseline
+    if tuned:
+        tuned_result = evaluate(tuned, prepared.test, metrics=config.metrics, labels=prepared.labels or None,
+                                progress=progress)
+        result = merge_results(baseline, tuned_result) if baseline is not None else tuned_result
+    for run, variant in zip(trained, tuned):
+        record_evaluation(run, variant.name, result, config.headline, prepared)
+    say("")
+    print_summary(result, config.headline, say)
+    names = list(result.summary.index)
+    for name in names[1:]:
+        say(str(result.compare(name, names[0], config.headline)))
+    report = write_report(config.output.report, title=title, summary=result.summary, table=result.table,
+                          runs=runs, metric=config.headline, notes=[prepared.description,
+                                                                    f"model: {config.model.name}"],
+                          config=asdict(config))
+    seconds = time.perf_counter() - start
+    say(f"\nReport: {report}  ({_duration(seconds)} in all)")
+    return PipelineResult(evaluation=result, runs=runs, report=report, seconds=seconds)

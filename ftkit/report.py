@@ -1,0 +1,239 @@
+"""One self-contained HTML page with everything a run measured, readable without a kernel.
+
+Sections: the summary table, the headline metric with its 95% intervals, the metric against
+prompt tokens per request, the training curves (loss; DPO reward margins and accuracies), what
+each training run cost, and the side-by-side answers per example. Charts are plotly figures with
+plotly.js inlined once, so the file opens offline and links to nothing; every string that comes
+from the user's data or settings is escaped.
+
+>>> path = write_report("report.html", summary=result.summary, table=result.table, runs=[sft, dpo])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import yaml
+
+from ftkit.runs import Run
+
+MAX_TABLE_ROWS = 500  # a longer side-by-side table makes the page slow to open
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.ok { background: #e8f5e9; } td.bad { background: #fdecea; }
+.note { color: #666; font-size: 0.85rem; } pre { background: #f7f7f7; padding: 0.6rem; overflow-x: auto; }
+"""
+
+
+def _esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3f}".rstrip("0").rstrip(".") or "0"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list], classes: list[list[str]] | None = None) -> str:
+    """An HTML table; every cell escaped, numbers right-aligned."""
+    out = ["<table><thead><tr>", *(f"<th>{_esc(h)}</th>" for h in header), "</tr></thead><tbody>"]
+    for i, row in enumerate(rows):
+        cells = []
+        for j, value in enumerate(row):
+            cls = (classes[i][j] if classes else "") or ("num" if isinstance(value, (int, float)) else "")
+            attr = f' class="{cls}"' if cls else ""
+            cells.append(f"<td{attr}>{_esc(_fmt(value))}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+
+def metric_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
+    """Bars of ``metric`` per variant with the 95% bootstrap interval as error bars (and macro-F1)."""
+    fig = go.Figure()
+    for name in [metric, "macro_f1"]:
+        if name not in summary.columns or (name == "macro_f1" and name == metric):
+            continue
+        low, high = summary.get(f"{name}_low"), summary.get(f"{name}_high")
+        error = None if low is None else dict(type="data", array=(high - summary[name]).tolist(),
+                                              arrayminus=(summary[name] - low).tolist())
+        fig.add_bar(x=list(summary.index), y=summary[name].tolist(), name=name, error_y=error)
+    fig.update_layout(title=f"{metric} per variant, 95% bootstrap intervals", barmode="group",
+                      yaxis_title=metric, height=420)
+    return fig
+
+
+def tokens_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
+    """The headline metric against prompt tokens per request: what each point of accuracy costs."""
+    error = None
+    if f"{metric}_low" in summary.columns:
+        error = dict(type="data", array=(summary[f"{metric}_high"] - summary[metric]).tolist(),
+                     arrayminus=(summary[metric] - summary[f"{metric}_low"]).tolist())
+    fig = go.Figure(go.Scatter(x=summary["prompt_tokens"].tolist(), y=summary[metric].tolist(),
+                               mode="markers+text", text=list(summary.index), textposition="top center",
+                               error_y=error, marker=dict(size=11)))
+    fig.update_layout(title=f"{metric} against prompt tokens per request", xaxis_title="prompt tokens per request",
+                      yaxis_title=metric, height=420)
+    return fig
+
+
+def curves_figure(runs: list[Run], keys: tuple[str, ...], title: str) -> go.Figure | None:
+    """One line per run and key over the logged steps; None when no run logged any of them."""
+    fig = go.Figure()
+    for run in runs:
+        logs = run.events("log")
+        for key in keys:
+            points = [(e["step"], e[key]) for e in logs if e.get(key) is not None]
+            if points:
+                steps, values = zip(*points)
+                fig.add_scatter(x=list(steps), y=list(values), mode="lines+markers",
+                                name=f"{run.id}: {key}" if len(keys) > 1 else run.id)
+    if not fig.data:
+        return None
+    fig.update_layout(title=title, xaxis_title="step", height=380)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def run_cost(run: Run) -> dict:
+    """What a run cost: steps, wall time, tokens seen, tokens per second, rows, device."""
+    events, status, config = run.events(), run.status, run.config
+    start = next((e["time"] for e in events if e.get("event") == "start"), None)
+    end = next((e["time"] for e in reversed(events) if e.get("event") in ("end", "error")), status.get("time"))
+    logs = [e for e in events if e.get("event") == "log"]
+    tokens = logs[-1].get("num_input_tokens_seen") if logs else None
+    seconds = end - start if start is not None and end is not None else None
+    return {"run": run.id, "kind": config.get("kind", ""), "status": status.get("status", "unknown"),
+            "steps": status.get("step", logs[-1]["step"] if logs else 0), "wall_s": seconds,
+            "tokens": tokens, "tokens_per_s": tokens / seconds if tokens and seconds else None,
+            "train_rows": config.get("train_rows"), "device": config.get("device", "")}
+
+
+def recorded_summary(runs: list[Run]) -> tuple[pd.DataFrame | None, str | None]:
+    """The evaluation summary the pipeline recorded in the runs' ``eval.json``, merged by variant."""
+    rows: dict[str, dict] = {}
+    metric = None
+    for run in runs:
+        path = run.path / "eval.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            metric = metric or record.get("metric")
+            for line in record.get("summary", []):
+                rows[line["variant"]] = line
+    if not rows:
+        return None, None
+    return pd.DataFrame(list(rows.values())).set_index("variant"), metric
+
+
+def _summary_table(summary: pd.DataFrame, metric: str) -> str:
+    cols = [c for c in summary.columns if not c.endswith(("_low", "_high")) and c != "n"]
+    header = ["variant", *[f"{c} (95% CI)" if f"{c}_low" in summary.columns else c for c in cols]]
+    rows = []
+    for name, r in summary.iterrows():
+        cells = [name]
+        for c in cols:
+            if f"{c}_low" in summary.columns:
+                cells.append(f"{r[c]:.3f} ({r[f'{c}_low']:.2f}-{r[f'{c}_high']:.2f})")
+            else:
+                cells.append(float(r[c]))
+        rows.append(cells)
+    n = int(summary["n"].iloc[0]) if "n" in summary.columns else None
+    note = f"<p class='note'>{n} held-out rows; headline metric: {_esc(metric)}</p>" if n else ""
+    return _table(header, rows) + note
+
+
+def _side_by_side(table: pd.DataFrame, variants: list[str], metric: str) -> str:
+    shown = table.head(MAX_TABLE_ROWS)
+    header = ["#", "input", "reference", *variants]
+    rows, classes = [], []
+    for i, (_, r) in enumerate(shown.iterrows()):
+        rows.append([i, r["input"], r["reference"], *(r.get(f"{v}: output", "") for v in variants)])
+        marks = ["", "", ""]
+        for v in variants:
+            score = r.get(f"{v}: {metric}")
+            marks.append("" if score is None or pd.isna(score) else ("ok" if score >= 1 else "bad"))
+        classes.append(marks)
+    more = f"<p class='note'>first {MAX_TABLE_ROWS} of {len(table)} rows</p>" if len(table) > MAX_TABLE_ROWS else ""
+    return (f"<p class='note'>green: {_esc(metric)} = 1; red: below 1</p>"
+            + _table(header, rows, classes) + more)
+
+
+# --------------------------------------------------------------------------------------------
+# The page
+
+
+def render_report(*, title: str = "ftkit report", summary: pd.DataFrame | None = None,
+                  table: pd.DataFrame | None = None, runs: list[Run] = (), metric: str = "exact_match",
+                  notes: list[str] = (), config: dict | None = None) -> str:
+    """The report as one HTML string (see :func:`write_report`)."""
+    sections: list[tuple[str, str]] = []
+    figures = []
+    if summary is not None and len(summary):
+        sections.append(("Summary", _summary_table(summary, metric)))
+        figures.append(("Metrics with 95% confidence intervals", metric_figure(summary, metric)))
+        if "prompt_tokens" in summary.columns:
+            figures.append(("Accuracy against tokens per request", tokens_figure(summary, metric)))
+    runs = list(runs)
+    for heading, keys, label in [("Training curves", ("loss",), "Training loss"),
+                                 ("DPO rewards", ("rewards/margins", "rewards/accuracies"),
+                                  "DPO reward margins and accuracies")]:
+        fig = curves_figure(runs, keys, label)
+        if fig is not None:
+            figures.append((heading, fig))
+    first = True
+    for heading, fig in figures:
+        # plotly.js (about 4 MB) is inlined once, with the first chart; later charts reuse it.
+        div = pio.to_html(fig, include_plotlyjs=first, full_html=False, config={"displaylogo": False})
+        sections.append((heading, div))
+        first = False
+    if runs:
+        costs = [run_cost(r) for r in runs]
+        header = ["run", "kind", "status", "steps", "wall time (s)", "tokens seen", "tokens/s",
+                  "train rows", "device"]
+        rows = [[c["run"], c["kind"], c["status"], c["steps"], c["wall_s"], c["tokens"], c["tokens_per_s"],
+                 c["train_rows"], c["device"]] for c in costs]
+        rows = [[("" if v is None else v) for v in row] for row in rows]
+        sections.append(("Training cost", _table(header, rows)))
+    if table is not None and summary is not None:
+        sections.append(("Side by side", _side_by_side(table, list(summary.index), metric)))
+    if config is not None:
+        text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        sections.append(("Configuration", f"<pre>{_esc(text)}</pre>"))
+    body = "".join(f"<section><h2>{_esc(h)}</h2>{content}</section>" for h, content in sections)
+    meta = "".join(f"<p class='note'>{_esc(n)}</p>" for n in [*notes, time.strftime("written %Y-%m-%d %H:%M")])
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+            f"<style>{_STYLE}</style></head><body><h1>{_esc(title)}</h1>{meta}{body}</body></html>")
+
+
+def write_report(path, **kwargs) -> Path:
+    """Write :func:`render_report` to ``path`` (folders created); return the path.
+
+    Keywords: ``title``, ``summary`` (``EvalResult.summary``), ``table`` (``EvalResult.table``),
+    ``runs`` (recorded :class:`~ftkit.runs.Run` objects), ``metric`` (the headline), ``notes``
+    (lines under the title) and ``config`` (a dict shown as YAML).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(**kwargs), encoding="utf-8")
+    return path
