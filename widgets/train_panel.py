@@ -1,0 +1,278 @@
+"""TrainPanel: SFT or DPO with a settings form, Start/Stop, progress and live charts.
+
+>>> panel = TrainPanel(model, tokenizer, train=splits["train"], eval=splits["test"], template=template)  # doctest: +SKIP
+>>> panel.set(max_steps=40); panel.start()      # trains in a background thread  # doctest: +SKIP
+>>> run = panel.wait()                          # the recorded ftkit.runs.Run  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import ipywidgets as w
+import plotly.graph_objects as go
+import traitlets
+from plotly.subplots import make_subplots
+
+from ftkit.dpo import DPOSettings, to_trl_pairs, train_dpo
+from ftkit.events import EventBus, StopFlag
+from ftkit.models import choose_device
+from ftkit.prompts import PromptTemplate, zero_shot
+from ftkit.readings import read_curves, training_cost
+from ftkit.runs import Run
+from ftkit.sft import SFTSettings, preflight, to_trl_rows, train_sft
+from ftkit.widgets import _html
+from ftkit.widgets._form import Form
+from ftkit.widgets._ui import button
+
+# Redrawing a chart costs the browser far more than receiving the numbers; at most twice a
+# second keeps a fast run from stuttering. The last update is always drawn.
+THROTTLE_S = 0.5
+# Chart panels: (title, [(trace name, event, key)]).
+SFT_CHARTS = [
+    ("loss", [("train loss", "log", "loss"), ("eval loss", "eval", "eval_loss")]),
+    ("learning rate", [("learning rate", "log", "learning_rate")]),
+    ("grad norm", [("grad norm", "log", "grad_norm")]),
+]
+DPO_CHARTS = SFT_CHARTS[:1] + [
+    ("reward margin (chosen - rejected)", [("reward margin", "log", "rewards/margins")]),
+    ("reward accuracy", [("reward accuracy", "log", "rewards/accuracies")]),
+] + SFT_CHARTS[1:]
+
+
+def device_defaults(method: str, device: str) -> dict:
+    """Settings that differ from the dataclass defaults on this device.
+
+    On a CPU a step of 8 examples of SmolLM2-135M takes seconds, so the batch is smaller, every
+    step is logged (the chart moves) and the run ends within 5 minutes.
+    """
+    if device == "cpu":
+        return {"batch_size": 4, "logging_steps": 1, "max_minutes": 5.0}
+    return {}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class TrainPanel(w.VBox):
+    """Fine-tune ``model`` on ``train`` with SFT (``method="sft"``) or DPO (``method="dpo"``).
+
+    ``template`` renders the prompts (use the one you will evaluate and serve with; for DPO from
+    an SFT run it defaults to that run's template). ``from_run``: the SFT run whose adapter DPO
+    continues. Training runs in a background thread so the notebook stays responsive; its events
+    arrive on ``panel.bus`` (subscribe to it for your own needs). A second Start continues from
+    the adapter the previous run left on the model, as a new run; load the model again to
+    start from scratch.
+    """
+
+    status = traitlets.Unicode("idle", help="idle, running, stopping, completed, stopped or failed").tag(sync=True)
+
+    def __init__(self, model, tokenizer, train, eval=None, template: PromptTemplate | None = None,
+                 method: str = "sft", from_run: Run | None = None, runs_root=None):
+        if method not in ("sft", "dpo"):
+            raise ValueError(f"method must be 'sft' or 'dpo', not {method!r}")
+        if from_run is not None and method != "dpo":
+            raise ValueError("from_run is for DPO (the SFT run whose adapter it continues); "
+                             "an SFT run starts from the model you pass")
+        if template is None:
+            template = PromptTemplate(**from_run.config["template"]) if from_run is not None else zero_shot()
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.train_data, self.eval_data = train, eval
+        self.method, self.from_run, self.runs_root = method, from_run, runs_root
+        self.run: Run | None = None
+        self.error: BaseException | None = None
+        self.bus = EventBus()
+        self._stop = StopFlag()
+        self._thread: threading.Thread | None = None
+        self._logs: list[dict] = []
+        self._evals: list[dict] = []
+        self._last_draw = 0.0
+        self._progress_text = ""
+
+        device = getattr(model, "ftkit_device", None) or choose_device()
+        cls = SFTSettings if method == "sft" else DPOSettings
+        defaults = device_defaults(method, device.device)
+        self.form = Form(cls(**defaults))
+        self._messages = w.HTML()
+        self._preflight_html = w.HTML()
+        self._start = button("Start", self.start, self._messages, css="ftkit-start", style="success")
+        self._stop_button = button("Stop", self.stop, self._messages, css="ftkit-stop", style="danger",
+                                   tooltip="End after the current step, keeping what was learned")
+        self._stop_button.disabled = True
+        self._progress = w.IntProgress(value=0, min=0, max=1, description="steps")
+        self._progress_label = w.HTML()
+        self._reading = w.HTML()
+        self._charts = DPO_CHARTS if method == "dpo" else SFT_CHARTS
+        self.figure = self._make_figure()
+        chart = w.Box([self.figure])
+        chart.add_class("ftkit-train-chart")
+        changed = ", ".join(f"{k}={v}" for k, v in defaults.items())
+        super().__init__(children=[
+            w.HTML(f"<h4>Train ({method.upper()})</h4>"),
+            w.HTML(_html.note(f"device: {device}" + (f"; defaults for it: {changed}" if changed else ""))),
+            self.form,
+            w.HBox([button("Check", self.preflight, self._messages, tooltip="Run the pre-flight check"),
+                    self._start, self._stop_button]),
+            self._preflight_html, w.HBox([self._progress, self._progress_label]), self._reading, chart,
+            self._messages,
+        ])
+        self.add_class("ftkit-train-panel")
+        for name, handler in (("start", self._on_start), ("log", self._on_log), ("eval", self._on_eval),
+                              ("end", self._on_end)):
+            self.bus.on(name, handler)
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def set(self, **fields) -> None:
+        """Set form fields by settings name, e.g. ``set(max_steps=5, lora={"r": 8})``."""
+        self.form.set(**fields)
+
+    @property
+    def settings(self) -> SFTSettings | DPOSettings:
+        """The settings the form holds."""
+        return self.form.value()
+
+    def preflight(self) -> str:
+        """Check the data against the settings and show one example as the trainer sees it."""
+        text, _ = self._check(self.settings)
+        return text
+
+    def start(self) -> None:
+        """Check, then train in a background thread; does nothing while a run is going."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        settings = self.settings
+        self.run, self.error = None, None
+        self._messages.value = ""
+        try:
+            _, problems = self._check(settings)
+            if problems:
+                raise ValueError("pre-flight check failed:\n" + "\n".join(problems))
+        except ValueError as err:
+            self._fail(err)
+            return
+        self._reset_charts()
+        self._stop.clear()
+        self.status = "running"
+        self._start.disabled, self._stop_button.disabled = True, False
+        self._thread = threading.Thread(target=self._train, args=(settings,), name="ftkit-train", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the run after the current step; the adapter and a checkpoint are saved."""
+        if self._thread is not None and self._thread.is_alive():
+            self._stop.set()
+            self.status = "stopping"
+            self._stop_button.disabled = True
+
+    def wait(self, timeout: float | None = None) -> Run | None:
+        """Wait for the run to end (at most ``timeout`` seconds); return it (None if it failed:
+        the error is in the panel and in ``panel.error``)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.run
+
+    # --- training thread ------------------------------------------------------------------------
+
+    def _train(self, settings) -> None:
+        try:
+            if self.method == "sft":
+                self.run = train_sft(self.model, self.tokenizer, self.train_data, self.eval_data,
+                                     template=self.template, config=settings, bus=self.bus, stop=self._stop,
+                                     runs_root=self.runs_root)
+            else:
+                self.run = train_dpo(self.model, self.tokenizer, self.train_data, template=self.template,
+                                     config=settings, from_run=self.from_run, bus=self.bus, stop=self._stop,
+                                     runs_root=self.runs_root)
+            # The trained adapter now sits on the model; the next Start continues from it.
+            self.model = self.run.model or self.model
+            self.from_run = None
+            cost = training_cost(self.run)
+            self.status = self.run.status["status"]
+            tokens = f", {cost['tokens']:,} tokens" if cost["tokens"] else ""
+            self._messages.value = _html.note(
+                f"{self.status}: {cost['steps']} steps in {_duration(cost['seconds'])}{tokens}; "
+                f"run {self.run.id}")
+        except Exception as err:  # noqa: BLE001 - shown in the panel; the run records it too
+            self._fail(err)
+        finally:
+            self._draw(force=True)
+            self._start.disabled, self._stop_button.disabled = False, True
+
+    def _fail(self, err: BaseException) -> None:
+        self.error, self.status = err, "failed"
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        self._messages.value = _html.error(f"Training did not run to the end: {first}", err)
+
+    def _check(self, settings) -> tuple[str, list[str]]:
+        if self.method == "sft":
+            check = preflight(self.tokenizer, to_trl_rows(self.train_data, self.template), settings.max_length)
+            text, problems = str(check), check.problems
+        else:
+            pairs = to_trl_pairs(self.train_data, self.template)  # raises for rows that are not pairs
+            first = pairs[0]
+            prompt = self.tokenizer.apply_chat_template(first["prompt"], tokenize=False, add_generation_prompt=True)
+            text = (f"{len(pairs)} preference pairs. The first, as the model reads it:\n{prompt}\n"
+                    f"chosen: {first['chosen'][0]['content']}\nrejected: {first['rejected'][0]['content']}")
+            problems = []
+            if self.from_run is not None and not (self.from_run.adapter_dir / "adapter_config.json").is_file():
+                problems.append(f"run {self.from_run.id} has no saved adapter to continue")
+        self._preflight_html.value = "<b>Pre-flight check</b>" + _html.pre(text)
+        return text, problems
+
+    # --- charts ---------------------------------------------------------------------------------
+
+    def _make_figure(self) -> go.FigureWidget:
+        cols = 3
+        rows = -(-len(self._charts) // cols)
+        fig = make_subplots(rows=rows, cols=cols, subplot_titles=[title for title, _ in self._charts])
+        for i, (_, traces) in enumerate(self._charts):
+            for name, _, _ in traces:
+                fig.add_scatter(x=[], y=[], name=name, mode="lines+markers", row=i // cols + 1, col=i % cols + 1)
+        fig.update_layout(height=280 * rows, margin=dict(l=40, r=10, t=40, b=30),
+                          legend=dict(orientation="h", y=-0.15))
+        fig.update_xaxes(title_text="step", title_standoff=2)
+        return go.FigureWidget(fig)
+
+    def _reset_charts(self) -> None:
+        self._logs, self._evals = [], []
+        self._progress.value, self._progress_text = 0, ""
+        self._draw(force=True)
+
+    def _on_start(self, event: dict) -> None:
+        self._progress.max = max(int(event.get("max_steps") or 1), 1)
+
+    def _on_log(self, event: dict) -> None:
+        self._logs.append(event)
+        eta = f", about {_duration(event['eta_s'])} left" if event.get("eta_s") is not None else ""
+        self._progress_text = f"step {event['step']} of {self._progress.max}{eta}"
+        self._draw()
+
+    def _on_eval(self, event: dict) -> None:
+        self._evals.append(event)
+        self._draw()
+
+    def _on_end(self, event: dict) -> None:
+        self._progress_text = f"{event['status']} at step {event['step']}"
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_draw < THROTTLE_S:
+            return
+        self._last_draw = now
+        events = {"log": self._logs, "eval": self._evals}
+        traces = {name: (kind, key) for _, chart in self._charts for name, kind, key in chart}
+        with self.figure.batch_update():
+            for trace in self.figure.data:
+                kind, key = traces[trace.name]
+                points = [(e["step"], e[key]) for e in events[kind] if e.get(key) is not None]
+                trace.x, trace.y = [p[0] for p in points], [p[1] for p in points]
+        if self._logs:
+            self._progress.value = min(self._logs[-1]["step"], self._progress.max)
+        self._progress_label.value = _html.note(self._progress_text)
+        self._reading.value = _html.note(read_curves(self._logs, self._evals)) if self._logs else ""
