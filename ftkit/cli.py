@@ -115,7 +115,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             record = json.loads((run.path / "eval.json").read_text())
             headline = f"{record['metric']} {record['value']:.3f} ({record['variant']})"
         wall = f"{cost['wall_s']:.0f} s" if cost["wall_s"] is not None else ""
-        lines.append((run.id, cost["kind"], cost["status"], str(cost["steps"]), wall, headline))
+        steps = "" if cost["steps"] is None else str(cost["steps"])
+        lines.append((run.id, cost["kind"], cost["status"], steps, wall, headline))
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])

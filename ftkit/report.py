@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import yaml
 
+from ftkit.readings import read_curves, training_cost
 from ftkit.runs import Run
 
 MAX_TABLE_ROWS = 500  # a longer side-by-side table makes the page slow to open
@@ -117,17 +118,15 @@ def curves_figure(runs: list[Run], keys: tuple[str, ...], title: str) -> go.Figu
 
 
 def run_cost(run: Run) -> dict:
-    """What a run cost: steps, wall time, tokens seen, tokens per second, rows, device."""
-    events, status, config = run.events(), run.status, run.config
-    start = next((e["time"] for e in events if e.get("event") == "start"), None)
-    end = next((e["time"] for e in reversed(events) if e.get("event") in ("end", "error")), status.get("time"))
-    logs = [e for e in events if e.get("event") == "log"]
-    tokens = logs[-1].get("num_input_tokens_seen") if logs else None
-    seconds = end - start if start is not None and end is not None else None
-    return {"run": run.id, "kind": config.get("kind", ""), "status": status.get("status", "unknown"),
-            "steps": status.get("step", logs[-1]["step"] if logs else 0), "wall_s": seconds,
-            "tokens": tokens, "tokens_per_s": tokens / seconds if tokens and seconds else None,
-            "train_rows": config.get("train_rows"), "device": config.get("device", "")}
+    """One line of the cost table: :func:`ftkit.readings.training_cost` plus the run's kind,
+    status, rows and device, and what its curves say."""
+    cost, config = training_cost(run), run.config
+    tokens, seconds = cost["tokens"], cost["seconds"]
+    return {"run": run.id, "kind": config.get("kind", ""), "status": run.status.get("status", "unknown"),
+            "steps": cost["steps"], "wall_s": seconds, "tokens": tokens,
+            "tokens_per_s": tokens / seconds if tokens and seconds else None,
+            "train_rows": config.get("train_rows"), "device": config.get("device", "").split(":")[0],
+            "reading": read_curves(run.events("log"), run.events("eval"))}
 
 
 def recorded_summary(runs: list[Run]) -> tuple[pd.DataFrame | None, str | None]:
@@ -210,9 +209,9 @@ def render_report(*, title: str = "ftkit report", summary: pd.DataFrame | None =
     if runs:
         costs = [run_cost(r) for r in runs]
         header = ["run", "kind", "status", "steps", "wall time (s)", "tokens seen", "tokens/s",
-                  "train rows", "device"]
+                  "train rows", "device", "what the curves say"]
         rows = [[c["run"], c["kind"], c["status"], c["steps"], c["wall_s"], c["tokens"], c["tokens_per_s"],
-                 c["train_rows"], c["device"]] for c in costs]
+                 c["train_rows"], c["device"], c["reading"]] for c in costs]
         rows = [[("" if v is None else v) for v in row] for row in rows]
         sections.append(("Training cost", _table(header, rows)))
     if table is not None and summary is not None:

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+import yaml
+
+from ftkit import examples
+from ftkit.config import (ConfigError, DPOStage, PipelineConfig, SFTStage, config_from_dict, dump_config,
+                          load_config)
+from ftkit.dpo import DPOSettings
+from ftkit.sft import LoraSettings, SFTSettings
+
+
+def write(tmp_path, values, name="pipeline.yaml"):
+    path = tmp_path / name
+    path.write_text(json.dumps(values) if name.endswith(".json") else yaml.safe_dump(values))
+    return path
+
+
+def problems(values, tmp_path=None) -> str:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(values, base=tmp_path or ".")
+    return str(err.value)
+
+
+def test_yaml_maps_onto_the_dataclasses_the_notebooks_use(tmp_path, tiny_model_dir):
+    (tmp_path / "tickets.csv").write_text("text,label\nhi,a\n")
+    path = write(tmp_path, {
+        "data": {"source": "tickets.csv", "mapping": {"prompt": "text", "completion": "label"}, "test_size": 10},
+        "model": {"name": str(tiny_model_dir), "dtype": "float32"},
+        "templates": [{"kind": "zero_shot"}, {"kind": "few_shot", "k": 3, "strategy": "random"}],
+        "sft": {"learning_rate": 5e-4, "epochs": 1, "lora": {"r": 8, "alpha": 16}, "trl": {"warmup_ratio": 0.1},
+                "template": "3-shot"},
+        "dpo": {"source": "support_routing_preferences", "beta": 0.2},
+        "metrics": ["exact_match", "chrf"],
+    })
+    config = load_config(path)
+    assert isinstance(config.sft, SFTSettings) and isinstance(config.sft.lora, LoraSettings)
+    assert isinstance(config.dpo, DPOSettings)
+    assert (config.sft.learning_rate, config.sft.lora.r, config.sft.lora.alpha) == (5e-4, 8, 16)
+    assert config.sft.trl == {"warmup_ratio": 0.1} and config.dpo.beta == 0.2
+    assert config.data.source == str(tmp_path / "tickets.csv")  # relative to the config file
+    assert config.data.test_size == 10 and isinstance(config.data.test_size, int)  # a row count
+    assert config.templates[1].k == 3 and config.headline == "exact_match"
+
+
+def test_json_is_read_too_and_sections_can_be_switched_off(tmp_path):
+    config = load_config(write(tmp_path, {"sft": None, "templates": [{"kind": "with_system"}]}, "p.json"))
+    assert config.sft is None and config.dpo is None and config.templates[0].kind == "with_system"
+
+
+def test_unknown_key_names_its_path_the_allowed_keys_and_the_close_match():
+    message = problems({"sft": {"learnign_rate": 1e-3, "lora": {"rnak": 4}}})
+    assert "sft.learnign_rate: unknown key (did you mean 'learning_rate'?)" in message
+    assert "allowed keys: name, epochs, max_steps, learning_rate" in message
+    assert "sft.lora.rnak: unknown key" in message and "allowed keys: r, alpha, dropout" in message
+
+
+def test_bad_choice_and_wrong_types_are_named():
+    message = problems({"templates": [{"kind": "zero_shot"}, {"kind": "fewshot"}],
+                        "model": {"dtype": "fp8"}, "sft": {"epochs": "two", "max_steps": True},
+                        "metrics": ["exact_match", "acuracy"], "data": []})
+    assert "templates[1].kind: 'fewshot' is not allowed (did you mean 'few_shot'?); choose one of: " \
+           "zero_shot, with_system, few_shot" in message
+    assert "model.dtype: 'fp8' is not allowed; choose one of: auto, float32, bfloat16, float16" in message
+    assert "sft.epochs: expected a number, got str 'two'" in message
+    assert "sft.max_steps: expected an integer, got bool True" in message
+    assert "metrics[1]: 'acuracy' is not allowed" in message and "exact_match" in message
+    assert "data: expected a mapping of source, mapping, test_size" in message
+
+
+def test_missing_files_models_and_templates_are_reported_before_anything_loads(tmp_path):
+    message = problems({"data": {"source": "nope.csv"}, "model": {"name": str(tmp_path / "no-model")},
+                        "dpo": {"source": "support_routing_prefs"}, "sft": {"template": "zero-shot!"}}, tmp_path)
+    assert f"data.source: no file '{tmp_path / 'nope.csv'}'" in message
+    assert "did you mean 'support_routing_preferences'?" in message
+    assert "model.name: no model folder at" in message
+    assert "sft.template: no template named 'zero-shot!' (did you mean 'zero-shot'?)" in message
+
+
+def test_dpo_needs_sft_and_template_names_must_differ():
+    message = problems({"sft": None, "dpo": {}, "templates": [{"kind": "zero_shot"}, {"kind": "zero_shot"}]})
+    assert "dpo: DPO continues the SFT adapter" in message
+    assert "templates: names must differ; zero-shot appear(s) twice" in message
+
+
+def test_a_dumped_config_loads_back_equal(tmp_path):
+    config = PipelineConfig(sft=SFTStage(epochs=1, max_minutes=3), dpo=DPOStage(beta=0.3))
+    loaded = load_config(dump_config(config, tmp_path / "c.yaml"))
+    assert loaded == config
+    assert loaded.data.source in examples.names()
+
+
+def test_unreadable_files_say_why(tmp_path):
+    (tmp_path / "bad.yaml").write_text("sft: [unclosed")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "c.toml").write_text("")
+    with pytest.raises(ConfigError, match="a config is a .yaml, .yml or .json file"):
+        load_config(tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match="no config file at"):
+        load_config(tmp_path / "missing.yaml")

@@ -1,0 +1,90 @@
+import json
+
+import pytest
+
+from ftkit.config import TemplateConfig, config_from_dict
+from ftkit.pipeline import build_template, run_pipeline, training_template
+from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, DEFAULT_INSTRUCTION
+
+MESSAGES = {"order": ["Where is my order?", "My parcel is late", "Has it shipped yet?", "Tracking says nothing",
+                      "When will it arrive?", "Order still not here", "Is my package lost?", "Delivery date?"],
+            "refund": ["I want my money back", "Refund please", "Return this lamp", "Send a return label",
+                       "The rug is wrong, refund", "How do I return it?", "Money back for the mug",
+                       "Return the linen cover"],
+            "account": ["Reset my password", "Cannot log in", "Locked out of account", "Change my email",
+                        "Two-factor code missing", "Forgot my login", "Account hacked?", "Password link broken"]}
+
+
+def write_data(tmp_path):
+    rows = [{"text": t, "label": label} for label, texts in MESSAGES.items() for t in texts]
+    (tmp_path / "tickets.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    pairs = [{"prompt": t, "chosen": label, "rejected": "order" if label != "order" else "refund"}
+             for label, texts in MESSAGES.items() for t in texts[:3]]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+
+
+def tiny_config(tmp_path, model_dir, **overrides):
+    write_data(tmp_path)
+    values = {
+        "data": {"source": "tickets.jsonl", "test_size": 6},
+        "model": {"name": str(model_dir), "device": "cpu"},
+        "templates": [{"kind": "zero_shot"}, {"kind": "few_shot", "k": 3}],
+        "sft": {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "save_steps": 100, "max_length": 512},
+        "dpo": {"source": "pairs.jsonl", "max_steps": 1, "batch_size": 4, "logging_steps": 1, "max_length": 512},
+        "max_new_tokens": 4,
+        "output": {"runs_root": str(tmp_path / "runs"), "report": str(tmp_path / "report.html")},
+        **overrides,
+    }
+    return config_from_dict(values, base=tmp_path)
+
+
+def test_pipeline_measures_prompts_sft_and_dpo_on_the_same_rows(tmp_path, tiny_model_dir):
+    lines = []
+    result = run_pipeline(tiny_config(tmp_path, tiny_model_dir), say=lines.append, progress=False)
+    summary = result.evaluation.summary
+    assert list(summary.index) == ["zero-shot", "3-shot", "LoRA SFT", "SFT + DPO"]
+    assert set(summary["n"]) == {6}
+    # The few-shot prompt carries three solved examples; the tuned models use the zero-shot prompt.
+    assert summary.loc["3-shot", "prompt_tokens"] > 2 * summary.loc["zero-shot", "prompt_tokens"]
+    assert summary.loc["LoRA SFT", "prompt_tokens"] == summary.loc["zero-shot", "prompt_tokens"]
+    sft, dpo = result.runs
+    assert sft.config["kind"] == "sft" and dpo.config["from_run"] == sft.id
+    assert sft.config["template"]["name"] == "zero-shot"
+    for run, variant in [(sft, "LoRA SFT"), (dpo, "SFT + DPO")]:
+        assert run.status["status"] == "completed"
+        record = json.loads((run.path / "eval.json").read_text())
+        assert record["variant"] == variant and record["value"] == summary.loc[variant, "exact_match"]
+        assert [r["variant"] for r in record["summary"]] == list(summary.index)
+    table = result.evaluation.table
+    assert {"LoRA SFT: output", "SFT + DPO: output", "3-shot: output"} <= set(table.columns)
+    text = "\n".join(lines)
+    assert "sft step 1/2  loss" in text and "dpo step 1/1  loss" in text and "margin" in text
+    assert "LoRA SFT vs zero-shot on exact_match:" in text
+    assert result.report.is_file() and "Side by side" in result.report.read_text()
+
+
+def test_without_training_the_prompt_baselines_are_still_reported(tmp_path, tiny_model_dir):
+    config = tiny_config(tmp_path, tiny_model_dir, sft=None, dpo=None, templates=[{"kind": "zero_shot"}])
+    result = run_pipeline(config, say=lambda _line: None, progress=False)
+    assert result.runs == [] and list(result.evaluation.summary.index) == ["zero-shot"]
+    assert "Training cost" not in result.report.read_text()
+
+
+def test_templates_get_classification_defaults_only_on_labelled_data():
+    train = [{"prompt": f"m{i}", "completion": "ab"[i % 2], "label": "ab"[i % 2]} for i in range(6)]
+    few = build_template(TemplateConfig(kind="few_shot", k=2), train, ["a", "b"])
+    assert few.system == CLASSIFY_SYSTEM and few.instruction == CLASSIFY_INSTRUCTION and len(few.shots) == 2
+    zero = build_template(TemplateConfig(kind="zero_shot"), train, ["a", "b"])
+    assert zero.system is None and zero.labels == ["a", "b"]
+    plain = build_template(TemplateConfig(kind="with_system", system=""), train, [])
+    assert plain.system is None and plain.instruction == DEFAULT_INSTRUCTION
+    assert build_template(TemplateConfig(kind="with_system"), train, []).system is None
+
+
+@pytest.mark.parametrize("wanted, expected", [("", "zero-shot"), ("2-shot", "2-shot")])
+def test_training_template_is_the_named_one_or_the_first_without_shots(wanted, expected):
+    train = [{"prompt": f"m{i}", "completion": "x"} for i in range(4)]
+    config = config_from_dict({"templates": [{"kind": "few_shot", "k": 2}, {"kind": "zero_shot"}],
+                               "sft": {"template": wanted}})
+    templates = [build_template(t, train, []) for t in config.templates]
+    assert training_template(config, templates).name == expected

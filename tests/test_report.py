@@ -1,0 +1,80 @@
+import re
+
+import pandas as pd
+import pytest
+
+from ftkit.report import metric_figure, recorded_summary, render_report, run_cost, write_report
+from ftkit.runs import new_run, write_json
+
+SUMMARY = pd.DataFrame([
+    {"variant": "zero-shot", "n": 3, "exact_match": 0.2, "exact_match_low": 0.0, "exact_match_high": 0.5,
+     "prompt_tokens": 90.0, "latency_s": 0.1},
+    {"variant": "LoRA <SFT>", "n": 3, "exact_match": 0.8, "exact_match_low": 0.6, "exact_match_high": 1.0,
+     "prompt_tokens": 90.0, "latency_s": 0.1},
+]).set_index("variant")
+TABLE = pd.DataFrame({
+    "input": ["<script>alert('x')</script> where is my order?", "refund", "password"],
+    "reference": ["order_status", "return_refund", "account_access"],
+    "zero-shot: output": ["order", "return_refund", "?"], "zero-shot: exact_match": [0.0, 1.0, 0.0],
+    "LoRA <SFT>: output": ["order_status", "return_refund", "account_access"],
+    "LoRA <SFT>: exact_match": [1.0, 1.0, 1.0],
+})
+
+
+def fake_run(root, kind, logs, status="completed"):
+    run = new_run(f"t-{kind}", {"kind": kind, "train_rows": 16, "device": "cpu (float32): no GPU"}, root=root)
+    run.record("start", {"step": 0, "max_steps": len(logs)})
+    for step, values in enumerate(logs, 1):
+        run.record("log", {"step": step, **values})
+    run.record("end", {"step": len(logs), "status": status})
+    run.set_status(status, step=len(logs))
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path):
+    sft = fake_run(tmp_path, "sft", [{"loss": 2.0, "num_input_tokens_seen": 400}, {"loss": 1.0,
+                                                                                  "num_input_tokens_seen": 800}])
+    dpo = fake_run(tmp_path, "dpo", [{"loss": 0.7, "rewards/margins": 0.1, "rewards/accuracies": 0.5},
+                                     {"loss": 0.6, "rewards/margins": 0.4, "rewards/accuracies": 0.75}])
+    return [sft, dpo]
+
+
+def test_report_has_every_section_and_links_to_nothing(runs, tmp_path):
+    path = write_report(tmp_path / "out" / "report.html", title="demo <1>", summary=SUMMARY, table=TABLE,
+                        runs=runs, metric="exact_match", notes=["model: <tiny>"], config={"data": {"source": "<x>"}})
+    page = path.read_text()
+    headings = re.findall(r"<h2>(.*?)</h2>", page)
+    assert headings == ["Summary", "Metrics with 95% confidence intervals", "Accuracy against tokens per request",
+                        "Training curves", "DPO rewards", "Training cost", "Side by side", "Configuration"]
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page) and not re.search(r"<link[^>]*>", page)
+    assert page.count("window.PlotlyConfig") == 1  # plotly.js inlined once, reused by every chart
+    assert page.count('class="plotly-graph-div"') == 4  # metrics, tokens, loss, DPO rewards
+    # User strings are escaped everywhere: the data, the variant names, the title, the config.
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "LoRA &lt;SFT&gt;" in page and "<title>demo &lt;1&gt;</title>" in page and "&lt;tiny&gt;" in page
+    assert "source: &lt;x&gt;" in page
+    assert "0.800 (0.60-1.00)" in page  # the summary cell carries its interval
+    assert page.count('<td class="ok">') == 4 and page.count('<td class="bad">') == 2
+
+
+def test_metric_bars_carry_the_interval_as_asymmetric_error_bars():
+    bar = metric_figure(SUMMARY, "exact_match").data[0]
+    assert list(bar.x) == ["zero-shot", "LoRA <SFT>"]
+    assert list(bar.error_y.array) == pytest.approx([0.3, 0.2])
+    assert list(bar.error_y.arrayminus) == pytest.approx([0.2, 0.2])
+
+
+def test_cost_and_recorded_summary_come_from_the_run_folders(runs):
+    cost = run_cost(runs[0])
+    assert (cost["kind"], cost["status"], cost["steps"], cost["tokens"]) == ("sft", "completed", 2, 800)
+    assert cost["wall_s"] >= 0 and cost["device"] == "cpu (float32)"
+    assert "falling" in cost["reading"]
+    assert recorded_summary(runs) == (None, None)
+    rows = SUMMARY.reset_index().to_dict(orient="records")
+    write_json(runs[0].path / "eval.json", {"variant": "LoRA <SFT>", "metric": "exact_match", "value": 0.8,
+                                            "summary": rows})
+    summary, metric = recorded_summary(runs)
+    assert metric == "exact_match" and summary.loc["LoRA <SFT>", "exact_match"] == 0.8
+    page = render_report(summary=summary, runs=runs, metric=metric)
+    assert "Side by side" not in page and "Training cost" in page and "Summary" in page
