@@ -248,7 +248,9 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
     step = trainer.state.global_step
     run.record("end", {"step": step, "status": status})
     bus.emit("end", {"step": step, "status": status})
-    run.set_status(status, step=step, max_steps=trainer.state.max_steps)
+    best = trainer.state.best_model_checkpoint  # set by early stopping (load_best_model_at_end)
+    extra = {"best_checkpoint": best, "best_metric": trainer.state.best_metric} if best else {}
+    run.set_status(status, step=step, max_steps=trainer.state.max_steps, **extra)
     run.model = trainer.model
     return run
 

@@ -147,3 +147,76 @@ def test_preflight_flags_a_template_that_drops_the_end_of_turn_token(tiny_tokeni
     no_end = make_tokenizer("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     check = preflight(no_end, to_trl_rows(ROWS[:1], zero_shot()), max_length=64)
     assert any("does not end with the end-of-turn token '<|im_end|>'" in p for p in check.problems)
+
+
+def test_the_completion_loss_equals_trls_own_loss_and_gradients(tiny, tmp_path):
+    import torch
+    from trl import SFTTrainer
+
+    from ftkit.models import choose_device
+    from ftkit.runs import new_run
+    from ftkit.sft import _trainer_class, _trl_config
+
+    model, tok = tiny
+    cfg = settings(batch_size=4)
+    run = new_run("x", {}, root=tmp_path)
+    trainer = _trainer_class()(model=model, args=_trl_config(cfg, run, choose_device("cpu"), False),
+                               train_dataset=to_trl_rows(ROWS[:4], zero_shot()), processing_class=tok,
+                               peft_config=cfg.lora.peft_config())
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] == -100).any()  # prompts are masked: the fast path has work to skip
+    trainer.model.train()
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    ours = trainer.compute_loss(trainer.model, dict(batch))
+    trls = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch))
+    assert torch.allclose(ours, trls, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(ours, params), torch.autograd.grad(trls, params)):
+        assert torch.allclose(a, b, atol=1e-6)
+    accuracy = trainer._metrics["train"]["mean_token_accuracy"]
+    entropy = trainer._metrics["train"]["entropy"]
+    assert accuracy[0] == pytest.approx(accuracy[1], abs=1e-6) and entropy[0] == pytest.approx(entropy[1], rel=1e-5)
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best_checkpoint(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    model, tok = tiny
+    # The evaluation rows pair each prompt with another row's answer: the better the model
+    # learns the training rows, the worse it does on these, so evaluation loss soon rises.
+    answers = [r["completion"] for r in ROWS[:4]]
+    swapped = [{"prompt": r["prompt"], "completion": answers[(i + 1) % 4]} for i, r in enumerate(ROWS[:4])]
+    run = train_sft(model, tok, ROWS, swapped, runs_root=tmp_path, config=settings(
+        max_steps=40, eval_steps=1, early_stopping_patience=2, learning_rate=2e-2))
+    status = run.status
+    evals = run.events("eval")
+    assert status["status"] == "completed" and status["step"] < 40 and len(evals) == status["step"]
+    best = min(evals, key=lambda e: e["eval_loss"])
+    assert status["best_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    assert status["best_metric"] == pytest.approx(best["eval_loss"])
+    assert best["step"] <= status["step"] - 2  # patience: two evaluations without improvement
+    kept = load_file(run.adapter_dir / "adapter_model.safetensors")
+    at_best = load_file(f"{status['best_checkpoint']}/adapter_model.safetensors")
+    last = load_file(run.checkpoints_dir / f"checkpoint-{status['step']}" / "adapter_model.safetensors")
+    assert kept.keys() == at_best.keys()
+    assert all((kept[k] == at_best[k]).all() for k in kept)  # the saved adapter is the best one
+    assert any((kept[k] != last[k]).any() for k in kept)     # not the last one
+
+
+def test_a_keyboard_interrupt_stops_the_run_and_saves_the_adapter(tiny, tiny_model_dir, tmp_path):
+    model, tok = tiny
+    bus = EventBus()
+
+    def interrupt(event):  # what pressing the notebook's stop button does, between two steps
+        if event["step"] == 3:
+            raise KeyboardInterrupt
+
+    bus.on("log", interrupt)
+    cfg = settings(max_steps=6, save_steps=2)
+    run = train_sft(model, tok, ROWS, config=cfg, bus=bus, runs_root=tmp_path)
+    assert run.status["status"] == "stopped" and run.status["step"] == 3
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert run.last_checkpoint().name == "checkpoint-2"
+
+    fresh, tok2 = load_model(tiny_model_dir, device="cpu", verbose=False)
+    resumed = train_sft(fresh, tok2, ROWS, config=cfg, resume=run)
+    assert resumed.status["status"] == "completed" and resumed.status["step"] == 6
