@@ -1,0 +1,260 @@
+"""ComparePanel: prompted base model and fine-tuned runs on the same rows, side by side.
+
+>>> compare = ComparePanel(model, tokenizer, dataset=splits["test"], templates=lab.variants,
+...                        runs=[sft_run, dpo_run])                       # doctest: +SKIP
+>>> compare.run().summary                                                 # doctest: +SKIP
+>>> compare.rate(0, "8-shot", up=False); compare.save_pairs("pairs.jsonl")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import ipywidgets as w
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ftkit.data import as_rows
+from ftkit.evaluate import EvalResult, Variant, evaluate
+from ftkit.generate import is_peft_model
+from ftkit.metrics import normalize
+from ftkit.prompts import CLASSIFY_INSTRUCTION, PromptTemplate, zero_shot
+from ftkit.readings import training_cost
+from ftkit.runs import Run
+from ftkit.widgets import _html
+from ftkit.widgets._ui import button
+
+
+class ComparePanel(w.VBox):
+    """Evaluate prompt variants of the base model and finished runs on ``dataset`` (at most
+    ``limit`` rows), then read the trade-off: score with its 95% interval, latency, tokens per
+    request and training cost. Rate outputs with thumbs up/down to build DPO preference pairs.
+
+    ``templates``: ``{name: PromptTemplate}`` run on the base ``model`` (with adapters off when
+    it is a PEFT model); default: zero-shot. ``runs``: finished :class:`~ftkit.runs.Run` objects,
+    each loaded with its adapter and evaluated with the template it was trained on. ``labels``
+    defaults to the sorted labels of ``dataset`` when it has a ``label`` column.
+    """
+
+    def __init__(self, model, tokenizer, dataset, templates: dict[str, PromptTemplate] | None = None,
+                 runs=(), labels=None, metrics=("exact_match",), limit: int | None = None,
+                 max_new_tokens: int = 32, page_size: int = 20):
+        self.model, self.tokenizer = model, tokenizer
+        self._rows = as_rows(dataset)[:limit] if limit else as_rows(dataset)
+        if labels is None and self._rows and self._rows[0].get("label") is not None:
+            labels = sorted({r["label"] for r in self._rows if r.get("label") is not None})
+        self.labels = list(labels or [])
+        if not templates:
+            templates = {"zero-shot": zero_shot(CLASSIFY_INSTRUCTION, labels=self.labels) if self.labels
+                         else zero_shot()}
+        self.templates = dict(templates)
+        self.runs = {run.id: run for run in runs}
+        self.metrics, self.max_new_tokens, self.page_size = metrics, max_new_tokens, page_size
+        self.result: EvalResult | None = None
+        self.visible_rows: list[int] = []
+        self.page = 0
+        self._ratings: dict[tuple[int, str], bool] = {}
+        self._thumbs: dict[tuple[int, str], tuple[w.Button, w.Button]] = {}
+        self._loaded: dict[str, tuple] = {}
+
+        self._messages = w.HTML()
+        self._choices = {name: w.Checkbox(value=True, description=name, indent=False)
+                         for name in [*self.templates, *self.runs]}
+        self._progress = w.Output()  # generation's tqdm.auto bars render here
+        self._summary = w.HTML()
+        self.figure = go.FigureWidget(layout=dict(height=520, margin=dict(l=40, r=10, t=40, b=30)))
+        self._disagree = w.Checkbox(value=False, description="only rows where the variants disagree", indent=False)
+        self._disagree.observe(lambda change: self.only_disagreements(change["new"]), names="value")
+        self._page_label = w.HTML()
+        self._grid = w.GridBox()
+        self._pairs_html = w.HTML()
+        self._pairs_path = w.Text(value="preference_pairs.jsonl", description="save to")
+        warning = ""
+        if not is_peft_model(model) and any("lora_" in n for n, _ in model.named_parameters()):
+            warning = _html.error("This model carries LoRA layers from a training run, so the prompt variants "
+                                  "do not show the base model. Load it again with ftkit.load_model().")
+        super().__init__(children=[
+            w.HTML("<h4>Compare</h4>"), w.HTML(warning),
+            w.HTML("<b>Variants</b>"), w.HBox(list(self._choices.values()), layout={"flex_flow": "row wrap"}),
+            button("Compare", self.run, self._messages, style="primary", css="ftkit-compare"),
+            self._progress, self._summary, self.figure,
+            w.HBox([self._disagree, button("◀", lambda: self.show_page(self.page - 1), self._messages),
+                    self._page_label, button("▶", lambda: self.show_page(self.page + 1), self._messages)]),
+            self._grid,
+            w.HBox([self._pairs_path, button("Save pairs", lambda: self.save_pairs(self._pairs_path.value),
+                                             self._messages, css="ftkit-save-pairs")]),
+            self._pairs_html, self._messages,
+        ])
+        self.add_class("ftkit-compare-panel")
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def select(self, names) -> None:
+        """Tick exactly the variants in ``names`` (template names and run ids)."""
+        unknown = set(names) - set(self._choices)
+        if unknown:
+            raise ValueError(f"no variant {sorted(unknown)[0]!r}; variants are: {', '.join(self._choices)}")
+        for name, box in self._choices.items():
+            box.value = name in names
+
+    def run(self) -> EvalResult:
+        """Evaluate the ticked variants on the same rows and show the charts and the table."""
+        names = [n for n, box in self._choices.items() if box.value]
+        if not names:
+            raise ValueError("tick at least one variant")
+        variants = []
+        for name in names:
+            if name in self.templates:
+                # adapter=False: a PEFT model answers as its base model for the prompt variants.
+                variants.append(Variant(self.model, self.tokenizer, self.templates[name], name=name,
+                                        adapter=False, max_new_tokens=self.max_new_tokens))
+            else:
+                model, tokenizer = self._run_model(self.runs[name])
+                template = PromptTemplate(**self.runs[name].config["template"])
+                variants.append(Variant(model, tokenizer, template, name=name, max_new_tokens=self.max_new_tokens))
+        self._progress.clear_output()
+        with self._progress:
+            self.result = evaluate(variants, self._rows, self.metrics, labels=self.labels or None)
+        self._ratings.clear()
+        self._draw_summary(names)
+        self.only_disagreements(self._disagree.value)
+        self._messages.value = ""
+        return self.result
+
+    def only_disagreements(self, flag: bool = True) -> None:
+        """Show only the rows where the variants' outputs differ (after normalization)."""
+        self._disagree.value = flag
+        if self.result is None:
+            return
+        outputs = self.result.table[[f"{n}: output" for n in self.result.scores]]
+        self.visible_rows = [i for i, row in enumerate(outputs.itertuples(index=False))
+                             if not flag or len({normalize(str(o)) for o in row}) > 1]
+        self.show_page(0)
+
+    def show_page(self, page: int) -> None:
+        """Show page ``page`` (from 0) of the side-by-side table."""
+        pages = max(1, -(-len(self.visible_rows) // self.page_size))
+        self.page = min(max(page, 0), pages - 1)
+        self._page_label.value = _html.note(f"page {self.page + 1} of {pages} ({len(self.visible_rows)} rows)")
+        self._draw_table()
+
+    def rate(self, row_index: int, variant_name: str, up: bool | None) -> None:
+        """Thumbs up (True) or down (False) on a variant's output for a row; None clears it."""
+        if self.result is None:
+            raise ValueError("run the comparison first")
+        if variant_name not in self.result.scores:
+            raise ValueError(f"no variant {variant_name!r}; variants are: {', '.join(self.result.scores)}")
+        if not 0 <= row_index < len(self._rows):
+            raise IndexError(f"row {row_index} does not exist; there are {len(self._rows)} rows")
+        if up is None:
+            self._ratings.pop((row_index, variant_name), None)
+        else:
+            self._ratings[(row_index, variant_name)] = bool(up)
+        if (row_index, variant_name) in self._thumbs:
+            self._style_thumbs(row_index, variant_name)
+        self._pairs_html.value = _html.note(f"{len(self.pairs)} preference pairs from your ratings")
+
+    @property
+    def pairs(self) -> list[dict]:
+        """Preference pairs from the ratings: each output rated up is ``chosen`` against each output
+        of the same row rated down. A row with only downs uses its reference as ``chosen``. Empty
+        outputs and identical answers make no pair."""
+        out, seen = [], set()
+        table = self.result.table if self.result is not None else None
+        for i in sorted({i for i, _ in self._ratings}):
+            def output(name, i=i):
+                return str(table.at[i, f"{name}: output"])
+            ups = [output(n) for (j, n), up in self._ratings.items() if j == i and up]
+            downs = [output(n) for (j, n), up in self._ratings.items() if j == i and not up]
+            row = self._rows[i]
+            for chosen in ups or ([row["completion"]] if downs else []):
+                for rejected in downs:
+                    key = (i, normalize(chosen), normalize(rejected))
+                    # An empty answer cannot be stored as a pair (load_data refuses empty cells).
+                    if chosen.strip() and rejected.strip() and key[1] != key[2] and key not in seen:
+                        seen.add(key)
+                        pair = {"prompt": row["prompt"], "chosen": chosen, "rejected": rejected}
+                        if row.get("label") is not None:
+                            pair["label"] = row["label"]
+                        out.append(pair)
+        return out
+
+    def save_pairs(self, path: str | os.PathLike) -> Path:
+        """Write the pairs as JSONL, ready for ``ftkit.load_data`` and ``train_dpo``."""
+        pairs = self.pairs
+        if not pairs:
+            raise ValueError("no preference pairs yet: rate an output up and another down in the same row "
+                             "(or only down, to prefer the reference)")
+        path = Path(path)
+        path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+        self._pairs_html.value = _html.note(f"{len(pairs)} preference pairs written to {path}")
+        return path
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _run_model(self, run: Run):
+        if run.id not in self._loaded:  # a fresh base model with the run's adapter, loaded once
+            self._loaded[run.id] = run.load_model()
+        return self._loaded[run.id]
+
+    def _draw_summary(self, names: list[str]) -> None:
+        summary = self.result.summary.loc[names]
+        scores = [c for c in summary.columns if f"{c}_low" in summary.columns]
+        minutes, kinds = [], []
+        for name in names:
+            if name in self.runs:
+                cost = training_cost(self.runs[name])
+                minutes.append((cost["seconds"] or 0) / 60)
+                kinds.append(f"{self.runs[name].config.get('kind', 'run')}, {cost['steps']} steps")
+            else:
+                minutes.append(0.0)
+                kinds.append("prompt only")
+        fig = make_subplots(rows=2, cols=2, subplot_titles=(
+            "score (bars: 95% CI)", "latency per request (s)", "tokens per request", "training minutes"))
+        for m in scores:
+            fig.add_bar(x=names, y=summary[m], name=m, row=1, col=1, error_y=dict(
+                type="data", symmetric=False, array=summary[f"{m}_high"] - summary[m],
+                arrayminus=summary[m] - summary[f"{m}_low"]))
+        fig.add_bar(x=names, y=summary["latency_s"], name="latency (s)", row=1, col=2)
+        fig.add_bar(x=names, y=summary["prompt_tokens"], name="prompt tokens", row=2, col=1)
+        fig.add_bar(x=names, y=summary["new_tokens"], name="new tokens", row=2, col=1)
+        fig.add_bar(x=names, y=minutes, name="training minutes", row=2, col=2)
+        with self.figure.batch_update():
+            self.figure.data = ()
+            self.figure.layout = fig.layout
+        self.figure.add_traces(list(fig.data))
+        table = pd.DataFrame({"training": kinds, "training minutes": minutes}, index=names)
+        table = table.join(summary[[*scores, "latency_s", "prompt_tokens", "new_tokens"]])
+        self._summary.value = _html.table(table)
+
+    def _draw_table(self) -> None:
+        names = list(self.result.scores)
+        first = next(iter(self.result.scores[names[0]]))  # the first metric marks right and wrong
+        cells = [w.HTML(f"<b>{_html.esc(h)}</b>") for h in ["input", "reference", *names]]
+        self._thumbs.clear()
+        start = self.page * self.page_size
+        for i in self.visible_rows[start:start + self.page_size]:
+            row = self.result.table.iloc[i]
+            cells += [w.HTML(_html.pre(row["input"])), w.HTML(_html.pre(row["reference"]))]
+            for name in names:
+                mark = "✓" if row[f"{name}: {first}"] >= 1 else "✗"
+                up, down = w.Button(description="👍", layout={"width": "3em"}), \
+                    w.Button(description="👎", layout={"width": "3em"})
+                up.on_click(lambda _, i=i, name=name: self.rate(i, name, None if self._ratings.get((i, name)) else True))
+                down.on_click(lambda _, i=i, name=name: self.rate(
+                    i, name, None if self._ratings.get((i, name)) is False else False))
+                self._thumbs[(i, name)] = (up, down)
+                self._style_thumbs(i, name)
+                cells.append(w.VBox([w.HTML(f"{mark} {_html.pre(row[f'{name}: output'])}"), w.HBox([up, down])]))
+        self._grid.children = cells
+        self._grid.layout = {"grid_template_columns": f"repeat({2 + len(names)}, minmax(10em, 1fr))",
+                             "max_height": "40em", "overflow": "auto"}
+
+    def _style_thumbs(self, i: int, name: str) -> None:
+        up, down = self._thumbs[(i, name)]
+        rating = self._ratings.get((i, name))
+        up.button_style = "success" if rating is True else ""
+        down.button_style = "danger" if rating is False else ""
