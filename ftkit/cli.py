@@ -36,10 +36,11 @@ def demo_config(args: argparse.Namespace) -> PipelineConfig:
         templates=[TemplateConfig(kind="zero_shot"), TemplateConfig(kind="few_shot", k=8)],
         # max_length 512: no example is cut (SmolLM2 needs under 200 tokens for the longest; a
         # model with a coarser tokenizer needs more), and batches pad only to their longest row.
+        # Steps take seconds here (SFT) to tens of seconds (DPO): log often, for the terminal and the curves.
         sft=SFTStage(name="demo-sft", epochs=3, max_steps=args.max_steps, max_minutes=args.sft_minutes,
-                     max_length=512),
+                     max_length=512, logging_steps=2),
         dpo=DPOStage(name="demo-dpo", source=f"{args.example}_preferences", max_steps=args.max_steps,
-                     max_minutes=args.dpo_minutes, max_length=512, logging_steps=2, save_steps=1000),
+                     max_minutes=args.dpo_minutes, max_length=512, logging_steps=1, save_steps=1000),
         max_new_tokens=12,  # the longest label is 5 tokens; a rambling answer is wrong anyway
         output=OutputConfig(runs_root=str(out / "runs"), report=str(out / "report.html")),
     )

@@ -115,8 +115,9 @@ def write_launch(config_path, out_dir, *, gpus: int, strategy: str = "ddp",
     settings = accelerate_config(gpus, strategy, mixed_precision, gradient_accumulation_steps)
     accel = out / "accelerate.yaml"
     accel.write_text(yaml.safe_dump(settings, sort_keys=True))
-    command = ["accelerate", "launch", "--config_file", str(accel), "-m", "ftkit.cli", "train",
-               str(Path(config_path))]
+    # Absolute paths: the script then works from any folder (a job scheduler's, say).
+    command = ["accelerate", "launch", "--config_file", str(accel.resolve()), "-m", "ftkit.cli", "train",
+               str(Path(config_path).resolve())]
     script = out / "launch.sh"
     script.write_text("#!/bin/sh\n# Written by `ftkit launch`; edit accelerate.yaml for more machines.\n"
                       f"exec {shlex.join(command)}\n")

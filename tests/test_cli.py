@@ -1,21 +1,111 @@
+import re
+
 import pytest
 
 from ftkit.cli import main
+from ftkit.config import load_config
+from ftkit.events import StopFlag
+from ftkit.models import load_model
+from ftkit.runs import list_runs, new_run
+from ftkit.sft import SFTSettings, train_sft
+
+ROWS = [{"prompt": p, "completion": c} for p, c in [
+    ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
+    ("Reset my password", "account"), ("Change the delivery address", "address")]] * 2
 
 
-def test_demo_runs_end_to_end_on_a_tiny_model(tiny_model_dir, capsys):
-    assert main(["demo", "--model", str(tiny_model_dir), "--limit", "4"]) == 0
+def table_rows(out: str) -> dict[str, list[str]]:
+    lines = out.split("variant", 1)[1].splitlines()[1:]
+    rows = {}
+    for line in lines:
+        match = re.match(r"(.+?)\s+(\d\.\d\d)\s+(\d\.\d\d-\d\.\d\d)\s+(.*)$", line)
+        if not match:
+            break
+        rows[match[1]] = [match[2], match[3], *match[4].split()]
+    return rows
+
+
+def test_demo_runs_prompts_sft_and_dpo_and_writes_a_self_contained_report(tiny_model_dir, tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    assert main(["demo", "--model", str(tiny_model_dir), "--limit", "4", "--max-steps", "2",
+                 "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
     assert "480 rows" in out and "Split: 384 train / 96 test rows, stratified by label; evaluating on 4" in out
-    table = out.split("variant", 1)[1].splitlines()
-    rows = {line.split()[0]: line.split()[1:] for line in table[1:3]}
-    assert set(rows) == {"zero-shot", "8-shot"}
-    # The few-shot prompt carries 8 solved examples, so it must cost more tokens per request.
-    assert float(rows["8-shot"][2]) > 3 * float(rows["zero-shot"][2])
-    assert 0.0 <= float(rows["zero-shot"][0]) <= 1.0
-    low, high = map(float, rows["zero-shot"][1].split("-"))
-    assert low <= float(rows["zero-shot"][0]) <= high
-    assert "8-shot vs zero-shot on exact_match:" in out
+    rows = table_rows(out)
+    assert list(rows) == ["zero-shot", "8-shot", "LoRA SFT", "SFT + DPO"]
+    # Columns: metric, CI, macro_f1, invalid_rate, prompt_tokens, new_tokens, latency_s.
+    assert float(rows["8-shot"][4]) > 3 * float(rows["zero-shot"][4])  # 8 solved examples cost tokens
+    for name, cells in rows.items():
+        low, high = map(float, cells[1].split("-"))
+        assert low <= float(cells[0]) <= high, name
+    assert "8-shot vs zero-shot on exact_match:" in out and "SFT + DPO vs zero-shot on exact_match:" in out
+
+    page = (out_dir / "report.html").read_text()
+    for section in ("Summary", "Metrics with 95% confidence intervals", "Accuracy against tokens per request",
+                    "Training curves", "DPO rewards", "Training cost", "Side by side"):
+        assert f"<h2>{section}</h2>" in page
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page) and not re.search(r"<link[^>]*>", page)
+    assert f"Report: {out_dir / 'report.html'}" in out
+    # The demo leaves the config it ran, ready for `ftkit run`.
+    config = load_config(out_dir / "config.yaml")
+    assert config.sft.max_minutes == 4 and config.dpo.source == "support_routing_preferences"
+    assert {r.config["kind"]: r.status["status"] for r in list_runs(out_dir / "runs")} == \
+           {"sft": "completed", "dpo": "completed"}
+
+
+def test_runs_lists_a_stopped_and_a_finished_run_and_report_uses_them(tiny_model_dir, tmp_path, capsys):
+    root = tmp_path / "runs"
+    model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+    settings = dict(max_steps=3, batch_size=4, logging_steps=1, save_steps=100)
+    done = train_sft(model, tok, ROWS, config=SFTSettings(name="finished", **settings), runs_root=root)
+    stop = StopFlag()
+    stop.set()  # ends the run after its first step
+    model2, tok2 = load_model(tiny_model_dir, device="cpu", verbose=False)
+    stopped = train_sft(model2, tok2, ROWS, config=SFTSettings(name="halted", **settings), stop=stop,
+                        runs_root=root)
+    capsys.readouterr()
+    assert main(["runs", "--root", str(root)]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines[done.id][1:4] == ["sft", "completed", "3"]
+    assert lines[stopped.id][1:4] == ["sft", "stopped", "1"]
+
+    report = tmp_path / "r.html"
+    assert main(["report", done.id[:17], stopped.id, "--root", str(root), "--out", str(report)]) == 0
+    page = report.read_text()
+    assert "<h2>Training curves</h2>" in page and page.count(done.id) >= 2 and stopped.id in page
+
+
+def test_report_refuses_a_run_still_running_and_names_unknown_ones(tmp_path, capsys):
+    run = new_run("busy", {"kind": "sft"}, root=tmp_path)
+    assert main(["report", run.id, "--root", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 1
+    assert "still running" in capsys.readouterr().err and not (tmp_path / "r.html").exists()
+    assert main(["report", "nope", "--root", str(tmp_path)]) == 1
+    assert "no run matches 'nope'" in capsys.readouterr().err
+
+
+def test_runs_on_an_empty_folder_says_so(tmp_path, capsys):
+    assert main(["runs", "--root", str(tmp_path / "none")]) == 0
+    assert "no runs under" in capsys.readouterr().out
+
+
+def test_an_invalid_config_fails_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    import ftkit.pipeline
+
+    loaded = []
+    monkeypatch.setattr(ftkit.pipeline, "load_model", lambda *a, **k: loaded.append(a))
+    (tmp_path / "p.yaml").write_text("model: {name: smollm2-135m-instruct, dtype: fp8}\n"
+                                     "sft: {learnign_rate: 0.001}\n")
+    assert main(["run", str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "sft.learnign_rate: unknown key (did you mean 'learning_rate'?)" in err
+    assert "model.dtype: 'fp8' is not allowed; choose one of: auto, float32, bfloat16, float16" in err
+    assert loaded == []
+
+
+def test_check_accepts_a_valid_config(tmp_path, capsys):
+    (tmp_path / "p.json").write_text('{"sft": {"epochs": 1}}')
+    assert main(["run", str(tmp_path / "p.json"), "--check"]) == 0
+    assert "valid" in capsys.readouterr().out
 
 
 def test_demo_rejects_an_unknown_example(capsys):
