@@ -74,7 +74,8 @@ class DataPanel(w.VBox):
             height=260, margin=dict(l=40, r=10, t=30, b=40), title="tokens per example",
             xaxis_title="tokens", yaxis_title="examples", showlegend=False))
         self.figure.add_histogram(x=[], name="tokens per example")
-        self._test_size = w.BoundedFloatText(value=0.2, min=0.01, max=0.9, step=0.05, description="test size")
+        self._test_size = w.FloatText(value=0.2, step=0.05, description="test size",
+                                      tooltip="A fraction of the rows (0.2), or a number of rows (100)")
         self._seed = w.IntText(value=0, description="seed")
         self._stratify = w.Checkbox(value=True, description="stratify by label", indent=False)
         self._split_html = w.HTML()
@@ -139,8 +140,8 @@ class DataPanel(w.VBox):
                       stratify: bool | None = None) -> dict[str, datasets.Dataset]:
         """Split the checked data into ``{"train": ..., "test": ...}`` and keep it as ``splits``.
 
-        Arguments left out come from the panel's controls; ``stratify`` keeps the label
-        proportions in both splits.
+        Arguments left out come from the panel's controls. ``test_size`` is a fraction of the rows
+        or, from 1 up, a number of rows; ``stratify`` keeps the label proportions in both splits.
         """
         if self.report is None or self.report.dataset is None:
             problems = "; ".join(self.report.errors) if self.report else "no data loaded"
@@ -149,7 +150,8 @@ class DataPanel(w.VBox):
             if value is not None:
                 control.value = value
         by = "label" if self._stratify.value and "label" in self.report.dataset.column_names else None
-        parts = split(self.report.dataset, test_size=self._test_size.value, seed=self._seed.value,
+        size = self._test_size.value
+        parts = split(self.report.dataset, test_size=int(size) if size >= 1 else size, seed=self._seed.value,
                       stratify_by=by)
         self.splits = {"train": parts["train"], "test": parts["test"]}
         how = " (stratified by label)" if by else ""

@@ -1,0 +1,28 @@
+"""Fixtures for the panel tests: the tiny model and small labelled rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftkit import load_model
+
+LABELS = ["account", "address", "billing", "order_status"]
+ROWS = [{"prompt": p, "completion": c, "label": c} for p, c in [
+    ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
+    ("Reset my password", "account"), ("Change the delivery address", "address"),
+    ("My parcel is late", "order_status"), ("Refund the double charge", "billing"),
+    ("I cannot log in", "account"), ("Ship it to my new flat", "address")]]
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    """A fresh tiny model (training changes a model in place) and its tokenizer."""
+    return load_model(tiny_model_dir, device="cpu", verbose=False)
+
+
+@pytest.fixture(scope="module")
+def talkative(tiny_model_dir):
+    """The tiny model, kept from emitting special tokens so its random answers are visible text."""
+    model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+    model.generation_config.suppress_tokens = tok.all_special_ids
+    return model, tok

@@ -1,0 +1,64 @@
+import datetime
+import json
+
+import pytest
+
+from ftkit.data import DataError
+from ftkit.widgets import DataPanel
+
+from widget_helpers import find_button, text
+
+
+def test_an_example_is_checked_previewed_charted_and_split(tiny_tokenizer):
+    panel = DataPanel(tokenizer=tiny_tokenizer, source="support_routing", max_length=32)
+    assert "ftkit-data-panel" in panel._dom_classes
+    assert panel.report.ok and panel.report.n_rows == 480
+    assert panel.report.mapping == {"prompt": "text", "completion": "label"}
+    assert {f: d.value for f, d in panel._dropdowns.items() if d.value} == panel.report.mapping
+    assert len(panel.figure.data[0].x) == 480  # one token length per example
+    assert [s.x0 for s in panel.figure.layout.shapes] == [32]  # the max_length line
+    first = panel.report.dataset[0]
+    assert f"<|im_start|>user\n{first['prompt']}<|im_end|>" in text(panel)  # as the model sees it
+    assert "longer than max_length=32" in text(panel)  # the report's warning
+
+    splits = panel.use_this_data(test_size=0.2, seed=0, stratify=True)
+    assert splits is panel.splits and (len(splits["train"]), len(splits["test"])) == (384, 96)
+    assert set(splits["test"]["label"]) == set(splits["train"]["label"])  # 12 of each of 8 labels
+    assert "train: 384 rows, test: 96 rows (stratified by label)" in text(panel)
+
+    panel._max_length.value = 64
+    assert [s.x0 for s in panel.figure.layout.shapes] == [64]
+
+
+def test_a_bad_mapping_shows_the_error_and_the_panel_stays_usable(tiny_tokenizer):
+    rows = [{"text": f"message {i}", "queue": "ab"[i % 2]} for i in range(10)]
+    panel = DataPanel(tokenizer=tiny_tokenizer, source=rows)
+    assert not panel.report.ok and "could not tell which columns" in text(panel)
+
+    report = panel.set_mapping({"prompt": "nope", "completion": "queue"})
+    assert not report.ok
+    assert "column 'nope' (mapped to 'prompt') not found; columns are: text, queue" in text(panel)
+    with pytest.raises(DataError, match="cannot be used yet"):
+        panel.use_this_data()
+    find_button(panel, css="ftkit-use-data").click()  # the button shows the error instead of raising
+    assert "the data cannot be used yet" in text(panel)
+
+    panel._dropdowns["prompt"].value, panel._dropdowns["completion"].value = "text", "queue"
+    find_button(panel, description="Apply mapping").click()
+    assert panel.report.ok and panel.report.mapping == {"prompt": "text", "completion": "queue"}
+    assert len(panel.use_this_data(test_size=2, stratify=False)["test"]) == 2
+
+
+def test_a_file_by_path_and_an_upload(tiny_tokenizer, tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\nWhat is 2+2?,4\nCapital of France?,Paris\nOne more?,Yes\n")
+    panel = DataPanel(tokenizer=tiny_tokenizer)
+    assert panel.report is None
+    panel.load_path(path)
+    assert panel.report.ok and panel.report.source == "qa.csv" and panel.report.n_rows == 3
+
+    content = "".join(json.dumps({"prompt": f"p{i}", "completion": f"c{i}"}) + "\n" for i in range(4)).encode()
+    panel._upload.value = ({"name": "../../up.jsonl", "type": "", "size": len(content),
+                            "content": memoryview(content),
+                            "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    assert panel.report.ok and panel.report.source == "up.jsonl" and panel.report.n_rows == 4
