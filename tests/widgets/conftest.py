@@ -22,7 +22,8 @@ def tiny(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def talkative(tiny_model_dir):
-    """The tiny model, kept from emitting special tokens so its random answers are visible text."""
+    """The tiny model, kept from emitting special and blank tokens so its random answers are
+    visible text."""
     model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
-    model.generation_config.suppress_tokens = tok.all_special_ids
+    model.generation_config.suppress_tokens = [i for i in range(len(tok)) if not tok.decode([i]).strip()]
     return model, tok

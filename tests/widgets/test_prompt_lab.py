@@ -1,0 +1,76 @@
+import pytest
+
+from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate
+from ftkit.widgets import PromptLab
+from ftkit.widgets import prompt_lab as module
+
+from conftest import LABELS, ROWS
+from widget_helpers import find_button, text
+
+TRAIN, TEST = ROWS[:6], ROWS[6:]
+
+
+def test_the_prompt_is_built_from_the_controls_and_rendered_exactly(talkative):
+    model, tok = talkative
+    lab = PromptLab(model, tok, train=TRAIN, eval=TEST)
+    assert "ftkit-prompt-lab" in lab._dom_classes and lab.labels == LABELS
+    t = lab.template
+    assert (t.instruction, t.system, t.shots, t.labels) == (CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, [], LABELS)
+    assert lab.rendered() == t.render(TEST[0], tok)
+    assert lab.token_count() == len(tok(lab.rendered(), add_special_tokens=False)["input_ids"])
+    assert lab.rendered() in text(lab) and f"{lab.token_count()} prompt tokens" in text(lab)
+
+    zero_shot_tokens = lab.token_count()
+    lab.set_system("")
+    lab.set_instruction("Route: {prompt}")
+    lab.set_shots(2, strategy="first")
+    t = lab.template
+    assert t.system is None and t.instruction == "Route: {prompt}" and t.shots == TRAIN[:2]
+    assert lab.rendered() == t.render(TEST[0], tok) and "Route: Where is my order?" in lab.rendered()
+    assert lab.token_count() == len(tok(lab.rendered(), add_special_tokens=False)["input_ids"])
+    assert lab.token_count() != zero_shot_tokens and f"{lab.token_count()} prompt tokens" in text(lab)
+
+    saved = lab.save_variant("2-shot")
+    assert isinstance(saved, PromptTemplate) and saved.name == "2-shot" and lab.variants == {"2-shot": saved}
+
+
+def test_a_bad_instruction_shows_its_error_and_the_lab_recovers(talkative):
+    model, tok = talkative
+    lab = PromptLab(model, tok, train=TRAIN, eval=TEST)
+    lab.set_instruction("no placeholder here")
+    assert "has no placeholder; put {prompt} where the row's text goes" in text(lab)
+    lab.set_instruction("{prompt}?")
+    assert "has no placeholder" not in text(lab) and "I cannot log in?" in lab.rendered()
+    find_button(lab, css="ftkit-save-variant").click()  # no name typed: an error, not an exception
+    assert "give the variant a name" in text(lab)
+
+
+def test_try_one_and_run_eval_show_outputs_and_the_metric(talkative, monkeypatch):
+    model, tok = talkative
+    received = []
+
+    def spy(variants, rows, metrics, **kw):
+        received.append((variants, rows, metrics, kw))
+        return module.evaluate.__wrapped__(variants, rows, metrics, **kw)
+
+    spy.__wrapped__ = module.evaluate
+    monkeypatch.setattr(module, "evaluate", spy)
+    lab = PromptLab(model, tok, train=TRAIN, eval=TEST, limit=1, max_new_tokens=4)
+    out = lab.try_one(1)
+    assert out.text and out.new_tokens == 4 and out.text in text(lab) and "I cannot log in" not in out.text
+
+    result = lab.run_eval()
+    [(variants, rows, metrics, kw)] = received
+    assert rows == TEST[:1] and metrics == ("exact_match",) and kw["labels"] == LABELS
+    assert variants[0].template == lab.template and variants[0].max_new_tokens == 4
+    assert len(result.table) == 1  # limit=1
+    shown = text(lab)
+    assert "zero-shot + system on 1 rows: exact_match 0.000" in shown
+    assert result.table.iloc[0]["zero-shot + system: output"] in shown
+
+
+def test_rows_are_needed_for_an_evaluation(talkative):
+    model, tok = talkative
+    lab = PromptLab(model, tok, train=TRAIN)
+    with pytest.raises(ValueError, match="no evaluation rows"):
+        lab.run_eval()
