@@ -1,0 +1,96 @@
+import math
+
+from ftkit.readings import read_curves
+from ftkit.sft import SFTSettings
+from ftkit.widgets import TrainPanel
+
+from conftest import ROWS
+from widget_helpers import find_button, text
+
+PAIRS = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": "billing" if r["label"] != "billing"
+          else "account"} for r in ROWS]
+FAST = dict(batch_size=4, logging_steps=1, save_steps=100, learning_rate=1e-2)
+
+
+def test_the_form_comes_from_the_settings_with_help_as_tooltip_and_device_defaults(tiny, tmp_path):
+    model, tok = tiny
+    panel = TrainPanel(model, tok, train=ROWS, runs_root=tmp_path)
+    assert "ftkit-train-panel" in panel._dom_classes
+    control = panel.form._controls["learning_rate"]
+    assert control.tooltip == SFTSettings.__dataclass_fields__["learning_rate"].metadata["help"]
+    s = panel.settings
+    assert (s.batch_size, s.logging_steps, s.max_minutes) == (4, 1, 5.0)  # CPU defaults
+    panel.set(max_steps=7, lora={"r": 4}, trl={"warmup_ratio": 0.1})
+    s = panel.settings
+    assert (s.max_steps, s.lora.r, s.trl) == (7, 4, {"warmup_ratio": 0.1})
+
+
+def test_sft_trains_in_a_thread_charts_every_logged_step_and_stops(tiny, tmp_path):
+    model, tok = tiny
+    panel = TrainPanel(model, tok, train=ROWS, eval=ROWS[:4], runs_root=tmp_path)
+    panel.set(max_steps=50, eval_steps=1, **FAST)
+    assert "[[order_status<|im_end|>" in panel.preflight() and "Pre-flight check" in text(panel)
+    stop = find_button(panel, css="ftkit-stop")
+    panel.bus.on("log", lambda e: stop.click() if e["step"] == 2 else None)
+    find_button(panel, css="ftkit-start").click()
+    run = panel.wait(timeout=120)
+    assert run is panel.run and run.status["status"] == "stopped" and panel.status == "stopped"
+    logs, evals = run.events("log"), run.events("eval")
+    steps = [e["step"] for e in logs]
+    assert steps[:2] == [1, 2] and run.status["step"] == steps[-1] < 50
+    traces = {t.name: t for t in panel.figure.data}
+    assert list(traces["train loss"].x) == steps  # one point per logged step
+    assert list(traces["train loss"].y) == [e["loss"] for e in logs]
+    assert list(traces["eval loss"].x) == [e["step"] for e in evals] and evals
+    assert len(traces["learning rate"].x) == len(traces["grad norm"].x) == len(steps)
+    assert panel._progress.value == steps[-1] and panel._progress.max == 50
+    shown = text(panel)
+    assert f"stopped: {steps[-1]} steps in" in shown and run.id in shown and "training loss" in shown
+    assert not find_button(panel, css="ftkit-start").disabled and stop.disabled
+
+
+def test_dpo_charts_reward_margins_and_accuracies(tiny, tmp_path):
+    model, tok = tiny
+    panel = TrainPanel(model, tok, train=PAIRS, method="dpo", runs_root=tmp_path)
+    panel.set(max_steps=2, **FAST)
+    assert panel.preflight().startswith("8 preference pairs")
+    panel.start()
+    run = panel.wait(timeout=120)
+    assert run.status["status"] == "completed" and run.config["kind"] == "dpo"
+    traces = {t.name: t for t in panel.figure.data}
+    assert list(traces["reward margin"].x) == list(traces["reward accuracy"].x) == [1, 2]
+
+
+def test_errors_show_in_the_panel_and_it_stays_usable(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    panel = TrainPanel(model, tok, train=ROWS, runs_root=tmp_path)
+    panel.set(max_steps=2, max_length=4, **FAST)
+    panel.start()  # the pre-flight check refuses: truncation leaves nothing to learn
+    assert panel.status == "failed" and panel.run is None and panel._thread is None
+    assert "pre-flight check failed" in text(panel) and "no trained tokens left" in text(panel)
+
+    from trl import SFTTrainer
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the step broke")
+
+    monkeypatch.setattr(SFTTrainer, "training_step", broken)
+    panel.set(max_length=256)
+    panel.start()
+    assert panel.wait(timeout=120) is None and panel.status == "failed"
+    assert "Training did not run to the end: the step broke" in text(panel)
+    assert "<details>" in panel._messages.value  # the traceback, folded
+    assert not find_button(panel, css="ftkit-start").disabled
+
+
+def test_read_curves_names_overfitting_divergence_and_progress():
+    logs = [{"step": s, "loss": 2.0 - 0.1 * s} for s in range(1, 9)]
+    evals = [{"step": 2, "eval_loss": 1.5}, {"step": 4, "eval_loss": 1.6}, {"step": 6, "eval_loss": 1.7},
+             {"step": 8, "eval_loss": 1.8}]
+    assert read_curves(logs, evals).startswith("evaluation loss has risen for 3 evaluations: likely overfitting")
+    assert read_curves(logs, evals[:2]).startswith("training loss is falling, but the last evaluation loss rose")
+    assert read_curves(logs).startswith("training loss is falling (1.90 -> 1.20)")
+    assert "too high" in read_curves([{"step": s, "loss": 1.0 + 0.2 * s} for s in range(1, 9)])
+    assert "not a number" in read_curves([{"step": 1, "loss": math.nan}])
+    dpo = [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.5}, {"step": 2, "loss": 0.5, "rewards/accuracies": 0.75}]
+    assert read_curves(dpo).endswith("the model prefers the chosen answer in 75% of the last pairs")
