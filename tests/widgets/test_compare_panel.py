@@ -1,0 +1,103 @@
+import pytest
+
+from ftkit import check_data, load_data
+from ftkit.prompts import zero_shot
+from ftkit.sft import SFTSettings, train_sft
+from ftkit.widgets import ComparePanel
+from ftkit.widgets import compare_panel as module
+
+from conftest import LABELS, ROWS
+from widget_helpers import find_button, text
+
+TEST = ROWS[:4]
+TEMPLATES = {"plain": zero_shot(), "route": zero_shot("Route this: {prompt}")}
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_model_dir, tmp_path_factory):
+    from ftkit import load_model
+
+    model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+    return train_sft(model, tok, ROWS, template=TEMPLATES["route"], runs_root=tmp_path_factory.mktemp("runs"),
+                     config=SFTSettings(max_steps=1, batch_size=4, save_steps=100))
+
+
+def test_variants_and_runs_run_on_the_same_rows_with_charts_and_a_row_per_example(talkative, sft_run, monkeypatch):
+    model, tok = talkative
+    received = []
+
+    def spy(variants, rows, metrics, **kw):
+        received.append(([(v.name, v.adapter, v.template) for v in variants], rows))
+        return evaluate(variants, rows, metrics, **kw)
+
+    evaluate = module.evaluate
+    monkeypatch.setattr(module, "evaluate", spy)
+    panel = ComparePanel(model, tok, dataset=TEST, templates=TEMPLATES, runs=[sft_run], max_new_tokens=3)
+    assert "ftkit-compare-panel" in panel._dom_classes and panel.labels == sorted({r["label"] for r in TEST})
+    find_button(panel, css="ftkit-compare").click()
+    [(variants, rows)] = received
+    names = ["plain", "route", sft_run.id]
+    assert [v[0] for v in variants] == names and rows == TEST
+    assert variants[0][1] is False and variants[2][2] == TEMPLATES["route"]  # a run keeps its template
+    result = panel.result
+    assert len(result.table) == len(TEST) and panel.visible_rows == [0, 1, 2, 3]
+    assert len(panel._grid.children) == (len(TEST) + 1) * (2 + len(names))  # header + a row per example
+    traces = {t.name: t for t in panel.figure.data}
+    assert list(traces["exact_match"].x) == names and len(traces["exact_match"].error_y.array) == 3
+    assert list(traces["training minutes"].y)[:2] == [0, 0] and traces["training minutes"].y[2] > 0
+    assert {"latency (s)", "prompt tokens", "new tokens", "label_accuracy"} <= set(traces)
+    assert "sft, 1 steps" in text(panel) and "prompt only" in text(panel)
+
+
+def test_disagreement_filter_ratings_and_pairs_for_dpo(talkative, tmp_path):
+    model, tok = talkative
+    same = {"a": zero_shot(), "b": zero_shot(), "c": zero_shot("Route this: {prompt}")}
+    panel = ComparePanel(model, tok, dataset=TEST, templates=same, labels=LABELS, max_new_tokens=3)
+    with pytest.raises(ValueError, match="run the comparison first"):
+        panel.rate(0, "a", True)
+    panel.select(["a", "b"])
+    result = panel.run()
+    assert list(result.scores) == ["a", "b"]
+    panel.only_disagreements(True)
+    assert panel.visible_rows == []  # the same prompt gives the same greedy answers
+    panel.only_disagreements(False)
+    assert len(panel.visible_rows) == len(TEST)
+
+    panel.select(["a", "c"])
+    table = panel.run().table
+    panel.only_disagreements(True)
+    differ = [i for i in range(len(TEST)) if table.at[i, "a: output"] != table.at[i, "c: output"]]
+    assert panel.visible_rows == differ and len(differ) >= 2
+
+    i, j = differ[0], differ[1]
+    panel.rate(i, "a", up=True)
+    panel.rate(i, "c", up=False)
+    up, down = panel._thumbs[(i, "c")]
+    assert down.button_style == "danger" and panel._thumbs[(i, "a")][0].button_style == "success"
+    up.click()  # thumbs up on c replaces its thumbs down
+    assert panel._ratings[(i, "c")] is True and up.button_style == "success" and down.button_style == ""
+    up.click()  # a second click clears it
+    assert (i, "c") not in panel._ratings
+    down.click()
+    panel.rate(j, "a", up=False)  # only a thumbs down: the reference is the chosen answer
+    pairs = panel.pairs
+    assert pairs == [
+        {"prompt": TEST[i]["prompt"], "chosen": table.at[i, "a: output"], "rejected": table.at[i, "c: output"],
+         "label": TEST[i]["label"]},
+        {"prompt": TEST[j]["prompt"], "chosen": TEST[j]["completion"], "rejected": table.at[j, "a: output"],
+         "label": TEST[j]["label"]},
+    ]
+    path = panel.save_pairs(tmp_path / "pairs.jsonl")
+    assert check_data(path).shape == "preference"
+    assert load_data(path, verbose=False).to_list() == pairs
+
+
+def test_no_pairs_is_an_error_in_the_panel(talkative, tmp_path):
+    model, tok = talkative
+    panel = ComparePanel(model, tok, dataset=TEST, max_new_tokens=2)
+    assert list(panel.templates) == ["zero-shot"]
+    panel.run()
+    with pytest.raises(ValueError, match="no preference pairs yet"):
+        panel.save_pairs(tmp_path / "p.jsonl")
+    find_button(panel, css="ftkit-save-pairs").click()
+    assert "no preference pairs yet" in text(panel)
