@@ -96,7 +96,7 @@ class ComparePanel(w.VBox):
         """Tick exactly the variants in ``names`` (template names and run ids)."""
         unknown = set(names) - set(self._choices)
         if unknown:
-            raise ValueError(f"no variant {sorted(unknown)[0]!r}; variants are: {', '.join(self._choices)}")
+            raise ValueError(f"no variant {min(unknown)!r}; variants are: {', '.join(self._choices)}")
         for name, box in self._choices.items():
             box.value = name in names
 
@@ -163,12 +163,11 @@ class ComparePanel(w.VBox):
         of the same row rated down. A row with only downs uses its reference as ``chosen``. Empty
         outputs and identical answers make no pair."""
         out, seen = [], set()
-        table = self.result.table if self.result is not None else None
         for i in sorted({i for i, _ in self._ratings}):
-            def output(name, i=i):
-                return str(table.at[i, f"{name}: output"])
-            ups = [output(n) for (j, n), up in self._ratings.items() if j == i and up]
-            downs = [output(n) for (j, n), up in self._ratings.items() if j == i and not up]
+            rated = {name: up for (j, name), up in self._ratings.items() if j == i}
+            outputs = {name: str(self.result.table.at[i, f"{name}: output"]) for name in rated}
+            ups = [outputs[name] for name, up in rated.items() if up]
+            downs = [outputs[name] for name, up in rated.items() if not up]
             row = self._rows[i]
             for chosen in ups or ([row["completion"]] if downs else []):
                 for rejected in downs:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import datasets
 import ipywidgets as w
-import pandas as pd
 import plotly.graph_objects as go
 
 from ftkit import examples
@@ -192,8 +191,3 @@ class DataPanel(w.VBox):
             self.figure.add_vline(x=max_length, line_dash="dash", line_color="#b00020",
                                   annotation_text=f"max_length {max_length}")
         return report
-
-    @property
-    def frame(self) -> pd.DataFrame | None:
-        """The canonical rows as a DataFrame (None before data is loaded without errors)."""
-        return None if self.report is None or self.report.dataset is None else self.report.dataset.to_pandas()

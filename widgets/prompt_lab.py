@@ -141,9 +141,9 @@ class PromptLab(w.VBox):
 
     def run_eval(self) -> EvalResult:
         """Run the prompt on the evaluation rows (at most ``limit``); show the metric and outputs."""
-        rows = self._rows()[:self.limit] if self.limit else self._rows()
         if not self._eval:
             raise ValueError("no evaluation rows: pass eval=splits['test']")
+        rows = self._eval[:self.limit] if self.limit else self._eval
         template = self.template
         self._progress.clear_output()
         with self._progress:
@@ -151,7 +151,7 @@ class PromptLab(w.VBox):
                                             max_new_tokens=self._max_new.value)],
                                    rows, self.metrics, labels=self.labels or None)
         line = self.result.summary.iloc[0]
-        scored = [m for m in self.result.scores[template.name]]
+        scored = list(self.result.scores[template.name])
         self._summary.value = _html.note(
             f"{template.name} on {len(rows)} rows: "
             + ", ".join(f"{m} {line[m]:.3f} (95% CI {line[f'{m}_low']:.3f} to {line[f'{m}_high']:.3f})"

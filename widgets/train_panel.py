@@ -41,7 +41,7 @@ DPO_CHARTS = SFT_CHARTS[:1] + [
 ] + SFT_CHARTS[1:]
 
 
-def device_defaults(method: str, device: str) -> dict:
+def device_defaults(device: str) -> dict:
     """Settings that differ from the dataclass defaults on this device.
 
     On a CPU a step of 8 examples of SmolLM2-135M takes seconds, so the batch is smaller, every
@@ -55,7 +55,7 @@ def device_defaults(method: str, device: str) -> dict:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
@@ -96,7 +96,7 @@ class TrainPanel(w.VBox):
 
         device = getattr(model, "ftkit_device", None) or choose_device()
         cls = SFTSettings if method == "sft" else DPOSettings
-        defaults = device_defaults(method, device.device)
+        defaults = device_defaults(device.device)
         self.form = Form(cls(**defaults))
         self._messages = w.HTML()
         self._preflight_html = w.HTML()
