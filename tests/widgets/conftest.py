@@ -1,17 +1,10 @@
-"""Fixtures for the panel tests: the tiny model and small labelled rows."""
+"""Fixtures for the panel tests: the tiny model, fresh or made to answer visibly."""
 
 from __future__ import annotations
 
 import pytest
 
 from ftkit import load_model
-
-LABELS = ["account", "address", "billing", "order_status"]
-ROWS = [{"prompt": p, "completion": c, "label": c} for p, c in [
-    ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
-    ("Reset my password", "account"), ("Change the delivery address", "address"),
-    ("My parcel is late", "order_status"), ("Refund the double charge", "billing"),
-    ("I cannot log in", "account"), ("Ship it to my new flat", "address")]]
 
 
 @pytest.fixture

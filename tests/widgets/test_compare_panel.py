@@ -6,8 +6,7 @@ from ftkit.sft import SFTSettings, train_sft
 from ftkit.widgets import ComparePanel
 from ftkit.widgets import compare_panel as module
 
-from conftest import LABELS, ROWS
-from widget_helpers import find_button, text
+from widget_helpers import LABELS, ROWS, find_button, text
 
 TEST = ROWS[:4]
 TEMPLATES = {"plain": zero_shot(), "route": zero_shot("Route this: {prompt}")}

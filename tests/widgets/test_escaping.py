@@ -3,8 +3,7 @@
 from ftkit.prompts import zero_shot
 from ftkit.widgets import ComparePanel, DataPanel, PromptLab, TrainPanel
 
-from conftest import ROWS
-from widget_helpers import XSS, assert_escaped, html_values
+from widget_helpers import ROWS, XSS, assert_escaped, html_values
 
 HOSTILE = [{"prompt": XSS[0], "completion": XSS[1], "label": XSS[1]},
            {"prompt": XSS[1], "completion": XSS[0], "label": XSS[0]}] + ROWS[:2]

@@ -4,8 +4,7 @@ from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate
 from ftkit.widgets import PromptLab
 from ftkit.widgets import prompt_lab as module
 
-from conftest import LABELS, ROWS
-from widget_helpers import find_button, text
+from widget_helpers import LABELS, ROWS, find_button, text
 
 TRAIN, TEST = ROWS[:6], ROWS[6:]
 

@@ -4,8 +4,7 @@ from ftkit.readings import read_curves
 from ftkit.sft import SFTSettings
 from ftkit.widgets import TrainPanel
 
-from conftest import ROWS
-from widget_helpers import find_button, text
+from widget_helpers import ROWS, find_button, text
 
 PAIRS = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": "billing" if r["label"] != "billing"
           else "account"} for r in ROWS]

@@ -1,4 +1,4 @@
-"""Ways to read a panel in a test: its widgets, the HTML it renders, its buttons."""
+"""Small labelled rows, and ways to read a panel in a test: its widgets, HTML and buttons."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import html
 import ipywidgets as w
 
 XSS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"]
+LABELS = ["account", "address", "billing", "order_status"]
+ROWS = [{"prompt": p, "completion": c, "label": c} for p, c in [
+    ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
+    ("Reset my password", "account"), ("Change the delivery address", "address"),
+    ("My parcel is late", "order_status"), ("Refund the double charge", "billing"),
+    ("I cannot log in", "account"), ("Ship it to my new flat", "address")]]
 
 
 def walk(widget):
