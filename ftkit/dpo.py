@@ -24,7 +24,7 @@ from ftkit.generate import is_peft_model
 from ftkit.models import choose_device
 from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.runs import Run, fingerprint, new_run, train_and_record
-from ftkit.sft import LoraSettings
+from ftkit.sft import MICRO_BATCH_HELP, LoraSettings, micro_batches
 
 
 @dataclass
@@ -42,6 +42,7 @@ class DPOSettings:
         "help": "Weight of an SFT loss on the chosen answer added to DPO's (RPO); it keeps the right "
                 "answers likely. 0 for plain DPO"})
     batch_size: int = field(default=8, metadata={"help": "Pairs per step"})
+    micro_batch_size: int = field(default=0, metadata={"help": MICRO_BATCH_HELP.replace("Examples", "Pairs")})
     max_length: int = field(default=256, metadata={"help": "Longest prompt + answer in tokens"})
     logging_steps: int = field(default=5, metadata={"help": "Log rewards and loss every N steps"})
     save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps, for resuming"})
@@ -70,10 +71,11 @@ def to_trl_pairs(rows, template: PromptTemplate) -> datasets.Dataset:
 def _trl_config(settings: DPOSettings, run: Run, device_choice):
     from trl import DPOConfig
 
+    micro, accumulate = micro_batches(settings.batch_size, settings.micro_batch_size, device_choice.device)
     kw = dict(
         output_dir=str(run.checkpoints_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
-        learning_rate=settings.learning_rate, beta=settings.beta,
-        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate, beta=settings.beta, per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulate, per_device_eval_batch_size=micro,
         max_length=settings.max_length, logging_steps=settings.logging_steps, save_steps=settings.save_steps,
         save_strategy="steps", seed=settings.seed, report_to=[], lr_scheduler_type="constant",
         include_num_input_tokens_seen=True, use_cpu=device_choice.device == "cpu",

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from ftkit.events import EventBus, StopFlag
 from ftkit.models import load_model
@@ -220,3 +221,27 @@ def test_a_keyboard_interrupt_stops_the_run_and_saves_the_adapter(tiny, tiny_mod
     fresh, tok2 = load_model(tiny_model_dir, device="cpu", verbose=False)
     resumed = train_sft(fresh, tok2, ROWS, config=cfg, resume=run)
     assert resumed.status["status"] == "completed" and resumed.status["step"] == 6
+
+
+def test_micro_batches_accumulate_to_the_same_step(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    adapters = []
+    for micro in (4, 2):  # one pass of 4 examples, or two passes of 2 accumulated
+        model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+        run = train_sft(model, tok, ROWS, runs_root=tmp_path / str(micro),
+                        config=settings(max_steps=2, batch_size=4, micro_batch_size=micro))
+        assert run.config["settings"]["micro_batch_size"] == micro
+        adapters.append(load_file(run.adapter_dir / "adapter_model.safetensors"))
+    full, accumulated = adapters
+    assert any(full[k].abs().sum() > 0 for k in full if "lora_B" in k)
+    for k in full:
+        assert torch.allclose(full[k], accumulated[k], atol=1e-5), k
+
+
+def test_a_batch_that_is_not_a_multiple_of_the_micro_batch_names_a_fix():
+    from ftkit.sft import micro_batches
+
+    with pytest.raises(ValueError, match=r"batch_size \(10\) must be a multiple of micro_batch_size \(4\); "
+                                         r"set micro_batch_size to 2"):
+        micro_batches(10, 4, "cpu")
