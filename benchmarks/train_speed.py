@@ -5,7 +5,9 @@
 Three ways to run LoRA SFT (r=16, all-linear) of the embedded model over the same rows of the
 built-in example, each in its own process (so peak memory is its own):
 
-- ftkit: ``train_sft`` with its defaults (precision from the device, no gradient checkpointing);
+- ftkit: ``train_sft`` with its defaults (precision from the device, no gradient checkpointing,
+  steps of 8 as two accumulated passes of 4 on a CPU, loss projected through the LM head at the
+  completion positions only);
 - trl-default: ``SFTTrainer`` with ``SFTConfig``'s defaults (bf16, gradient checkpointing) and
   ``use_cpu=True``, the least a CPU user must add; only 2 steps, it is slow;
 - hand-written: a plain PyTorch loop (PEFT LoRA, AdamW, completion-only labels) over batches of 8.
