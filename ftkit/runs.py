@@ -203,8 +203,8 @@ def fingerprint(rows) -> str:
 def _oom_hint(err: BaseException) -> str | None:
     text = str(err).lower()
     if "out of memory" in text or isinstance(err, MemoryError):
-        return ("out of memory: reduce batch_size (and raise gradient_accumulation_steps in trl= to "
-                "keep the effective batch), lower max_length, or use a smaller LoRA rank")
+        return ("out of memory: lower micro_batch_size (each step stays the same, in more passes), "
+                "then batch_size or max_length, or use a smaller LoRA rank")
     return None
 
 

@@ -84,7 +84,7 @@ def test_a_failed_run_records_its_error_and_keeps_earlier_events(tiny, tmp_path,
     run = list_runs(tmp_path)[0]
     status = run.status
     assert status["status"] == "failed" and "CUDA out of memory" in status["error"]
-    assert "reduce batch_size" in status["hint"] and errors[0]["hint"] == status["hint"]
+    assert "lower micro_batch_size" in status["hint"] and errors[0]["hint"] == status["hint"]
     assert len(run.events("log")) >= 1  # what was logged before the failure is kept
     for line in (run.path / "events.jsonl").read_text().splitlines():
         json.loads(line)
