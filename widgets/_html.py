@@ -41,7 +41,7 @@ def error(message: str, err: BaseException | None = None) -> str:
     if err is not None:
         trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         details = f"<details><summary>details</summary>{pre(trace)}</details>"
-    return f"<div class='ftkit-error' style='color:#b00020'>{esc(message)}</div>{details}"
+    return f"<div class='ftkit-error' style='color:#b00020;white-space:pre-wrap'>{esc(message)}</div>{details}"
 
 
 def note(message: str) -> str:

@@ -154,7 +154,7 @@ class TrainPanel(w.VBox):
             if problems:
                 raise ValueError("pre-flight check failed:\n" + "\n".join(problems))
         except ValueError as err:
-            self._fail(err)
+            self._fail(err, "Training did not start")
             return
         self._reset_charts()
         self._stop.clear()
@@ -199,15 +199,14 @@ class TrainPanel(w.VBox):
                 f"{self.status}: {cost['steps']} steps in {_duration(cost['seconds'])}{tokens}; "
                 f"run {self.run.id}")
         except Exception as err:  # noqa: BLE001 - shown in the panel; the run records it too
-            self._fail(err)
+            self._fail(err, "Training did not run to the end")
         finally:
             self._draw(force=True)
             self._start.disabled, self._stop_button.disabled = False, True
 
-    def _fail(self, err: BaseException) -> None:
+    def _fail(self, err: BaseException, what: str) -> None:
         self.error, self.status = err, "failed"
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        self._messages.value = _html.error(f"Training did not run to the end: {first}", err)
+        self._messages.value = _html.error(f"{what}: {str(err) or type(err).__name__}", err)
 
     def _check(self, settings) -> tuple[str, list[str]]:
         if self.method == "sft":

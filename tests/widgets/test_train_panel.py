@@ -2,7 +2,7 @@ import math
 
 from ftkit.readings import read_curves
 from ftkit.sft import SFTSettings
-from ftkit.widgets import TrainPanel
+from ftkit.widgets import TrainPanel, train_panel
 
 from widget_helpers import ROWS, find_button, text
 
@@ -48,16 +48,26 @@ def test_sft_trains_in_a_thread_charts_every_logged_step_and_stops(tiny, tmp_pat
     assert not find_button(panel, css="ftkit-start").disabled and stop.disabled
 
 
-def test_dpo_charts_reward_margins_and_accuracies(tiny, tmp_path):
+def test_dpo_charts_reward_margins_and_accuracies_throttled_but_complete(tiny, tmp_path, monkeypatch):
     model, tok = tiny
     panel = TrainPanel(model, tok, train=PAIRS, method="dpo", runs_root=tmp_path)
     panel.set(max_steps=2, **FAST)
     assert panel.preflight().startswith("8 preference pairs")
+    monkeypatch.setattr(train_panel, "THROTTLE_S", 3600)  # no redraw between the first and the last
+    draws = []
+    batch_update = type(panel.figure).batch_update
+
+    def counting(figure):
+        draws.append(len(figure.data[0].x))
+        return batch_update(figure)
+
+    monkeypatch.setattr(type(panel.figure), "batch_update", counting)
     panel.start()
     run = panel.wait(timeout=120)
     assert run.status["status"] == "completed" and run.config["kind"] == "dpo"
+    assert draws == [0, 0]  # the reset at Start, then nothing until the final flush ...
     traces = {t.name: t for t in panel.figure.data}
-    assert list(traces["reward margin"].x) == list(traces["reward accuracy"].x) == [1, 2]
+    assert list(traces["reward margin"].x) == list(traces["reward accuracy"].x) == [1, 2]  # ... the end flushed
 
 
 def test_errors_show_in_the_panel_and_it_stays_usable(tiny, tmp_path, monkeypatch):
@@ -66,7 +76,9 @@ def test_errors_show_in_the_panel_and_it_stays_usable(tiny, tmp_path, monkeypatc
     panel.set(max_steps=2, max_length=4, **FAST)
     panel.start()  # the pre-flight check refuses: truncation leaves nothing to learn
     assert panel.status == "failed" and panel.run is None and panel._thread is None
-    assert "pre-flight check failed" in text(panel) and "no trained tokens left" in text(panel)
+    message = text(panel._messages)
+    assert message.startswith("Training did not start: pre-flight check failed:")
+    assert "no trained tokens left after truncation to max_length=4" in message.split("details")[0]
 
     from trl import SFTTrainer
 
