@@ -227,7 +227,9 @@ class ComparePanel(w.VBox):
         self.figure.add_traces(list(fig.data))
         table = pd.DataFrame({"training": kinds, "training minutes": minutes}, index=names)
         table = table.join(summary[[*scores, "latency_s", "prompt_tokens", "new_tokens"]])
-        self._summary.value = _html.table(table)
+        # Paired on the same rows: is each variant's difference from the first one more than noise?
+        paired = [str(self.result.compare(name, names[0])) for name in names[1:]]
+        self._summary.value = _html.table(table) + "".join(_html.note(line) for line in paired)
 
     def _draw_table(self) -> None:
         names = list(self.result.scores)

@@ -60,7 +60,8 @@ def _duration(seconds: float | None) -> str:
 
 
 class TrainPanel(w.VBox):
-    """Fine-tune ``model`` on ``train`` with SFT (``method="sft"``) or DPO (``method="dpo"``).
+    """Fine-tune ``model`` on ``train`` with SFT (``method="sft"``) or DPO (``method="dpo"``);
+    ``eval`` rows give SFT an evaluation loss (DPO takes none).
 
     ``template`` renders the prompts (use the one you will evaluate and serve with; for DPO from
     an SFT run it defaults to that run's template). ``from_run``: the SFT run whose adapter DPO

@@ -46,6 +46,7 @@ def test_variants_and_runs_run_on_the_same_rows_with_charts_and_a_row_per_exampl
     assert list(traces["training minutes"].y)[:2] == [0, 0] and traces["training minutes"].y[2] > 0
     assert {"latency (s)", "prompt tokens", "new tokens", "label_accuracy"} <= set(traces)
     assert "sft, 1 steps" in text(panel) and "prompt only" in text(panel)
+    assert f"{sft_run.id} vs plain on exact_match" in text(panel)  # paired comparison with the first
 
 
 def test_disagreement_filter_ratings_and_pairs_for_dpo(talkative, tmp_path):
