@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import ipywidgets as w
 import plotly.graph_objects as go
@@ -181,6 +182,9 @@ class TrainPanel(w.VBox):
     # --- training thread ------------------------------------------------------------------------
 
     def _train(self, settings) -> None:
+        # The panel's own progress bar shows the steps; TRL's text bar, printed from this thread,
+        # would land in whichever cell is running at the time.
+        settings = replace(settings, trl={"disable_tqdm": True, **settings.trl})
         try:
             if self.method == "sft":
                 self.run = train_sft(self.model, self.tokenizer, self.train_data, self.eval_data,
