@@ -1,4 +1,4 @@
-"""The ``ftkit`` command: the whole job without a notebook.
+"""ftkit: the whole job without a notebook.
 
     ftkit demo                      prompts vs SFT vs SFT+DPO on the embedded model, offline
     ftkit run CONFIG                the same pipeline on your data, from a YAML or JSON config
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ftkit import examples
 from ftkit.config import (ConfigError, DataConfig, DPOStage, ModelConfig, OutputConfig, PipelineConfig,
-                          SFTStage, TemplateConfig, dump_config, load_config)
+                          SFTStage, TemplateConfig, describe, dump_config, load_config)
 from ftkit.models import EMBEDDED_NAME, ModelLoadError
 
 DEMO_OUT = "ftkit-demo"
@@ -175,14 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=DEMO_OUT, help="folder for the runs, config.yaml and report.html")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("run", help="the pipeline on your data, from a YAML or JSON config")
+    p = sub.add_parser("run", help="the pipeline on your data, from a YAML or JSON config",
+                       epilog="config keys, defaults and what they do:\n\n" + describe(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="a .yaml, .yml or .json file (see ftkit.config.PipelineConfig)")
     p.add_argument("--out", help="folder for the runs and report.html (overrides output: in the config)")
     p.add_argument("--check", action="store_true", help="validate the config and exit")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="SFT (and DPO) from a config, no evaluation; what `launch` runs")
-    p.add_argument("config")
+    p.add_argument("config", help="a .yaml, .yml or .json file, as for `ftkit run`")
     p.add_argument("--out", help="folder for the runs (overrides output.runs_root)")
     p.set_defaults(func=cmd_train)
 
@@ -197,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("launch", help="write (and with --run, start) an `accelerate launch` for the training")
-    p.add_argument("config")
+    p.add_argument("config", help="the config `ftkit run` takes; its training part is launched")
     p.add_argument("--gpus", type=int, required=True, help="GPUs (one process each); 0: one CPU process")
     p.add_argument("--strategy", default="ddp", choices=["ddp", "fsdp", "deepspeed"],
                    help="ddp: a model copy per GPU; fsdp / deepspeed (ZeRO-3): weights sharded across GPUs")
@@ -211,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # progress lines arrive as they happen in a log file too
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         return args.func(args)
     except ConfigError as err:

@@ -19,11 +19,11 @@ path (``sft.learnign_rate``), the allowed keys or values, and the closest match.
 >>> config = config_from_dict({"sft": {"epochs": 1}, "dpo": None})
 >>> config.sft.epochs, config.dpo
 (1.0, None)
->>> config_from_dict({"sft": {"learnign_rate": 1e-3}})
+>>> config_from_dict({"sft": {"learnign_rate": 1e-3}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
   ...
 ftkit.config.ConfigError: invalid config:
-  sft.learnign_rate: unknown key (did you mean 'learning_rate'?); allowed keys: name, epochs, max_steps, learning_rate, batch_size, max_length, logging_steps, eval_steps, save_steps, early_stopping_patience, seed, max_minutes, lora, trl, template
+  sft.learnign_rate: unknown key (did you mean 'learning_rate'?); allowed keys: name, epochs, ...
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     templates: list[TemplateConfig] = field(default_factory=lambda: [
-        TemplateConfig(kind="zero_shot"), TemplateConfig(kind="few_shot", k=8)])
+        TemplateConfig(kind="zero_shot"), TemplateConfig(kind="few_shot", k=8)], metadata={
+        "help": "Prompt variants measured on the held-out rows (default: zero-shot and 8-shot)"})
     sft: SFTStage | None = field(default_factory=SFTStage, metadata={
         "help": "LoRA SFT settings; null skips training"})
     dpo: DPOStage | None = field(default=None, metadata={
@@ -322,6 +323,38 @@ def load_config(path: str | Path) -> PipelineConfig:
     except (yaml.YAMLError, json.JSONDecodeError) as err:
         raise ConfigError([f"{path.name} is not valid {path.suffix[1:].upper()}: {err}"]) from None
     return config_from_dict(values, base=path.parent)
+
+
+def describe(cls=PipelineConfig, indent: int = 0) -> str:
+    """Every key of the config with its default and help text, as commented YAML.
+
+    The help text is the same the notebooks' forms show; ``ftkit run --help`` prints this.
+
+    >>> print(describe(OutputConfig))
+    runs_root: runs  # Folder that receives one folder per run
+    report: report.html  # Where the HTML report is written
+    """
+    lines = []
+    pad = " " * indent
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        nested = next((a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)), None)
+        note = f"  # {f.metadata['help']}" if f.metadata.get("help") else ""
+        if nested is not None:
+            many = "  # a list of these:" if typing.get_origin(tp) is list else ""
+            lines.append(f"{pad}{f.name}:{note}{many}")
+            lines.append(describe(nested, indent + 2))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory()
+        allowed = typing.get_args(tp) if typing.get_origin(tp) is Literal else f.metadata.get("choices")
+        choice = f" [{' | '.join(map(str, allowed))}]" if allowed else ""
+        value = yaml.safe_dump(default, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        lines.append(f"{pad}{f.name}: {value}{note}{choice}")
+    return "\n".join(lines)
 
 
 def dump_config(config: PipelineConfig, path: str | Path) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ftkit import examples
 from ftkit.config import PipelineConfig, TemplateConfig, template_name
@@ -63,7 +64,7 @@ def _source(source: str) -> str:
     return str(examples.path(source)) if source in examples.names() else source
 
 
-def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] = print) -> Prepared:
+def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] = tqdm.write) -> Prepared:
     """Load, check and split the data as ``config.data`` says; raise ``DataError`` on errors."""
     d = config.data
     max_length = config.sft.max_length if config.sft is not None else None
@@ -108,14 +109,22 @@ def training_template(config: PipelineConfig, templates: list[PromptTemplate]) -
     return templates[0] if templates else PromptTemplate()
 
 
-def progress_printer(stage: str, say: Callable[[str], None] = print) -> EventBus:
-    """An event bus that prints one line per training log: step, loss, DPO margin, ETA."""
+def progress_printer(stage: str, say: Callable[[str], None] = tqdm.write, max_minutes: float = 0) -> EventBus:
+    """An event bus that prints one line per training log: step, loss, DPO margin, ETA.
+
+    With a time limit the ETA is the sooner of the step-count estimate and the limit.
+
+    >>> bus = progress_printer("sft")
+    >>> bus.emit("log", {"step": 5, "loss": 1.25, "eta_s": 90})
+    sft step 5/0  loss 1.250  ETA 1m30s
+    """
     bus = EventBus()
-    state = {"max_steps": 0}
+    state = {"max_steps": 0, "t0": time.perf_counter()}
 
     def on_start(e: dict) -> None:
-        state["max_steps"] = e.get("max_steps") or 0
-        say(f"{stage}: run {e.get('run_id')} started, {state['max_steps']} steps at most")
+        state["max_steps"], state["t0"] = e.get("max_steps") or 0, time.perf_counter()
+        limit = f", stops by {_duration(max_minutes * 60)}" if max_minutes else ""
+        say(f"{stage}: run {e.get('run_id')} started, {state['max_steps']} steps at most{limit}")
 
     def on_log(e: dict) -> None:
         parts = [f"{stage} step {e['step']}/{state['max_steps']}"]
@@ -123,8 +132,12 @@ def progress_printer(stage: str, say: Callable[[str], None] = print) -> EventBus
             parts.append(f"loss {float(e['loss']):.3f}")
         if e.get("rewards/margins") is not None:
             parts.append(f"margin {float(e['rewards/margins']):+.3f}")
-        if e.get("eta_s") is not None:
-            parts.append(f"ETA {_duration(e['eta_s'])}")
+        eta = e.get("eta_s")
+        if max_minutes:
+            left = max(0.0, max_minutes * 60 - (time.perf_counter() - state["t0"]))
+            eta = left if eta is None else min(eta, left)
+        if eta is not None:
+            parts.append(f"ETA {_duration(eta)}")
         say("  ".join(parts))
 
     bus.on("start", on_start)
@@ -139,14 +152,14 @@ def _duration(seconds: float) -> str:
 
 
 def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared,
-                 template: PromptTemplate, runs_root, say: Callable[[str], None] = print) -> list[Run]:
+                 template: PromptTemplate, runs_root, say: Callable[[str], None] = tqdm.write) -> list[Run]:
     """SFT on the training split, then DPO from its adapter when ``config.dpo`` is set."""
     runs: list[Run] = []
     if config.sft is None:
         return runs
     say(f"\nSFT: LoRA on {len(prepared.train)} rows with the {template.name!r} template")
     sft = train_sft(model, tokenizer, prepared.train, template=template, config=config.sft,
-                    bus=progress_printer("sft", say), runs_root=runs_root)
+                    bus=progress_printer("sft", say, config.sft.max_minutes), runs_root=runs_root)
     runs.append(sft)
     if config.dpo is not None and sft.status.get("status") == "completed":
         report = check_data(_source(config.dpo.source), config.dpo.mapping or None)
@@ -156,7 +169,8 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared,
         base, base_tokenizer = load_model(config.model.name, device=config.model.device,
                                           dtype=config.model.dtype, verbose=False)
         runs.append(train_dpo(base, base_tokenizer, report.dataset, template=template, config=config.dpo,
-                              from_run=sft, bus=progress_printer("dpo", say), runs_root=runs_root))
+                              from_run=sft, bus=progress_printer("dpo", say, config.dpo.max_minutes),
+                              runs_root=runs_root))
     return runs
 
 
@@ -173,6 +187,14 @@ def merge_results(a: EvalResult, b: EvalResult) -> EvalResult:
                       n_boot=a.n_boot, seed=a.seed)
 
 
+def served_model(run: Run):
+    """A run's model with its adapter merged into the weights, and its tokenizer: the model as
+    it would be served, so its latency compares with the prompt baselines' on equal terms (an
+    attached LoRA adapter adds two small matrix products to every adapted layer)."""
+    model, tokenizer = run.load_model(verbose=False)
+    return model.merge_and_unload(), tokenizer
+
+
 def _variant_name(run: Run) -> str:
     return {"sft": "LoRA SFT", "dpo": "SFT + DPO"}.get(run.config.get("kind"), run.id)
 
@@ -186,20 +208,19 @@ def record_evaluation(run: Run, variant: str, result: EvalResult, metric: str, p
     })
 
 
-def print_summary(result: EvalResult, metric: str, say: Callable[[str], None] = print) -> None:
+def print_summary(result: EvalResult, metric: str, say: Callable[[str], None] = tqdm.write) -> None:
     """The side-by-side summary as a fixed-width table with the 95% intervals."""
     s = result.summary
     extra = [c for c in SUMMARY_COLUMNS if c in s.columns]
-    width = max(10, *(len(str(n)) for n in s.index))
-    head = f"{'variant':<{width}} {metric:>11} {'95% CI':>11}" + "".join(f" {c:>13}" for c in extra)
-    say(head)
+    width, mw = max(10, *(len(str(n)) for n in s.index)), max(11, len(metric))
+    say(f"{'variant':<{width}} {metric:>{mw}} {'95% CI':>11}" + "".join(f" {c:>13}" for c in extra))
     for name, r in s.iterrows():
         ci = f"{r[f'{metric}_low']:.2f}-{r[f'{metric}_high']:.2f}"
         cells = "".join(f" {r[c]:>13.2f}" if c != "prompt_tokens" else f" {r[c]:>13.0f}" for c in extra)
-        say(f"{name:<{width}} {r[metric]:>11.2f} {ci:>11}{cells}")
+        say(f"{name:<{width}} {r[metric]:>{mw}.2f} {ci:>11}{cells}")
 
 
-def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print, *,
+def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write, *,
                  title: str = "ftkit report", progress: bool = True) -> PipelineResult:
     """Run the whole job as ``config`` says and write the report; return what it measured."""
     from ftkit.report import write_report
@@ -222,8 +243,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = print, *,
     runs = train_stages(config, model, tokenizer, prepared, train_template, config.output.runs_root, say)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
-    tuned = [Variant(*r.load_model(verbose=False), train_template, name=_variant_name(r),
-                     max_new_tokens=config.max_new_tokens) for r in trained]
+    tuned = [Variant(*served_model(r), train_template, name=_variant_name(r), max_new_tokens=config.max_new_tokens)
+             for r in trained]
     if tuned:
         say(f"\nEvaluating {', '.join(v.name for v in tuned)} with the {train_template.name!r} template")
     result = baseline

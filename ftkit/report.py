@@ -83,14 +83,18 @@ def metric_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
 
 
 def tokens_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
-    """The headline metric against prompt tokens per request: what each point of accuracy costs."""
-    error = None
-    if f"{metric}_low" in summary.columns:
-        error = dict(type="data", array=(summary[f"{metric}_high"] - summary[metric]).tolist(),
-                     arrayminus=(summary[metric] - summary[f"{metric}_low"]).tolist())
-    fig = go.Figure(go.Scatter(x=summary["prompt_tokens"].tolist(), y=summary[metric].tolist(),
-                               mode="markers+text", text=list(summary.index), textposition="top center",
-                               error_y=error, marker=dict(size=11)))
+    """The headline metric against prompt tokens per request: what each point of accuracy costs.
+
+    One trace per variant, so variants on the same spot stay apart in the legend.
+    """
+    fig = go.Figure()
+    for name, r in summary.iterrows():
+        error = None
+        if f"{metric}_low" in summary.columns:
+            error = dict(type="data", array=[r[f"{metric}_high"] - r[metric]],
+                         arrayminus=[r[metric] - r[f"{metric}_low"]])
+        fig.add_scatter(x=[r["prompt_tokens"]], y=[r[metric]], mode="markers+text", name=str(name),
+                        text=[str(name)], textposition="top center", error_y=error, marker=dict(size=11))
     fig.update_layout(title=f"{metric} against prompt tokens per request", xaxis_title="prompt tokens per request",
                       yaxis_title=metric, height=420)
     return fig
