@@ -27,13 +27,15 @@ from pathlib import Path
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
-# FSDP with a LoRA adapter, as PEFT's FSDP guide configures it: each decoder layer is one shard
-# unit, the frozen base weights are loaded on the CPU of rank 0 only and broadcast, and
-# use_orig_params stays off (PEFT's trainable/frozen mix needs it off for memory savings).
+# FSDP with a LoRA adapter, after PEFT's FSDP guide: each decoder layer is one shard unit and
+# use_orig_params stays off (PEFT's mix of frozen and trained weights saves memory only so). Rank-0-only
+# loading (cpu_ram_efficient_loading) is off: ftkit.load_model materializes the weights in every
+# process and moves them to its GPU, which meta tensors on the other ranks would fail. Syncing module
+# states broadcasts rank 0's weights, its freshly initialized LoRA matrices included, to all ranks.
 _FSDP = {
     "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
     "fsdp_backward_prefetch": "BACKWARD_PRE",
-    "fsdp_cpu_ram_efficient_loading": True,
+    "fsdp_cpu_ram_efficient_loading": False,
     "fsdp_forward_prefetch": False,
     "fsdp_offload_params": False,
     "fsdp_sharding_strategy": "FULL_SHARD",
