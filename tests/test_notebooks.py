@@ -19,8 +19,9 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
-# Small enough that each notebook runs in a minute or two on a busy 2-core CPU. TEST_SIZE 0.05
-# keeps the stratified split valid (24 held-out rows, 3 per queue); EVAL_ROWS then evaluates a few.
+# Small enough that each notebook runs in a few minutes on a 2-core CPU shared with other jobs
+# (20 s to 4.5 min each, measured so). TEST_SIZE 0.05 keeps the stratified split valid (24 held-out
+# rows, 3 per queue); EVAL_ROWS then evaluates a few of them.
 SMALL = {
     "00_quickstart": dict(TEST_SIZE=0.05, TRAIN_ROWS=16, EVAL_ROWS=8, K_SHOTS=2, SFT_MINUTES=0,
                           SFT_STEPS=2, BATCH_SIZE=4),
