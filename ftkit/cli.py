@@ -39,8 +39,11 @@ def demo_config(args: argparse.Namespace) -> PipelineConfig:
         # Steps take seconds here (SFT) to tens of seconds (DPO): log often, for the terminal and the curves.
         sft=SFTStage(name="demo-sft", epochs=3, max_steps=args.max_steps, max_minutes=args.sft_minutes,
                      max_length=512, logging_steps=2),
+        # 4 pairs a step (each is two sequences, plus the reference pass): several steps, and a
+        # curve, within the time limit instead of one or two.
         dpo=DPOStage(name="demo-dpo", source=f"{args.example}_preferences", max_steps=args.max_steps,
-                     max_minutes=args.dpo_minutes, max_length=512, logging_steps=1, save_steps=1000),
+                     max_minutes=args.dpo_minutes, max_length=512, batch_size=4, logging_steps=1,
+                     save_steps=1000),
         max_new_tokens=12,  # the longest label is 5 tokens; a rambling answer is wrong anyway
         output=OutputConfig(runs_root=str(out / "runs"), report=str(out / "report.html")),
     )
