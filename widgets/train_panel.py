@@ -241,6 +241,11 @@ class TrainPanel(w.VBox):
         fig.update_layout(height=280 * rows, margin=dict(l=40, r=10, t=40, b=30),
                           legend=dict(orientation="h", y=-0.15))
         fig.update_xaxes(title_text="step", title_standoff=2)
+        # A constant learning rate would sit on an axis from -1 to 1 and read as 0: anchor the
+        # axis at zero and write small numbers as 1e-03.
+        for i, (title, _) in enumerate(self._charts):
+            if title == "learning rate":
+                fig.update_yaxes(rangemode="tozero", exponentformat="e", row=i // cols + 1, col=i % cols + 1)
         return go.FigureWidget(fig)
 
     def _reset_charts(self) -> None:
