@@ -421,7 +421,16 @@ def load_model(
     if kind in ("embedded", "gguf"):
         kind, location = "folder", str(converted_gguf(location, verbose=verbose))
     extra = {"quantization_config": _four_bit_config(choice)} if load_in_4bit else {}
-    model, tokenizer = _from_pretrained(kind, location, dtype=choice.dtype, **extra)
+    from transformers.utils import logging as hf_logging
+
+    quiet = not verbose and hf_logging.is_progress_bar_enabled()
+    if quiet:  # no "Loading weights" bar either
+        hf_logging.disable_progress_bar()
+    try:
+        model, tokenizer = _from_pretrained(kind, location, dtype=choice.dtype, **extra)
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
     tokenizer = prepare_tokenizer(tokenizer)
     if not load_in_4bit:  # a quantized model is placed on the GPU as it loads and cannot move
         model.to(choice.device)

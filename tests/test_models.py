@@ -181,3 +181,13 @@ def test_four_bit_loading_says_what_it_needs(tiny_model_dir, monkeypatch):
                         lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
     with pytest.raises(ModelLoadError, match="needs bitsandbytes: pip install bitsandbytes"):
         load_model(tiny_model_dir, load_in_4bit=True, verbose=False)
+
+
+def test_a_quiet_load_prints_no_progress_bar_and_leaves_bars_on(tiny_model_dir, capfd):
+    from transformers.utils import logging as hf_logging
+
+    load_model(tiny_model_dir, device="cpu", verbose=False)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+    load_model(tiny_model_dir, device="cpu", verbose=True)
+    assert "Loading weights" in capfd.readouterr().err
