@@ -82,15 +82,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ftkit.models import load_model
     from ftkit.pipeline import build_template, prepare_data, train_stages, training_template
+    from ftkit.runs import is_main_process
 
     config = _with_out(load_config(args.config), args.out)
-    state = PartialState()  # joins the process group `accelerate launch` set up; binds this GPU
-    main = state.is_main_process
+    PartialState()  # joins the process group `accelerate launch` set up; binds this GPU
+    main = is_main_process()
     say = print if main else (lambda _text: None)
-    # Every process trains (the trainer splits batches across them), but only the main one's run
-    # folder is the record; the others write theirs aside so the folders do not collide.
+    # Every process trains (the trainer splits batches across them) in one shared run folder;
+    # the main process writes the record (ftkit.runs).
     root = Path(config.output.runs_root)
-    root = root if main else root / f".rank{state.process_index}"
     model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
                                   verbose=False)
     prepared = prepare_data(config, tokenizer, say)

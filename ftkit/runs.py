@@ -10,7 +10,9 @@ Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
         checkpoints/    trainer checkpoints, for resuming
 
 JSON files are written to a temporary name and renamed, so a crash never leaves half a file;
-events are appended and flushed line by line, so nothing logged before a crash is lost.
+events are appended and flushed line by line, so nothing logged before a crash is lost. Under
+``accelerate launch`` (several processes) the processes share one run folder: the main process
+creates it and writes the record, every process writes its share of the checkpoints.
 
 >>> sanitize_name("../../etc/My Run!")
 'etc-my-run'
@@ -28,6 +30,25 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("running", "completed", "stopped", "failed")
+
+
+def is_main_process() -> bool:
+    """False on every process but the first under ``accelerate launch`` or ``torchrun``."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _share_from_main(value: str) -> str:
+    """``value`` as the main process has it, on every process of a distributed launch."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return value
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        raise RuntimeError("several processes but no process group: create accelerate's PartialState() "
+                           "(or let the trainer do it) before creating a run")
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def runs_dir(root: str | os.PathLike | None = None) -> Path:
@@ -109,9 +130,12 @@ class Run:
     def set_status(self, status: str, **extra) -> None:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
-        write_json(self.path / "status.json", {"status": status, "time": time.time(), **extra})
+        if is_main_process():
+            write_json(self.path / "status.json", {"status": status, "time": time.time(), **extra})
 
     def record(self, name: str, payload: dict) -> None:
+        if not is_main_process():
+            return
         with open(self.path / "events.jsonl", "a") as f:
             f.write(json.dumps({"event": name, "time": time.time(), **payload}, default=str) + "\n")
             f.flush()
@@ -171,7 +195,10 @@ class Run:
 
 
 def new_run(name: str, config: dict, root=None) -> Run:
-    """Create a run folder with its config, marked running."""
+    """Create a run folder with its config, marked running (on the main process; the others of
+    a distributed launch get the same folder)."""
+    if not is_main_process():
+        return Run(Path(_share_from_main("")))
     base = runs_dir(root)
     base.mkdir(parents=True, exist_ok=True)
     stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{sanitize_name(name)}"
@@ -187,6 +214,7 @@ def new_run(name: str, config: dict, root=None) -> Run:
     run = Run(path)
     write_json(path / "config.json", {**config, "versions": library_versions()})
     run.set_status("running")
+    _share_from_main(str(path.resolve()))
     return run
 
 
@@ -243,14 +271,16 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
         model.eval()
         for name, fn in recorders:
             bus.off(name, fn)
-    trainer.save_model(str(run.adapter_dir))
-    tokenizer.save_pretrained(run.adapter_dir)
+    trainer.save_model(str(run.adapter_dir))  # every process calls it: FSDP gathers the shards
+    if is_main_process():
+        tokenizer.save_pretrained(run.adapter_dir)
     step = trainer.state.global_step
     run.record("end", {"step": step, "status": status})
     bus.emit("end", {"step": step, "status": status})
     best = trainer.state.best_model_checkpoint  # set by early stopping (load_best_model_at_end)
     extra = {"best_checkpoint": best, "best_metric": trainer.state.best_metric} if best else {}
     run.set_status(status, step=step, max_steps=trainer.state.max_steps, **extra)
+    trainer.accelerator.wait_for_everyone()  # every process then reads the final status
     run.model = trainer.model
     return run
 

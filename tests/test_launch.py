@@ -63,3 +63,35 @@ def test_launch_refuses_an_invalid_config_before_writing_anything(tmp_path, caps
     assert main(["launch", str(tmp_path / "p.yaml"), "--gpus", "2", "--out", str(tmp_path / "launch")]) == 2
     assert "sft.epochz: unknown key (did you mean 'epochs'?)" in capsys.readouterr().err
     assert not (tmp_path / "launch").exists()
+
+
+def test_two_processes_train_one_run_recorded_once(tmp_path, tiny_model_dir):
+    """Two processes of one launch share one run folder; the main process writes the record."""
+    import socket
+    import subprocess
+    import sys
+
+    rows = [{"text": f"message {i} about {label}", "label": label} for label in "ab" for i in range(8)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    config = tmp_path / "p.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"source": "d.jsonl", "test_size": 4}, "model": {"name": str(tiny_model_dir), "device": "cpu"},
+        "sft": {"max_steps": 3, "batch_size": 2, "max_length": 512, "save_steps": 2, "logging_steps": 1},
+        "output": {"runs_root": str(tmp_path / "runs")},
+    }))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # accelerate launch --cpu starts one process without MPI; torchrun starts two, and the
+    # trainer joins them through accelerate as it does under accelerate launch on GPUs.
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(port), "-m", "ftkit.cli", "train", str(config)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = list_runs(tmp_path / "runs")  # one folder, not one per process
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run.id]
+    assert run.status["status"] == "completed" and run.status["step"] == 3
+    assert [e["step"] for e in run.events("log")] == [1, 2, 3]  # each step recorded once
+    assert len(run.events("start")) == 1 and len(run.events("end")) == 1
+    assert (run.checkpoints_dir / "checkpoint-2").is_dir()
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
