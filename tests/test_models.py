@@ -69,7 +69,7 @@ def test_load_local_folder_ready_for_generation(tiny_model_dir):
 
 
 def test_tokenizer_without_chat_template_gets_one_with_a_warning(tmp_path):
-    from conftest import save_tiny_model
+    from tiny_models import save_tiny_model
 
     folder = save_tiny_model(tmp_path / "m", chat_template=None)
     with pytest.warns(UserWarning, match="no chat template"):

@@ -143,7 +143,7 @@ def test_conversations_train_on_their_last_answer_only():
 
 
 def test_preflight_flags_a_template_that_drops_the_end_of_turn_token(tiny_tokenizer):
-    from conftest import make_tokenizer
+    from tiny_models import make_tokenizer
 
     no_end = make_tokenizer("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     check = preflight(no_end, to_trl_rows(ROWS[:1], zero_shot()), max_length=64)
