@@ -40,15 +40,20 @@ def test_bad_arguments_say_what_is_allowed():
         accelerate_config(-1)
 
 
-def test_launch_runs_the_training_on_one_cpu_process_and_records_the_run(tmp_path, tiny_model_dir, capsys):
-    rows = [{"text": f"message {i} about {label}", "label": label} for label in "ab" for i in range(6)]
+def write_training_config(tmp_path, model_dir, rows_per_label: int, **sft):
+    """A pipeline config over small two-label data, training only (4 rows held out)."""
+    rows = [{"text": f"message {i} about {label}", "label": label} for label in "ab" for i in range(rows_per_label)]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     config = tmp_path / "p.yaml"
     config.write_text(yaml.safe_dump({
-        "data": {"source": "d.jsonl", "test_size": 4}, "model": {"name": str(tiny_model_dir), "device": "cpu"},
-        "sft": {"max_steps": 2, "batch_size": 4, "max_length": 512, "save_steps": 100, "logging_steps": 1},
-        "output": {"runs_root": str(tmp_path / "runs")},
+        "data": {"source": "d.jsonl", "test_size": 4}, "model": {"name": str(model_dir), "device": "cpu"},
+        "sft": {"max_length": 512, "logging_steps": 1, **sft}, "output": {"runs_root": str(tmp_path / "runs")},
     }))
+    return config
+
+
+def test_launch_runs_the_training_on_one_cpu_process_and_records_the_run(tmp_path, tiny_model_dir, capsys):
+    config = write_training_config(tmp_path, tiny_model_dir, 6, max_steps=2, batch_size=4, save_steps=100)
     assert main(["launch", str(config), "--gpus", "0", "--out", str(tmp_path / "launch"), "--run"]) == 0
     assert "accelerate launch --config_file" in capsys.readouterr().out
     (run,) = list_runs(tmp_path / "runs")
@@ -71,14 +76,7 @@ def test_two_processes_train_one_run_recorded_once(tmp_path, tiny_model_dir):
     import subprocess
     import sys
 
-    rows = [{"text": f"message {i} about {label}", "label": label} for label in "ab" for i in range(8)]
-    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    config = tmp_path / "p.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"source": "d.jsonl", "test_size": 4}, "model": {"name": str(tiny_model_dir), "device": "cpu"},
-        "sft": {"max_steps": 3, "batch_size": 2, "max_length": 512, "save_steps": 2, "logging_steps": 1},
-        "output": {"runs_root": str(tmp_path / "runs")},
-    }))
+    config = write_training_config(tmp_path, tiny_model_dir, 8, max_steps=3, batch_size=2, save_steps=2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
