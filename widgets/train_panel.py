@@ -242,7 +242,7 @@ class TrainPanel(w.VBox):
                           legend=dict(orientation="h", y=-0.15))
         fig.update_xaxes(title_text="step", title_standoff=2)
         # A constant learning rate would sit on an axis from -1 to 1 and read as 0: anchor the
-        # axis at zero and write small numbers as 1e-03.
+        # axis at zero, so it spans 0 to the rate (exponent ticks when the rate is tiny).
         for i, (title, _) in enumerate(self._charts):
             if title == "learning rate":
                 fig.update_yaxes(rangemode="tozero", exponentformat="e", row=i // cols + 1, col=i % cols + 1)
