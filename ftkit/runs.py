@@ -104,6 +104,14 @@ class Run:
         return json.loads((self.path / "config.json").read_text())
 
     @property
+    def template(self):
+        """The :class:`~ftkit.prompts.PromptTemplate` the run trained on: ask the tuned model
+        the same way."""
+        from ftkit.prompts import PromptTemplate
+
+        return PromptTemplate(**self.config["template"])
+
+    @property
     def status(self) -> dict:
         try:
             return json.loads((self.path / "status.json").read_text())

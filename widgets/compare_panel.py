@@ -113,8 +113,8 @@ class ComparePanel(w.VBox):
                                         adapter=False, max_new_tokens=self.max_new_tokens))
             else:
                 model, tokenizer = self._run_model(self.runs[name])
-                template = PromptTemplate(**self.runs[name].config["template"])
-                variants.append(Variant(model, tokenizer, template, name=name, max_new_tokens=self.max_new_tokens))
+                variants.append(Variant(model, tokenizer, self.runs[name].template, name=name,
+                                        max_new_tokens=self.max_new_tokens))
         self._progress.clear_output()
         with self._progress:
             self.result = evaluate(variants, self._rows, self.metrics, labels=self.labels or None)

@@ -82,7 +82,7 @@ class TrainPanel(w.VBox):
             raise ValueError("from_run is for DPO (the SFT run whose adapter it continues); "
                              "an SFT run starts from the model you pass")
         if template is None:
-            template = PromptTemplate(**from_run.config["template"]) if from_run is not None else zero_shot()
+            template = from_run.template if from_run is not None else zero_shot()
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.train_data, self.eval_data = train, eval
         self.method, self.from_run, self.runs_root = method, from_run, runs_root
