@@ -85,6 +85,7 @@ class DataReport:
     warnings: list[str] = field(default_factory=list)
     label_counts: dict[str, int] | None = None
     token_lengths: dict[str, int] | None = None  # percentiles of tokens per example
+    lengths: list[int] | None = field(default=None, repr=False)  # tokens of each row, in order
     dataset: datasets.Dataset | None = None  # the canonical rows, when there were no errors
 
     @property
@@ -319,7 +320,7 @@ def _warn_rows(report: DataReport, rows, tokenizer, max_length, test) -> None:
                 "DPO nothing"
             )
     if tokenizer is not None:
-        lengths = token_lengths(rows, tokenizer)
+        report.lengths = lengths = token_lengths(rows, tokenizer)
         report.token_lengths = _percentiles(lengths)
         if max_length is not None:
             long = [i for i, n in enumerate(lengths) if n > max_length]

@@ -269,6 +269,7 @@ def test_token_length_percentiles_and_max_length_warning():
             {"prompt": " ".join("x" * 10), "completion": "y"}]
     report = check_data(rows, tokenizer=WordTokenizer(), max_length=4)
     assert report.token_lengths == {"p50": 4, "p90": 8, "p99": 10, "max": 11}
+    assert report.lengths == [2, 3, 4, 5, 11]  # per row, in order: the panel's histogram
     assert report.warnings == ["2 example(s) are longer than max_length=4 tokens and will be "
                                "truncated: 3, 4 (longest 11 tokens)"]
 

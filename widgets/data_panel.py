@@ -16,7 +16,7 @@ import ipywidgets as w
 import plotly.graph_objects as go
 
 from ftkit import examples
-from ftkit.data import DataError, DataReport, check_data, render_example, split, token_lengths
+from ftkit.data import DataError, DataReport, check_data, render_example, split
 from ftkit.readers import FILE_FORMATS
 from ftkit.widgets import _html
 from ftkit.widgets._ui import button, guarded
@@ -182,8 +182,7 @@ class DataPanel(w.VBox):
         rows = report.dataset.select(range(min(PREVIEW_ROWS, len(report.dataset)))).to_list() \
             if report.dataset is not None else []
         self._preview.value = "".join(_html.pre(render_example(r, self.tokenizer)) for r in rows)
-        lengths = token_lengths(report.dataset.to_list(), self.tokenizer) \
-            if report.dataset is not None and self.tokenizer is not None else []
+        lengths = report.lengths if report.dataset is not None and report.lengths else []
         with self.figure.batch_update():
             self.figure.data[0].x = lengths
             self.figure.layout.shapes, self.figure.layout.annotations = (), ()
