@@ -10,6 +10,7 @@ The core is plain functions and dataclasses, usable from a script, a test or a n
 Interactive panels live in ``ftkit.widgets``; the core never imports ipywidgets or IPython.
 """
 
+from ftkit import _source_tree  # noqa: F401  (maps ftkit.widgets to widgets/ in a checkout; see there)
 from ftkit.data import DataError, DataReport, check_data, load_data, split
 from ftkit.models import ModelLoadError, choose_device, describe_device, load_model
 
