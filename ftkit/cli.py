@@ -19,6 +19,8 @@ from ftkit.config import (ConfigError, DataConfig, DPOStage, ModelConfig, Output
                           SFTStage, TemplateConfig, describe, dump_config, load_config)
 from ftkit.models import EMBEDDED_NAME, ModelLoadError
 
+__all__ = ["build_parser", "demo_config", "main"]
+
 DEMO_OUT = "ftkit-demo"
 
 
@@ -102,8 +104,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    import json
-
     from ftkit.report import run_cost
     from ftkit.runs import list_runs, runs_dir
 
@@ -114,10 +114,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     lines = [("run", "kind", "status", "steps", "wall time", "headline metric")]
     for run in runs:
         cost = run_cost(run)
-        headline = ""
-        if (run.path / "eval.json").is_file():
-            record = json.loads((run.path / "eval.json").read_text())
-            headline = f"{record['metric']} {record['value']:.3f} ({record['variant']})"
+        record = run.evaluation
+        headline = f"{record['metric']} {record['value']:.3f} ({record['variant']})" if record else ""
         wall = f"{cost['wall_s']:.0f} s" if cost["wall_s"] is not None else ""
         steps = "" if cost["steps"] is None else str(cost["steps"])
         lines.append((run.id, cost["kind"], cost["status"], steps, wall, headline))

@@ -1,7 +1,7 @@
 """The pipeline's settings as one tree of dataclasses, read from a YAML or JSON file.
 
 The tree reuses the dataclasses the notebooks use (:class:`ftkit.sft.SFTSettings`,
-:class:`ftkit.dpo.DPOSettings`, :class:`ftkit.sft.LoraSettings`), so a key in the file is the
+:class:`ftkit.dpo.DPOSettings`, :class:`ftkit.training.LoraSettings`), so a key in the file is the
 same name as a keyword in Python. A config is validated by walking the dataclass fields before any
 model loads: an unknown key, a wrong type or a value outside the allowed ones is reported with its
 path (``sft.learnign_rate``), the allowed keys or values, and the closest match.
@@ -44,6 +44,12 @@ from ftkit.dpo import DPOSettings
 from ftkit.metrics import BUILTIN
 from ftkit.models import EMBEDDED_NAME, ModelLoadError, resolve_source
 from ftkit.sft import SFTSettings
+from ftkit.training import settings_fields
+
+__all__ = [
+    "ConfigError", "DPOStage", "DataConfig", "ModelConfig", "OutputConfig", "PipelineConfig", "SFTStage",
+    "TemplateConfig", "config_from_dict", "describe", "dump_config", "load_config", "resolve_paths", "template_name",
+]
 
 TemplateKind = Literal["zero_shot", "with_system", "few_shot"]
 
@@ -154,7 +160,7 @@ class PipelineConfig:
 
 
 def _allowed(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+    return [f.name for f in settings_fields(cls)]
 
 
 def _suggest(word: str, options) -> str:
@@ -221,7 +227,7 @@ def _build(cls, values, path: str, problems: list[str]):
                         f"{type(values).__name__} {values!r}")
         return cls()
     hints = typing.get_type_hints(cls)
-    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    fields_ = {f.name: f for f in settings_fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         key_path = f"{path}.{key}" if path else str(key)
@@ -233,17 +239,32 @@ def _build(cls, values, path: str, problems: list[str]):
     return cls(**kwargs) if len(problems) == 0 else cls()
 
 
-def _check_meaning(config: PipelineConfig, base: Path, problems: list[str]) -> None:
-    """Checks across fields, and that the data and model can be found (without loading them)."""
-    config.data.source = _locate(config.data.source, base, "data.source", problems)
+def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
+    """Make the config's relative file paths (data, pairs, a model folder) relative to ``base``,
+    the config file's folder; built-in example names and Hub ids stay as they are."""
+    def resolve(source: str) -> str:
+        if source in examples.names():
+            return source
+        path = Path(source).expanduser()
+        return str(path if path.is_absolute() else base / path)
+
+    config.data.source = resolve(config.data.source)
     if config.dpo is not None:
-        config.dpo.source = _locate(config.dpo.source, base, "dpo.source", problems)
-        if config.sft is None:
-            problems.append("dpo: DPO continues the SFT adapter, so it needs an sft section; add "
-                            "sft: {} or set dpo: null")
+        config.dpo.source = resolve(config.dpo.source)
     model_path = base / config.model.name
     if model_path.exists() and not Path(config.model.name).expanduser().exists():
         config.model.name = str(model_path)
+    return config
+
+
+def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
+    """Checks across fields, and that the data and model can be found (without loading them)."""
+    _check_source(config.data.source, "data.source", problems)
+    if config.dpo is not None:
+        _check_source(config.dpo.source, "dpo.source", problems)
+        if config.sft is None:
+            problems.append("dpo: DPO continues the SFT adapter, so it needs an sft section; add "
+                            "sft: {} or set dpo: null")
     try:
         resolve_source(config.model.name)
     except ModelLoadError as err:
@@ -268,16 +289,11 @@ def _check_meaning(config: PipelineConfig, base: Path, problems: list[str]) -> N
                         "nor a row count")
 
 
-def _locate(source: str, base: Path, path: str, problems: list[str]) -> str:
-    if source in examples.names():
-        return source
-    candidate = Path(source).expanduser()
-    candidate = candidate if candidate.is_absolute() else base / candidate
-    if not candidate.is_file():
-        problems.append(f"{path}: no file {str(candidate)!r} and no built-in example {source!r}"
-                        f"{_suggest(source, examples.names())}; built-in examples: {', '.join(examples.names())}")
-        return source
-    return str(candidate)
+def _check_source(source: str, path: str, problems: list[str]) -> None:
+    if source not in examples.names() and not Path(source).is_file():
+        name = Path(source).name
+        problems.append(f"{path}: no file {source!r} and no built-in example {name!r}"
+                        f"{_suggest(name, examples.names())}; built-in examples: {', '.join(examples.names())}")
 
 
 def template_name(t: TemplateConfig) -> str:
@@ -297,7 +313,7 @@ def config_from_dict(values: dict, base: str | Path = ".") -> PipelineConfig:
         if isinstance(config.data.test_size, float) and config.data.test_size.is_integer() and \
                 config.data.test_size >= 1:
             config.data.test_size = int(config.data.test_size)  # a row count, as split() expects
-        _check_meaning(config, Path(base), problems)
+        _check_meaning(resolve_paths(config, Path(base)), problems)
     if problems:
         raise ConfigError(problems)
     return config
@@ -337,7 +353,7 @@ def describe(cls=PipelineConfig, indent: int = 0) -> str:
     lines = []
     pad = " " * indent
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in settings_fields(cls):
         tp = hints[f.name]
         nested = next((a for a in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(a)), None)
         note = f"  # {f.metadata['help']}" if f.metadata.get("help") else ""

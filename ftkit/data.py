@@ -21,19 +21,21 @@ explicitly, and every problem is reported with the column and row it concerns.
 
 from __future__ import annotations
 
-import html
-import json
 import math
 import os
 import sys
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 
 import datasets
-import pandas as pd
 
-from ftkit.readers import DataError, read_rows
+from ftkit.data_report import DataReport, add_warnings, find_overlap, render_example, rows_text, token_lengths
+from ftkit.sources import DataError, as_rows, read_rows
+
+__all__ = [
+    "LAYOUTS", "SHAPES", "DataError", "DataReport", "as_rows", "check_data", "detect_mapping", "find_overlap",
+    "label_set", "load_data", "render_example", "shape_of", "split", "token_lengths",
+]
 
 SHAPES = {
     "messages": ("messages",),
@@ -65,72 +67,6 @@ LAYOUTS: list[tuple[str, dict[str, str]]] = [
     ("document/summary", {"prompt": "document", "completion": "summary"}),
     ("article/summary", {"prompt": "article", "completion": "summary"}),
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# The report
-
-
-@dataclass
-class DataReport:
-    """What was read, how it was mapped, what is wrong with it, and a few statistics."""
-
-    source: str
-    n_rows: int = 0
-    columns: list[str] = field(default_factory=list)
-    shape: str | None = None
-    mapping: dict[str, str] = field(default_factory=dict)
-    layout: str | None = None  # name of the detected layout, None when the mapping was given
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    label_counts: dict[str, int] | None = None
-    token_lengths: dict[str, int] | None = None  # percentiles of tokens per example
-    lengths: list[int] | None = field(default=None, repr=False)  # tokens of each row, in order
-    dataset: datasets.Dataset | None = None  # the canonical rows, when there were no errors
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def mapping_line(self) -> str:
-        """One line saying how columns were mapped, e.g. ``prompt <- text, completion <- label``."""
-        pairs = ", ".join(f"{k} <- {v}" for k, v in self.mapping.items())
-        how = f"detected layout '{self.layout}'" if self.layout else "mapping as given"
-        return f"{self.shape} ({how}: {pairs})" if self.shape else "no mapping"
-
-    def summary(self) -> str:
-        lines = [f"{self.source}: {self.n_rows} rows, columns: {', '.join(self.columns) or '-'}"]
-        if self.shape:
-            lines.append(f"shape: {self.mapping_line()}")
-        lines += [f"ERROR: {e}" for e in self.errors]
-        lines += [f"warning: {w}" for w in self.warnings]
-        if self.label_counts:
-            lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in self.label_counts.items()))
-        if self.token_lengths:
-            lines.append("tokens per example: " + ", ".join(f"{k} {v}" for k, v in self.token_lengths.items()))
-        return "\n".join(lines)
-
-    __str__ = summary
-
-    def _repr_html_(self) -> str:
-        # Rendered by Jupyter without ftkit importing IPython; every value is user data: escape it.
-        esc = html.escape
-        parts = [f"<b>{esc(self.source)}</b>: {self.n_rows} rows"]
-        if self.shape:
-            parts.append(f"shape: <code>{esc(self.mapping_line())}</code>")
-        parts += [f"<span style='color:#b00020'>error: {esc(e)}</span>" for e in self.errors]
-        parts += [f"<span style='color:#8a6d00'>warning: {esc(w)}</span>" for w in self.warnings]
-        if self.label_counts:
-            parts.append("labels: " + esc(", ".join(f"{k} {v}" for k, v in self.label_counts.items())))
-        if self.token_lengths:
-            parts.append("tokens per example: " + esc(", ".join(f"{k} {v}" for k, v in self.token_lengths.items())))
-        return "<div class='ftkit-data-report'>" + "<br>".join(parts) + "</div>"
-
-
-def _rows_text(rows: list[int], limit: int = 10) -> str:
-    shown = ", ".join(str(r) for r in rows[:limit])
-    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
-    return f"{shown}{more}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,104 +178,14 @@ def _canonical_rows(rows, mapping, shape, report: DataReport) -> tuple[list[dict
         out.append(new)
     for problem, idx in problems.items():
         report.errors.append(
-            f"{problem} in {len(idx)} row(s): {_rows_text(idx)} (counting from 0, as dataset[i]). "
+            f"{problem} in {len(idx)} row(s): {rows_text(idx)} (counting from 0, as dataset[i]). "
             "Fix those rows, or pass drop_incomplete=True to skip them"
         )
     return out, sorted({i for idx in problems.values() for i in idx})
 
 
-# --------------------------------------------------------------------------------------------
-# Checks and statistics
-
-
-def render_example(row: dict, tokenizer=None) -> str:
-    """The text of one canonical example as the model sees it (via the chat template if any)."""
-    if "messages" in row:
-        messages = row["messages"]
-    elif "completion" in row:
-        messages = [{"role": "user", "content": row["prompt"]},
-                    {"role": "assistant", "content": row["completion"]}]
-    else:  # preference: the longer answer decides whether the pair fits
-        longer = max(row["chosen"], row["rejected"], key=len)
-        messages = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": longer}]
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-    return "\n".join(m["content"] for m in messages)
-
-
-def token_lengths(rows: list[dict], tokenizer) -> list[int]:
-    """Tokens per example, counted on the text the chat template renders."""
-    texts = [render_example(r, tokenizer) for r in rows]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-
-def _percentiles(lengths: list[int]) -> dict[str, int]:
-    s = pd.Series(lengths)
-    return {"p50": int(s.quantile(0.5)), "p90": int(s.quantile(0.9)),
-            "p99": int(s.quantile(0.99)), "max": int(s.max())}
-
-
-def _key(row: dict) -> str:
-    fields_ = [f for f in ("messages", "prompt", "completion", "chosen", "rejected") if f in row]
-    return json.dumps([row[f] for f in fields_], ensure_ascii=False, sort_keys=True)
-
-
-def _prompt_key(row: dict) -> str:
-    if "messages" in row:
-        return json.dumps([m for m in row["messages"] if m["role"] != "assistant"], sort_keys=True)
-    return " ".join(row["prompt"].split()).lower()
-
-
-def find_overlap(train, test) -> list[int]:
-    """Indices of ``test`` rows whose prompt also appears in ``train`` (a leak between splits)."""
-    seen = {_prompt_key(r) for r in as_rows(train)}
-    return [i for i, r in enumerate(as_rows(test)) if _prompt_key(r) in seen]
-
-
-def as_rows(data) -> list[dict]:
-    """Canonical rows as plain dicts, from a ``datasets.Dataset`` or any iterable of dicts."""
-    return data.to_list() if hasattr(data, "to_list") else list(data)
-
-
-def _warn_rows(report: DataReport, rows, tokenizer, max_length, test) -> None:
-    dup_first: dict[str, int] = {}
-    dups = []
-    for i, r in enumerate(rows):
-        k = _key(r)
-        if k in dup_first:
-            dups.append(i)
-        else:
-            dup_first[k] = i
-    if dups:
-        report.warnings.append(f"{len(dups)} duplicate row(s), repeating an earlier row: {_rows_text(dups)}")
-    if report.shape == "preference":
-        same = [i for i, r in enumerate(rows) if r["chosen"].strip() == r["rejected"].strip()]
-        if same:
-            report.warnings.append(
-                f"chosen equals rejected in {len(same)} row(s): {_rows_text(same)}; such pairs teach "
-                "DPO nothing"
-            )
-    if tokenizer is not None:
-        report.lengths = lengths = token_lengths(rows, tokenizer)
-        report.token_lengths = _percentiles(lengths)
-        if max_length is not None:
-            long = [i for i, n in enumerate(lengths) if n > max_length]
-            if long:
-                report.warnings.append(
-                    f"{len(long)} example(s) are longer than max_length={max_length} tokens and will "
-                    f"be truncated: {_rows_text(long)} (longest {max(lengths)} tokens)"
-                )
-    if test is not None:
-        shared = find_overlap(rows, test)
-        if shared:
-            report.warnings.append(
-                f"{len(shared)} test row(s) have a prompt that is also in the training rows "
-                f"(test rows {_rows_text(shared)}); scores on them measure memory, not skill"
-            )
-
-
 def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
-               max_length: int | None = None, test=None, split: str = "train",
+               max_length: int | None = None, test=None, split_name: str = "train",
                drop_incomplete: bool = False) -> DataReport:
     """Read, map and validate ``source`` without raising for problems in the data.
 
@@ -353,7 +199,7 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     (True, "prompt_completion (detected layout 'question/answer': prompt <- question, completion <- answer)")
     """
     try:
-        rows, name = read_rows(source, split=split)
+        rows, name = read_rows(source, split_name=split_name)
     except DataError as err:
         return DataReport(source=str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
                           errors=[str(err)])
@@ -391,7 +237,7 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     canonical, bad_rows = _canonical_rows(rows, report.mapping, report.shape, report)
     if report.errors and drop_incomplete:
         bad = set(bad_rows)
-        report.warnings.append(f"dropped {len(bad)} incomplete row(s): {_rows_text(sorted(bad))}")
+        report.warnings.append(f"dropped {len(bad)} incomplete row(s): {rows_text(sorted(bad))}")
         report.errors.clear()
         canonical = [r for i, r in enumerate(canonical) if i not in bad]
         report.n_rows = len(canonical)
@@ -402,7 +248,7 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     if "label" in canonical[0]:
         counts = Counter(r["label"] for r in canonical if r["label"] is not None)
         report.label_counts = dict(counts.most_common())
-    _warn_rows(report, canonical, tokenizer, max_length, test)
+    add_warnings(report, canonical, tokenizer, max_length, test)
     try:
         report.dataset = datasets.Dataset.from_list(canonical)
     except (TypeError, ValueError) as err:  # arrow cannot hold mixed types in one column
@@ -412,12 +258,12 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
 
 
 def load_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
-              max_length: int | None = None, split: str = "train",
+              max_length: int | None = None, split_name: str = "train",
               drop_incomplete: bool = False, verbose: bool = True) -> datasets.Dataset:
     """Load ``source`` into a canonical ``datasets.Dataset``; raise :class:`DataError` on errors.
 
     ``source`` is a path (CSV, TSV, JSON, JSONL, Parquet), a DataFrame, a list of dicts, or a
-    ``datasets.Dataset``/``DatasetDict`` (``split`` picks one). ``mapping`` maps canonical fields
+    ``datasets.Dataset``/``DatasetDict`` (``split_name`` picks one). ``mapping`` maps canonical fields
     to your columns, e.g. ``{"prompt": "question", "completion": "reply"}``; without it the layout
     is detected and reported in one line, which you should read once. Warnings (duplicates, long
     examples) are issued with :mod:`warnings`. The source is never modified.
@@ -427,7 +273,7 @@ def load_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     ['prompt', 'completion']
     """
     report = check_data(source, mapping, tokenizer=tokenizer, max_length=max_length,
-                        split=split, drop_incomplete=drop_incomplete)
+                        split_name=split_name, drop_incomplete=drop_incomplete)
     if not report.ok:
         raise DataError("; ".join(report.errors))
     if verbose:
@@ -479,3 +325,14 @@ def split(dataset: datasets.Dataset, test_size: float | int = 0.2, seed: int = 0
         if bars_were_on:
             datasets.enable_progress_bars()
     return datasets.DatasetDict({k: v.remove_columns(tmp) for k, v in parts.items()})
+
+
+def label_set(rows) -> list[str]:
+    """The sorted labels of rows with a ``label`` column (empty when there is none): the label set
+    prompts name and classification metrics score against.
+
+    >>> label_set([{"label": "b"}, {"label": "a"}, {"label": None}, {"label": "b"}])
+    ['a', 'b']
+    """
+    rows = as_rows(rows)
+    return sorted({r["label"] for r in rows if r.get("label") is not None})

@@ -20,38 +20,27 @@ import datasets
 
 from ftkit.data import as_rows
 from ftkit.events import EventBus, EventCallback, StopFlag
-from ftkit.generate import is_peft_model
-from ftkit.models import choose_device
+from ftkit.models import model_info, quiet_library_noise
 from ftkit.prompts import PromptTemplate, zero_shot
-from ftkit.runs import Run, fingerprint, new_run, train_and_record
-from ftkit.sft import MICRO_BATCH_HELP, LoraSettings, micro_batches
+from ftkit.runs import Run, fingerprint, new_run
+from ftkit.training import (Preflight, TrainingSettings, default, train_and_record,
+                            trainable_model, trl_arguments)
+
+__all__ = ["DPOSettings", "preflight", "to_trl_pairs", "train_dpo"]
 
 
 @dataclass
-class DPOSettings:
-    name: str = field(default="dpo", metadata={"help": "Run name (the folder gets a timestamp too)"})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the preference pairs"})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)"})
-    learning_rate: float = field(default=5e-5, metadata={
-        "help": "Peak learning rate; DPO wants a far lower one than SFT (LoRA: 5e-5 to 2e-4)"})
+class DPOSettings(TrainingSettings):
+    name: str = default("name", "dpo")
+    learning_rate: float = default("learning_rate", 5e-5)
     beta: float = field(default=0.1, metadata={
-        "help": "How far the model may move from the reference: lower lets it move further"})
+        "help": "How far the model may move from the reference: lower lets it move further",
+        "after": "learning_rate"})
     # Measured on the built-in example after a 5-minute SFT: plain DPO at lr 2e-4 widened the
     # margins but cost 10 points of accuracy (0.81 -> 0.71); lr 5e-5 with this term: 0.81 -> 0.82.
     sft_weight: float = field(default=1.0, metadata={
         "help": "Weight of an SFT loss on the chosen answer added to DPO's (RPO); it keeps the right "
-                "answers likely. 0 for plain DPO"})
-    batch_size: int = field(default=8, metadata={"help": "Pairs per step"})
-    micro_batch_size: int = field(default=0, metadata={"help": MICRO_BATCH_HELP.replace("Examples", "Pairs")})
-    max_length: int = field(default=256, metadata={"help": "Longest prompt + answer in tokens"})
-    logging_steps: int = field(default=5, metadata={"help": "Log rewards and loss every N steps"})
-    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps, for resuming"})
-    seed: int = field(default=0, metadata={"help": "Random seed for data order and adapter init"})
-    max_minutes: float = field(default=0, metadata={
-        "help": "End the run (saved, completed) before it would pass this many minutes (0: no limit)"})
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    trl: dict = field(default_factory=dict, metadata={
-        "help": "Any other DPOConfig field, passed through, e.g. {'loss_type': ['ipo']}"})
+                "answers likely. 0 for plain DPO", "after": "beta"})
 
 
 def to_trl_pairs(rows, template: PromptTemplate) -> datasets.Dataset:
@@ -68,23 +57,33 @@ def to_trl_pairs(rows, template: PromptTemplate) -> datasets.Dataset:
     ])
 
 
+def preflight(tokenizer, trl_pairs: datasets.Dataset, from_run: Run | None = None) -> Preflight:
+    """Show the first pair as the model reads it, and report what would stop the run.
+
+    Both answers are trained: DPO raises the chosen one's likelihood against the rejected one's.
+    """
+    problems = []
+    if from_run is not None and not (from_run.adapter_dir / "adapter_config.json").is_file():
+        problems.append(f"run {from_run.id} has no saved adapter to continue (status: "
+                        f"{from_run.status.get('status')})")
+    segments = []
+    if len(trl_pairs):
+        first = trl_pairs[0]
+        prompt = tokenizer.apply_chat_template(first["prompt"], tokenize=False, add_generation_prompt=True)
+        segments = [(prompt, False), ("chosen: ", False), (first["chosen"][0]["content"], True),
+                    ("\nrejected: ", False), (first["rejected"][0]["content"], True)]
+    else:
+        problems.append("there are no preference pairs")
+    return Preflight(segments=segments, problems=problems, notes=[f"{len(trl_pairs)} preference pairs"])
+
+
 def _trl_config(settings: DPOSettings, run: Run, device_choice):
     from trl import DPOConfig
 
-    micro, accumulate = micro_batches(settings.batch_size, settings.micro_batch_size, device_choice.device)
-    kw = dict(
-        output_dir=str(run.checkpoints_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
-        learning_rate=settings.learning_rate, beta=settings.beta, per_device_train_batch_size=micro,
-        gradient_accumulation_steps=accumulate, per_device_eval_batch_size=micro,
-        max_length=settings.max_length, logging_steps=settings.logging_steps, save_steps=settings.save_steps,
-        save_strategy="steps", seed=settings.seed, report_to=[], lr_scheduler_type="constant",
-        include_num_input_tokens_seen=True, use_cpu=device_choice.device == "cpu",
-        **device_choice.trainer_precision(),
-    )
+    kw = trl_arguments(settings, run, device_choice, DPOConfig)
+    kw["beta"] = settings.beta
     if settings.sft_weight:
         kw.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, settings.sft_weight])
-    fields = DPOConfig.__dataclass_fields__
-    kw["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = False
     kw.update(settings.trl)
     return DPOConfig(**kw)
 
@@ -92,13 +91,14 @@ def _trl_config(settings: DPOSettings, run: Run, device_choice):
 def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None,
               config: DPOSettings | None = None, from_run: Run | None = None, bus: EventBus | None = None,
               stop: StopFlag | None = None, resume: Run | None = None, runs_root=None) -> Run:
-    """Train ``model`` on preference ``pairs``; return the recorded :class:`Run`.
+    """Train on preference ``pairs``; return the recorded :class:`Run`.
 
-    ``from_run``: an SFT run whose adapter DPO continues (``model`` is then its base model, as
-    :func:`ftkit.load_model` gives it). ``template`` must be the one the SFT run used, so prompts
-    look the same. ``bus``, ``stop`` and ``resume`` work as in :func:`ftkit.sft.train_sft`.
+    ``from_run``: an SFT run whose adapter DPO continues (``model`` is then its base model, the
+    one ``train_sft`` was given, which it left unchanged). ``template`` must be the one the SFT
+    run used, so prompts look the same. ``bus``, ``stop`` and ``resume`` work as in
+    :func:`ftkit.sft.train_sft`; ``model`` is left unchanged here too. Raises ``ValueError`` when
+    the pre-flight check finds a problem.
     """
-    from peft import PeftModel
     from trl import DPOTrainer
 
     config = config or DPOSettings()
@@ -106,20 +106,19 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
     bus = bus if bus is not None else EventBus()
     stop = stop if stop is not None else StopFlag()  # not `stop or`: an unset flag is falsy
     trl_pairs = to_trl_pairs(pairs, template)
+    check = preflight(tokenizer, trl_pairs, from_run)
+    if check.problems:
+        raise ValueError("pre-flight check failed:\n" + "\n".join(check.problems))
+    info = model_info(model)
     start_adapter = from_run.adapter_dir if from_run is not None else None
-    if start_adapter is not None and not is_peft_model(model):
-        model = PeftModel.from_pretrained(model, start_adapter, is_trainable=True)
-    run = resume or new_run(config.name, {
-        "kind": "dpo", "settings": asdict(config), "template": asdict(template),
-        "base_model": getattr(model, "ftkit_source", "") or getattr(model.config, "_name_or_path", ""),
-        "from_run": from_run.id if from_run is not None else None,
-        "data_fingerprint": fingerprint(pairs), "train_rows": len(trl_pairs),
-        "device": str(getattr(model, "ftkit_device", "")),
-    }, root=runs_root)
-
-    device_choice = getattr(model, "ftkit_device", None) or choose_device()
-    peft_config = None if is_peft_model(model) else config.lora.peft_config()
-    trainer = DPOTrainer(model=model, ref_model=None, args=_trl_config(config, run, device_choice),
-                         train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)])
-    return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None)
+    with quiet_library_noise(), trainable_model(model, config.lora, start_adapter) as (trainee, peft_config):
+        run = resume or new_run(config.name, {
+            "kind": "dpo", "settings": asdict(config), "template": asdict(template), "base_model": info.source,
+            "from_run": from_run.id if from_run is not None else None,
+            "data_fingerprint": fingerprint(pairs), "train_rows": len(trl_pairs), "device": str(info.device),
+        }, root=runs_root)
+        trainer = DPOTrainer(model=trainee, ref_model=None, args=_trl_config(config, run, info.device),
+                             train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
+                             callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)])
+        return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
+                                preflight=str(check))

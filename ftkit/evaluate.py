@@ -21,6 +21,9 @@ import pandas as pd
 from ftkit import metrics as M
 from ftkit.data import as_rows, find_overlap
 from ftkit.generate import generate
+from ftkit.metrics import normalize
+
+__all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "evaluate", "pairs_from_ratings"]
 
 
 class Template(Protocol):
@@ -75,15 +78,64 @@ class Comparison:
                 f"losses {self.losses}")
 
 
+def _column(variant: str, name: str) -> str:
+    return f"{variant}: {name}"
+
+
 @dataclass
 class EvalResult:
-    """What :func:`evaluate` returns: all plain data, for panels and reports to display."""
+    """What :func:`evaluate` returns: all plain data, for panels and reports to display.
 
-    table: pd.DataFrame  # one row per example; per variant: output, scores, latency, tokens
-    summary: pd.DataFrame  # one row per variant: metric means with CIs, latency, tokens
+    ``table`` has one row per example (``input``, ``reference``, and per variant its output,
+    scores, latency and tokens); read a variant's column with :meth:`column` rather than by its
+    name. ``summary`` has one row per variant: metric means with 95% intervals, latency, tokens.
+    """
+
+    table: pd.DataFrame
+    summary: pd.DataFrame
     scores: dict[str, dict[str, np.ndarray]]  # variant -> metric -> per-example scores
     n_boot: int = 1000
     seed: int = 0
+
+    @property
+    def variants(self) -> list[str]:
+        """The variant names, in the order they were evaluated."""
+        return list(self.scores)
+
+    @property
+    def metrics(self) -> list[str]:
+        """The per-example metrics, in the order they were given (the first is the headline)."""
+        return list(next(iter(self.scores.values()), {}))
+
+    def column(self, variant: str, name: str) -> pd.Series:
+        """One variant's column of the table: ``"output"``, a metric, ``"latency_s"``,
+        ``"prompt_tokens"`` or ``"new_tokens"``."""
+        if variant not in self.scores:
+            raise KeyError(f"no variant {variant!r}; variants are: {', '.join(self.scores)}")
+        key = _column(variant, name)
+        if key not in self.table.columns:
+            known = [c.split(": ", 1)[1] for c in self.table.columns if c.startswith(f"{variant}: ")]
+            raise KeyError(f"variant {variant!r} has no column {name!r}; it has: {', '.join(known)}")
+        return self.table[key]
+
+    def outputs(self, variant: str) -> list[str]:
+        """What ``variant`` answered, row by row."""
+        return [str(o) for o in self.column(variant, "output")]
+
+    def merge(self, other: EvalResult) -> EvalResult:
+        """One result from this and another evaluation of different variants on the same rows.
+
+        The paired comparisons stay valid: both scored the same rows in the same order.
+        """
+        if list(self.table["input"]) != list(other.table["input"]):
+            raise ValueError("the two evaluations did not score the same rows")
+        clash = set(self.scores) & set(other.scores)
+        if clash:
+            raise ValueError(f"both evaluations have a variant named {min(clash)!r}; rename one")
+        shared = [c for c in other.table.columns if c in self.table.columns]
+        return EvalResult(table=pd.concat([self.table, other.table.drop(columns=shared)], axis=1),
+                          summary=pd.concat([self.summary, other.summary]),
+                          scores={**self.scores, **other.scores}, n_boot=self.n_boot, seed=self.seed)
 
     def compare(self, a: str, b: str, metric: str | None = None) -> Comparison:
         """Paired bootstrap of the mean difference ``a - b`` on the same rows."""
@@ -168,13 +220,13 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
                         max_new_tokens=v.max_new_tokens, batch_size=batch_size, adapter=v.adapter,
                         progress=progress)
         texts = [o.text for o in outs]
-        table[f"{v.name}: output"] = texts
+        table[_column(v.name, "output")] = texts
         scores[v.name] = {}
         line = {"variant": v.name, "n": len(rows)}
         for mname, fn in scorers.items():
             s = np.array([fn(t, ref, r) for t, ref, r in zip(texts, references, rows)], dtype=float)
             scores[v.name][mname] = s
-            table[f"{v.name}: {mname}"] = s
+            table[_column(v.name, mname)] = s
             line[mname], line[f"{mname}_low"], line[f"{mname}_high"] = bootstrap_ci(s, n_boot, seed)
         if labels:
             parsed = [M.parse_label(t, labels) for t in texts]  # once; the bootstrap resamples these
@@ -183,8 +235,43 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             line["invalid_rate"] = parsed.count(M.INVALID) / len(parsed)
         for key in ("latency_s", "prompt_tokens", "new_tokens"):
             values = [getattr(o, key) for o in outs]
-            table[f"{v.name}: {key}"] = values
+            table[_column(v.name, key)] = values
             line[key] = float(np.mean(values))
         summary.append(line)
     return EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
                       n_boot=n_boot, seed=seed)
+
+
+def pairs_from_ratings(result: EvalResult, rows, ratings: dict[tuple[int, str], bool]) -> list[dict]:
+    """Preference pairs for DPO from thumbs up/down on outputs.
+
+    ``ratings`` maps ``(row index, variant name)`` to True (good answer) or False (bad). In each
+    row, every output rated up is ``chosen`` against every output rated down; a row with only
+    downs uses its reference as ``chosen``. Empty answers and answers that are the same after
+    normalization make no pair (load_data refuses empty cells, and DPO learns nothing from a tie).
+
+    >>> import pandas as pd
+    >>> result = EvalResult(table=pd.DataFrame({"input": ["q"], "reference": ["a"], "x: output": ["b"],
+    ...                                         "y: output": ["a!"]}), summary=pd.DataFrame(),
+    ...                     scores={"x": {}, "y": {}})
+    >>> pairs_from_ratings(result, [{"prompt": "q", "completion": "a"}], {(0, "x"): False, (0, "y"): True})
+    [{'prompt': 'q', 'chosen': 'a!', 'rejected': 'b'}]
+    """
+    rows = as_rows(rows)
+    out, seen = [], set()
+    for i in sorted({i for i, _ in ratings}):
+        rated = {name: up for (j, name), up in ratings.items() if j == i}
+        outputs = {name: result.outputs(name)[i] for name in rated}
+        ups = [outputs[name] for name, up in rated.items() if up]
+        downs = [outputs[name] for name, up in rated.items() if not up]
+        row = rows[i]
+        for chosen in ups or ([row["completion"]] if downs else []):
+            for rejected in downs:
+                key = (i, normalize(chosen), normalize(rejected))
+                if chosen.strip() and rejected.strip() and key[1] != key[2] and key not in seen:
+                    seen.add(key)
+                    pair = {"prompt": row["prompt"], "chosen": chosen, "rejected": rejected}
+                    if row.get("label") is not None:
+                        pair["label"] = row["label"]
+                    out.append(pair)
+    return out

@@ -32,6 +32,8 @@ from collections.abc import Callable
 
 from transformers import TrainerCallback
 
+__all__ = ["EVENTS", "EventBus", "EventCallback", "StopFlag"]
+
 EVENTS = ("start", "log", "eval", "checkpoint", "end", "error")
 
 

@@ -23,7 +23,10 @@ import time
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import is_peft_model
 from tqdm.auto import tqdm
+
+__all__ = ["Generation", "adapter_state", "generate", "render_prompts"]
 
 # Below this many shared tokens a cached prefix saves less than the cache copies cost.
 MIN_CACHED_PREFIX = 32
@@ -45,10 +48,6 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
         tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
         for m in conversations
     ]
-
-
-def is_peft_model(model) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
 @contextlib.contextmanager
@@ -130,13 +129,13 @@ def _count_new(ids: list[int], eos_ids: set[int], pad_id: int | None) -> int:
 @torch.inference_mode()
 def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 32,
              batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0,
-             top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
+             top_p: float = 1.0, seed: int | None = None, stop_strings: list[str] | None = None,
              prefix_cache: bool = True, adapter=None, progress: bool = True) -> list[Generation]:
     """Generate an answer for each conversation (a list of ``{role, content}`` messages).
 
     Greedy by default, so results are repeatable; ``do_sample=True`` with ``temperature``,
     ``top_p`` and ``seed`` samples. Generation ends at the end-of-sequence token, after
-    ``max_new_tokens``, or at any string in ``stop`` (cut from the text). ``adapter`` is passed
+    ``max_new_tokens``, or at any string in ``stop_strings`` (cut from the text). ``adapter`` is passed
     to :func:`adapter_state`. Latency is the batch's wall time divided evenly among its examples,
     plus an equal share of the shared prefix's one-time pass: what a request costs when served in
     batches.
@@ -152,8 +151,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
         options.update(temperature=temperature, top_p=top_p)
     else:  # silence the "temperature is set but do_sample is False" warnings of some configs
         options.update(temperature=None, top_p=None, top_k=None)
-    if stop:
-        options.update(stop_strings=list(stop), tokenizer=tokenizer)
+    if stop_strings:
+        options.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
     if seed is not None:
         torch.manual_seed(seed)
 
@@ -193,7 +192,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
                 toks = new[row].tolist()
                 n = _count_new(toks, eos_ids, pad_id)
                 text = tokenizer.decode(toks[:n], skip_special_tokens=True)
-                for s in stop or ():
+                for s in stop_strings or ():
                     text = text.split(s, 1)[0]
                 results[i] = Generation(text=text.strip(), prompt_tokens=len(ids[i]), new_tokens=n,
                                         latency_s=elapsed / len(idx) + prefix_s)

@@ -24,6 +24,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+__all__ = ["LaunchPlan", "accelerate_config", "run_launch", "write_launch"]
+
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 

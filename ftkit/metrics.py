@@ -1,8 +1,8 @@
 """Task metrics: plain functions ``(prediction, reference, row) -> float`` scored per example.
 
-Per-example scores are what the evaluation averages and bootstraps. Corpus-level figures that
-are not a mean of per-example scores (macro-F1) are computed separately by
-:func:`classification_summary`.
+Per-example scores are what the evaluation averages and bootstraps. A corpus-level figure that
+is not a mean of per-example scores (macro-F1) is computed from the parsed labels by
+:func:`macro_f1`, which :func:`ftkit.evaluate.evaluate` calls and bootstraps.
 
 >>> exact_match("  Order_Status. ", "order_status")
 1.0
@@ -19,6 +19,11 @@ import unicodedata
 from collections.abc import Callable
 from functools import partial
 from typing import Protocol
+
+__all__ = [
+    "BUILTIN", "INVALID", "Metric", "bleu", "chrf", "exact_match", "field_f1", "json_valid", "label_accuracy",
+    "macro_f1", "make_label_accuracy", "normalize", "parse_label", "resolve", "rouge_l",
+]
 
 INVALID = "(invalid)"
 _EDGE = string.punctuation + "\u201c\u201d\u2018\u2019\u00ab\u00bb\u3002"
@@ -78,25 +83,6 @@ def make_label_accuracy(labels: list[str]) -> Metric:
     metric = partial(label_accuracy, labels=sorted(labels))
     metric.__name__ = "label_accuracy"
     return metric
-
-
-def classification_summary(predictions: list[str], references: list[str], labels: list[str]) -> dict:
-    """Accuracy, macro-F1 over ``labels`` and the share of invalid outputs.
-
-    An invalid output counts as a miss for its reference label's recall and for no label's
-    precision. Labels that never occur in the references and are never predicted are left out of
-    the macro average.
-
-    >>> classification_summary(["a", "a", "zzz", "b"], ["a", "b", "b", "b"], ["a", "b"])
-    {'accuracy': 0.5, 'macro_f1': 0.5833333333333333, 'invalid_rate': 0.25}
-    """
-    parsed = [parse_label(p, labels) for p in predictions]
-    n = len(references)
-    return {
-        "accuracy": sum(p == r for p, r in zip(parsed, references)) / n if n else 0.0,
-        "macro_f1": macro_f1(parsed, references, labels),
-        "invalid_rate": parsed.count(INVALID) / n if n else 0.0,
-    }
 
 
 def macro_f1(parsed, references, labels: list[str]) -> float:

@@ -16,6 +16,7 @@ Device and precision are chosen from the hardware: see :func:`choose_device`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -26,6 +27,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,13 @@ _FALLBACK_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+__all__ = [
+    "EMBEDDED_NAME", "DeviceChoice", "ModelInfo", "ModelLoadError", "cache_dir", "choose_device",
+    "cpu_has_native_bf16", "describe_device", "load_model", "model_info", "prepare_tokenizer",
+    "quiet_library_noise",
+]
 
 
 class ModelLoadError(RuntimeError):
@@ -168,6 +177,67 @@ def describe_device(device: str = "auto", dtype="auto") -> str:
     True
     """
     return str(choose_device(device, dtype))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a model came from and where it runs: what runs record and trainers read."""
+
+    source: str  # the name, folder or Hub id it was loaded from
+    device: DeviceChoice
+
+
+def model_info(model) -> ModelInfo:
+    """The :class:`ModelInfo` of a model, also through a PEFT wrapper.
+
+    A model that :func:`load_model` did not load is described by its weights: the device and
+    precision they are in, and the name in its config.
+
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> tiny = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=8,
+    ...                                     num_hidden_layers=1, num_attention_heads=2))
+    >>> model_info(tiny).device.device, model_info(tiny).device.dtype_name
+    ('cpu', 'float32')
+    """
+    from accelerate.utils import is_peft_model
+
+    base = model.get_base_model() if is_peft_model(model) else model
+    info = base.__dict__.get("_ftkit_info")
+    if info is not None:
+        return info
+    weight = next(base.parameters())
+    return ModelInfo(source=getattr(base.config, "_name_or_path", "") or type(base).__name__,
+                     device=DeviceChoice(device=weight.device.type, dtype=weight.dtype,
+                                         reason="as the model was given (not loaded by ftkit.load_model)"))
+
+
+# Messages a learner should not have to read in every training cell: TRL still asks the model for
+# a deprecated attribute (transformers 5 warns each time), and TRL's dataset preparation draws a
+# progress bar per pass (tokenizing, truncating, dropping) over rows ftkit already checked.
+KNOWN_NOISE = (r".*`?is_gradient_checkpointing`? is deprecated",)
+
+
+@contextlib.contextmanager
+def quiet_library_noise():
+    """Silence exactly the known messages above, for the duration of one of ftkit's own calls
+    (training, loading a run's adapter).
+
+    ``warnings.catch_warnings`` restores the filters afterwards; every other warning still shows.
+    Under a panel this runs in the training thread: the filter is process-wide while it lasts,
+    which for one exact message is harmless.
+    """
+    import datasets
+
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    with warnings.catch_warnings():
+        for message in KNOWN_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+        datasets.disable_progress_bars()
+        try:
+            yield
+        finally:
+            if bars_were_on:
+                datasets.enable_progress_bars()
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,12 +478,13 @@ def load_model(
 
     ``name_or_path`` is ``"smollm2-135m-instruct"`` (the embedded default), a local folder, a
     ``.gguf`` file, or a Hub id. The model is moved to the chosen device in the chosen precision
-    (see :func:`choose_device`) and put in eval mode; ``model.ftkit_device`` holds that choice.
+    (see :func:`choose_device`) and put in eval mode; :func:`model_info` tells where it came from
+    and that choice.
     ``load_in_4bit=True`` loads the weights in 4-bit NF4 through bitsandbytes, for QLoRA: LoRA
     training on top then needs about a quarter of the memory (CUDA only).
 
     >>> model, tokenizer = load_model()                     # doctest: +SKIP
-    >>> model.ftkit_device.reason                            # doctest: +SKIP
+    >>> model_info(model).device.reason                      # doctest: +SKIP
     'no GPU; this CPU has no native bfloat16, so float32 ...'
     """
     choice = choose_device(device, dtype)
@@ -437,8 +508,7 @@ def load_model(
     model.eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.ftkit_device = choice
-    model.ftkit_source = str(name_or_path)
+    model._ftkit_info = ModelInfo(source=str(name_or_path), device=choice)
     if verbose:
         print(f"ftkit: loaded {name_or_path} on {choice}", file=sys.stderr)
     return model, tokenizer

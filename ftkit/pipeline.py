@@ -7,8 +7,8 @@ ones a notebook takes, through the same functions::
     load_model -> check_data -> split -> templates -> train_sft -> train_dpo -> evaluate -> report
 
 Progress goes to the terminal: a line per logged training step (loss, ETA) from the event bus,
-and tqdm bars while generating. Each trained run gets an ``eval.json`` beside its
-``config.json`` with the evaluation summary, which ``ftkit runs`` and ``ftkit report`` read.
+and tqdm bars while generating. Each trained run records its evaluation
+(:meth:`ftkit.runs.Run.record_evaluation`), which ``ftkit runs`` and ``ftkit report`` read.
 
 >>> result = run_pipeline(load_config("pipeline.yaml"))    # doctest: +SKIP
 >>> result.evaluation.summary["exact_match"]               # doctest: +SKIP
@@ -22,19 +22,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
-import pandas as pd
 from tqdm.auto import tqdm
 
 from ftkit import examples
 from ftkit.config import PipelineConfig, TemplateConfig, template_name
-from ftkit.data import DataError, check_data, split
+from ftkit.data import DataError, check_data, label_set, split
 from ftkit.dpo import train_dpo
 from ftkit.evaluate import EvalResult, Variant, evaluate
 from ftkit.events import EventBus
 from ftkit.models import describe_device, load_model
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, DEFAULT_INSTRUCTION, PromptTemplate, few_shot
-from ftkit.runs import Run, write_json
+from ftkit.runs import Run
 from ftkit.sft import train_sft
+
+__all__ = [
+    "PipelineResult", "Prepared", "build_template", "prepare_data", "print_summary", "progress_printer",
+    "run_pipeline", "served_model", "train_stages", "training_template",
+]
 
 # Summary columns worth a line in the terminal table and the report, in this order.
 SUMMARY_COLUMNS = ("macro_f1", "invalid_rate", "prompt_tokens", "new_tokens", "latency_s")
@@ -78,7 +82,7 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     train, test = parts["train"], parts["test"]
     if d.limit:
         test = test.select(range(min(d.limit, len(test))))
-    labels = sorted({x for x in train["label"] if x is not None}) if "label" in train.column_names else []
+    labels = label_set(train)
     how = f", stratified by {stratify}" if stratify else ""
     description = (f"{len(train)} train / {len(parts['test'])} test rows{how}; evaluating on {len(test)}")
     say(f"Split: {description}")
@@ -166,25 +170,11 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared,
         if not report.ok:
             raise DataError("dpo.source: " + "; ".join(report.errors))
         say(f"\nDPO: from {sft.id} on {report.n_rows} preference pairs")
-        base, base_tokenizer = load_model(config.model.name, device=config.model.device,
-                                          dtype=config.model.dtype, verbose=False)
-        runs.append(train_dpo(base, base_tokenizer, report.dataset, template=template, config=config.dpo,
+        # train_sft left `model` as it was: DPO continues the SFT adapter on the same base weights.
+        runs.append(train_dpo(model, tokenizer, report.dataset, template=template, config=config.dpo,
                               from_run=sft, bus=progress_printer("dpo", say, config.dpo.max_minutes),
                               runs_root=runs_root))
     return runs
-
-
-def merge_results(a: EvalResult, b: EvalResult) -> EvalResult:
-    """One result from two evaluations of different variants on the same rows.
-
-    The paired comparisons stay valid: both scored the same rows in the same order.
-    """
-    if list(a.table["input"]) != list(b.table["input"]):
-        raise ValueError("the two evaluations did not score the same rows")
-    shared = [c for c in b.table.columns if c in a.table.columns]
-    return EvalResult(table=pd.concat([a.table, b.table.drop(columns=shared)], axis=1),
-                      summary=pd.concat([a.summary, b.summary]), scores={**a.scores, **b.scores},
-                      n_boot=a.n_boot, seed=a.seed)
 
 
 def served_model(run: Run):
@@ -197,15 +187,6 @@ def served_model(run: Run):
 
 def _variant_name(run: Run) -> str:
     return {"sft": "LoRA SFT", "dpo": "SFT + DPO"}.get(run.config.get("kind"), run.id)
-
-
-def record_evaluation(run: Run, variant: str, result: EvalResult, metric: str, prepared: Prepared) -> None:
-    """Write the evaluation summary into the run folder as ``eval.json``."""
-    summary = result.summary.reset_index().to_dict(orient="records")
-    write_json(run.path / "eval.json", {
-        "variant": variant, "metric": metric, "value": float(result.summary.loc[variant, metric]),
-        "test_rows": len(prepared.test), "summary": summary,
-    })
 
 
 def print_summary(result: EvalResult, metric: str, say: Callable[[str], None] = tqdm.write) -> None:
@@ -235,7 +216,6 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     # Few-shot examples come from the training split only: the evaluated rows stay unseen.
     templates = [build_template(t, prepared.train, prepared.labels) for t in config.templates]
     train_template = training_template(config, templates)
-    # Baselines are measured before training wraps the model in an adapter.
     say(f"\nPrompt baselines: {', '.join(t.name for t in templates)} on {len(prepared.test)} rows")
     baseline = evaluate([Variant(model, tokenizer, t, max_new_tokens=config.max_new_tokens) for t in templates],
                         prepared.test, metrics=config.metrics, labels=prepared.labels or None,
@@ -251,18 +231,16 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     if tuned:
         tuned_result = evaluate(tuned, prepared.test, metrics=config.metrics, labels=prepared.labels or None,
                                 progress=progress)
-        result = merge_results(baseline, tuned_result) if baseline is not None else tuned_result
+        result = baseline.merge(tuned_result) if baseline is not None else tuned_result
     for run, variant in zip(trained, tuned):
-        record_evaluation(run, variant.name, result, config.headline, prepared)
+        run.record_evaluation(result, variant=variant.name, metric=config.headline)
     say("")
     print_summary(result, config.headline, say)
     names = list(result.summary.index)
     for name in names[1:]:
         say(str(result.compare(name, names[0], config.headline)))
-    report = write_report(config.output.report, title=title, summary=result.summary, table=result.table,
-                          runs=runs, metric=config.headline, notes=[prepared.description,
-                                                                    f"model: {config.model.name}"],
-                          config=asdict(config))
+    report = write_report(config.output.report, title=title, result=result, runs=runs, metric=config.headline,
+                          notes=[prepared.description, f"model: {config.model.name}"], config=asdict(config))
     seconds = time.perf_counter() - start
     say(f"\nReport: {report}  ({_duration(seconds)} in all)")
     return PipelineResult(evaluation=result, runs=runs, report=report, seconds=seconds)

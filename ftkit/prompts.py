@@ -22,6 +22,11 @@ from functools import partial
 
 from ftkit.data import as_rows
 
+__all__ = [
+    "CLASSIFY_INSTRUCTION", "CLASSIFY_SYSTEM", "DEFAULT_INSTRUCTION", "PromptTemplate", "classify_few_shot",
+    "classify_with_system", "classify_zero_shot", "few_shot", "select_shots", "with_system", "zero_shot",
+]
+
 DEFAULT_INSTRUCTION = "{prompt}"
 CLASSIFY_INSTRUCTION = "Labels: {labels}\nMessage: {prompt}\nAnswer with the label only."
 CLASSIFY_SYSTEM = "You sort messages into exactly one of the given labels."

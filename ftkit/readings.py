@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+__all__ = ["read_curves", "training_cost"]
+
 # Rules of thumb behind the readings; each number was chosen to keep a noisy short run from
 # triggering a reading on one unlucky batch.
 RISING_EVALS = 2  # consecutive rises of the evaluation loss before calling it overfitting

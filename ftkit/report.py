@@ -6,13 +6,12 @@ each training run cost, and the side-by-side answers per example. Charts are plo
 plotly.js inlined once, so the file opens offline and links to nothing; every string that comes
 from the user's data or settings is escaped.
 
->>> path = write_report("report.html", summary=result.summary, table=result.table, runs=[sft, dpo])  # doctest: +SKIP
+>>> path = write_report("report.html", result=result, runs=[sft, dpo])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import html
-import json
 import math
 import time
 from pathlib import Path
@@ -22,8 +21,12 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import yaml
 
+from ftkit.evaluate import EvalResult
 from ftkit.readings import read_curves, training_cost
 from ftkit.runs import Run
+
+__all__ = ["curves_figure", "metric_figure", "recorded_summary", "render_report", "run_cost", "tokens_figure",
+           "write_report"]
 
 MAX_TABLE_ROWS = 500  # a longer side-by-side table makes the page slow to open
 _STYLE = """
@@ -134,13 +137,12 @@ def run_cost(run: Run) -> dict:
 
 
 def recorded_summary(runs: list[Run]) -> tuple[pd.DataFrame | None, str | None]:
-    """The evaluation summary the pipeline recorded in the runs' ``eval.json``, merged by variant."""
+    """The evaluation summaries recorded with the runs (:attr:`Run.evaluation`), merged by variant."""
     rows: dict[str, dict] = {}
     metric = None
     for run in runs:
-        path = run.path / "eval.json"
-        if path.is_file():
-            record = json.loads(path.read_text())
+        record = run.evaluation
+        if record is not None:
             metric = metric or record.get("metric")
             for line in record.get("summary", []):
                 rows[line["variant"]] = line
@@ -166,18 +168,21 @@ def _summary_table(summary: pd.DataFrame, metric: str) -> str:
     return _table(header, rows) + note
 
 
-def _side_by_side(table: pd.DataFrame, variants: list[str], metric: str) -> str:
-    shown = table.head(MAX_TABLE_ROWS)
+def _side_by_side(result: EvalResult, metric: str) -> str:
+    n = min(len(result.table), MAX_TABLE_ROWS)
+    variants = result.variants
+    outputs = {v: result.outputs(v)[:n] for v in variants}
+    scores = {v: list(result.column(v, metric))[:n] if metric in result.scores[v] else [None] * n
+              for v in variants}
     header = ["#", "input", "reference", *variants]
     rows, classes = [], []
-    for i, (_, r) in enumerate(shown.iterrows()):
-        rows.append([i, r["input"], r["reference"], *(r.get(f"{v}: output", "") for v in variants)])
-        marks = ["", "", ""]
-        for v in variants:
-            score = r.get(f"{v}: {metric}")
-            marks.append("" if score is None or pd.isna(score) else ("ok" if score >= 1 else "bad"))
-        classes.append(marks)
-    more = f"<p class='note'>first {MAX_TABLE_ROWS} of {len(table)} rows</p>" if len(table) > MAX_TABLE_ROWS else ""
+    for i in range(n):
+        rows.append([i, result.table["input"].iloc[i], result.table["reference"].iloc[i],
+                     *(outputs[v][i] for v in variants)])
+        classes.append(["", "", ""] + ["" if scores[v][i] is None or pd.isna(scores[v][i])
+                                       else ("ok" if scores[v][i] >= 1 else "bad") for v in variants])
+    total = len(result.table)
+    more = f"<p class='note'>first {MAX_TABLE_ROWS} of {total} rows</p>" if total > MAX_TABLE_ROWS else ""
     return (f"<p class='note'>green: {_esc(metric)} = 1; red: below 1</p>"
             + _table(header, rows, classes) + more)
 
@@ -186,10 +191,12 @@ def _side_by_side(table: pd.DataFrame, variants: list[str], metric: str) -> str:
 # The page
 
 
-def render_report(*, title: str = "ftkit report", summary: pd.DataFrame | None = None,
-                  table: pd.DataFrame | None = None, runs: list[Run] = (), metric: str = "exact_match",
+def render_report(*, title: str = "ftkit report", result: EvalResult | None = None,
+                  summary: pd.DataFrame | None = None, runs: list[Run] = (), metric: str = "exact_match",
                   notes: list[str] = (), config: dict | None = None) -> str:
     """The report as one HTML string (see :func:`write_report`)."""
+    if result is not None:
+        summary = result.summary
     sections: list[tuple[str, str]] = []
     figures = []
     if summary is not None and len(summary):
@@ -218,8 +225,8 @@ def render_report(*, title: str = "ftkit report", summary: pd.DataFrame | None =
                  c["train_rows"], c["device"], c["reading"]] for c in costs]
         rows = [[("" if v is None else v) for v in row] for row in rows]
         sections.append(("Training cost", _table(header, rows)))
-    if table is not None and summary is not None:
-        sections.append(("Side by side", _side_by_side(table, list(summary.index), metric)))
+    if result is not None:
+        sections.append(("Side by side", _side_by_side(result, metric)))
     if config is not None:
         text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
         sections.append(("Configuration", f"<pre>{_esc(text)}</pre>"))
@@ -232,7 +239,8 @@ def render_report(*, title: str = "ftkit report", summary: pd.DataFrame | None =
 def write_report(path, **kwargs) -> Path:
     """Write :func:`render_report` to ``path`` (folders created); return the path.
 
-    Keywords: ``title``, ``summary`` (``EvalResult.summary``), ``table`` (``EvalResult.table``),
+    Keywords: ``title``, ``result`` (an :class:`~ftkit.evaluate.EvalResult`: summary, charts and
+    the side-by-side answers), or ``summary`` alone (a recorded one, see :func:`recorded_summary`),
     ``runs`` (recorded :class:`~ftkit.runs.Run` objects), ``metric`` (the headline), ``notes``
     (lines under the title) and ``config`` (a dict shown as YAML).
     """

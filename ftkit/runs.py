@@ -6,6 +6,7 @@ Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
         config.json     hyperparameters, seed, library versions, data fingerprint, base model
         status.json     running | completed | stopped | failed, with the error message if any
         events.jsonl    every event of the run, one JSON object a line, appended as it happens
+        eval.json       the evaluation of the trained model, when one was recorded
         adapter/        the trained adapter (safetensors) and the tokenizer
         checkpoints/    trainer checkpoints, for resuming
 
@@ -28,6 +29,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+__all__ = ["Run", "fingerprint", "is_main_process", "list_runs", "load_run", "new_run", "runs_dir", "sanitize_name",
+           "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
 
@@ -93,7 +97,10 @@ class Run:
     """A run folder. Reading is always safe; writing is done by the trainer that owns it."""
 
     path: Path
-    model: Any = field(default=None, repr=False, compare=False)  # set by the trainer that ran it
+    # The trained model, set by the trainer that ran it: the base weights (shared with the model
+    # you trained from, not a copy) with the adapter on. To merge the adapter into weights, use
+    # export(merged=True) or load_model(): merging in place would change the shared weights.
+    model: Any = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -148,6 +155,33 @@ class Run:
             f.write(json.dumps({"event": name, "time": time.time(), **payload}, default=str) + "\n")
             f.flush()
 
+    def record_evaluation(self, result, variant: str | None = None, metric: str | None = None) -> None:
+        """Keep the evaluation of this run's model in ``eval.json``: the summary of every variant
+        ``result`` (an :class:`~ftkit.evaluate.EvalResult`) holds, and this run's own figure.
+
+        ``variant`` is the run's name in ``result`` (default: the run id); ``metric`` the headline
+        (default: the first one evaluated).
+        """
+        variant = variant or self.id
+        if variant not in result.variants:
+            raise ValueError(f"the evaluation has no variant {variant!r} for run {self.id}; variants are: "
+                             f"{', '.join(result.variants)}. Pass variant=...")
+        metric = metric or result.metrics[0]
+        write_json(self.path / "eval.json", {
+            "variant": variant, "metric": metric, "value": float(result.summary.loc[variant, metric]),
+            "test_rows": int(result.summary.loc[variant, "n"]),
+            "summary": result.summary.reset_index().to_dict(orient="records"),
+        })
+
+    @property
+    def evaluation(self) -> dict | None:
+        """What :meth:`record_evaluation` kept: ``variant``, ``metric``, ``value``, ``test_rows``
+        and ``summary`` (one dict per variant); None when the run was never evaluated."""
+        try:
+            return json.loads((self.path / "eval.json").read_text())
+        except FileNotFoundError:
+            return None
+
     @property
     def adapter_dir(self) -> Path:
         return self.path / "adapter"
@@ -167,7 +201,7 @@ class Run:
         """
         from peft import PeftModel
 
-        from ftkit.models import load_model, prepare_tokenizer
+        from ftkit.models import load_model, prepare_tokenizer, quiet_library_noise
 
         if not (self.adapter_dir / "adapter_config.json").is_file():
             raise FileNotFoundError(f"run {self.id} has no saved adapter (status: "
@@ -176,8 +210,8 @@ class Run:
         from transformers import AutoTokenizer
 
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(self.adapter_dir))
-        model = PeftModel.from_pretrained(base, self.adapter_dir, adapter_name="default").eval()
-        model.ftkit_device, model.ftkit_source = base.ftkit_device, base.ftkit_source
+        with quiet_library_noise():
+            model = PeftModel.from_pretrained(base, self.adapter_dir, adapter_name="default").eval()
         return model, tokenizer
 
     def export(self, folder: str | os.PathLike, merged: bool = False) -> Path:
@@ -234,63 +268,6 @@ def fingerprint(rows) -> str:
 
     rows = as_rows(rows)
     return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _oom_hint(err: BaseException) -> str | None:
-    text = str(err).lower()
-    if "out of memory" in text or isinstance(err, MemoryError):
-        return ("out of memory: lower micro_batch_size (each step stays the same, in more passes), "
-                "then batch_size or max_length, or use a smaller LoRA rank")
-    return None
-
-
-def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool = False,
-                     preflight: str | None = None) -> Run:
-    """Run a TRL trainer inside ``run``: record its events and final status, save its adapter.
-
-    A stop from the flag ends after the current step with a checkpoint there (EventCallback asks
-    for it), so a resume starts exactly at that step; after a KeyboardInterrupt the adapter is
-    still saved and a resume starts at the last periodic checkpoint. Any other exception marks the
-    run failed with the message (and what to reduce, for out-of-memory) and is raised again.
-    """
-    from ftkit.events import EVENTS
-
-    if resumed:
-        run.set_status("running")
-    recorders = [(name, bus.on(name, lambda payload, name=name: run.record(name, payload)))
-                 for name in EVENTS]
-    if preflight:
-        run.record("preflight", {"text": preflight})
-    model = trainer.model
-    model.train()
-    try:
-        checkpoint = run.last_checkpoint() if resumed else None
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        status = "stopped" if stop else "completed"
-    except KeyboardInterrupt:
-        status = "stopped"
-    except Exception as err:
-        hint = _oom_hint(err)
-        message = f"{type(err).__name__}: {err}"
-        bus.emit("error", {"message": message, "hint": hint})
-        run.set_status("failed", error=message, hint=hint, step=trainer.state.global_step)
-        raise
-    finally:
-        model.eval()
-        for name, fn in recorders:
-            bus.off(name, fn)
-    trainer.save_model(str(run.adapter_dir))  # every process calls it: FSDP gathers the shards
-    if is_main_process():
-        tokenizer.save_pretrained(run.adapter_dir)
-    step = trainer.state.global_step
-    run.record("end", {"step": step, "status": status})
-    bus.emit("end", {"step": step, "status": status})
-    best = trainer.state.best_model_checkpoint  # set by early stopping (load_best_model_at_end)
-    extra = {"best_checkpoint": best, "best_metric": trainer.state.best_metric} if best else {}
-    run.set_status(status, step=step, max_steps=trainer.state.max_steps, **extra)
-    trainer.accelerator.wait_for_everyone()  # every process then reads the final status
-    run.model = trainer.model
-    return run
 
 
 def list_runs(root=None) -> list[Run]:

@@ -18,75 +18,23 @@ import datasets
 
 from ftkit.data import as_rows
 from ftkit.events import EventBus, EventCallback, StopFlag
-from ftkit.generate import is_peft_model
-from ftkit.models import choose_device
+from ftkit.models import model_info, quiet_library_noise
 from ftkit.prompts import PromptTemplate, zero_shot
-from ftkit.runs import Run, fingerprint, new_run, train_and_record
+from ftkit.runs import Run, fingerprint, new_run
+from ftkit.training import (Preflight, TrainingSettings, default, train_and_record,
+                            trainable_model, trl_arguments)
 
-
-MICRO_BATCH_HELP = ("Examples per forward pass; each step accumulates batch_size of them. 0: 4 on a CPU "
-                    "(half the peak memory of 8 at the same speed), the whole batch on a GPU. "
-                    "Lower it if memory runs out")
-
-
-def micro_batches(batch_size: int, micro_batch_size: int, device: str) -> tuple[int, int]:
-    """``(examples per forward pass, passes per step)`` for a step of ``batch_size`` examples.
-
-    >>> micro_batches(8, 0, "cpu"), micro_batches(8, 0, "cuda"), micro_batches(8, 2, "cuda")
-    ((4, 2), (8, 1), (2, 4))
-    """
-    micro = micro_batch_size or (4 if device == "cpu" else batch_size)
-    micro = min(micro, batch_size)
-    if batch_size % micro:
-        divisors = [d for d in range(micro, 0, -1) if batch_size % d == 0]
-        raise ValueError(f"batch_size ({batch_size}) must be a multiple of micro_batch_size ({micro}); "
-                         f"set micro_batch_size to {divisors[0]}, or 0 for the default")
-    return micro, batch_size // micro
+__all__ = ["SFTSettings", "preflight", "to_trl_rows", "train_sft"]
 
 
 @dataclass
-class LoraSettings:
-    r: int = field(default=16, metadata={"help": "LoRA rank: size of the low-rank update per matrix"})
-    alpha: int = field(default=32, metadata={"help": "LoRA scaling; usually 2 x rank"})
-    dropout: float = field(default=0.0, metadata={
-        "help": "Dropout on the LoRA path; 0 for runs of a few hundred steps"})
-    target_modules: str = field(default="all-linear", metadata={
-        "help": "Which layers get adapters: 'all-linear', or comma-separated names like 'q_proj,v_proj'"})
-    full_finetune: bool = field(default=False, metadata={
-        "help": "Train every weight instead of an adapter (needs far more memory)"})
-
-    def peft_config(self):
-        if self.full_finetune:
-            return None
-        from peft import LoraConfig
-
-        targets = self.target_modules if self.target_modules == "all-linear" else \
-            [t.strip() for t in self.target_modules.split(",") if t.strip()]
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=targets, task_type="CAUSAL_LM")
-
-
-@dataclass
-class SFTSettings:
-    name: str = field(default="sft", metadata={"help": "Run name (the folder gets a timestamp too)"})
-    epochs: float = field(default=2.0, metadata={"help": "Passes over the training rows"})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)"})
-    learning_rate: float = field(default=1e-3, metadata={
-        "help": "Peak learning rate; LoRA on a small model takes 5e-4 to 1e-3, full fine-tuning ~2e-5"})
-    batch_size: int = field(default=8, metadata={"help": "Examples per step"})
-    micro_batch_size: int = field(default=0, metadata={"help": MICRO_BATCH_HELP})
-    max_length: int = field(default=256, metadata={"help": "Longest example in tokens; longer ones are cut"})
-    logging_steps: int = field(default=5, metadata={"help": "Log the loss every N steps"})
-    eval_steps: int = field(default=20, metadata={"help": "Evaluate every N steps (with an eval split)"})
-    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps, for resuming"})
+class SFTSettings(TrainingSettings):
+    name: str = default("name", "sft")
+    epochs: float = default("epochs", 2.0)
+    eval_steps: int = field(default=20, metadata={
+        "help": "Evaluate every N steps (with an eval split)", "after": "logging_steps"})
     early_stopping_patience: int = field(default=0, metadata={
-        "help": "Stop after N evaluations without improvement, keeping the best (0: off)"})
-    seed: int = field(default=0, metadata={"help": "Random seed for data order and adapter init"})
-    max_minutes: float = field(default=0, metadata={
-        "help": "End the run (saved, completed) before it would pass this many minutes (0: no limit)"})
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    trl: dict = field(default_factory=dict, metadata={
-        "help": "Any other SFTConfig field, passed through, e.g. {'warmup_ratio': 0.1}"})
+        "help": "Stop after N evaluations without improvement, keeping the best (0: off)", "after": "save_steps"})
 
 
 def to_trl_rows(rows, template: PromptTemplate) -> datasets.Dataset:
@@ -110,27 +58,13 @@ def to_trl_rows(rows, template: PromptTemplate) -> datasets.Dataset:
 
 # --- pre-flight --------------------------------------------------------------------------------
 
-@dataclass
-class Preflight:
-    """What was checked before the first step, in plain words."""
-
-    example: str  # one training example, trained tokens in [[ ]]
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        lines = ["One training example (the model learns the [[marked]] tokens):", self.example]
-        lines += [f"PROBLEM: {p}" for p in self.problems] + [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-
 def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflight:
     """Render, tokenize and truncate like the trainer, and report what would go wrong."""
     problems, notes = [], []
     if not getattr(tokenizer, "chat_template", None):
         problems.append("the tokenizer has no chat template, so prompts cannot be rendered as chat; "
                         "load the model with ftkit.load_model, which sets one")
-    zero, trained_counts, example = [], [], ""
+    zero, trained_counts, segments = [], [], []
     end_ids = {tokenizer.eos_token_id}
     for i, row in enumerate(trl_rows):
         prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
@@ -143,7 +77,7 @@ def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflig
             zero.append(i)
         if i == 0:
             cut = f_ids[:max_length]
-            example = tokenizer.decode(cut[:len(p_ids)]) + "[[" + tokenizer.decode(cut[len(p_ids):]) + "]]"
+            segments = [(tokenizer.decode(cut[:len(p_ids)]), False), (tokenizer.decode(cut[len(p_ids):]), True)]
             if not end_ids & set(f_ids[len(p_ids):]):
                 problems.append("the completion does not end with the end-of-turn token "
                                 f"{tokenizer.eos_token!r}: the model will not learn to stop")
@@ -155,7 +89,7 @@ def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflig
     if trained_counts:
         notes.append(f"{len(trained_counts)} examples, {sum(trained_counts)} trained tokens "
                      f"({sum(trained_counts) / len(trained_counts):.1f} per example)")
-    return Preflight(example=example, problems=problems, notes=notes)
+    return Preflight(segments=segments, problems=problems, notes=notes)
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -229,22 +163,8 @@ def _trainer_class():
 def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool):
     from trl import SFTConfig
 
-    micro, accumulate = micro_batches(settings.batch_size, settings.micro_batch_size, device_choice.device)
-    kw = dict(
-        output_dir=str(run.checkpoints_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
-        learning_rate=settings.learning_rate, per_device_train_batch_size=micro,
-        gradient_accumulation_steps=accumulate,
-        # An eval batch larger than the train batch is a classic out-of-memory at the first eval.
-        per_device_eval_batch_size=micro, max_length=settings.max_length,
-        logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_strategy="steps",
-        seed=settings.seed, report_to=[], lr_scheduler_type="constant",
-        include_num_input_tokens_seen=True, disable_tqdm=False,
-        use_cpu=device_choice.device == "cpu", **device_choice.trainer_precision(),
-    )
-    # Activation (gradient) checkpointing trades a third more compute for memory that a small
-    # model on CPU does not need; TRL turns it on by default. The field was renamed in transformers 5.
-    fields = SFTConfig.__dataclass_fields__
-    kw["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = False
+    kw = trl_arguments(settings, run, device_choice, SFTConfig)
+    kw["disable_tqdm"] = False
     if has_eval:
         kw.update(eval_strategy="steps", eval_steps=settings.eval_steps)
         if settings.early_stopping_patience:
@@ -257,10 +177,11 @@ def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool):
 def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | None = None,
               config: SFTSettings | None = None, bus: EventBus | None = None, stop: StopFlag | None = None,
               resume: Run | None = None, runs_root=None) -> Run:
-    """Fine-tune ``model`` on ``train`` (canonical rows); return the recorded :class:`Run`.
+    """Fine-tune on ``train`` (canonical rows); return the recorded :class:`Run`.
 
-    ``template`` renders each prompt (default: the prompt as it is). ``bus`` receives the live
-    events; ``stop.set()`` ends the run after the current step with the adapter saved. With
+    ``model`` itself is left unchanged: the run trains LoRA on a copy that shares its weights and
+    keeps the result as ``run.model`` (see :mod:`ftkit.training`). ``template`` renders each
+    prompt (default: the prompt as it is). ``bus`` receives the live events; ``stop.set()`` ends the run after the current step with the adapter saved. With
     ``resume`` (a stopped run), training continues from its last checkpoint: same step count,
     same optimizer state. Raises ``ValueError`` when the pre-flight check finds a problem.
     """
@@ -276,21 +197,19 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     if check.problems:
         raise ValueError("pre-flight check failed:\n" + "\n".join(check.problems))
 
-    run = resume or new_run(config.name, {
-        "kind": "sft", "settings": asdict(config), "template": asdict(template),
-        "base_model": getattr(model, "ftkit_source", getattr(model.config, "_name_or_path", "")),
-        "data_fingerprint": fingerprint(train),
-        "train_rows": len(trl_train), "eval_rows": len(trl_eval) if trl_eval is not None else 0,
-        "device": str(getattr(model, "ftkit_device", "")),
-    }, root=runs_root)
-    device_choice = getattr(model, "ftkit_device", None) or choose_device()
-    callbacks = [EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)]
-    if config.early_stopping_patience and trl_eval is not None:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    # A model that already carries adapters (a resumed run) keeps them; otherwise TRL adds LoRA.
-    peft_config = None if is_peft_model(model) else config.lora.peft_config()
-    trainer = _trainer_class()(model=model, args=_trl_config(config, run, device_choice, trl_eval is not None),
-                         train_dataset=trl_train, eval_dataset=trl_eval, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=callbacks)
-    return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
-                            preflight=str(check))
+    info = model_info(model)
+    with quiet_library_noise(), trainable_model(model, config.lora) as (trainee, peft_config):
+        run = resume or new_run(config.name, {
+            "kind": "sft", "settings": asdict(config), "template": asdict(template), "base_model": info.source,
+            "data_fingerprint": fingerprint(train),
+            "train_rows": len(trl_train), "eval_rows": len(trl_eval) if trl_eval is not None else 0,
+            "device": str(info.device),
+        }, root=runs_root)
+        callbacks = [EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)]
+        if config.early_stopping_patience and trl_eval is not None:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        trainer = _trainer_class()(model=trainee, args=_trl_config(config, run, info.device, trl_eval is not None),
+                                   train_dataset=trl_train, eval_dataset=trl_eval, processing_class=tokenizer,
+                                   peft_config=peft_config, callbacks=callbacks)
+        return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
+                                preflight=str(check))

@@ -16,6 +16,8 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
+__all__ = ["FILE_FORMATS", "DataError", "as_rows", "read_rows"]
+
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl",
                 ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -101,18 +103,25 @@ def _check_records(data, where: str) -> list[dict]:
     return data
 
 
-def read_rows(source, split: str = "train") -> tuple[list[dict], str]:
-    """Read any supported source into a list of plain dicts, and a short name for it."""
+def as_rows(data) -> list[dict]:
+    """Rows as plain dicts, from a ``datasets.Dataset`` or any iterable of dicts."""
+    return data.to_list() if hasattr(data, "to_list") else list(data)
+
+
+def read_rows(source, split_name: str = "train") -> tuple[list[dict], str]:
+    """Read any supported source into a list of plain dicts, and a short name for it.
+
+    ``split_name`` picks the split of a ``datasets.DatasetDict``."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         return _read_file(path), path.name
     if isinstance(source, pd.DataFrame):
         return source.to_dict("records"), "DataFrame"
     if isinstance(source, datasets.DatasetDict):
-        if split not in source:
-            raise DataError(f"the DatasetDict has no split {split!r}; its splits are: "
-                            f"{', '.join(source)}. Pass split=...")
-        return source[split].to_list(), f"DatasetDict[{split!r}]"
+        if split_name not in source:
+            raise DataError(f"the DatasetDict has no split {split_name!r}; its splits are: "
+                            f"{', '.join(source)}. Pass split_name=...")
+        return source[split_name].to_list(), f"DatasetDict[{split_name!r}]"
     if isinstance(source, datasets.Dataset):
         return source.to_list(), "Dataset"
     if isinstance(source, list):

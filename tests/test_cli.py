@@ -55,12 +55,12 @@ def test_demo_runs_prompts_sft_and_dpo_and_writes_a_self_contained_report(tiny_m
 
 def test_runs_lists_a_stopped_and_a_finished_run_and_report_uses_them(tiny_model_dir, tmp_path, capsys):
     root = tmp_path / "runs"
-    model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     settings = dict(max_steps=3, batch_size=4, logging_steps=1, save_steps=100)
     done = train_sft(model, tok, ROWS, config=SFTSettings(name="finished", **settings), runs_root=root)
     stop = StopFlag()
     stop.set()  # ends the run after its first step
-    model2, tok2 = load_model(tiny_model_dir, device="cpu", verbose=False)
+    model2, tok2 = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     stopped = train_sft(model2, tok2, ROWS, config=SFTSettings(name="halted", **settings), stop=stop,
                         runs_root=root)
     capsys.readouterr()

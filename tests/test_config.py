@@ -7,7 +7,8 @@ from ftkit import examples
 from ftkit.config import (ConfigError, DPOStage, PipelineConfig, SFTStage, config_from_dict, dump_config,
                           load_config)
 from ftkit.dpo import DPOSettings
-from ftkit.sft import LoraSettings, SFTSettings
+from ftkit.sft import SFTSettings
+from ftkit.training import LoraSettings
 
 
 def write(tmp_path, values, name="pipeline.yaml"):

@@ -65,9 +65,9 @@ def test_in_memory_sources(make):
 def test_datasetdict_split_is_chosen_and_a_wrong_one_named():
     dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:1]),
                                "validation": datasets.Dataset.from_list(ROWS[1:])})
-    assert len(load(dd, split="validation")) == 2
+    assert len(load(dd, split_name="validation")) == 2
     with pytest.raises(DataError, match="no split 'test'; its splits are: train, validation"):
-        load(dd, split="test")
+        load(dd, split_name="test")
 
 
 def test_json_object_holding_one_list_and_jsonl_saved_as_json(tmp_path):

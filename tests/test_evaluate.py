@@ -1,7 +1,8 @@
 import numpy as np
+import pandas as pd
 import pytest
 
-from ftkit.evaluate import EvalResult, Variant, bootstrap_ci, evaluate
+from ftkit.evaluate import EvalResult, Variant, bootstrap_ci, evaluate, pairs_from_ratings
 from ftkit.models import load_model
 from ftkit.prompts import PromptTemplate, zero_shot
 
@@ -11,7 +12,7 @@ ROWS = [{"prompt": f"Where is order {i}?", "completion": "order_status", "label"
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_model(tiny_model_dir, device="cpu", verbose=False)
+    return load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
 
 
 def test_every_variant_runs_on_the_same_rows_and_is_summarized(tiny):
@@ -76,3 +77,46 @@ def test_input_errors(tiny):
         evaluate([Variant(model, tok, zero_shot())], [{"messages": []}], progress=False)
     with pytest.raises(ValueError, match="variant names must differ"):
         evaluate([Variant(model, tok, zero_shot()), Variant(model, tok, zero_shot())], ROWS, progress=False)
+
+
+def _result(outputs: dict[str, list[str]], reference: list[str]) -> EvalResult:
+    table = {"input": [f"q{i}" for i in range(len(reference))], "reference": reference}
+    scores = {}
+    for name, outs in outputs.items():
+        table[f"{name}: output"] = outs
+        scores[name] = {"em": np.array([float(o == r) for o, r in zip(outs, reference)])}
+        table[f"{name}: em"] = scores[name]["em"]
+    return EvalResult(table=pd.DataFrame(table), summary=pd.DataFrame({"variant": list(outputs), "n": 3}
+                                                                      ).set_index("variant"), scores=scores)
+
+
+def test_a_result_owns_its_columns_and_merges_with_another_on_the_same_rows():
+    a = _result({"zero-shot": ["x", "b", "c"]}, ["a", "b", "c"])
+    b = _result({"LoRA": ["a", "b", "c"]}, ["a", "b", "c"])
+    assert a.variants == ["zero-shot"] and a.metrics == ["em"]
+    assert a.outputs("zero-shot") == ["x", "b", "c"] and list(a.column("zero-shot", "em")) == [0.0, 1.0, 1.0]
+    with pytest.raises(KeyError, match="variant 'zero-shot' has no column 'latency_s'; it has: output, em"):
+        a.column("zero-shot", "latency_s")
+    with pytest.raises(KeyError, match="no variant 'nope'; variants are: zero-shot"):
+        a.outputs("nope")
+    both = a.merge(b)
+    assert both.variants == ["zero-shot", "LoRA"] and both.outputs("LoRA") == ["a", "b", "c"]
+    assert list(both.summary.index) == ["zero-shot", "LoRA"]
+    assert both.compare("LoRA", "zero-shot").wins == 1
+    with pytest.raises(ValueError, match="did not score the same rows"):
+        a.merge(_result({"other": ["a"]}, ["a"]))
+    with pytest.raises(ValueError, match="both evaluations have a variant named 'zero-shot'"):
+        a.merge(a)
+
+
+def test_ratings_become_preference_pairs():
+    rows = [{"prompt": "q0", "completion": "a", "label": "a"}, {"prompt": "q1", "completion": "b"},
+            {"prompt": "q2", "completion": "c"}]
+    result = _result({"x": ["wrong", "b", ""], "y": ["a", "B.", "c"], "z": ["a", "nope", "c"]}, ["a", "b", "c"])
+    ratings = {(0, "x"): False, (0, "y"): True, (0, "z"): True,   # two ups against one down
+               (1, "x"): True, (1, "y"): False,                   # the same answer after normalization
+               (2, "x"): False}                                   # only a down, and an empty one
+    assert pairs_from_ratings(result, rows, ratings) == [
+        {"prompt": "q0", "chosen": "a", "rejected": "wrong", "label": "a"}]  # y and z say the same
+    assert pairs_from_ratings(result, rows, {(1, "z"): False}) == [
+        {"prompt": "q1", "chosen": "b", "rejected": "nope"}]  # only a down: the reference is chosen

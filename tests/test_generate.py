@@ -20,7 +20,7 @@ FEW_SHOT = [SHOTS + [{"role": "user", "content": q}] for q in
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_model(tiny_model_dir, device="cpu", verbose=False)
+    return load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
 
 
 def test_outputs_keep_input_order_and_count_tokens(tiny):
@@ -68,7 +68,7 @@ def test_sampling_is_repeatable_with_a_seed(tiny):
 def test_adapters_switch_off_and_on_without_reloading(tiny_model_dir, tiny):
     from peft import LoraConfig, get_peft_model
 
-    model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     base = [o.text for o in generate(model, tok, CONVS, max_new_tokens=6, progress=False)]
     base_weight = model.model.layers[0].self_attn.q_proj.weight
     peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))

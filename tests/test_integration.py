@@ -33,7 +33,7 @@ def test_stop_strings_cut_the_answer(smollm):
     model, tok = smollm
     conv = [[{"role": "user", "content": "What is the capital of France?"}]]
     full = generate(model, tok, conv, max_new_tokens=20, progress=False)[0]
-    cut = generate(model, tok, conv, max_new_tokens=20, stop=[" is"], progress=False)[0]
+    cut = generate(model, tok, conv, max_new_tokens=20, stop_strings=[" is"], progress=False)[0]
     assert full.text == "The capital of France is Paris."
     assert cut.text == "The capital of France" and cut.new_tokens < full.new_tokens
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ftkit import models
-from ftkit.models import ModelLoadError, choose_device, describe_device, load_model
+from ftkit.models import ModelLoadError, choose_device, describe_device, load_model, model_info
 
 # --- device and precision ---------------------------------------------------------------------
 
@@ -61,7 +61,8 @@ def test_load_local_folder_ready_for_generation(tiny_model_dir):
     assert not model.training
     assert tok.pad_token == tok.eos_token == "<|im_end|>"  # no pad token saved: eos is used
     assert tok.padding_side == "left"
-    assert tok.chat_template and model.ftkit_device.device == "cpu"
+    assert tok.chat_template and model_info(model).device.device == "cpu"
+    assert model_info(model).source == str(tiny_model_dir)
     enc = tok(["Where is my order?", "Hi"], return_tensors="pt", padding=True)
     assert enc["attention_mask"][1, 0] == 0  # left padding
     out = model.generate(**enc, max_new_tokens=3, do_sample=False)
@@ -186,7 +187,7 @@ def test_four_bit_loading_says_what_it_needs(tiny_model_dir, monkeypatch):
 def test_a_quiet_load_prints_no_progress_bar_and_leaves_bars_on(tiny_model_dir, capfd):
     from transformers.utils import logging as hf_logging
 
-    load_model(tiny_model_dir, device="cpu", verbose=False)
+    load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     assert "Loading weights" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()
     load_model(tiny_model_dir, device="cpu", verbose=True)

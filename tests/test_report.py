@@ -3,8 +3,9 @@ import re
 import pandas as pd
 import pytest
 
+from ftkit.evaluate import EvalResult
 from ftkit.report import metric_figure, recorded_summary, render_report, run_cost, write_report
-from ftkit.runs import new_run, write_json
+from ftkit.runs import new_run
 
 SUMMARY = pd.DataFrame([
     {"variant": "zero-shot", "n": 3, "exact_match": 0.2, "exact_match_low": 0.0, "exact_match_high": 0.5,
@@ -41,8 +42,9 @@ def runs(tmp_path):
 
 
 def test_report_has_every_section_and_links_to_nothing(runs, tmp_path):
-    path = write_report(tmp_path / "out" / "report.html", title="demo <1>", summary=SUMMARY, table=TABLE,
-                        runs=runs, metric="exact_match", notes=["model: <tiny>"], config={"data": {"source": "<x>"}})
+    result = EvalResult(table=TABLE, summary=SUMMARY, scores={
+        v: {"exact_match": TABLE[f"{v}: exact_match"].to_numpy()} for v in SUMMARY.index})
+    path = write_report(tmp_path / "out" / "report.html", title="demo <1>", result=result, runs=runs, metric="exact_match", notes=["model: <tiny>"], config={"data": {"source": "<x>"}})
     page = path.read_text()
     headings = re.findall(r"<h2>(.*?)</h2>", page)
     assert headings == ["Summary", "Metrics with 95% confidence intervals", "Accuracy against tokens per request",
@@ -71,9 +73,12 @@ def test_cost_and_recorded_summary_come_from_the_run_folders(runs):
     assert cost["wall_s"] >= 0 and cost["device"] == "cpu (float32)"
     assert "falling" in cost["reading"]
     assert recorded_summary(runs) == (None, None)
-    rows = SUMMARY.reset_index().to_dict(orient="records")
-    write_json(runs[0].path / "eval.json", {"variant": "LoRA <SFT>", "metric": "exact_match", "value": 0.8,
-                                            "summary": rows})
+    result = EvalResult(table=TABLE, summary=SUMMARY, scores={v: {"exact_match": None} for v in SUMMARY.index})
+    runs[0].record_evaluation(result, variant="LoRA <SFT>")
+    assert runs[0].evaluation == {**runs[0].evaluation, "variant": "LoRA <SFT>", "metric": "exact_match",
+                                  "value": 0.8, "test_rows": 3}
+    with pytest.raises(ValueError, match="no variant 'nope' .* variants are: zero-shot, LoRA <SFT>"):
+        runs[1].record_evaluation(result, variant="nope")
     summary, metric = recorded_summary(runs)
     assert metric == "exact_match" and summary.loc["LoRA <SFT>", "exact_match"] == 0.8
     page = render_report(summary=summary, runs=runs, metric=metric)

@@ -21,7 +21,7 @@ def settings(**kw):
 
 @pytest.fixture
 def tiny(tiny_model_dir):
-    return load_model(tiny_model_dir, device="cpu", verbose=False)
+    return load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
 
 
 def test_training_logs_a_loss_changes_the_adapter_and_records_the_run(tiny, tmp_path):
@@ -55,7 +55,7 @@ def test_stop_mid_run_then_resume_reaches_the_same_final_step(tiny, tiny_model_d
     assert 2 <= stopped_at < 6 and run.last_checkpoint().name == f"checkpoint-{stopped_at}"
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
 
-    fresh, tok2 = load_model(tiny_model_dir, device="cpu", verbose=False)
+    fresh, tok2 = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     resumed = train_sft(fresh, tok2, ROWS, config=cfg, resume=run)
     assert resumed.id == run.id and resumed.status == {**resumed.status, "status": "completed", "step": 6}
     steps = [e["step"] for e in run.events("log")]
@@ -110,7 +110,7 @@ def test_a_run_loads_in_a_new_session_and_exports_merged_weights(tiny, tmp_path)
     model, tok = tiny
     run = train_sft(model, tok, ROWS, config=settings(learning_rate=5e-2), runs_root=tmp_path)
     again = load_run(run.id, tmp_path)  # as a new kernel would, from the folder alone
-    loaded, tok2 = again.load_model(device="cpu")
+    loaded, tok2 = again.load_model(device="cpu", dtype="float32")
     convs = [[{"role": "user", "content": r["prompt"]}] for r in ROWS[:4]]
     with_adapter = [o.text for o in generate(loaded, tok2, convs, max_new_tokens=6, progress=False)]
     base = [o.text for o in generate(loaded, tok2, convs, max_new_tokens=6, adapter=False, progress=False)]
@@ -218,7 +218,7 @@ def test_a_keyboard_interrupt_stops_the_run_and_saves_the_adapter(tiny, tiny_mod
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
     assert run.last_checkpoint().name == "checkpoint-2"
 
-    fresh, tok2 = load_model(tiny_model_dir, device="cpu", verbose=False)
+    fresh, tok2 = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     resumed = train_sft(fresh, tok2, ROWS, config=cfg, resume=run)
     assert resumed.status["status"] == "completed" and resumed.status["step"] == 6
 
@@ -228,7 +228,7 @@ def test_micro_batches_accumulate_to_the_same_step(tiny_model_dir, tmp_path):
 
     adapters = []
     for micro in (4, 2):  # one pass of 4 examples, or two passes of 2 accumulated
-        model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+        model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
         run = train_sft(model, tok, ROWS, runs_root=tmp_path / str(micro),
                         config=settings(max_steps=2, batch_size=4, micro_batch_size=micro))
         assert run.config["settings"]["micro_batch_size"] == micro
@@ -240,7 +240,7 @@ def test_micro_batches_accumulate_to_the_same_step(tiny_model_dir, tmp_path):
 
 
 def test_a_batch_that_is_not_a_multiple_of_the_micro_batch_names_a_fix():
-    from ftkit.sft import micro_batches
+    from ftkit.training import micro_batches
 
     with pytest.raises(ValueError, match=r"batch_size \(10\) must be a multiple of micro_batch_size \(4\); "
                                          r"set micro_batch_size to 2"):

@@ -15,6 +15,8 @@ import typing
 
 import ipywidgets as w
 
+from ftkit.training import settings_fields
+
 _LAYOUT = {"width": "22em"}
 _STYLE = {"description_width": "11em"}
 
@@ -42,7 +44,7 @@ class Form(w.VBox):
         self._nested: dict[str, Form] = {}
         hints = typing.get_type_hints(self._cls)
         flat, folded = [], []
-        for f in dataclasses.fields(settings):
+        for f in settings_fields(self._cls):
             value = getattr(settings, f.name)
             if dataclasses.is_dataclass(value):
                 self._nested[f.name] = Form(value)

@@ -17,9 +17,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ftkit.data import as_rows
-from ftkit.evaluate import EvalResult, Variant, evaluate
-from ftkit.generate import is_peft_model
+from accelerate.utils import is_peft_model
+
+from ftkit.data import as_rows, label_set
+from ftkit.evaluate import EvalResult, Variant, evaluate, pairs_from_ratings
 from ftkit.metrics import normalize
 from ftkit.prompts import CLASSIFY_INSTRUCTION, PromptTemplate, zero_shot
 from ftkit.readings import training_cost
@@ -44,9 +45,7 @@ class ComparePanel(w.VBox):
                  max_new_tokens: int = 32, page_size: int = 20):
         self.model, self.tokenizer = model, tokenizer
         self._rows = as_rows(dataset)[:limit] if limit else as_rows(dataset)
-        if labels is None and self._rows and self._rows[0].get("label") is not None:
-            labels = sorted({r["label"] for r in self._rows if r.get("label") is not None})
-        self.labels = list(labels or [])
+        self.labels = list(label_set(self._rows) if labels is None else labels)
         if not templates:
             templates = {"zero-shot": zero_shot(CLASSIFY_INSTRUCTION, labels=self.labels) if self.labels
                          else zero_shot()}
@@ -118,6 +117,9 @@ class ComparePanel(w.VBox):
         self._progress.clear_output()
         with self._progress:
             self.result = evaluate(variants, self._rows, self.metrics, labels=self.labels or None)
+        for name in names:  # each run keeps its evaluation, on these rows, beside the others
+            if name in self.runs:
+                self.runs[name].record_evaluation(self.result, variant=name)
         self._ratings.clear()
         self._draw_summary(names)
         self.only_disagreements(self._disagree.value)
@@ -129,9 +131,9 @@ class ComparePanel(w.VBox):
         self._disagree.value = flag
         if self.result is None:
             return
-        outputs = self.result.table[[f"{n}: output" for n in self.result.scores]]
-        self.visible_rows = [i for i, row in enumerate(outputs.itertuples(index=False))
-                             if not flag or len({normalize(str(o)) for o in row}) > 1]
+        outputs = [self.result.outputs(name) for name in self.result.variants]
+        self.visible_rows = [i for i, row in enumerate(zip(*outputs))
+                             if not flag or len({normalize(o) for o in row}) > 1]
         self.show_page(0)
 
     def show_page(self, page: int) -> None:
@@ -159,27 +161,8 @@ class ComparePanel(w.VBox):
 
     @property
     def pairs(self) -> list[dict]:
-        """Preference pairs from the ratings: each output rated up is ``chosen`` against each output
-        of the same row rated down. A row with only downs uses its reference as ``chosen``. Empty
-        outputs and identical answers make no pair."""
-        out, seen = [], set()
-        for i in sorted({i for i, _ in self._ratings}):
-            rated = {name: up for (j, name), up in self._ratings.items() if j == i}
-            outputs = {name: str(self.result.table.at[i, f"{name}: output"]) for name in rated}
-            ups = [outputs[name] for name, up in rated.items() if up]
-            downs = [outputs[name] for name, up in rated.items() if not up]
-            row = self._rows[i]
-            for chosen in ups or ([row["completion"]] if downs else []):
-                for rejected in downs:
-                    key = (i, normalize(chosen), normalize(rejected))
-                    # An empty answer cannot be stored as a pair (load_data refuses empty cells).
-                    if chosen.strip() and rejected.strip() and key[1] != key[2] and key not in seen:
-                        seen.add(key)
-                        pair = {"prompt": row["prompt"], "chosen": chosen, "rejected": rejected}
-                        if row.get("label") is not None:
-                            pair["label"] = row["label"]
-                        out.append(pair)
-        return out
+        """Preference pairs from the ratings (see :func:`ftkit.evaluate.pairs_from_ratings`)."""
+        return pairs_from_ratings(self.result, self._rows, self._ratings) if self.result is not None else []
 
     def save_pairs(self, path: str | os.PathLike) -> Path:
         """Write the pairs as JSONL, ready for ``ftkit.load_data`` and ``train_dpo``."""
@@ -232,8 +215,10 @@ class ComparePanel(w.VBox):
         self._summary.value = _html.table(table) + "".join(_html.note(line) for line in paired)
 
     def _draw_table(self) -> None:
-        names = list(self.result.scores)
-        first = next(iter(self.result.scores[names[0]]))  # the first metric marks right and wrong
+        names = self.result.variants
+        first = self.result.metrics[0]  # the first metric marks right and wrong
+        outputs = {name: self.result.outputs(name) for name in names}
+        right = {name: list(self.result.column(name, first) >= 1) for name in names}
         cells = [w.HTML(f"<b>{_html.esc(h)}</b>") for h in ["input", "reference", *names]]
         self._thumbs.clear()
         start = self.page * self.page_size
@@ -241,7 +226,7 @@ class ComparePanel(w.VBox):
             row = self.result.table.iloc[i]
             cells += [w.HTML(_html.pre(row["input"])), w.HTML(_html.pre(row["reference"]))]
             for name in names:
-                mark = "✓" if row[f"{name}: {first}"] >= 1 else "✗"
+                mark = "✓" if right[name][i] else "✗"
                 up, down = w.Button(description="👍", layout={"width": "3em"}), \
                     w.Button(description="👎", layout={"width": "3em"})
                 up.on_click(lambda _, i=i, name=name: self.rate(i, name, None if self._ratings.get((i, name)) else True))
@@ -249,7 +234,7 @@ class ComparePanel(w.VBox):
                     i, name, None if self._ratings.get((i, name)) is False else False))
                 self._thumbs[(i, name)] = (up, down)
                 self._style_thumbs(i, name)
-                cells.append(w.VBox([w.HTML(f"{mark} {_html.pre(row[f'{name}: output'])}"), w.HBox([up, down])]))
+                cells.append(w.VBox([w.HTML(f"{mark} {_html.pre(outputs[name][i])}"), w.HBox([up, down])]))
         self._grid.children = cells
         self._grid.layout = {"grid_template_columns": f"repeat({2 + len(names)}, minmax(10em, 1fr))",
                              "max_height": "40em", "overflow": "auto"}

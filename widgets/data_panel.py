@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from ftkit import examples
 from ftkit.data import DataError, DataReport, check_data, render_example, split
-from ftkit.readers import FILE_FORMATS
+from ftkit.sources import FILE_FORMATS
 from ftkit.widgets import _html
 from ftkit.widgets._ui import button, guarded
 

@@ -11,7 +11,7 @@ import dataclasses
 
 import ipywidgets as w
 
-from ftkit.data import as_rows
+from ftkit.data import as_rows, label_set
 from ftkit.evaluate import EvalResult, Variant, evaluate
 from ftkit.generate import Generation, generate
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, DEFAULT_INSTRUCTION, PromptTemplate, select_shots
@@ -35,9 +35,7 @@ class PromptLab(w.VBox):
         self.model, self.tokenizer = model, tokenizer
         self._train = as_rows(train) if train is not None else []
         self._eval = as_rows(eval) if eval is not None else []
-        if labels is None and self._train and self._train[0].get("label") is not None:
-            labels = sorted({r["label"] for r in self._train if r.get("label") is not None})
-        self.labels = list(labels or [])
+        self.labels = list(label_set(self._train) if labels is None else labels)
         self.limit, self.metrics = limit, metrics
         self.variants: dict[str, PromptTemplate] = {}
         self.result: EvalResult | None = None

@@ -16,13 +16,15 @@ import plotly.graph_objects as go
 import traitlets
 from plotly.subplots import make_subplots
 
+from ftkit import dpo, sft
 from ftkit.dpo import DPOSettings, to_trl_pairs, train_dpo
 from ftkit.events import EventBus, StopFlag
-from ftkit.models import choose_device
+from ftkit.models import model_info
 from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.readings import read_curves, training_cost
 from ftkit.runs import Run
-from ftkit.sft import SFTSettings, preflight, to_trl_rows, train_sft
+from ftkit.sft import SFTSettings, to_trl_rows, train_sft
+from ftkit.training import Preflight, device_defaults
 from ftkit.widgets import _html
 from ftkit.widgets._form import Form
 from ftkit.widgets._ui import button
@@ -42,17 +44,6 @@ DPO_CHARTS = SFT_CHARTS[:1] + [
 ] + SFT_CHARTS[1:]
 
 
-def device_defaults(device: str) -> dict:
-    """Settings that differ from the dataclass defaults on this device.
-
-    On a CPU a step of 8 examples of SmolLM2-135M takes seconds, so the batch is smaller, every
-    step is logged (the chart moves) and the run ends within 5 minutes.
-    """
-    if device == "cpu":
-        return {"batch_size": 4, "logging_steps": 1, "max_minutes": 5.0}
-    return {}
-
-
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
@@ -67,9 +58,9 @@ class TrainPanel(w.VBox):
     ``template`` renders the prompts (use the one you will evaluate and serve with; for DPO from
     an SFT run it defaults to that run's template). ``from_run``: the SFT run whose adapter DPO
     continues. Training runs in a background thread so the notebook stays responsive; its events
-    arrive on ``panel.bus`` (subscribe to it for your own needs). A second Start continues from
-    the adapter the previous run left on the model, as a new run; load the model again to
-    start from scratch.
+    arrive on ``panel.bus`` (subscribe to it for your own needs). Training leaves ``model`` as it
+    was (the trained model is ``panel.run.model``), so each Start is a new run from the same base
+    model, with the settings the form holds then.
     """
 
     status = traitlets.Unicode("idle", help="idle, running, stopping, completed, stopped or failed").tag(sync=True)
@@ -96,7 +87,7 @@ class TrainPanel(w.VBox):
         self._last_draw = 0.0
         self._progress_text = ""
 
-        device = getattr(model, "ftkit_device", None) or choose_device()
+        device = model_info(model).device
         cls = SFTSettings if method == "sft" else DPOSettings
         defaults = device_defaults(device.device)
         self.form = Form(cls(**defaults))
@@ -194,9 +185,6 @@ class TrainPanel(w.VBox):
                 self.run = train_dpo(self.model, self.tokenizer, self.train_data, template=self.template,
                                      config=settings, from_run=self.from_run, bus=self.bus, stop=self._stop,
                                      runs_root=self.runs_root)
-            # The trained adapter now sits on the model; the next Start continues from it.
-            self.model = self.run.model or self.model
-            self.from_run = None
             cost = training_cost(self.run)
             self.status = self.run.status["status"]
             tokens = f", {cost['tokens']:,} tokens" if cost["tokens"] else ""
@@ -215,19 +203,13 @@ class TrainPanel(w.VBox):
 
     def _check(self, settings) -> tuple[str, list[str]]:
         if self.method == "sft":
-            check = preflight(self.tokenizer, to_trl_rows(self.train_data, self.template), settings.max_length)
-            text, problems = str(check), check.problems
-        else:
-            pairs = to_trl_pairs(self.train_data, self.template)  # raises for rows that are not pairs
-            first = pairs[0]
-            prompt = self.tokenizer.apply_chat_template(first["prompt"], tokenize=False, add_generation_prompt=True)
-            text = (f"{len(pairs)} preference pairs. The first, as the model reads it:\n{prompt}\n"
-                    f"chosen: {first['chosen'][0]['content']}\nrejected: {first['rejected'][0]['content']}")
-            problems = []
-            if self.from_run is not None and not (self.from_run.adapter_dir / "adapter_config.json").is_file():
-                problems.append(f"run {self.from_run.id} has no saved adapter to continue")
-        self._preflight_html.value = "<b>Pre-flight check</b>" + _html.pre(text)
-        return text, problems
+            check: Preflight = sft.preflight(self.tokenizer, to_trl_rows(self.train_data, self.template),
+                                             settings.max_length)
+        else:  # to_trl_pairs raises for rows that are not pairs
+            check = dpo.preflight(self.tokenizer, to_trl_pairs(self.train_data, self.template), self.from_run)
+        # The core renders the example with the trained tokens highlighted, every piece escaped.
+        self._preflight_html.value = "<b>Pre-flight check</b>" + check._repr_html_()
+        return str(check), check.problems
 
     # --- charts ---------------------------------------------------------------------------------
 

@@ -18,6 +18,9 @@ import datasets
 from ftkit.data import load_data
 
 
+__all__ = ["Example", "info", "labels", "load", "names", "path"]
+
+
 @dataclass(frozen=True)
 class Example:
     name: str

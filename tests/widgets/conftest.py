@@ -10,7 +10,7 @@ from ftkit import load_model
 @pytest.fixture
 def tiny(tiny_model_dir):
     """A fresh tiny model (training changes a model in place) and its tokenizer."""
-    return load_model(tiny_model_dir, device="cpu", verbose=False)
+    return load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def talkative(tiny_model_dir):
     prompt gets the same greedy answer) and special and blank tokens never generated."""
     import torch
 
-    model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     torch.manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():

@@ -16,7 +16,7 @@ TEMPLATES = {"plain": zero_shot(), "route": zero_shot("Route this: {prompt}")}
 def sft_run(tiny_model_dir, tmp_path_factory):
     from ftkit import load_model
 
-    model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     return train_sft(model, tok, ROWS, template=TEMPLATES["route"], runs_root=tmp_path_factory.mktemp("runs"),
                      config=SFTSettings(max_steps=1, batch_size=4, save_steps=100))
 
@@ -47,6 +47,10 @@ def test_variants_and_runs_run_on_the_same_rows_with_charts_and_a_row_per_exampl
     assert {"latency (s)", "prompt tokens", "new tokens", "label_accuracy"} <= set(traces)
     assert "sft, 1 steps" in text(panel) and "prompt only" in text(panel)
     assert f"{sft_run.id} vs plain on exact_match" in text(panel)  # paired comparison with the first
+    record = sft_run.evaluation  # the run keeps its evaluation, as the pipeline's runs do
+    assert record["variant"] == sft_run.id and record["test_rows"] == len(TEST)
+    assert record["value"] == result.summary.loc[sft_run.id, "exact_match"]
+    assert [r["variant"] for r in record["summary"]] == names
 
 
 def test_disagreement_filter_ratings_and_pairs_for_dpo(talkative, tmp_path):

@@ -29,6 +29,10 @@ def test_sft_trains_in_a_thread_charts_every_logged_step_and_stops(tiny, tmp_pat
     panel = TrainPanel(model, tok, train=ROWS, eval=ROWS[:4], runs_root=tmp_path)
     panel.set(max_steps=50, eval_steps=1, **FAST)
     assert "[[order_status<|im_end|>" in panel.preflight() and "Pre-flight check" in text(panel)
+    # In the panel the trained tokens are highlighted, the prompt dimmed, the data escaped.
+    shown = panel._preflight_html.value
+    assert "<mark class='ftkit-trained' style='background:#fff3a3'>order_status&lt;|im_end|&gt;" in shown
+    assert "<span class='ftkit-context'" in shown and "[[" not in shown
     stop = find_button(panel, css="ftkit-stop")
     panel.bus.on("log", lambda e: stop.click() if e["step"] == 2 else None)
     find_button(panel, css="ftkit-start").click()
@@ -52,7 +56,9 @@ def test_dpo_charts_reward_margins_and_accuracies_throttled_but_complete(tiny, t
     model, tok = tiny
     panel = TrainPanel(model, tok, train=PAIRS, method="dpo", runs_root=tmp_path)
     panel.set(max_steps=2, **FAST)
-    assert panel.preflight().startswith("8 preference pairs")
+    check = panel.preflight()
+    assert "note: 8 preference pairs" in check and "chosen: [[order_status]]" in check
+    assert "<mark class='ftkit-trained'" in panel._preflight_html.value
     monkeypatch.setattr(train_panel, "THROTTLE_S", 3600)  # no redraw between the first and the last
     draws = []
     batch_update = type(panel.figure).batch_update

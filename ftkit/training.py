@@ -1,0 +1,303 @@
+"""What every training method shares: settings, LoRA, micro-batches, the pre-flight report, the
+TRL arguments, the model a run trains, and the recorded run around ``trainer.train()``.
+
+:mod:`ftkit.sft` and :mod:`ftkit.dpo` each read as a recipe on top of this module, as TRL's
+trainers sit on its base config and trainer: a new method (ORPO, KTO) is one new file.
+
+Training never changes the model you pass. LoRA is put on a structural copy whose modules are
+new but whose weights are the very same tensors (no second copy in memory); the trained model is
+``run.model``, and your model still answers as the base model, for the prompt baselines:
+
+>>> run = train_sft(model, tokenizer, rows)      # doctest: +SKIP
+>>> run.model                                     # base weights (shared) + the trained adapter  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import html
+import os
+from dataclasses import dataclass, field
+
+from ftkit.runs import Run, is_main_process
+
+__all__ = [
+    "LoraSettings", "Preflight", "TrainingSettings", "default", "device_defaults", "micro_batches",
+    "settings_fields", "trainable_model", "train_and_record", "trl_arguments",
+]
+
+MICRO_BATCH_HELP = ("Examples (DPO: pairs) per forward pass; each step accumulates batch_size of them. "
+                    "0: 4 on a CPU (half the peak memory of 8 at the same speed), the whole batch on a GPU. "
+                    "Lower it if memory runs out")
+
+
+def micro_batches(batch_size: int, micro_batch_size: int, device: str) -> tuple[int, int]:
+    """``(examples per forward pass, passes per step)`` for a step of ``batch_size`` examples.
+
+    >>> micro_batches(8, 0, "cpu"), micro_batches(8, 0, "cuda"), micro_batches(8, 2, "cuda")
+    ((4, 2), (8, 1), (2, 4))
+    """
+    micro = micro_batch_size or (4 if device == "cpu" else batch_size)
+    micro = min(micro, batch_size)
+    if batch_size % micro:
+        divisors = [d for d in range(micro, 0, -1) if batch_size % d == 0]
+        raise ValueError(f"batch_size ({batch_size}) must be a multiple of micro_batch_size ({micro}); "
+                         f"set micro_batch_size to {divisors[0]}, or 0 for the default")
+    return micro, batch_size // micro
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+@dataclass
+class LoraSettings:
+    r: int = field(default=16, metadata={"help": "LoRA rank: size of the low-rank update per matrix"})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling; usually 2 x rank"})
+    dropout: float = field(default=0.0, metadata={
+        "help": "Dropout on the LoRA path; 0 for runs of a few hundred steps"})
+    target_modules: str = field(default="all-linear", metadata={
+        "help": "Which layers get adapters: 'all-linear', or comma-separated names like 'q_proj,v_proj'"})
+    full_finetune: bool = field(default=False, metadata={
+        "help": "Train every weight instead of an adapter (needs far more memory)"})
+
+    def peft_config(self):
+        if self.full_finetune:
+            return None
+        from peft import LoraConfig
+
+        targets = self.target_modules if self.target_modules == "all-linear" else \
+            [t.strip() for t in self.target_modules.split(",") if t.strip()]
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=targets, task_type="CAUSAL_LM")
+
+
+@dataclass
+class TrainingSettings:
+    """The settings every method takes; :class:`~ftkit.sft.SFTSettings` and
+    :class:`~ftkit.dpo.DPOSettings` add their own and change some defaults.
+
+    A method's own field may carry ``metadata={"after": "<field>"}``: :func:`settings_fields`
+    (the panel form and ``ftkit run --help``) lists it right after that field.
+    """
+
+    name: str = field(default="run", metadata={"help": "Run name (the folder gets a timestamp too)"})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training rows"})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)"})
+    learning_rate: float = field(default=1e-3, metadata={
+        "help": "Peak learning rate; LoRA SFT on a small model takes 5e-4 to 1e-3, DPO far lower (5e-5 to "
+                "2e-4), full fine-tuning ~2e-5"})
+    batch_size: int = field(default=8, metadata={"help": "Examples (DPO: preference pairs) per step"})
+    micro_batch_size: int = field(default=0, metadata={"help": MICRO_BATCH_HELP})
+    max_length: int = field(default=256, metadata={
+        "help": "Longest example (prompt + answer) in tokens; longer ones are cut"})
+    logging_steps: int = field(default=5, metadata={"help": "Log the loss (DPO: and rewards) every N steps"})
+    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps, for resuming"})
+    seed: int = field(default=0, metadata={"help": "Random seed for data order and adapter init"})
+    max_minutes: float = field(default=0, metadata={
+        "help": "End the run (saved, completed) before it would pass this many minutes (0: no limit)"})
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    trl: dict = field(default_factory=dict, metadata={
+        "help": "Any other field of TRL's config (SFTConfig, DPOConfig), passed through, e.g. "
+                "{'warmup_ratio': 0.1}"})
+
+
+def default(name: str, value):
+    """A subclass's own default for a field of :class:`TrainingSettings`, keeping its help text.
+
+    >>> default("epochs", 2.0).default
+    2.0
+    """
+    return field(default=value, metadata=TrainingSettings.__dataclass_fields__[name].metadata)
+
+
+def settings_fields(cls) -> list[dataclasses.Field]:
+    """The fields of a settings dataclass in the order people read them: a field whose metadata
+    says ``after`` stands right after that field, the others in declaration order.
+
+    >>> from ftkit.dpo import DPOSettings
+    >>> [f.name for f in settings_fields(DPOSettings)][:6]
+    ['name', 'epochs', 'max_steps', 'learning_rate', 'beta', 'sft_weight']
+    """
+    placed = [f for f in dataclasses.fields(cls) if "after" not in f.metadata]
+    for f in [f for f in dataclasses.fields(cls) if "after" in f.metadata]:
+        anchor = next(i for i, g in enumerate(placed) if g.name == f.metadata["after"])
+        placed.insert(anchor + 1, f)
+    return placed
+
+
+def device_defaults(device: str) -> dict:
+    """Settings that differ from the dataclass defaults on this device, for interactive runs.
+
+    On a CPU a step of 8 examples of SmolLM2-135M takes seconds, so the batch is smaller, every
+    step is logged (a live chart moves) and the run ends within 5 minutes.
+
+    >>> device_defaults("cpu"), device_defaults("cuda")
+    ({'batch_size': 4, 'logging_steps': 1, 'max_minutes': 5.0}, {})
+    """
+    if device.split(":")[0] == "cpu":
+        return {"batch_size": 4, "logging_steps": 1, "max_minutes": 5.0}
+    return {}
+
+
+# --- pre-flight ----------------------------------------------------------------------------------
+
+@dataclass
+class Preflight:
+    """What was checked before the first step, in plain words, with one example as the trainer
+    sees it: ``segments`` are ``(text, trained)`` pieces, trained meaning the loss covers them."""
+
+    segments: list[tuple[str, bool]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def example(self) -> str:
+        """The example as plain text, trained tokens in ``[[ ]]``."""
+        return "".join(f"[[{text}]]" if trained else text for text, trained in self.segments)
+
+    def __str__(self) -> str:
+        lines = ["One training example (the model learns the [[marked]] tokens):", self.example]
+        lines += [f"PROBLEM: {p}" for p in self.problems] + [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """Trained tokens highlighted, the rest dimmed; every piece of the data escaped."""
+        pieces = "".join(
+            f"<mark class='ftkit-trained' style='background:#fff3a3'>{html.escape(text)}</mark>" if trained
+            else f"<span class='ftkit-context' style='color:#888'>{html.escape(text)}</span>"
+            for text, trained in self.segments)
+        lines = [f"<div style='color:#b00020'>problem: {html.escape(p)}</div>" for p in self.problems]
+        lines += [f"<div class='ftkit-note'>{html.escape(n)}</div>" for n in self.notes]
+        return ("<div class='ftkit-preflight'><div>One training example: the model learns the "
+                "<mark style='background:#fff3a3'>highlighted</mark> tokens; the grey ones are context."
+                f"</div><pre style='white-space:pre-wrap'>{pieces}</pre>{''.join(lines)}</div>")
+
+
+# --- the model a run trains --------------------------------------------------------------------
+
+def _carries_adapters(model) -> bool:
+    from accelerate.utils import is_peft_model
+
+    return is_peft_model(model) or any("lora_" in name for name, _ in model.named_parameters())
+
+
+def _shared_weights_copy(model):
+    """New module objects around the same parameter and buffer tensors: LoRA layers put into the
+    copy leave ``model`` as it was, at no memory cost."""
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo)
+
+
+@contextlib.contextmanager
+def trainable_model(model, lora: LoraSettings, adapter_dir=None):
+    """The model a run trains, and the PEFT config its trainer should add (None: already set).
+
+    ``model`` is never changed: LoRA goes on a copy that shares its weights (see the module
+    docstring); a full fine-tune trains a real copy. ``adapter_dir`` continues a saved adapter
+    (DPO from an SFT run). Under a distributed launch each process's model exists only to be
+    trained, and FSDP frees the weights it shards only if nothing else holds them: it is trained
+    in place there.
+    """
+    if _carries_adapters(model):
+        raise ValueError("this model already carries LoRA adapters (is it run.model from an earlier run?). "
+                         "Pass the base model: training leaves the model you give it unchanged, so the "
+                         "one you trained from still works. To continue a run, pass resume=run (the same "
+                         "run) or, for DPO after SFT, from_run=sft_run")
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    in_place = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    try:
+        if lora.full_finetune:
+            yield (model if in_place else copy.deepcopy(model)), None
+        else:
+            trainee = model if in_place else _shared_weights_copy(model)
+            if adapter_dir is not None:
+                from peft import PeftModel
+
+                yield PeftModel.from_pretrained(trainee, adapter_dir, is_trainable=True), None
+            else:
+                yield trainee, lora.peft_config()
+    finally:
+        for p, flag in flags:  # PEFT froze the shared base weights; they were trainable before
+            p.requires_grad_(flag)
+
+
+# --- the trainer ---------------------------------------------------------------------------------
+
+def trl_arguments(settings: TrainingSettings, run: Run, device_choice, config_cls) -> dict:
+    """The keyword arguments of TRL's ``SFTConfig``/``DPOConfig`` that every method sets the same
+    way, from ftkit's settings and the model's device (a method adds its own, then
+    ``settings.trl``)."""
+    micro, accumulate = micro_batches(settings.batch_size, settings.micro_batch_size, device_choice.device)
+    kw = dict(
+        output_dir=str(run.checkpoints_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate, per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulate,
+        # An eval batch larger than the train batch is a classic out-of-memory at the first eval.
+        per_device_eval_batch_size=micro, max_length=settings.max_length,
+        logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_strategy="steps",
+        seed=settings.seed, report_to=[], lr_scheduler_type="constant", include_num_input_tokens_seen=True,
+        use_cpu=device_choice.device == "cpu", **device_choice.trainer_precision(),
+    )
+    # Activation (gradient) checkpointing trades a third more compute for memory that a small
+    # model on CPU does not need; TRL turns it on by default. The field was renamed in transformers 5.
+    fields_ = config_cls.__dataclass_fields__
+    kw["activation_checkpointing" if "activation_checkpointing" in fields_ else "gradient_checkpointing"] = False
+    return kw
+
+
+def _oom_hint(err: BaseException) -> str | None:
+    text = str(err).lower()
+    if "out of memory" in text or isinstance(err, MemoryError):
+        return ("out of memory: lower micro_batch_size (each step stays the same, in more passes), "
+                "then batch_size or max_length, or use a smaller LoRA rank")
+    return None
+
+
+def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool = False,
+                     preflight: str | None = None) -> Run:
+    """Run a TRL trainer inside ``run``: record its events and final status, save its adapter.
+
+    A stop from the flag ends after the current step with a checkpoint there (EventCallback asks
+    for it), so a resume starts exactly at that step; after a KeyboardInterrupt the adapter is
+    still saved and a resume starts at the last periodic checkpoint. Any other exception marks the
+    run failed with the message (and what to reduce, for out-of-memory) and is raised again.
+    """
+    from ftkit.events import EVENTS
+
+    if resumed:
+        run.set_status("running")
+    recorders = [(name, bus.on(name, lambda payload, name=name: run.record(name, payload)))
+                 for name in EVENTS]
+    if preflight:
+        run.record("preflight", {"text": preflight})
+    model = trainer.model
+    model.train()
+    try:
+        checkpoint = run.last_checkpoint() if resumed else None
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        status = "stopped" if stop else "completed"
+    except KeyboardInterrupt:
+        status = "stopped"
+    except Exception as err:
+        hint = _oom_hint(err)
+        message = f"{type(err).__name__}: {err}"
+        bus.emit("error", {"message": message, "hint": hint})
+        run.set_status("failed", error=message, hint=hint, step=trainer.state.global_step)
+        raise
+    finally:
+        model.eval()
+        for name, fn in recorders:
+            bus.off(name, fn)
+    trainer.save_model(str(run.adapter_dir))  # every process calls it: FSDP gathers the shards
+    if is_main_process():
+        tokenizer.save_pretrained(run.adapter_dir)
+    step = trainer.state.global_step
+    run.record("end", {"step": step, "status": status})
+    bus.emit("end", {"step": step, "status": status})
+    best = trainer.state.best_model_checkpoint  # set by early stopping (load_best_model_at_end)
+    extra = {"best_checkpoint": best, "best_metric": trainer.state.best_metric} if best else {}
+    run.set_status(status, step=step, max_steps=trainer.state.max_steps, **extra)
+    trainer.accelerator.wait_for_everyone()  # every process then reads the final status
+    run.model = trainer.model
+    return run

@@ -1,0 +1,146 @@
+"""What SFT and DPO share (ftkit.training): settings, the model a run trains, quiet output,
+the pre-flight report, and both precision paths."""
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+from ftkit import models
+from ftkit.dpo import DPOSettings
+from ftkit.events import EventBus
+from ftkit.models import load_model, model_info
+from ftkit.sft import SFTSettings, train_sft
+from ftkit.training import LoraSettings, Preflight, TrainingSettings, device_defaults, settings_fields
+
+ROWS = [{"prompt": p, "completion": c} for p, c in [
+    ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
+    ("Reset my password", "account"), ("Change the delivery address", "address")]] * 4
+FAST = dict(max_steps=3, batch_size=4, logging_steps=1, save_steps=100, learning_rate=1e-2)
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
+
+
+# --- settings --------------------------------------------------------------------------------
+
+def test_sft_and_dpo_settings_share_one_declaration_of_their_common_fields():
+    shared = {f.name: f for f in dataclasses.fields(TrainingSettings)}
+    for cls in (SFTSettings, DPOSettings):
+        assert issubclass(cls, TrainingSettings)
+        for f in dataclasses.fields(cls):
+            if f.name in shared:  # a method may change a default, never the help text
+                assert f.metadata == shared[f.name].metadata, (cls.__name__, f.name)
+    assert (SFTSettings().name, SFTSettings().epochs, SFTSettings().learning_rate) == ("sft", 2.0, 1e-3)
+    assert (DPOSettings().name, DPOSettings().epochs, DPOSettings().learning_rate) == ("dpo", 1.0, 5e-5)
+
+
+def test_the_form_and_help_keep_each_methods_field_order():
+    assert [f.name for f in settings_fields(SFTSettings)] == [
+        "name", "epochs", "max_steps", "learning_rate", "batch_size", "micro_batch_size", "max_length",
+        "logging_steps", "eval_steps", "save_steps", "early_stopping_patience", "seed", "max_minutes", "lora", "trl"]
+    assert [f.name for f in settings_fields(DPOSettings)] == [
+        "name", "epochs", "max_steps", "learning_rate", "beta", "sft_weight", "batch_size", "micro_batch_size",
+        "max_length", "logging_steps", "save_steps", "seed", "max_minutes", "lora", "trl"]
+
+
+def test_device_defaults_shrink_interactive_runs_on_a_cpu_only():
+    assert device_defaults("cpu") == {"batch_size": 4, "logging_steps": 1, "max_minutes": 5.0}
+    assert device_defaults("cuda:0") == {} and device_defaults("mps") == {}
+    SFTSettings(**device_defaults("cpu"))  # every key is a real setting
+
+
+# --- the model a run trains ------------------------------------------------------------------
+
+def test_training_leaves_the_callers_model_unchanged_and_shares_its_weights(tiny, tmp_path):
+    model, tok = tiny
+    ids = tok(["Where is my order?"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        before = model(ids).logits.clone()
+    flags = [p.requires_grad for p in model.parameters()]
+    run = train_sft(model, tok, ROWS, config=SFTSettings(**FAST), runs_root=tmp_path)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)  # the base model answers as before
+        assert not torch.equal(run.model(ids).logits, before)  # the trained one does not
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    # No second copy of the weights: the trained model's base layers are the caller's tensors.
+    base_q = run.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight
+    assert base_q is model.model.layers[0].self_attn.q_proj.weight
+    again = train_sft(model, tok, ROWS, config=SFTSettings(**FAST), runs_root=tmp_path)  # a new run, same base
+    assert again.status["status"] == "completed" and again.id != run.id
+
+
+def test_a_model_that_already_carries_adapters_is_refused_with_what_to_do(tiny, tmp_path):
+    model, tok = tiny
+    run = train_sft(model, tok, ROWS, config=SFTSettings(**FAST), runs_root=tmp_path)
+    with pytest.raises(ValueError, match=r"already carries LoRA adapters .*Pass the base model.*resume=run"):
+        train_sft(run.model, tok, ROWS, config=SFTSettings(**FAST), runs_root=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1  # the refused call left no run folder behind
+
+
+def test_full_fine_tuning_trains_a_copy(tiny, tmp_path):
+    model, tok = tiny
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    settings = SFTSettings(**{**FAST, "learning_rate": 1e-4}, lora=LoraSettings(full_finetune=True))
+    run = train_sft(model, tok, ROWS, config=settings, runs_root=tmp_path)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert any(not torch.equal(p, before[n]) for n, p in run.model.named_parameters())
+
+
+def test_model_info_for_a_model_ftkit_did_not_load():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    plain = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                         num_attention_heads=2)).to(torch.bfloat16)
+    info = model_info(plain)
+    assert (info.device.device, info.device.dtype) == ("cpu", torch.bfloat16)
+    assert info.device.trainer_precision() == {"bf16": True, "fp16": False}  # from its weights
+
+
+# --- both precision paths, forced ----------------------------------------------------------------
+
+@pytest.mark.parametrize("native_bf16,dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_training_runs_in_the_precision_the_cpu_gets(native_bf16, dtype, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native_bf16)
+    model, tok = load_model(tiny_model_dir, device="cpu", verbose=False)
+    assert model.dtype == dtype and model_info(model).device.dtype == dtype
+    run = train_sft(model, tok, ROWS, config=SFTSettings(**FAST), runs_root=tmp_path)
+    assert run.status["status"] == "completed" and len(run.events("log")) == 3
+    assert all(e["loss"] > 0 for e in run.events("log"))
+    assert str(dtype).removeprefix("torch.") in run.config["device"]
+    lora = {n: p for n, p in run.model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values())  # B starts at zero: it was trained
+    # PEFT keeps the adapter (and so AdamW's state) in float32 on a bf16 base model.
+    assert {p.dtype for p in lora.values()} == {torch.float32}
+
+
+# --- what a learner sees -------------------------------------------------------------------------
+
+def test_training_and_loading_hide_known_noise_and_keep_real_warnings(tiny, tmp_path, capfd):
+    model, tok = tiny
+    bus = EventBus()
+    bus.on("log", lambda e: warnings.warn(f"a real warning at step {e['step']}", UserWarning))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run = train_sft(model, tok, ROWS, config=SFTSettings(**FAST), bus=bus, runs_root=tmp_path)
+        run.load_model(device="cpu", dtype="float32")  # PEFT's loading asks for it too
+        warnings.warn("is_gradient_checkpointing is deprecated (outside training)", FutureWarning)
+    messages = [str(w.message) for w in seen]
+    assert "a real warning at step 1" in messages
+    assert [m for m in messages if "is_gradient_checkpointing" in m] == [
+        "is_gradient_checkpointing is deprecated (outside training)"]  # silenced only around training
+    err = capfd.readouterr().err
+    assert "Tokenizing train dataset" not in err and "Truncating" not in err
+
+
+def test_preflight_html_highlights_trained_tokens_and_escapes_the_data():
+    check = Preflight(segments=[("<b>prompt</b> ", False), ("<script>x</script>", True)], problems=["a < b"])
+    page = check._repr_html_()
+    assert "<mark class='ftkit-trained' style='background:#fff3a3'>&lt;script&gt;x&lt;/script&gt;</mark>" in page
+    assert "<span class='ftkit-context' style='color:#888'>&lt;b&gt;prompt&lt;/b&gt; </span>" in page
+    assert "<script>" not in page and "a &lt; b" in page
+    assert check.example == "<b>prompt</b> [[<script>x</script>]]"
