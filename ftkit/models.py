@@ -91,7 +91,14 @@ class DeviceChoice:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes in bfloat16 natively (x86 AVX512-BF16/AMX, Arm BF16)."""
+    """True when the CPU computes in bfloat16 natively (x86 AVX512-BF16/AMX, Arm BF16).
+
+    ``FTKIT_CPU_BF16=0`` (or ``1``) overrides the detection: to run as on a CPU without it, or
+    where /proc/cpuinfo is not readable.
+    """
+    forced = os.environ.get("FTKIT_CPU_BF16", "").strip().lower()
+    if forced in ("0", "1", "false", "true", "no", "yes"):
+        return forced in ("1", "true", "yes")
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:  # macOS, Windows: no cheap way to know; fp32 is the safe choice

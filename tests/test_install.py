@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,6 +18,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 
 import pytest
+from test_packaging import source_copy
 
 import ftkit
 from ftkit import _source_tree
@@ -83,12 +83,7 @@ def non_editable(tmp_path_factory) -> Path:
     Takes about a second.
     """
     tmp = tmp_path_factory.mktemp("non-editable")
-    src = tmp / "src"
-    src.mkdir()
-    for name in ["pyproject.toml", "README.md", "LICENSE"]:
-        shutil.copy(ROOT / name, src / name)
-    for folder in ["ftkit", "widgets"]:
-        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    src = source_copy(tmp / "src")
     target = tmp / "site"
     result = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                              "--no-index", "-q", "--target", str(target), str(src)],

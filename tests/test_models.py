@@ -40,6 +40,15 @@ def test_explicit_dtype_wins_and_is_explained(monkeypatch):
     assert describe_device("cpu", "fp16").startswith("cpu (float16): float16 as asked")
 
 
+def test_the_bf16_detection_can_be_forced_each_way(monkeypatch):
+    monkeypatch.setenv("FTKIT_CPU_BF16", "0")
+    assert models.cpu_has_native_bf16() is False and choose_device("cpu").dtype == torch.float32
+    monkeypatch.setenv("FTKIT_CPU_BF16", "1")
+    assert models.cpu_has_native_bf16() is True and choose_device("cpu").dtype == torch.bfloat16
+    monkeypatch.setenv("FTKIT_CPU_BF16", "")  # unset or empty: read /proc/cpuinfo
+    assert models.cpu_has_native_bf16() == models._bf16_in_cpuinfo(models.Path("/proc/cpuinfo").read_text())
+
+
 def test_bad_dtype_and_device_say_what_is_allowed():
     with pytest.raises(ValueError, match="use 'auto' or one of: float32, bfloat16, float16"):
         choose_device("cpu", "int3")

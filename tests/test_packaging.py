@@ -9,6 +9,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def source_copy(folder: Path) -> Path:
+    """What a build reads, copied out of the checkout (an in-tree build writes build/ and
+    ftkit.egg-info into the repository)."""
+    folder.mkdir(parents=True)
+    for name in ["pyproject.toml", "README.md", "LICENSE"]:
+        shutil.copy(ROOT / name, folder / name)
+    for name in ["ftkit", "widgets"]:
+        shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
 def test_widgets_import_from_this_install():
     import ftkit.widgets
 
@@ -16,12 +27,7 @@ def test_widgets_import_from_this_install():
 
 
 def test_built_wheel_holds_widgets_and_example_data_and_imports(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ["pyproject.toml", "README.md", "LICENSE"]:
-        shutil.copy(ROOT / name, src / name)
-    for folder in ["ftkit", "widgets"]:
-        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    src = source_copy(tmp_path / "src")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
                     str(src)], check=True, capture_output=True, timeout=600)
     wheel = next((tmp_path / "dist").glob("ftkit-*.whl"))
