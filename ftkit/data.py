@@ -251,7 +251,8 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     add_warnings(report, canonical, tokenizer, max_length, test)
     try:
         report.dataset = datasets.Dataset.from_list(canonical)
-    except (TypeError, ValueError) as err:  # arrow cannot hold mixed types in one column
+    # arrow cannot hold mixed types in one column, ints beyond int64 (OverflowError), or deep nesting
+    except (TypeError, ValueError, OverflowError, RecursionError) as err:
         report.errors.append(f"the extra columns mix types arrow cannot store ({err}); drop or "
                              "convert them before loading")
     return report

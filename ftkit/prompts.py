@@ -51,19 +51,18 @@ class PromptTemplate:
         "help": "The label set, for {labels} in the instruction"})
 
     def __post_init__(self):
-        names = {f for _, f, _, _ in string.Formatter().parse(self.instruction) if f}
-        if not names:
-            raise ValueError(f"instruction {self.instruction!r} has no placeholder; put {{prompt}} where "
-                             "the row's text goes")
-        self._fields = names
+        self._fields = _placeholders(self.instruction)
 
     def _fill(self, row: dict) -> str:
-        values = {"labels": ", ".join(self.labels), **row}
+        values = {"labels": ", ".join(self.labels), **{k: v for k, v in row.items() if isinstance(k, str)}}
         missing = sorted(self._fields - set(values))
         if missing:
             raise KeyError(f"instruction uses {{{missing[0]}}}, but the row has no such field; fields are: "
                            f"{', '.join(sorted(values))}")
-        return self.instruction.format(**values)
+        try:
+            return self.instruction.format(**values)
+        except (ValueError, TypeError) as err:  # a format spec that does not fit the value, e.g. {id:d}
+            raise ValueError(f"instruction {self.instruction!r} cannot format this row: {err}") from None
 
     def messages(self, row: dict) -> list[dict]:
         """The chat messages for one row, ending with the user turn the model must answer."""
@@ -80,6 +79,39 @@ class PromptTemplate:
     def token_count(self, row: dict, tokenizer) -> int:
         """Prompt tokens for this row, the system prompt the chat template adds included."""
         return len(tokenizer(self.render(row, tokenizer), add_special_tokens=False)["input_ids"])
+
+
+def _placeholders(instruction: str) -> set[str]:
+    """The row fields ``instruction`` names. Only ``{name}`` placeholders (with an optional
+    conversion and format spec, e.g. ``{prompt!r}``, ``{prompt:.200}``) are allowed: a template comes
+    from users and config files, and ``{prompt.__class__}`` or ``{prompt[0]}`` would reach into
+    the values' attributes and items (a format-string injection), ``{}``/``{0}`` into nothing."""
+    try:
+        parsed = list(string.Formatter().parse(instruction))
+    except ValueError as err:
+        raise ValueError(f"instruction {instruction!r} is not a valid template ({err}); write {{{{ and }}}} "
+                         "for a literal brace") from None
+    names = set()
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if conversion not in (None, "r", "s", "a"):
+            raise ValueError(f"instruction {instruction!r} has an unknown conversion !{conversion} in "
+                             f"{{{name}!{conversion}}}; use !r, !s or !a, or none")
+        if name == "" or name.isdigit():
+            raise ValueError(f"instruction {instruction!r} has a positional placeholder {{{name}}}; name "
+                             "the row field instead, e.g. {prompt}")
+        if "." in name or "[" in name:
+            raise ValueError(f"instruction {instruction!r} uses {{{name}}}: only plain field names are "
+                             "allowed in placeholders, no attribute or index access; e.g. {prompt}")
+        if spec and ("{" in spec or "}" in spec):
+            raise ValueError(f"instruction {instruction!r} has a placeholder inside the format spec of "
+                             f"{{{name}}}; write the spec out, e.g. {{{name}:.200}}")
+        names.add(name)
+    if not names:
+        raise ValueError(f"instruction {instruction!r} has no placeholder; put {{prompt}} where "
+                         "the row's text goes")
+    return names
 
 
 def select_shots(train, k: int, strategy: str = "balanced", seed: int = 0,

@@ -37,12 +37,14 @@ class ComparePanel(w.VBox):
     ``templates``: ``{name: PromptTemplate}`` run on the base ``model`` (with adapters off when
     it is a PEFT model); default: zero-shot. ``runs``: finished :class:`~ftkit.runs.Run` objects,
     each loaded with its adapter and evaluated with the template it was trained on. ``labels``
-    defaults to the sorted labels of ``dataset`` when it has a ``label`` column.
+    defaults to the sorted labels of ``dataset`` when it has a ``label`` column. Each run's
+    evaluation is recorded with it (:meth:`~ftkit.runs.Run.record_evaluation`); pass
+    ``record=False`` when ``dataset`` is not held out (rating training rows for DPO pairs).
     """
 
     def __init__(self, model, tokenizer, dataset, templates: dict[str, PromptTemplate] | None = None,
                  runs=(), labels=None, metrics=("exact_match",), limit: int | None = None,
-                 max_new_tokens: int = 32, page_size: int = 20):
+                 max_new_tokens: int = 32, page_size: int = 20, record: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self._rows = as_rows(dataset)[:limit] if limit else as_rows(dataset)
         self.labels = list(label_set(self._rows) if labels is None else labels)
@@ -52,6 +54,7 @@ class ComparePanel(w.VBox):
         self.templates = dict(templates)
         self.runs = {run.id: run for run in runs}
         self.metrics, self.max_new_tokens, self.page_size = metrics, max_new_tokens, page_size
+        self.record = record
         self.result: EvalResult | None = None
         self.visible_rows: list[int] = []
         self.page = 0
@@ -118,7 +121,7 @@ class ComparePanel(w.VBox):
         with self._progress:
             self.result = evaluate(variants, self._rows, self.metrics, labels=self.labels or None)
         for name in names:  # each run keeps its evaluation, on these rows, beside the others
-            if name in self.runs:
+            if self.record and name in self.runs:
                 self.runs[name].record_evaluation(self.result, variant=name)
         self._ratings.clear()
         self._draw_summary(names)

@@ -105,3 +105,10 @@ def test_no_pairs_is_an_error_in_the_panel(talkative, tmp_path):
         panel.save_pairs(tmp_path / "p.jsonl")
     find_button(panel, css="ftkit-save-pairs").click()
     assert "no preference pairs yet" in text(panel)
+
+
+def test_a_panel_over_rows_that_are_not_held_out_records_nothing(talkative, sft_run):
+    model, tok = talkative
+    before = sft_run.evaluation
+    ComparePanel(model, tok, dataset=ROWS[4:8], runs=[sft_run], max_new_tokens=3, record=False).run()
+    assert sft_run.evaluation == before
