@@ -67,14 +67,43 @@ def _with_out(config: PipelineConfig, out: str | None) -> PipelineConfig:
     return config
 
 
+def _resumable(config: PipelineConfig, run_id: str | None):
+    """The run ``--resume`` names, under the config's runs folder, if it can be continued."""
+    if not run_id:
+        return None
+    from ftkit.runs import load_run
+
+    try:
+        run = load_run(run_id, config.output.runs_root)
+    except KeyError as err:
+        raise ValueError(f"--resume: {err.args[0]}") from None
+    status = run.status.get("status")
+    if status not in ("interrupted", "stopped", "failed"):
+        raise ValueError(f"run {run.id} is {status}; --resume continues an interrupted, stopped or failed run")
+    if run.config.get("kind") == "dpo" and config.dpo is None:
+        raise ValueError(f"run {run.id} is a DPO run, but the config has no dpo section to continue it with")
+    return run
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = _with_out(load_config(args.config), args.out)
     if args.check:
-        print(f"{args.config}: valid")
-        return 0
+        return check_run(config, args.config)
     from ftkit.pipeline import run_pipeline
 
-    run_pipeline(config, title=f"ftkit run: {Path(args.config).name}")
+    run_pipeline(config, title=f"ftkit run: {Path(args.config).name}", resume=_resumable(config, args.resume))
+    return 0
+
+
+def check_run(config: PipelineConfig, name: str) -> int:
+    """``ftkit run --check``: the config, then the data as training would read it (format, mapping,
+    empty or malformed rows, the split and its leaks, token lengths), with the model's tokenizer
+    alone: no weights are loaded."""
+    from ftkit.models import load_tokenizer
+    from ftkit.pipeline import prepare_data
+
+    prepare_data(config, load_tokenizer(config.model.name), print)
+    print(f"{name}: valid (config and data checked; no model weights loaded)")
     return 0
 
 
@@ -87,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ftkit.runs import is_main_process
 
     config = _with_out(load_config(args.config), args.out)
+    _resumable(config, args.resume)  # fail here, before a model loads
     PartialState()  # joins the process group `accelerate launch` set up; binds this GPU
     main = is_main_process()
     say = print if main else (lambda _text: None)
@@ -97,7 +127,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   verbose=False)
     prepared = prepare_data(config, tokenizer, say)
     templates = [build_template(t, prepared.train, prepared.labels) for t in config.templates]
-    runs = train_stages(config, model, tokenizer, prepared, training_template(config, templates), root, say)
+    runs = train_stages(config, model, tokenizer, prepared, training_template(config, templates), root, say,
+                        resume=_resumable(config, args.resume))
     for run in runs:
         say(f"{run.id}: {run.status.get('status')} at step {run.status.get('step')} ({run.path})")
     return 0 if all(r.status.get("status") == "completed" for r in runs) else 1
@@ -181,12 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="a .yaml, .yml or .json file (see ftkit.config.PipelineConfig)")
     p.add_argument("--out", help="folder for the runs and report.html (overrides output: in the config)")
-    p.add_argument("--check", action="store_true", help="validate the config and exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config and the data (with the tokenizer alone, no weights) and exit")
+    p.add_argument("--resume", metavar="RUN", help="continue this interrupted or stopped run (id or prefix) "
+                                                   "from its last checkpoint, in the same run record")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="SFT (and DPO) from a config, no evaluation; what `launch` runs")
     p.add_argument("config", help="a .yaml, .yml or .json file, as for `ftkit run`")
     p.add_argument("--out", help="folder for the runs (overrides output.runs_root)")
+    p.add_argument("--resume", metavar="RUN", help="continue this interrupted or stopped run from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="list recorded runs with status and headline metric")

@@ -19,7 +19,8 @@ import pandas as pd
 
 from ftkit.sources import as_rows
 
-__all__ = ["DataReport", "add_warnings", "find_overlap", "render_example", "rows_text", "token_lengths"]
+__all__ = ["DataReport", "add_warnings", "find_overlap", "overlap_note", "render_example", "rows_text",
+           "token_lengths"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,10 +126,30 @@ def _key(row: dict) -> str:
     return json.dumps([row[f] for f in fields_], ensure_ascii=False, sort_keys=True)
 
 
+def _normalized(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
 def _prompt_key(row: dict) -> str:
+    """What a prompt is, ignoring case and spacing: near-duplicates count as the same prompt."""
     if "messages" in row:
-        return json.dumps([m for m in row["messages"] if m["role"] != "assistant"], sort_keys=True)
-    return " ".join(row["prompt"].split()).lower()
+        return json.dumps([(m["role"], _normalized(m["content"])) for m in row["messages"]
+                           if m["role"] != "assistant"])
+    return _normalized(row["prompt"])
+
+
+def overlap_note(train, test, what: str = "training rows") -> tuple[list[int], str]:
+    """The leakage check of a split: the ``test`` rows whose prompt is also in ``train`` (case and
+    spacing ignored), and one sentence saying so.
+
+    >>> overlap_note([{"prompt": "Where is  my order?"}], [{"prompt": "where is my order?"}, {"prompt": "hi"}])[1]
+    '1 of 2 held-out rows have a prompt that is also in the training rows (held-out rows 0); scores on them measure memory, not skill'
+    """
+    shared = find_overlap(train, test)
+    if not shared:
+        return shared, f"no held-out prompt appears in the {what} (case and spacing ignored)"
+    return shared, (f"{len(shared)} of {len(as_rows(test))} held-out rows have a prompt that is also in the "
+                    f"{what} (held-out rows {rows_text(shared)}); scores on them measure memory, not skill")
 
 
 def find_overlap(train, test) -> list[int]:

@@ -50,7 +50,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 __all__ = [
     "EMBEDDED_NAME", "DeviceChoice", "ModelInfo", "ModelLoadError", "cache_dir", "choose_device",
-    "cpu_has_native_bf16", "describe_device", "load_model", "model_info", "prepare_tokenizer",
+    "cpu_has_native_bf16", "describe_device", "load_model", "load_tokenizer", "model_info", "prepare_tokenizer",
     "quiet_library_noise",
 ]
 
@@ -459,6 +459,35 @@ def prepare_tokenizer(tokenizer, padding_side: str = "left"):
         )
         tokenizer.chat_template = _FALLBACK_CHAT_TEMPLATE
     return tokenizer
+
+
+def load_tokenizer(name_or_path: str | os.PathLike = EMBEDDED_NAME):
+    """The tokenizer of a model, without its weights: what checking data against a model needs.
+
+    A GGUF model (the embedded one too) gives its tokenizer from the file's metadata when it has
+    not been converted yet, so ``ftkit run --check`` costs seconds, not a conversion.
+
+    >>> tokenizer = load_tokenizer()            # doctest: +SKIP
+    """
+    from transformers import AutoTokenizer
+
+    kind, location = resolve_source(name_or_path)
+    if kind in ("embedded", "gguf"):
+        converted = cache_dir() / _gguf_cache_key(Path(location))
+        if (converted / _CACHE_MARKER).is_file():
+            return prepare_tokenizer(AutoTokenizer.from_pretrained(converted))
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(str(Path(location).parent),
+                                                               gguf_file=Path(location).name))
+    local = {}
+    if kind == "hub":
+        if _hub_offline():
+            local = {"local_files_only": True}
+        else:
+            _check_hub_reachable()
+    try:
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(location, **local))
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not load the tokenizer of {name_or_path!r}: {err}") from None
 
 
 def _four_bit_config(choice: DeviceChoice):

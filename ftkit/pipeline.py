@@ -27,12 +27,13 @@ from tqdm.auto import tqdm
 from ftkit import examples
 from ftkit.config import PipelineConfig, TemplateConfig, template_name
 from ftkit.data import DataError, check_data, label_set, split
+from ftkit.data_report import overlap_note
 from ftkit.dpo import train_dpo
 from ftkit.evaluate import EvalResult, Variant, evaluate
 from ftkit.events import EventBus
 from ftkit.models import describe_device, load_model
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, DEFAULT_INSTRUCTION, PromptTemplate, few_shot
-from ftkit.runs import Run
+from ftkit.runs import Run, load_run
 from ftkit.sft import train_sft
 
 __all__ = [
@@ -62,6 +63,8 @@ class Prepared:
     test: datasets.Dataset  # the held-out rows that are evaluated (after ``data.limit``)
     labels: list[str]
     description: str
+    leakage: str = ""  # the leakage check of the split (and of the DPO pairs), in words
+    pairs: datasets.Dataset | None = None  # the DPO pairs, when config.dpo is set
 
 
 def _source(source: str) -> str:
@@ -69,24 +72,35 @@ def _source(source: str) -> str:
 
 
 def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] = tqdm.write) -> Prepared:
-    """Load, check and split the data as ``config.data`` says; raise ``DataError`` on errors."""
+    """Load, check and split the data as ``config.data`` says, check the split for leaks, and load
+    the DPO pairs when ``config.dpo`` is set; raise ``DataError`` on errors. Only a tokenizer is
+    needed (``ftkit run --check`` passes one without the weights)."""
     d = config.data
     max_length = config.sft.max_length if config.sft is not None else None
     report = check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, max_length=max_length)
-    say(f"Data: {report.summary()}")
-    if not report.ok:
+    if not report.ok:  # the caller prints the error, once
         raise DataError("; ".join(report.errors))
+    say(f"Data: {report.summary()}")
     data = report.dataset
     stratify = d.stratify_by if d.stratify_by in data.column_names else None
     parts = split(data, test_size=d.test_size, seed=d.seed, stratify_by=stratify)
     train, test = parts["train"], parts["test"]
     if d.limit:
         test = test.select(range(min(d.limit, len(test))))
-    labels = label_set(train)
     how = f", stratified by {stratify}" if stratify else ""
     description = (f"{len(train)} train / {len(parts['test'])} test rows{how}; evaluating on {len(test)}")
     say(f"Split: {description}")
-    return Prepared(train=train, test=test, labels=labels, description=description)
+    leakage = [overlap_note(train, test)[1]]
+    pairs = None
+    if config.dpo is not None:
+        pair_report = check_data(_source(config.dpo.source), config.dpo.mapping or None)
+        if not pair_report.ok:
+            raise DataError("dpo.source: " + "; ".join(pair_report.errors))
+        pairs = pair_report.dataset
+        leakage.append(overlap_note(pairs, test, "DPO pairs")[1])
+    say("Leakage check: " + "; ".join(leakage))
+    return Prepared(train=train, test=test, labels=label_set(train), description=description,
+                    leakage="; ".join(leakage), pairs=pairs)
 
 
 def build_template(t: TemplateConfig, train, labels: list[str]) -> PromptTemplate:
@@ -155,25 +169,33 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared,
-                 template: PromptTemplate, runs_root, say: Callable[[str], None] = tqdm.write) -> list[Run]:
-    """SFT on the training split, then DPO from its adapter when ``config.dpo`` is set."""
+def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, template: PromptTemplate,
+                 runs_root, say: Callable[[str], None] = tqdm.write, resume: Run | None = None) -> list[Run]:
+    """SFT on the training split, then DPO from its adapter when ``config.dpo`` is set.
+
+    ``resume``: an interrupted or stopped run of this config, continued from its last checkpoint
+    in the same run record; resuming the DPO run reuses its finished SFT run.
+    """
     runs: list[Run] = []
     if config.sft is None:
         return runs
-    say(f"\nSFT: LoRA on {len(prepared.train)} rows with the {template.name!r} template")
-    sft = train_sft(model, tokenizer, prepared.train, template=template, config=config.sft,
-                    bus=progress_printer("sft", say, config.sft.max_minutes), runs_root=runs_root)
+    kind = resume.config.get("kind") if resume is not None else None
+    if kind == "dpo":
+        sft = load_run(resume.config["from_run"], runs_root)
+        say(f"\nSFT: {sft.id}, {sft.status.get('status')}; resuming DPO run {resume.id}")
+    else:
+        say(f"\nSFT: LoRA on {len(prepared.train)} rows with the {template.name!r} template"
+            + (f"; resuming {resume.id}" if kind == "sft" else ""))
+        sft = train_sft(model, tokenizer, prepared.train, template=template, config=config.sft,
+                        bus=progress_printer("sft", say, config.sft.max_minutes), runs_root=runs_root,
+                        resume=resume if kind == "sft" else None)
     runs.append(sft)
     if config.dpo is not None and sft.status.get("status") == "completed":
-        report = check_data(_source(config.dpo.source), config.dpo.mapping or None)
-        if not report.ok:
-            raise DataError("dpo.source: " + "; ".join(report.errors))
-        say(f"\nDPO: from {sft.id} on {report.n_rows} preference pairs")
+        say(f"\nDPO: from {sft.id} on {len(prepared.pairs)} preference pairs")
         # train_sft left `model` as it was: DPO continues the SFT adapter on the same base weights.
-        runs.append(train_dpo(model, tokenizer, report.dataset, template=template, config=config.dpo,
+        runs.append(train_dpo(model, tokenizer, prepared.pairs, template=template, config=config.dpo,
                               from_run=sft, bus=progress_printer("dpo", say, config.dpo.max_minutes),
-                              runs_root=runs_root))
+                              runs_root=runs_root, resume=resume if kind == "dpo" else None))
     return runs
 
 
@@ -202,8 +224,9 @@ def print_summary(result: EvalResult, metric: str, say: Callable[[str], None] = 
 
 
 def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write, *,
-                 title: str = "ftkit report", progress: bool = True) -> PipelineResult:
-    """Run the whole job as ``config`` says and write the report; return what it measured."""
+                 title: str = "ftkit report", progress: bool = True, resume: Run | None = None) -> PipelineResult:
+    """Run the whole job as ``config`` says and write the report; return what it measured.
+    ``resume`` continues an interrupted run of this config (see :func:`train_stages`)."""
     from ftkit.report import write_report
 
     start = time.perf_counter()
@@ -220,7 +243,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     baseline = evaluate([Variant(model, tokenizer, t, max_new_tokens=config.max_new_tokens) for t in templates],
                         prepared.test, metrics=config.metrics, labels=prepared.labels or None,
                         progress=progress) if templates else None
-    runs = train_stages(config, model, tokenizer, prepared, train_template, config.output.runs_root, say)
+    runs = train_stages(config, model, tokenizer, prepared, train_template, config.output.runs_root, say,
+                        resume=resume)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
     tuned = [Variant(*served_model(r), train_template, name=_variant_name(r), max_new_tokens=config.max_new_tokens)
@@ -240,7 +264,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     for name in names[1:]:
         say(str(result.compare(name, names[0], config.headline)))
     report = write_report(config.output.report, title=title, result=result, runs=runs, metric=config.headline,
-                          notes=[prepared.description, f"model: {config.model.name}"], config=asdict(config))
+                          notes=[prepared.description, prepared.leakage, f"model: {config.model.name}"],
+                          config=asdict(config))
     seconds = time.perf_counter() - start
     say(f"\nReport: {report}  ({_duration(seconds)} in all)")
     return PipelineResult(evaluation=result, runs=runs, report=report, seconds=seconds)

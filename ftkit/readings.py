@@ -73,13 +73,17 @@ def training_cost(run) -> dict:
     >>> training_cost(run)  # doctest: +SKIP
     {'steps': 40, 'seconds': 183.2, 'tokens': 51230}
     """
-    seconds, started, tokens = None, None, None
+    seconds, started, last, tokens = None, None, None, None
     for event in run.events():
         kind = event.get("event")
         if kind == "start":
+            if started is not None and last is not None:  # a stretch cut off: count it to its last event
+                seconds = (seconds or 0.0) + last - started
             started = event["time"]
         elif kind == "end" and started is not None:  # a resumed run adds each stretch it trained
             seconds, started = (seconds or 0.0) + event["time"] - started, None
         elif kind == "log" and event.get("num_input_tokens_seen"):
             tokens = event["num_input_tokens_seen"]
+        if kind not in ("resume", "preflight"):  # written by the next stretch, before its start
+            last = event.get("time", last)
     return {"steps": run.status.get("step"), "seconds": seconds, "tokens": tokens}

@@ -4,7 +4,8 @@ Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
 
     runs/20261125-134501-support-sft/
         config.json     hyperparameters, seed, library versions, data fingerprint, base model
-        status.json     running | completed | stopped | failed, with the error message if any
+        status.json     running (with the process and a heartbeat) | completed | stopped | failed,
+                        with the error message if any; a dead running one reads as interrupted
         events.jsonl    every event of the run, one JSON object a line, appended as it happens
         eval.json       the evaluation of the trained model, when one was recorded
         adapter/        the trained adapter (safetensors) and the tokenizer
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,6 +36,11 @@ __all__ = ["Run", "fingerprint", "is_main_process", "list_runs", "load_run", "ne
            "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
+# A run whose status says running but whose process is gone reads as this (never written).
+INTERRUPTED = "interrupted"
+# On another machine a process cannot be asked whether it lives: a run that has not written a
+# heartbeat for this long (a step, a log or a checkpoint) counts as interrupted there.
+STALE_AFTER_S = 30 * 60
 
 
 def is_main_process() -> bool:
@@ -120,13 +127,24 @@ class Run:
 
     @property
     def status(self) -> dict:
+        """What status.json says, except that a run marked running whose process has died (killed,
+        out of memory, a closed kernel) reads as ``interrupted``, with the last step it logged.
+        ``train_sft(..., resume=run)`` or ``ftkit run CONFIG --resume RUN`` continues it."""
         try:
-            return json.loads((self.path / "status.json").read_text())
+            status = json.loads((self.path / "status.json").read_text())
         except FileNotFoundError:
             return {"status": "unknown"}
+        if status.get("status") == "running" and not _alive(status):
+            logs = self.events("log")
+            status = {**status, "status": INTERRUPTED, "step": logs[-1]["step"] if logs else 0}
+        return status
 
     def events(self, name: str | None = None) -> list[dict]:
-        """The recorded events, oldest first; ``name`` keeps only one kind."""
+        """The recorded events, oldest first; ``name`` keeps only one kind.
+
+        A resumed run starts again from its checkpoint: the steps logged after that checkpoint
+        by the stretch that was cut off are replaced by the ones the resumed stretch logs.
+        """
         path = self.path / "events.jsonl"
         if not path.exists():
             return []
@@ -136,17 +154,29 @@ class Run:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash: the ones before it are intact
-            if name is None or event.get("event") == name:
-                out.append(event)
-        return out
+            if event.get("event") == "resume":
+                out = [e for e in out if e.get("event") in ("start", "end", "resume", "preflight")
+                       or e.get("step", 0) <= event["step"]]
+            out.append(event)
+        return [e for e in out if name is None or e.get("event") == name]
 
     # -- written by the trainer -------------------------------------------------------------------
 
     def set_status(self, status: str, **extra) -> None:
+        """Write the status; a running run also records which process runs it, and when it was
+        last heard from (see :meth:`heartbeat`)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
+        if status == "running":
+            extra = {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time(), **extra}
         if is_main_process():
             write_json(self.path / "status.json", {"status": status, "time": time.time(), **extra})
+
+    def heartbeat(self, step: int) -> None:
+        """The running process is alive at ``step``; called at every logged step and checkpoint."""
+        if is_main_process():
+            status = json.loads((self.path / "status.json").read_text())
+            write_json(self.path / "status.json", {**status, "heartbeat": time.time(), "step": step})
 
     def record(self, name: str, payload: dict) -> None:
         if not is_main_process():
@@ -191,8 +221,16 @@ class Run:
         return self.path / "checkpoints"
 
     def last_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint. The trainer writes ``trainer_state.json`` last, so a
+        checkpoint cut short by a killed process (no such file, or half of it) is passed over."""
         found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        return found[-1] if found else None
+        for folder in reversed(found):
+            try:
+                json.loads((folder / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                continue
+            return folder
+        return None
 
     def load_model(self, device: str = "auto", dtype="auto", verbose: bool = False):
         """The run's base model with its trained adapter, and its tokenizer, ready for evaluate.
@@ -234,6 +272,23 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.id!r}, status={self.status.get('status')!r})"
+
+
+def _alive(status: dict) -> bool:
+    """Whether the process a running status names still runs (asked on this machine, judged by
+    its heartbeat's age on another)."""
+    pid, host = status.get("pid"), status.get("host")
+    if pid is None:  # written before runs recorded their process: trust it
+        return True
+    if host != socket.gethostname():
+        return time.time() - status.get("heartbeat", status.get("time", 0)) < STALE_AFTER_S
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process with that number
+        return True
+    return True
 
 
 def new_run(name: str, config: dict, root=None) -> Run:

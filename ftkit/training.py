@@ -265,16 +265,19 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
     """
     from ftkit.events import EVENTS
 
-    if resumed:
-        run.set_status("running")
+    run.set_status("running")  # this process, for `interrupted` if it dies
+    checkpoint = run.last_checkpoint() if resumed else None
+    if resumed:  # steps after the checkpoint that a cut-off stretch logged are logged again
+        run.record("resume", {"step": int(checkpoint.name.split("-")[1]) if checkpoint else 0})
     recorders = [(name, bus.on(name, lambda payload, name=name: run.record(name, payload)))
                  for name in EVENTS]
+    recorders += [(name, bus.on(name, lambda payload: run.heartbeat(payload["step"])))
+                  for name in ("log", "checkpoint")]
     if preflight:
         run.record("preflight", {"text": preflight})
     model = trainer.model
     model.train()
     try:
-        checkpoint = run.last_checkpoint() if resumed else None
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         status = "stopped" if stop else "completed"
     except KeyboardInterrupt:

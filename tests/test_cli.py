@@ -102,10 +102,37 @@ def test_an_invalid_config_fails_before_any_model_loads(tmp_path, capsys, monkey
     assert loaded == []
 
 
-def test_check_accepts_a_valid_config(tmp_path, capsys):
-    (tmp_path / "p.json").write_text('{"sft": {"epochs": 1}}')
-    assert main(["run", str(tmp_path / "p.json"), "--check"]) == 0
-    assert "valid" in capsys.readouterr().out
+def test_check_reads_the_data_with_the_tokenizer_alone(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import ftkit.models
+    import ftkit.pipeline
+
+    for module in (ftkit.models, ftkit.pipeline):
+        monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("--check loaded the weights"))
+    rows = "".join(f'{{"text": "message {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(20))
+    (tmp_path / "rows.jsonl").write_text(rows + '{"text": "Message 0 ", "label": "a"}\n')
+    (tmp_path / "p.yaml").write_text(f"data: {{source: rows.jsonl, test_size: 4}}\nmodel: {{name: {tiny_model_dir}}}\n")
+    assert main(["run", str(tmp_path / "p.yaml"), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "21 rows" in out and "tokens per example" in out and "Split: 17 train / 4 test rows" in out
+    assert "Leakage check: " in out and "no model weights loaded" in out
+
+
+def test_check_finds_a_malformed_file_before_any_model_loads_and_says_it_once(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text('text,label\n"where is my order,order_status\nrefund please,refund\n')
+    (tmp_path / "p.yaml").write_text(f"data: {{source: bad.csv}}\nmodel: {{name: {tiny_model_dir}}}\n")
+    assert main(["run", str(tmp_path / "p.yaml"), "--check"]) == 1
+    out, err = capsys.readouterr()
+    assert "bad.csv is not valid CSV" in err and "valid" not in out
+    assert (out + err).count("bad.csv is not valid CSV") == 1  # one error, said once
+
+
+def test_a_split_that_leaks_is_reported(tiny_model_dir, tmp_path, capsys):
+    rows = "".join(f'{{"text": "message {i % 6}", "label": "{"ab"[i % 2]}"}}\n' for i in range(24))
+    (tmp_path / "rows.jsonl").write_text(rows)  # every message four times: a split cannot keep them apart
+    (tmp_path / "p.yaml").write_text(f"data: {{source: rows.jsonl, test_size: 6}}\nmodel: {{name: {tiny_model_dir}}}\n")
+    assert main(["run", str(tmp_path / "p.yaml"), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"Leakage check: \d of 6 held-out rows have a prompt that is also in the training rows", out)
 
 
 def test_demo_rejects_an_unknown_example(capsys):

@@ -1,4 +1,6 @@
 import json
+import os
+import time
 
 import pytest
 
@@ -55,3 +57,38 @@ def test_write_json_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"status": "running"}  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temporary file left
+
+
+def test_a_running_run_whose_process_died_reads_as_interrupted_with_its_last_step(tmp_path):
+    import subprocess
+    import sys
+
+    run = new_run("r", {}, root=tmp_path)
+    assert run.status["pid"] == os.getpid() and run.status["status"] == "running"  # this process: alive
+    for step in (1, 2, 3):
+        run.record("log", {"step": step, "loss": 1.0})
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    status = json.loads((run.path / "status.json").read_text())
+    write_json(run.path / "status.json", {**status, "pid": int(gone.stdout)})  # a process that has exited
+    assert run.status == {**run.status, "status": "interrupted", "step": 3}
+    write_json(run.path / "status.json", {**status, "host": "elsewhere", "heartbeat": time.time() - 3600})
+    assert run.status["status"] == "interrupted"  # another machine: judged by the heartbeat's age
+    write_json(run.path / "status.json", {**status, "host": "elsewhere", "heartbeat": time.time()})
+    assert run.status["status"] == "running"
+
+
+def test_a_resumed_record_keeps_each_step_once_and_skips_half_written_checkpoints(tmp_path):
+    run = new_run("r", {}, root=tmp_path)
+    for step in range(1, 8):  # the first stretch logged 7 steps; its last complete checkpoint was 5
+        run.record("log", {"step": step, "loss": 1.0})
+    for step, complete in ((5, True), (7, False)):
+        folder = run.checkpoints_dir / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text('{"global_step": 5}' if complete else '{"global_st')
+    assert run.last_checkpoint().name == "checkpoint-5"  # 7 was cut short by the kill
+    run.record("resume", {"step": 5})
+    for step in range(6, 10):
+        run.record("log", {"step": step, "loss": 0.5})
+    logs = run.events("log")
+    assert [e["step"] for e in logs] == list(range(1, 10))
+    assert [e["loss"] for e in logs[5:]] == [0.5] * 4  # steps 6 and 7 as the resumed stretch logged them

@@ -97,6 +97,8 @@ class TrainPanel(w.VBox):
         self._stop_button = button("Stop", self.stop, self._messages, css="ftkit-stop", style="danger",
                                    tooltip="End after the current step, keeping what was learned")
         self._stop_button.disabled = True
+        self._resume = button("Resume", self.resume, self._messages, css="ftkit-resume",
+                              tooltip="Continue the stopped or interrupted run from its last checkpoint")
         self._progress = w.IntProgress(value=0, min=0, max=1, description="steps")
         self._progress_label = w.HTML()
         self._reading = w.HTML()
@@ -110,7 +112,7 @@ class TrainPanel(w.VBox):
             w.HTML(_html.note(f"device: {device}" + (f"; defaults for it: {changed}" if changed else ""))),
             self.form,
             w.HBox([button("Check", self.preflight, self._messages, tooltip="Run the pre-flight check"),
-                    self._start, self._stop_button]),
+                    self._start, self._stop_button, self._resume]),
             self._preflight_html, w.HBox([self._progress, self._progress_label]), self._reading, chart,
             self._messages,
         ])
@@ -137,9 +139,33 @@ class TrainPanel(w.VBox):
 
     def start(self) -> None:
         """Check, then train in a background thread; does nothing while a run is going."""
+        self._begin(self.settings)
+
+    def resume(self, run: Run | None = None) -> None:
+        """Continue a stopped, interrupted or failed run (default: this panel's last one) from its
+        last checkpoint, with the settings it started with, in the same run record: the adapter,
+        optimizer state, learning-rate schedule and data order go on as if it had not stopped."""
+        run = run or self.run
+        if run is None:
+            raise ValueError("no run to resume: start one, or pass run=ftkit.runs.load_run(run_id)")
+        status = run.status.get("status")
+        if status not in ("stopped", "interrupted", "failed"):
+            raise ValueError(f"run {run.id} is {status}; only a stopped, interrupted or failed run resumes")
+        if run.config.get("kind") != self.method:
+            raise ValueError(f"run {run.id} is a {run.config.get('kind')} run; this panel trains {self.method}")
+        self.form.set(**run.config["settings"])
+        self._begin(self.settings, resume=run)
+
+    def stop(self) -> None:
+        """End the run after the current step; the adapter and a checkpoint are saved."""
+        if self._thread is not None and self._thread.is_alive():
+            self._stop.set()
+            self.status = "stopping"
+            self._stop_button.disabled = True
+
+    def _begin(self, settings, resume: Run | None = None) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
-        settings = self.settings
         self.run, self.error = None, None
         self._messages.value = ""
         try:
@@ -150,18 +176,17 @@ class TrainPanel(w.VBox):
             self._fail(err, "Training did not start")
             return
         self._reset_charts()
+        if resume is not None:  # the curves so far, up to the checkpoint training goes on from
+            checkpoint = resume.last_checkpoint()
+            upto = int(checkpoint.name.split("-")[1]) if checkpoint else 0
+            self._logs = [e for e in resume.events("log") if e["step"] <= upto]
+            self._evals = [e for e in resume.events("eval") if e["step"] <= upto]
         self._stop.clear()
         self.status = "running"
         self._start.disabled, self._stop_button.disabled = True, False
-        self._thread = threading.Thread(target=self._train, args=(settings,), name="ftkit-train", daemon=True)
+        self._thread = threading.Thread(target=self._train, args=(settings, resume), name="ftkit-train",
+                                        daemon=True)
         self._thread.start()
-
-    def stop(self) -> None:
-        """End the run after the current step; the adapter and a checkpoint are saved."""
-        if self._thread is not None and self._thread.is_alive():
-            self._stop.set()
-            self.status = "stopping"
-            self._stop_button.disabled = True
 
     def wait(self, timeout: float | None = None) -> Run | None:
         """Wait for the run to end (at most ``timeout`` seconds); return it (None if it failed:
@@ -172,7 +197,7 @@ class TrainPanel(w.VBox):
 
     # --- training thread ------------------------------------------------------------------------
 
-    def _train(self, settings) -> None:
+    def _train(self, settings, resume: Run | None = None) -> None:
         # The panel's own progress bar shows the steps; TRL's text bar, printed from this thread,
         # would land in whichever cell is running at the time.
         settings = replace(settings, trl={"disable_tqdm": True, **settings.trl})
@@ -180,11 +205,11 @@ class TrainPanel(w.VBox):
             if self.method == "sft":
                 self.run = train_sft(self.model, self.tokenizer, self.train_data, self.eval_data,
                                      template=self.template, config=settings, bus=self.bus, stop=self._stop,
-                                     runs_root=self.runs_root)
+                                     runs_root=self.runs_root, resume=resume)
             else:
                 self.run = train_dpo(self.model, self.tokenizer, self.train_data, template=self.template,
                                      config=settings, from_run=self.from_run, bus=self.bus, stop=self._stop,
-                                     runs_root=self.runs_root)
+                                     runs_root=self.runs_root, resume=resume)
             cost = training_cost(self.run)
             self.status = self.run.status["status"]
             tokens = f", {cost['tokens']:,} tokens" if cost["tokens"] else ""

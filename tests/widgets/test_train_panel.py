@@ -111,3 +111,29 @@ def test_read_curves_names_overfitting_divergence_and_progress():
     assert "not a number" in read_curves([{"step": 1, "loss": math.nan}])
     dpo = [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.5}, {"step": 2, "loss": 0.5, "rewards/accuracies": 0.75}]
     assert read_curves(dpo).endswith("the model prefers the chosen answer in 75% of the last pairs")
+
+
+def test_resume_continues_a_stopped_run_in_the_same_record_with_its_own_settings(tiny, tmp_path):
+    model, tok = tiny
+    panel = TrainPanel(model, tok, train=ROWS, runs_root=tmp_path)
+    resume_button = find_button(panel, css="ftkit-resume")
+    resume_button.click()  # nothing to resume yet: said in the panel
+    assert "no run to resume" in text(panel._messages)
+    panel.set(max_steps=6, **{**FAST, "save_steps": 1})
+    stopper = panel.bus.on("log", lambda e: panel.stop() if e["step"] == 2 else None)
+    panel.start()
+    run = panel.wait(timeout=120)
+    assert run.status["status"] == "stopped"
+    stopped_at = run.status["step"]
+    panel.set(max_steps=99, learning_rate=0.5)  # the form changed since: the run's own settings win
+    panel.bus.off("log", stopper)
+    resume_button.click()
+    resumed = panel.wait(timeout=120)
+    assert resumed.id == run.id and resumed.status["status"] == "completed" and resumed.status["step"] == 6
+    assert panel.settings.max_steps == 6 and panel.settings.learning_rate == FAST["learning_rate"]
+    assert [e["step"] for e in resumed.events("log")] == list(range(1, 7))
+    train_trace = next(t for t in panel.figure.data if t.name == "train loss")
+    assert list(train_trace.x) == list(range(1, 7))  # the curve from step 1, not from the resume
+    assert stopped_at < 6
+    resume_button.click()
+    assert "is completed; only a stopped, interrupted or failed run resumes" in text(panel._messages)
