@@ -302,5 +302,7 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
     extra = {"best_checkpoint": best, "best_metric": trainer.state.best_metric} if best else {}
     run.set_status(status, step=step, max_steps=trainer.state.max_steps, **extra)
     trainer.accelerator.wait_for_everyone()  # every process then reads the final status
-    run.model = trainer.model
+    # Without the autocast wrapper mixed precision put on its forward: run.model answers as a
+    # loaded run would.
+    run.model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     return run

@@ -116,6 +116,7 @@ def test_training_runs_in_the_precision_the_cpu_gets(native_bf16, dtype, tiny_mo
     assert lora and any(p.abs().sum() > 0 for p in lora.values())  # B starts at zero: it was trained
     # PEFT keeps the adapter (and so AdamW's state) in float32 on a bf16 base model.
     assert {p.dtype for p in lora.values()} == {torch.float32}
+    assert "_original_forward" not in run.model.__dict__  # mixed precision's autocast wrapper is gone
 
 
 # --- what a learner sees -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 
 from ftkit import examples
 from ftkit.data import DataError, DataReport, check_data, render_example, split
+from ftkit.data_report import overlap_note
 from ftkit.sources import FILE_FORMATS
 from ftkit.widgets import _html
 from ftkit.widgets._ui import button, guarded
@@ -42,6 +43,7 @@ class DataPanel(w.VBox):
         self.mapping: dict[str, str] | None = None
         self.report: DataReport | None = None
         self.splits: dict[str, datasets.Dataset] | None = None
+        self.leaks: list[int] = []  # held-out rows whose prompt is also in train, after use_this_data
         self._uploads = tempfile.TemporaryDirectory(prefix="ftkit-upload-")
 
         self._messages = w.HTML()
@@ -154,8 +156,10 @@ class DataPanel(w.VBox):
                       stratify_by=by)
         self.splits = {"train": parts["train"], "test": parts["test"]}
         how = " (stratified by label)" if by else ""
+        self.leaks, leakage = overlap_note(self.splits["train"], self.splits["test"])
         self._split_html.value = _html.note(
-            f"train: {len(self.splits['train'])} rows, test: {len(self.splits['test'])} rows{how}")
+            f"train: {len(self.splits['train'])} rows, test: {len(self.splits['test'])} rows{how}. "
+            f"Leakage check: {leakage}")
         self._messages.value = ""
         return self.splits
 

@@ -25,6 +25,7 @@ def test_an_example_is_checked_previewed_charted_and_split(tiny_tokenizer):
     assert splits is panel.splits and (len(splits["train"]), len(splits["test"])) == (384, 96)
     assert set(splits["test"]["label"]) == set(splits["train"]["label"])  # 12 of each of 8 labels
     assert "train: 384 rows, test: 96 rows (stratified by label)" in text(panel)
+    assert panel.leaks == [] and "Leakage check: no held-out prompt appears in the training rows" in text(panel)
 
     panel._max_length.value = 64
     assert [s.x0 for s in panel.figure.layout.shapes] == [64]
@@ -62,3 +63,13 @@ def test_a_file_by_path_and_an_upload(tiny_tokenizer, tmp_path):
                             "content": memoryview(content),
                             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
     assert panel.report.ok and panel.report.source == "up.jsonl" and panel.report.n_rows == 4
+
+
+def test_a_split_with_near_duplicate_prompts_shows_the_leak(tiny_tokenizer):
+    rows = [{"prompt": "Where is my order?", "completion": "a"}, {"prompt": "WHERE is  my order?", "completion": "a"},
+            {"prompt": "Reset my password", "completion": "b"}, {"prompt": "Refund please", "completion": "c"}]
+    panel = DataPanel(tokenizer=tiny_tokenizer, source=rows)
+    splits = panel.use_this_data(test_size=2, seed=0, stratify=False)
+    assert splits["test"]["prompt"] == ["Reset my password", "Where is my order?"]  # its twin is in train
+    assert panel.leaks == [1]
+    assert "Leakage check: 1 of 2 held-out rows have a prompt that is also in the training rows" in text(panel)
