@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import datasets
 
 from ftkit.data import as_rows
+from ftkit.data_report import rows_text
 from ftkit.events import EventBus, EventCallback, StopFlag
 from ftkit.models import model_info, quiet_library_noise
 from ftkit.prompts import PromptTemplate, zero_shot
@@ -26,7 +27,7 @@ from ftkit.runs import Run, fingerprint, new_run
 from ftkit.training import (Preflight, TrainingSettings, default, train_and_record,
                             trainable_model, trl_arguments)
 
-__all__ = ["DPOSettings", "preflight", "to_trl_pairs", "train_dpo"]
+__all__ = ["DPOSettings", "preflight", "reference_check", "to_trl_pairs", "train_dpo"]
 
 
 @dataclass
@@ -57,8 +58,10 @@ def to_trl_pairs(rows, template: PromptTemplate) -> datasets.Dataset:
     ])
 
 
-def preflight(tokenizer, trl_pairs: datasets.Dataset, from_run: Run | None = None) -> Preflight:
-    """Show the first pair as the model reads it, and report what would stop the run.
+def preflight(tokenizer, trl_pairs: datasets.Dataset, from_run: Run | None = None,
+              max_length: int | None = None) -> Preflight:
+    """Show the first pair as the model reads it, and check every pair: both sides non-empty and
+    different, prompt and longer answer within ``max_length`` tokens.
 
     Both answers are trained: DPO raises the chosen one's likelihood against the rejected one's.
     """
@@ -66,15 +69,82 @@ def preflight(tokenizer, trl_pairs: datasets.Dataset, from_run: Run | None = Non
     if from_run is not None and not (from_run.adapter_dir / "adapter_config.json").is_file():
         problems.append(f"run {from_run.id} has no saved adapter to continue (status: "
                         f"{from_run.status.get('status')})")
-    segments = []
-    if len(trl_pairs):
-        first = trl_pairs[0]
-        prompt = tokenizer.apply_chat_template(first["prompt"], tokenize=False, add_generation_prompt=True)
-        segments = [(prompt, False), ("chosen: ", False), (first["chosen"][0]["content"], True),
-                    ("\nrejected: ", False), (first["rejected"][0]["content"], True)]
-    else:
-        problems.append("there are no preference pairs")
-    return Preflight(segments=segments, problems=problems, notes=[f"{len(trl_pairs)} preference pairs"])
+    if not len(trl_pairs):
+        return Preflight(problems=[*problems, "there are no preference pairs"])
+    empty, same, long, longest = [], [], [], 0
+    for i, pair in enumerate(trl_pairs):
+        chosen, rejected = pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+        if not chosen.strip() or not rejected.strip():
+            empty.append(i)
+        elif " ".join(chosen.split()) == " ".join(rejected.split()):
+            same.append(i)
+        if max_length is not None:
+            prompt = tokenizer.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True)
+            answer = max(chosen, rejected, key=len)
+            n = len(tokenizer(prompt + answer, add_special_tokens=False)["input_ids"]) + 1  # + end of turn
+            longest = max(longest, n)
+            if n > max_length:
+                long.append(i)
+    if empty:
+        problems.append(f"{len(empty)} pair(s) have an empty chosen or rejected answer (rows {rows_text(empty)}); "
+                        "drop or fix them")
+    if same:
+        problems.append(f"{len(same)} pair(s) have the same chosen and rejected answer (rows {rows_text(same)}): "
+                        "they teach DPO nothing; drop them")
+    if long:
+        problems.append(f"{len(long)} pair(s) are longer than max_length={max_length} tokens (rows "
+                        f"{rows_text(long)}): their answers would be cut and compared half-read. Raise max_length "
+                        f"(the longest pair is {longest} tokens) or drop them")
+    first = trl_pairs[0]
+    prompt = tokenizer.apply_chat_template(first["prompt"], tokenize=False, add_generation_prompt=True)
+    segments = [(prompt, False), ("chosen: ", False), (first["chosen"][0]["content"], True),
+                ("\nrejected: ", False), (first["rejected"][0]["content"], True)]
+    notes = [f"{len(trl_pairs)} preference pairs" + (f", longest {longest} tokens" if longest else "")]
+    return Preflight(segments=segments, problems=problems, notes=notes)
+
+
+# Before the first update the policy and the reference are the same model, so DPO's rewards
+# (beta x the log-probability ratio) are 0 up to rounding. A wrong reference (the base model while
+# the policy starts from an SFT adapter) shows at once as rewards of a nat or more.
+FIRST_STEP_TOLERANCE = 0.02
+
+
+def reference_check(trainer) -> dict:
+    """DPO's rewards on the first batch before any update: ``{"rewards/chosen", "rewards/rejected"}``.
+
+    Both must be ~0 (see :data:`FIRST_STEP_TOLERANCE`); :func:`train_dpo` stops the run
+    otherwise. The RNG state is restored, so the run's data order is the same with or without it.
+    """
+    import torch
+
+    rng = torch.random.get_rng_state()
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    try:
+        batch = next(iter(trainer.get_train_dataloader()))
+        with torch.no_grad():
+            trainer.compute_loss(model, batch)
+        metrics = trainer._metrics["eval"]  # TRL files metrics by the model's mode: eval, no dropout
+        found = {key: float(metrics[key][-1]) for key in ("rewards/chosen", "rewards/rejected")}
+        metrics.clear()  # not part of any logged step
+    finally:
+        model.train(was_training)
+        torch.random.set_rng_state(rng)
+    return found
+
+
+def _check_reference(trainer, run: Run) -> None:
+    rewards = reference_check(trainer)
+    run.record("reference_check", rewards)
+    if max(abs(v) for v in rewards.values()) > FIRST_STEP_TOLERANCE:
+        raise ValueError(
+            f"DPO's first-step check failed: before any update the policy and the reference are the same model, "
+            f"so the rewards must be about 0, but they are {rewards['rewards/chosen']:+.3f} (chosen) and "
+            f"{rewards['rewards/rejected']:+.3f} (rejected). The reference is not the model DPO starts from: "
+            "the run would log a loss near 0 and accuracy 1.0 from step 1 and learn nothing. This happens when "
+            "an SFT adapter is already on (or merged into) the model while the reference is the base model. "
+            "Pass the base model and from_run=sft_run, and let train_dpo set up the reference")
 
 
 def _trl_config(settings: DPOSettings, run: Run, device_choice):
@@ -106,7 +176,7 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
     bus = bus if bus is not None else EventBus()
     stop = stop if stop is not None else StopFlag()  # not `stop or`: an unset flag is falsy
     trl_pairs = to_trl_pairs(pairs, template)
-    check = preflight(tokenizer, trl_pairs, from_run)
+    check = preflight(tokenizer, trl_pairs, from_run, config.max_length)
     if check.problems:
         raise ValueError("pre-flight check failed:\n" + "\n".join(check.problems))
     info = model_info(model)
@@ -121,4 +191,5 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
                              train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
                              callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)])
         return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
-                                preflight=str(check))
+                                preflight=str(check),
+                                before=None if resume is not None else lambda: _check_reference(trainer, run))

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import datasets
 
 from ftkit.data import as_rows
+from ftkit.data_report import rows_text
 from ftkit.events import EventBus, EventCallback, StopFlag
 from ftkit.models import model_info, quiet_library_noise
 from ftkit.prompts import PromptTemplate, zero_shot
@@ -59,12 +60,14 @@ def to_trl_rows(rows, template: PromptTemplate) -> datasets.Dataset:
 # --- pre-flight --------------------------------------------------------------------------------
 
 def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflight:
-    """Render, tokenize and truncate like the trainer, and report what would go wrong."""
+    """Render, tokenize and truncate every row like the trainer, and report what would go wrong:
+    answers without the end-of-turn token (the model would not learn to stop), answers that
+    ``max_length`` cuts short, and rows it leaves with nothing to learn."""
     problems, notes = [], []
     if not getattr(tokenizer, "chat_template", None):
         problems.append("the tokenizer has no chat template, so prompts cannot be rendered as chat; "
                         "load the model with ftkit.load_model, which sets one")
-    zero, trained_counts, segments = [], [], []
+    zero, cut, no_end, trained_counts, segments, longest = [], [], [], [], [], 0
     end_ids = {tokenizer.eos_token_id}
     for i, row in enumerate(trl_rows):
         prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
@@ -73,22 +76,32 @@ def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflig
         f_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
         trained = max(0, min(len(f_ids), max_length) - len(p_ids))
         trained_counts.append(trained)
+        longest = max(longest, len(f_ids))
+        if not end_ids & set(f_ids[len(p_ids):]):
+            no_end.append(i)
         if trained == 0:
             zero.append(i)
+        elif len(f_ids) > max_length:
+            cut.append(i)
         if i == 0:
-            cut = f_ids[:max_length]
-            segments = [(tokenizer.decode(cut[:len(p_ids)]), False), (tokenizer.decode(cut[len(p_ids):]), True)]
-            if not end_ids & set(f_ids[len(p_ids):]):
-                problems.append("the completion does not end with the end-of-turn token "
-                                f"{tokenizer.eos_token!r}: the model will not learn to stop")
+            kept = f_ids[:max_length]
+            segments = [(tokenizer.decode(kept[:len(p_ids)]), False), (tokenizer.decode(kept[len(p_ids):]), True)]
+    if no_end:
+        problems.append(f"the completion does not end with the end-of-turn token {tokenizer.eos_token!r} in "
+                        f"{len(no_end)} example(s) (rows {rows_text(no_end)}): the model will not learn to stop. "
+                        "The chat template drops it; load the model with ftkit.load_model or fix the template")
     if zero:
-        shown = ", ".join(map(str, zero[:10]))
         problems.append(f"{len(zero)} example(s) have no trained tokens left after truncation to "
-                        f"max_length={max_length} (rows {shown}); the trainer would drop them or report "
+                        f"max_length={max_length} (rows {rows_text(zero)}); the trainer would drop them or report "
                         "a loss of 0. Raise max_length or shorten those prompts")
+    if cut:
+        problems.append(f"{len(cut)} example(s) have their answer cut short by max_length={max_length} (rows "
+                        f"{rows_text(cut)}): the model would learn answers that stop mid-way, without the "
+                        f"end-of-turn token. Raise max_length (the longest example is {longest} tokens) or "
+                        "drop those rows")
     if trained_counts:
         notes.append(f"{len(trained_counts)} examples, {sum(trained_counts)} trained tokens "
-                     f"({sum(trained_counts) / len(trained_counts):.1f} per example)")
+                     f"({sum(trained_counts) / len(trained_counts):.1f} per example), longest {longest} tokens")
     return Preflight(segments=segments, problems=problems, notes=notes)
 
 

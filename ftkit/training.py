@@ -255,13 +255,14 @@ def _oom_hint(err: BaseException) -> str | None:
 
 
 def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool = False,
-                     preflight: str | None = None) -> Run:
+                     preflight: str | None = None, before=None) -> Run:
     """Run a TRL trainer inside ``run``: record its events and final status, save its adapter.
 
     A stop from the flag ends after the current step with a checkpoint there (EventCallback asks
     for it), so a resume starts exactly at that step; after a KeyboardInterrupt the adapter is
     still saved and a resume starts at the last periodic checkpoint. Any other exception marks the
     run failed with the message (and what to reduce, for out-of-memory) and is raised again.
+    ``before()``, when given, runs first inside the same record: a check that may fail the run.
     """
     from ftkit.events import EVENTS
 
@@ -278,6 +279,8 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
     model = trainer.model
     model.train()
     try:
+        if before is not None:
+            before()
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         status = "stopped" if stop else "completed"
     except KeyboardInterrupt:

@@ -1,8 +1,10 @@
+import datasets
 import pytest
 import torch
 
 from ftkit.dpo import DPOSettings, to_trl_pairs, train_dpo
 from ftkit.models import load_model
+from ftkit.runs import list_runs
 from ftkit.prompts import zero_shot
 from ftkit.sft import SFTSettings, train_sft
 
@@ -26,6 +28,9 @@ def test_dpo_from_an_sft_adapter_logs_rewards_and_widens_the_margin(tiny, tmp_pa
     run = train_dpo(model, tok, PAIRS, from_run=sft, runs_root=tmp_path,
                     config=DPOSettings(max_steps=6, batch_size=16, logging_steps=1, learning_rate=5e-3, beta=0.5))
     assert run.status["status"] == "completed" and run.config["from_run"] == sft.id
+    # Before the first update the reference is the SFT policy itself: the rewards are 0.
+    [check] = run.events("reference_check")
+    assert abs(check["rewards/chosen"]) < 1e-4 and abs(check["rewards/rejected"]) < 1e-4
     logs = run.events("log")
     assert len(logs) == 6
     for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
@@ -61,3 +66,41 @@ def test_dpo_preflight_shows_the_first_pair_and_refuses_a_run_without_an_adapter
     assert check.problems == [f"run {empty.id} has no saved adapter to continue (status: running)"]
     with pytest.raises(ValueError, match="pre-flight check failed:\nrun .* has no saved adapter"):
         train_dpo(None, tiny_tokenizer, PAIRS, from_run=empty, runs_root=tmp_path)
+
+
+def test_a_reference_that_is_not_the_sft_model_stops_dpo_before_it_learns_nothing(tiny, tmp_path, monkeypatch):
+    from trl import DPOTrainer
+
+    model, tok = tiny
+    sft_rows = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in PAIRS]
+    sft = train_sft(model, tok, sft_rows, runs_root=tmp_path,
+                    config=SFTSettings(max_steps=4, batch_size=4, save_steps=100, learning_rate=5e-2))
+    init = DPOTrainer.__init__
+
+    def base_as_reference(self, *args, **kwargs):  # the known failure: the reference is the base model
+        init(self, *args, **kwargs)
+        self.model.delete_adapter("ref")
+
+    monkeypatch.setattr(DPOTrainer, "__init__", base_as_reference)
+    with pytest.raises(ValueError, match="DPO's first-step check failed: .* the rewards must be about 0, but "
+                                         r"they are [+-]\d\.\d+ \(chosen\).* Pass the base model and from_run"):
+        train_dpo(model, tok, PAIRS, from_run=sft, runs_root=tmp_path, config=DPOSettings(max_steps=2, batch_size=4))
+    failed = [r for r in list_runs(tmp_path) if r.config["kind"] == "dpo"][0]
+    assert failed.status["status"] == "failed" and "first-step check failed" in failed.status["error"]
+    assert failed.events("log") == []  # stopped before the first step
+
+
+def test_dpo_preflight_checks_every_pair(tiny_tokenizer):
+    from ftkit.dpo import preflight
+
+    pairs = PAIRS[:2] + [{"prompt": "a", "chosen": "same  answer", "rejected": "same answer"},
+                         {"prompt": "b", "chosen": "yes", "rejected": " "},
+                         {"prompt": "c " * 100, "chosen": "yes", "rejected": "no"}]
+    rows = datasets.Dataset.from_list([{"prompt": [{"role": "user", "content": p["prompt"]}],
+                                        "chosen": [{"role": "assistant", "content": p["chosen"]}],
+                                        "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in pairs])
+    problems = preflight(tiny_tokenizer, rows, max_length=64).problems
+    assert problems[0].startswith("1 pair(s) have an empty chosen or rejected answer (rows 3)")
+    assert problems[1].startswith("1 pair(s) have the same chosen and rejected answer (rows 2)")
+    assert problems[2].startswith("1 pair(s) are longer than max_length=64 tokens (rows 4)")
+    assert len(problems) == 3 and preflight(tiny_tokenizer, rows.select(range(2)), max_length=64).problems == []

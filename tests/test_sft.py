@@ -245,3 +245,28 @@ def test_a_batch_that_is_not_a_multiple_of_the_micro_batch_names_a_fix():
     with pytest.raises(ValueError, match=r"batch_size \(10\) must be a multiple of micro_batch_size \(4\); "
                                          r"set micro_batch_size to 2"):
         micro_batches(10, 4, "cpu")
+
+
+def test_preflight_checks_every_row_for_answers_cut_by_max_length(tiny_tokenizer):
+    long_answer = {"prompt": "Where is my order?", "completion": "order status " * 40}
+    rows = to_trl_rows(ROWS[:3] + [long_answer] + ROWS[:1], zero_shot())
+    check = preflight(tiny_tokenizer, rows, max_length=64)
+    [problem] = check.problems
+    assert problem.startswith("1 example(s) have their answer cut short by max_length=64 (rows 3)")
+    longest = int(problem.split("the longest example is ")[1].split()[0])
+    assert longest > 64 and f"longest {longest} tokens" in check.notes[0]
+    assert preflight(tiny_tokenizer, rows, max_length=longest).problems == []
+
+
+def test_preflight_finds_a_missing_end_of_turn_in_any_row(tiny_tokenizer):
+    from tiny_models import make_tokenizer
+
+    # A template that drops the end-of-turn token after short answers only: row 0 is fine.
+    template = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] }}"
+                "{% if m['content'] | length > 8 or m['role'] != 'assistant' %}{{ '<|im_end|>' }}{% endif %}"
+                "{{ '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    tok = make_tokenizer(template)
+    rows = to_trl_rows([{"prompt": "a", "completion": "order_status"}, {"prompt": "b", "completion": "billing"},
+                        {"prompt": "c", "completion": "account"}], zero_shot())
+    [problem] = preflight(tok, rows, max_length=64).problems
+    assert "does not end with the end-of-turn token '<|im_end|>' in 2 example(s) (rows 1, 2)" in problem

@@ -231,7 +231,8 @@ class TrainPanel(w.VBox):
             check: Preflight = sft.preflight(self.tokenizer, to_trl_rows(self.train_data, self.template),
                                              settings.max_length)
         else:  # to_trl_pairs raises for rows that are not pairs
-            check = dpo.preflight(self.tokenizer, to_trl_pairs(self.train_data, self.template), self.from_run)
+            check = dpo.preflight(self.tokenizer, to_trl_pairs(self.train_data, self.template), self.from_run,
+                                  settings.max_length)
         # The core renders the example with the trained tokens highlighted, every piece escaped.
         self._preflight_html.value = "<b>Pre-flight check</b>" + check._repr_html_()
         return str(check), check.problems
