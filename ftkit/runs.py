@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Run", "fingerprint", "is_main_process", "list_runs", "load_run", "new_run", "runs_dir", "sanitize_name",
+__all__ = ["ExportError", "Run", "fingerprint", "is_main_process", "list_runs", "load_run", "new_run", "runs_dir", "sanitize_name",
            "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
@@ -252,8 +252,13 @@ class Run:
             model = PeftModel.from_pretrained(base, self.adapter_dir, adapter_name="default").eval()
         return model, tokenizer
 
-    def export(self, folder: str | os.PathLike, merged: bool = False) -> Path:
+    def export(self, folder: str | os.PathLike, merged: bool = False, rows=None) -> Path:
         """Write the adapter alone, or (``merged=True``) full weights that plain transformers loads.
+
+        A merged export is checked before it is written: on a few prompts (``rows``, canonical
+        rows asked with the run's template; default: a handful of short ones), the merged model's
+        greedy answers must equal the adapter's and its logits agree within the precision's
+        rounding. Otherwise it raises :class:`ExportError` and writes nothing.
 
         >>> run.export("support-router", merged=True)    # doctest: +SKIP
         >>> AutoModelForCausalLM.from_pretrained("support-router")  # doctest: +SKIP
@@ -265,13 +270,66 @@ class Run:
             shutil.copytree(self.adapter_dir, folder, dirs_exist_ok=True)
             return folder
         model, tokenizer = self.load_model(device="cpu", dtype="float32")
+        conversations = self._parity_conversations(rows)
+        before = _answers_and_logits(model, tokenizer, conversations)
         merged_model = model.merge_and_unload()
+        after = _answers_and_logits(merged_model, tokenizer, conversations)
+        _check_parity(before, after, merged_model.dtype)
         merged_model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         return folder
 
+    def _parity_conversations(self, rows) -> list[list[dict]]:
+        from ftkit.sources import as_rows
+
+        rows = as_rows(rows) if rows is not None else [{"prompt": p} for p in PARITY_PROMPTS]
+        template, out = self.template, []
+        for row in rows[:8]:
+            try:
+                out.append(template.messages(row))
+            except KeyError:  # the template asks for a column these rows do not have
+                out.append([{"role": "user", "content": row["prompt"]}])
+        return out
+
     def __repr__(self) -> str:
         return f"Run({self.id!r}, status={self.status.get('status')!r})"
+
+
+# Prompts a merged export is checked on when no rows are given: short, of different kinds.
+PARITY_PROMPTS = ("Where is my order?", "Hello! Who are you?", "Summarize: the cat sat on the mat all day.",
+                  "Translate to German: good morning")
+# How far merged and adapter logits may differ: the rounding of adding the LoRA product into the
+# weights once instead of at every forward, in each precision.
+PARITY_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
+
+
+class ExportError(RuntimeError):
+    """A merged export does not behave like the run's adapter; nothing was written."""
+
+
+def _answers_and_logits(model, tokenizer, conversations):
+    import torch
+
+    from ftkit.generate import generate
+
+    answers = [g.text for g in generate(model, tokenizer, conversations, max_new_tokens=12, progress=False)]
+    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    with torch.no_grad():
+        logits = model(**batch).logits.float()
+    return answers, logits[batch["attention_mask"].bool()]
+
+
+def _check_parity(before, after, dtype) -> None:
+    (answers_a, logits_a), (answers_b, logits_b) = before, after
+    tolerance = PARITY_TOLERANCE.get(str(dtype).removeprefix("torch."), 0.05)
+    worst = float((logits_a - logits_b).abs().max())
+    differ = [i for i, (a, b) in enumerate(zip(answers_a, answers_b)) if a != b]
+    if differ or worst > tolerance:
+        raise ExportError(
+            f"the merged weights do not answer like the adapter: {len(differ)} of {len(answers_a)} greedy answers "
+            f"differ, logits differ by up to {worst:.3g} (allowed {tolerance:g} in {dtype}); nothing was written. "
+            "Export the adapter alone (merged=False), which transformers loads through PEFT")
 
 
 def _alive(status: dict) -> bool:

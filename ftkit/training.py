@@ -295,6 +295,10 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
         model.eval()
         for name, fn in recorders:
             bus.off(name, fn)
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # PEFT's FSDP recipe: gather the full (not sharded) state dict, so the adapter saved is
+        # the whole adapter, loadable without FSDP.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(run.adapter_dir))  # every process calls it: FSDP gathers the shards
     if is_main_process():
         tokenizer.save_pretrained(run.adapter_dir)

@@ -1,11 +1,52 @@
-"""Shared fixtures: a tiny model built from a config (fast, no network) and small data files."""
+"""Shared fixtures: a tiny model built from a config (fast, no network) and small data files.
+
+Every test runs offline for real: a socket guard refuses any connection or name lookup that
+leaves this machine (loopback stays open for JupyterLab and torch.distributed), so a test that
+passes here does not depend on a network it happened to reach.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 
 import pytest
 from tiny_models import make_tokenizer, save_tiny_model
+
+
+class NetworkBlocked(OSError):
+    """A test tried to reach the network."""
+
+
+def _local(host) -> bool:
+    if host in (None, "", "localhost") or str(host).endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+    def guarded(method):
+        def call(self, address, *args):
+            if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
+                raise NetworkBlocked(f"tests run offline: no connection to {address[0]}:{address[1]}")
+            return method(self, address, *args)
+        return call
+
+    def lookup(host, *args, **kwargs):
+        if not _local(host):
+            raise socket.gaierror(socket.EAI_NONAME, f"tests run offline: no name lookup of {host}")
+        return getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(connect_ex))
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 

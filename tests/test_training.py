@@ -145,3 +145,25 @@ def test_preflight_html_highlights_trained_tokens_and_escapes_the_data():
     assert "<span class='ftkit-context' style='color:#888'>&lt;b&gt;prompt&lt;/b&gt; </span>" in page
     assert "<script>" not in page and "a &lt; b" in page
     assert check.example == "<b>prompt</b> [[<script>x</script>]]"
+
+
+def test_under_fsdp_the_adapter_is_saved_from_a_full_state_dict(tmp_path, tiny_tokenizer):
+    from types import SimpleNamespace
+
+    from ftkit.events import StopFlag
+    from ftkit.runs import new_run
+    from ftkit.training import train_and_record
+
+    calls = []
+    plugin = SimpleNamespace(set_state_dict_type=lambda kind: calls.append(("state_dict_type", kind)))
+    model = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(
+        model=model, is_fsdp_enabled=True, train=lambda resume_from_checkpoint=None: calls.append(("train",)),
+        state=SimpleNamespace(global_step=3, max_steps=3, best_model_checkpoint=None),
+        save_model=lambda folder: calls.append(("save_model", folder)),
+        accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), wait_for_everyone=lambda: None,
+                                    unwrap_model=lambda m, keep_fp32_wrapper=True: m))
+    run = new_run("fsdp", {}, root=tmp_path)
+    train_and_record(run, trainer, tiny_tokenizer, EventBus(), StopFlag())
+    assert [c[0] for c in calls] == ["train", "state_dict_type", "save_model"]
+    assert calls[1] == ("state_dict_type", "FULL_STATE_DICT") and run.status["status"] == "completed"
