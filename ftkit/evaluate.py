@@ -96,6 +96,9 @@ class EvalResult:
     scores: dict[str, dict[str, np.ndarray]]  # variant -> metric -> per-example scores
     n_boot: int = 1000
     seed: int = 0
+    # Metrics whose summary is the corpus score (BLEU, chrF), not the mean of the per-example
+    # (sentence) scores; their paired comparisons resample rows for a corpus difference.
+    corpus_metrics: tuple[str, ...] = ()
 
     @property
     def variants(self) -> list[str]:
@@ -135,16 +138,23 @@ class EvalResult:
         shared = [c for c in other.table.columns if c in self.table.columns]
         return EvalResult(table=pd.concat([self.table, other.table.drop(columns=shared)], axis=1),
                           summary=pd.concat([self.summary, other.summary]),
-                          scores={**self.scores, **other.scores}, n_boot=self.n_boot, seed=self.seed)
+                          scores={**self.scores, **other.scores}, n_boot=self.n_boot, seed=self.seed,
+                          corpus_metrics=tuple(dict.fromkeys(self.corpus_metrics + other.corpus_metrics)))
 
     def compare(self, a: str, b: str, metric: str | None = None) -> Comparison:
-        """Paired bootstrap of the mean difference ``a - b`` on the same rows."""
+        """Paired bootstrap of the difference ``a - b`` on the same rows: of the mean score, or of
+        the corpus score for a corpus metric (BLEU, chrF). Wins, ties and losses count rows."""
         metric = metric or next(iter(self.scores[a]))
         for name in (a, b):
             if name not in self.scores:
                 raise KeyError(f"no variant {name!r}; variants are: {', '.join(self.scores)}")
         diff = self.scores[a][metric] - self.scores[b][metric]
-        mean, low, high = bootstrap_ci(diff, self.n_boot, self.seed)
+        if metric in self.corpus_metrics:
+            mean, low, high = M.paired_corpus_difference(metric, self.outputs(a), self.outputs(b),
+                                                         [str(r) for r in self.table["reference"]],
+                                                         self.n_boot, self.seed)
+        else:
+            mean, low, high = bootstrap_ci(diff, self.n_boot, self.seed)
         return Comparison(a=a, b=b, metric=metric, mean_diff=mean, ci_low=low,
                           ci_high=high, wins=int((diff > 0).sum()), ties=int((diff == 0).sum()),
                           losses=int((diff < 0).sum()))
@@ -191,8 +201,10 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
              progress: bool = True) -> EvalResult:
     """Run every variant on the same rows; score each output with each metric.
 
-    ``metrics``: names (``exact_match``, ``rouge_l``, ``chrf``, ``bleu``, ``json_valid``,
-    ``field_f1``) or callables ``(prediction, reference, row) -> float``. ``labels``: the label
+    ``metrics``: names (``exact_match``, ``squad_exact_match``, ``token_f1``, ``rouge_l``, ``chrf``,
+    ``bleu``, ``glossary_accuracy``, ``json_valid``, ``field_f1``) or callables
+    ``(prediction, reference, row) -> float``. BLEU and chrF are summarized at corpus level with
+    sacrebleu's bootstrap interval; the table keeps their sentence scores. ``labels``: the label
     set of a classification task; it adds ``label_accuracy`` per example and macro-F1 and the
     share of invalid outputs to the summary. The reference is each row's ``completion``.
     """
@@ -206,6 +218,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             raise ValueError(f"variant {v.name!r} shows few-shot examples that are in the evaluation "
                              "rows; pick shots from the training split")
     scorers = M.resolve(metrics)
+    corpus = tuple(name for name, fn in scorers.items() if name in M.CORPUS and fn is M.BUILTIN[name])
     if labels:
         scorers["label_accuracy"] = M.make_label_accuracy(list(labels))
     references = [r["completion"] for r in rows]
@@ -227,7 +240,11 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             s = np.array([fn(t, ref, r) for t, ref, r in zip(texts, references, rows)], dtype=float)
             scores[v.name][mname] = s
             table[_column(v.name, mname)] = s
-            line[mname], line[f"{mname}_low"], line[f"{mname}_high"] = bootstrap_ci(s, n_boot, seed)
+            if mname in corpus:  # the corpus score, with sacrebleu's bootstrap interval
+                line[mname], line[f"{mname}_low"], line[f"{mname}_high"] = M.corpus_score(
+                    mname, texts, [str(r) for r in references], n_boot)
+            else:
+                line[mname], line[f"{mname}_low"], line[f"{mname}_high"] = bootstrap_ci(s, n_boot, seed)
         if labels:
             parsed = [M.parse_label(t, labels) for t in texts]  # once; the bootstrap resamples these
             line["macro_f1"], line["macro_f1_low"], line["macro_f1_high"] = _macro_f1_ci(
@@ -239,7 +256,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             line[key] = float(np.mean(values))
         summary.append(line)
     return EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
-                      n_boot=n_boot, seed=seed)
+                      n_boot=n_boot, seed=seed, corpus_metrics=corpus)
 
 
 def pairs_from_ratings(result: EvalResult, rows, ratings: dict[tuple[int, str], bool]) -> list[dict]:

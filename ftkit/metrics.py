@@ -21,8 +21,10 @@ from functools import partial
 from typing import Protocol
 
 __all__ = [
-    "BUILTIN", "INVALID", "Metric", "bleu", "chrf", "exact_match", "field_f1", "json_valid", "label_accuracy",
-    "macro_f1", "make_label_accuracy", "normalize", "parse_label", "resolve", "rouge_l",
+    "BUILTIN", "CORPUS", "INVALID", "Metric", "bleu", "chrf", "corpus_score", "exact_match", "field_f1",
+    "glossary_accuracy", "json_valid", "label_accuracy", "macro_f1", "make_label_accuracy", "matches", "normalize",
+    "paired_corpus_difference", "parse_label", "resolve", "rouge_l", "squad_exact_match", "token_f1",
+    "within_words", "word_count",
 ]
 
 INVALID = "(invalid)"
@@ -142,6 +144,143 @@ def bleu(prediction: str, reference: str, row: dict | None = None) -> float:
     return sacrebleu.sentence_bleu(prediction, [reference]).score / 100
 
 
+# BLEU and chrF are corpus statistics: a corpus score is not the mean of sentence scores. The
+# per-example (sentence) scores above fill the table and decide wins and ties; summaries and
+# paired comparisons use the corpus score, through sacrebleu.
+CORPUS = ("bleu", "chrf")
+
+
+def _corpus_metric(name: str):
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if name not in CORPUS:
+        raise ValueError(f"{name!r} has no corpus-level form; corpus metrics are: {', '.join(CORPUS)}")
+    return BLEU() if name == "bleu" else CHRF()
+
+
+def corpus_score(name: str, predictions: list[str], references: list[str],
+                 n_boot: int = 1000) -> tuple[float, float, float]:
+    """Corpus BLEU or chrF (0..1) with sacrebleu's own 95% bootstrap interval: ``(score, low, high)``.
+
+    >>> round(corpus_score("bleu", ["the cat sat on the mat"], ["the cat sat on the mat"], n_boot=1)[0], 3)
+    1.0
+    """
+    score = _corpus_metric(name).corpus_score(list(predictions), [list(references)],
+                                              n_bootstrap=n_boot if len(predictions) > 1 else 1)
+    if n_boot <= 1 or len(predictions) < 2:
+        return score.score / 100, score.score / 100, score.score / 100
+    return score.score / 100, (score._mean - score._ci) / 100, (score._mean + score._ci) / 100
+
+
+def paired_corpus_difference(name: str, a: list[str], b: list[str], references: list[str],
+                             n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """Corpus score of ``a`` minus that of ``b`` on the same references, with the 95% interval of
+    paired bootstrap resampling (the same resampled rows for both, as sacrebleu's paired test
+    does): ``(difference, low, high)``."""
+    import numpy as np
+
+    metric = _corpus_metric(name)
+    refs = [list(references)]
+    # sacrebleu keeps sufficient statistics per sentence; a corpus score is computed from their sum.
+    stats_a = np.array(metric._extract_corpus_statistics(list(a), refs), dtype="float64")
+    stats_b = np.array(metric._extract_corpus_statistics(list(b), refs), dtype="float64")
+    score = lambda stats: metric._compute_score_from_stats(list(stats.sum(0))).score / 100  # noqa: E731
+    actual = score(stats_a) - score(stats_b)
+    rows = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    diffs = [score(stats_a[i]) - score(stats_b[i]) for i in rows]
+    return actual, float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+# --- question answering ---------------------------------------------------------------------
+
+def _squad_normalize(text: str) -> str:
+    """SQuAD's answer normalization: lowercase, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def _answers(reference: str, row: dict | None) -> list[str]:
+    answers = (row or {}).get("answers")
+    return [str(a) for a in answers] if isinstance(answers, (list, tuple)) and answers else [reference]
+
+
+def squad_exact_match(prediction: str, reference: str, row: dict | None = None) -> float:
+    """1.0 when the prediction equals an accepted answer after SQuAD normalization (a row's
+    ``answers`` list, else the reference).
+
+    >>> squad_exact_match("The 30 days.", "30 days")
+    1.0
+    """
+    pred = _squad_normalize(prediction)
+    return float(any(pred == _squad_normalize(a) for a in _answers(reference, row)))
+
+
+def token_f1(prediction: str, reference: str, row: dict | None = None) -> float:
+    """SQuAD's token F1: overlap of normalized tokens, the best over the accepted answers.
+
+    >>> round(token_f1("within 30 days of delivery", "30 days"), 3)  # P 2/5, R 2/2
+    0.571
+    """
+    from collections import Counter
+
+    pred = _squad_normalize(prediction).split()
+    best = 0.0
+    for answer in _answers(reference, row):
+        gold = _squad_normalize(answer).split()
+        if not pred or not gold:
+            best = max(best, float(pred == gold))
+            continue
+        common = sum((Counter(pred) & Counter(gold)).values())
+        if common:
+            precision, recall = common / len(pred), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+# --- house rules: length, format, terminology -----------------------------------------------
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+def within_words(limit: int) -> Metric:
+    """1.0 when the prediction has at most ``limit`` words (named ``within_<limit>_words``).
+
+    >>> within_words(3)("one two three", ""), within_words(3)("one two three four", "")
+    (1.0, 0.0)
+    """
+    def metric(prediction: str, reference: str, row: dict | None = None) -> float:
+        return float(0 < word_count(prediction) <= limit)
+
+    metric.__name__ = f"within_{limit}_words"
+    return metric
+
+
+def matches(pattern: str, name: str) -> Metric:
+    """1.0 when the whole prediction (stripped) matches the regular expression ``pattern``."""
+    compiled = re.compile(pattern, flags=re.S)
+
+    def metric(prediction: str, reference: str, row: dict | None = None) -> float:
+        return float(compiled.fullmatch(prediction.strip()) is not None)
+
+    metric.__name__ = name
+    return metric
+
+
+def glossary_accuracy(prediction: str, reference: str, row: dict | None = None) -> float:
+    """The share of the row's required glossary terms (``row["terms"]``: ``{"en", "de"}`` dicts)
+    whose target form the prediction uses, case-insensitively; 1.0 for a row with no terms.
+
+    >>> glossary_accuracy("Ihr Geschenkgutschein", "", {"terms": [{"en": "gift card", "de": "Geschenkgutschein"}]})
+    1.0
+    """
+    terms = (row or {}).get("terms") or []
+    if not terms:
+        return 1.0
+    text = prediction.casefold()
+    return sum(t["de"].casefold() in text for t in terms) / len(terms)
+
+
 # --- structured output ----------------------------------------------------------------------
 
 def _parse_json(text: str):
@@ -193,6 +332,9 @@ def field_f1(prediction: str, reference: str, row: dict | None = None) -> float:
 
 BUILTIN: dict[str, Callable] = {
     "exact_match": exact_match,
+    "squad_exact_match": squad_exact_match,
+    "token_f1": token_f1,
+    "glossary_accuracy": glossary_accuracy,
     "rouge_l": rouge_l,
     "chrf": chrf,
     "bleu": bleu,

@@ -120,3 +120,27 @@ def test_ratings_become_preference_pairs():
         {"prompt": "q0", "chosen": "a", "rejected": "wrong", "label": "a"}]  # y and z say the same
     assert pairs_from_ratings(result, rows, {(1, "z"): False}) == [
         {"prompt": "q1", "chosen": "b", "rejected": "nope"}]  # only a down: the reference is chosen
+
+
+def test_bleu_and_chrf_are_summarized_and_compared_at_corpus_level(tiny):
+    import sacrebleu
+
+    model, tok = tiny
+    rows = [{"prompt": f"Where is order {i}?", "completion": ref} for i, ref in
+            enumerate(["your order ships today", "it left the warehouse", "delivery is late", "we are sorry"])]
+    result = evaluate([Variant(model, tok, zero_shot(), name="a"), Variant(model, tok, zero_shot("Q: {prompt}"),
+                                                                           name="b")],
+                      rows, metrics=["bleu", "chrf", "token_f1"], n_boot=200, progress=False)
+    assert result.corpus_metrics == ("bleu", "chrf")
+    refs = [r["completion"] for r in rows]
+    for name in ("a", "b"):
+        outputs = result.outputs(name)
+        assert result.summary.loc[name, "bleu"] == pytest.approx(sacrebleu.corpus_bleu(outputs, [refs]).score / 100)
+        assert result.summary.loc[name, "chrf"] == pytest.approx(sacrebleu.corpus_chrf(outputs, [refs]).score / 100)
+        assert list(result.column(name, "bleu")) == [sacrebleu.sentence_bleu(o, [r]).score / 100
+                                                     for o, r in zip(outputs, refs)]  # the table: per sentence
+        assert result.summary.loc[name, "token_f1"] == pytest.approx(np.mean(result.column(name, "token_f1")))
+    c = result.compare("a", "b", "chrf")
+    expected = (sacrebleu.corpus_chrf(result.outputs("a"), [refs]).score
+                - sacrebleu.corpus_chrf(result.outputs("b"), [refs]).score) / 100
+    assert c.mean_diff == pytest.approx(expected) and c.ci_low <= c.mean_diff <= c.ci_high

@@ -108,3 +108,61 @@ def test_resolve_names_callables_and_errors():
     assert list(M.resolve({"mine": yes})) == ["mine"]
     with pytest.raises(ValueError, match="unknown metric 'acc'; built-in metrics are: exact_match"):
         M.resolve(["acc"])
+
+
+# --- question answering (SQuAD's normalization and token F1) -----------------------------------
+
+def test_squad_exact_match_and_token_f1_hand_computed():
+    assert M.squad_exact_match("The 30 days!", "30 days") == 1.0  # article and punctuation dropped
+    assert M.squad_exact_match("thirty days", "30 days") == 0.0
+    # "within 30 days" vs "30 days": 2 shared tokens; P = 2/3, R = 2/2 -> F1 = 0.8
+    assert M.token_f1("within 30 days", "30 days") == pytest.approx(0.8)
+    assert M.token_f1("no idea", "30 days") == 0.0 and M.token_f1("", "") == 1.0
+    # A row's `answers` are all accepted: the best one counts.
+    row = {"answers": ["Zone B", "the B zone"]}
+    assert M.squad_exact_match("B zone", "Zone B", row) == 1.0
+    assert M.token_f1("zone b east", "x", row) == pytest.approx(2 * (2 / 3) * 1 / (2 / 3 + 1))
+
+
+# --- corpus-level BLEU and chrF ----------------------------------------------------------------
+
+def test_corpus_bleu_is_sacrebleus_corpus_bleu_not_a_mean_of_sentences():
+    import sacrebleu
+
+    hyps = ["the cat sat on the mat", "a dog barked at night", "we ship within five days"]
+    refs = ["the cat sat on a mat", "the dog barked all night", "we ship within 5 days"]
+    score, low, high = M.corpus_score("bleu", hyps, refs, n_boot=200)
+    assert score == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score / 100)
+    assert score != pytest.approx(sum(M.bleu(h, r) for h, r in zip(hyps, refs)) / 3)
+    assert 0 <= low <= high <= 1
+    chrf, *_ = M.corpus_score("chrf", hyps, refs, n_boot=1)
+    assert chrf == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score / 100)
+
+
+def test_paired_corpus_difference_resamples_rows_for_both_systems():
+    refs = ["the cat sat on the mat", "we ship within five days", "returns are free", "call us any day"] * 3
+    better = list(refs)
+    worse = ["a cat is on a mat", "we ship in days", "returns cost money", "call us"] * 3
+    diff, low, high = M.paired_corpus_difference("bleu", better, worse, refs, n_boot=300, seed=0)
+    import sacrebleu
+
+    expected = (sacrebleu.corpus_bleu(better, [refs]).score - sacrebleu.corpus_bleu(worse, [refs]).score) / 100
+    assert diff == pytest.approx(expected) and 0 < low <= diff <= high
+    same = M.paired_corpus_difference("chrf", worse, worse, refs, n_boot=50)
+    assert same == (0.0, 0.0, 0.0)
+
+
+# --- house rules ----------------------------------------------------------------------------------
+
+def test_word_limits_formats_and_glossary_terms():
+    limit = M.within_words(5)
+    assert limit.__name__ == "within_5_words"
+    assert (limit("one two three four five", ""), limit("one two three four five six", ""), limit("", "")) == \
+        (1.0, 0.0, 0.0)
+    three_parts = M.matches(r"[^;]+; [^;]+; [^;]+", "three_parts")
+    assert three_parts("late parcel; refund issued; no open items", "") == 1.0
+    assert three_parts("late parcel; refund issued", "") == 0.0 and three_parts.__name__ == "three_parts"
+    row = {"terms": [{"en": "gift card", "de": "Geschenkgutschein"}, {"en": "order number", "de": "Bestellnummer"}]}
+    assert M.glossary_accuracy("Ihr GESCHENKGUTSCHEIN ist da", "", row) == 0.5
+    assert M.glossary_accuracy("Bestellnummer und Geschenkgutschein", "", row) == 1.0
+    assert M.glossary_accuracy("anything", "", {"terms": []}) == 1.0
