@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ftkit import examples
+from ftkit import examples, tasks
 from ftkit.config import (ConfigError, DataConfig, DPOStage, ModelConfig, OutputConfig, PipelineConfig,
-                          SFTStage, TemplateConfig, describe, dump_config, load_config)
+                          SFTStage, describe, dump_config, load_config)
 from ftkit.models import EMBEDDED_NAME, ModelLoadError
 
 __all__ = ["build_parser", "demo_config", "main"]
@@ -28,25 +28,29 @@ def demo_config(args: argparse.Namespace) -> PipelineConfig:
     """The demo as a config: what ``ftkit run`` would need to do the same.
 
     Time-boxed so the whole demo takes under ten minutes on a 2-core CPU: SFT stops before
-    ``--sft-minutes`` (4 min gave 0.79-0.81 accuracy on the example, against 0.23 for 8-shot),
-    DPO before ``--dpo-minutes``, and 48 held-out rows are evaluated.
+    ``--sft-minutes`` (4 min gave 0.79-0.81 accuracy on the routing example, against 0.23 for
+    8-shot), DPO (for an example with preference pairs) before ``--dpo-minutes``, and ``--limit``
+    held-out rows are evaluated. ``--task`` runs the same story on that task's built-in example,
+    with its prompts and metrics.
     """
     out = Path(args.out)
+    task = tasks.get(args.task)
+    example = args.example if args.task == "classification" else task.examples[0]
+    pairs = f"{example}_preferences"
     return PipelineConfig(
-        data=DataConfig(source=args.example, test_size=0.2, seed=0, stratify_by="label", limit=args.limit),
+        data=DataConfig(source=example, test_size=0.2, seed=0, stratify_by="label", limit=args.limit),
         model=ModelConfig(name=args.model),
-        templates=[TemplateConfig(kind="zero_shot"), TemplateConfig(kind="few_shot", k=8)],
-        # max_length 512: no example is cut (SmolLM2 needs under 200 tokens for the longest; a
-        # model with a coarser tokenizer needs more), and batches pad only to their longest row.
+        task=task.name,
+        # max_length 512: no example is cut (SmolLM2 needs under 200 tokens for the longest routing
+        # example; a model with a coarser tokenizer needs more), and batches pad only to their longest row.
         # Steps take seconds here (SFT) to tens of seconds (DPO): log often, for the terminal and the curves.
         sft=SFTStage(name="demo-sft", epochs=3, max_steps=args.max_steps, max_minutes=args.sft_minutes,
-                     max_length=512, logging_steps=2),
+                     max_length=max(512, task.max_length), logging_steps=2),
         # 4 pairs a step (each is two sequences, plus the reference pass): several steps, and a
         # curve, within the time limit instead of one or two.
-        dpo=DPOStage(name="demo-dpo", source=f"{args.example}_preferences", max_steps=args.max_steps,
-                     max_minutes=args.dpo_minutes, max_length=512, batch_size=4, logging_steps=1,
-                     save_steps=1000),
-        max_new_tokens=12,  # the longest label is 5 tokens; a rambling answer is wrong anyway
+        dpo=DPOStage(name="demo-dpo", source=pairs, max_steps=args.max_steps, max_minutes=args.dpo_minutes,
+                     max_length=512, batch_size=4, logging_steps=1, save_steps=1000)
+        if pairs in examples.names() else None,
         output=OutputConfig(runs_root=str(out / "runs"), report=str(out / "report.html")),
     )
 
@@ -57,7 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = demo_config(args)
     saved = dump_config(config, Path(args.out) / "config.yaml")
     print(f"Demo config: {saved} (edit a copy and pass it to `ftkit run`)")
-    run_pipeline(config, title=f"ftkit demo: {args.example}")
+    run_pipeline(config, title=f"ftkit demo: {config.task} on {Path(config.data.source).stem}")
     return 0
 
 
@@ -112,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from ftkit.models import load_model
-    from ftkit.pipeline import build_template, prepare_data, train_stages, training_template
+    from ftkit.pipeline import plan, prepare_data, train_stages
     from ftkit.runs import is_main_process
 
     config = _with_out(load_config(args.config), args.out)
@@ -126,8 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
                                   verbose=False)
     prepared = prepare_data(config, tokenizer, say)
-    templates = [build_template(t, prepared.train, prepared.labels) for t in config.templates]
-    runs = train_stages(config, model, tokenizer, prepared, training_template(config, templates), root, say,
+    runs = train_stages(config, model, tokenizer, prepared, plan(config, prepared).training_template, root, say,
                         resume=_resumable(config, args.resume))
     for run in runs:
         say(f"{run.id}: {run.status.get('status')} at step {run.status.get('step')} ({run.path})")
@@ -199,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="prompt baselines, SFT and DPO on the embedded model, with a report")
     p.add_argument("--model", default=EMBEDDED_NAME, help="model name, folder or hub id")
     labelled = [n for n in examples.names() if examples.info(n).task == "classification"]
-    p.add_argument("--example", default="support_routing", choices=labelled)
+    p.add_argument("--task", default="classification", choices=tasks.names(),
+                   help="the scenario: its built-in example, prompts and metrics")
+    p.add_argument("--example", default="support_routing", choices=labelled,
+                   help="the classification example (other tasks use their own)")
     p.add_argument("--limit", type=int, default=48, help="held-out rows to evaluate (fewer is faster)")
     p.add_argument("--sft-minutes", type=float, default=4.0, help="time limit of the SFT run")
     p.add_argument("--dpo-minutes", type=float, default=1.5, help="time limit of the DPO run")

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import yaml
 
-from ftkit import examples
+from ftkit import examples, tasks
 from ftkit.dpo import DPOSettings
 from ftkit.metrics import BUILTIN
 from ftkit.models import EMBEDDED_NAME, ModelLoadError, resolve_source
@@ -64,9 +64,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    source: str = field(default="support_routing", metadata={
+    source: str = field(default="", metadata={
         "help": "A file (CSV, TSV, JSON, JSONL, Parquet; relative to the config file) or a built-in "
-                "example name"})
+                "example name; empty: the task's built-in example"})
     mapping: dict[str, str] = field(default_factory=dict, metadata={
         "help": "Canonical field -> your column, e.g. {prompt: message, completion: queue}; "
                 "empty: detect the layout"})
@@ -138,21 +138,20 @@ class OutputConfig:
 class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    templates: list[TemplateConfig] = field(default_factory=lambda: [
-        TemplateConfig(kind="zero_shot"), TemplateConfig(kind="few_shot", k=8)], metadata={
-        "help": "Prompt variants measured on the held-out rows (default: zero-shot and 8-shot)"})
+    task: str | None = field(default=None, metadata={
+        "help": "What the data is for; it picks the default example, prompts, metrics and answer length. "
+                "null: inferred from the data (the output says which and why)", "choices": tuple(tasks.names())})
+    templates: list[TemplateConfig] = field(default_factory=list, metadata={
+        "help": "Prompt variants measured on the held-out rows; empty: the task's own (zero-shot, its "
+                "variants, k-shot)"})
     sft: SFTStage | None = field(default_factory=SFTStage, metadata={
         "help": "LoRA SFT settings; null skips training"})
     dpo: DPOStage | None = field(default=None, metadata={
         "help": "DPO from the SFT adapter on preference pairs; null (the default) skips it"})
-    metrics: list[str] = field(default_factory=lambda: ["exact_match"], metadata={
-        "help": "Metrics per example; the first is the headline", "choices": tuple(BUILTIN)})
-    max_new_tokens: int = field(default=32, metadata={"help": "Longest generated answer, in tokens"})
+    metrics: list[str] = field(default_factory=list, metadata={
+        "help": "Metrics per example; the first is the headline; empty: the task's", "choices": tuple(BUILTIN)})
+    max_new_tokens: int = field(default=0, metadata={"help": "Longest generated answer, in tokens (0: the task's)"})
     output: OutputConfig = field(default_factory=OutputConfig)
-
-    @property
-    def headline(self) -> str:
-        return self.metrics[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,7 +247,7 @@ def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
         path = Path(source).expanduser()
         return str(path if path.is_absolute() else base / path)
 
-    config.data.source = resolve(config.data.source)
+    config.data.source = resolve(config.data.source or tasks.get(config.task or "classification").examples[0])
     if config.dpo is not None:
         config.dpo.source = resolve(config.dpo.source)
     model_path = base / config.model.name
@@ -269,20 +268,19 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
         resolve_source(config.model.name)
     except ModelLoadError as err:
         problems.append(f"model.name: {err}")
-    if not config.templates and config.sft is None:
-        problems.append("templates: nothing to evaluate; give at least one template or an sft section")
     names = [template_name(t) for t in config.templates]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         problems.append(f"templates: names must differ; {', '.join(dupes)} appear(s) twice. Set name: ...")
-    if config.sft is not None and config.sft.template and config.sft.template not in names:
+    if not names and config.task:  # the task's own variants
+        task = tasks.get(config.task)
+        names = ["zero-shot", *task.variants, f"{task.shots}-shot"]
+    if config.sft is not None and config.sft.template and names and config.sft.template not in names:
         problems.append(f"sft.template: no template named {config.sft.template!r}"
                         f"{_suggest(config.sft.template, names)}; templates are: {', '.join(names)}")
     for i, t in enumerate(config.templates):
         if t.kind == "few_shot" and t.k < 1:
             problems.append(f"templates[{i}].k: a few_shot template needs k >= 1, got {t.k}")
-    if not config.metrics:
-        problems.append("metrics: give at least one metric")
     if not 0 < config.data.test_size < 1 and not (config.data.test_size >= 1 and
                                                   float(config.data.test_size).is_integer()):
         problems.append(f"data.test_size: {config.data.test_size} is neither a share between 0 and 1 "

@@ -32,12 +32,15 @@ from ftkit.dpo import train_dpo
 from ftkit.evaluate import EvalResult, Variant, evaluate
 from ftkit.events import EventBus
 from ftkit.models import describe_device, load_model
-from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, DEFAULT_INSTRUCTION, PromptTemplate, few_shot
+from ftkit import metrics as M
+from ftkit import tasks
+from ftkit.prompts import DEFAULT_INSTRUCTION, PromptTemplate, few_shot
+from ftkit.tasks import Task
 from ftkit.runs import Run, load_run
 from ftkit.sft import train_sft
 
 __all__ = [
-    "PipelineResult", "Prepared", "build_template", "prepare_data", "print_summary", "progress_printer",
+    "PipelineResult", "Plan", "Prepared", "build_template", "plan", "prepare_data", "print_summary", "progress_printer",
     "run_pipeline", "served_model", "train_stages", "training_template",
 ]
 
@@ -65,6 +68,21 @@ class Prepared:
     description: str
     leakage: str = ""  # the leakage check of the split (and of the DPO pairs), in words
     pairs: datasets.Dataset | None = None  # the DPO pairs, when config.dpo is set
+    task: Task = field(default_factory=lambda: tasks.get("classification"))
+
+
+@dataclass
+class Plan:
+    """What the task and the config make of the prepared data: the prompts to measure, the one to
+    train on, the metrics (the headline first) and the answer length."""
+
+    task: Task
+    templates: list[PromptTemplate]
+    training_template: PromptTemplate
+    metrics: dict
+    headline: str
+    max_new_tokens: int
+    labels: list[str]  # the label set, for a classification task
 
 
 def _source(source: str) -> str:
@@ -99,16 +117,42 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
         pairs = pair_report.dataset
         leakage.append(overlap_note(pairs, test, "DPO pairs")[1])
     say("Leakage check: " + "; ".join(leakage))
+    if config.task:
+        task = tasks.get(config.task)
+    else:
+        task, why = tasks.infer(train)
+        say(f"Task: {task.name} (inferred: {why}; set task: in the config to choose)")
     return Prepared(train=train, test=test, labels=label_set(train), description=description,
-                    leakage="; ".join(leakage), pairs=pairs)
+                    leakage="; ".join(leakage), pairs=pairs, task=task)
 
 
-def build_template(t: TemplateConfig, train, labels: list[str]) -> PromptTemplate:
-    """The :class:`~ftkit.prompts.PromptTemplate` a template section describes."""
-    instruction = t.instruction or (CLASSIFY_INSTRUCTION if labels else DEFAULT_INSTRUCTION)
+def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
+    """The prompts, metrics and lengths of this run: the config's where it gives them, else the task's.
+
+    Few-shot examples come from the training split only: the evaluated rows stay unseen.
+    """
+    task = prepared.task
+    labels = prepared.labels if task.name == "classification" else []
+    if config.templates:
+        templates = [build_template(t, prepared.train, labels, task) for t in config.templates]
+    else:
+        templates = task.templates(prepared.train, labels=labels)
+    metrics = M.resolve(config.metrics) if config.metrics else dict(task.metric_functions())
+    return Plan(task=task, templates=templates, training_template=training_template(config, templates),
+                metrics=metrics, headline=next(iter(metrics)),
+                max_new_tokens=config.max_new_tokens or task.max_new_tokens, labels=labels)
+
+
+def build_template(t: TemplateConfig, train, labels: list[str], task: Task | None = None) -> PromptTemplate:
+    """The :class:`~ftkit.prompts.PromptTemplate` a template section describes; what it leaves
+    out comes from the task (classification's for labelled rows when none is given, else the
+    prompt as it is)."""
+    if task is None and labels:
+        task = tasks.get("classification")
+    instruction = t.instruction or (task.instruction if task is not None else DEFAULT_INSTRUCTION)
     system = t.system
-    if system is None and labels and t.kind != "zero_shot":
-        system = CLASSIFY_SYSTEM
+    if system is None and t.kind != "zero_shot" and task is not None:
+        system = task.system
     system = system or None  # "" means no system prompt
     name = template_name(t)
     if t.kind == "few_shot":
@@ -236,36 +280,34 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
                                   verbose=False)
     say(f"Model: {config.model.name} loaded in {time.perf_counter() - t0:.1f} s")
     prepared = prepare_data(config, tokenizer, say)
-    # Few-shot examples come from the training split only: the evaluated rows stay unseen.
-    templates = [build_template(t, prepared.train, prepared.labels) for t in config.templates]
-    train_template = training_template(config, templates)
-    say(f"\nPrompt baselines: {', '.join(t.name for t in templates)} on {len(prepared.test)} rows")
-    baseline = evaluate([Variant(model, tokenizer, t, max_new_tokens=config.max_new_tokens) for t in templates],
-                        prepared.test, metrics=config.metrics, labels=prepared.labels or None,
-                        progress=progress) if templates else None
-    runs = train_stages(config, model, tokenizer, prepared, train_template, config.output.runs_root, say,
+    p = plan(config, prepared)
+    labels = p.labels or None
+    say(f"\nPrompt baselines: {', '.join(t.name for t in p.templates)} on {len(prepared.test)} rows "
+        f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
+    baseline = evaluate([Variant(model, tokenizer, t, max_new_tokens=p.max_new_tokens) for t in p.templates],
+                        prepared.test, metrics=p.metrics, labels=labels, progress=progress) if p.templates else None
+    runs = train_stages(config, model, tokenizer, prepared, p.training_template, config.output.runs_root, say,
                         resume=resume)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
-    tuned = [Variant(*served_model(r), train_template, name=_variant_name(r), max_new_tokens=config.max_new_tokens)
+    tuned = [Variant(*served_model(r), p.training_template, name=_variant_name(r), max_new_tokens=p.max_new_tokens)
              for r in trained]
     if tuned:
-        say(f"\nEvaluating {', '.join(v.name for v in tuned)} with the {train_template.name!r} template")
+        say(f"\nEvaluating {', '.join(v.name for v in tuned)} with the {p.training_template.name!r} template")
     result = baseline
     if tuned:
-        tuned_result = evaluate(tuned, prepared.test, metrics=config.metrics, labels=prepared.labels or None,
-                                progress=progress)
+        tuned_result = evaluate(tuned, prepared.test, metrics=p.metrics, labels=labels, progress=progress)
         result = baseline.merge(tuned_result) if baseline is not None else tuned_result
     for run, variant in zip(trained, tuned):
-        run.record_evaluation(result, variant=variant.name, metric=config.headline)
+        run.record_evaluation(result, variant=variant.name, metric=p.headline)
     say("")
-    print_summary(result, config.headline, say)
+    print_summary(result, p.headline, say)
     names = list(result.summary.index)
     for name in names[1:]:
-        say(str(result.compare(name, names[0], config.headline)))
-    report = write_report(config.output.report, title=title, result=result, runs=runs, metric=config.headline,
-                          notes=[prepared.description, prepared.leakage, f"model: {config.model.name}"],
-                          config=asdict(config))
+        say(str(result.compare(name, names[0], p.headline)))
+    report = write_report(config.output.report, title=title, result=result, runs=runs, metric=p.headline,
+                          notes=[prepared.description, prepared.leakage, f"task: {p.task.name}; {p.headline}: "
+                                 f"{p.task.reading}", f"model: {config.model.name}"], config=asdict(config))
     seconds = time.perf_counter() - start
     say(f"\nReport: {report}  ({_duration(seconds)} in all)")
     return PipelineResult(evaluation=result, runs=runs, report=report, seconds=seconds)

@@ -139,3 +139,15 @@ def test_demo_rejects_an_unknown_example(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--example", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_demo_runs_the_story_on_another_task(tiny_model_dir, tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    assert main(["demo", "--task", "creative", "--model", str(tiny_model_dir), "--limit", "2",
+                 "--max-steps", "1", "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "(creative; headline metric all_rules:" in out and "LoRA SFT" in out
+    assert "SFT + DPO" not in out  # no preference pairs for this example: no DPO stage
+    saved = load_config(out_dir / "config.yaml")
+    assert saved.task == "creative" and saved.data.source == "shop_blurbs" and saved.dpo is None
+    assert "all_rules per variant" in (out_dir / "report.html").read_text()

@@ -41,7 +41,7 @@ def test_yaml_maps_onto_the_dataclasses_the_notebooks_use(tmp_path, tiny_model_d
     assert config.sft.trl == {"warmup_ratio": 0.1} and config.dpo.beta == 0.2
     assert config.data.source == str(tmp_path / "tickets.csv")  # relative to the config file
     assert config.data.test_size == 10 and isinstance(config.data.test_size, int)  # a row count
-    assert config.templates[1].k == 3 and config.headline == "exact_match"
+    assert config.templates[1].k == 3 and config.metrics[0] == "exact_match" and config.task is None
 
 
 def test_json_is_read_too_and_sections_can_be_switched_off(tmp_path):
@@ -71,7 +71,8 @@ def test_bad_choice_and_wrong_types_are_named():
 
 def test_missing_files_models_and_templates_are_reported_before_anything_loads(tmp_path):
     message = problems({"data": {"source": "nope.csv"}, "model": {"name": str(tmp_path / "no-model")},
-                        "dpo": {"source": "support_routing_prefs"}, "sft": {"template": "zero-shot!"}}, tmp_path)
+                        "dpo": {"source": "support_routing_prefs"}, "sft": {"template": "zero-shot!"},
+                        "task": "classification"}, tmp_path)
     assert f"data.source: no file '{tmp_path / 'nope.csv'}'" in message
     assert "did you mean 'support_routing_preferences'?" in message
     assert "model.name: no model folder at" in message
@@ -85,10 +86,16 @@ def test_dpo_needs_sft_and_template_names_must_differ():
 
 
 def test_a_dumped_config_loads_back_equal(tmp_path):
-    config = PipelineConfig(sft=SFTStage(epochs=1, max_minutes=3), dpo=DPOStage(beta=0.3))
+    config = PipelineConfig(sft=SFTStage(epochs=1, max_minutes=3), dpo=DPOStage(beta=0.3), task="qa")
     loaded = load_config(dump_config(config, tmp_path / "c.yaml"))
+    assert loaded.data.source == "shop_qa"  # no data source: the task's built-in example
+    loaded.data.source = ""
     assert loaded == config
-    assert loaded.data.source in examples.names()
+
+
+def test_an_unknown_task_names_the_tasks(tmp_path):
+    message = problems({"task": "poems"}, tmp_path)
+    assert "task: 'poems' is not allowed; choose one of: classification, qa, translation" in message
 
 
 def test_unreadable_files_say_why(tmp_path):

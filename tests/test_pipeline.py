@@ -87,3 +87,29 @@ def test_training_template_is_the_named_one_or_the_first_without_shots(wanted, e
                                "sft": {"template": wanted}})
     templates = [build_template(t, train, []) for t in config.templates]
     assert training_template(config, templates).name == expected
+
+
+@pytest.mark.parametrize("task,headline,variant", [("qa", "token_f1", "policy in context"),
+                                                   ("translation", "chrf", None)])
+def test_a_task_brings_its_example_prompts_and_metrics(task, headline, variant, tmp_path, tiny_model_dir):
+    from ftkit import tasks
+
+    lines = []
+    config = config_from_dict({
+        "data": {"source": tasks.get(task).examples[0], "test_size": 0.1, "limit": 3},
+        "model": {"name": str(tiny_model_dir), "device": "cpu", "dtype": "float32"},
+        "sft": {"max_steps": 1, "batch_size": 2, "save_steps": 100, "max_length": 512},
+        "max_new_tokens": 4,
+        "output": {"runs_root": str(tmp_path / "runs"), "report": str(tmp_path / "report.html")},
+    }, base=tmp_path)
+    assert config.task is None  # inferred from the data, and said
+    result = run_pipeline(config, say=lines.append, progress=False)
+    text = "\n".join(lines)
+    assert f"Task: {task} (inferred:" in text and f"headline metric {headline}:" in text
+    summary = result.evaluation.summary
+    expected = ["zero-shot", *([variant] if variant else []), f"{tasks.get(task).shots}-shot", "LoRA SFT"]
+    assert list(summary.index) == expected
+    assert list(result.evaluation.metrics) == [name for name, _ in tasks.get(task).metric_functions()]
+    assert result.runs[0].evaluation["metric"] == headline
+    page = result.report.read_text()
+    assert f"{headline} per variant" in page and f"task: {task}" in page

@@ -1,7 +1,7 @@
 """Small built-in datasets written for ftkit, so every notebook runs offline on real-looking data.
 
 >>> names()
-['support_routing', 'support_routing_preferences']
+['shop_blurbs', 'shop_qa', 'shop_summaries', 'shop_translation', 'support_routing', 'support_routing_preferences']
 >>> ds = load("support_routing", verbose=False)
 >>> ds.column_names[:3]
 ['prompt', 'completion', 'label']
@@ -18,7 +18,7 @@ import datasets
 from ftkit.data import load_data
 
 
-__all__ = ["Example", "info", "labels", "load", "names", "path"]
+__all__ = ["Example", "glossary", "info", "labels", "load", "names", "path", "policies"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,46 @@ _EXAMPLES = {
                 "Customer messages to a home-goods web shop, each routed to one of 8 queues "
                 "(order_status, cancel_order, return_refund, damaged_item, billing_issue, "
                 "account_access, change_address, product_question). 480 rows, 60 per label."
+            ),
+        ),
+        Example(
+            name="shop_qa",
+            filename="shop_qa.jsonl",
+            task="qa",
+            description=(
+                "Customer questions answered from Hearth & Co.'s own policy handbook (shop_policies.md: "
+                "returns, shipping zones, warranty, care, gift cards ...), which a base model cannot know. "
+                "Short answers taken word for word from the policy; each row keeps its policy section as "
+                "`context` for the open-book prompt."
+            ),
+        ),
+        Example(
+            name="shop_translation",
+            filename="shop_translation.jsonl",
+            task="translation",
+            description=(
+                "The shop's English product, care, shipping and support texts with German translations "
+                "that use its fixed terminology (shop_glossary.jsonl); `terms` lists the glossary entries "
+                "each row must use."
+            ),
+        ),
+        Example(
+            name="shop_summaries",
+            filename="shop_summaries.jsonl",
+            task="summarization",
+            description=(
+                "Support conversations, each summarized in the shop's one-line case format: "
+                "'<customer problem>; <action taken>; <open item>', at most 30 words."
+            ),
+        ),
+        Example(
+            name="shop_blurbs",
+            filename="shop_blurbs.jsonl",
+            task="creative",
+            description=(
+                "Product facts and blurbs in the shop's house style, with checkable rules: three lines, "
+                "'Made for home: <product>' first, a 'Care:' line last, no exclamation marks, no 'you', "
+                "at most 40 words."
             ),
         ),
         Example(
@@ -76,6 +116,19 @@ def path(name: str) -> Path:
 def load(name: str, verbose: bool = True, **kwargs) -> datasets.Dataset:
     """Load a built-in example in its canonical shape (keyword arguments go to ``load_data``)."""
     return load_data(path(name), verbose=verbose, **kwargs)
+
+
+def glossary() -> list[dict]:
+    """The shop's fixed English -> German terminology: ``[{"en": ..., "de": ...}, ...]``."""
+    import json
+
+    text = files(__name__).joinpath("data", "shop_glossary.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def policies() -> str:
+    """The shop's policy handbook (Markdown), the knowledge the QA example asks about."""
+    return files(__name__).joinpath("data", "shop_policies.md").read_text(encoding="utf-8")
 
 
 def labels(name: str) -> list[str]:

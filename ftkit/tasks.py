@@ -1,0 +1,197 @@
+"""What each scenario needs, as plain data: its example, prompts, metrics, lengths and how to read
+its number.
+
+A :class:`Task` holds no code paths of its own: the data, prompt, evaluation and training
+modules read its fields. Classification is one task among them.
+
+>>> task = get("translation")
+>>> task.headline, task.examples
+('chrf', ('shop_translation',))
+>>> task.template().messages({"prompt": "Your gift card is on its way."})[-1]["content"]
+'Translate this text from the Hearth & Co. shop into German. Reply with the German text only.\\n\\nYour gift card is on its way.'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ftkit import metrics as M
+from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
+
+__all__ = ["BLURB_RULES", "TASKS", "Task", "blurb_rule_metrics", "get", "infer", "names"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One scenario: everything the kit needs to prompt, train and measure it."""
+
+    name: str
+    description: str
+    examples: tuple[str, ...]  # built-in example names, the first is the default
+    instruction: str  # the user turn; {prompt} and any column of the rows
+    system: str | None = None
+    shots: int = 4  # few-shot examples that fit the context of a small model
+    metrics: tuple = ("exact_match",)  # names or callables; the first is the headline
+    higher_is_better: bool = True
+    max_new_tokens: int = 32
+    max_length: int = 256  # training: longest example in tokens
+    stop_strings: tuple[str, ...] = ()
+    reading: str = ""  # how to read the headline number, in one line
+    # Extra prompt variants, as {name: instruction}: the prompt-engineering answer this task has
+    # besides zero- and few-shot (the policy passage in context for QA, say).
+    variants: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> str:
+        return self.metric_functions()[0][0]
+
+    def metric_functions(self) -> list[tuple[str, Callable]]:
+        """The task's metrics as ``(name, callable)``, the headline first."""
+        return list(M.resolve(list(self.metrics)).items())
+
+    def template(self, name: str = "zero-shot", labels=()) -> PromptTemplate:
+        """The zero-shot template (the instruction alone, with the chat template's own system prompt),
+        or one of :attr:`variants` by name (with the task's system prompt)."""
+        if name == "zero-shot":
+            return PromptTemplate(name=name, instruction=self.instruction, labels=list(labels))
+        if name not in self.variants:
+            raise KeyError(f"task {self.name!r} has no prompt variant {name!r}; it has: zero-shot"
+                           + "".join(f", {v}" for v in self.variants))
+        return PromptTemplate(name=name, instruction=self.variants[name], system=self.system, labels=list(labels))
+
+    def templates(self, train, labels=(), seed: int = 0) -> list[PromptTemplate]:
+        """The prompt variants to measure: zero-shot, the task's own variants, and k-shot from
+        ``train`` (k = :attr:`shots`, never more than the training rows)."""
+        out = [self.template("zero-shot", labels)]
+        out += [self.template(name, labels) for name in self.variants]
+        k = min(self.shots, len(train))
+        if k:
+            out.append(few_shot(train, k=k, seed=seed, instruction=self.instruction, system=self.system,
+                                labels=labels))
+        return out
+
+
+# --- creative writing: the house rules of a product blurb, each a checkable metric --------------
+
+def _lines(text: str) -> list[str]:
+    return text.strip().split("\n")
+
+
+BLURB_RULES: dict[str, Callable[[str, dict], bool]] = {
+    "three_lines": lambda text, row: len(_lines(text)) == 3 and all(line.strip() for line in _lines(text)),
+    "opening": lambda text, row: _lines(text)[0].startswith(f"Made for home: {row.get('product', '')}"),
+    "no_exclamation": lambda text, row: "!" not in text,
+    "within_40_words": lambda text, row: 0 < M.word_count(text) <= 40,
+    "care_line": lambda text, row: len(_lines(text)) == 3 and _lines(text)[2].startswith("Care:"),
+    "no_you": lambda text, row: re.search(r"\byour?\b", text, flags=re.I) is None,
+}
+
+
+def blurb_rule_metrics() -> dict[str, Callable]:
+    """One metric per house rule, and ``all_rules`` (1.0 only when every rule holds), headline first."""
+    def rule(name):
+        def metric(prediction: str, reference: str, row: dict | None = None) -> float:
+            return float(BLURB_RULES[name](prediction, row or {}))
+        metric.__name__ = name
+        return metric
+
+    def all_rules(prediction: str, reference: str, row: dict | None = None) -> float:
+        return float(all(check(prediction, row or {}) for check in BLURB_RULES.values()))
+
+    return {"all_rules": all_rules, **{name: rule(name) for name in BLURB_RULES}}
+
+
+SUMMARY_FORMAT = r"[^;\n]+; [^;\n]+; [^;\n]+"
+
+TASKS: dict[str, Task] = {t.name: t for t in [
+    Task(
+        name="classification",
+        description="Route each message to one label of a fixed set (customer-support queues).",
+        examples=("support_routing",), instruction=CLASSIFY_INSTRUCTION, system=CLASSIFY_SYSTEM, shots=8,
+        metrics=("exact_match",), max_new_tokens=12,
+        reading="the share of rows answered with exactly the right label (macro-F1 weighs every label alike)",
+    ),
+    Task(
+        name="qa",
+        description="Answer customers' questions from the shop's own policies, which a base model cannot know.",
+        examples=("shop_qa",),
+        instruction="Answer the customer's question about the Hearth & Co. shop in a few words.\n\n{prompt}",
+        shots=4, metrics=("token_f1", "squad_exact_match"), max_new_tokens=24,
+        reading="token F1: the overlap of the answer's words with the policy's answer, 1 for the same words",
+        variants={"policy in context": "Answer the customer's question in a few words, from this policy only.\n\n"
+                                       "Policy: {context}\n\nQuestion: {prompt}"},
+    ),
+    Task(
+        name="translation",
+        description="Translate the shop's English texts into German with its fixed terminology.",
+        examples=("shop_translation",),
+        instruction="Translate this text from the Hearth & Co. shop into German. Reply with the German text "
+                    "only.\n\n{prompt}",
+        shots=4, metrics=("chrf", "bleu", "glossary_accuracy"), max_new_tokens=96, max_length=384,
+        reading="corpus chrF: character n-gram overlap with the reference translation, 0 to 1",
+    ),
+    Task(
+        name="summarization",
+        description="Summarize a support conversation in the shop's one-line case format.",
+        examples=("shop_summaries",),
+        instruction="Summarize this support conversation in one line: the customer's problem; the action "
+                    "taken; the open item (or 'no open items'). At most 30 words.\n\n{prompt}",
+        shots=2, metrics=("rouge_l", M.within_words(30), M.matches(SUMMARY_FORMAT, "house_format")),
+        max_new_tokens=64, max_length=512,
+        reading="ROUGE-L: the longest run of words shared with the reference summary, 0 to 1",
+    ),
+    Task(
+        name="creative",
+        description="Write product blurbs in the shop's house style, whose rules can be checked.",
+        examples=("shop_blurbs",),
+        instruction="Write a product blurb in the Hearth & Co. house style: three lines; the first starts "
+                    "'Made for home: ' and the product name; the third starts 'Care:'; no exclamation marks, "
+                    "no 'you'; at most 40 words.\n\n{prompt}",
+        shots=3, metrics=tuple(blurb_rule_metrics().values()), max_new_tokens=80,
+        reading="the share of blurbs that keep every house rule (each rule also has its own column)",
+    ),
+]}
+
+
+def names() -> list[str]:
+    return list(TASKS)
+
+
+def get(name: str) -> Task:
+    """A task by name."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"no task {name!r}; tasks are: {', '.join(TASKS)}") from None
+
+
+def infer(rows) -> tuple[Task, str]:
+    """The task canonical rows look like, and why, in words.
+
+    Labels (few distinct completions that repeat) mean classification; a ``context`` column with
+    short answers, QA; ``terms`` or a ``target_lang``, translation; long prompts with much shorter
+    completions, summarization; otherwise free generation (creative writing) is assumed.
+
+    >>> infer([{"prompt": f"m{i}", "completion": "ab"[i % 2], "label": "ab"[i % 2]} for i in range(10)])[0].name
+    'classification'
+    """
+    from ftkit.sources import as_rows
+
+    rows = as_rows(rows)
+    if not rows or "completion" not in rows[0]:
+        return get("creative"), "the rows are not prompt/completion pairs"
+    completions = [str(r["completion"]) for r in rows]
+    if rows[0].get("label") is not None or len(set(completions)) <= max(2, len(rows) // 10):
+        return get("classification"), f"{len(set(completions))} distinct answers repeat across {len(rows)} rows"
+    if "context" in rows[0]:
+        return get("qa"), "the rows carry a context passage"
+    if "terms" in rows[0] or "target_lang" in rows[0]:
+        return get("translation"), "the rows carry glossary terms or a target language"
+    prompt_words = sum(M.word_count(str(r["prompt"])) for r in rows) / len(rows)
+    answer_words = sum(M.word_count(c) for c in completions) / len(rows)
+    if prompt_words > 3 * answer_words and prompt_words > 40:
+        return get("summarization"), (f"prompts ({prompt_words:.0f} words on average) are much longer than "
+                                      f"answers ({answer_words:.0f})")
+    return get("creative"), "free-form answers"

@@ -1,0 +1,75 @@
+"""Tasks as plain data: each scenario's example, prompts and metrics, checked on its own data."""
+
+import pytest
+
+from ftkit import check_data, examples, tasks
+from ftkit import metrics as M
+from ftkit.prompts import PromptTemplate
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_each_task_has_a_clean_example_of_at_least_240_rows_whose_layout_is_detected(name):
+    task = tasks.get(name)
+    report = check_data(examples.path(task.examples[0]))
+    assert report.ok and report.shape == "prompt_completion", report.errors
+    assert report.n_rows >= 240 and examples.info(task.examples[0]).task == name
+    inferred, why = tasks.infer(report.dataset)
+    assert inferred.name == name, why  # `ftkit run` can tell the task from the data alone
+
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_each_tasks_prompts_render_its_rows_and_its_references_score_full_marks(name):
+    task = tasks.get(name)
+    rows = examples.load(task.examples[0], verbose=False).to_list()
+    templates = task.templates(rows[:20], labels=examples.labels(task.examples[0]) if name == "classification" else ())
+    assert [t.name for t in templates][0] == "zero-shot" and templates[-1].shots
+    assert all(isinstance(t, PromptTemplate) and t.messages(rows[-1])[-1]["content"] for t in templates)
+    scored = {metric: [fn(r["completion"], r["completion"], r) for r in rows] for metric, fn in task.metric_functions()}
+    for metric, values in scored.items():  # a reference answer keeps every rule of its own task
+        assert min(values) == pytest.approx(1.0), (name, metric)
+    assert task.headline == task.metric_functions()[0][0] and task.reading
+
+
+def test_qa_answers_come_from_the_policy_in_context():
+    rows = examples.load("shop_qa", verbose=False).to_list()
+    assert all(r["completion"] in r["context"] for r in rows)
+    assert all(r["context"] in examples.policies() for r in rows)
+    open_book = tasks.get("qa").template("policy in context").messages(rows[0])[-1]["content"]
+    assert rows[0]["context"] in open_book and rows[0]["prompt"] in open_book
+
+
+def test_translation_terms_come_from_the_glossary():
+    glossary = {(g["en"], g["de"]) for g in examples.glossary()}
+    rows = examples.load("shop_translation", verbose=False).to_list()
+    terms = [(t["en"], t["de"]) for r in rows for t in r["terms"]]
+    assert terms and set(terms) <= glossary
+    assert M.glossary_accuracy("Ihre Bestellung", "", rows[0]) < 1.0 or not rows[0]["terms"]
+
+
+def test_blurb_rules_hand_checked():
+    rules = tasks.blurb_rule_metrics()
+    row = {"product": "Dune folding step stool"}
+    good = "Made for home: Dune folding step stool\nBeech treads hold 150 kg.\nCare: wipe with a damp cloth."
+    assert {name: fn(good, "", row) for name, fn in rules.items()} == dict.fromkeys(rules, 1.0)
+    loud = "Made for home: Dune folding step stool\nYou will love it!\nCare: wipe it."
+    scores = {name: fn(loud, "", row) for name, fn in rules.items()}
+    assert scores["no_exclamation"] == scores["no_you"] == scores["all_rules"] == 0.0
+    assert scores["three_lines"] == scores["opening"] == scores["care_line"] == 1.0
+    two_lines = "Made for home: Dune stool\nCare: wipe it."
+    assert rules["three_lines"](two_lines, "", row) == rules["opening"](two_lines, "", row) == 0.0
+
+
+def test_the_summary_format_and_word_limit():
+    task = tasks.get("summarization")
+    fns = dict(task.metric_functions())
+    ok = "Oak bench #HC-48213 arrived cracked; replacement shipped; no open items"
+    assert fns["house_format"](ok, "") == fns["within_30_words"](ok, "") == 1.0
+    assert fns["house_format"]("Oak bench arrived cracked and was replaced", "") == 0.0
+    assert fns["within_30_words"]("word " * 31, "") == 0.0
+
+
+def test_unknown_task_and_what_infer_says():
+    with pytest.raises(KeyError, match="no task 'poetry'; tasks are: classification, qa, translation"):
+        tasks.get("poetry")
+    task, why = tasks.infer([{"prompt": "x " * 60, "completion": f"short {i}"} for i in range(30)])
+    assert task.name == "summarization" and "much longer" in why
