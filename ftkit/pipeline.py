@@ -122,6 +122,7 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     else:
         task, why = tasks.infer(train)
         say(f"Task: {task.name} (inferred: {why}; set task: in the config to choose)")
+    task = task.on(d.source)  # the house style of the task's own example, on that example only
     return Prepared(train=train, test=test, labels=label_set(train), description=description,
                     leakage="; ".join(leakage), pairs=pairs, task=task)
 

@@ -4,9 +4,9 @@ its number.
 A :class:`Task` holds no code paths of its own: the data, prompt, evaluation and training
 modules read its fields. Classification is one task among them.
 
->>> task = get("translation")
->>> task.headline, task.examples
-('chrf', ('shop_translation',))
+>>> task = get("translation").on("shop_translation")   # with the house style of its own example
+>>> task.headline, [name for name, _ in task.metric_functions()]
+('chrf', ['chrf', 'bleu', 'glossary_accuracy'])
 >>> task.template().messages({"prompt": "Your gift card is on its way."})[-1]["content"]
 'Translate this text from the Hearth & Co. shop into German. Reply with the German text only.\\n\\nYour gift card is on its way.'
 """
@@ -14,8 +14,9 @@ modules read its fields. Classification is one task among them.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ftkit import metrics as M
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
@@ -40,8 +41,25 @@ class Task:
     stop_strings: tuple[str, ...] = ()
     reading: str = ""  # how to read the headline number, in one line
     # Extra prompt variants, as {name: instruction}: the prompt-engineering answer this task has
-    # besides zero- and few-shot (the policy passage in context for QA, say).
+    # besides zero- and few-shot (the passage in context for QA, say); used where the rows hold
+    # every field a variant names.
     variants: dict[str, str] = field(default_factory=dict)
+    # On the task's own example, what its house style asks for: the instruction that states it,
+    # and the metrics that check it. Other data of the task gets the plain ones above.
+    house_instruction: str | None = None
+    house_metrics: tuple = ()
+
+    def on(self, source: str) -> Task:
+        """This task for ``source``: with its house instruction and metrics when ``source`` is the
+        task's own built-in example, as it is otherwise.
+
+        >>> get("summarization").on("shop_summaries").headline, len(get("summarization").on("x.csv").metrics)
+        ('rouge_l', 1)
+        """
+        if source not in self.examples:
+            return self
+        return replace(self, instruction=self.house_instruction or self.instruction,
+                       metrics=self.house_metrics or self.metrics)
 
     @property
     def headline(self) -> str:
@@ -62,10 +80,15 @@ class Task:
         return PromptTemplate(name=name, instruction=self.variants[name], system=self.system, labels=list(labels))
 
     def templates(self, train, labels=(), seed: int = 0) -> list[PromptTemplate]:
-        """The prompt variants to measure: zero-shot, the task's own variants, and k-shot from
-        ``train`` (k = :attr:`shots`, never more than the training rows)."""
+        """The prompt variants to measure: zero-shot, the task's variants the rows have fields for,
+        and k-shot from ``train`` (k = :attr:`shots`, never more than the training rows)."""
+        from ftkit.sources import as_rows
+
+        train = as_rows(train)
+        fields = set(train[0]) if len(train) else set()
         out = [self.template("zero-shot", labels)]
-        out += [self.template(name, labels) for name in self.variants]
+        out += [self.template(name, labels) for name, text in self.variants.items()
+                if {f for _, f, _, _ in string.Formatter().parse(text) if f} - {"labels"} <= fields]
         k = min(self.shots, len(train))
         if k:
             out.append(few_shot(train, k=k, seed=seed, instruction=self.instruction, system=self.system,
@@ -115,42 +138,50 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     ),
     Task(
         name="qa",
-        description="Answer customers' questions from the shop's own policies, which a base model cannot know.",
+        description="Answer questions in a few words; the shop's example asks about its own policies, which a "
+                    "base model cannot know.",
         examples=("shop_qa",),
-        instruction="Answer the customer's question about the Hearth & Co. shop in a few words.\n\n{prompt}",
+        instruction="Answer the question in a few words.\n\n{prompt}",
+        house_instruction="Answer the customer's question about the Hearth & Co. shop in a few words.\n\n{prompt}",
         shots=4, metrics=("token_f1", "squad_exact_match"), max_new_tokens=24,
-        reading="token F1: the overlap of the answer's words with the policy's answer, 1 for the same words",
-        variants={"policy in context": "Answer the customer's question in a few words, from this policy only.\n\n"
-                                       "Policy: {context}\n\nQuestion: {prompt}"},
+        reading="token F1: the overlap of the answer's words with the reference answer's, 1 for the same words",
+        variants={"passage in context": "Answer the question in a few words, from this text only.\n\n"
+                                        "Text: {context}\n\nQuestion: {prompt}"},
     ),
     Task(
         name="translation",
-        description="Translate the shop's English texts into German with its fixed terminology.",
+        description="Translate English texts into German; the shop's example has a fixed terminology.",
         examples=("shop_translation",),
-        instruction="Translate this text from the Hearth & Co. shop into German. Reply with the German text "
-                    "only.\n\n{prompt}",
-        shots=4, metrics=("chrf", "bleu", "glossary_accuracy"), max_new_tokens=96, max_length=384,
+        instruction="Translate this text into German. Reply with the German text only.\n\n{prompt}",
+        house_instruction="Translate this text from the Hearth & Co. shop into German. Reply with the German "
+                          "text only.\n\n{prompt}",
+        shots=4, metrics=("chrf", "bleu"), house_metrics=("chrf", "bleu", "glossary_accuracy"),
+        max_new_tokens=96, max_length=384,
         reading="corpus chrF: character n-gram overlap with the reference translation, 0 to 1",
     ),
     Task(
         name="summarization",
-        description="Summarize a support conversation in the shop's one-line case format.",
+        description="Summarize a text in one sentence; the shop's example uses its one-line case format.",
         examples=("shop_summaries",),
-        instruction="Summarize this support conversation in one line: the customer's problem; the action "
-                    "taken; the open item (or 'no open items'). At most 30 words.\n\n{prompt}",
-        shots=2, metrics=("rouge_l", M.within_words(30), M.matches(SUMMARY_FORMAT, "house_format")),
+        instruction="Summarize this text in one sentence.\n\n{prompt}",
+        house_instruction="Summarize this support conversation in one line: the customer's problem; the action "
+                          "taken; the open item (or 'no open items'). At most 30 words.\n\n{prompt}",
+        shots=2, metrics=("rouge_l",),
+        house_metrics=("rouge_l", M.within_words(30), M.matches(SUMMARY_FORMAT, "house_format")),
         max_new_tokens=64, max_length=512,
         reading="ROUGE-L: the longest run of words shared with the reference summary, 0 to 1",
     ),
     Task(
         name="creative",
-        description="Write product blurbs in the shop's house style, whose rules can be checked.",
+        description="Write to a brief; the shop's example is product blurbs whose house rules can be checked.",
         examples=("shop_blurbs",),
-        instruction="Write a product blurb in the Hearth & Co. house style: three lines; the first starts "
-                    "'Made for home: ' and the product name; the third starts 'Care:'; no exclamation marks, "
-                    "no 'you'; at most 40 words.\n\n{prompt}",
-        shots=3, metrics=tuple(blurb_rule_metrics().values()), max_new_tokens=80,
-        reading="the share of blurbs that keep every house rule (each rule also has its own column)",
+        instruction="{prompt}",
+        house_instruction="Write a product blurb in the Hearth & Co. house style: three lines; the first starts "
+                          "'Made for home: ' and the product name; the third starts 'Care:'; no exclamation "
+                          "marks, no 'you'; at most 40 words.\n\n{prompt}",
+        shots=3, metrics=("rouge_l",), house_metrics=tuple(blurb_rule_metrics().values()), max_new_tokens=80,
+        reading="the share of blurbs that keep every house rule (each rule has its own column); on other data, "
+                "ROUGE-L against the reference text",
     ),
 ]}
 

@@ -19,7 +19,7 @@ def test_each_task_has_a_clean_example_of_at_least_240_rows_whose_layout_is_dete
 
 @pytest.mark.parametrize("name", tasks.names())
 def test_each_tasks_prompts_render_its_rows_and_its_references_score_full_marks(name):
-    task = tasks.get(name)
+    task = tasks.get(name).on(tasks.get(name).examples[0])
     rows = examples.load(task.examples[0], verbose=False).to_list()
     templates = task.templates(rows[:20], labels=examples.labels(task.examples[0]) if name == "classification" else ())
     assert [t.name for t in templates][0] == "zero-shot" and templates[-1].shots
@@ -34,7 +34,7 @@ def test_qa_answers_come_from_the_policy_in_context():
     rows = examples.load("shop_qa", verbose=False).to_list()
     assert all(r["completion"] in r["context"] for r in rows)
     assert all(r["context"] in examples.policies() for r in rows)
-    open_book = tasks.get("qa").template("policy in context").messages(rows[0])[-1]["content"]
+    open_book = tasks.get("qa").template("passage in context").messages(rows[0])[-1]["content"]
     assert rows[0]["context"] in open_book and rows[0]["prompt"] in open_book
 
 
@@ -60,12 +60,23 @@ def test_blurb_rules_hand_checked():
 
 
 def test_the_summary_format_and_word_limit():
-    task = tasks.get("summarization")
+    task = tasks.get("summarization").on("shop_summaries")
     fns = dict(task.metric_functions())
     ok = "Oak bench #HC-48213 arrived cracked; replacement shipped; no open items"
     assert fns["house_format"](ok, "") == fns["within_30_words"](ok, "") == 1.0
     assert fns["house_format"]("Oak bench arrived cracked and was replaced", "") == 0.0
     assert fns["within_30_words"]("word " * 31, "") == 0.0
+
+
+def test_a_task_keeps_its_house_style_to_its_own_example():
+    summaries = tasks.get("summarization")
+    own, other = summaries.on("shop_summaries"), summaries.on("my_tickets.csv")
+    assert [n for n, _ in own.metric_functions()] == ["rouge_l", "within_30_words", "house_format"]
+    assert [n for n, _ in other.metric_functions()] == ["rouge_l"] and "case" not in other.instruction
+    assert tasks.get("creative").on("shop_blurbs").headline == "all_rules"
+    # A variant that needs a column the rows lack is left out.
+    qa = tasks.get("qa")
+    assert [t.name for t in qa.templates([{"prompt": "q", "completion": "a"}] * 5)] == ["zero-shot", "4-shot"]
 
 
 def test_unknown_task_and_what_infer_says():
