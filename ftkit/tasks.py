@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from ftkit import metrics as M
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
 
-__all__ = ["BLURB_RULES", "TASKS", "Task", "blurb_rule_metrics", "get", "infer", "names"]
+__all__ = ["BLURB_RULES", "TASKS", "Task", "blurb_rule_metrics", "get", "infer", "names", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,24 @@ def get(name: str) -> Task:
         return TASKS[name]
     except KeyError:
         raise KeyError(f"no task {name!r}; tasks are: {', '.join(TASKS)}") from None
+
+
+def resolve(task, rows=(), labels=None) -> Task:
+    """A task from a name, a :class:`Task`, or None: then classification when there is a label set
+    (``labels``, or a ``label`` column in ``rows``), else what :func:`infer` reads from ``rows``.
+
+    >>> resolve(None, [{"prompt": "hi", "completion": "a", "label": "a"}]).name, resolve("qa").name
+    ('classification', 'qa')
+    """
+    if isinstance(task, Task):
+        return task
+    if task is not None:
+        return get(task)
+    from ftkit.data import label_set
+
+    if labels or label_set(rows):
+        return get("classification")
+    return infer(rows)[0] if rows else get("creative")
 
 
 def infer(rows) -> tuple[Task, str]:

@@ -28,6 +28,14 @@ def pre(text: str) -> str:
     return f"<pre class='ftkit-pre'>{esc(text)}</pre>"
 
 
+def folded(text: str, limit: int = 300) -> str:
+    """Escaped preformatted text; a long one shows its start, with the rest folded below."""
+    text = str(text)
+    if len(text) <= limit:
+        return pre(text)
+    return (f"<details><summary>{esc(text[:120])}… ({len(text)} characters)</summary>{pre(text)}</details>")
+
+
 def table(frame: pd.DataFrame, max_height: str = "24em", float_format: str = "{:.3f}") -> str:
     """A DataFrame as an escaped HTML table (pandas escapes every cell and header)."""
     body = frame.to_html(escape=True, classes="ftkit-table", border=0, na_rep="",

@@ -19,10 +19,10 @@ from plotly.subplots import make_subplots
 
 from accelerate.utils import is_peft_model
 
+from ftkit import tasks
 from ftkit.data import as_rows, label_set
 from ftkit.evaluate import EvalResult, Variant, evaluate, pairs_from_ratings
-from ftkit.metrics import normalize
-from ftkit.prompts import CLASSIFY_INSTRUCTION, PromptTemplate, zero_shot
+from ftkit.prompts import PromptTemplate
 from ftkit.readings import training_cost
 from ftkit.runs import Run
 from ftkit.widgets import _html
@@ -43,17 +43,21 @@ class ComparePanel(w.VBox):
     """
 
     def __init__(self, model, tokenizer, dataset, templates: dict[str, PromptTemplate] | None = None,
-                 runs=(), labels=None, metrics=("exact_match",), limit: int | None = None,
-                 max_new_tokens: int = 32, page_size: int = 20, record: bool = True):
+                 runs=(), labels=None, metrics=None, limit: int | None = None,
+                 max_new_tokens: int | None = None, page_size: int = 20, record: bool = True, task=None,
+                 disagreement: float = 0.1):
         self.model, self.tokenizer = model, tokenizer
         self._rows = as_rows(dataset)[:limit] if limit else as_rows(dataset)
-        self.labels = list(label_set(self._rows) if labels is None else labels)
+        self.task = tasks.resolve(task, self._rows, labels)
+        classify = self.task.name == "classification"
+        self.labels = list(label_set(self._rows) if labels is None else labels) if classify else []
         if not templates:
-            templates = {"zero-shot": zero_shot(CLASSIFY_INSTRUCTION, labels=self.labels) if self.labels
-                         else zero_shot()}
+            templates = {"zero-shot": self.task.template("zero-shot", labels=self.labels)}
         self.templates = dict(templates)
         self.runs = {run.id: run for run in runs}
-        self.metrics, self.max_new_tokens, self.page_size = metrics, max_new_tokens, page_size
+        self.metrics = metrics or dict(self.task.metric_functions())
+        self.max_new_tokens, self.page_size = max_new_tokens or self.task.max_new_tokens, page_size
+        self.disagreement = disagreement
         self.record = record
         self.result: EvalResult | None = None
         self.visible_rows: list[int] = []
@@ -68,7 +72,8 @@ class ComparePanel(w.VBox):
         self._progress = w.Output()  # generation's tqdm.auto bars render here
         self._summary = w.HTML()
         self.figure = go.FigureWidget(layout=dict(height=520, margin=dict(l=40, r=10, t=40, b=30)))
-        self._disagree = w.Checkbox(value=False, description="only rows where the variants disagree", indent=False)
+        self._disagree = w.Checkbox(value=False, description="only rows where the variants' scores differ",
+                                    indent=False)
         self._disagree.observe(lambda change: self.only_disagreements(change["new"]), names="value")
         self._page_label = w.HTML()
         self._grid = w.GridBox()
@@ -130,13 +135,15 @@ class ComparePanel(w.VBox):
         return self.result
 
     def only_disagreements(self, flag: bool = True) -> None:
-        """Show only the rows where the variants' outputs differ (after normalization)."""
+        """Show only the rows where the variants' headline scores differ by more than
+        ``disagreement`` (right against wrong, for exact match; a real gap, for ROUGE or chrF)."""
         self._disagree.value = flag
         if self.result is None:
             return
-        outputs = [self.result.outputs(name) for name in self.result.variants]
-        self.visible_rows = [i for i, row in enumerate(zip(*outputs))
-                             if not flag or len({normalize(o) for o in row}) > 1]
+        headline = self.result.metrics[0]
+        scores = [list(self.result.column(name, headline)) for name in self.result.variants]
+        self.visible_rows = [i for i, row in enumerate(zip(*scores))
+                             if not flag or max(row) - min(row) > self.disagreement]
         self.show_page(0)
 
     def show_page(self, page: int) -> None:
@@ -219,17 +226,18 @@ class ComparePanel(w.VBox):
 
     def _draw_table(self) -> None:
         names = self.result.variants
-        first = self.result.metrics[0]  # the first metric marks right and wrong
+        first = self.result.metrics[0]  # the headline marks each answer: right/wrong, or its score
         outputs = {name: self.result.outputs(name) for name in names}
-        right = {name: list(self.result.column(name, first) >= 1) for name in names}
+        scores = {name: list(self.result.column(name, first)) for name in names}
+        graded = any(0 < s < 1 for values in scores.values() for s in values)
         cells = [w.HTML(f"<b>{_html.esc(h)}</b>") for h in ["input", "reference", *names]]
         self._thumbs.clear()
         start = self.page * self.page_size
         for i in self.visible_rows[start:start + self.page_size]:
             row = self.result.table.iloc[i]
-            cells += [w.HTML(_html.pre(row["input"])), w.HTML(_html.pre(row["reference"]))]
+            cells += [w.HTML(_html.folded(row["input"])), w.HTML(_html.folded(row["reference"]))]
             for name in names:
-                mark = "✓" if right[name][i] else "✗"
+                mark = f"{scores[name][i]:.2f}" if graded else ("✓" if scores[name][i] >= 1 else "✗")
                 up, down = w.Button(description="👍", layout={"width": "3em"}), \
                     w.Button(description="👎", layout={"width": "3em"})
                 up.on_click(lambda _, i=i, name=name: self.rate(i, name, None if self._ratings.get((i, name)) else True))
@@ -237,7 +245,7 @@ class ComparePanel(w.VBox):
                     i, name, None if self._ratings.get((i, name)) is False else False))
                 self._thumbs[(i, name)] = (up, down)
                 self._style_thumbs(i, name)
-                cells.append(w.VBox([w.HTML(f"{mark} {_html.pre(outputs[name][i])}"), w.HBox([up, down])]))
+                cells.append(w.VBox([w.HTML(f"{mark} {_html.folded(outputs[name][i])}"), w.HBox([up, down])]))
         self._grid.children = cells
         self._grid.layout = {"grid_template_columns": f"repeat({2 + len(names)}, minmax(10em, 1fr))",
                              "max_height": "40em", "overflow": "auto"}

@@ -15,7 +15,7 @@ import datasets
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from ftkit import examples
+from ftkit import examples, tasks
 from ftkit.data import DataError, DataReport, check_data, render_example, split
 from ftkit.data_report import overlap_note
 from ftkit.sources import FILE_FORMATS
@@ -40,6 +40,7 @@ class DataPanel(w.VBox):
     def __init__(self, tokenizer=None, source=None, max_length: int = 256):
         self.tokenizer = tokenizer
         self.source = None
+        self.example: str | None = None  # the built-in example loaded, if any
         self.mapping: dict[str, str] | None = None
         self.report: DataReport | None = None
         self.splits: dict[str, datasets.Dataset] | None = None
@@ -103,14 +104,27 @@ class DataPanel(w.VBox):
     def load(self, source, mapping: dict[str, str] | None = None) -> DataReport:
         """Read and check any source ``ftkit.load_data`` accepts; the mapping is detected unless
         given. Returns the report; its errors are shown in the panel."""
-        self.source, self.mapping, self.splits = source, mapping, None
+        self.source, self.mapping, self.splits, self.example = source, mapping, None, None
         self._split_html.value = ""
         return self._check()
 
     def use_example(self, name: str) -> DataReport:
         """Load a built-in example by name."""
         self._example.value = name
-        return self.load(examples.path(name))
+        report = self.load(examples.path(name))
+        self.example = name
+        return report
+
+    @property
+    def task(self):
+        """The task the data is for (:mod:`ftkit.tasks`): a built-in example's own, with its house
+        style; for other data, what its rows look like. Hand it to PromptLab, TrainPanel and
+        ComparePanel as ``task=``."""
+        if self.report is None or self.report.dataset is None:
+            raise DataError("load data first")
+        if self.example is not None and self.example in [n for t in tasks.TASKS.values() for n in t.examples]:
+            return tasks.get(examples.info(self.example).task).on(self.example)
+        return tasks.infer(self.report.dataset)[0]
 
     def load_path(self, path: str | os.PathLike | None = None) -> DataReport:
         """Load a file (CSV, TSV, JSON, JSONL, Parquet); without ``path``, the one typed in the box."""

@@ -14,7 +14,8 @@ import ipywidgets as w
 from ftkit.data import as_rows, label_set
 from ftkit.evaluate import EvalResult, Variant, evaluate
 from ftkit.generate import Generation, generate
-from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, DEFAULT_INSTRUCTION, PromptTemplate, select_shots
+from ftkit import tasks
+from ftkit.prompts import PromptTemplate, select_shots
 from ftkit.widgets import _html
 from ftkit.widgets._ui import button, guarded
 
@@ -25,28 +26,34 @@ class PromptLab(w.VBox):
     """Prompt a model on your data: system prompt, instruction, few-shot examples.
 
     ``train`` supplies the few-shot examples, ``eval`` the rows to try and measure on (at most
-    ``limit`` of them). ``labels`` defaults to the sorted labels of ``train`` when it has a
-    ``label`` column; with labels the lab starts from a classification prompt and also reports
-    label accuracy and macro-F1. ``variants`` collects the templates saved for ComparePanel.
+    ``limit`` of them). ``task`` (a name or a :class:`~ftkit.tasks.Task`; default: classification
+    for labelled rows, else what :func:`ftkit.tasks.infer` reads from them) gives the starting
+    instruction, system prompt, metrics and answer length; for classification the label set
+    (default: the labels of ``train``) also adds label accuracy and macro-F1. ``variants`` collects
+    the templates saved for ComparePanel.
     """
 
     def __init__(self, model, tokenizer, train=None, eval=None, labels=None, limit: int | None = None,
-                 metrics=("exact_match",), max_new_tokens: int = 32):
+                 metrics=None, max_new_tokens: int | None = None, task=None):
         self.model, self.tokenizer = model, tokenizer
         self._train = as_rows(train) if train is not None else []
         self._eval = as_rows(eval) if eval is not None else []
-        self.labels = list(label_set(self._train) if labels is None else labels)
-        self.limit, self.metrics = limit, metrics
+        self.task = tasks.resolve(task, self._train or self._eval, labels)
+        classify = self.task.name == "classification"
+        self.labels = list(label_set(self._train) if labels is None else labels) if classify else []
+        self.limit = limit
+        self.metrics = metrics or dict(self.task.metric_functions())
+        max_new_tokens = max_new_tokens or self.task.max_new_tokens
         self.variants: dict[str, PromptTemplate] = {}
         self.result: EvalResult | None = None
 
         self._messages = w.HTML()
-        self._system = w.Textarea(value=CLASSIFY_SYSTEM if self.labels else "", description="system",
+        self._system = w.Textarea(value=self.task.system or "", description="system",
                                   tooltip=PromptTemplate.__dataclass_fields__["system"].metadata["help"],
                                   placeholder="(empty: the chat template's default)",
                                   layout={"width": "100%", "height": "4em"})
         self._instruction = w.Textarea(
-            value=CLASSIFY_INSTRUCTION if self.labels else DEFAULT_INSTRUCTION, description="instruction",
+            value=self.task.instruction, description="instruction",
             tooltip=PromptTemplate.__dataclass_fields__["instruction"].metadata["help"],
             layout={"width": "100%", "height": "6em"})
         self._shots = w.IntSlider(value=0, min=0, max=min(MAX_SHOTS, len(self._train)), description="shots",

@@ -16,7 +16,8 @@ import plotly.graph_objects as go
 import traitlets
 from plotly.subplots import make_subplots
 
-from ftkit import dpo, sft
+from ftkit import dpo, sft, tasks
+from ftkit.data import label_set
 from ftkit.dpo import DPOSettings, to_trl_pairs, train_dpo
 from ftkit.events import EventBus, StopFlag
 from ftkit.models import model_info
@@ -56,7 +57,8 @@ class TrainPanel(w.VBox):
     ``eval`` rows give SFT an evaluation loss (DPO takes none).
 
     ``template`` renders the prompts (use the one you will evaluate and serve with; for DPO from
-    an SFT run it defaults to that run's template). ``from_run``: the SFT run whose adapter DPO
+    an SFT run it defaults to that run's template; with a ``task``, to the task's zero-shot prompt,
+    whose ``max_length`` the form also starts from). ``from_run``: the SFT run whose adapter DPO
     continues. Training runs in a background thread so the notebook stays responsive; its events
     arrive on ``panel.bus`` (subscribe to it for your own needs). Training leaves ``model`` as it
     was (the trained model is ``panel.run.model``), so each Start is a new run from the same base
@@ -66,14 +68,16 @@ class TrainPanel(w.VBox):
     status = traitlets.Unicode("idle", help="idle, running, stopping, completed, stopped or failed").tag(sync=True)
 
     def __init__(self, model, tokenizer, train, eval=None, template: PromptTemplate | None = None,
-                 method: str = "sft", from_run: Run | None = None, runs_root=None):
+                 method: str = "sft", from_run: Run | None = None, runs_root=None, task=None):
         if method not in ("sft", "dpo"):
             raise ValueError(f"method must be 'sft' or 'dpo', not {method!r}")
         if from_run is not None and method != "dpo":
             raise ValueError("from_run is for DPO (the SFT run whose adapter it continues); "
                              "an SFT run starts from the model you pass")
+        task = tasks.resolve(task) if task is not None else None
         if template is None:
-            template = from_run.template if from_run is not None else zero_shot()
+            template = from_run.template if from_run is not None else \
+                task.template("zero-shot", labels=label_set(train)) if task is not None else zero_shot()
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.train_data, self.eval_data = train, eval
         self.method, self.from_run, self.runs_root = method, from_run, runs_root
@@ -90,6 +94,8 @@ class TrainPanel(w.VBox):
         device = model_info(model).device
         cls = SFTSettings if method == "sft" else DPOSettings
         defaults = device_defaults(device.device)
+        if task is not None and task.max_length != cls().max_length:
+            defaults["max_length"] = task.max_length
         self.form = Form(cls(**defaults))
         self._messages = w.HTML()
         self._preflight_html = w.HTML()

@@ -56,7 +56,9 @@ def test_variants_and_runs_run_on_the_same_rows_with_charts_and_a_row_per_exampl
 def test_disagreement_filter_ratings_and_pairs_for_dpo(talkative, tmp_path):
     model, tok = talkative
     same = {"a": zero_shot(), "b": zero_shot(), "c": zero_shot("Route this: {prompt}")}
-    panel = ComparePanel(model, tok, dataset=TEST, templates=same, labels=LABELS, max_new_tokens=3)
+    length = {"length": lambda prediction, reference, row: len(prediction) / 10}  # a score that varies
+    panel = ComparePanel(model, tok, dataset=TEST, templates=same, labels=LABELS, max_new_tokens=3,
+                         metrics=length, disagreement=0.1)
     with pytest.raises(ValueError, match="run the comparison first"):
         panel.rate(0, "a", True)
     panel.select(["a", "b"])
@@ -68,10 +70,13 @@ def test_disagreement_filter_ratings_and_pairs_for_dpo(talkative, tmp_path):
     assert len(panel.visible_rows) == len(TEST)
 
     panel.select(["a", "c"])
-    table = panel.run().table
+    result = panel.run()
+    table = result.table
     panel.only_disagreements(True)
-    differ = [i for i in range(len(TEST)) if table.at[i, "a: output"] != table.at[i, "c: output"]]
+    gaps = [abs(a - c) for a, c in zip(result.column("a", "length"), result.column("c", "length"))]
+    differ = [i for i, gap in enumerate(gaps) if gap > 0.1]  # scores apart by more than the threshold
     assert panel.visible_rows == differ and len(differ) >= 2
+    assert all(table.at[i, "a: output"] != table.at[i, "c: output"] for i in differ)
 
     i, j = differ[0], differ[1]
     panel.rate(i, "a", up=True)
@@ -112,3 +117,17 @@ def test_a_panel_over_rows_that_are_not_held_out_records_nothing(talkative, sft_
     before = sft_run.evaluation
     ComparePanel(model, tok, dataset=ROWS[4:8], runs=[sft_run], max_new_tokens=3, record=False).run()
     assert sft_run.evaluation == before
+
+
+def test_a_generation_task_gets_its_metrics_scores_in_the_table_and_long_texts_folded(talkative):
+    model, tok = talkative
+    rows = [{"prompt": "Where is my order? " + "It has been a long wait. " * 20, "completion": "in zone b"},
+            {"prompt": "What is the return window?", "completion": "30 days"}]
+    panel = ComparePanel(model, tok, dataset=rows, task="qa", max_new_tokens=3)
+    assert list(panel.metrics) == ["token_f1", "squad_exact_match"] and panel.labels == []
+    assert panel.templates["zero-shot"].instruction.startswith("Answer the question in a few words.")
+    result = panel.run()
+    assert result.metrics == ["token_f1", "squad_exact_match"]
+    shown = text(panel._grid)
+    assert "<details><summary>Where is my order? It has been a long wait." in shown  # folded, then in full
+    assert "(" + str(len(rows[0]["prompt"])) + " characters)" in shown

@@ -73,3 +73,10 @@ def test_a_split_with_near_duplicate_prompts_shows_the_leak(tiny_tokenizer):
     assert splits["test"]["prompt"] == ["Reset my password", "Where is my order?"]  # its twin is in train
     assert panel.leaks == [1]
     assert "Leakage check: 1 of 2 held-out rows have a prompt that is also in the training rows" in text(panel)
+
+
+def test_the_panel_says_which_task_the_data_is_for(tiny_tokenizer):
+    panel = DataPanel(tokenizer=tiny_tokenizer, source="shop_blurbs")
+    assert panel.task.name == "creative" and panel.task.headline == "all_rules"  # its own house rules
+    panel.load([{"text": f"m{i}", "label": "ab"[i % 2]} for i in range(8)])
+    assert panel.task.name == "classification"

@@ -60,7 +60,8 @@ def test_try_one_and_run_eval_show_outputs_and_the_metric(talkative, monkeypatch
 
     result = lab.run_eval()
     [(variants, rows, metrics, kw)] = received
-    assert rows == TEST[:1] and metrics == ("exact_match",) and kw["labels"] == LABELS
+    assert rows == TEST[:1] and list(metrics) == ["exact_match"] and kw["labels"] == LABELS  # the task's metrics
+    assert lab.task.name == "classification"  # labelled rows
     assert variants[0].template == lab.template and variants[0].max_new_tokens == 4
     assert len(result.table) == 1  # limit=1
     shown = text(lab)
@@ -73,3 +74,16 @@ def test_rows_are_needed_for_an_evaluation(talkative):
     lab = PromptLab(model, tok, train=TRAIN)
     with pytest.raises(ValueError, match="no evaluation rows"):
         lab.run_eval()
+
+
+def test_the_lab_starts_from_the_tasks_prompt_and_metrics(tiny):
+    from ftkit import tasks
+
+    model, tok = tiny
+    rows = [{"prompt": f"Where is order {i}?", "completion": f"in zone {i}", "context": f"Order {i} is in zone {i}."}
+            for i in range(6)]
+    lab = PromptLab(model, tok, train=rows[:4], eval=rows[4:], task="qa")
+    qa = tasks.get("qa")
+    assert lab.template.instruction == qa.instruction and lab.labels == []
+    assert list(lab.metrics) == ["token_f1", "squad_exact_match"] and lab._max_new.value == qa.max_new_tokens
+    assert "Where is order 4?" in lab.rendered()
