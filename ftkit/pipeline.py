@@ -34,7 +34,7 @@ from ftkit.events import EventBus
 from ftkit.models import describe_device, load_model
 from ftkit import metrics as M
 from ftkit import tasks
-from ftkit.prompts import DEFAULT_INSTRUCTION, PromptTemplate, few_shot
+from ftkit.prompts import DEFAULT_INSTRUCTION, PromptTemplate, check_fits, few_shot
 from ftkit.tasks import Task
 from ftkit.runs import Run, load_run
 from ftkit.sft import train_sft
@@ -283,6 +283,9 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     prepared = prepare_data(config, tokenizer, say)
     p = plan(config, prepared)
     labels = p.labels or None
+    context = getattr(model.config, "max_position_embeddings", None)
+    for template in p.templates if context else ():  # a few-shot prompt too long for the model fails here
+        check_fits(template, prepared.test, tokenizer, context, p.max_new_tokens)
     say(f"\nPrompt baselines: {', '.join(t.name for t in p.templates)} on {len(prepared.test)} rows "
         f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
     baseline = evaluate([Variant(model, tokenizer, t, max_new_tokens=p.max_new_tokens) for t in p.templates],

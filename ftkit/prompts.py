@@ -24,7 +24,8 @@ from ftkit.data import as_rows
 
 __all__ = [
     "CLASSIFY_INSTRUCTION", "CLASSIFY_SYSTEM", "DEFAULT_INSTRUCTION", "PromptTemplate", "classify_few_shot",
-    "classify_with_system", "classify_zero_shot", "few_shot", "select_shots", "with_system", "zero_shot",
+    "check_fits", "classify_with_system", "classify_zero_shot", "few_shot", "select_shots", "with_system",
+    "zero_shot",
 ]
 
 DEFAULT_INSTRUCTION = "{prompt}"
@@ -174,3 +175,30 @@ def few_shot(train, k: int = 5, strategy: str = "balanced", seed: int = 0, *,
 classify_zero_shot = partial(zero_shot, CLASSIFY_INSTRUCTION)
 classify_with_system = partial(with_system, CLASSIFY_SYSTEM, CLASSIFY_INSTRUCTION)
 classify_few_shot = partial(few_shot, instruction=CLASSIFY_INSTRUCTION, system=CLASSIFY_SYSTEM)
+
+
+def check_fits(template: PromptTemplate, rows, tokenizer, context: int, max_new_tokens: int) -> int:
+    """The prompt tokens of the longest row; raise ``ValueError`` when its prompt plus the answer
+    would not fit the model's ``context`` (for a few-shot template, naming a shot count that fits).
+
+    >>> check_fits(zero_shot(), [{"prompt": "hi"}], tokenizer, context=2048, max_new_tokens=32)  # doctest: +SKIP
+    12
+    """
+    import dataclasses
+
+    rows = as_rows(rows)
+    if not rows:
+        return 0
+    counts = [template.token_count(r, tokenizer) for r in rows]
+    longest = max(counts)
+    if longest + max_new_tokens <= context:
+        return longest
+    hint = ""
+    if template.shots:
+        row = rows[counts.index(longest)]
+        bare = dataclasses.replace(template, shots=[]).token_count(row, tokenizer)
+        per_shot = (longest - bare) / len(template.shots)
+        fits = int((context - max_new_tokens - bare) // max(per_shot, 1))
+        hint = f"; use at most {fits} shots" if fits > 0 else "; even without shots it does not fit"
+    raise ValueError(f"the {template.name!r} prompt of the longest row is {longest} tokens, and with "
+                     f"{max_new_tokens} new tokens it exceeds the model's context of {context} tokens{hint}")

@@ -174,17 +174,20 @@ def _side_by_side(result: EvalResult, metric: str) -> str:
     outputs = {v: result.outputs(v)[:n] for v in variants}
     scores = {v: list(result.column(v, metric))[:n] if metric in result.scores[v] else [None] * n
               for v in variants}
+    # A right/wrong metric colours the cells; a graded one (ROUGE, chrF) shows each answer's score.
+    graded = any(s is not None and 0 < s < 1 for v in variants for s in scores[v])
     header = ["#", "input", "reference", *variants]
     rows, classes = [], []
     for i in range(n):
-        rows.append([i, result.table["input"].iloc[i], result.table["reference"].iloc[i],
-                     *(outputs[v][i] for v in variants)])
-        classes.append(["", "", ""] + ["" if scores[v][i] is None or pd.isna(scores[v][i])
+        cells = [f"{outputs[v][i]}\n({metric} {scores[v][i]:.2f})" if graded and scores[v][i] is not None
+                 else outputs[v][i] for v in variants]
+        rows.append([i, result.table["input"].iloc[i], result.table["reference"].iloc[i], *cells])
+        classes.append(["", "", ""] + ["" if graded or scores[v][i] is None or pd.isna(scores[v][i])
                                        else ("ok" if scores[v][i] >= 1 else "bad") for v in variants])
     total = len(result.table)
     more = f"<p class='note'>first {MAX_TABLE_ROWS} of {total} rows</p>" if total > MAX_TABLE_ROWS else ""
-    return (f"<p class='note'>green: {_esc(metric)} = 1; red: below 1</p>"
-            + _table(header, rows, classes) + more)
+    key = f"each answer with its {_esc(metric)}" if graded else f"green: {_esc(metric)} = 1; red: below 1"
+    return f"<p class='note'>{key}</p>" + _table(header, rows, classes) + more
 
 
 # --------------------------------------------------------------------------------------------

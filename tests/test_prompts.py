@@ -73,3 +73,23 @@ def test_named_variants_are_plain_functions():
     f = classify_few_shot(TRAIN, k=3, labels=["a", "b", "c"])
     assert f.system and len(f.shots) == 3 and f.name == "3-shot"
     assert zero_shot().instruction == "{prompt}"
+
+
+def test_a_few_shot_prompt_that_outgrows_the_context_names_a_shot_count_that_fits(tiny_tokenizer):
+    from ftkit.prompts import check_fits, few_shot
+
+    train = [{"prompt": f"Where is my order number {i}? It is late again.", "completion": "order_status"}
+             for i in range(8)]
+    test = [{"prompt": "Refund please", "completion": "refund"}]
+    eight = few_shot(train, k=8, strategy="first")
+    needed = check_fits(eight, test, tiny_tokenizer, context=10_000, max_new_tokens=16)
+    bare = check_fits(few_shot(train, k=1, strategy="first"), test, tiny_tokenizer, 10_000, 16)
+    with pytest.raises(ValueError, match=r"the '8-shot' prompt of the longest row is \d+ tokens, and with 16 new "
+                                         r"tokens it exceeds the model's context of \d+ tokens; use at most \d shots"):
+        check_fits(eight, test, tiny_tokenizer, context=needed, max_new_tokens=16)
+    context = (needed + bare) // 2 + 16  # room for about half of the shots
+    with pytest.raises(ValueError) as err:
+        check_fits(eight, test, tiny_tokenizer, context=context, max_new_tokens=16)
+    k = int(str(err.value).split("use at most ")[1].split()[0])
+    assert 1 <= k < 8
+    check_fits(few_shot(train, k=k, strategy="first"), test, tiny_tokenizer, context, 16)  # the named count fits

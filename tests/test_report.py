@@ -83,3 +83,12 @@ def test_cost_and_recorded_summary_come_from_the_run_folders(runs):
     assert metric == "exact_match" and summary.loc["LoRA <SFT>", "exact_match"] == 0.8
     page = render_report(summary=summary, runs=runs, metric=metric)
     assert "Side by side" not in page and "Training cost" in page and "Summary" in page
+
+
+def test_a_graded_metric_shows_each_answers_score_instead_of_colours(tmp_path):
+    table = TABLE.assign(**{"zero-shot: rouge_l": [0.25, 1.0, 0.0], "LoRA <SFT>: rouge_l": [0.5, 0.75, 1.0]})
+    result = EvalResult(table=table, summary=SUMMARY.assign(rouge_l=[0.4, 0.75]), scores={
+        v: {"rouge_l": table[f"{v}: rouge_l"].to_numpy()} for v in SUMMARY.index})
+    page = render_report(result=result, metric="rouge_l")
+    assert "each answer with its rouge_l" in page and "order\n(rouge_l 0.25)" in page
+    assert 'class="ok"' not in page and 'class="bad"' not in page

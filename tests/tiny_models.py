@@ -52,7 +52,7 @@ def save_tiny_model(folder: Path, chat_template: str | None = CHATML) -> Path:
     tokenizer = make_tokenizer(chat_template)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
