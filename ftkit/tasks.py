@@ -85,7 +85,8 @@ class Task:
         from ftkit.sources import as_rows
 
         train = as_rows(train)
-        fields = set(train[0]) if len(train) else set()
+        # A variant is used where the rows hold every field it names (NQ's `context` is empty: closed book).
+        fields = {k for k, v in train[0].items() if v not in (None, "")} if train else set()
         out = [self.template("zero-shot", labels)]
         out += [self.template(name, labels) for name, text in self.variants.items()
                 if {f for _, f, _, _ in string.Formatter().parse(text) if f} - {"labels"} <= fields]
@@ -219,8 +220,8 @@ def resolve(task, rows=(), labels=None) -> Task:
 def infer(rows) -> tuple[Task, str]:
     """The task canonical rows look like, and why, in words.
 
-    Labels (few distinct completions that repeat) mean classification; a ``context`` column with
-    short answers, QA; ``terms`` or a ``target_lang``, translation; long prompts with much shorter
+    Labels (few distinct completions that repeat) mean classification; a ``context`` passage or an
+    ``answers`` list, QA; ``terms`` or a ``target_lang``, translation; long prompts with much shorter
     completions, summarization; otherwise free generation (creative writing) is assumed.
 
     >>> infer([{"prompt": f"m{i}", "completion": "ab"[i % 2], "label": "ab"[i % 2]} for i in range(10)])[0].name
@@ -234,8 +235,8 @@ def infer(rows) -> tuple[Task, str]:
     completions = [str(r["completion"]) for r in rows]
     if rows[0].get("label") is not None or len(set(completions)) <= max(2, len(rows) // 10):
         return get("classification"), f"{len(set(completions))} distinct answers repeat across {len(rows)} rows"
-    if "context" in rows[0]:
-        return get("qa"), "the rows carry a context passage"
+    if rows[0].get("context") or rows[0].get("answers"):
+        return get("qa"), "the rows carry a context passage or a list of accepted answers"
     if "terms" in rows[0] or "target_lang" in rows[0]:
         return get("translation"), "the rows carry glossary terms or a target language"
     prompt_words = sum(M.word_count(str(r["prompt"])) for r in rows) / len(rows)
