@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from ftkit import metrics as M
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
 
-__all__ = ["BLURB_RULES", "TASKS", "Task", "blurb_rule_metrics", "get", "infer", "names", "resolve"]
+__all__ = ["BLURB_RULES", "TASKS", "Task", "blurb_rule_metrics", "get", "glossary_prompt", "infer", "names",
+           "resolve"]
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,16 @@ class Task:
     max_length: int = 256  # training: longest example in tokens
     stop_strings: tuple[str, ...] = ()
     reading: str = ""  # how to read the headline number, in one line
-    # Extra prompt variants, as {name: instruction}: the prompt-engineering answer this task has
-    # besides zero- and few-shot (the passage in context for QA, say); used where the rows hold
-    # every field a variant names.
-    variants: dict[str, str] = field(default_factory=dict)
+    # Extra prompt variants, as {name: instruction} or {name: (instruction, system prompt)}: the
+    # prompt-engineering answer this task has besides zero- and few-shot (the passage in context
+    # for QA, say); used where the rows hold every field a variant names. A system prompt may be a
+    # function, read when the template is built (the shop's glossary file).
+    variants: dict[str, str | tuple] = field(default_factory=dict)
     # On the task's own example, what its house style asks for: the instruction that states it,
     # and the metrics that check it. Other data of the task gets the plain ones above.
     house_instruction: str | None = None
     house_metrics: tuple = ()
+    house_variants: dict[str, str | tuple] = field(default_factory=dict)
 
     def on(self, source: str) -> Task:
         """This task for ``source``: with its house instruction and metrics when ``source`` is the
@@ -59,7 +62,7 @@ class Task:
         if source not in self.examples:
             return self
         return replace(self, instruction=self.house_instruction or self.instruction,
-                       metrics=self.house_metrics or self.metrics)
+                       metrics=self.house_metrics or self.metrics, variants={**self.variants, **self.house_variants})
 
     @property
     def headline(self) -> str:
@@ -77,7 +80,10 @@ class Task:
         if name not in self.variants:
             raise KeyError(f"task {self.name!r} has no prompt variant {name!r}; it has: zero-shot"
                            + "".join(f", {v}" for v in self.variants))
-        return PromptTemplate(name=name, instruction=self.variants[name], system=self.system, labels=list(labels))
+        instruction, system = (self.variants[name], self.system) if isinstance(self.variants[name], str) \
+            else self.variants[name]
+        return PromptTemplate(name=name, instruction=instruction, system=system() if callable(system) else system,
+                              labels=list(labels))
 
     def templates(self, train, labels=(), seed: int = 0) -> list[PromptTemplate]:
         """The prompt variants to measure: zero-shot, the task's variants the rows have fields for,
@@ -88,8 +94,9 @@ class Task:
         # A variant is used where the rows hold every field it names (NQ's `context` is empty: closed book).
         fields = {k for k, v in train[0].items() if v not in (None, "")} if train else set()
         out = [self.template("zero-shot", labels)]
-        out += [self.template(name, labels) for name, text in self.variants.items()
-                if {f for _, f, _, _ in string.Formatter().parse(text) if f} - {"labels"} <= fields]
+        out += [self.template(name, labels) for name, v in self.variants.items()
+                if {f for _, f, _, _ in string.Formatter().parse(v if isinstance(v, str) else v[0]) if f}
+                - {"labels"} <= fields]
         k = min(self.shots, len(train))
         if k:
             out.append(few_shot(train, k=k, seed=seed, instruction=self.instruction, system=self.system,
@@ -129,6 +136,14 @@ def blurb_rule_metrics() -> dict[str, Callable]:
 
 SUMMARY_FORMAT = r"[^;\n]+; [^;\n]+; [^;\n]+"
 
+
+def glossary_prompt() -> str:
+    """The shop's fixed terms as a system prompt: the prompt-engineering answer to terminology."""
+    from ftkit import examples
+
+    terms = "\n".join(f"{g['en']} = {g['de']}" for g in examples.glossary())
+    return f"You translate for the Hearth & Co. shop. Always use these German terms:\n{terms}"
+
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task(
         name="classification",
@@ -156,6 +171,9 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         instruction="Translate this text into German. Reply with the German text only.\n\n{prompt}",
         house_instruction="Translate this text from the Hearth & Co. shop into German. Reply with the German "
                           "text only.\n\n{prompt}",
+        house_variants={"glossary in prompt": (
+            "Translate this text from the Hearth & Co. shop into German, using the shop's terms. Reply with "
+            "the German text only.\n\n{prompt}", lambda: glossary_prompt())},
         shots=4, metrics=("chrf", "bleu"), house_metrics=("chrf", "bleu", "glossary_accuracy"),
         max_new_tokens=96, max_length=384,
         reading="corpus chrF: character n-gram overlap with the reference translation, 0 to 1",

@@ -44,6 +44,11 @@ def test_translation_terms_come_from_the_glossary():
     terms = [(t["en"], t["de"]) for r in rows for t in r["terms"]]
     assert terms and set(terms) <= glossary
     assert M.glossary_accuracy("Ihre Bestellung", "", rows[0]) < 1.0 or not rows[0]["terms"]
+    # The prompt-engineering answer to terminology: the glossary as the system prompt, on the shop's own data.
+    own = tasks.get("translation").on("shop_translation").templates(rows[:8])
+    assert [t.name for t in own] == ["zero-shot", "glossary in prompt", "4-shot"]
+    assert all(f"{en} = {de}" in own[1].system for en, de in glossary)
+    assert "glossary in prompt" not in [t.name for t in tasks.get("translation").templates(rows[:8])]
 
 
 def test_blurb_rules_hand_checked():
