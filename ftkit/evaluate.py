@@ -48,6 +48,8 @@ class Variant:
     name: str | None = None
     adapter: Any = None
     max_new_tokens: int = field(default=32, metadata={"help": "Longest answer, in tokens"})
+    stop_strings: tuple[str, ...] = field(default=(), metadata={
+        "help": "Generation ends at any of these strings, cut from the answer (a task's stop strings)"})
 
     def __post_init__(self):
         self.name = self.name or self.template.name
@@ -231,7 +233,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     for v in variants:
         outs = generate(v.model, v.tokenizer, [v.template.messages(r) for r in rows],
                         max_new_tokens=v.max_new_tokens, batch_size=batch_size, adapter=v.adapter,
-                        progress=progress)
+                        stop_strings=list(v.stop_strings) or None, progress=progress)
         texts = [o.text for o in outs]
         table[_column(v.name, "output")] = texts
         scores[v.name] = {}

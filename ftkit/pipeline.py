@@ -288,14 +288,16 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         check_fits(template, prepared.test, tokenizer, context, p.max_new_tokens)
     say(f"\nPrompt baselines: {', '.join(t.name for t in p.templates)} on {len(prepared.test)} rows "
         f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
-    baseline = evaluate([Variant(model, tokenizer, t, max_new_tokens=p.max_new_tokens) for t in p.templates],
+    stops = p.task.stop_strings
+    baseline = evaluate([Variant(model, tokenizer, t, max_new_tokens=p.max_new_tokens, stop_strings=stops)
+                         for t in p.templates],
                         prepared.test, metrics=p.metrics, labels=labels, progress=progress) if p.templates else None
     runs = train_stages(config, model, tokenizer, prepared, p.training_template, config.output.runs_root, say,
                         resume=resume)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
-    tuned = [Variant(*served_model(r), p.training_template, name=_variant_name(r), max_new_tokens=p.max_new_tokens)
-             for r in trained]
+    tuned = [Variant(*served_model(r), p.training_template, name=_variant_name(r), max_new_tokens=p.max_new_tokens,
+                     stop_strings=stops) for r in trained]
     if tuned:
         say(f"\nEvaluating {', '.join(v.name for v in tuned)} with the {p.training_template.name!r} template")
     result = baseline

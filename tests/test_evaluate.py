@@ -144,3 +144,20 @@ def test_bleu_and_chrf_are_summarized_and_compared_at_corpus_level(tiny):
     expected = (sacrebleu.corpus_chrf(result.outputs("a"), [refs]).score
                 - sacrebleu.corpus_chrf(result.outputs("b"), [refs]).score) / 100
     assert c.mean_diff == pytest.approx(expected) and c.ci_low <= c.mean_diff <= c.ci_high
+
+
+def test_a_variants_stop_strings_reach_generation(tiny, monkeypatch):
+    import ftkit.evaluate as module
+
+    model, tok = tiny
+    seen = []
+    real = module.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("stop_strings"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "generate", spy)
+    evaluate([Variant(model, tok, zero_shot(), name="a", max_new_tokens=4, stop_strings=("\n\n",)),
+              Variant(model, tok, zero_shot(), name="b", max_new_tokens=4)], ROWS[:2], progress=False)
+    assert seen == [["\n\n"], None]  # the cut itself is tested on the real model (test_integration.py)

@@ -90,7 +90,7 @@ def test_training_template_is_the_named_one_or_the_first_without_shots(wanted, e
 
 
 @pytest.mark.parametrize("task,headline,variant", [("qa", "token_f1", "passage in context"),
-                                                   ("translation", "chrf", None)])
+                                                   ("translation", "chrf", "glossary in prompt")])
 def test_a_task_brings_its_example_prompts_and_metrics(task, headline, variant, tmp_path, tiny_model_dir):
     from ftkit import tasks
 

@@ -117,11 +117,12 @@ class ComparePanel(w.VBox):
             if name in self.templates:
                 # adapter=False: a PEFT model answers as its base model for the prompt variants.
                 variants.append(Variant(self.model, self.tokenizer, self.templates[name], name=name,
-                                        adapter=False, max_new_tokens=self.max_new_tokens))
+                                        adapter=False, max_new_tokens=self.max_new_tokens,
+                                        stop_strings=self.task.stop_strings))
             else:
                 model, tokenizer = self._run_model(self.runs[name])
                 variants.append(Variant(model, tokenizer, self.runs[name].template, name=name,
-                                        max_new_tokens=self.max_new_tokens))
+                                        max_new_tokens=self.max_new_tokens, stop_strings=self.task.stop_strings))
         self._progress.clear_output()
         with self._progress:
             self.result = evaluate(variants, self._rows, self.metrics, labels=self.labels or None)

@@ -152,8 +152,8 @@ class PromptLab(w.VBox):
         template = self.template
         self._progress.clear_output()
         with self._progress:
-            self.result = evaluate([Variant(self.model, self.tokenizer, template,
-                                            max_new_tokens=self._max_new.value)],
+            self.result = evaluate([Variant(self.model, self.tokenizer, template, max_new_tokens=self._max_new.value,
+                                            stop_strings=self.task.stop_strings)],
                                    rows, self.metrics, labels=self.labels or None)
         line = self.result.summary.iloc[0]
         scored = list(self.result.scores[template.name])
