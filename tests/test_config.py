@@ -3,7 +3,6 @@ import json
 import pytest
 import yaml
 
-from ftkit import examples
 from ftkit.config import (ConfigError, DPOStage, PipelineConfig, SFTStage, config_from_dict, dump_config,
                           load_config)
 from ftkit.dpo import DPOSettings
