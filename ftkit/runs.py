@@ -220,10 +220,15 @@ class Run:
     def checkpoints_dir(self) -> Path:
         return self.path / "checkpoints"
 
+    def resume_step(self) -> int:
+        """The step a resume starts from: that of :meth:`last_checkpoint`, 0 without one."""
+        checkpoint = self.last_checkpoint()
+        return _checkpoint_step(checkpoint) if checkpoint else 0
+
     def last_checkpoint(self) -> Path | None:
         """The newest complete checkpoint. The trainer writes ``trainer_state.json`` last, so a
         checkpoint cut short by a killed process (no such file, or half of it) is passed over."""
-        found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=_checkpoint_step)
         for folder in reversed(found):
             try:
                 json.loads((folder / "trainer_state.json").read_text())
@@ -330,6 +335,10 @@ def _check_parity(before, after, dtype) -> None:
             f"the merged weights do not answer like the adapter: {len(differ)} of {len(answers_a)} greedy answers "
             f"differ, logits differ by up to {worst:.3g} (allowed {tolerance:g} in {dtype}); nothing was written. "
             "Export the adapter alone (merged=False), which transformers loads through PEFT")
+
+
+def _checkpoint_step(folder: Path) -> int:
+    return int(folder.name.split("-")[1])  # the trainer names them checkpoint-<step>
 
 
 def _alive(status: dict) -> bool:

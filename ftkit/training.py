@@ -269,7 +269,7 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
     run.set_status("running")  # this process, for `interrupted` if it dies
     checkpoint = run.last_checkpoint() if resumed else None
     if resumed:  # steps after the checkpoint that a cut-off stretch logged are logged again
-        run.record("resume", {"step": int(checkpoint.name.split("-")[1]) if checkpoint else 0})
+        run.record("resume", {"step": run.resume_step()})
     recorders = [(name, bus.on(name, lambda payload, name=name: run.record(name, payload)))
                  for name in EVENTS]
     recorders += [(name, bus.on(name, lambda payload: run.heartbeat(payload["step"])))

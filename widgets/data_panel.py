@@ -122,7 +122,7 @@ class DataPanel(w.VBox):
         ComparePanel as ``task=``."""
         if self.report is None or self.report.dataset is None:
             raise DataError("load data first")
-        if self.example is not None and self.example in [n for t in tasks.TASKS.values() for n in t.examples]:
+        if self.example is not None and examples.info(self.example).task in tasks.TASKS:
             return tasks.get(examples.info(self.example).task).on(self.example)
         return tasks.infer(self.report.dataset)[0]
 

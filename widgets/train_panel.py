@@ -183,8 +183,7 @@ class TrainPanel(w.VBox):
             return
         self._reset_charts()
         if resume is not None:  # the curves so far, up to the checkpoint training goes on from
-            checkpoint = resume.last_checkpoint()
-            upto = int(checkpoint.name.split("-")[1]) if checkpoint else 0
+            upto = resume.resume_step()
             self._logs = [e for e in resume.events("log") if e["step"] <= upto]
             self._evals = [e for e in resume.events("eval") if e["step"] <= upto]
         self._stop.clear()
