@@ -186,13 +186,15 @@ def _canonical_rows(rows, mapping, shape, report: DataReport) -> tuple[list[dict
 
 def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
                max_length: int | None = None, test=None, split_name: str = "train",
-               drop_incomplete: bool = False) -> DataReport:
+               drop_incomplete: bool = False, task=None) -> DataReport:
     """Read, map and validate ``source`` without raising for problems in the data.
 
     Returns a :class:`DataReport`; ``report.dataset`` holds the canonical ``datasets.Dataset``
     when there are no errors. ``tokenizer`` adds token-length statistics (and, with
-    ``max_length``, a warning for longer examples); ``test`` (rows or a Dataset in canonical shape)
-    adds a warning for prompts shared with it.
+    ``max_length``, a warning for longer examples), counted on what training feeds the model:
+    the task's prompt around each row (``task``: a :class:`~ftkit.tasks.Task` or its name; by
+    default inferred from the rows). ``test`` (rows or a Dataset in canonical shape) adds a warning
+    for prompts shared with it.
 
     >>> report = check_data([{"question": "2+2?", "answer": "4"}])
     >>> report.ok, report.mapping_line()
@@ -248,7 +250,14 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     if "label" in canonical[0]:
         counts = Counter(r["label"] for r in canonical if r["label"] is not None)
         report.label_counts = dict(counts.most_common())
-    add_warnings(report, canonical, tokenizer, max_length, test)
+    template = None
+    if tokenizer is not None and "messages" not in canonical[0]:
+        from ftkit import tasks  # tasks reads the rows' shape; imported here, not at module load
+
+        chosen = tasks.resolve(task, canonical)
+        report.task = chosen.name
+        template = chosen.template("zero-shot", labels=label_set(canonical) if chosen.name == "classification" else ())
+    add_warnings(report, canonical, tokenizer, max_length, test, template)
     try:
         report.dataset = datasets.Dataset.from_list(canonical)
     # arrow cannot hold mixed types in one column, ints beyond int64 (OverflowError), or deep nesting

@@ -42,6 +42,8 @@ class DataReport:
     label_counts: dict[str, int] | None = None
     token_lengths: dict[str, int] | None = None  # percentiles of tokens per example
     lengths: list[int] | None = field(default=None, repr=False)  # tokens of each row, in order
+    length_basis: str = ""  # how the lengths were counted, e.g. "with the 'zero-shot' prompt"
+    task: str | None = None  # the task whose prompt the lengths were counted with
     dataset: datasets.Dataset | None = None  # the canonical rows, when there were no errors
 
     @property
@@ -63,8 +65,12 @@ class DataReport:
         if self.label_counts:
             lines.append("labels: " + ", ".join(f"{k} {v}" for k, v in self.label_counts.items()))
         if self.token_lengths:
-            lines.append("tokens per example: " + ", ".join(f"{k} {v}" for k, v in self.token_lengths.items()))
+            lines.append(self._lengths_line())
         return "\n".join(lines)
+
+    def _lengths_line(self) -> str:
+        basis = f" ({self.task} task, {self.length_basis})" if self.length_basis else ""
+        return f"tokens per example{basis}: " + ", ".join(f"{k} {v}" for k, v in self.token_lengths.items())
 
     __str__ = summary
 
@@ -79,7 +85,7 @@ class DataReport:
         if self.label_counts:
             parts.append("labels: " + esc(", ".join(f"{k} {v}" for k, v in self.label_counts.items())))
         if self.token_lengths:
-            parts.append("tokens per example: " + esc(", ".join(f"{k} {v}" for k, v in self.token_lengths.items())))
+            parts.append(esc(self._lengths_line()))
         return "<div class='ftkit-data-report'>" + "<br>".join(parts) + "</div>"
 
 
@@ -94,24 +100,26 @@ def rows_text(rows: list[int], limit: int = 10) -> str:
 # Checks and statistics
 
 
-def render_example(row: dict, tokenizer=None) -> str:
-    """The text of one canonical example as the model sees it (via the chat template if any)."""
+def render_example(row: dict, tokenizer=None, template=None) -> str:
+    """The text of one canonical example as the model sees it (via the chat template if any).
+
+    ``template`` (a :class:`~ftkit.prompts.PromptTemplate`) renders the prompt as training will:
+    its system prompt, shots and instruction around the row's ``prompt``."""
     if "messages" in row:
         messages = row["messages"]
-    elif "completion" in row:
-        messages = [{"role": "user", "content": row["prompt"]},
-                    {"role": "assistant", "content": row["completion"]}]
     else:  # preference: the longer answer decides whether the pair fits
-        longer = max(row["chosen"], row["rejected"], key=len)
-        messages = [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": longer}]
+        answer = row["completion"] if "completion" in row else max(row["chosen"], row["rejected"], key=len)
+        asked = template.messages(row) if template is not None else [{"role": "user", "content": row["prompt"]}]
+        messages = [*asked, {"role": "assistant", "content": answer}]
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False)
     return "\n".join(m["content"] for m in messages)
 
 
-def token_lengths(rows: list[dict], tokenizer) -> list[int]:
-    """Tokens per example, counted on the text the chat template renders."""
-    texts = [render_example(r, tokenizer) for r in rows]
+def token_lengths(rows: list[dict], tokenizer, template=None) -> list[int]:
+    """Tokens per example, counted on the text the chat template renders (with ``template``'s
+    prompt around each row when given)."""
+    texts = [render_example(r, tokenizer, template) for r in rows]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
@@ -158,10 +166,12 @@ def find_overlap(train, test) -> list[int]:
     return [i for i, r in enumerate(as_rows(test)) if _prompt_key(r) in seen]
 
 
-def add_warnings(report: DataReport, rows: list[dict], tokenizer=None, max_length=None, test=None) -> None:
+def add_warnings(report: DataReport, rows: list[dict], tokenizer=None, max_length=None, test=None,
+                 template=None) -> None:
     """Add to ``report`` what is worth a warning in canonical ``rows``: duplicates, pairs whose
     sides are the same, examples longer than ``max_length`` tokens, prompts shared with ``test``;
-    with a ``tokenizer``, the token length of every row and their percentiles."""
+    with a ``tokenizer``, the token length of every row and their percentiles, counted with
+    ``template``'s prompt (the task's) when given."""
     dup_first: dict[str, int] = {}
     dups = []
     for i, r in enumerate(rows):
@@ -180,14 +190,17 @@ def add_warnings(report: DataReport, rows: list[dict], tokenizer=None, max_lengt
                 "DPO nothing"
             )
     if tokenizer is not None:
-        report.lengths = lengths = token_lengths(rows, tokenizer)
+        report.lengths = lengths = token_lengths(rows, tokenizer, template)
         report.token_lengths = _percentiles(lengths)
+        if template is not None and "messages" not in rows[0]:
+            report.length_basis = f"with the {template.name!r} prompt"
         if max_length is not None:
             long = [i for i, n in enumerate(lengths) if n > max_length]
             if long:
+                basis = f" {report.length_basis}" if report.length_basis else ""
                 report.warnings.append(
-                    f"{len(long)} example(s) are longer than max_length={max_length} tokens and will "
-                    f"be truncated: {rows_text(long)} (longest {max(lengths)} tokens)"
+                    f"{len(long)} example(s) are longer than max_length={max_length} tokens{basis} and "
+                    f"will be truncated: {rows_text(long)} (longest {max(lengths)} tokens)"
                 )
     if test is not None:
         shared = find_overlap(rows, test)

@@ -95,7 +95,11 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     needed (``ftkit run --check`` passes one without the weights)."""
     d = config.data
     max_length = config.sft.max_length if config.sft is not None else None
-    report = check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, max_length=max_length)
+    # Token lengths are counted with the task's prompt around each row, as training will see them.
+    own = examples.info(d.source).task if d.source in examples.names() else None
+    chosen = tasks.get(config.task or own).on(d.source) if (config.task or own) else None
+    report = check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, max_length=max_length,
+                        task=chosen)
     if not report.ok:  # the caller prints the error, once
         raise DataError("; ".join(report.errors))
     say(f"Data: {report.summary()}")

@@ -270,15 +270,30 @@ def test_token_length_percentiles_and_max_length_warning():
     report = check_data(rows, tokenizer=WordTokenizer(), max_length=4)
     assert report.token_lengths == {"p50": 4, "p90": 8, "p99": 10, "max": 11}
     assert report.lengths == [2, 3, 4, 5, 11]  # per row, in order: the panel's histogram
-    assert report.warnings == ["2 example(s) are longer than max_length=4 tokens and will be "
-                               "truncated: 3, 4 (longest 11 tokens)"]
+    assert report.task == "creative"  # free-form answers; its zero-shot prompt is the row's prompt alone
+    assert report.warnings == ["2 example(s) are longer than max_length=4 tokens with the 'zero-shot' prompt "
+                               "and will be truncated: 3, 4 (longest 11 tokens)"]
 
 
-def test_token_lengths_use_the_chat_template(tiny_tokenizer):
-    report = check_data(ROWS[:1], tokenizer=tiny_tokenizer)
-    text = tiny_tokenizer.apply_chat_template(
-        [{"role": "user", "content": ROWS[0]["text"]}, {"role": "assistant", "content": ROWS[0]["label"]}],
-        tokenize=False)
+def test_long_rows_are_counted_with_the_tasks_prompt():
+    # 2 + 1 words as plain text; the summarization prompt adds its 6 words of instruction.
+    rows = [{"prompt": f"text {i}", "completion": "short"} for i in range(3)]
+    plain = check_data(rows, tokenizer=WordTokenizer(), max_length=5, task="creative")
+    assert plain.lengths == [3, 3, 3] and plain.warnings == []
+    report = check_data(rows, tokenizer=WordTokenizer(), max_length=5, task="summarization")
+    assert report.lengths == [9, 9, 9]
+    assert report.warnings == ["3 example(s) are longer than max_length=5 tokens with the 'zero-shot' prompt "
+                               "and will be truncated: 0, 1, 2 (longest 9 tokens)"]
+    assert "tokens per example (summarization task, with the 'zero-shot' prompt): p50 9" in report.summary()
+
+
+def test_token_lengths_use_the_chat_template_and_the_tasks_prompt(tiny_tokenizer):
+    from ftkit import tasks
+
+    report = check_data(ROWS[:1], tokenizer=tiny_tokenizer, task="qa")
+    user = tasks.get("qa").template().messages({"prompt": ROWS[0]["text"]})
+    text = tiny_tokenizer.apply_chat_template(user + [{"role": "assistant", "content": ROWS[0]["label"]}],
+                                              tokenize=False)
     assert report.token_lengths["max"] == len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

@@ -101,19 +101,17 @@ class DataPanel(w.VBox):
 
     # --- actions ------------------------------------------------------------------------------
 
-    def load(self, source, mapping: dict[str, str] | None = None) -> DataReport:
+    def load(self, source, mapping: dict[str, str] | None = None, *, _example: str | None = None) -> DataReport:
         """Read and check any source ``ftkit.load_data`` accepts; the mapping is detected unless
         given. Returns the report; its errors are shown in the panel."""
-        self.source, self.mapping, self.splits, self.example = source, mapping, None, None
+        self.source, self.mapping, self.splits, self.example = source, mapping, None, _example
         self._split_html.value = ""
         return self._check()
 
     def use_example(self, name: str) -> DataReport:
         """Load a built-in example by name."""
         self._example.value = name
-        report = self.load(examples.path(name))
-        self.example = name
-        return report
+        return self.load(examples.path(name), _example=name)
 
     @property
     def task(self):
@@ -122,9 +120,12 @@ class DataPanel(w.VBox):
         ComparePanel as ``task=``."""
         if self.report is None or self.report.dataset is None:
             raise DataError("load data first")
+        return self._example_task() or tasks.infer(self.report.dataset)[0]
+
+    def _example_task(self):
         if self.example is not None and examples.info(self.example).task in tasks.TASKS:
             return tasks.get(examples.info(self.example).task).on(self.example)
-        return tasks.infer(self.report.dataset)[0]
+        return None
 
     def load_path(self, path: str | os.PathLike | None = None) -> DataReport:
         """Load a file (CSV, TSV, JSON, JSONL, Parquet); without ``path``, the one typed in the box."""
@@ -188,8 +189,9 @@ class DataPanel(w.VBox):
 
     def _check(self) -> DataReport:
         max_length = self._max_length.value
+        # Lengths are counted with the task's prompt around each row (inferred for other data).
         self.report = report = check_data(self.source, self.mapping, tokenizer=self.tokenizer,
-                                          max_length=max_length)
+                                          max_length=max_length, task=self._example_task())
         options = [("-", "")] + [(c, c) for c in report.columns]
         for f, dropdown in self._dropdowns.items():
             dropdown.options = options

@@ -80,3 +80,17 @@ def test_the_panel_says_which_task_the_data_is_for(tiny_tokenizer):
     assert panel.task.name == "creative" and panel.task.headline == "all_rules"  # its own house rules
     panel.load([{"text": f"m{i}", "label": "ab"[i % 2]} for i in range(8)])
     assert panel.task.name == "classification"
+
+
+def test_the_lengths_and_the_long_rows_count_the_examples_own_prompt(tiny_tokenizer):
+    from ftkit.data import token_lengths
+
+    panel = DataPanel(tokenizer=tiny_tokenizer, source="shop_blurbs", max_length=400)
+    rows = panel.report.dataset.to_list()
+    house = panel.task.template()  # the blurb house instruction, as training will use it
+    assert panel.report.lengths == token_lengths(rows, tiny_tokenizer, house)
+    assert min(panel.report.lengths) > max(token_lengths(rows, tiny_tokenizer))  # more than the bare rows
+    long = sum(n > 400 for n in panel.report.lengths)
+    assert 0 < long < len(rows)
+    assert f"{long} example(s) are longer than max_length=400 tokens with the &#x27;zero-shot&#x27; prompt" \
+        in panel._report_html.value
