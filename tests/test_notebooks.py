@@ -34,7 +34,8 @@ SMALL = {
     "05_compare": dict(TEST_SIZE=0.05, TRAIN_ROWS=16, EVAL_ROWS=6, K_SHOTS=2, PAIRS_ROWS=8, SFT_MINUTES=0,
                        SFT_STEPS=2, DPO_MINUTES=0, DPO_STEPS=2, BATCH_SIZE=4),
     # Every task still runs: two held-out rows each, one SFT step, short answers.
-    "06_scenarios": dict(EVAL_ROWS=2, MAX_NEW_TOKENS=16, SFT_MINUTES=0, SFT_STEPS=1, BATCH_SIZE=2),
+    "06_scenarios": dict(EVAL_ROWS=2, MAX_NEW_TOKENS=16, SFT_MINUTES=0, SFT_STEPS=1, BATCH_SIZE=2, RATE_ROWS=2,
+                         DPO_MINUTES=0, DPO_STEPS=1),
 }
 
 
