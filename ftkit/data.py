@@ -10,6 +10,9 @@ shape                columns                                    used by
 ``preference``       ``prompt``, ``chosen``, ``rejected``        DPO
 ===================  =========================================  ==========================
 
+A conversation is evaluated turn by turn: :func:`chat_turns` makes one prompt/completion row per
+assistant turn, with the true turns before it as ``history``.
+
 Extra columns (a ``label``, an ``id``) are kept for evaluation. The column mapping is detected from
 common layouts (OpenAI messages, ShareGPT, Alpaca, question/answer, text/label, ...) or given
 explicitly, and every problem is reported with the column and row it concerns.
@@ -34,7 +37,7 @@ from ftkit.sources import DataError, as_rows, read_rows
 
 __all__ = [
     "LAYOUTS", "SHAPES", "DataError", "DataReport", "as_rows", "check_data", "detect_mapping", "find_overlap",
-    "label_set", "load_data", "render_example", "shape_of", "split", "token_lengths",
+    "chat_turns", "label_set", "load_data", "render_example", "shape_of", "split", "token_lengths",
 ]
 
 SHAPES = {
@@ -292,6 +295,41 @@ def load_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     for message in report.warnings:
         warnings.warn(f"{report.source}: {message}", stacklevel=2)
     return report.dataset
+
+
+def chat_turns(rows, turns: str = "all") -> list[dict]:
+    """One prompt/completion row per assistant turn of each conversation, to evaluate them.
+
+    Each row answers one assistant turn given the true turns before it: ``history`` holds them
+    (ending with the user's turn), ``prompt`` that user turn, ``completion`` the reference answer;
+    ``conversation`` and ``turn`` (from 1) say where it comes from, and the conversation's other
+    fields (an ``id``, a ``customer``) are kept. ``turns="last"`` keeps only each conversation's
+    last answer. Rows that are not conversations are returned as they are.
+
+    >>> chat = [{"messages": [{"role": "user", "content": "Hi, I'm Ann"}, {"role": "assistant", "content": "Hi Ann!"},
+    ...                       {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye Ann"}]}]
+    >>> [(r["prompt"], r["completion"], r["turn"], len(r["history"])) for r in chat_turns(chat)]
+    [("Hi, I'm Ann", 'Hi Ann!', 1, 1), ('Bye', 'Bye Ann', 2, 3)]
+    """
+    if turns not in ("all", "last"):
+        raise ValueError(f"turns={turns!r}: use 'all' (every assistant turn) or 'last' (each conversation's last)")
+    out = []
+    for n, row in enumerate(as_rows(rows)):
+        if "messages" not in row:
+            out.append(row)
+            continue
+        messages = row["messages"]
+        answers = [i for i, m in enumerate(messages) if m["role"] == "assistant" and i and
+                   messages[i - 1]["role"] == "user"]
+        if turns == "last":
+            answers = answers[-1:]
+        extra = {k: v for k, v in row.items() if k != "messages"}
+        for i in answers:
+            turn = sum(m["role"] == "assistant" for m in messages[:i + 1])
+            out.append({**extra, "prompt": messages[i - 1]["content"], "completion": messages[i]["content"],
+                        "history": [dict(m) for m in messages[:i]], "conversation": row.get("id", n), "turn": turn,
+                        **({"id": f"{row['id']}#{turn}"} if "id" in row else {})})
+    return out
 
 
 def split(dataset: datasets.Dataset, test_size: float | int = 0.2, seed: int = 0,

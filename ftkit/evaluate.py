@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from ftkit import metrics as M
-from ftkit.data import as_rows, find_overlap
+from ftkit.data import as_rows, chat_turns, find_overlap
 from ftkit.generate import generate
 from ftkit.metrics import normalize
 
-__all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "evaluate", "pairs_from_ratings"]
+__all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "conversation_text", "evaluate",
+           "pairs_from_ratings"]
 
 
 class Template(Protocol):
@@ -127,6 +128,14 @@ class EvalResult:
         """What ``variant`` answered, row by row."""
         return [str(o) for o in self.column(variant, "output")]
 
+    def notes(self, variant: str, metric: str) -> list[str]:
+        """Why each of ``variant``'s ``metric`` scores is what it is, where the metric says so
+        (``pass_at_1``: "passed", the failed assert, "timed out ..."); empty strings otherwise."""
+        key = _column(variant, f"{metric}_note")
+        if key in self.table.columns:
+            return [str(n) for n in self.table[key]]
+        return [""] * len(self.table)
+
     def merge(self, other: EvalResult) -> EvalResult:
         """One result from this and another evaluation of different variants on the same rows.
 
@@ -188,8 +197,11 @@ def _macro_f1_ci(parsed, refs, labels, n_boot, seed) -> tuple[float, float, floa
     return M.macro_f1(parsed, refs, labels), *_interval(boots)
 
 
-def _check_rows(dataset) -> list[dict]:
-    rows = as_rows(dataset)
+def _check_rows(dataset, turns: str = "all") -> list[dict]:
+    given = as_rows(dataset)
+    rows = chat_turns(given, turns)
+    if given and not rows:
+        raise ValueError("the conversations have no assistant turn after a user turn to answer")
     if not rows:
         raise ValueError("the evaluation split is empty")
     if "prompt" not in rows[0] or "completion" not in rows[0]:
@@ -200,7 +212,7 @@ def _check_rows(dataset) -> list[dict]:
 
 def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None,
              batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
-             progress: bool = True) -> EvalResult:
+             progress: bool = True, turns: str = "all") -> EvalResult:
     """Run every variant on the same rows; score each output with each metric.
 
     ``metrics``: names (``exact_match``, ``squad_exact_match``, ``token_f1``, ``rouge_l``, ``chrf``,
@@ -209,8 +221,12 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     sacrebleu's bootstrap interval; the table keeps their sentence scores. ``labels``: the label
     set of a classification task; it adds ``label_accuracy`` per example and macro-F1 and the
     share of invalid outputs to the summary. The reference is each row's ``completion``.
+
+    Conversations (``messages`` rows) are scored turn by turn: each assistant turn is answered
+    given the true turns before it (``turns="last"``: only each conversation's last answer; see
+    :func:`ftkit.data.chat_turns`), and the table holds those earlier turns as ``history``.
     """
-    rows = _check_rows(dataset)
+    rows = _check_rows(dataset, turns)
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must differ; got {names}. Pass name=... to Variant")
@@ -228,6 +244,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     table = pd.DataFrame({"input": [r["prompt"] for r in rows], "reference": references})
     if "id" in rows[0]:
         table.insert(0, "id", [r["id"] for r in rows])
+    if "history" in rows[0]:  # a conversation's turn: the turns before the answered user turn
+        table.insert(table.columns.get_loc("input"), "history", [conversation_text(r["history"][:-1]) for r in rows])
     scores: dict[str, dict[str, np.ndarray]] = {}
     summary = []
     for v in variants:
@@ -239,9 +257,13 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         scores[v.name] = {}
         line = {"variant": v.name, "n": len(rows)}
         for mname, fn in scorers.items():
-            s = np.array([fn(t, ref, r) for t, ref, r in zip(texts, references, rows)], dtype=float)
+            values = [fn(t, ref, r) for t, ref, r in zip(texts, references, rows)]
+            s = np.array(values, dtype=float)
             scores[v.name][mname] = s
             table[_column(v.name, mname)] = s
+            notes = [getattr(x, "note", None) for x in values]  # why a score is what it is (M.Scored)
+            if any(n is not None for n in notes):
+                table[_column(v.name, f"{mname}_note")] = [n or "" for n in notes]
             if mname in corpus:  # the corpus score, with sacrebleu's bootstrap interval
                 line[mname], line[f"{mname}_low"], line[f"{mname}_high"] = M.corpus_score(
                     mname, texts, [str(r) for r in references], n_boot)
@@ -259,6 +281,15 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         summary.append(line)
     return EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
                       n_boot=n_boot, seed=seed, corpus_metrics=corpus)
+
+
+def conversation_text(messages: list[dict]) -> str:
+    """Turns as plain text, one ``role: content`` paragraph each.
+
+    >>> conversation_text([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])
+    'user: Hi\\n\\nassistant: Hello'
+    """
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
 def pairs_from_ratings(result: EvalResult, rows, ratings: dict[tuple[int, str], bool]) -> list[dict]:
@@ -292,5 +323,7 @@ def pairs_from_ratings(result: EvalResult, rows, ratings: dict[tuple[int, str], 
                     pair = {"prompt": row["prompt"], "chosen": chosen, "rejected": rejected}
                     if row.get("label") is not None:
                         pair["label"] = row["label"]
+                    if row.get("history"):  # a conversation's turn: DPO sees the turns before it
+                        pair["history"] = row["history"]
                     out.append(pair)
     return out

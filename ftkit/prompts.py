@@ -66,12 +66,44 @@ class PromptTemplate:
             raise ValueError(f"instruction {self.instruction!r} cannot format this row: {err}") from None
 
     def messages(self, row: dict) -> list[dict]:
-        """The chat messages for one row, ending with the user turn the model must answer."""
-        out = [] if self.system is None else [{"role": "system", "content": self.system}]
+        """The chat messages for one row, ending with the user turn the model must answer.
+
+        A turn of a conversation (a row with ``history``: the true turns so far, ending with the
+        user's, see :func:`ftkit.data.chat_turns`) keeps its earlier turns, each user turn
+        through the instruction, after the system prompt and the shots."""
+        history = row.get("history")
+        system = self.system
+        if history and history[0]["role"] == "system":
+            system = system if system is not None else history[0]["content"]
+            history = history[1:]
+        out = [] if system is None else [{"role": "system", "content": system}]
         for shot in self.shots:
             out += [{"role": "user", "content": self._fill(shot)},
                     {"role": "assistant", "content": shot["completion"]}]
+        if history:
+            return out + self._turns(history[:-1], row) + [{"role": "user", "content": self._fill(row)}]
         return out + [{"role": "user", "content": self._fill(row)}]
+
+    def conversation(self, messages: list[dict], row: dict | None = None) -> list[dict]:
+        """A whole conversation as training sees it: this template's system prompt (else the
+        conversation's own), and every user turn through the instruction.
+
+        >>> PromptTemplate(instruction="Q: {prompt}", system="Be brief.").conversation(
+        ...     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+        [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Q: hi'}, {'role': 'assistant', 'content': 'hello'}]
+        """
+        system = self.system
+        if messages and messages[0]["role"] == "system":
+            system = system if system is not None else messages[0]["content"]
+            messages = messages[1:]
+        head = [] if system is None else [{"role": "system", "content": system}]
+        return head + self._turns(messages, row or {})
+
+    def _turns(self, messages: list[dict], row: dict) -> list[dict]:
+        if self.instruction == DEFAULT_INSTRUCTION:
+            return [dict(m) for m in messages]
+        return [{"role": m["role"], "content": self._fill({**row, "prompt": m["content"]})}
+                if m["role"] == "user" else dict(m) for m in messages]
 
     def render(self, row: dict, tokenizer) -> str:
         """The exact text the model sees, through its chat template, up to where it answers."""

@@ -178,10 +178,15 @@ def _side_by_side(result: EvalResult, metric: str) -> str:
     graded = any(s is not None and 0 < s < 1 for v in variants for s in scores[v])
     header = ["#", "input", "reference", *variants]
     rows, classes = [], []
+    notes = {v: result.notes(v, metric)[:n] if metric in result.scores[v] else [""] * n for v in variants}
     for i in range(n):
         cells = [f"{outputs[v][i]}\n({metric} {scores[v][i]:.2f})" if graded and scores[v][i] is not None
                  else outputs[v][i] for v in variants]
-        rows.append([i, result.table["input"].iloc[i], result.table["reference"].iloc[i], *cells])
+        cells = [f"{c}\n({notes[v][i]})" if notes[v][i] else c for c, v in zip(cells, variants)]
+        asked = result.table["input"].iloc[i]
+        if "history" in result.table.columns and result.table["history"].iloc[i]:  # a conversation's turn
+            asked = f"{result.table['history'].iloc[i]}\n\nuser: {asked}"
+        rows.append([i, asked, result.table["reference"].iloc[i], *cells])
         classes.append(["", "", ""] + ["" if graded or scores[v][i] is None or pd.isna(scores[v][i])
                                        else ("ok" if scores[v][i] >= 1 else "bad") for v in variants])
     total = len(result.table)

@@ -7,7 +7,8 @@
 Rows are canonical prompt/completion rows (see :mod:`ftkit.data`). The prompt is rendered by the
 same :class:`~ftkit.prompts.PromptTemplate` that evaluation uses, so the fine-tuned model is asked
 exactly what it was trained on; the loss covers the completion tokens only (TRL's default for
-prompt/completion data), including the end-of-turn token, so the model learns to stop.
+prompt/completion data), including the end-of-turn token, so the model learns to stop. A
+conversation (``messages`` rows) trains every assistant turn, and only those.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ftkit.runs import Run, fingerprint, new_run
 from ftkit.training import (Preflight, TrainingSettings, default, train_and_record,
                             trainable_model, trl_arguments)
 
-__all__ = ["SFTSettings", "preflight", "to_trl_rows", "train_sft"]
+__all__ = ["SFTSettings", "conversation_tokens", "preflight", "to_trl_rows", "train_sft"]
 
 
 @dataclass
@@ -38,23 +39,68 @@ class SFTSettings(TrainingSettings):
         "help": "Stop after N evaluations without improvement, keeping the best (0: off)", "after": "save_steps"})
 
 
-def to_trl_rows(rows, template: PromptTemplate) -> datasets.Dataset:
-    """Canonical rows as TRL's conversational prompt/completion rows.
+def to_trl_rows(rows, template: PromptTemplate, tokenizer=None) -> datasets.Dataset:
+    """Canonical rows as the rows TRL's ``SFTTrainer`` trains on.
 
-    Prompt/completion rows get their prompt from ``template``. A conversation (``messages``)
-    becomes its turns up to the last assistant answer as the prompt and that answer as the
-    completion, so the loss covers the answer only, whatever the chat template supports.
+    Prompt/completion rows become TRL's conversational prompt/completion rows, the prompt rendered
+    by ``template``: the loss covers the completion only. A conversation (``messages``) is
+    tokenized here (``tokenizer`` is needed) into ``input_ids`` and ``assistant_masks``, so the
+    loss covers **every** assistant turn and nothing else (see :func:`conversation_tokens`); the
+    template's system prompt and instruction apply to it as :meth:`PromptTemplate.conversation` says.
     """
     rows = as_rows(rows)
-    out = []
-    for r in rows:
-        if "messages" in r:
-            last = max(i for i, m in enumerate(r["messages"]) if m["role"] == "assistant")
-            out.append({"prompt": r["messages"][:last], "completion": [r["messages"][last]]})
-        else:
-            out.append({"prompt": template.messages(r),
-                        "completion": [{"role": "assistant", "content": r["completion"]}]})
-    return datasets.Dataset.from_list(out)
+    if rows and "messages" in rows[0]:
+        if tokenizer is None:
+            raise ValueError("conversations are tokenized before training, to mask every turn but the "
+                             "assistant's: pass the tokenizer")
+        out = []
+        for r in rows:
+            ids, mask = conversation_tokens(tokenizer, template.conversation(r["messages"], r))
+            out.append({"input_ids": ids, "assistant_masks": mask})
+        return datasets.Dataset.from_list(out)
+    return datasets.Dataset.from_list([
+        {"prompt": template.messages(r), "completion": [{"role": "assistant", "content": r["completion"]}]}
+        for r in rows])
+
+
+def conversation_tokens(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """The token ids of a whole conversation through the chat template, and its assistant mask:
+    1 on each assistant turn's tokens (its end-of-turn token included), 0 on everything else.
+
+    TRL's own mask (``assistant_only_loss``) needs ``{% generation %}`` markers in the chat template,
+    which SmolLM2's and most others lack. Here each assistant turn's span is found in the rendered
+    text instead: it starts where the conversation up to it, rendered with the generation prompt,
+    ends, and ends where the conversation through it ends. A chat template that renders earlier turns
+    differently once later ones follow (some drop past reasoning) has no such spans, and is refused.
+
+    >>> ids, mask = conversation_tokens(tokenizer, conversation)  # doctest: +SKIP
+    >>> tokenizer.decode([t for t, m in zip(ids, mask) if m])      # doctest: +SKIP
+    'Hi Ann!<|im_end|>\nBye Ann<|im_end|>\n'
+    """
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for k, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True)
+        through = tokenizer.apply_chat_template(messages[:k + 1], tokenize=False)
+        if not (full.startswith(before) and full.startswith(through) and len(before) <= len(through)):
+            raise ValueError(f"the chat template renders turn {k} differently once later turns follow, so its "
+                             "answer cannot be located in the conversation; train on prompt/completion rows "
+                             "(each conversation up to one answer) instead")
+        spans.append((len(before), len(through)))
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [a for a, _ in enc["offset_mapping"]]
+        return enc["input_ids"], [int(any(a <= st < b for a, b in spans)) for st in starts]
+    # A slow tokenizer has no offsets: count the tokens of each prefix instead.
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    mask = [0] * len(ids)
+    for a, b in spans:
+        lo = len(tokenizer(full[:a], add_special_tokens=False)["input_ids"])
+        hi = len(tokenizer(full[:b], add_special_tokens=False)["input_ids"])
+        mask[lo:hi] = [1] * (hi - lo)
+    return ids, mask
 
 
 # --- pre-flight --------------------------------------------------------------------------------
@@ -62,32 +108,31 @@ def to_trl_rows(rows, template: PromptTemplate) -> datasets.Dataset:
 def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflight:
     """Render, tokenize and truncate every row like the trainer, and report what would go wrong:
     answers without the end-of-turn token (the model would not learn to stop), answers that
-    ``max_length`` cuts short, and rows it leaves with nothing to learn."""
+    ``max_length`` cuts short, and rows it leaves with nothing to learn. For conversations, every
+    assistant turn is an answer."""
     problems, notes = [], []
     if not getattr(tokenizer, "chat_template", None):
         problems.append("the tokenizer has no chat template, so prompts cannot be rendered as chat; "
                         "load the model with ftkit.load_model, which sets one")
     zero, cut, no_end, trained_counts, segments, longest = [], [], [], [], [], 0
-    end_ids = {tokenizer.eos_token_id}
+    end_id = tokenizer.eos_token_id
     for i, row in enumerate(trl_rows):
-        prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-        full_text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
-        p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-        f_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
-        trained = max(0, min(len(f_ids), max_length) - len(p_ids))
+        ids, mask = _tokens_and_mask(tokenizer, row)
+        answers = _runs(mask)  # (start, end) of each trained span: one per answer
+        kept = mask[:max_length]
+        trained = sum(kept)
         trained_counts.append(trained)
-        longest = max(longest, len(f_ids))
-        if not end_ids & set(f_ids[len(p_ids):]):
+        longest = max(longest, len(ids))
+        if any(end_id not in ids[a:b] for a, b in answers):
             no_end.append(i)
         if trained == 0:
             zero.append(i)
-        elif len(f_ids) > max_length:
+        elif any(b > max_length for _, b in answers):
             cut.append(i)
         if i == 0:
-            kept = f_ids[:max_length]
-            segments = [(tokenizer.decode(kept[:len(p_ids)]), False), (tokenizer.decode(kept[len(p_ids):]), True)]
+            segments = [(tokenizer.decode(ids[a:b]), bool(kept[a])) for a, b in _runs(kept, both=True)]
     if no_end:
-        problems.append(f"the completion does not end with the end-of-turn token {tokenizer.eos_token!r} in "
+        problems.append(f"an answer does not end with the end-of-turn token {tokenizer.eos_token!r} in "
                         f"{len(no_end)} example(s) (rows {rows_text(no_end)}): the model will not learn to stop. "
                         "The chat template drops it; load the model with ftkit.load_model or fix the template")
     if zero:
@@ -95,7 +140,7 @@ def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflig
                         f"max_length={max_length} (rows {rows_text(zero)}); the trainer would drop them or report "
                         "a loss of 0. Raise max_length or shorten those prompts")
     if cut:
-        problems.append(f"{len(cut)} example(s) have their answer cut short by max_length={max_length} (rows "
+        problems.append(f"{len(cut)} example(s) have an answer cut short by max_length={max_length} (rows "
                         f"{rows_text(cut)}): the model would learn answers that stop mid-way, without the "
                         f"end-of-turn token. Raise max_length (the longest example is {longest} tokens) or "
                         "drop those rows")
@@ -103,6 +148,28 @@ def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflig
         notes.append(f"{len(trained_counts)} examples, {sum(trained_counts)} trained tokens "
                      f"({sum(trained_counts) / len(trained_counts):.1f} per example), longest {longest} tokens")
     return Preflight(segments=segments, problems=problems, notes=notes)
+
+
+def _tokens_and_mask(tokenizer, row: dict) -> tuple[list[int], list[int]]:
+    """A TRL row's token ids and which of them are trained, as the trainer will see them."""
+    if "input_ids" in row:  # a conversation, tokenized with its assistant mask
+        return list(row["input_ids"]), list(row["assistant_masks"])
+    prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+    p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    f_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+    return f_ids, [0] * len(p_ids) + [1] * max(0, len(f_ids) - len(p_ids))
+
+
+def _runs(mask: list[int], both: bool = False) -> list[tuple[int, int]]:
+    """``(start, end)`` of each run of 1s in ``mask`` (``both``: of each run of equal values)."""
+    out, start = [], 0
+    for k in range(1, len(mask) + 1):
+        if k == len(mask) or mask[k] != mask[start]:
+            if both or mask[start]:
+                out.append((start, k))
+            start = k
+    return out
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -204,8 +271,8 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     template = template or zero_shot()
     bus = bus if bus is not None else EventBus()
     stop = stop if stop is not None else StopFlag()  # not `stop or`: an unset flag is falsy
-    trl_train = to_trl_rows(train, template)
-    trl_eval = to_trl_rows(eval, template) if eval is not None else None
+    trl_train = to_trl_rows(train, template, tokenizer)
+    trl_eval = to_trl_rows(eval, template, tokenizer) if eval is not None else None
     check = preflight(tokenizer, trl_train, config.max_length)
     if check.problems:
         raise ValueError("pre-flight check failed:\n" + "\n".join(check.problems))

@@ -73,8 +73,11 @@ def test_shots_from_the_evaluation_rows_are_refused(tiny):
 
 def test_input_errors(tiny):
     model, tok = tiny
-    with pytest.raises(ValueError, match="evaluate needs prompt/completion rows .* these rows have: messages"):
-        evaluate([Variant(model, tok, zero_shot())], [{"messages": []}], progress=False)
+    with pytest.raises(ValueError, match="evaluate needs prompt/completion rows .* these rows have: chosen"):
+        evaluate([Variant(model, tok, zero_shot())], [{"chosen": "a", "rejected": "b"}], progress=False)
+    with pytest.raises(ValueError, match="the conversations have no assistant turn after a user turn"):
+        evaluate([Variant(model, tok, zero_shot())], [{"messages": [{"role": "user", "content": "hi"}]}],
+                 progress=False)
     with pytest.raises(ValueError, match="variant names must differ"):
         evaluate([Variant(model, tok, zero_shot()), Variant(model, tok, zero_shot())], ROWS, progress=False)
 

@@ -5,7 +5,7 @@ import torch
 
 from ftkit.events import EventBus, StopFlag
 from ftkit.models import load_model
-from ftkit.prompts import zero_shot
+from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.runs import list_runs, load_run
 from ftkit.sft import SFTSettings, preflight, to_trl_rows, train_sft
 
@@ -156,12 +156,105 @@ def test_a_time_limit_ends_the_run_completed_and_saved(tiny, tmp_path):
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
 
 
-def test_conversations_train_on_their_last_answer_only():
-    rows = to_trl_rows([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                                      {"role": "user", "content": "bye"}, {"role": "assistant", "content": "ciao"}]}],
-                       zero_shot())
-    assert [m["content"] for m in rows[0]["prompt"]] == ["hi", "hello", "bye"]
-    assert rows[0]["completion"] == [{"role": "assistant", "content": "ciao"}]
+CHAT = [{"role": "user", "content": "Hi, it's Ann"}, {"role": "assistant", "content": "Hi Ann, how can I help?"},
+        {"role": "user", "content": "Where is my order?"}, {"role": "assistant", "content": "It left today."},
+        {"role": "user", "content": "Thanks"}, {"role": "assistant", "content": "You're welcome."}]
+
+
+def test_a_conversation_trains_every_assistant_turn_token_by_token(tiny_tokenizer):
+    from ftkit.sft import conversation_tokens
+
+    ids, mask = conversation_tokens(tiny_tokenizer, CHAT)
+    assert ids == tiny_tokenizer(tiny_tokenizer.apply_chat_template(CHAT, tokenize=False),
+                                 add_special_tokens=False)["input_ids"]
+    # Token by token: the expected mask is built from ChatML's pieces, each tokenized on its own.
+    def piece(text):
+        return tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+    expected = []
+    for m in CHAT:
+        head, body = piece(f"<|im_start|>{m['role']}\n"), piece(f"{m['content']}<|im_end|>\n")
+        expected += [0] * len(head) + [int(m["role"] == "assistant")] * len(body)
+    assert mask == expected
+    trained = [i for i, m in zip(ids, mask) if m]
+    assert tiny_tokenizer.decode(trained) == ("Hi Ann, how can I help?<|im_end|>\nIt left today.<|im_end|>\n"
+                                              "You're welcome.<|im_end|>\n")
+    assert trained.count(tiny_tokenizer.eos_token_id) == 3  # each answer ends with its end-of-turn token
+
+
+def test_a_slow_tokenizer_gets_the_same_mask_from_prefix_counts(tiny_tokenizer):
+    from ftkit.sft import conversation_tokens
+
+    class Slow:  # no offsets: the prefix-count path
+        is_fast = False
+
+        def __getattr__(self, name):
+            return getattr(tiny_tokenizer, name)
+
+        def __call__(self, text, **kw):
+            return tiny_tokenizer(text, **kw)
+
+    assert conversation_tokens(Slow(), CHAT) == conversation_tokens(tiny_tokenizer, CHAT)
+
+
+def test_conversations_become_masked_token_rows_with_the_templates_system_prompt(tiny_tokenizer):
+    template = PromptTemplate(system="Be kind.")
+    rows = to_trl_rows([{"messages": CHAT}], template, tiny_tokenizer)
+    assert rows.column_names == ["input_ids", "assistant_masks"]
+    text = tiny_tokenizer.decode(rows[0]["input_ids"])
+    assert text.startswith("<|im_start|>system\nBe kind.<|im_end|>")
+    with pytest.raises(ValueError, match="pass the tokenizer"):
+        to_trl_rows([{"messages": CHAT}], template)
+
+
+def test_conversation_preflight_checks_every_answer(tiny_tokenizer):
+    rows = to_trl_rows([{"messages": CHAT}, {"messages": CHAT[:2]}], zero_shot(), tiny_tokenizer)
+    ids, mask = rows[0]["input_ids"], rows[0]["assistant_masks"]
+    assert preflight(tiny_tokenizer, rows, max_length=len(ids)).problems == []
+    check = preflight(tiny_tokenizer, rows, max_length=len(ids) - 3)  # the last answer loses its end
+    assert check.problems == [f"1 example(s) have an answer cut short by max_length={len(ids) - 3} (rows 0): the "
+                              "model would learn answers that stop mid-way, without the end-of-turn token. Raise "
+                              f"max_length (the longest example is {len(ids)} tokens) or drop those rows"]
+    shown = "".join(text for text, trained in check.segments if trained)
+    assert "Hi Ann, how can I help?" in shown and "It left today." in shown and "Where is my order?" not in shown
+    trained = sum(mask[:len(ids) - 3]) + sum(rows[1]["assistant_masks"])  # what truncation leaves
+    assert check.notes[0].startswith(f"2 examples, {trained} trained tokens")
+
+
+def test_sft_on_conversations_lowers_the_loss_of_every_answer(tiny, tmp_path):
+    import torch
+
+    model, tok = tiny
+    data = [{"messages": CHAT}] * 8
+    rows = to_trl_rows(data, zero_shot(), tok)
+
+    def answer_loss(m):
+        ids = torch.tensor([rows[0]["input_ids"]])
+        labels = ids.clone()
+        labels[0, torch.tensor(rows[0]["assistant_masks"]) == 0] = -100
+        with torch.no_grad():
+            return float(m(input_ids=ids, labels=labels).loss)
+
+    before = answer_loss(model)
+    run = train_sft(model, tok, data, config=settings(max_steps=8, learning_rate=5e-3), runs_root=tmp_path)
+    assert run.status["status"] == "completed" and run.events("log")
+    assert answer_loss(run.model) < before
+    assert answer_loss(model) == pytest.approx(before)  # the given model is unchanged
+
+
+def test_the_trainer_learns_exactly_the_assistant_tokens_of_a_conversation(tiny, tmp_path):
+    from ftkit.models import choose_device
+    from ftkit.runs import new_run
+    from ftkit.sft import _trainer_class, _trl_config
+
+    model, tok = tiny
+    rows = to_trl_rows([{"messages": CHAT}], zero_shot(), tok)
+    cfg = settings(batch_size=1)
+    trainer = _trainer_class()(model=model, args=_trl_config(cfg, new_run("x", {}, root=tmp_path),
+                                                             choose_device("cpu"), False),
+                               train_dataset=rows, processing_class=tok, peft_config=cfg.lora.peft_config())
+    batch = next(iter(trainer.get_train_dataloader()))
+    ids, mask = rows[0]["input_ids"], rows[0]["assistant_masks"]
+    assert batch["labels"][0].tolist() == [t if m else -100 for t, m in zip(ids, mask)]
 
 
 def test_preflight_flags_a_template_that_drops_the_end_of_turn_token(tiny_tokenizer):
@@ -274,7 +367,7 @@ def test_preflight_checks_every_row_for_answers_cut_by_max_length(tiny_tokenizer
     rows = to_trl_rows(ROWS[:3] + [long_answer] + ROWS[:1], zero_shot())
     check = preflight(tiny_tokenizer, rows, max_length=64)
     [problem] = check.problems
-    assert problem.startswith("1 example(s) have their answer cut short by max_length=64 (rows 3)")
+    assert problem.startswith("1 example(s) have an answer cut short by max_length=64 (rows 3)")
     longest = int(problem.split("the longest example is ")[1].split()[0])
     assert longest > 64 and f"longest {longest} tokens" in check.notes[0]
     assert preflight(tiny_tokenizer, rows, max_length=longest).problems == []

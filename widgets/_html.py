@@ -36,6 +36,14 @@ def folded(text: str, limit: int = 300) -> str:
     return (f"<details><summary>{esc(text[:120])}… ({len(text)} characters)</summary>{pre(text)}</details>")
 
 
+def turn(text: str, history: str = "") -> str:
+    """A conversation's user turn, escaped, with the turns before it folded above it."""
+    if not history:
+        return folded(text)
+    n = history.count("\n\n") + 1
+    return f"<details><summary>{n} earlier turn{'s' if n > 1 else ''}</summary>{pre(history)}</details>{folded(text)}"
+
+
 def table(frame: pd.DataFrame, max_height: str = "24em", float_format: str = "{:.3f}") -> str:
     """A DataFrame as an escaped HTML table (pandas escapes every cell and header)."""
     body = frame.to_html(escape=True, classes="ftkit-table", border=0, na_rep="",

@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 from accelerate.utils import is_peft_model
 
 from ftkit import tasks
-from ftkit.data import as_rows, label_set
+from ftkit.data import as_rows, chat_turns, label_set
 from ftkit.evaluate import EvalResult, Variant, evaluate, pairs_from_ratings
 from ftkit.prompts import PromptTemplate
 from ftkit.readings import training_cost
@@ -47,8 +47,10 @@ class ComparePanel(w.VBox):
                  max_new_tokens: int | None = None, page_size: int = 20, record: bool = True, task=None,
                  disagreement: float = 0.1):
         self.model, self.tokenizer = model, tokenizer
-        self._rows = as_rows(dataset)[:limit] if limit else as_rows(dataset)
-        self.task = tasks.resolve(task, self._rows, labels)
+        given = as_rows(dataset)
+        self.task = tasks.resolve(task, given, labels)
+        # A conversation is compared turn by turn: one row per assistant turn (ftkit.data.chat_turns).
+        self._rows = chat_turns(given)[:limit] if limit else chat_turns(given)
         classify = self.task.name == "classification"
         self.labels = list(label_set(self._rows) if labels is None else labels) if classify else []
         if not templates:
@@ -230,13 +232,15 @@ class ComparePanel(w.VBox):
         first = self.result.metrics[0]  # the headline marks each answer: right/wrong, or its score
         outputs = {name: self.result.outputs(name) for name in names}
         scores = {name: list(self.result.column(name, first)) for name in names}
+        notes = {name: self.result.notes(name, first) for name in names}  # a test's verdict, for code
         graded = any(0 < s < 1 for values in scores.values() for s in values)
         cells = [w.HTML(f"<b>{_html.esc(h)}</b>") for h in ["input", "reference", *names]]
         self._thumbs.clear()
         start = self.page * self.page_size
         for i in self.visible_rows[start:start + self.page_size]:
             row = self.result.table.iloc[i]
-            cells += [w.HTML(_html.folded(row["input"])), w.HTML(_html.folded(row["reference"]))]
+            history = row["history"] if "history" in row.index else ""  # a conversation: its earlier turns
+            cells += [w.HTML(_html.turn(row["input"], history)), w.HTML(_html.folded(row["reference"]))]
             for name in names:
                 mark = f"{scores[name][i]:.2f}" if graded else ("✓" if scores[name][i] >= 1 else "✗")
                 up, down = w.Button(description="👍", layout={"width": "3em"}), \
@@ -246,7 +250,8 @@ class ComparePanel(w.VBox):
                     i, name, None if self._ratings.get((i, name)) is False else False))
                 self._thumbs[(i, name)] = (up, down)
                 self._style_thumbs(i, name)
-                cells.append(w.VBox([w.HTML(f"{mark} {_html.folded(outputs[name][i])}"), w.HBox([up, down])]))
+                why = f" {_html.esc(notes[name][i])}" if notes[name][i] else ""
+                cells.append(w.VBox([w.HTML(f"{mark}{why} {_html.folded(outputs[name][i])}"), w.HBox([up, down])]))
         self._grid.children = cells
         self._grid.layout = {"grid_template_columns": f"repeat({2 + len(names)}, minmax(10em, 1fr))",
                              "max_height": "40em", "overflow": "auto"}

@@ -11,7 +11,7 @@ import dataclasses
 
 import ipywidgets as w
 
-from ftkit.data import as_rows, label_set
+from ftkit.data import as_rows, chat_turns, label_set
 from ftkit.evaluate import EvalResult, Variant, evaluate
 from ftkit.generate import Generation, generate
 from ftkit import tasks
@@ -36,9 +36,10 @@ class PromptLab(w.VBox):
     def __init__(self, model, tokenizer, train=None, eval=None, labels=None, limit: int | None = None,
                  metrics=None, max_new_tokens: int | None = None, task=None):
         self.model, self.tokenizer = model, tokenizer
-        self._train = as_rows(train) if train is not None else []
-        self._eval = as_rows(eval) if eval is not None else []
-        self.task = tasks.resolve(task, self._train or self._eval, labels)
+        train, eval = (as_rows(train) if train is not None else []), (as_rows(eval) if eval is not None else [])
+        self.task = tasks.resolve(task, train or eval, labels)
+        # Conversations, turn by turn: each assistant turn answered after the true turns before it.
+        self._train, self._eval = chat_turns(train), chat_turns(eval)
         classify = self.task.name == "classification"
         self.labels = list(label_set(self._train) if labels is None else labels) if classify else []
         self.limit = limit
@@ -163,7 +164,8 @@ class PromptLab(w.VBox):
                         for m in scored)
             + f"; {line['prompt_tokens']:.0f} prompt tokens and {line['latency_s']:.2f} s per request")
         table = self.result.table.rename(columns=lambda c: c.removeprefix(f"{template.name}: "))
-        self._outputs.value = _html.table(table[["input", "reference", "output", *scored]])
+        shown = [c for c in ("history", "input") if c in table.columns]  # a conversation: its earlier turns too
+        self._outputs.value = _html.table(table[[*shown, "reference", "output", *scored]])
         self._messages.value = ""
         return self.result
 

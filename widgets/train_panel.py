@@ -233,7 +233,7 @@ class TrainPanel(w.VBox):
 
     def _check(self, settings) -> tuple[str, list[str]]:
         if self.method == "sft":
-            check: Preflight = sft.preflight(self.tokenizer, to_trl_rows(self.train_data, self.template),
+            check: Preflight = sft.preflight(self.tokenizer, to_trl_rows(self.train_data, self.template, self.tokenizer),
                                              settings.max_length)
         else:  # to_trl_pairs raises for rows that are not pairs
             check = dpo.preflight(self.tokenizer, to_trl_pairs(self.train_data, self.template), self.from_run,
