@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ftkit import examples
 from ftkit.config import PipelineConfig, TemplateConfig, template_name
-from ftkit.data import DataError, check_data, label_set, split
+from ftkit.data import DataError, chat_turns, check_data, label_set, split
 from ftkit.data_report import overlap_note
 from ftkit.dpo import train_dpo
 from ftkit.evaluate import EvalResult, Variant, evaluate
@@ -289,7 +289,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     labels = p.labels or None
     context = getattr(model.config, "max_position_embeddings", None)
     for template in p.templates if context else ():  # a few-shot prompt too long for the model fails here
-        check_fits(template, prepared.test, tokenizer, context, p.max_new_tokens)
+        check_fits(template, chat_turns(prepared.test), tokenizer, context, p.max_new_tokens)
     say(f"\nPrompt baselines: {', '.join(t.name for t in p.templates)} on {len(prepared.test)} rows "
         f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
     stops = p.task.stop_strings

@@ -159,7 +159,9 @@ def select_shots(train, k: int, strategy: str = "balanced", seed: int = 0,
     >>> [r["label"] for r in select_shots(rows, 4, "balanced")]
     ['a', 'b', 'a', 'b']
     """
-    rows = as_rows(train)
+    from ftkit.data import chat_turns  # a conversation's turns are rows to pick from too
+
+    rows = chat_turns(as_rows(train))
     if k > len(rows):
         raise ValueError(f"asked for {k} shots but the training rows hold only {len(rows)}")
     rng = random.Random(seed)

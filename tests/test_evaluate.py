@@ -164,3 +164,34 @@ def test_a_variants_stop_strings_reach_generation(tiny, monkeypatch):
     evaluate([Variant(model, tok, zero_shot(), name="a", max_new_tokens=4, stop_strings=("\n\n",)),
               Variant(model, tok, zero_shot(), name="b", max_new_tokens=4)], ROWS[:2], progress=False)
     assert seen == [["\n\n"], None]  # the cut itself is tested on the real model (test_integration.py)
+
+
+def test_a_conversation_is_scored_turn_by_turn(tiny):
+    model, tok = tiny
+    chat = [{"role": "user", "content": "Hi, it's Ann"}, {"role": "assistant", "content": "Hi Ann!"},
+            {"role": "user", "content": "Where is my order?"}, {"role": "assistant", "content": "It left today."}]
+    result = evaluate([Variant(model, tok, zero_shot(), max_new_tokens=3)], [{"id": "c1", "messages": chat}],
+                      metrics=["rouge_l"], progress=False)
+    table = result.table
+    assert list(table["id"]) == ["c1#1", "c1#2"] and list(table["reference"]) == ["Hi Ann!", "It left today."]
+    assert list(table["input"]) == ["Hi, it's Ann", "Where is my order?"]
+    assert list(table["history"]) == ["", "user: Hi, it's Ann\n\nassistant: Hi Ann!"]
+    last = evaluate([Variant(model, tok, zero_shot(), max_new_tokens=3)], [{"messages": chat}], metrics=["rouge_l"],
+                    progress=False, turns="last")
+    assert list(last.table["reference"]) == ["It left today."]
+    assert last.outputs("zero-shot")[0] == result.outputs("zero-shot")[1]  # same turn, same prompt: same answer
+
+
+def test_a_metrics_notes_reach_the_table(tiny):
+    from ftkit.metrics import Scored
+
+    model, tok = tiny
+
+    def verdict(prediction, reference, row=None):
+        return Scored(float(row["id"] % 2), f"row {row['id']}")
+
+    result = evaluate([Variant(model, tok, zero_shot(), max_new_tokens=2)], ROWS[:3], metrics=[verdict],
+                      progress=False)
+    assert list(result.column("zero-shot", "verdict")) == [0.0, 1.0, 0.0]
+    assert result.notes("zero-shot", "verdict") == ["row 0", "row 1", "row 2"]
+    assert "zero-shot: verdict_note" in result.table.columns  # beside the scores, in the one table

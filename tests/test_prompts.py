@@ -93,3 +93,37 @@ def test_a_few_shot_prompt_that_outgrows_the_context_names_a_shot_count_that_fit
     k = int(str(err.value).split("use at most ")[1].split()[0])
     assert 1 <= k < 8
     check_fits(few_shot(train, k=k, strategy="first"), test, tiny_tokenizer, context, 16)  # the named count fits
+
+
+# --- conversations --------------------------------------------------------------------------------
+
+CHAT = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi, it's Ann"},
+        {"role": "assistant", "content": "Hi Ann!"}, {"role": "user", "content": "Where is my order?"},
+        {"role": "assistant", "content": "It left today."}]
+
+
+def test_a_turn_is_prompted_with_the_true_turns_before_it():
+    from ftkit.data import chat_turns
+
+    first, second = chat_turns([{"id": "c1", "messages": CHAT, "customer": "Ann"}])
+    assert (second["prompt"], second["completion"], second["turn"], second["id"]) == \
+        ("Where is my order?", "It left today.", 2, "c1#2")
+    assert second["customer"] == "Ann" and second["conversation"] == "c1"
+    assert PromptTemplate().messages(second) == CHAT[:4]  # the conversation's own system prompt, the true turns
+    asked = PromptTemplate(instruction="Customer: {prompt}", system="House rules.").messages(second)
+    assert asked == [{"role": "system", "content": "House rules."}, {"role": "user", "content": "Customer: Hi, it's Ann"},
+                     {"role": "assistant", "content": "Hi Ann!"}, {"role": "user", "content": "Customer: Where is my order?"}]
+    assert [r["turn"] for r in chat_turns([{"messages": CHAT}], turns="last")] == [2]
+    with pytest.raises(ValueError, match="turns='first'"):
+        chat_turns([{"messages": CHAT}], turns="first")
+
+
+def test_training_sees_a_conversation_as_the_turns_are_prompted():
+    from ftkit.data import chat_turns
+
+    template = PromptTemplate(instruction="Customer: {prompt}", system="House rules.")
+    whole = template.conversation(CHAT)
+    # Each turn's prompt is the start of the conversation training renders: the same system, the same turns.
+    for row in chat_turns([{"messages": CHAT}]):
+        asked = template.messages(row)
+        assert whole[:len(asked)] == asked and whole[len(asked)] == {"role": "assistant", "content": row["completion"]}
