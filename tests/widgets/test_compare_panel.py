@@ -131,3 +131,24 @@ def test_a_generation_task_gets_its_metrics_scores_in_the_table_and_long_texts_f
     shown = text(panel._grid)
     assert "<details><summary>Where is my order? It has been a long wait." in shown  # folded, then in full
     assert "(" + str(len(rows[0]["prompt"])) + " characters)" in shown
+
+
+CHAT = [{"id": "c1", "messages": [
+    {"role": "user", "content": "Hi, it's Ann. Where is my order?"}, {"role": "assistant", "content": "Hi Ann, which order?"},
+    {"role": "user", "content": "HC-10233"}, {"role": "assistant", "content": "It left today."}]}]
+
+
+def test_chat_rows_are_compared_turn_by_turn_with_the_earlier_turns_folded(talkative, tmp_path):
+    model, tok = talkative
+    panel = ComparePanel(model, tok, dataset=CHAT, max_new_tokens=3)
+    assert panel.task.name == "chat" and list(panel.metrics) == ["rouge_l"]
+    result = panel.run()
+    assert list(result.table["reference"]) == ["Hi Ann, which order?", "It left today."]
+    shown = text(panel._grid)
+    assert "<details><summary>2 earlier turns</summary>" in shown  # the second turn's conversation so far
+    assert "assistant: Hi Ann, which order?" in shown
+    panel.rate(1, "zero-shot", up=False)
+    [pair] = panel.pairs  # only a thumbs down: the reference is preferred, with the turns before it
+    assert pair["chosen"] == "It left today." and pair["prompt"] == "HC-10233"
+    assert [m["content"] for m in pair["history"]] == ["Hi, it's Ann. Where is my order?", "Hi Ann, which order?",
+                                                       "HC-10233"]

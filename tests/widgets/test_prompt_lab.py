@@ -87,3 +87,19 @@ def test_the_lab_starts_from_the_tasks_prompt_and_metrics(tiny):
     assert lab.template.instruction == qa.instruction and lab.labels == []
     assert list(lab.metrics) == ["token_f1", "squad_exact_match"] and lab._max_new.value == qa.max_new_tokens
     assert "Where is order 4?" in lab.rendered()
+
+
+def test_the_lab_takes_conversations_turn_by_turn(talkative):
+    model, tok = talkative
+    chat = [{"messages": [{"role": "user", "content": "Hi, it's Ann"}, {"role": "assistant", "content": "Hi Ann!"},
+                          {"role": "user", "content": "Where is my order?"}, {"role": "assistant", "content": "Gone."}]}]
+    lab = PromptLab(model, tok, train=chat, eval=chat)
+    assert lab.task.name == "chat"
+    lab.set_system("Be brief.")
+    rendered = lab.rendered(1)  # the second turn: the true first turn comes before it
+    assert rendered.index("Be brief.") < rendered.index("Hi, it's Ann") < rendered.index("Hi Ann!") \
+        < rendered.index("Where is my order?")
+    lab._max_new.value = 2
+    result = lab.run_eval()
+    assert list(result.table["reference"]) == ["Hi Ann!", "Gone."]
+    assert "assistant: Hi Ann!" in lab._outputs.value  # the earlier turns are shown with the answer

@@ -137,3 +137,18 @@ def test_resume_continues_a_stopped_run_in_the_same_record_with_its_own_settings
     assert stopped_at < 6
     resume_button.click()
     assert "is completed; only a stopped, interrupted or failed run resumes" in text(panel._messages)
+
+
+def test_conversations_train_from_the_panel_with_every_answer_highlighted(tiny, tmp_path):
+    model, tok = tiny
+    chat = [{"messages": [{"role": "user", "content": "Hi, it's Ann"}, {"role": "assistant", "content": "Hi Ann!"},
+                          {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye Ann"}]}] * 4
+    panel = TrainPanel(model, tok, train=chat, runs_root=tmp_path)
+    panel.set(max_steps=2, **FAST)
+    panel.preflight()
+    shown = panel._preflight_html.value
+    assert "<mark class='ftkit-trained' style='background:#fff3a3'>Hi Ann!&lt;|im_end|&gt;" in shown
+    assert "<mark class='ftkit-trained' style='background:#fff3a3'>Bye Ann&lt;|im_end|&gt;" in shown
+    panel.start()
+    run = panel.wait(timeout=120)
+    assert run.status["status"] == "completed" and run.events("log")
