@@ -114,3 +114,29 @@ def test_a_task_brings_its_example_prompts_and_metrics(task, headline, variant, 
     assert result.runs[0].evaluation["metric"] == headline
     page = result.report.read_text()
     assert f"{headline} per variant" in page and f"task: {task}" in page
+
+
+def test_ftkit_run_takes_conversations(tmp_path, tiny_model_dir):
+    names = ["Ann", "Ben", "Cai", "Dee", "Eli", "Fay", "Gus", "Hal", "Ida", "Jo"]
+    chats = [{"id": f"c{i}", "messages": [
+        {"role": "user", "content": f"Hi, it's {name}. Where is order HC-1000{i}?"},
+        {"role": "assistant", "content": f"Hi {name}, order HC-1000{i} left today."},
+        {"role": "user", "content": "Thanks!"}, {"role": "assistant", "content": "You're welcome."}]}
+        for i, name in enumerate(names)]
+    (tmp_path / "chats.jsonl").write_text("\n".join(json.dumps(c) for c in chats))
+    lines = []
+    config = config_from_dict({
+        "data": {"source": "chats.jsonl", "test_size": 2},
+        "model": {"name": str(tiny_model_dir), "device": "cpu", "dtype": "float32"},
+        "sft": {"max_steps": 1, "batch_size": 2, "save_steps": 100, "max_length": 256},
+        "max_new_tokens": 4,
+        "output": {"runs_root": str(tmp_path / "runs"), "report": str(tmp_path / "report.html")},
+    }, base=tmp_path)
+    result = run_pipeline(config, say=lines.append, progress=False)
+    assert "Task: chat (inferred: the rows are conversations" in "\n".join(lines)
+    table = result.evaluation.table
+    assert list(result.evaluation.summary.index) == ["zero-shot", "LoRA SFT"]
+    assert len(table) == 4 and list(table["reference"])[1] == "You're welcome."  # 2 conversations, 2 turns each
+    assert table["history"].iloc[1].startswith("user: Hi, it's")
+    assert result.runs[0].status["status"] == "completed"
+    assert "assistant: Hi " in result.report.read_text()  # the report shows the conversation so far
