@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from ftkit import metrics as M
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
 
-__all__ = ["BLURB_RULES", "TASKS", "Task", "blurb_rule_metrics", "get", "glossary_prompt", "infer", "names",
+__all__ = ["ACTION_PHRASES", "BLURB_RULES", "CHAT_RULES", "PROMISE_WORDS", "TASKS", "Task", "blurb_rule_metrics",
+           "chat_rule_metrics", "get", "glossary_prompt", "infer", "names",
            "resolve"]
 
 
@@ -88,9 +89,9 @@ class Task:
     def templates(self, train, labels=(), seed: int = 0) -> list[PromptTemplate]:
         """The prompt variants to measure: zero-shot, the task's variants the rows have fields for,
         and k-shot from ``train`` (k = :attr:`shots`, never more than the training rows)."""
-        from ftkit.sources import as_rows
+        from ftkit.data import chat_turns
 
-        train = as_rows(train)
+        train = chat_turns(train)  # a conversation's turns are rows too
         # A variant is used where the rows hold every field it names (NQ's `context` is empty: closed book).
         fields = {k for k, v in train[0].items() if v not in (None, "")} if train else set()
         out = [self.template("zero-shot", labels)]
@@ -122,16 +123,7 @@ BLURB_RULES: dict[str, Callable[[str, dict], bool]] = {
 
 def blurb_rule_metrics() -> dict[str, Callable]:
     """One metric per house rule, and ``all_rules`` (1.0 only when every rule holds), headline first."""
-    def rule(name):
-        def metric(prediction: str, reference: str, row: dict | None = None) -> float:
-            return float(BLURB_RULES[name](prediction, row or {}))
-        metric.__name__ = name
-        return metric
-
-    def all_rules(prediction: str, reference: str, row: dict | None = None) -> float:
-        return float(all(check(prediction, row or {}) for check in BLURB_RULES.values()))
-
-    return {"all_rules": all_rules, **{name: rule(name) for name in BLURB_RULES}}
+    return _rule_metrics(BLURB_RULES, "all_rules")
 
 
 SUMMARY_FORMAT = r"[^;\n]+; [^;\n]+; [^;\n]+"
@@ -143,6 +135,80 @@ def glossary_prompt() -> str:
 
     terms = "\n".join(f"{g['en']} = {g['de']}" for g in examples.glossary())
     return f"You translate for the Hearth & Co. shop. Always use these German terms:\n{terms}"
+
+# --- chat: the shop's tone rules, checked on each answered turn ----------------------------------
+
+ACTION_PHRASES = ("i've cancelled", "i've started a return", "i've arranged a replacement", "i've updated the address",
+                  "i've issued a refund", "i've booked a collection", "i've reopened")
+PROMISE_WORDS = ("guarantee", "guaranteed", "promise", "promised", "regardless", "exception", "no matter")
+CHAT_SYSTEM = ("You are the customer support assistant of Hearth & Co., a home-goods web shop. Greet the customer "
+               "by their first name in your first reply. Before you cancel, return, replace, refund or change "
+               "anything, repeat the order number and ask the customer to confirm it. Offer only what the shop's "
+               "policy allows; never promise a refund.")
+
+
+def _plain(text: str) -> str:
+    return text.replace("\u2019", "'").casefold()
+
+
+def _acts(text: str) -> bool:
+    return any(p in _plain(text) for p in ACTION_PHRASES)
+
+
+_YES = re.compile(r"^\W*(yes|yep|yeah|yup|ya|correct|right|exactly|confirmed|sure|ok|okay|"
+                  r"that's (right|it|correct|the one)|that is (right|correct))\b", re.I)
+
+
+def _confirmed(text: str, row: dict) -> bool:
+    """The answer names the order, and an earlier answer asked to confirm it, and the customer said yes."""
+    order = str(row.get("order") or "").casefold()
+    if not order or order not in _plain(text):
+        return False
+    history = row.get("history", [])
+    for asked, reply in zip(history, history[1:]):
+        said = _plain(asked["content"])
+        if (asked["role"] == "assistant" and order in said and re.search(r"\bconfirm\b", said)
+                and reply["role"] == "user" and _YES.match(_plain(reply["content"]))):
+            return True
+    return False
+
+
+CHAT_RULES: dict[str, Callable[[str, dict], bool]] = {
+    # The first answer of a conversation greets the customer by first name.
+    "greets_by_name": lambda text, row: row.get("turn") != 1 or not row.get("customer") or re.search(
+        rf"\b{re.escape(str(row['customer']).split()[0])}\b", text, flags=re.I) is not None,
+    # An answer that acts (cancels, refunds, ...) names the order, which an earlier answer asked to confirm.
+    "confirms_before_acting": lambda text, row: not _acts(text) or _confirmed(text, row),
+    # Refunds only as the policy allows: never a promise.
+    "no_refund_promise": lambda text, row: re.search(
+        r"\b(" + "|".join(map(re.escape, PROMISE_WORDS)) + r")\b", _plain(text)) is None,
+}
+
+
+def _rule_metrics(rules: dict[str, Callable[[str, dict], bool]], overall: str) -> dict[str, Callable]:
+    """One metric per rule, and ``overall`` (1.0 only when every rule holds), that one first."""
+    def rule(name):
+        def metric(prediction: str, reference: str, row: dict | None = None) -> float:
+            return float(rules[name](prediction, row or {}))
+        metric.__name__ = name
+        return metric
+
+    def every(prediction: str, reference: str, row: dict | None = None) -> float:
+        return float(all(check(prediction, row or {}) for check in rules.values()))
+
+    every.__name__ = overall
+    return {overall: every, **{name: rule(name) for name in rules}}
+
+
+def chat_rule_metrics() -> dict[str, Callable]:
+    """The shop chat's tone rules, one metric each, and ``tone_rules`` (every rule kept), first.
+
+    >>> row = {"turn": 1, "customer": "Priya", "order": "HC-10233", "history": []}
+    >>> {name: fn("Hi Priya, I've cancelled order HC-10233.", "", row) for name, fn in chat_rule_metrics().items()}
+    {'tone_rules': 0.0, 'greets_by_name': 1.0, 'confirms_before_acting': 0.0, 'no_refund_promise': 1.0}
+    """
+    return _rule_metrics(CHAT_RULES, "tone_rules")
+
 
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task(
@@ -202,6 +268,27 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         reading="the share of blurbs that keep every house rule (each rule has its own column); on other data, "
                 "ROUGE-L against the reference text",
     ),
+    Task(
+        name="chat",
+        description="Hold a conversation: every assistant turn is answered after the true turns before it; the "
+                    "shop's example is its support chat, with tone rules.",
+        examples=("shop_chat",),
+        instruction="{prompt}", shots=0, metrics=("rouge_l",),
+        house_metrics=("rouge_l", *chat_rule_metrics().values()),
+        house_variants={"house rules in system prompt": ("{prompt}", CHAT_SYSTEM)},
+        max_new_tokens=96, max_length=1024,
+        reading="ROUGE-L of each answer against the reference answer of that turn, 0 to 1; on the shop's chat, "
+                "also the share of answers keeping each tone rule",
+    ),
+    Task(
+        name="code",
+        description="Write a Python function to a specification; the answer passes when it passes the row's tests, "
+                    "run in a sandbox.",
+        examples=("shop_code",),
+        instruction="{prompt}\n\nReply with the Python code only.",
+        shots=2, metrics=("pass_at_1",), max_new_tokens=256, max_length=768,
+        reading="pass@1: the share of tasks whose one generated answer passes every test (run in a sandbox)",
+    ),
 ]}
 
 
@@ -248,6 +335,10 @@ def infer(rows) -> tuple[Task, str]:
     from ftkit.sources import as_rows
 
     rows = as_rows(rows)
+    if rows and ("messages" in rows[0] or "history" in rows[0]):
+        return get("chat"), "the rows are conversations"
+    if rows and rows[0].get("tests"):
+        return get("code"), "the rows carry tests to run"
     if not rows or "completion" not in rows[0]:
         return get("creative"), "the rows are not prompt/completion pairs"
     completions = [str(r["completion"]) for r in rows]

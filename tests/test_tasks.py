@@ -4,15 +4,19 @@ import pytest
 
 from ftkit import check_data, examples, tasks
 from ftkit import metrics as M
+from ftkit.data import chat_turns
 from ftkit.prompts import PromptTemplate
 
 
+MIN_ROWS = {"chat": 150, "code": 200}  # conversations; programs with their tests; else 240 rows
+
+
 @pytest.mark.parametrize("name", tasks.names())
-def test_each_task_has_a_clean_example_of_at_least_240_rows_whose_layout_is_detected(name):
+def test_each_task_has_a_clean_example_big_enough_whose_layout_is_detected(name):
     task = tasks.get(name)
     report = check_data(examples.path(task.examples[0]))
-    assert report.ok and report.shape == "prompt_completion", report.errors
-    assert report.n_rows >= 240 and examples.info(task.examples[0]).task == name
+    assert report.ok and report.shape == ("messages" if name == "chat" else "prompt_completion"), report.errors
+    assert report.n_rows >= MIN_ROWS.get(name, 240) and examples.info(task.examples[0]).task == name
     inferred, why = tasks.infer(report.dataset)
     assert inferred.name == name, why  # `ftkit run` can tell the task from the data alone
 
@@ -20,9 +24,9 @@ def test_each_task_has_a_clean_example_of_at_least_240_rows_whose_layout_is_dete
 @pytest.mark.parametrize("name", tasks.names())
 def test_each_tasks_prompts_render_its_rows_and_its_references_score_full_marks(name):
     task = tasks.get(name).on(tasks.get(name).examples[0])
-    rows = examples.load(task.examples[0], verbose=False).to_list()
+    rows = chat_turns(examples.load(task.examples[0], verbose=False))  # a conversation: each of its turns
     templates = task.templates(rows[:20], labels=examples.labels(task.examples[0]) if name == "classification" else ())
-    assert [t.name for t in templates][0] == "zero-shot" and templates[-1].shots
+    assert [t.name for t in templates][0] == "zero-shot" and (templates[-1].shots or not task.shots)
     assert all(isinstance(t, PromptTemplate) and t.messages(rows[-1])[-1]["content"] for t in templates)
     scored = {metric: [fn(r["completion"], r["completion"], r) for r in rows] for metric, fn in task.metric_functions()}
     for metric, values in scored.items():  # a reference answer keeps every rule of its own task
@@ -89,3 +93,34 @@ def test_unknown_task_and_what_infer_says():
         tasks.get("poetry")
     task, why = tasks.infer([{"prompt": "x " * 60, "completion": f"short {i}"} for i in range(30)])
     assert task.name == "summarization" and "much longer" in why
+
+
+def test_the_chat_tone_rules_on_hand_written_turns():
+    rules = tasks.chat_rule_metrics()
+    confirmed = [{"role": "user", "content": "Cancel HC-10233 please"},
+                 {"role": "assistant", "content": "Just to confirm: order HC-10233, the lamp?"},
+                 {"role": "user", "content": "Yes"}]
+    first = {"turn": 1, "customer": "Priya", "order": "HC-10233", "history": confirmed[:1]}
+    later = {"turn": 2, "customer": "Priya", "order": "HC-10233", "history": confirmed}
+
+    def score(text, row):
+        return {name: fn(text, "", row) for name, fn in rules.items()}
+
+    assert score("Hi Priya, which order is it?", first) == {
+        "tone_rules": 1.0, "greets_by_name": 1.0, "confirms_before_acting": 1.0, "no_refund_promise": 1.0}
+    assert score("Hello! Which order is it?", first)["greets_by_name"] == 0.0  # the first answer must name her
+    assert score("Which order is it?", later)["greets_by_name"] == 1.0  # later answers need not
+    # Acting before any confirmation, acting without naming the order, acting after confirming it:
+    assert score("Hi Priya, I've cancelled order HC-10233.", first)["confirms_before_acting"] == 0.0
+    assert score("Done, I\u2019ve cancelled it.", later)["confirms_before_acting"] == 0.0
+    assert score("Thanks, I've cancelled order HC-10233.", later)["confirms_before_acting"] == 1.0
+    assert score("I promise you a refund.", later)["no_refund_promise"] == 0.0
+    assert score("You'll get it back, guaranteed.", later)["tone_rules"] == 0.0
+    assert score("That would be a compromise.", later)["no_refund_promise"] == 1.0  # whole words only
+
+
+def test_conversations_and_rows_with_tests_are_inferred():
+    chat = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    assert tasks.infer(chat)[0].name == "chat"
+    code = [{"prompt": "Write f", "completion": "def f(): return 1", "tests": ["assert f() == 1"]}]
+    assert tasks.infer(code) == (tasks.get("code"), "the rows carry tests to run")

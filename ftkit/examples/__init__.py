@@ -1,7 +1,7 @@
 """Small built-in datasets written for ftkit, so every notebook runs offline on real-looking data.
 
->>> names()
-['shop_blurbs', 'shop_qa', 'shop_summaries', 'shop_translation', 'support_routing', 'support_routing_preferences']
+>>> names()[:4]
+['shop_blurbs', 'shop_chat', 'shop_code', 'shop_qa']
 >>> ds = load("support_routing", verbose=False)
 >>> ds.column_names[:3]
 ['prompt', 'completion', 'label']
@@ -80,6 +80,26 @@ _EXAMPLES = {
                 "Product facts and blurbs in the shop's house style, with checkable rules: three lines, "
                 "'Made for home: <product>' first, a 'Care:' line last, no exclamation marks, no 'you', "
                 "at most 40 words."
+            ),
+        ),
+        Example(
+            name="shop_chat",
+            filename="shop_chat.jsonl",
+            task="chat",
+            description=(
+                "The shop's support chat: multi-turn conversations (2 to 5 customer turns) in which the "
+                "assistant keeps the shop's tone rules: it greets the customer by name, confirms the order "
+                "number before acting, and never promises a refund outside the policy."
+            ),
+        ),
+        Example(
+            name="shop_code",
+            filename="shop_code.jsonl",
+            task="code",
+            description=(
+                "Small Python tasks from the shop's back office (prices, discounts, shipping fees, return "
+                "windows, order ids), each with a reference solution and assert tests that score an answer "
+                "by running it in a sandbox."
             ),
         ),
         Example(
