@@ -23,7 +23,7 @@ from typing import Protocol
 __all__ = [
     "BUILTIN", "CORPUS", "INVALID", "Metric", "bleu", "chrf", "corpus_score", "exact_match", "field_f1",
     "glossary_accuracy", "json_valid", "label_accuracy", "macro_f1", "make_label_accuracy", "matches", "normalize",
-    "paired_corpus_difference", "parse_label", "resolve", "rouge_l", "squad_exact_match", "token_f1",
+    "Scored", "paired_corpus_difference", "parse_label", "pass_at_1", "resolve", "rouge_l", "squad_exact_match", "token_f1",
     "within_words", "word_count",
 ]
 
@@ -330,6 +330,45 @@ def field_f1(prediction: str, reference: str, row: dict | None = None) -> float:
     return 2 * len(p & r) / (len(p) + len(r))
 
 
+# --- code: the generated program runs against the row's tests, in a sandbox -------------------
+
+class Scored(float):
+    """A score that carries a note on why, shown beside the answer (a test's verdict).
+
+    >>> s = Scored(0.0, "assert failed: assert f(2) == 4"); float(s), s.note
+    (0.0, 'assert failed: assert f(2) == 4')
+    """
+
+    note: str
+
+    def __new__(cls, value: float, note: str = ""):
+        out = super().__new__(cls, value)
+        out.note = note
+        return out
+
+
+def pass_at_1(prediction: str, reference: str | None = None, row: dict | None = None) -> float:
+    """1.0 when the code in ``prediction`` (fenced or bare) passes every test of the row, else 0.0.
+
+    The row holds ``tests`` (a list of ``assert`` lines) and optionally ``test_setup`` (run before
+    the code). The code runs in :mod:`ftkit.sandbox`: another process, with limits on time, memory,
+    processes and output, no network and no inherited environment; never in this process. The
+    result is a :class:`Scored` whose note says what happened ("passed", which assert failed,
+    "timed out after 5 s").
+    """
+    from ftkit import sandbox
+
+    if not row or not row.get("tests"):
+        raise ValueError("pass_at_1 needs the row's tests: a 'tests' column holding a list of assert lines "
+                         "(and optionally 'test_setup', run before the code)")
+    tests = row["tests"]
+    if isinstance(tests, str):  # one test per line, as a CSV cell holds them
+        tests = [t for t in tests.splitlines() if t.strip()]
+    code = sandbox.extract_code(prediction)
+    outcome = sandbox.run_tests(code, list(tests), row.get("test_setup") or "")
+    return Scored(1.0 if outcome.passed else 0.0, outcome.reason)
+
+
 BUILTIN: dict[str, Callable] = {
     "exact_match": exact_match,
     "squad_exact_match": squad_exact_match,
@@ -340,6 +379,7 @@ BUILTIN: dict[str, Callable] = {
     "bleu": bleu,
     "json_valid": json_valid,
     "field_f1": field_f1,
+    "pass_at_1": pass_at_1,
 }
 
 
