@@ -11,11 +11,13 @@ and panels hand results to each other as plain objects:
 >>> train = TrainPanel(model, tokenizer, train=splits["train"], template=lab.template)  # doctest: +SKIP
 >>> compare = ComparePanel(base, tokenizer, dataset=splits["test"], templates=lab.variants,
 ...                        runs=[train.wait()])                                 # doctest: +SKIP
+>>> chat = ChatPanel(base, tokenizer, runs=[train.wait()])                     # doctest: +SKIP
 """
 
+from ftkit.widgets.chat_panel import ChatPanel
 from ftkit.widgets.compare_panel import ComparePanel
 from ftkit.widgets.data_panel import DataPanel
 from ftkit.widgets.prompt_lab import PromptLab
 from ftkit.widgets.train_panel import TrainPanel
 
-__all__ = ["ComparePanel", "DataPanel", "PromptLab", "TrainPanel"]
+__all__ = ["ChatPanel", "ComparePanel", "DataPanel", "PromptLab", "TrainPanel"]

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -237,3 +238,124 @@ def _busy_prompts(page) -> bool:
     """True while a cell waits or runs: JupyterLab shows ``[*]`` in its prompt."""
     return page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt",
                                      "els => els.some(e => e.textContent.includes('*'))")
+
+
+# The chat playground on the embedded model, with one run. The run's adapter is PEFT's LoRA with
+# small random B matrices instead of a training run (seconds instead of minutes): its answers
+# differ from the base model's, which is all a side-by-side needs to show.
+CHAT_CELL = """\
+import copy
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from ftkit import load_model
+from ftkit.runs import new_run
+from ftkit.widgets.chat_panel import ChatPanel
+
+model, tokenizer = load_model(verbose=False)  # the embedded SmolLM2-135M-Instruct
+run = new_run("chat-browser", {{"kind": "sft", "base_model": "smollm2-135m-instruct"}}, root={runs!r})
+torch.manual_seed(0)
+tuned = get_peft_model(copy.deepcopy(model), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+with torch.no_grad():
+    for name, p in tuned.named_parameters():
+        if "lora_B" in name:
+            p.normal_(0.0, 0.02)
+tuned.save_pretrained(run.adapter_dir)
+tokenizer.save_pretrained(run.adapter_dir)
+run.set_status("completed")
+chat = ChatPanel(model, tokenizer, runs=[run], max_new_tokens=40)
+chat
+"""
+# Each column's answers as the browser shows them, in column order.
+CHAT_ANSWERS_JS = """() => Array.from(document.querySelectorAll('.ftkit-chat-panel .ftkit-chat-column')).map(
+  col => Array.from(col.querySelectorAll('.ftkit-chat-answer')).map(a => a.innerText.trim()))"""
+
+
+def test_chat_panel_in_jupyterlab_streams_two_columns(tmp_path):
+    _require(f"Chromium ({CHROMIUM})", CHROMIUM.exists(),
+             "install Debian's Chromium with `sudo apt-get install -y chromium` (.ci/run does this)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require("Playwright's Python package", False, "pip install -e '.[dev]' (make setup does this)")
+
+    root, runs, home = tmp_path / "notebooks", tmp_path / "runs", tmp_path / "home"
+    for folder in (root, runs, home):
+        folder.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CHAT_CELL.format(runs=str(runs)))])
+    # Without a kernelspec JupyterLab asks which kernel to start, and none starts.
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nbformat.write(nb, root / "chat.ipynb")
+    lab = Lab(root, home, {**os.environ, "FTKIT_RUNS": str(runs)})
+    try:
+        lab.wait_ready()
+        with sync_playwright() as p:
+            browser = p.chromium.launch_persistent_context(
+                str(home / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+                viewport={"width": 1400, "height": 1000})
+            try:
+                page = browser.pages[0] if browser.pages else browser.new_page()
+                _chat(page, lab, tmp_path)
+            finally:
+                browser.close()
+    finally:
+        lab.stop()
+
+
+def _chat(page, lab: Lab, tmp_path: Path) -> None:
+    def idle() -> bool:
+        # Asked while a kernel starts, jupyter_server may answer 500 (its kernel has no
+        # last_activity yet): that is "not idle yet", not a failure.
+        try:
+            return lab.kernels_idle()
+        except urllib.error.HTTPError as err:
+            if err.code == 500:
+                return False
+            raise
+
+    page.goto(f"{lab.url}/lab/tree/chat.ipynb?token={lab.token}", wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=2 * MINUTE_MS)
+    _poll("the kernel to start", idle, 120, lab)
+    page.click(".jp-NotebookPanel .jp-Cell")
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+    page.click(".lm-Menu-item[data-command='runmenu:run-all']")
+    page.wait_for_selector(".ftkit-chat-panel .ftkit-chat-send", state="visible", timeout=5 * MINUTE_MS)
+    _poll("the cell to finish", lambda: idle() and not _busy_prompts(page), 120, lab)
+    assert page.locator(".ftkit-chat-panel .ftkit-chat-column").count() == 2
+    assert not page.locator(".ftkit-chat-panel .ftkit-error").count(), "the panel shows a warning or an error"
+
+    page.fill(".ftkit-chat-panel .ftkit-chat-input input", "Hello! What can you do?")
+    page.click(".ftkit-chat-panel .ftkit-chat-send")
+    # Poll the DOM while the kernel streams: a column's text is seen growing (with the cursor
+    # the panel shows while it streams) before it is final.
+    seen: list[list[list[str]]] = []
+    deadline = time.monotonic() + 3 * 60
+
+    def final(answers) -> bool:
+        return len(answers) == 2 and all(len(a) == 1 and a[0] and "▌" not in a[0] and "waiting" not in a[0]
+                                         for a in answers)
+
+    while time.monotonic() < deadline:
+        answers = page.evaluate(CHAT_ANSWERS_JS)
+        if not seen or answers != seen[-1]:
+            seen.append(answers)
+        if final(answers):
+            break
+        page.wait_for_timeout(30)
+    else:
+        raise AssertionError(f"the answers did not finish in 3 minutes; last seen: {seen[-1:]}\n{lab.log_tail()}")
+    finals = [a[0] for a in seen[-1]]
+    assert finals[0] != finals[1], finals  # the run's adapter changes the answer
+    grew = [(col, snapshot[col][0]) for snapshot in seen[:-1] for col in (0, 1)
+            if snapshot[col] and "▌" in snapshot[col][0]
+            and finals[col].startswith(partial := snapshot[col][0].replace("▌", "").strip()) and partial
+            and len(partial) < len(finals[col])]
+    assert grew, f"no answer was seen part-way through streaming; snapshots: {seen}"
+    _poll("the kernel to be idle after answering", idle, 60, lab, every_s=1)
+    OUTPUT.mkdir(exist_ok=True)
+    panel = page.locator(".ftkit-chat-panel")
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(tmp_path / "chat_panel.png"))
+    shutil.copy(tmp_path / "chat_panel.png", OUTPUT / "chat_panel.png")
+    print(f"{len(seen)} distinct DOM states; streamed part-way: {len(grew)}; answers: {finals}")
