@@ -36,6 +36,8 @@ SMALL = {
     # Every task still runs: two held-out rows each, one SFT step, short answers.
     "06_scenarios": dict(EVAL_ROWS=2, MAX_NEW_TOKENS=16, SFT_MINUTES=0, SFT_STEPS=1, BATCH_SIZE=2, RATE_ROWS=2,
                          DPO_MINUTES=0, DPO_STEPS=1),
+    "07_chat_and_code": dict(CHAT_EVAL_CONVERSATIONS=1, CODE_EVAL_ROWS=2, MAX_NEW_TOKENS=16, SFT_MINUTES=0, SFT_STEPS=1,
+                             BATCH_SIZE=2),
 }
 
 
