@@ -90,7 +90,8 @@ def test_training_template_is_the_named_one_or_the_first_without_shots(wanted, e
 
 
 @pytest.mark.parametrize("task,headline,variant", [("qa", "token_f1", "passage in context"),
-                                                   ("translation", "chrf", "glossary in prompt")])
+                                                   ("translation", "chrf", "glossary in prompt"),
+                                                   ("code", "pass_at_1", None)])
 def test_a_task_brings_its_example_prompts_and_metrics(task, headline, variant, tmp_path, tiny_model_dir):
     from ftkit import tasks
 
@@ -98,7 +99,7 @@ def test_a_task_brings_its_example_prompts_and_metrics(task, headline, variant, 
     config = config_from_dict({
         "data": {"source": tasks.get(task).examples[0], "test_size": 0.1, "limit": 3},
         "model": {"name": str(tiny_model_dir), "device": "cpu", "dtype": "float32"},
-        "sft": {"max_steps": 1, "batch_size": 2, "save_steps": 100, "max_length": 512},
+        "sft": {"max_steps": 1, "batch_size": 2, "save_steps": 100, "max_length": 2048},  # tiny vocabulary: long
         "max_new_tokens": 4,
         "output": {"runs_root": str(tmp_path / "runs"), "report": str(tmp_path / "report.html")},
     }, base=tmp_path)
