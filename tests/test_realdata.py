@@ -81,3 +81,32 @@ def test_scitldr_summaries_get_the_plain_summarization_metrics(realdata, tiny, c
         assert (house in result.summary.columns) == (house in task_metrics)
     assert task.on(str(realdata / FILES["scitldr"][0])) == task
     assert "house_format" in [m for m, _ in task.on("shop_summaries").metric_functions()]
+
+
+def test_mbpp_reference_solutions_pass_and_wrong_ones_fail_in_the_sandbox(realdata):
+    """MBPP (real, not written for ftkit): its tests run after its `test_setup`, in the sandbox."""
+    from ftkit.metrics import pass_at_1
+
+    data = load_data(realdata / "mbpp/mbpp_sample.jsonl", verbose=False)
+    assert tasks.infer(data)[0].name == "code"
+    rows = [r for r in data.to_list() if r["id"] not in ("mbpp-367", "mbpp-123")][:20]  # the README's two odd ones
+    passed = [pass_at_1(f"```python\n{r['completion']}\n```", r["completion"], r) for r in rows]
+    assert [float(p) for p in passed] == [1.0] * len(rows), [p.note for p in passed]
+    wrong = pass_at_1("def nothing():\n    return None", "", rows[0])
+    assert float(wrong) == 0.0 and wrong.note.startswith("error: NameError")
+
+
+def test_sgd_dialogues_are_evaluated_turn_by_turn(realdata, tiny):
+    """Schema-Guided Dialogue: real multi-turn conversations through the chat task."""
+    from ftkit.data import chat_turns
+
+    data = load_data(realdata / "chat_multiturn/sgd_test_sample.jsonl", verbose=False)
+    assert "messages" in data.column_names and tasks.infer(data)[0].name == "chat"
+    test = data.select(range(2))
+    turns = chat_turns(test)
+    assert len(turns) == sum(m["role"] == "assistant" for r in test for m in r["messages"])
+    model, tok = tiny
+    result = evaluate([Variant(model, tok, tasks.get("chat").template(), max_new_tokens=3)], test,
+                      metrics=dict(tasks.get("chat").metric_functions()), progress=False, n_boot=100)
+    assert list(result.table["reference"]) == [r["completion"] for r in turns]
+    assert result.table["history"].iloc[1].startswith("user: ")
