@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import torch
 from accelerate.utils import is_peft_model
 
-from ftkit.generate import _count_new, adapter_state, render_prompts
+from ftkit.generate import _count_new, adapter_state, eos_token_ids, generation_options, render_prompts
 
 __all__ = ["DEFAULT_PROBE", "NO_EFFECT", "adapter_effect", "model_lock", "next_token_logits", "stream_reply",
            "with_adapters"]
@@ -60,15 +60,6 @@ def model_lock(model) -> threading.RLock:
     return lock
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
-    """End-of-sequence tokens as :func:`ftkit.generate.generate` counts them: the generation
-    config's and the tokenizer's."""
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-    ids.discard(None)
-    return ids
-
-
 def _cut(text: str, stop_strings) -> str:
     """Cut at stop strings, in the order :func:`ftkit.generate.generate` cuts (before stripping)."""
     for s in stop_strings or ():
@@ -97,17 +88,11 @@ def stream_reply(model, tokenizer, messages: list[dict], *, adapter=None, max_ne
 
     text = render_prompts(tokenizer, [messages])[0]
     ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer)
     # The same options as ftkit.generate.generate, so greedy gives the same tokens; the stop
     # tokens are the ones generate() cuts at, so generation ends where its text ends.
-    options = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id,
-                   eos_token_id=sorted(eos_ids))
-    if do_sample:
-        options.update(temperature=temperature, top_p=top_p)
-    else:  # silence the "temperature is set but do_sample is False" warnings of some configs
-        options.update(temperature=None, top_p=None, top_k=None)
-    if stop_strings:
-        options.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    options = generation_options(tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_strings)
+    options["eos_token_id"] = sorted(eos_ids)
 
     cancelled = threading.Event()
 

@@ -26,7 +26,7 @@ import torch
 from accelerate.utils import is_peft_model
 from tqdm.auto import tqdm
 
-__all__ = ["Generation", "adapter_state", "generate", "render_prompts"]
+__all__ = ["Generation", "adapter_state", "eos_token_ids", "generate", "generation_options", "render_prompts"]
 
 # Below this many shared tokens a cached prefix saves less than the cache copies cost.
 MIN_CACHED_PREFIX = 32
@@ -79,6 +79,27 @@ def adapter_state(model, adapter=None):
         yield model
     finally:
         model.set_adapter(previous)
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """The tokens that end an answer: the generation config's end-of-sequence ids and the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+    ids.discard(None)
+    return ids
+
+
+def generation_options(tokenizer, max_new_tokens: int, do_sample: bool = False, temperature: float = 0.7,
+                       top_p: float = 0.9, stop_strings=None) -> dict:
+    """The keyword arguments of ``model.generate`` for these settings: greedy unless ``do_sample``."""
+    options = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id)
+    if do_sample:
+        options.update(temperature=temperature, top_p=top_p)
+    else:  # silence the "temperature is set but do_sample is False" warnings of some configs
+        options.update(temperature=None, top_p=None, top_k=None)
+    if stop_strings:
+        options.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    return options
 
 
 def _shared_prefix(sequences: list[list[int]]) -> int:
@@ -143,16 +164,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     texts = render_prompts(tokenizer, conversations)
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     pad_id = tokenizer.pad_token_id
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-    eos_ids.discard(None)
-    options = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad_id)
-    if do_sample:
-        options.update(temperature=temperature, top_p=top_p)
-    else:  # silence the "temperature is set but do_sample is False" warnings of some configs
-        options.update(temperature=None, top_p=None, top_k=None)
-    if stop_strings:
-        options.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer)
+    options = generation_options(tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_strings)
     if seed is not None:
         torch.manual_seed(seed)
 

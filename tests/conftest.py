@@ -66,3 +66,22 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"shared real data not found at {REALDATA} (it lives beside the project checkout)")
     return REALDATA
+
+
+@pytest.fixture(scope="module")
+def talkative(tiny_model_dir):
+    """The tiny model with answers that show: its weights drawn wider (at the default scale every
+    prompt gets the same greedy answer; wide enough that answers hold spaces, so a streamer hands
+    text over word by word) and special and blank tokens never generated."""
+    import torch
+
+    from ftkit import load_model
+
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 1.0)
+    model.generation_config.suppress_tokens = [i for i in range(len(tok)) if not tok.decode([i]).strip()]
+    return model, tok

@@ -17,20 +17,6 @@ CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": 
 N = 12
 
 
-@pytest.fixture(scope="module")
-def talkative(tiny_model_dir):
-    """The tiny model with weights drawn wide enough that answers differ from prompt to prompt and
-    hold spaces (the streamer hands text over word by word), and blank tokens never generated."""
-    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 1.0)
-    model.generation_config.suppress_tokens = [i for i in range(len(tok)) if not tok.decode([i]).strip()]
-    return model, tok
-
-
 def lora(model, zero: bool = False, seed: int = 1):
     """A PEFT model over a deep copy of ``model`` with a LoRA adapter: PEFT's own init (B = 0,
     no effect) when ``zero``, else random A and B."""
