@@ -189,7 +189,8 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
         }, root=runs_root)
         trainer = DPOTrainer(model=trainee, ref_model=None, args=_trl_config(config, run, info.device),
                              train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
-                             callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)])
+                             callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60,
+                                                      run=run)])
         return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
                                 preflight=str(check),
                                 before=None if resume is not None else lambda: _check_reference(trainer, run))

@@ -13,7 +13,8 @@ Events are named after trainer hooks and carry plain dicts:
 =============  ==============================================================================
 
 Panels and the CLI subscribe with ``bus.on("log", fn)``; nothing else is needed to draw a live
-chart.
+chart. A run stops after its current step when its :class:`StopFlag` is set (a button in the same
+kernel) or when any other process asks with :meth:`ftkit.runs.Run.request_stop`.
 
 >>> bus = EventBus()
 >>> seen = []
@@ -31,6 +32,8 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from transformers import TrainerCallback
+
+from ftkit.runs import Run, is_main_process
 
 __all__ = ["EVENTS", "EventBus", "EventCallback", "StopFlag"]
 
@@ -86,10 +89,13 @@ class StopFlag:
 
 
 class EventCallback(TrainerCallback):
-    """Translates the trainer's hooks into bus events and honours the stop flag."""
+    """Translates the trainer's hooks into bus events and honours the stop flag, and, given the
+    ``run``, a stop asked from another process (:meth:`ftkit.runs.Run.request_stop`)."""
 
-    def __init__(self, bus: EventBus, stop: StopFlag, run_id: str = "", max_seconds: float = 0):
-        self.bus, self.stop, self.run_id, self.max_seconds = bus, stop, run_id, max_seconds
+    def __init__(self, bus: EventBus, stop: StopFlag, run_id: str = "", max_seconds: float = 0,
+                 run: Run | None = None):
+        self.bus, self.stop, self.max_seconds, self.run = bus, stop, max_seconds, run
+        self.run_id = run_id or (run.id if run is not None else "")
         self._t0 = self._tokens0 = self._last = None
         self._start_step, self._slowest = 0, 0.0
 
@@ -103,10 +109,16 @@ class EventCallback(TrainerCallback):
         self._slowest, self._last = max(self._slowest, now - self._last), now
         # A time limit ends the run before the step that would overrun it, judged by the
         # slowest step so far.
-        if self.max_seconds and now - self._t0 + self._slowest > self.max_seconds:
+        over_time = bool(self.max_seconds) and now - self._t0 + self._slowest > self.max_seconds
+        # A request file from another process: one stat per step, on the process that records.
+        asked = self.run is not None and is_main_process() and self.run.stop_requested
+        over_time, stop = _agree(args, over_time, bool(self.stop) or asked)
+        if stop and not self.stop:
+            self.stop.set()  # so train_and_record marks the run stopped, as for the flag
+        if over_time:
             control.should_training_stop = True
             control.should_save = True
-        if self.stop:
+        if stop:
             control.should_training_stop = True
             control.should_save = True  # keep what the run has learned so far
 
@@ -130,3 +142,19 @@ class EventCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = f"{args.output_dir}/checkpoint-{state.global_step}"
         self.bus.emit("checkpoint", {"step": state.global_step, "path": folder})
+
+
+def _agree(args, *decisions: bool) -> list[bool]:
+    """Each decision as any process took it. Under a distributed launch, processes that stopped
+    at different steps would wait forever for each other at the next gradient exchange (a stop
+    file seen by one process a step before another, clocks apart); one tiny all-reduce per step
+    makes them stop together. A single process returns its own decisions."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(decisions)
+    import torch
+
+    votes = torch.tensor([float(d) for d in decisions], device=args.device)
+    dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in votes.tolist()]

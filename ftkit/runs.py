@@ -8,6 +8,8 @@ Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
                         with the error message if any; a dead running one reads as interrupted
         events.jsonl    every event of the run, one JSON object a line, appended as it happens
         eval.json       the evaluation of the trained model, when one was recorded
+        stop-request.json   a stop asked from another process (JupyterLab, a terminal), see
+                        Run.request_stop; the training process honours it after its current step
         adapter/        the trained adapter (safetensors) and the tokenizer
         checkpoints/    trainer checkpoints, for resuming
 
@@ -36,6 +38,7 @@ __all__ = ["ExportError", "Run", "fingerprint", "is_main_process", "list_runs", 
            "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
+STOP_REQUEST = "stop-request.json"  # the file Run.request_stop writes in the run folder
 # A run whose status says running but whose process is gone reads as this (never written).
 INTERRUPTED = "interrupted"
 # On another machine a process cannot be asked whether it lives: a run that has not written a
@@ -202,6 +205,81 @@ class Run:
             "test_rows": int(result.summary.loc[variant, "n"]),
             "summary": result.summary.reset_index().to_dict(orient="records"),
         })
+
+    def events_since(self, offset: int = 0, max_bytes: int = 1 << 20) -> tuple[list[dict], int, bool]:
+        """The events appended after byte ``offset`` of events.jsonl: ``(events, next_offset, more)``.
+
+        For a follower that polls (the JupyterLab panel): it seeks to ``offset`` instead of reading
+        the file again, and takes whole lines only, so a line the trainer is still writing is left
+        for the next call. ``more`` says ``max_bytes`` cut the read short: ask again at once. Events
+        come as written: after a ``resume`` event, steps above its step replace the ones logged
+        before it (what :meth:`events` does for you).
+
+        >>> events, offset, more = run.events_since(0)      # doctest: +SKIP
+        >>> later, offset, more = run.events_since(offset)  # only what was written since  # doctest: +SKIP
+        """
+        if offset < 0:
+            raise ValueError(f"offset must be 0 or more, not {offset}")
+        path = self.path / "events.jsonl"
+        if not path.exists():  # nothing logged yet
+            if offset:
+                raise ValueError(f"offset {offset} is past the end of run {self.id}'s events (none yet); "
+                                 "start again from 0")
+            return [], 0, False
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if offset > size:
+                raise ValueError(f"offset {offset} is past the end of run {self.id}'s events ({size} bytes); "
+                                 "start again from 0")
+            f.seek(offset)
+            data = f.read(max_bytes)
+            if len(data) == max_bytes and b"\n" not in data:
+                data += f.readline()  # one line longer than max_bytes: take it whole, or not at all
+        whole = data[:data.rfind(b"\n") + 1]
+        out = []
+        for line in whole.decode("utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash, as in events()
+            if isinstance(event, dict):
+                out.append(event)
+        end = offset + len(whole)
+        return out, end, len(data) >= max_bytes and end < size
+
+    # -- a stop asked from any process --------------------------------------------------------------
+
+    def request_stop(self, by: str = "") -> None:
+        """Ask whatever process trains this run to stop after its current step, saving the adapter
+        (status ``stopped``), as ``stop.set()`` does inside that process. Any process may ask (a
+        JupyterLab button, another kernel, a terminal): the request is a small file in the run
+        folder, which the trainer looks for at every step end; ``by`` says who asked.
+
+        >>> run.request_stop(by="alice from JupyterLab")   # doctest: +SKIP
+        >>> run.stop_requested                              # doctest: +SKIP
+        True
+        """
+        write_json(self.path / STOP_REQUEST, {"time": time.time(), "by": by or f"pid {os.getpid()}",
+                                              "host": socket.gethostname(), "pid": os.getpid()})
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was asked (:meth:`request_stop`) and not cleared since. One stat call:
+        cheap enough for every training step."""
+        return os.path.exists(os.path.join(self.path, STOP_REQUEST))
+
+    @property
+    def stop_request(self) -> dict | None:
+        """What :meth:`request_stop` wrote (``time``, ``by``, ``host``, ``pid``), None without one."""
+        try:
+            return json.loads((self.path / STOP_REQUEST).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def clear_stop_request(self) -> None:
+        """Forget a stop request: a resumed stretch starts with this, so that the request which
+        ended the stretch before it does not end the new one at its first step."""
+        (self.path / STOP_REQUEST).unlink(missing_ok=True)
 
     @property
     def evaluation(self) -> dict | None:

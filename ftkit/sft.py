@@ -285,7 +285,7 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
             "train_rows": len(trl_train), "eval_rows": len(trl_eval) if trl_eval is not None else 0,
             "device": str(info.device),
         }, root=runs_root)
-        callbacks = [EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60)]
+        callbacks = [EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60, run=run)]
         if config.early_stopping_patience and trl_eval is not None:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
         trainer = _trainer_class()(model=trainee, args=_trl_config(config, run, info.device, trl_eval is not None),

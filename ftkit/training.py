@@ -258,14 +258,17 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
                      preflight: str | None = None, before=None) -> Run:
     """Run a TRL trainer inside ``run``: record its events and final status, save its adapter.
 
-    A stop from the flag ends after the current step with a checkpoint there (EventCallback asks
-    for it), so a resume starts exactly at that step; after a KeyboardInterrupt the adapter is
-    still saved and a resume starts at the last periodic checkpoint. Any other exception marks the
-    run failed with the message (and what to reduce, for out-of-memory) and is raised again.
+    A stop from the flag, or asked from another process (``run.request_stop()``), ends after the
+    current step with a checkpoint there (EventCallback asks for it), so a resume starts exactly at
+    that step; after a KeyboardInterrupt the adapter is still saved and a resume starts at the last
+    periodic checkpoint. Any other exception marks the run failed with the message (and what to
+    reduce, for out-of-memory) and is raised again.
     ``before()``, when given, runs first inside the same record: a check that may fail the run.
     """
     from ftkit.events import EVENTS
 
+    if resumed:  # the stop request that ended the stretch before must not end this one at once
+        run.clear_stop_request()
     run.set_status("running")  # this process, for `interrupted` if it dies
     checkpoint = run.last_checkpoint() if resumed else None
     if resumed:  # steps after the checkpoint that a cut-off stretch logged are logged again
@@ -307,6 +310,8 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
     bus.emit("end", {"step": step, "status": status})
     best = trainer.state.best_model_checkpoint  # set by early stopping (load_best_model_at_end)
     extra = {"best_checkpoint": best, "best_metric": trainer.state.best_metric} if best else {}
+    if status == "stopped" and run.stop_requested:  # who asked, for the panels to say
+        extra["stop_request"] = run.stop_request
     run.set_status(status, step=step, max_steps=trainer.state.max_steps, **extra)
     trainer.accelerator.wait_for_everyone()  # every process then reads the final status
     # Without the autocast wrapper mixed precision put on its forward: run.model answers as a
