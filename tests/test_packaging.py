@@ -13,9 +13,10 @@ def source_copy(folder: Path) -> Path:
     """What a build reads, copied out of the checkout (an in-tree build writes build/ and
     ftkit.egg-info into the repository)."""
     folder.mkdir(parents=True)
-    for name in ["pyproject.toml", "README.md", "LICENSE"]:
+    for name in ["pyproject.toml", "setup.py", "README.md", "LICENSE"]:
         shutil.copy(ROOT / name, folder / name)
-    for name in ["ftkit", "widgets"]:
+    # ftkit/ holds the built lab extension; jupyter-config/ and notebooks/ are data files.
+    for name in ["ftkit", "widgets", "jupyter-config", "notebooks"]:
         shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
     return folder
 
