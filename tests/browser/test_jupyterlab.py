@@ -5,6 +5,11 @@ runs all cells, waits for the panels to render, presses the training panel's Sta
 waits until the live chart shows that run's losses. The screenshots land in the test's tmp_path
 and in ``tests/browser/output/``.
 
+The lab extension's tests (at the end) open the "Fine-tuning runs" sidebar while a notebook
+trains, watch its sparkline grow between two polls, stop the run from it, open its report, and
+use its "Insert load_run" and "Compare selected" actions and the launcher's cards; the sidebar's
+picture also goes to ``docs/images/labextension-sidebar.png`` for the README.
+
 Uses Debian's Chromium (``apt-get install -y chromium``; ``.ci/run`` installs it) through
 Playwright's Python package, never a browser Playwright downloads. Without Chromium the test
 skips locally and fails in CI (``CI`` set), so CI never skips it silently.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -23,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -359,3 +366,230 @@ def _chat(page, lab: Lab, tmp_path: Path) -> None:
     panel.screenshot(path=str(tmp_path / "chat_panel.png"))
     shutil.copy(tmp_path / "chat_panel.png", OUTPUT / "chat_panel.png")
     print(f"{len(seen)} distinct DOM states; streamed part-way: {len(grew)}; answers: {finals}")
+
+
+# --- the lab extension: the "Fine-tuning runs" sidebar and the launcher cards -------------------
+#
+# One JupyterLab and one Chromium for the tests below (module scope). A notebook trains two runs
+# of the tiny model: a short one, evaluated, then a long one (100 000 steps, each logged step
+# slowed to about 4 a second) in a thread, so the kernel is free and the sidebar sees it running.
+# Trainer output is sent to /dev/null: a line per step would flood the notebook.
+
+TRAIN_CELL = """\
+import contextlib, os, threading, time
+
+from ftkit import load_model
+from ftkit.evaluate import Variant, evaluate
+from ftkit.events import EventBus
+from ftkit.prompts import zero_shot
+from ftkit.sft import SFTSettings, train_sft
+
+RUNS = {runs!r}
+model, tok = load_model({tiny!r}, device="cpu", dtype="float32", verbose=False)
+rows = [{{"prompt": p, "completion": c}} for p, c in [
+    ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
+    ("Reset my password", "account"), ("Change the delivery address", "address")]] * 4
+short = dict(batch_size=4, logging_steps=1, save_steps=1000, learning_rate=1e-2)
+
+def quietly(fn, *args, **kwargs):
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        return fn(*args, **kwargs)
+
+done = quietly(train_sft, model, tok, rows, config=SFTSettings(name="support-sft", max_steps=12, **short), runs_root=RUNS)
+done.record_evaluation(quietly(evaluate, [Variant(done.model, tok, zero_shot(), name=done.id, max_new_tokens=4)],
+                               rows[:4], progress=False))
+bus = EventBus()
+bus.on("log", lambda e: time.sleep(0.25))
+print("finished", done.id, "; starting the long run")
+threading.Thread(target=quietly, args=(train_sft, model, tok, rows), daemon=True, kwargs=dict(
+    config=SFTSettings(name="support-sft-long", max_steps=100_000, **short), bus=bus, runs_root=RUNS)).start()
+"""
+DOCS_IMAGES = ROOT / "docs" / "images"
+SIDEBAR_TAB = '.lm-TabBar-tab[data-id="ftkit-runs-sidebar"]'
+# The running row's sparkline as the page shows it: what the last poll brought.
+SPARK_JS = """() => {
+  const row = document.querySelector('.ftkit-run[data-status="running"]');
+  const svg = row && row.querySelector('svg.ftkit-sparkline');
+  return svg ? {id: row.dataset.runId, points: +svg.dataset.points, last: +svg.dataset.lastStep,
+                d: svg.querySelector('path').getAttribute('d')} : null;
+}"""
+
+
+@pytest.fixture(scope="module")
+def ext_lab(tmp_path_factory, tiny_model_dir):
+    """JupyterLab (with the installed extension) on a folder holding train.ipynb, and a page."""
+    _require(f"Chromium ({CHROMIUM})", CHROMIUM.exists(),
+             "install Debian's Chromium with `sudo apt-get install -y chromium` (.ci/run does this)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require("Playwright's Python package", False, "pip install -e '.[dev]' (make setup does this)")
+    base = tmp_path_factory.mktemp("labextension")
+    root, runs, home = base / "notebooks", base / "runs", base / "home"
+    for folder in (root, runs, home):
+        folder.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        TRAIN_CELL.format(runs=str(runs), tiny=str(tiny_model_dir)))])
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nbformat.write(nb, root / "train.ipynb")
+    lab = Lab(root, home, {**os.environ, "FTKIT_RUNS": str(runs)})
+    try:
+        lab.wait_ready()
+        with sync_playwright() as p:
+            browser = p.chromium.launch_persistent_context(
+                str(home / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+                viewport={"width": 1400, "height": 900}, device_scale_factor=2)  # a sharp picture for the README
+            try:
+                page = browser.pages[0] if browser.pages else browser.new_page()
+                yield SimpleNamespace(lab=lab, page=page, root=root, runs=runs, tmp=base)
+            finally:
+                browser.close()
+    finally:
+        lab.stop()
+
+
+def _idle(lab: Lab) -> bool:
+    try:  # asked while a kernel starts, jupyter_server may answer 500: not idle yet
+        return lab.kernels_idle()
+    except urllib.error.HTTPError as err:
+        if err.code == 500:
+            return False
+        raise
+
+
+def _shot(name: str, shoot) -> Path:
+    OUTPUT.mkdir(exist_ok=True)
+    shoot(path=str(OUTPUT / name))
+    return OUTPUT / name
+
+
+def _launcher_card(page, label: str):
+    page.click(".lm-MenuBar-itemLabel:text-is('File')")
+    page.click(".lm-Menu-item[data-command='launcher:create']")
+    card = page.locator('.jp-LauncherCard[data-category="ftkit"]').filter(has_text=re.compile(f"^{re.escape(label)}$"))
+    card.wait_for(state="visible", timeout=30_000)
+    return card
+
+
+def _tab(page, label: str):
+    return page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab").filter(
+        has=page.locator(f".lm-TabBar-tabLabel:text-is('{label}')"))
+
+
+def test_runs_sidebar_shows_a_live_run_stops_it_and_opens_its_report(ext_lab):
+    lab, page, root, runs = ext_lab.lab, ext_lab.page, ext_lab.root, ext_lab.runs
+    page.goto(f"{lab.url}/lab/tree/train.ipynb?token={lab.token}", wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=2 * MINUTE_MS)
+    page.click(SIDEBAR_TAB)  # the sidebar polls while it is shown
+    page.wait_for_selector(".ftkit-runs-sidebar .ftkit-runs-status", state="attached", timeout=30_000)
+    _poll("the kernel to start", lambda: _idle(lab), 120, lab)
+    page.click(".jp-NotebookPanel .jp-Cell")
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+    page.click(".lm-Menu-item[data-command='runmenu:run-all']")
+
+    # Both runs appear without a reload: the finished one with its metric, the live one running.
+    page.wait_for_selector('.ftkit-run[data-status="running"]', timeout=4 * MINUTE_MS)
+    done = page.locator('.ftkit-run[data-status="completed"]')
+    assert done.count() == 1, page.inner_text(".ftkit-runs-sidebar")
+    assert done.locator(".ftkit-run-metric").inner_text().startswith("exact_match "), done.inner_text()
+    assert done.locator(".ftkit-run-progress").inner_text() == "step 12 / 12"
+    live = page.locator('.ftkit-run[data-status="running"]')
+    assert live.locator(".ftkit-badge").inner_text() == "running"
+    assert live.locator(".ftkit-stop").is_enabled() and done.locator(".ftkit-stop").is_disabled()
+
+    # The sparkline grows between two polls (every 2 s while a run is running).
+    first = _poll("the live run's sparkline to show a loss",
+                  lambda: (s := page.evaluate(SPARK_JS)) and s["points"] >= 2 and s, 60, lab, every_s=0.5)
+    grown = _poll("the sparkline to grow at the next poll",
+                  lambda: (s := page.evaluate(SPARK_JS)) and s["last"] > first["last"] and s, 10, lab, every_s=0.5)
+    assert grown["d"] != first["d"] and grown["id"] == first["id"]
+    assert live.locator(".ftkit-run-progress").inner_text().startswith("step ")
+
+    # The picture for the README: the sidebar down to its last line, with both runs.
+    page.wait_for_timeout(300)
+    top = page.locator(".ftkit-runs-sidebar").bounding_box()
+    bottom = page.locator(".ftkit-runs-where").bounding_box()
+    clip = {"x": top["x"], "y": top["y"], "width": top["width"], "height": bottom["y"] + bottom["height"] + 6 - top["y"]}
+    sidebar_png = _shot("labextension-sidebar.png", lambda path: page.screenshot(path=path, clip=clip))
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sidebar_png, DOCS_IMAGES / "labextension-sidebar.png")
+
+    # Insert load_run: a new cell below the active one in the notebook, with the run's id.
+    live_id = first["id"]
+    cells_before = page.locator(".jp-NotebookPanel .jp-Cell").count()
+    live.locator(".ftkit-insert-load-run").click()
+    _poll("the load_run cell", lambda: page.locator(".jp-NotebookPanel .jp-Cell").count() == cells_before + 1, 10, lab,
+          every_s=0.5)
+    inserted = page.locator(".jp-NotebookPanel .jp-Cell").nth(cells_before).locator(".cm-content").inner_text()
+    assert inserted == f'from ftkit.runs import load_run\nrun = load_run("{live_id}")', inserted
+
+    # Stop: the server writes the request, the trainer ends after its step, the next poll says so.
+    live.locator(".ftkit-stop").click()
+    stopped = page.locator(f'.ftkit-run[data-run-id="{live_id}"][data-status="stopped"]')
+    stopped.wait_for(timeout=60_000)
+    assert stopped.locator(".ftkit-badge").inner_text() == "stopped"
+    assert stopped.locator(".ftkit-stop").is_disabled()
+    status = json.loads((runs / live_id / "status.json").read_text())
+    assert status["status"] == "stopped" and "JupyterLab" in status["stop_request"]["by"], status
+
+    # Open report: a tab whose sandboxed frame draws the report's plotly charts (scripts allowed there).
+    stopped.locator(".ftkit-open-report").click()
+    tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab").filter(has_text="Report: support-sft-long")
+    tab.wait_for(timeout=30_000)
+    frame = page.locator(".ftkit-report-frame:visible")
+    frame.wait_for(timeout=30_000)
+    assert frame.get_attribute("sandbox") == "allow-scripts"
+    _poll("the report page in the tab", lambda: live_id in (frame.get_attribute("srcdoc") or ""), 60, lab, every_s=1)
+    page.frame_locator(".ftkit-report-frame:visible").locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    _shot("labextension-report.png", page.screenshot)
+
+    # Compare selected: a notebook in the current folder that loads both runs into a ComparePanel.
+    for row in page.locator(".ftkit-run").all():
+        row.locator(".ftkit-run-select").check()
+    page.click(".ftkit-compare-selected")
+    _tab(page, "compare_runs.ipynb").wait_for(timeout=30_000)
+    source = "\n".join(c.source for c in nbformat.read(root / "compare_runs.ipynb", as_version=4).cells)
+    assert "ComparePanel(model, tokenizer, dataset=held_out, runs=runs)" in source
+    assert f'load_run("{live_id}", root=RUNS_ROOT)' in source and f'RUNS_ROOT = "{runs.resolve()}"' in source
+
+    # The launcher's "New fine-tuning notebook" card.
+    _launcher_card(page, "New fine-tuning notebook").click()
+    _tab(page, "fine_tuning.ipynb").wait_for(timeout=30_000)
+    source = "\n".join(c.source for c in nbformat.read(root / "fine_tuning.ipynb", as_version=4).cells)
+    assert "DataPanel(" in source and "TrainPanel(" in source
+    _shot("labextension.png", page.screenshot)
+
+    # The notebooks the extension wrote run as written (ftkit's API as they call it): the starter up
+    # to its TrainPanel, the comparison up to its ComparePanel once its held-out rows are filled in.
+    from nbclient import NotebookClient
+
+    compare = nbformat.read(root / "compare_runs.ipynb", as_version=4)
+    fill = [c for c in compare.cells if "ftkit-fill-in" in c.metadata.get("tags", [])]
+    assert len(fill) == 1 and fill[0].source.endswith("held_out = None"), "the runs record no data source"
+    fill[0].source = 'held_out = [{"prompt": "Where is my order?", "completion": "order_status"}] * 4'
+    for name, nb in (("compare_runs", compare), ("fine_tuning", nbformat.read(root / "fine_tuning.ipynb", as_version=4))):
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root)}}).execute()
+        shown = [o["data"]["text/plain"] for o in nb.cells[-1].outputs if "text/plain" in o.get("data", {})]
+        panel = {"compare_runs": "ComparePanel(", "fine_tuning": "TrainPanel("}[name]
+        assert shown and shown[0].startswith(panel), (name, nb.cells[-1].outputs)
+    print(f"sidebar screenshot: {DOCS_IMAGES / 'labextension-sidebar.png'}; sparkline {first['points']} -> "
+          f"{grown['points']} points (step {first['last']} -> {grown['last']})")
+
+
+def test_launcher_tour_card_copies_the_tour_and_opens_the_quickstart(ext_lab):
+    lab, page, root = ext_lab.lab, ext_lab.page, ext_lab.root
+    try:
+        tour = lab.api("/ftkit/api/tour")
+    except urllib.error.HTTPError as err:
+        if err.code != 404:
+            raise
+        pytest.skip("the server has no GET ftkit/api/tour yet (the tour card needs it; see ftkit/server.py)")
+    names = sorted(nb["name"] for nb in tour["notebooks"])
+    assert "00_quickstart.ipynb" in names
+    page.goto(f"{lab.url}/lab?token={lab.token}", wait_until="domcontentloaded")
+    page.wait_for_selector(".lm-MenuBar-itemLabel:text-is('File')", timeout=2 * MINUTE_MS)
+    _launcher_card(page, "ftkit tour").click()
+    _tab(page, "00_quickstart.ipynb").wait_for(timeout=60_000)
+    assert sorted(p.name for p in root.glob("0*.ipynb")) == names
+    assert (root / "train.ipynb").is_file()
+    _shot("labextension-tour.png", page.screenshot)
