@@ -317,11 +317,13 @@ class StopHandler(_RunsHandler):
 
 
 def tour_dir() -> Path | None:
-    """Where the guided notebooks are: installed with the package (``<prefix>/share/ftkit/notebooks``,
-    from a wheel) or beside it in a source checkout (an editable install); None when neither."""
+    """Where the guided notebooks are: beside the package in a source checkout (an editable
+    install), or installed with it (``<prefix>/share/ftkit/notebooks``, from a wheel); None when
+    neither."""
     import sys
 
-    for folder in (Path(sys.prefix) / "share" / "ftkit" / "notebooks", Path(__file__).resolve().parents[1] / "notebooks"):
+    # A source checkout's own notebooks first: an editable install's copy is only as new as the install.
+    for folder in (Path(__file__).resolve().parents[1] / "notebooks", Path(sys.prefix) / "share" / "ftkit" / "notebooks"):
         if any(folder.glob("[0-9][0-9]_*.ipynb")):
             return folder
     return None
@@ -365,6 +367,9 @@ def _load_jupyter_server_extension(serverapp):
     base = resolve_runs_dir(settings.runs_dir, serverapp.root_dir)
     web_app = serverapp.web_app
     web_app.settings["ftkit_runs_dir"] = base
+    # Kernels inherit the server's environment: runs recorded with ftkit's default folder (the
+    # notebooks' RUNS_ROOT = None) land where this sidebar looks, wherever the notebook is.
+    os.environ.setdefault("FTKIT_RUNS", str(base))
     api = url_path_join(web_app.settings["base_url"], "ftkit", "api")
     run = url_path_join(api, "runs", "([^/]+)")
     web_app.add_handlers(".*$", [

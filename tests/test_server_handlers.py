@@ -49,10 +49,10 @@ def runs_env() -> str | None:
 
 @pytest.fixture(autouse=True)
 def _runs_env(monkeypatch, runs_env):
+    # Set first, so the teardown restores the variable whatever the extension set for its kernels.
+    monkeypatch.setenv("FTKIT_RUNS", runs_env or "")
     if runs_env is None:
-        monkeypatch.delenv("FTKIT_RUNS", raising=False)  # the default: <root_dir>/runs
-    else:
-        monkeypatch.setenv("FTKIT_RUNS", runs_env)
+        monkeypatch.delenv("FTKIT_RUNS")  # the default: <root_dir>/runs
 
 
 @pytest.fixture
@@ -142,6 +142,13 @@ def test_tour_handler_lists_the_guided_notebooks_in_order_with_their_contents(ca
     assert names[0] == "00_quickstart.ipynb" and "07_chat_and_code.ipynb" in names
     first = body["notebooks"][0]["content"]
     assert first["nbformat"] == 4 and first["cells"]  # the notebook itself, ready for the contents API
+
+
+def test_kernels_started_by_the_server_record_runs_where_the_handlers_look(call, runs):
+    import os
+
+    response, body = call("runs")
+    assert os.environ["FTKIT_RUNS"] == body["runs_dir"] == str(runs.resolve())  # kernels inherit it
 
 
 def test_list_handler_with_no_runs_folder_lists_nothing(call, runs):
