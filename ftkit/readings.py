@@ -114,15 +114,30 @@ def prompt_or_tune(result, metric: str, prompts: list[str], tuned: str, run=None
 def verdict(row: dict) -> tuple[str, str]:
     """The verdict on one :func:`prompt_or_tune` row, and why, in words. The interval decides,
     not the two scores: above 0 fine-tuning pays; below 0 prompting is enough; spanning 0, the
-    prompt tokens decide (a prompt no longer than the tuned model's needs no training)."""
+    prompt tokens decide (a prompt no longer than the tuned model's needs no training). When
+    nothing scores above 0, neither works yet.
+
+    >>> row = {"metric": "pass_at_1", "best prompt": "2-shot", "best prompt score": 0.0, "tuned": 0.0,
+    ...        "tuned - best prompt": 0.0, "CI low": 0.0, "CI high": 0.0, "prompt tokens (best prompt)": 520,
+    ...        "prompt tokens (tuned)": 140, "training minutes": 3.7}
+    >>> verdict(row)[0]
+    'neither works yet'
+    >>> better = {**row, "best prompt score": 0.1, "tuned": 0.3, "tuned - best prompt": 0.2, "CI low": 0.1,
+    ...           "CI high": 0.3}
+    >>> verdict(better)[1].split(", sending")[0]
+    'the tuned model beats 2-shot by +0.20 pass_at_1 (95% CI +0.10 to +0.30)'
+    """
     extra = row["prompt tokens (best prompt)"] - row["prompt tokens (tuned)"]
     interval = (f"{row['tuned - best prompt']:+.2f} {row['metric']} (95% CI {row['CI low']:+.2f} to "
                 f"{row['CI high']:+.2f})")
     minutes = f"{row['training minutes']:.1f} minutes of training"
+    if row["best prompt score"] == 0 and row["tuned"] == 0:
+        return "neither works yet", (f"no answer scores above 0 on {row['metric']}, prompted or tuned: a larger "
+                                     "model, or more training data and time, before choosing between them")
     if row["CI low"] > 0:
-        return "fine-tuning pays", (f"the tuned model beats {row['best prompt']} by {interval}, sending "
-                                    f"{row['prompt tokens (tuned)']:.0f} instead of "
-                                    f"{row['prompt tokens (best prompt)']:.0f} prompt tokens per request, for {minutes}")
+        tokens = (f", sending {row['prompt tokens (tuned)']:.0f} instead of {row['prompt tokens (best prompt)']:.0f} "
+                  "prompt tokens per request" if round(extra) > 0 else "")
+        return "fine-tuning pays", f"the tuned model beats {row['best prompt']} by {interval}{tokens}, for {minutes}"
     if row["CI high"] < 0:
         return "prompting is enough", f"{row['best prompt']} beats the tuned model: {interval}; no training needed"
     if extra <= 0:
