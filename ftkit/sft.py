@@ -75,7 +75,7 @@ def conversation_tokens(tokenizer, messages: list[dict]) -> tuple[list[int], lis
 
     >>> ids, mask = conversation_tokens(tokenizer, conversation)  # doctest: +SKIP
     >>> tokenizer.decode([t for t, m in zip(ids, mask) if m])      # doctest: +SKIP
-    'Hi Ann!<|im_end|>\nBye Ann<|im_end|>\n'
+    'Hi Ann!<|im_end|>\\nBye Ann<|im_end|>\\n'
     """
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     spans = []
