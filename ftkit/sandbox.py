@@ -79,19 +79,47 @@ def extract_code(text: str) -> str:
     """The Python code in a model's answer.
 
     The first ```python (or ```py, or bare ```) fenced block if there is one (an unclosed fence,
-    as a length-cut answer leaves it, runs to the end); otherwise the text from the first line
-    that starts with ``def``, ``class``, ``import``, ``from x import`` or a decorator.
+    as a length-cut answer leaves it, runs to the end). Otherwise the whole text when it is valid
+    Python (module constants before the first ``def`` included), else the longest stretch of
+    whole lines that is, after leading prose and before trailing prose; else the text from the
+    first line that starts with ``def``, ``class``, ``import``, ``from x import`` or a decorator.
 
     >>> extract_code("Here you go:\\n```python\\ndef f():\\n    return 1\\n```\\nDone.")
     'def f():\\n    return 1'
-    >>> extract_code("Sure! This works.\\ndef f():\\n    return 1")
-    'def f():\\n    return 1'
+    >>> extract_code("Sure! This works.\\nRATE = 2\\ndef f():\\n    return RATE\\nIt doubles.")
+    'RATE = 2\\ndef f():\\n    return RATE'
     """
     for m in _FENCE.finditer(text):
         if m.group(1).lower() in ("python", "py", "python3", ""):
             return m.group(2).strip("\n").rstrip()
+    text = text.strip("\n").rstrip()
+    if _compiles(text):
+        return text
+    lines = text.splitlines()[:MAX_SCANNED_LINES]
+    for size in range(len(lines) - 1, 0, -1):  # the longest stretch first: no code line dropped
+        for first in range(len(lines) - size + 1):
+            part = "\n".join(lines[first:first + size])
+            if part.strip() and not lines[first][:1].isspace() and _compiles(part) and _looks_like_code(part):
+                return part.strip("\n").rstrip()
     start = _CODE_START.search(text)
     return (text[start.start():] if start else text).strip("\n").rstrip()
+
+
+# An answer longer than this is not searched line by line for its code (n^2 compiles).
+MAX_SCANNED_LINES = 80
+
+
+def _compiles(source: str) -> bool:
+    try:
+        compile(source, "<answer>", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def _looks_like_code(source: str) -> bool:
+    """Valid Python that is code, not a sentence that happens to parse (``Done.`` does not)."""
+    return _CODE_START.search(source) is not None or re.search(r"^\w+\s*=", source, re.MULTILINE) is not None
 
 
 def run_tests(code: str, tests: list[str], setup: str = "", *, timeout_s: float = 5.0,

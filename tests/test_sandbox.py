@@ -91,6 +91,10 @@ def test_sandbox_extract_code_from_fences_and_prose():
     assert extract_code(f"We need a loop.\nFrom the examples:\nimport math\n{code}") == f"import math\n{code}"
     assert extract_code(f"from math import pi\n{code}") == f"from math import pi\n{code}"
     assert extract_code("x = 1") == "x = 1"
+    # Module constants before the first def are code too, with prose around them or not.
+    table = "RATES = {'OH': 0.0575}\n\ndef tax(s):\n    return RATES[s]"
+    assert extract_code(table) == table
+    assert extract_code(f"Here is the function:\n{table}\nIt reads the table.") == table
 
 
 # ------------------------------------------------------------------- the sandbox itself -----------
