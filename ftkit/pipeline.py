@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ftkit import examples
 from ftkit.config import PipelineConfig, TemplateConfig, template_name
+from ftkit.advice import advise
 from ftkit.data import DataError, chat_turns, check_data, label_set, split
 from ftkit.data_report import overlap_note
 from ftkit.dpo import train_dpo
@@ -315,9 +316,16 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     names = list(result.summary.index)
     for name in names[1:]:
         say(str(result.compare(name, names[0], p.headline)))
+    advice = None
+    if baseline is not None and tuned:  # the same verdict the notebooks, the panel and the report give
+        advice = advise(result, list(baseline.variants), {v.name: r for v, r in zip(tuned, trained)}, p.headline)
+        say("")
+        for line in advice.lines():
+            say(line)
     report = write_report(config.output.report, title=title, result=result, runs=runs, metric=p.headline,
                           notes=[prepared.description, prepared.leakage, f"task: {p.task.name}; {p.headline}: "
-                                 f"{p.task.reading}", f"model: {config.model.name}"], config=asdict(config))
+                                 f"{p.task.reading}", f"model: {config.model.name}"], config=asdict(config),
+                          advice=advice)
     seconds = time.perf_counter() - start
     say(f"\nReport: {report}  ({_duration(seconds)} in all)")
     return PipelineResult(evaluation=result, runs=runs, report=report, seconds=seconds)

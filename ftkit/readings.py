@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["prompt_or_tune", "read_curves", "training_cost", "verdict"]
+__all__ = ["read_curves", "training_cost"]
 
 # Rules of thumb behind the readings; each number was chosen to keep a noisy short run from
 # triggering a reading on one unlucky batch.
@@ -88,61 +88,3 @@ def training_cost(run) -> dict:
             last = event.get("time", last)
     return {"steps": run.status.get("step"), "seconds": seconds, "tokens": tokens}
 
-
-def prompt_or_tune(result, metric: str, prompts: list[str], tuned: str, run=None) -> dict:
-    """One scenario's answer to "prompt or fine-tune?", from an evaluation of prompt variants and
-    a tuned variant on the same rows: the best prompt on ``metric``, the tuned score, their paired
-    difference with its 95% interval, prompt tokens per request of both, and training minutes.
-
-    >>> row = prompt_or_tune(result, "rouge_l", ["zero-shot", "2-shot"], "LoRA SFT", run)  # doctest: +SKIP
-    >>> verdict(row)                                                                       # doctest: +SKIP
-    ('fine-tuning pays', 'LoRA SFT beats 2-shot by +0.12 rouge_l (95% CI +0.05 to +0.19), ...')
-    """
-    summary = result.summary
-    best = summary.loc[prompts, metric].idxmax()
-    gain = result.compare(tuned, best, metric)
-    seconds = training_cost(run)["seconds"] if run is not None else None
-    return {"metric": metric, "zero-shot": summary.loc[prompts[0], metric], "best prompt": best,
-            "best prompt score": summary.loc[best, metric], "tuned": summary.loc[tuned, metric],
-            "tuned - best prompt": gain.mean_diff, "CI low": gain.ci_low, "CI high": gain.ci_high,
-            "wins/ties/losses": f"{gain.wins}/{gain.ties}/{gain.losses}",
-            "prompt tokens (best prompt)": summary.loc[best, "prompt_tokens"],
-            "prompt tokens (tuned)": summary.loc[tuned, "prompt_tokens"],
-            "training minutes": (seconds or 0.0) / 60, "eval rows": len(result.table)}
-
-
-def verdict(row: dict) -> tuple[str, str]:
-    """The verdict on one :func:`prompt_or_tune` row, and why, in words. The interval decides,
-    not the two scores: above 0 fine-tuning pays; below 0 prompting is enough; spanning 0, the
-    prompt tokens decide (a prompt no longer than the tuned model's needs no training). When
-    nothing scores above 0, neither works yet.
-
-    >>> row = {"metric": "pass_at_1", "best prompt": "2-shot", "best prompt score": 0.0, "tuned": 0.0,
-    ...        "tuned - best prompt": 0.0, "CI low": 0.0, "CI high": 0.0, "prompt tokens (best prompt)": 520,
-    ...        "prompt tokens (tuned)": 140, "training minutes": 3.7}
-    >>> verdict(row)[0]
-    'neither works yet'
-    >>> better = {**row, "best prompt score": 0.1, "tuned": 0.3, "tuned - best prompt": 0.2, "CI low": 0.1,
-    ...           "CI high": 0.3}
-    >>> verdict(better)[1].split(", sending")[0]
-    'the tuned model beats 2-shot by +0.20 pass_at_1 (95% CI +0.10 to +0.30)'
-    """
-    extra = row["prompt tokens (best prompt)"] - row["prompt tokens (tuned)"]
-    interval = (f"{row['tuned - best prompt']:+.2f} {row['metric']} (95% CI {row['CI low']:+.2f} to "
-                f"{row['CI high']:+.2f})")
-    minutes = f"{row['training minutes']:.1f} minutes of training"
-    if row["best prompt score"] == 0 and row["tuned"] == 0:
-        return "neither works yet", (f"no answer scores above 0 on {row['metric']}, prompted or tuned: a larger "
-                                     "model, or more training data and time, before choosing between them")
-    if row["CI low"] > 0:
-        tokens = (f", sending {row['prompt tokens (tuned)']:.0f} instead of {row['prompt tokens (best prompt)']:.0f} "
-                  "prompt tokens per request" if round(extra) > 0 else "")
-        return "fine-tuning pays", f"the tuned model beats {row['best prompt']} by {interval}{tokens}, for {minutes}"
-    if row["CI high"] < 0:
-        return "prompting is enough", f"{row['best prompt']} beats the tuned model: {interval}; no training needed"
-    if extra <= 0:
-        return "prompting is enough", (f"no difference these rows can see ({interval}), and {row['best prompt']} "
-                                       "costs no more prompt tokens per request than the tuned model")
-    return "a tie on quality; fine-tuning saves prompt tokens", (
-        f"no difference these rows can see ({interval}); {row['best prompt']} sends {extra:.0f} more prompt "
-        f"tokens per request, which {minutes} remove")

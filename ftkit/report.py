@@ -201,12 +201,14 @@ def _side_by_side(result: EvalResult, metric: str) -> str:
 
 def render_report(*, title: str = "ftkit report", result: EvalResult | None = None,
                   summary: pd.DataFrame | None = None, runs: list[Run] = (), metric: str = "exact_match",
-                  notes: list[str] = (), config: dict | None = None) -> str:
+                  notes: list[str] = (), config: dict | None = None, advice=None) -> str:
     """The report as one HTML string (see :func:`write_report`)."""
     if result is not None:
         summary = result.summary
     sections: list[tuple[str, str]] = []
     figures = []
+    if advice is not None:  # the verdict first: what the reader came for
+        sections.append(("Verdict", advice._repr_html_()))
     if summary is not None and len(summary):
         sections.append(("Summary", _summary_table(summary, metric)))
         figures.append(("Metrics with 95% confidence intervals", metric_figure(summary, metric)))
@@ -250,7 +252,8 @@ def write_report(path, **kwargs) -> Path:
     Keywords: ``title``, ``result`` (an :class:`~ftkit.evaluate.EvalResult`: summary, charts and
     the side-by-side answers), or ``summary`` alone (a recorded one, see :func:`recorded_summary`),
     ``runs`` (recorded :class:`~ftkit.runs.Run` objects), ``metric`` (the headline), ``notes``
-    (lines under the title) and ``config`` (a dict shown as YAML).
+    (lines under the title), ``config`` (a dict shown as YAML) and ``advice`` (an
+    :class:`~ftkit.advice.Advice`, shown first as the verdict).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,9 @@ from ftkit import check_data, examples
 
 
 def test_names_and_unknown_name():
-    assert examples.names() == ["shop_blurbs", "shop_chat", "shop_code", "shop_qa", "shop_summaries",
-                                "shop_translation", "support_routing", "support_routing_preferences"]
-    with pytest.raises(KeyError, match="no built-in example 'nope'; choose one of: shop_blurbs"):
+    assert examples.names() == ["general_probes", "shop_blurbs", "shop_chat", "shop_code", "shop_qa",
+                                "shop_summaries", "shop_translation", "support_routing", "support_routing_preferences"]
+    with pytest.raises(KeyError, match="no built-in example 'nope'; choose one of: general_probes"):
         examples.load("nope")
 
 

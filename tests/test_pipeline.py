@@ -1,3 +1,4 @@
+import html
 import json
 
 import pytest
@@ -60,6 +61,12 @@ def test_pipeline_measures_prompts_sft_and_dpo_on_the_same_rows(tmp_path, tiny_m
     assert "sft step 1/2  loss" in text and "dpo step 1/1  loss" in text and "margin" in text
     assert "LoRA SFT vs zero-shot on exact_match:" in text
     assert result.report.is_file() and "Side by side" in result.report.read_text()
+    # The verdict: the same advice object printed and in the report.
+    from ftkit.advice import advise
+
+    advice = advise(result.evaluation, ["zero-shot", "3-shot"], dict(zip(["LoRA SFT", "SFT + DPO"], result.runs)))
+    assert f"Verdict: {advice.conclusion}: {advice.reason}." in lines
+    assert html.escape(f"Verdict: {advice.conclusion}: {advice.reason}.") in result.report.read_text()
 
 
 def test_without_training_the_prompt_baselines_are_still_reported(tmp_path, tiny_model_dir):

@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 from accelerate.utils import is_peft_model
 
 from ftkit import tasks
+from ftkit.advice import Advice, advise
 from ftkit.data import as_rows, chat_turns, label_set
 from ftkit.evaluate import EvalResult, Variant, evaluate, pairs_from_ratings
 from ftkit.prompts import PromptTemplate
@@ -73,6 +74,8 @@ class ComparePanel(w.VBox):
                          for name in [*self.templates, *self.runs]}
         self._progress = w.Output()  # generation's tqdm.auto bars render here
         self._summary = w.HTML()
+        self.advice: Advice | None = None  # the verdict, once prompt variants and runs were compared
+        self._verdict = w.HTML()
         self.figure = go.FigureWidget(layout=dict(height=520, margin=dict(l=40, r=10, t=40, b=30)))
         self._disagree = w.Checkbox(value=False, description="only rows where the variants' scores differ",
                                     indent=False)
@@ -89,7 +92,7 @@ class ComparePanel(w.VBox):
             w.HTML("<h4>Compare</h4>"), w.HTML(warning),
             w.HTML("<b>Variants</b>"), w.HBox(list(self._choices.values()), layout={"flex_flow": "row wrap"}),
             button("Compare", self.run, self._messages, style="primary", css="ftkit-compare"),
-            self._progress, self._summary, self.figure,
+            self._progress, self._verdict, self._summary, self.figure,
             w.HBox([self._disagree, button("◀", lambda: self.show_page(self.page - 1), self._messages),
                     self._page_label, button("▶", lambda: self.show_page(self.page + 1), self._messages)]),
             self._grid,
@@ -226,6 +229,9 @@ class ComparePanel(w.VBox):
         # Paired on the same rows: is each variant's difference from the first one more than noise?
         paired = [str(self.result.compare(name, names[0])) for name in names[1:]]
         self._summary.value = _html.table(table) + "".join(_html.note(line) for line in paired)
+        prompts, tuned = [n for n in names if n in self.templates], {n: self.runs[n] for n in names if n in self.runs}
+        self.advice = advise(self.result, prompts, tuned) if prompts and tuned else None
+        self._verdict.value = ("<h5>Verdict</h5>" + self.advice._repr_html_()) if self.advice else ""
 
     def _draw_table(self) -> None:
         names = self.result.variants

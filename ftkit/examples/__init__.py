@@ -1,7 +1,7 @@
 """Small built-in datasets written for ftkit, so every notebook runs offline on real-looking data.
 
 >>> names()[:4]
-['shop_blurbs', 'shop_chat', 'shop_code', 'shop_qa']
+['general_probes', 'shop_blurbs', 'shop_chat', 'shop_code']
 >>> ds = load("support_routing", verbose=False)
 >>> ds.column_names[:3]
 ['prompt', 'completion', 'label']
@@ -100,6 +100,16 @@ _EXAMPLES = {
                 "Small Python tasks from the shop's back office (prices, discounts, shipping fees, return "
                 "windows, order ids), each with a reference solution and assert tests that score an answer "
                 "by running it in a sandbox."
+            ),
+        ),
+        Example(
+            name="general_probes",
+            filename="general_probes.jsonl",
+            task="probes",
+            description=(
+                "120 short questions outside every shop task (facts, arithmetic, format instructions, "
+                "another classification, reading), each with a mechanical check: the same probes before "
+                "and after fine-tuning measure what tuning cost in flexibility (ftkit.advice.flexibility)."
             ),
         ),
         Example(

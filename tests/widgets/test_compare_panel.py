@@ -1,3 +1,5 @@
+import html
+
 import pytest
 
 from ftkit import check_data, load_data
@@ -51,6 +53,15 @@ def test_variants_and_runs_run_on_the_same_rows_with_charts_and_a_row_per_exampl
     assert record["variant"] == sft_run.id and record["test_rows"] == len(TEST)
     assert record["value"] == result.summary.loc[sft_run.id, "exact_match"]
     assert [r["variant"] for r in record["summary"]] == names
+    # The verdict: the same advice object as the pipeline's and the report's, on these variants.
+    from ftkit.advice import advise
+
+    advice = advise(result, ["plain", "route"], {sft_run.id: sft_run})
+    assert panel.advice.conclusion == advice.conclusion and panel.advice.reason == advice.reason
+    assert html.escape(f"Verdict: {advice.conclusion}: {advice.reason}.") in panel._verdict.value
+    panel.select(["plain", "route"])
+    panel.run()
+    assert panel.advice is None and panel._verdict.value == ""  # no tuned variant, no verdict
 
 
 def test_disagreement_filter_ratings_and_pairs_for_dpo(talkative, tmp_path):

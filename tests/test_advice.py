@@ -1,0 +1,112 @@
+"""The advice object: each conclusion on a hand-made evaluation, and the cost arithmetic."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ftkit.advice import advise
+from ftkit.evaluate import EvalResult
+
+
+class FakeRun:
+    """What training_cost reads of a run: its events and its status."""
+
+    def __init__(self, seconds: float):
+        self.status = {"step": 10}
+        self._events = [{"event": "start", "time": 100.0}, {"event": "end", "time": 100.0 + seconds}]
+
+    def events(self):
+        return self._events
+
+
+def result(prompt: list[float], tuned: list[float], *, prompt_tokens=(300, 100), latency=(0.9, 0.4),
+           invalid=None) -> EvalResult:
+    scores = {"8-shot": {"exact_match": np.array(prompt, float)}, "LoRA SFT": {"exact_match": np.array(tuned, float)}}
+    summary = pd.DataFrame([
+        {"variant": name, "exact_match": float(np.mean(s["exact_match"])), "prompt_tokens": tokens,
+         "latency_s": seconds, "new_tokens": 3.0, **({"invalid_rate": invalid[i]} if invalid else {})}
+        for i, ((name, s), tokens, seconds) in enumerate(zip(scores.items(), prompt_tokens, latency))
+    ]).set_index("variant")
+    table = pd.DataFrame({"input": [f"q{i}" for i in range(len(prompt))], "reference": ["a"] * len(prompt)})
+    return EvalResult(table=table, summary=summary, scores=scores, n_boot=500, seed=0)
+
+
+def test_a_tuned_model_that_is_better_beyond_noise_pays():
+    advice = advise(result([0] * 30 + [1] * 10, [1] * 36 + [0] * 4), ["8-shot"], {"LoRA SFT": FakeRun(600)})
+    assert (advice.best_prompt, advice.tuned, advice.conclusion) == ("8-shot", "LoRA SFT", "fine-tuning pays")
+    assert advice.difference == pytest.approx(0.9 - 0.25) and advice.ci_low > 0
+    assert "sending 100 instead of 300 prompt tokens per request, for 10.0 minutes of training" in advice.reason
+    # 600 s of training, 0.5 s saved per request: repaid after 1,200 requests.
+    assert advice.break_even_requests == pytest.approx(1200)
+    assert "repaid in machine time after 1,200 requests" in str(advice)
+    assert "-20.0 million fewer" not in str(advice) and "+20.0 million fewer prompt tokens" in str(advice)
+
+
+def test_a_prompt_that_is_better_beyond_noise_is_enough():
+    advice = advise(result([1] * 36 + [0] * 4, [0] * 30 + [1] * 10), ["8-shot"], ["LoRA SFT"])
+    assert advice.conclusion == "prompting is enough" and advice.ci_high < 0
+    assert advice.reason.startswith("8-shot beats LoRA SFT: -0.65 exact_match")
+    assert advice.training_minutes is None and "cost once" not in str(advice)
+
+
+def test_no_difference_with_a_longer_prompt_is_no_evidence_either_way():
+    same = [1, 0] * 20
+    advice = advise(result(same, same[::-1]), ["8-shot"], {"LoRA SFT": FakeRun(60)})
+    assert advice.conclusion == "no evidence either way"
+    assert "8-shot sends 200 more prompt tokens per request, which 1.0 minutes of training remove" in advice.reason
+
+
+def test_no_difference_with_a_prompt_no_longer_is_prompting_enough():
+    same = [1, 0] * 20
+    advice = advise(result(same, same[::-1], prompt_tokens=(100, 100)), ["8-shot"], ["LoRA SFT"])
+    assert advice.conclusion == "prompting is enough" and "costs no more prompt tokens" in advice.reason
+
+
+def test_nothing_above_zero_is_neither_works_yet():
+    advice = advise(result([0] * 10, [0] * 10), ["8-shot"], ["LoRA SFT"])
+    assert advice.conclusion == "neither works yet"
+
+
+def test_a_slower_tuned_model_is_not_repaid_by_latency_and_control_is_shown():
+    advice = advise(result([0] * 30 + [1] * 10, [1] * 40, latency=(0.2, 0.4), invalid=[0.25, 0.0]), ["8-shot"],
+                    {"LoRA SFT": FakeRun(300)})
+    assert advice.break_even_requests is None and advice.seconds_saved == pytest.approx(-0.2)
+    text = str(advice)
+    assert "not repaid by latency" in text and "control: invalid answers 8-shot 25%, LoRA SFT 0%" in text
+    assert "<b>Verdict: fine-tuning pays" in advice._repr_html_()
+
+
+def test_advice_needs_both_kinds_of_variant():
+    with pytest.raises(ValueError, match="name at least one of each"):
+        advise(result([1], [1]), [], ["LoRA SFT"])
+
+
+def test_probe_scores_on_hand_written_replies():
+    from ftkit.advice import probe_score
+
+    digits = {"check": "regex:\\d+", "answers": ["2"]}
+    assert probe_score(" 2 ", "2", digits) == 1.0 and probe_score("two", "2", digits) == 0.0
+    words = {"check": "answers", "answers": ["ten", "10"]}
+    assert probe_score("The answer is 10.", "10", words) == 1.0
+    assert probe_score("100", "10", words) == 0.0  # whole words only
+    echo = "Text: Owen's birthday is in June and his party is on a Saturday in the park with friends. June"
+    assert probe_score(echo, "June", {"check": "answers", "answers": ["June"]}) == 0.0  # an echo is no answer
+
+
+def test_flexibility_compares_each_tuned_model_with_the_base_on_the_probes(tiny_model_dir, talkative):
+    from ftkit import examples, load_model
+    from ftkit.advice import flexibility
+    from ftkit.evaluate import Variant
+    from ftkit.prompts import zero_shot
+
+    probes = examples.load("general_probes", verbose=False).select(range(10))
+    base, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
+    other, _ = talkative
+    flex = flexibility(Variant(base, tok, zero_shot(), name="base"), [Variant(other, tok, zero_shot(), name="tuned")],
+                       probes=probes, max_new_tokens=3)
+    summary = flex.result.summary
+    mean, low, high = flex.differences["tuned"]
+    assert mean == pytest.approx(summary.loc["tuned", "probe_score"] - summary.loc["base", "probe_score"])
+    assert low <= mean <= high and list(flex.by_skill.columns) == ["base", "tuned"]
+    assert set(flex.by_skill.index) == set(probes["skill"])
+    assert flex.line("tuned").startswith("flexibility: general-skills probes passed")
