@@ -1,0 +1,125 @@
+"""Measurements behind the advice: how much data fine-tuning needs, and what pretraining buys.
+
+    curve = learning_curve(model, tok, parts["train"], parts["test"], sizes=(25, 50, 100, 200, None),
+                           template=zero, settings=SFTSettings(max_minutes=2), metrics=["exact_match"])
+    curve.table                       # one row per training size: score with its 95% CI, minutes
+    curve.figure(best_prompt=("8-shot", 0.23, 0.14, 0.31))   # against the best prompt's line
+
+    scratch = from_scratch(model, tok, parts["train"], parts["test"], template=zero, minutes=3)
+    scratch.result.summary            # the same architecture from random weights vs LoRA on the pretrained model
+
+Each training is an ordinary recorded SFT run (``ftkit runs`` lists them), each evaluation an
+ordinary :class:`~ftkit.evaluate.EvalResult` on the same held-out rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+__all__ = ["LearningCurve", "Scratch", "from_scratch", "learning_curve"]
+
+
+@dataclass
+class LearningCurve:
+    """SFT on nested subsets of the training rows: a row per size (``rows``, ``run``, the
+    headline ``score`` with ``low``/``high``, ``minutes``), and the runs."""
+
+    table: pd.DataFrame
+    metric: str
+    runs: list
+
+    def figure(self, best_prompt: tuple[str, float, float, float] | None = None):
+        """A plotly figure: the score against training rows (95% CI as error bars), and the best
+        prompt's score and interval as a horizontal band, where the curve crosses it."""
+        import plotly.graph_objects as go
+
+        t = self.table
+        fig = go.Figure(go.Scatter(x=t["rows"], y=t["score"], mode="lines+markers", name="LoRA SFT",
+                                   error_y=dict(type="data", symmetric=False, array=t["high"] - t["score"],
+                                                arrayminus=t["score"] - t["low"])))
+        if best_prompt is not None:
+            name, score, low, high = best_prompt
+            fig.add_hrect(y0=low, y1=high, opacity=0.15, line_width=0, fillcolor="gray")
+            fig.add_hline(y=score, line_dash="dash", annotation_text=f"{name} {score:.2f}")
+        fig.update_layout(title=f"{self.metric} against training rows", xaxis_title="training rows",
+                          yaxis_title=f"{self.metric} (95% CI)", xaxis_type="log", height=360)
+        return fig
+
+
+def learning_curve(model, tokenizer, train, test, *, sizes=(25, 50, 100, 200, None), template=None,
+                   settings=None, metrics=("exact_match",), labels=None, seed: int = 0, max_new_tokens: int = 32,
+                   runs_root=None) -> LearningCurve:
+    """Train LoRA SFT on nested subsets of ``train`` (the first ``n`` rows of one shuffle with
+    ``seed``, so each subset holds the smaller ones; None: all rows), each with ``settings`` (its
+    time budget), and evaluate each on ``test`` with ``template``: the score with its 95% interval
+    against the number of training rows. ``model`` is left unchanged."""
+    from ftkit.data import as_rows
+    from ftkit.evaluate import Variant, evaluate
+    from ftkit.prompts import zero_shot
+    from ftkit.readings import training_cost
+    from ftkit.sft import SFTSettings, train_sft
+
+    rows = as_rows(train)
+    order = pd.Series(range(len(rows))).sample(frac=1.0, random_state=seed).tolist()
+    shuffled = [rows[i] for i in order]
+    template = template or zero_shot()
+    settings = settings or SFTSettings()
+    wanted = sorted({len(rows) if n is None else min(n, len(rows)) for n in sizes})
+    if not wanted or wanted[0] < 1:
+        raise ValueError(f"sizes must be positive row counts (or None for all); got {sizes}")
+    lines, runs = [], []
+    for n in wanted:
+        run = train_sft(model, tokenizer, shuffled[:n], template=template, runs_root=runs_root,
+                        config=replace(settings, name=f"{settings.name}-{n}-rows"))
+        result = evaluate([Variant(run.model, tokenizer, template, name=f"{n} rows", max_new_tokens=max_new_tokens)],
+                          test, metrics=metrics, labels=labels)
+        metric = result.metrics[0]
+        summary = result.summary.iloc[0]
+        run.record_evaluation(result, variant=f"{n} rows", metric=metric)
+        lines.append({"rows": n, "run": run.id, "score": summary[metric], "low": summary[f"{metric}_low"],
+                      "high": summary[f"{metric}_high"], "minutes": (training_cost(run)["seconds"] or 0) / 60,
+                      "steps": run.status.get("step")})
+        runs.append(run)
+    return LearningCurve(table=pd.DataFrame(lines), metric=metric, runs=runs)
+
+
+@dataclass
+class Scratch:
+    """The same architecture trained from random weights against LoRA on the pretrained model,
+    for the same minutes on the same rows, evaluated on the same held-out rows."""
+
+    result: object  # EvalResult with variants "from scratch" and "LoRA on pretrained"
+    runs: dict  # name -> Run
+
+
+def from_scratch(model, tokenizer, train, test, *, template=None, minutes: float = 3.0, metrics=("exact_match",),
+                 labels=None, max_new_tokens: int = 32, batch_size: int = 4, scratch_learning_rate: float = 1e-3,
+                 runs_root=None) -> Scratch:
+    """What pretraining buys: ``model``'s architecture built from its config with random weights and
+    fully trained for ``minutes`` (at ``scratch_learning_rate``: a fresh network needs a larger step
+    than a fine-tune), against LoRA SFT on ``model`` for the same minutes, both on ``train`` and
+    evaluated on ``test``. A short, clearly labelled run: the taught claim that fine-tuning saves
+    the time of training from scratch, measured on this machine."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ftkit.evaluate import Variant, evaluate
+    from ftkit.prompts import zero_shot
+    from ftkit.sft import SFTSettings, train_sft
+    from ftkit.training import LoraSettings
+
+    template = template or zero_shot()
+    torch.manual_seed(0)
+    fresh = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype).to(model.device)
+    common = dict(max_minutes=minutes, max_steps=-1, batch_size=batch_size, epochs=1000.0)
+    runs = {
+        "from scratch": train_sft(fresh, tokenizer, train, template=template, runs_root=runs_root, config=SFTSettings(
+            name="from-scratch", learning_rate=scratch_learning_rate, lora=LoraSettings(full_finetune=True), **common)),
+        "LoRA on pretrained": train_sft(model, tokenizer, train, template=template, runs_root=runs_root,
+                                        config=SFTSettings(name="lora-pretrained", **common)),
+    }
+    variants = [Variant(run.model, tokenizer, template, name=name, max_new_tokens=max_new_tokens)
+                for name, run in runs.items()]
+    return Scratch(result=evaluate(variants, test, metrics=metrics, labels=labels), runs=runs)
