@@ -20,7 +20,7 @@ from traitlets.config import Config
 # pytest-jupyter declares no pytest entry point: its fixtures (jp_fetch, jp_serverapp, jp_root_dir,
 # http_server_client, ...) are imported into this module, and are this module's alone.
 try:
-    from pytest_jupyter.jupyter_server import *
+    from pytest_jupyter.jupyter_server import *  # noqa: F403 - its fixtures, by name
 except ImportError as err:
     raise ImportError("these tests need pytest-jupyter: pip install 'pytest-jupyter[server]' "
                       "(part of the dev extra)") from err
