@@ -8,7 +8,8 @@ and in ``tests/browser/output/``.
 The lab extension's tests (at the end) open the "Fine-tuning runs" sidebar while a notebook
 trains, watch its sparkline grow between two polls, stop the run from it, open its report, and
 use its "Insert load_run" and "Compare selected" actions and the launcher's cards; the sidebar's
-picture also goes to ``docs/images/labextension-sidebar.png`` for the README.
+picture also goes to ``docs/images/labextension-sidebar.png`` for the README when
+``FTKIT_UPDATE_DOCS_IMAGES=1`` is set.
 
 Uses Debian's Chromium (``apt-get install -y chromium``; ``.ci/run`` installs it) through
 Playwright's Python package, never a browser Playwright downloads. Without Chromium the test
@@ -511,8 +512,9 @@ def test_runs_sidebar_shows_a_live_run_stops_it_and_opens_its_report(ext_lab):
     bottom = page.locator(".ftkit-runs-where").bounding_box()
     clip = {"x": top["x"], "y": top["y"], "width": top["width"], "height": bottom["y"] + bottom["height"] + 6 - top["y"]}
     sidebar_png = _shot("labextension-sidebar.png", lambda path: page.screenshot(path=path, clip=clip))
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    shutil.copy(sidebar_png, DOCS_IMAGES / "labextension-sidebar.png")
+    if os.environ.get("FTKIT_UPDATE_DOCS_IMAGES"):  # a test run never changes the tree unless asked
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copy(sidebar_png, DOCS_IMAGES / "labextension-sidebar.png")
 
     # Insert load_run: a new cell below the active one in the notebook, with the run's id.
     live_id = first["id"]
@@ -572,7 +574,7 @@ def test_runs_sidebar_shows_a_live_run_stops_it_and_opens_its_report(ext_lab):
         shown = [o["data"]["text/plain"] for o in nb.cells[-1].outputs if "text/plain" in o.get("data", {})]
         panel = {"compare_runs": "ComparePanel(", "fine_tuning": "TrainPanel("}[name]
         assert shown and shown[0].startswith(panel), (name, nb.cells[-1].outputs)
-    print(f"sidebar screenshot: {DOCS_IMAGES / 'labextension-sidebar.png'}; sparkline {first['points']} -> "
+    print(f"sidebar screenshot: {sidebar_png}; sparkline {first['points']} -> "
           f"{grown['points']} points (step {first['last']} -> {grown['last']})")
 
 
