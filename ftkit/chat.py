@@ -28,7 +28,8 @@ from collections.abc import Iterator
 import torch
 from accelerate.utils import is_peft_model
 
-from ftkit.generate import _count_new, adapter_state, eos_token_ids, generation_options, render_prompts
+from ftkit.generate import (_count_new, adapter_state, contiguous_lm_head, eos_token_ids, generation_options,
+                            render_prompts)
 
 __all__ = ["DEFAULT_PROBE", "NO_EFFECT", "adapter_effect", "model_lock", "next_token_logits", "stream_reply",
            "with_adapters"]
@@ -108,7 +109,7 @@ def stream_reply(model, tokenizer, messages: list[dict], *, adapter=None, max_ne
         try:
             # The lock and the adapter state are taken here, in the thread that generates: they
             # must last until the last token, not until the consumer's first chunk.
-            with model_lock(model), adapter_state(model, adapter), torch.inference_mode():
+            with model_lock(model), adapter_state(model, adapter), contiguous_lm_head(model), torch.inference_mode():
                 if seed is not None:  # under the lock: no other generation draws from the RNG between
                     torch.manual_seed(seed)
                 device = model.device

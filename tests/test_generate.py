@@ -93,3 +93,72 @@ def test_adapters_switch_off_and_on_without_reloading(tiny_model_dir, tiny):
     with pytest.raises(ValueError, match="the model has no PEFT adapters"):
         with adapter_state(tiny[0], "default"):
             pass
+
+
+# --- frozen weights (a PEFT model, a merged run) take the trainable model's path --------------------
+
+def _op_counts(model, tok, convs, **kw):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        outs = generate(model, tok, convs, progress=False, **kw)
+    return {e.key: e.count for e in prof.key_averages() if e.key.startswith("aten::")}, [o.text for o in outs]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_frozen_weights_take_the_trainable_models_path(tiny_model_dir, dtype, batch_size):
+    # PEFT freezes the base weights. For a frozen head torch's matmul used to broadcast the
+    # weight into a batched product (in bf16 copying it whole at every prefill); generate() hands
+    # the head a packed input, so the same operations run and the answers are the same.
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype=dtype, verbose=False)
+    head = model.get_output_embeddings()
+    generate(model, tok, CONVS[:1], max_new_tokens=2, progress=False)  # the first call sets things up
+    for kw in ({}, {"prefix_cache": False}):
+        convs = FEW_SHOT if kw else CONVS
+        trainable_ops, trainable = _op_counts(model.requires_grad_(True), tok, convs, max_new_tokens=4,
+                                              batch_size=batch_size, **kw)
+        frozen_ops, frozen = _op_counts(model.requires_grad_(False), tok, convs, max_new_tokens=4,
+                                        batch_size=batch_size, **kw)
+        assert "aten::bmm" not in frozen_ops
+        assert frozen_ops == trainable_ops and frozen == trainable
+    assert not head._forward_pre_hooks  # the model is left as it was given
+
+
+def test_head_input_is_packed_even_for_a_single_prompt():
+    from ftkit.generate import _packed
+
+    one = torch.zeros(1, 57, 8)[:, -1:, :]  # is_contiguous() says yes; matmul reads the strides
+    assert one.is_contiguous() and not _packed(one)
+    assert not _packed(torch.zeros(3, 57, 8)[:, -1:, :]) and _packed(torch.zeros(3, 1, 8))
+
+
+def test_fewer_tokens_from_frozen_weights_are_not_reported_slower():
+    # The issue: a tuned variant (frozen weights) generating 4 tokens reported twice the base
+    # model's latency per request for 12. A head as wide as a real vocabulary (32k x 128, bf16)
+    # makes the old copy 16 x 4M values per prefill; the fastest of several interleaved repeats
+    # and a bound of 1x for a quarter of the tokens leave room for a busy machine.
+    from tiny_models import make_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ftkit.models import prepare_tokenizer
+
+    torch.manual_seed(0)
+    tok = prepare_tokenizer(make_tokenizer())
+    config = LlamaConfig(vocab_size=32768, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
+                         eos_token_id=None, pad_token_id=tok.pad_token_id)
+    base = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    tuned = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    tuned.load_state_dict(base.state_dict())
+    tuned.requires_grad_(False)
+    convs = [[{"role": "user", "content": f"Where is my order {i}?"}] for i in range(16)]
+    runs = {"base": (base, 8), "tuned": (tuned, 2)}
+    best = dict.fromkeys(runs, float("inf"))
+    for rep in range(6):
+        for name, (model, n) in runs.items():
+            outs = generate(model, tok, convs, max_new_tokens=n, progress=False)
+            if rep:  # the first round warms up
+                best[name] = min(best[name], sum(o.latency_s for o in outs) / len(outs))
+            assert {o.new_tokens for o in outs} <= set(range(n + 1))
+    assert best["tuned"] <= best["base"], best
