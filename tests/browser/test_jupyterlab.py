@@ -489,6 +489,9 @@ def test_runs_sidebar_shows_a_live_run_stops_it_and_opens_its_report(ext_lab):
     page.click(".lm-Menu-item[data-command='runmenu:run-all']")
 
     # Both runs appear without a reload: the finished one with its metric, the live one running.
+    # The short run is itself "running" first (on a loaded machine for minutes): wait for it to
+    # finish, then for the long one.
+    page.wait_for_selector('.ftkit-run[data-status="completed"]', timeout=6 * MINUTE_MS)
     page.wait_for_selector('.ftkit-run[data-status="running"]', timeout=4 * MINUTE_MS)
     done = page.locator('.ftkit-run[data-status="completed"]')
     assert done.count() == 1, page.inner_text(".ftkit-runs-sidebar")
