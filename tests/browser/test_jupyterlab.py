@@ -60,6 +60,25 @@ def _require(what: str, ok: bool, how: str) -> None:
     pytest.skip(message)
 
 
+def _playwright():
+    """Playwright's sync API, once Debian's Chromium and the package are there (else skip or fail)."""
+    _require(f"Chromium ({CHROMIUM})", CHROMIUM.exists(),
+             "install Debian's Chromium with `sudo apt-get install -y chromium` (.ci/run does this)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require("Playwright's Python package", False, "pip install -e '.[dev]' (make setup does this)")
+    return sync_playwright
+
+
+def _folders(base: Path) -> tuple[Path, Path, Path]:
+    """The notebooks JupyterLab serves, the runs folder and a HOME, under ``base``."""
+    folders = base / "notebooks", base / "runs", base / "home"
+    for folder in folders:
+        folder.mkdir()
+    return folders
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -162,16 +181,8 @@ LOSS_POINTS_JS = """() => {
 
 
 def test_quickstart_in_jupyterlab_trains_from_the_panel_button(tmp_path):
-    _require(f"Chromium ({CHROMIUM})", CHROMIUM.exists(),
-             "install Debian's Chromium with `sudo apt-get install -y chromium` (.ci/run does this)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require("Playwright's Python package", False, "pip install -e '.[dev]' (make setup does this)")
-
-    root, runs, home = tmp_path / "notebooks", tmp_path / "runs", tmp_path / "home"
-    for folder in (root, runs, home):
-        folder.mkdir()
+    sync_playwright = _playwright()
+    root, runs, home = _folders(tmp_path)
     _small_quickstart(root, runs)
     lab = Lab(root, home, {**os.environ, "FTKIT_RUNS": str(runs)})
     try:
@@ -281,16 +292,8 @@ CHAT_ANSWERS_JS = """() => Array.from(document.querySelectorAll('.ftkit-chat-pan
 
 
 def test_chat_panel_in_jupyterlab_streams_two_columns(tmp_path):
-    _require(f"Chromium ({CHROMIUM})", CHROMIUM.exists(),
-             "install Debian's Chromium with `sudo apt-get install -y chromium` (.ci/run does this)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require("Playwright's Python package", False, "pip install -e '.[dev]' (make setup does this)")
-
-    root, runs, home = tmp_path / "notebooks", tmp_path / "runs", tmp_path / "home"
-    for folder in (root, runs, home):
-        folder.mkdir()
+    sync_playwright = _playwright()
+    root, runs, home = _folders(tmp_path)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CHAT_CELL.format(runs=str(runs)))])
     # Without a kernelspec JupyterLab asks which kernel to start, and none starts.
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
@@ -419,16 +422,9 @@ SPARK_JS = """() => {
 @pytest.fixture(scope="module")
 def ext_lab(tmp_path_factory, tiny_model_dir):
     """JupyterLab (with the installed extension) on a folder holding train.ipynb, and a page."""
-    _require(f"Chromium ({CHROMIUM})", CHROMIUM.exists(),
-             "install Debian's Chromium with `sudo apt-get install -y chromium` (.ci/run does this)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require("Playwright's Python package", False, "pip install -e '.[dev]' (make setup does this)")
+    sync_playwright = _playwright()
     base = tmp_path_factory.mktemp("labextension")
-    root, runs, home = base / "notebooks", base / "runs", base / "home"
-    for folder in (root, runs, home):
-        folder.mkdir()
+    root, runs, home = _folders(base)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         TRAIN_CELL.format(runs=str(runs), tiny=str(tiny_model_dir)))])
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
