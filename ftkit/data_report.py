@@ -140,9 +140,9 @@ def _normalized(text: str) -> str:
 
 def _prompt_key(row: dict) -> str:
     """What a prompt is, ignoring case and spacing: near-duplicates count as the same prompt."""
-    if "messages" in row:
-        return json.dumps([(m["role"], _normalized(m["content"])) for m in row["messages"]
-                           if m["role"] != "assistant"])
+    if "messages" in row or row.get("history"):  # a conversation, or one turn of it: the turns so far
+        turns = row.get("messages") or row["history"]
+        return json.dumps([(m["role"], _normalized(m["content"])) for m in turns if m["role"] != "assistant"])
     return _normalized(row["prompt"])
 
 
@@ -192,7 +192,7 @@ def add_warnings(report: DataReport, rows: list[dict], tokenizer=None, max_lengt
     if tokenizer is not None:
         report.lengths = lengths = token_lengths(rows, tokenizer, template)
         report.token_lengths = _percentiles(lengths)
-        if template is not None and "messages" not in rows[0]:
+        if template is not None:
             report.length_basis = f"with the {template.name!r} prompt"
         if max_length is not None:
             long = [i for i, n in enumerate(lengths) if n > max_length]

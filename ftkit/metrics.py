@@ -23,8 +23,8 @@ from typing import Protocol
 __all__ = [
     "BUILTIN", "CORPUS", "INVALID", "Metric", "bleu", "chrf", "corpus_score", "exact_match", "field_f1",
     "glossary_accuracy", "json_valid", "label_accuracy", "macro_f1", "make_label_accuracy", "matches", "normalize",
-    "Scored", "paired_corpus_difference", "parse_label", "pass_at_1", "resolve", "rouge_l", "squad_exact_match", "token_f1",
-    "within_words", "word_count",
+    "Scored", "paired_corpus_difference", "parse_label", "pass_at_1", "resolve", "rouge_l", "squad_exact_match",
+    "token_f1", "within_words", "word_count",
 ]
 
 INVALID = "(invalid)"

@@ -71,12 +71,7 @@ class PromptTemplate:
         A turn of a conversation (a row with ``history``: the true turns so far, ending with the
         user's, see :func:`ftkit.data.chat_turns`) keeps its earlier turns, each user turn
         through the instruction, after the system prompt and the shots."""
-        history = row.get("history")
-        system = self.system
-        if history and history[0]["role"] == "system":
-            system = system if system is not None else history[0]["content"]
-            history = history[1:]
-        out = [] if system is None else [{"role": "system", "content": system}]
+        out, history = self._system(row.get("history") or [])
         for shot in self.shots:
             out += [{"role": "user", "content": self._fill(shot)},
                     {"role": "assistant", "content": shot["completion"]}]
@@ -92,12 +87,17 @@ class PromptTemplate:
         ...     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
         [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Q: hi'}, {'role': 'assistant', 'content': 'hello'}]
         """
+        head, messages = self._system(messages)
+        return head + self._turns(messages, row or {})
+
+    def _system(self, messages: list[dict]) -> tuple[list[dict], list[dict]]:
+        """The system message to send (this template's, else the conversation's own), and the
+        conversation's other turns."""
         system = self.system
         if messages and messages[0]["role"] == "system":
             system = system if system is not None else messages[0]["content"]
             messages = messages[1:]
-        head = [] if system is None else [{"role": "system", "content": system}]
-        return head + self._turns(messages, row or {})
+        return ([] if system is None else [{"role": "system", "content": system}]), messages
 
     def _turns(self, messages: list[dict], row: dict) -> list[dict]:
         if self.instruction == DEFAULT_INSTRUCTION:

@@ -152,11 +152,7 @@ class Run:
         if not path.exists():
             return []
         out = []
-        for line in path.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash: the ones before it are intact
+        for event in _parse_events(path.read_text()):
             if event.get("event") == "resume":
                 out = [e for e in out if e.get("event") in ("start", "end", "resume", "preflight")
                        or e.get("step", 0) <= event["step"]]
@@ -236,14 +232,7 @@ class Run:
             if len(data) == max_bytes and b"\n" not in data:
                 data += f.readline()  # one line longer than max_bytes: take it whole, or not at all
         whole = data[:data.rfind(b"\n") + 1]
-        out = []
-        for line in whole.decode("utf-8", errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash, as in events()
-            if isinstance(event, dict):
-                out.append(event)
+        out = _parse_events(whole.decode("utf-8", errors="replace"))
         end = offset + len(whole)
         return out, end, len(data) >= max_bytes and end < size
 
@@ -413,6 +402,20 @@ def _check_parity(before, after, dtype) -> None:
             f"the merged weights do not answer like the adapter: {len(differ)} of {len(answers_a)} greedy answers "
             f"differ, logits differ by up to {worst:.3g} (allowed {tolerance:g} in {dtype}); nothing was written. "
             "Export the adapter alone (merged=False), which transformers loads through PEFT")
+
+
+def _parse_events(text: str) -> list[dict]:
+    """The events of events.jsonl lines; a line cut short by a crash is skipped (the ones before it
+    are intact)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out
 
 
 def _checkpoint_step(folder: Path) -> int:

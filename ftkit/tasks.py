@@ -22,8 +22,7 @@ from ftkit import metrics as M
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
 
 __all__ = ["ACTION_PHRASES", "BLURB_RULES", "CHAT_RULES", "PROMISE_WORDS", "TASKS", "Task", "blurb_rule_metrics",
-           "chat_rule_metrics", "get", "glossary_prompt", "infer", "names",
-           "resolve"]
+           "chat_rule_metrics", "get", "glossary_prompt", "infer", "names", "resolve"]
 
 
 @dataclass(frozen=True)

@@ -267,12 +267,12 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
     """
     from ftkit.events import EVENTS
 
-    if resumed:  # the stop request that ended the stretch before must not end this one at once
-        run.clear_stop_request()
     run.set_status("running")  # this process, for `interrupted` if it dies
-    checkpoint = run.last_checkpoint() if resumed else None
-    if resumed:  # steps after the checkpoint that a cut-off stretch logged are logged again
-        run.record("resume", {"step": run.resume_step()})
+    checkpoint = None
+    if resumed:
+        run.clear_stop_request()  # the request that ended the stretch before must not end this one
+        checkpoint = run.last_checkpoint()
+        run.record("resume", {"step": run.resume_step()})  # later steps of the cut-off stretch are logged again
     recorders = [(name, bus.on(name, lambda payload, name=name: run.record(name, payload)))
                  for name in EVENTS]
     recorders += [(name, bus.on(name, lambda payload: run.heartbeat(payload["step"])))

@@ -195,3 +195,22 @@ def test_a_metrics_notes_reach_the_table(tiny):
     assert list(result.column("zero-shot", "verdict")) == [0.0, 1.0, 0.0]
     assert result.notes("zero-shot", "verdict") == ["row 0", "row 1", "row 2"]
     assert "zero-shot: verdict_note" in result.table.columns  # beside the scores, in the one table
+
+
+def test_a_short_reply_shared_by_two_conversations_is_not_a_leak(tiny):
+    from ftkit.data import chat_turns
+
+    model, tok = tiny
+
+    def chat(name):
+        return [{"role": "user", "content": f"Hi, it's {name}. Cancel my order?"},
+                {"role": "assistant", "content": f"Hi {name}, confirm order HC-1?"},
+                {"role": "user", "content": "Yes"}, {"role": "assistant", "content": "Done."}]
+
+    shots = chat_turns([{"messages": chat("Ann")}])  # "Yes" is a prompt here and in the evaluated rows
+    template = PromptTemplate(name="1-shot", shots=shots[1:])
+    result = evaluate([Variant(model, tok, template, max_new_tokens=2)], [{"messages": chat("Ben")}],
+                      metrics=["rouge_l"], progress=False)
+    assert len(result.table) == 2
+    with pytest.raises(ValueError, match="shows few-shot examples that are in the evaluation rows"):
+        evaluate([Variant(model, tok, template, max_new_tokens=2)], [{"messages": chat("Ann")}], progress=False)
