@@ -42,7 +42,8 @@ class Advice:
     rows: int
     prompt_tokens: dict[str, float] = field(default_factory=dict)  # per request, best prompt and tuned
     new_tokens: dict[str, float] = field(default_factory=dict)
-    latency_s: dict[str, float] = field(default_factory=dict)  # per request, as measured in the evaluation
+    latency_s: dict[str, float] = field(default_factory=dict)  # per request served in batches (throughput)
+    latency_1_s: dict[str, float] = field(default_factory=dict)  # per request one at a time (interactive)
     invalid_rate: dict[str, float] = field(default_factory=dict)  # answers naming no label (classification)
     training_minutes: float | None = None
     requests: int = 100_000  # the request volume the cost lines are put in proportion to
@@ -67,8 +68,11 @@ class Advice:
                f"{self.rows} rows; wins {self.wins}, ties {self.ties}, losses {self.losses}"]
         if self.invalid_rate:
             out.append("control: invalid answers " + ", ".join(f"{k} {v:.0%}" for k, v in self.invalid_rate.items()))
+        alone = (f", {self.latency_1_s[self.tuned]:.2f} vs {self.latency_1_s[self.best_prompt]:.2f} s one at a time"
+                 if len(self.latency_1_s) == 2 else "")
         out.append(f"cost per request: {self.prompt_tokens[self.tuned]:.0f} vs {self.prompt_tokens[self.best_prompt]:.0f}"
-                   f" prompt tokens, {self.latency_s[self.tuned]:.2f} vs {self.latency_s[self.best_prompt]:.2f} s")
+                   f" prompt tokens, {self.latency_s[self.tuned]:.2f} vs {self.latency_s[self.best_prompt]:.2f} s "
+                   f"batched{alone}")
         if self.training_minutes is not None:
             repaid = (f"repaid in machine time after {self.break_even_requests:,.0f} requests"
                       if self.break_even_requests is not None else
@@ -129,7 +133,7 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
     gain = result.compare(best_tuned, best_prompt, metric)
     names = [best_prompt, best_tuned]
     column = {key: {n: float(summary.loc[n, key]) for n in names}
-              for key in ("prompt_tokens", "new_tokens", "latency_s") if key in summary.columns}
+              for key in ("prompt_tokens", "new_tokens", "latency_s", "latency_1_s") if key in summary.columns}
     invalid = {n: float(summary.loc[n, "invalid_rate"]) for n in names} if "invalid_rate" in summary.columns else {}
     run = runs[best_tuned]
     seconds = training_cost(run)["seconds"] if run is not None else None
@@ -139,6 +143,7 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
                     ci_low=gain.ci_low, ci_high=gain.ci_high, wins=gain.wins, ties=gain.ties, losses=gain.losses,
                     conclusion="", reason="", rows=len(result.table), prompt_tokens=column.get("prompt_tokens", {}),
                     new_tokens=column.get("new_tokens", {}), latency_s=column.get("latency_s", {}),
+                    latency_1_s=column.get("latency_1_s", {}),
                     invalid_rate=invalid, training_minutes=seconds / 60 if seconds is not None else None,
                     requests=requests, flexibility=flexibility)
     if seconds is not None and advice.latency_s and advice.seconds_saved > 0:

@@ -13,6 +13,7 @@ with 95% bootstrap confidence intervals, and paired comparisons between variants
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,6 +23,9 @@ from ftkit import metrics as M
 from ftkit.data import as_rows, chat_turns, find_overlap
 from ftkit.generate import generate
 from ftkit.metrics import normalize
+
+# Rows each variant answers untimed before it is timed (see evaluate).
+WARMUP_ROWS = 4
 
 __all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "conversation_text", "evaluate",
            "pairs_from_ratings"]
@@ -212,7 +216,7 @@ def _check_rows(dataset, turns: str = "all") -> list[dict]:
 
 def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None,
              batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
-             progress: bool = True, turns: str = "all") -> EvalResult:
+             progress: bool = True, turns: str = "all", interactive_rows: int = 4) -> EvalResult:
     """Run every variant on the same rows; score each output with each metric.
 
     ``metrics``: names (``exact_match``, ``squad_exact_match``, ``token_f1``, ``rouge_l``, ``chrf``,
@@ -225,6 +229,12 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     Conversations (``messages`` rows) are scored turn by turn: each assistant turn is answered
     given the true turns before it (``turns="last"``: only each conversation's last answer; see
     :func:`ftkit.data.chat_turns`), and the table holds those earlier turns as ``history``.
+
+    Latency is timed fairly across variants: each first answers a few rows untimed (a warm-up:
+    the first call of a model pays for allocations and kernel selection), then every variant runs
+    the same rows in the same batches. ``latency_s`` is per request when served ``batch_size`` at
+    a time (throughput); ``latency_1_s`` is per request one at a time (interactive), measured on
+    the first ``interactive_rows`` rows (0: not measured).
     """
     rows = _check_rows(dataset, turns)
     names = [v.name for v in variants]
@@ -249,9 +259,12 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     scores: dict[str, dict[str, np.ndarray]] = {}
     summary = []
     for v in variants:
-        outs = generate(v.model, v.tokenizer, [v.template.messages(r) for r in rows],
-                        max_new_tokens=v.max_new_tokens, batch_size=batch_size, adapter=v.adapter,
-                        stop_strings=list(v.stop_strings) or None, progress=progress)
+        asked = [v.template.messages(r) for r in rows]
+        answer = partial(generate, v.model, v.tokenizer, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
+                         stop_strings=list(v.stop_strings) or None)
+        answer(asked[:WARMUP_ROWS], batch_size=batch_size, progress=False)  # untimed warm-up
+        outs = answer(asked, batch_size=batch_size, progress=progress)
+        alone = answer(asked[:interactive_rows], batch_size=1, progress=False) if interactive_rows > 0 else []
         texts = [o.text for o in outs]
         table[_column(v.name, "output")] = texts
         scores[v.name] = {}
@@ -278,6 +291,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             values = [getattr(o, key) for o in outs]
             table[_column(v.name, key)] = values
             line[key] = float(np.mean(values))
+        if alone:  # one request at a time, as a user waits for it; the batched figure is throughput
+            line["latency_1_s"] = float(np.mean([o.latency_s for o in alone]))
         summary.append(line)
     return EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
                       n_boot=n_boot, seed=seed, corpus_metrics=corpus)

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 # Summary columns worth a line in the terminal table and the report, in this order.
-SUMMARY_COLUMNS = ("macro_f1", "invalid_rate", "prompt_tokens", "new_tokens", "latency_s")
+SUMMARY_COLUMNS = ("macro_f1", "invalid_rate", "prompt_tokens", "new_tokens", "latency_s", "latency_1_s")
 
 
 @dataclass
@@ -253,8 +253,7 @@ def served_model(run: Run):
     """A run's model with its adapter merged into the weights, and its tokenizer: the model as
     it would be served, so its latency compares with the prompt baselines' on equal terms (an
     attached LoRA adapter adds two small matrix products to every adapted layer)."""
-    model, tokenizer = run.load_model(verbose=False)
-    return model.merge_and_unload(), tokenizer
+    return run.load_model(verbose=False, merged=True)
 
 
 def _variant_name(run: Run) -> str:

@@ -163,7 +163,31 @@ def test_a_variants_stop_strings_reach_generation(tiny, monkeypatch):
     monkeypatch.setattr(module, "generate", spy)
     evaluate([Variant(model, tok, zero_shot(), name="a", max_new_tokens=4, stop_strings=("\n\n",)),
               Variant(model, tok, zero_shot(), name="b", max_new_tokens=4)], ROWS[:2], progress=False)
-    assert seen == [["\n\n"], None]  # the cut itself is tested on the real model (test_integration.py)
+    # Each variant: an untimed warm-up, the timed batched pass, the one-at-a-time pass.
+    assert seen == [["\n\n"]] * 3 + [None] * 3  # the cut itself is tested on the real model (test_integration.py)
+
+
+def test_each_variant_is_warmed_up_untimed_then_timed_batched_and_one_at_a_time(tiny, monkeypatch):
+    import ftkit.evaluate as module
+
+    model, tok = tiny
+    calls = []
+    real = module.generate
+
+    def spy(model, tok, conversations, **kwargs):
+        calls.append((len(conversations), kwargs["batch_size"], kwargs["progress"]))
+        return real(model, tok, conversations, **kwargs)
+
+    monkeypatch.setattr(module, "generate", spy)
+    rows = ROWS * 3
+    result = evaluate([Variant(model, tok, zero_shot(), name="a", max_new_tokens=3)], rows, batch_size=5,
+                      interactive_rows=2)
+    # warm-up on the first rows, unseen; all rows in batches (its bar shown); then two rows alone
+    assert calls == [(module.WARMUP_ROWS, 5, False), (len(rows), 5, True), (2, 1, False)]
+    line = result.summary.loc["a"]
+    assert line["latency_s"] > 0 and line["latency_1_s"] > 0
+    assert "latency_1_s" not in evaluate([Variant(model, tok, zero_shot(), name="a", max_new_tokens=3)], rows,
+                                         interactive_rows=0, progress=False).summary.columns
 
 
 def test_a_conversation_is_scored_turn_by_turn(tiny):

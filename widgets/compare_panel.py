@@ -194,8 +194,8 @@ class ComparePanel(w.VBox):
     # --- internals ------------------------------------------------------------------------------
 
     def _run_model(self, run: Run):
-        if run.id not in self._loaded:  # a fresh base model with the run's adapter, loaded once
-            self._loaded[run.id] = run.load_model()
+        if run.id not in self._loaded:  # a fresh base model with the run's adapter merged, as served
+            self._loaded[run.id] = run.load_model(merged=True)
         return self._loaded[run.id]
 
     def _draw_summary(self, names: list[str]) -> None:
@@ -216,7 +216,9 @@ class ComparePanel(w.VBox):
             fig.add_bar(x=names, y=summary[m], name=m, row=1, col=1, error_y=dict(
                 type="data", symmetric=False, array=summary[f"{m}_high"] - summary[m],
                 arrayminus=summary[m] - summary[f"{m}_low"]))
-        fig.add_bar(x=names, y=summary["latency_s"], name="latency (s)", row=1, col=2)
+        fig.add_bar(x=names, y=summary["latency_s"], name="batched (s)", row=1, col=2)
+        if "latency_1_s" in summary.columns:  # one request at a time, as a user waits for it
+            fig.add_bar(x=names, y=summary["latency_1_s"], name="one at a time (s)", row=1, col=2)
         fig.add_bar(x=names, y=summary["prompt_tokens"], name="prompt tokens", row=2, col=1)
         fig.add_bar(x=names, y=summary["new_tokens"], name="new tokens", row=2, col=1)
         fig.add_bar(x=names, y=minutes, name="training minutes", row=2, col=2)
@@ -225,7 +227,8 @@ class ComparePanel(w.VBox):
             self.figure.layout = fig.layout
         self.figure.add_traces(list(fig.data))
         table = pd.DataFrame({"training": kinds, "training minutes": minutes}, index=names)
-        table = table.join(summary[[*scores, "latency_s", "prompt_tokens", "new_tokens"]])
+        timing = [c for c in ("latency_s", "latency_1_s") if c in summary.columns]
+        table = table.join(summary[[*scores, *timing, "prompt_tokens", "new_tokens"]])
         # Paired on the same rows: is each variant's difference from the first one more than noise?
         paired = [str(self.result.compare(name, names[0])) for name in names[1:]]
         self._summary.value = _html.table(table) + "".join(_html.note(line) for line in paired)

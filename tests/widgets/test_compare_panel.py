@@ -46,7 +46,7 @@ def test_variants_and_runs_run_on_the_same_rows_with_charts_and_a_row_per_exampl
     traces = {t.name: t for t in panel.figure.data}
     assert list(traces["exact_match"].x) == names and len(traces["exact_match"].error_y.array) == 3
     assert list(traces["training minutes"].y)[:2] == [0, 0] and traces["training minutes"].y[2] > 0
-    assert {"latency (s)", "prompt tokens", "new tokens", "label_accuracy"} <= set(traces)
+    assert {"batched (s)", "one at a time (s)", "prompt tokens", "new tokens", "label_accuracy"} <= set(traces)
     assert "sft, 1 steps" in text(panel) and "prompt only" in text(panel)
     assert f"{sft_run.id} vs plain on exact_match" in text(panel)  # paired comparison with the first
     record = sft_run.evaluation  # the run keeps its evaluation, as the pipeline's runs do
