@@ -8,6 +8,10 @@
     scratch = from_scratch(model, tok, parts["train"], parts["test"], template=zero, minutes=3)
     scratch.result.summary            # the same architecture from random weights vs LoRA on the pretrained model
 
+    change = task_change([Variant(model, tok, zero, name="zero-shot"), Variant(run_model, tok, run.template,
+                          name="LoRA SFT")], examples.load("support_routing_new_queue"), "gift_card", old_rows=test)
+    print(change)                     # which variants route to a label added to their prompt, untrained
+
 Each training is an ordinary recorded SFT run (``ftkit runs`` lists them), each evaluation an
 ordinary :class:`~ftkit.evaluate.EvalResult` on the same held-out rows.
 """
@@ -18,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-__all__ = ["LearningCurve", "Scratch", "from_scratch", "learning_curve"]
+__all__ = ["LearningCurve", "Scratch", "TaskChange", "from_scratch", "learning_curve", "task_change"]
 
 
 @dataclass
@@ -96,12 +100,13 @@ class Scratch:
 
 def from_scratch(model, tokenizer, train, test, *, template=None, minutes: float = 3.0, metrics=("exact_match",),
                  labels=None, max_new_tokens: int = 32, batch_size: int = 4, scratch_learning_rate: float = 1e-3,
-                 runs_root=None) -> Scratch:
+                 max_steps: int = -1, runs_root=None) -> Scratch:
     """What pretraining buys: ``model``'s architecture built from its config with random weights and
     fully trained for ``minutes`` (at ``scratch_learning_rate``: a fresh network needs a larger step
     than a fine-tune), against LoRA SFT on ``model`` for the same minutes, both on ``train`` and
     evaluated on ``test``. A short, clearly labelled run: the taught claim that fine-tuning saves
-    the time of training from scratch, measured on this machine."""
+    the time of training from scratch, measured on this machine. ``max_steps`` (> 0) bounds both
+    by steps instead, for a run whose length must not depend on the machine's load."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -113,7 +118,7 @@ def from_scratch(model, tokenizer, train, test, *, template=None, minutes: float
     template = template or zero_shot()
     torch.manual_seed(0)
     fresh = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype).to(model.device)
-    common = dict(max_minutes=minutes, max_steps=-1, batch_size=batch_size, epochs=1000.0)
+    common = dict(max_minutes=minutes, max_steps=max_steps, batch_size=batch_size, epochs=1000.0)
     runs = {
         "from scratch": train_sft(fresh, tokenizer, train, template=template, runs_root=runs_root, config=SFTSettings(
             name="from-scratch", learning_rate=scratch_learning_rate, lora=LoraSettings(full_finetune=True), **common)),
@@ -123,3 +128,67 @@ def from_scratch(model, tokenizer, train, test, *, template=None, minutes: float
     variants = [Variant(run.model, tokenizer, template, name=name, max_new_tokens=max_new_tokens)
                 for name, run in runs.items()]
     return Scratch(result=evaluate(variants, test, metrics=metrics, labels=labels), runs=runs)
+
+
+@dataclass
+class TaskChange:
+    """A label added to the prompts: which variants route its messages there without training."""
+
+    new_label: str
+    table: pd.DataFrame  # a row per variant: share of the new messages routed to the new label, old rows right
+    result: object  # the EvalResult: the new label's rows first, then the old ones
+    trained: tuple  # variants whose routing came from training
+
+    def lines(self) -> list[str]:
+        out = []
+        for name, r in self.table.iterrows():
+            uses = ("uses it without new training" if r["new_low"] > 0 else
+                    "does not use it: it needs labelled rows for it and another training run"
+                    if name in self.trained else "does not use it")
+            old = f"; old queues right {r['old']:.0%}" if pd.notna(r["old"]) else ""
+            out.append(f"{name}: {r['new']:.0%} of {int(r['new_rows'])} '{self.new_label}' messages routed to the new "
+                       f"label (95% CI {r['new_low']:.0%} to {r['new_high']:.0%}){old}: {uses}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def task_change(variants, new_rows, new_label: str, *, old_rows=None, trained=None,
+                batch_size: int = 16) -> TaskChange:
+    """The test behind "fine-tuning is less flexible": add ``new_label`` to each variant's label
+    list (its template's ``labels``, shown through ``{labels}`` in its instruction) and ask it the
+    ``new_rows`` (messages that belong under the new label) and, when given, ``old_rows`` (does
+    the old routing survive the change?). No variant is trained: a prompt change is all there is.
+    ``trained``: the names of the fine-tuned variants (default: those whose model is a trained
+    run's, i.e. not the first variant's model), named in the conclusion as needing new data.
+    """
+    from ftkit.data import as_rows
+    from ftkit.evaluate import Variant, bootstrap_ci, evaluate
+
+    new, old = as_rows(new_rows), as_rows(old_rows) if old_rows is not None else []
+    if not new:
+        raise ValueError("new_rows is empty: pass messages that belong under the new label")
+    labels = sorted({*(lab for v in variants for lab in v.template.labels), *(r["completion"] for r in old)})
+    if new_label in labels:
+        raise ValueError(f"{new_label!r} is already a label of these prompts or rows; a task change adds a new one")
+    changed = []
+    for v in variants:
+        if "{labels}" not in v.template.instruction or not v.template.labels:
+            raise ValueError(f"variant {v.name!r}'s prompt names no label list ({{labels}} in its instruction), "
+                             "so a new label cannot be announced to it")
+        changed.append(Variant(v.model, v.tokenizer, replace(v.template, labels=[*v.template.labels, new_label]),
+                               name=v.name, adapter=v.adapter, max_new_tokens=v.max_new_tokens,
+                               stop_strings=v.stop_strings))
+    rows = [{**r, "completion": new_label, "label": new_label} for r in new] + old
+    result = evaluate(changed, rows, labels=[*labels, new_label], batch_size=batch_size)
+    lines = []
+    for v in changed:
+        right = result.column(v.name, "label_accuracy").to_numpy()
+        mean, low, high = bootstrap_ci(right[:len(new)])
+        lines.append({"variant": v.name, "new": mean, "new_low": low, "new_high": high, "new_rows": len(new),
+                      "old": float(right[len(new):].mean()) if old else float("nan")})
+    if trained is None:
+        trained = tuple(v.name for v in variants if v.model is not variants[0].model)
+    return TaskChange(new_label=new_label, table=pd.DataFrame(lines).set_index("variant"), result=result,
+                      trained=tuple(trained))

@@ -5,7 +5,8 @@ from ftkit import check_data, examples
 
 def test_names_and_unknown_name():
     assert examples.names() == ["general_probes", "shop_blurbs", "shop_chat", "shop_code", "shop_qa",
-                                "shop_summaries", "shop_translation", "support_routing", "support_routing_preferences"]
+                                "shop_summaries", "shop_translation", "support_routing", "support_routing_new_queue",
+                                "support_routing_preferences"]
     with pytest.raises(KeyError, match="no built-in example 'nope'; choose one of: general_probes"):
         examples.load("nope")
 
@@ -39,3 +40,10 @@ def test_example_file_is_inside_the_package():
     path = examples.path("support_routing")
     assert path.is_file() and path.parent.parent.name == "examples"
     assert examples.info("support_routing").task == "classification"
+
+
+def test_the_new_queue_is_a_label_and_messages_the_routing_example_does_not_have():
+    new, old = examples.load("support_routing_new_queue", verbose=False), examples.load("support_routing", verbose=False)
+    assert set(new["label"]) == {"gift_card"} and "gift_card" not in set(old["label"]) and len(new) == 32
+    assert not set(new["prompt"]) & set(old["prompt"]) and len(set(new["prompt"])) == len(new)
+    assert check_data(examples.path("support_routing_new_queue")).ok

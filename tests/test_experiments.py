@@ -48,3 +48,46 @@ def test_from_scratch_trains_random_weights_fully_against_lora_on_the_pretrained
     w = "model.embed_tokens.weight"
     assert not torch.equal(fresh.model.state_dict()[w], before[w])
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_task_change_adds_the_label_to_each_prompt_and_measures_who_uses_it_untrained(monkeypatch):
+    import ftkit.evaluate as module
+    from ftkit.evaluate import Variant
+    from ftkit.experiments import task_change
+    from ftkit.generate import Generation
+    from ftkit.prompts import classify_zero_shot
+
+    prompted, tuned = object(), object()  # stand-ins: one follows its label list, one learned the old labels
+    asked = []
+
+    def answer(model, tok, conversations, **kwargs):
+        out = []
+        for messages in conversations:
+            text = messages[-1]["content"]
+            asked.append(text)
+            if model is prompted:
+                label = "gift_card" if "gift card question" in text and "gift_card" in text else "billing_issue"
+            else:
+                label = "billing_issue"
+            out.append(Generation(text=label, prompt_tokens=10, new_tokens=2, latency_s=0.01))
+        return out
+
+    monkeypatch.setattr(module, "generate", answer)
+    old = [{"prompt": "charged twice", "completion": "billing_issue"}, {"prompt": "where is it", "completion": "order_status"}]
+    new = [{"prompt": f"gift card question {i}", "completion": "?"} for i in range(10)] + \
+          [{"prompt": "a card for my aunt", "completion": "?"}]
+    template = classify_zero_shot(labels=["billing_issue", "order_status"])
+    change = task_change([Variant(prompted, None, template, name="zero-shot"),
+                          Variant(tuned, None, template, name="LoRA SFT")], new, "gift_card", old_rows=old)
+    assert all("Labels: billing_issue, order_status, gift_card" in text for text in asked)  # the label was added
+    assert change.table.loc["zero-shot", "new"] == 10 / 11 and change.table.loc["LoRA SFT", "new"] == 0
+    assert change.table.loc["zero-shot", "old"] == 0.5 and change.table.loc["zero-shot", "new_rows"] == 11
+    assert change.table.loc["zero-shot", "new_low"] > 0 and change.trained == ("LoRA SFT",)
+    text = str(change)
+    assert "zero-shot: 91% of 11 'gift_card' messages routed to the new label" in text and "uses it without new" in text
+    assert "LoRA SFT: 0% of 11" in text and "needs labelled rows for it and another training run" in text
+    with pytest.raises(ValueError, match="already a label"):
+        task_change([Variant(prompted, None, template, name="zero-shot")], new, "order_status")
+    with pytest.raises(ValueError, match="names no label list"):
+        from ftkit.prompts import zero_shot
+        task_change([Variant(prompted, None, zero_shot(), name="plain")], new, "gift_card")

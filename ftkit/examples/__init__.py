@@ -103,6 +103,16 @@ _EXAMPLES = {
             ),
         ),
         Example(
+            name="support_routing_new_queue",
+            filename="support_routing_new_queue.jsonl",
+            task="classification",
+            description=(
+                "32 customer messages for a ninth queue the routing example does not have, gift_card: "
+                "the task-change test adds the label to each prompt and measures which variants use it "
+                "without new training (ftkit.experiments.task_change)."
+            ),
+        ),
+        Example(
             name="general_probes",
             filename="general_probes.jsonl",
             task="probes",
