@@ -10,6 +10,8 @@ Events are named after trainer hooks and carry plain dicts:
 ``checkpoint`` step and the checkpoint folder
 ``end``        step and the final status (completed, stopped)
 ``error``      the error message and, for out-of-memory errors, what to reduce
+``curve``      a learning curve's point: training rows, run id, score with its interval, minutes
+               (:func:`ftkit.experiments.learning_curve`, after each size)
 =============  ==============================================================================
 
 Panels and the CLI subscribe with ``bus.on("log", fn)``; nothing else is needed to draw a live
@@ -37,7 +39,7 @@ from ftkit.runs import Run, is_main_process
 
 __all__ = ["EVENTS", "EventBus", "EventCallback", "StopFlag"]
 
-EVENTS = ("start", "log", "eval", "checkpoint", "end", "error")
+EVENTS = ("start", "log", "eval", "checkpoint", "end", "error", "curve")
 
 
 class EventBus:

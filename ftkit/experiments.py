@@ -54,11 +54,15 @@ class LearningCurve:
 
 def learning_curve(model, tokenizer, train, test, *, sizes=(25, 50, 100, 200, None), template=None,
                    settings=None, metrics=("exact_match",), labels=None, seed: int = 0, max_new_tokens: int = 32,
-                   runs_root=None) -> LearningCurve:
+                   runs_root=None, bus=None, stop=None) -> LearningCurve:
     """Train LoRA SFT on nested subsets of ``train`` (the first ``n`` rows of one shuffle with
     ``seed``, so each subset holds the smaller ones; None: all rows), each with ``settings`` (its
     time budget), and evaluate each on ``test`` with ``template``: the score with its 95% interval
-    against the number of training rows. ``model`` is left unchanged."""
+    against the number of training rows. ``model`` is left unchanged.
+
+    ``bus`` (an :class:`~ftkit.events.EventBus`) receives each training's events and, after each
+    size, a ``"curve"`` event with that size's row of the table; ``stop`` (a
+    :class:`~ftkit.events.StopFlag`) ends the current training and skips the sizes after it."""
     from ftkit.data import as_rows
     from ftkit.evaluate import Variant, evaluate
     from ftkit.prompts import zero_shot
@@ -75,7 +79,9 @@ def learning_curve(model, tokenizer, train, test, *, sizes=(25, 50, 100, 200, No
         raise ValueError(f"sizes must be positive row counts (or None for all); got {sizes}")
     lines, runs = [], []
     for n in wanted:
-        run = train_sft(model, tokenizer, shuffled[:n], template=template, runs_root=runs_root,
+        if stop:  # a StopFlag is true once set
+            break
+        run = train_sft(model, tokenizer, shuffled[:n], template=template, runs_root=runs_root, bus=bus, stop=stop,
                         config=replace(settings, name=f"{settings.name}-{n}-rows"))
         result = evaluate([Variant(run.model, tokenizer, template, name=f"{n} rows", max_new_tokens=max_new_tokens)],
                           test, metrics=metrics, labels=labels)
@@ -86,6 +92,8 @@ def learning_curve(model, tokenizer, train, test, *, sizes=(25, 50, 100, 200, No
                       "high": summary[f"{metric}_high"], "minutes": (training_cost(run)["seconds"] or 0) / 60,
                       "steps": run.status.get("step")})
         runs.append(run)
+        if bus is not None:
+            bus.emit("curve", dict(lines[-1], metric=metric))
     return LearningCurve(table=pd.DataFrame(lines), metric=metric, runs=runs)
 
 

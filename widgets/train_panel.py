@@ -33,6 +33,8 @@ from ftkit.widgets._ui import button
 # Redrawing a chart costs the browser far more than receiving the numbers; at most twice a
 # second keeps a fast run from stuttering. The last update is always drawn.
 THROTTLE_S = 0.5
+# Training rows of a learning curve (None: all), nested: each subset holds the smaller ones.
+CURVE_SIZES = (25, 50, 100, 200, None)
 # Chart panels: (title, [(trace name, event, key)]).
 SFT_CHARTS = [
     ("loss", [("train loss", "log", "loss"), ("eval loss", "eval", "eval_loss")]),
@@ -75,6 +77,7 @@ class TrainPanel(w.VBox):
             raise ValueError("from_run is for DPO (the SFT run whose adapter it continues); "
                              "an SFT run starts from the model you pass")
         task = tasks.resolve(task) if task is not None else None
+        self.task = task
         if template is None:
             template = from_run.template if from_run is not None else \
                 task.template("zero-shot", labels=label_set(train)) if task is not None else zero_shot()
@@ -112,19 +115,27 @@ class TrainPanel(w.VBox):
         self.figure = self._make_figure()
         chart = w.Box([self.figure])
         chart.add_class("ftkit-train-chart")
+        self.curve = None  # the last learning curve (ftkit.experiments.LearningCurve)
+        self._curve_points: list[dict] = []
+        self._best_prompt = None
+        self.curve_figure = go.FigureWidget(layout=dict(height=320, margin=dict(l=40, r=10, t=40, b=30)))
+        self._curve_box = w.Box([self.curve_figure], layout={"display": "none"})
+        curve_button = button("How much data?", lambda: self.learning_curve(background=True), self._messages,
+                              css="ftkit-curve", tooltip="SFT on 25, 50, 100, 200 and all training rows, each "
+                              "with these settings, each scored on the evaluation rows")
         changed = ", ".join(f"{k}={v}" for k, v in defaults.items())
         super().__init__(children=[
             w.HTML(f"<h4>Train ({method.upper()})</h4>"),
             w.HTML(_html.note(f"device: {device}" + (f"; defaults for it: {changed}" if changed else ""))),
             self.form,
             w.HBox([button("Check", self.preflight, self._messages, tooltip="Run the pre-flight check"),
-                    self._start, self._stop_button, self._resume]),
+                    self._start, self._stop_button, self._resume, *([curve_button] if method == "sft" else [])]),
             self._preflight_html, w.HBox([self._progress, self._progress_label]), self._reading, chart,
-            self._messages,
+            self._curve_box, self._messages,
         ])
         self.add_class("ftkit-train-panel")
         for name, handler in (("start", self._on_start), ("log", self._on_log), ("eval", self._on_eval),
-                              ("end", self._on_end)):
+                              ("end", self._on_end), ("curve", self._on_curve)):
             self.bus.on(name, handler)
 
     # --- actions --------------------------------------------------------------------------------
@@ -161,6 +172,52 @@ class TrainPanel(w.VBox):
             raise ValueError(f"run {run.id} is a {run.config.get('kind')} run; this panel trains {self.method}")
         self.form.set(**run.config["settings"])
         self._begin(self.settings, resume=run)
+
+    def learning_curve(self, sizes=CURVE_SIZES, best_prompt: tuple[str, float, float, float] | None = None,
+                       background: bool = False):
+        """How much data does fine-tuning need? SFT on nested subsets of the training rows
+        (``sizes``; None: all), each with the settings the form holds (its time budget included),
+        each scored on the evaluation rows, drawn as it goes against ``best_prompt`` (``(name,
+        score, low, high)``, e.g. from PromptLab or an evaluation) when given. Returns the
+        :class:`~ftkit.experiments.LearningCurve` (``background=True``: trains in the panel's
+        thread like Start; then ``wait()`` and read ``panel.curve``). Stop ends it early."""
+        if self.method != "sft":
+            raise ValueError("a learning curve trains SFT; this panel trains DPO")
+        if self.eval_data is None:
+            raise ValueError("a learning curve scores each size on held-out rows: pass eval=... to the panel")
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("training is running; wait for it (or stop it) first")
+        self._best_prompt, self._curve_points, self.curve, self.error = best_prompt, [], None, None
+        self._curve_box.layout.display = None
+        self._draw_curve()
+        self._stop.clear()
+        if not background:
+            return self._curve(sizes)
+        self.status = "running"
+        self._start.disabled, self._stop_button.disabled = True, False
+        self._thread = threading.Thread(target=self._curve, args=(sizes,), name="ftkit-curve", daemon=True)
+        self._thread.start()
+        return None
+
+    def _curve(self, sizes):
+        from ftkit.experiments import learning_curve
+
+        labels = label_set(self.eval_data) if self.task is None or self.task.name == "classification" else None
+        metrics = dict(self.task.metric_functions()) if self.task is not None else ("exact_match",)
+        settings = replace(self.settings, trl={"disable_tqdm": True, **self.settings.trl})
+        try:
+            self.curve = learning_curve(self.model, self.tokenizer, self.train_data, self.eval_data, sizes=sizes,
+                                        template=self.template, settings=settings, metrics=metrics,
+                                        labels=labels or None, runs_root=self.runs_root, bus=self.bus,
+                                        stop=self._stop)
+            self.status = "completed"
+            self._messages.value = _html.note(f"learning curve: {len(self.curve.table)} sizes trained and scored")
+        except Exception as err:  # noqa: BLE001 - shown in the panel
+            self._fail(err, "The learning curve did not run to the end")
+        finally:
+            self._draw_curve()
+            self._start.disabled, self._stop_button.disabled = False, True
+        return self.curve
 
     def stop(self) -> None:
         """End the run after the current step; the adapter and a checkpoint are saved."""
@@ -278,6 +335,23 @@ class TrainPanel(w.VBox):
     def _on_eval(self, event: dict) -> None:
         self._evals.append(event)
         self._draw()
+
+    def _on_curve(self, event: dict) -> None:
+        self._curve_points.append(event)
+        self._draw_curve()
+
+    def _draw_curve(self) -> None:
+        import pandas as pd
+
+        from ftkit.experiments import LearningCurve
+
+        points = pd.DataFrame(self._curve_points, columns=["rows", "score", "low", "high", "metric"])
+        metric = points["metric"].iloc[0] if len(points) else "score"
+        fig = LearningCurve(table=points, metric=metric, runs=[]).figure(best_prompt=self._best_prompt)
+        with self.curve_figure.batch_update():
+            self.curve_figure.data = ()
+            self.curve_figure.layout = fig.layout
+        self.curve_figure.add_traces(list(fig.data))
 
     def _on_end(self, event: dict) -> None:
         self._progress_text = f"{event['status']} at step {event['step']}"

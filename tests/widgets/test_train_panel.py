@@ -152,3 +152,29 @@ def test_conversations_train_from_the_panel_with_every_answer_highlighted(tiny, 
     panel.start()
     run = panel.wait(timeout=120)
     assert run.status["status"] == "completed" and run.events("log")
+
+
+def test_the_how_much_data_button_trains_nested_sizes_and_draws_the_curve_against_the_prompt(tiny, tmp_path):
+    model, tok = tiny
+    panel = TrainPanel(model, tok, train=ROWS, eval=ROWS[:4], runs_root=tmp_path)
+    panel.set(max_steps=1, **FAST)
+    points = []
+    panel.bus.on("curve", points.append)
+    panel.learning_curve(sizes=(2, None), best_prompt=("2-shot", 0.5, 0.25, 0.75), background=True)
+    panel.wait(timeout=120)
+    assert panel.error is None and panel.status == "completed"
+    curve = panel.curve
+    assert list(curve.table["rows"]) == [2, len(ROWS)] and [p["rows"] for p in points] == [2, len(ROWS)]
+    assert [run.config["train_rows"] for run in curve.runs] == [2, len(ROWS)]
+    assert all(run.evaluation["test_rows"] == 4 for run in curve.runs)  # each scored on the panel's eval rows
+    trace = panel.curve_figure.data[0]
+    assert list(trace.x) == [2, len(ROWS)] and list(trace.y) == list(curve.table["score"])
+    assert panel.curve_figure.layout.shapes  # the best prompt's band
+    assert "learning curve: 2 sizes trained and scored" in text(panel)
+    # A DPO panel has no such action, and a panel without held-out rows says what to pass.
+    assert not any(getattr(b, "_dom_classes", ()) and "ftkit-curve" in b._dom_classes
+                   for b in TrainPanel(model, tok, train=PAIRS, method="dpo", runs_root=tmp_path).children[3].children)
+    import pytest
+
+    with pytest.raises(ValueError, match="pass eval="):
+        TrainPanel(model, tok, train=ROWS, runs_root=tmp_path).learning_curve()
