@@ -91,7 +91,10 @@ class ComparePanel(w.VBox):
         super().__init__(children=[
             w.HTML("<h4>Compare</h4>"), w.HTML(warning),
             w.HTML("<b>Variants</b>"), w.HBox(list(self._choices.values()), layout={"flex_flow": "row wrap"}),
-            button("Compare", self.run, self._messages, style="primary", css="ftkit-compare"),
+            w.HBox([button("Compare", self.run, self._messages, style="primary", css="ftkit-compare"),
+                    button("Measure flexibility", self.measure_flexibility, self._messages, css="ftkit-flexibility",
+                           tooltip="Ask the base model and each run the built-in general-skills probes: what "
+                                   "did tuning cost outside this task? (adds a line to the verdict)")]),
             self._progress, self._verdict, self._summary, self.figure,
             w.HBox([self._disagree, button("◀", lambda: self.show_page(self.page - 1), self._messages),
                     self._page_label, button("▶", lambda: self.show_page(self.page + 1), self._messages)]),
@@ -139,6 +142,27 @@ class ComparePanel(w.VBox):
         self.only_disagreements(self._disagree.value)
         self._messages.value = ""
         return self.result
+
+    def measure_flexibility(self, probes=None, max_new_tokens: int = 32):
+        """The general-skills probes (default: the built-in ``general_probes``; pass fewer rows
+        for a quick look) asked of the base model and of each compared run: what tuning cost
+        outside the task, with a CI (:func:`ftkit.advice.flexibility`). The verdict gains the line."""
+        from ftkit.advice import flexibility
+        from ftkit.prompts import zero_shot
+
+        if self.result is None or self.advice is None:
+            raise ValueError("compare prompt variants and at least one run first: flexibility is measured "
+                             "for the runs of the verdict")
+        runs = [name for name in self.result.variants if name in self.runs]
+        base = Variant(self.model, self.tokenizer, zero_shot(), name="base model", adapter=False)
+        tuned = [Variant(*self._run_model(self.runs[name]), zero_shot(), name=name) for name in runs]
+        self._progress.clear_output()
+        with self._progress:
+            flex = flexibility(base, tuned, probes=probes, max_new_tokens=max_new_tokens)
+        prompts = [n for n in self.result.variants if n in self.templates]
+        self.advice = advise(self.result, prompts, {n: self.runs[n] for n in runs}, flexibility=flex)
+        self._verdict.value = "<h5>Verdict</h5>" + self.advice._repr_html_()
+        return flex
 
     def only_disagreements(self, flag: bool = True) -> None:
         """Show only the rows where the variants' headline scores differ by more than

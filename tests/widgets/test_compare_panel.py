@@ -163,3 +163,22 @@ def test_chat_rows_are_compared_turn_by_turn_with_the_earlier_turns_folded(talka
     assert pair["chosen"] == "It left today." and pair["prompt"] == "HC-10233"
     assert [m["content"] for m in pair["history"]] == ["Hi, it's Ann. Where is my order?", "Hi Ann, which order?",
                                                        "HC-10233"]
+
+
+def test_flexibility_is_measured_for_the_compared_runs_served_merged_and_joins_the_verdict(talkative, sft_run):
+    from accelerate.utils import is_peft_model
+
+    model, tok = talkative
+    panel = ComparePanel(model, tok, dataset=TEST, templates={"plain": zero_shot()}, runs=[sft_run], max_new_tokens=3)
+    with pytest.raises(ValueError, match="compare prompt variants and at least one run first"):
+        panel.measure_flexibility()
+    panel.run()
+    assert not is_peft_model(panel._run_model(sft_run)[0])  # a run is compared as served: merged
+    probes = [{"prompt": "What is 2 + 2?", "completion": "4", "answers": ["4", "four"], "check": "answers",
+               "skill": "arithmetic"}, {"prompt": "Say yes.", "completion": "yes", "check": "regex:(?i)yes\\W*",
+                                        "skill": "format"}]
+    find_button(panel, css="ftkit-flexibility")  # the action is a button too
+    flex = panel.measure_flexibility(probes=probes, max_new_tokens=3)
+    assert list(flex.result.summary.index) == ["base model", sft_run.id] and flex.result.summary["n"].iloc[0] == 2
+    assert panel.advice.flexibility is flex
+    assert flex.line(sft_run.id) in text(panel) and "flexibility: general-skills probes passed" in text(panel)
