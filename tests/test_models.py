@@ -87,7 +87,7 @@ def test_tokenizer_without_chat_template_gets_one_with_a_warning(tmp_path):
         _, tok = load_model(folder, device="cpu", verbose=False)
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                    add_generation_prompt=True)
-    assert text == "user: hi\nassistant: "
+    assert text == "user: hi\nassistant:"
 
 
 def test_missing_folder_and_folder_without_config(tmp_path):

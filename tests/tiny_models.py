@@ -59,3 +59,61 @@ def save_tiny_model(folder: Path, chat_template: str | None = CHATML) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# --- one tiny model per architecture family --------------------------------------------------
+
+def _family_configs(vocab: int, bos: int, eos: int) -> dict:
+    """Config class name and keyword arguments per family: hidden size 32, 2 layers, 2 heads, the
+    tokenizer's vocabulary and special ids (each config's own defaults point at ids a 400-token
+    vocabulary does not have: GPT-2's 50256, Phi-3's 32000 as pad)."""
+    ids = dict(vocab_size=vocab, bos_token_id=bos, eos_token_id=eos, pad_token_id=None)
+    decoder = dict(ids, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                   max_position_embeddings=512)
+    return {
+        "bloom": ("BloomConfig", dict(ids, hidden_size=32, n_layer=2, n_head=2)),
+        "gpt2": ("GPT2Config", dict(ids, n_embd=32, n_inner=64, n_layer=2, n_head=2, n_positions=512)),
+        "llama": ("LlamaConfig", dict(decoder, num_key_value_heads=1, head_dim=16)),
+        "qwen2": ("Qwen2Config", dict(decoder, num_key_value_heads=1)),
+        "gemma": ("GemmaConfig", dict(decoder, num_key_value_heads=1, head_dim=16)),
+        "phi3": ("Phi3Config", dict(decoder, num_key_value_heads=1, original_max_position_embeddings=512)),
+        "mistral": ("MistralConfig", dict(decoder, num_key_value_heads=1, head_dim=16, sliding_window=512)),
+    }
+
+
+
+def save_tiny_family(folder: Path, family: str, tokenizer=None) -> Path:
+    """A 2-layer model of one architecture family (a ``config.model_type``: ``"bloom"``, ``"gpt2"``,
+    ...) with random weights and ``tokenizer`` (default: :func:`make_tokenizer`'s), saved like a
+    hub model; the config's vocabulary and special ids are the tokenizer's."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = tokenizer if tokenizer is not None else make_tokenizer()
+    name, kwargs = _family_configs(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)[family]
+    config = getattr(transformers, name)(**kwargs)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# google/gemma-7b-it's chat template, verbatim: no system role, the assistant is "model", and each
+# turn ends with <end_of_turn>, which is not the tokenizer's end-of-sequence token (<eos>).
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+
+
+def make_gemma_tokenizer():
+    """:func:`make_tokenizer`'s vocabulary with Gemma's special tokens and chat template."""
+    tok = make_tokenizer(GEMMA_TEMPLATE)
+    tok.add_special_tokens({"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>"})
+    tok.add_tokens(["<start_of_turn>", "<end_of_turn>"], special_tokens=True)
+    return tok
