@@ -110,7 +110,8 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
            flexibility: Flexibility | None = None) -> Advice:
     """The verdict on ``result`` (an :class:`~ftkit.evaluate.EvalResult`): the best of the
     ``prompts`` (variant names) against the best of the ``tuned`` variants (names, or
-    ``{name: Run}`` for their training cost), on ``metric`` (default: the headline).
+    ``{name: Run}`` for their training cost: a DPO run's includes the SFT run it continued), on
+    ``metric`` (default: the headline).
 
     Conclusions: *fine-tuning pays* (the interval of tuned - prompt is above 0), *prompting is
     enough* (below 0; or spanning 0 while the prompt costs no more tokens than the tuned model),
@@ -121,8 +122,6 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
     >>> advise(result, ["zero-shot", "8-shot"], {"LoRA SFT": run}).conclusion  # doctest: +SKIP
     'fine-tuning pays'
     """
-    from ftkit.readings import training_cost
-
     metric = metric or result.metrics[0]
     runs = dict(tuned) if isinstance(tuned, dict) else dict.fromkeys(tuned)
     prompts, summary = list(prompts), result.summary
@@ -136,7 +135,7 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
               for key in ("prompt_tokens", "new_tokens", "latency_s", "latency_1_s") if key in summary.columns}
     invalid = {n: float(summary.loc[n, "invalid_rate"]) for n in names} if "invalid_rate" in summary.columns else {}
     run = runs[best_tuned]
-    seconds = training_cost(run)["seconds"] if run is not None else None
+    seconds = _training_seconds(run) if run is not None else None
     advice = Advice(metric=metric, best_prompt=best_prompt, tuned=best_tuned,
                     prompt_score=float(summary.loc[best_prompt, metric]),
                     tuned_score=float(summary.loc[best_tuned, metric]), difference=gain.mean_diff,
@@ -150,6 +149,20 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
         advice.break_even_requests = seconds / advice.seconds_saved
     advice.conclusion, advice.reason = _conclude(advice)
     return advice
+
+
+def _training_seconds(run) -> float | None:
+    """What it took to train ``run``, including the run it continued (DPO from its SFT run), when
+    that run's record is beside it."""
+    from ftkit.readings import training_cost
+    from ftkit.runs import Run
+
+    seconds = training_cost(run)["seconds"]
+    parent = (getattr(run, "config", None) or {}).get("from_run")
+    if seconds is not None and parent and (run.path.parent / parent / "config.json").is_file():
+        before = _training_seconds(Run(run.path.parent / parent))
+        seconds += before or 0.0
+    return seconds
 
 
 def _conclude(a: Advice) -> tuple[str, str]:

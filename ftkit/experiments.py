@@ -34,6 +34,13 @@ class LearningCurve:
     metric: str
     runs: list
 
+    def crossing(self, score: float, beyond_noise: bool = False) -> int | None:
+        """The fewest training rows whose score reaches ``score`` (a prompt's), or with
+        ``beyond_noise`` whose whole interval is above it; None when no size does."""
+        t = self.table
+        reached = t[t["low"] > score] if beyond_noise else t[t["score"] >= score]
+        return int(reached["rows"].min()) if len(reached) else None
+
     def figure(self, best_prompt: tuple[str, float, float, float] | None = None):
         """A plotly figure: the score against training rows (95% CI as error bars), and the best
         prompt's score and interval as a horizontal band, where the curve crosses it."""

@@ -76,6 +76,23 @@ def test_a_slower_tuned_model_is_not_repaid_by_latency_and_control_is_shown():
     assert "<b>Verdict: fine-tuning pays" in advice._repr_html_()
 
 
+def test_a_dpo_runs_training_time_includes_the_sft_run_it_continued(tmp_path):
+    import json
+
+    from ftkit.runs import new_run
+
+    def recorded(name, seconds, **config):
+        run = new_run(name, {"kind": name, **config}, root=tmp_path)
+        (run.path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [
+            {"event": "start", "time": 10.0}, {"event": "end", "time": 10.0 + seconds}]))
+        return run
+
+    sft = recorded("sft", 300)
+    dpo = recorded("dpo", 120, from_run=sft.id)
+    advice = advise(result([0] * 30 + [1] * 10, [1] * 40), ["8-shot"], {"LoRA SFT": dpo})
+    assert advice.training_minutes == pytest.approx(7.0)  # 5 of SFT, then 2 of DPO
+
+
 def test_advice_needs_both_kinds_of_variant():
     with pytest.raises(ValueError, match="name at least one of each"):
         advise(result([1], [1]), [], ["LoRA SFT"])

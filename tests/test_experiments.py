@@ -27,6 +27,13 @@ def test_a_learning_curve_trains_nested_subsets_and_scores_each_on_the_same_rows
     for _, line in curve.table.iterrows():
         assert line["low"] <= line["score"] <= line["high"]
     assert curve.runs[0].evaluation["test_rows"] == 4  # each evaluated on the same held-out rows
+    import pandas as pd
+
+    from ftkit.experiments import LearningCurve
+
+    hand = LearningCurve(table=pd.DataFrame({"rows": [25, 50, 100], "score": [0.2, 0.5, 0.8], "low": [0.1, 0.3, 0.6],
+                                             "high": [0.3, 0.7, 0.9]}), metric="exact_match", runs=[])
+    assert (hand.crossing(0.5), hand.crossing(0.5, beyond_noise=True), hand.crossing(0.95)) == (50, 100, None)
     fig = curve.figure(best_prompt=("8-shot", 0.5, 0.2, 0.8))
     assert list(fig.data[0].x) == [2, 4, 8] and fig.layout.shapes  # the prompt's band is drawn
     with pytest.raises(ValueError, match="sizes must be positive"):

@@ -9,6 +9,7 @@ whole tour runs in minutes; a failing cell fails the test with that cell's sourc
 from __future__ import annotations
 
 import ast
+import html
 import time
 from pathlib import Path
 
@@ -33,7 +34,8 @@ SMALL = {
                    DPO_MINUTES=0, DPO_STEPS=2, BATCH_SIZE=4),
     "05_compare": dict(TEST_SIZE=0.05, TRAIN_ROWS=16, EVAL_ROWS=6, K_SHOTS=2, PAIRS_ROWS=8, SFT_MINUTES=0,
                        SFT_STEPS=2, DPO_MINUTES=0, DPO_STEPS=2, BATCH_SIZE=4, PROBE_ROWS=4,
-                       CURVE_SIZES=[4, 8], CURVE_MINUTES=0, CURVE_STEPS=1, SCRATCH_MINUTES=0, SCRATCH_STEPS=1),
+                       CURVE_SIZES=[4, 8], CURVE_MINUTES=0, CURVE_STEPS=1, SCRATCH_MINUTES=0, SCRATCH_STEPS=1,
+                       NEW_QUEUE_ROWS=4),
     # Every task still runs: two held-out rows each, one SFT step, short answers.
     "06_scenarios": dict(EVAL_ROWS=2, MAX_NEW_TOKENS=16, SFT_MINUTES=0, SFT_STEPS=1, BATCH_SIZE=2, RATE_ROWS=2,
                          DPO_MINUTES=0, DPO_STEPS=1),
@@ -129,3 +131,8 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, runs_root, monkeypatch):
     print(f"{path.stem}: executed in {time.perf_counter() - t0:.0f} s")
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    if path.stem == "05_compare":  # the verdict it prints (the ComparePanel's object) opens its report
+        printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                          if o.output_type == "stream")
+        verdict = next(line for line in printed.splitlines() if line.startswith("Verdict: "))
+        assert html.escape(verdict) in (workdir / "05_compare_report.html").read_text(encoding="utf-8")

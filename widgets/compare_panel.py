@@ -37,7 +37,8 @@ class ComparePanel(w.VBox):
 
     ``templates``: ``{name: PromptTemplate}`` run on the base ``model`` (with adapters off when
     it is a PEFT model); default: zero-shot. ``runs``: finished :class:`~ftkit.runs.Run` objects,
-    each loaded with its adapter and evaluated with the template it was trained on. ``labels``
+    each loaded with its adapter merged (as it would be served) and evaluated with the template
+    it was trained on; named by run id, or pass ``{name: run}`` to name them. ``labels``
     defaults to the sorted labels of ``dataset`` when it has a ``label`` column. Each run's
     evaluation is recorded with it (:meth:`~ftkit.runs.Run.record_evaluation`); pass
     ``record=False`` when ``dataset`` is not held out (rating training rows for DPO pairs).
@@ -46,7 +47,7 @@ class ComparePanel(w.VBox):
     def __init__(self, model, tokenizer, dataset, templates: dict[str, PromptTemplate] | None = None,
                  runs=(), labels=None, metrics=None, limit: int | None = None,
                  max_new_tokens: int | None = None, page_size: int = 20, record: bool = True, task=None,
-                 disagreement: float = 0.1):
+                 disagreement: float = 0.1, requests: int = 100_000):
         self.model, self.tokenizer = model, tokenizer
         given = as_rows(dataset)
         self.task = tasks.resolve(task, given, labels)
@@ -57,10 +58,11 @@ class ComparePanel(w.VBox):
         if not templates:
             templates = {"zero-shot": self.task.template("zero-shot", labels=self.labels)}
         self.templates = dict(templates)
-        self.runs = {run.id: run for run in runs}
+        self.runs = dict(runs) if isinstance(runs, dict) else {run.id: run for run in runs}
         self.metrics = metrics or dict(self.task.metric_functions())
         self.max_new_tokens, self.page_size = max_new_tokens or self.task.max_new_tokens, page_size
         self.disagreement = disagreement
+        self.requests = requests  # the request volume the verdict puts per-request costs against
         self.record = record
         self.result: EvalResult | None = None
         self.visible_rows: list[int] = []
@@ -120,17 +122,7 @@ class ComparePanel(w.VBox):
         names = [n for n, box in self._choices.items() if box.value]
         if not names:
             raise ValueError("tick at least one variant")
-        variants = []
-        for name in names:
-            if name in self.templates:
-                # adapter=False: a PEFT model answers as its base model for the prompt variants.
-                variants.append(Variant(self.model, self.tokenizer, self.templates[name], name=name,
-                                        adapter=False, max_new_tokens=self.max_new_tokens,
-                                        stop_strings=self.task.stop_strings))
-            else:
-                model, tokenizer = self._run_model(self.runs[name])
-                variants.append(Variant(model, tokenizer, self.runs[name].template, name=name,
-                                        max_new_tokens=self.max_new_tokens, stop_strings=self.task.stop_strings))
+        variants = self.variants(names)
         self._progress.clear_output()
         with self._progress:
             self.result = evaluate(variants, self._rows, self.metrics, labels=self.labels or None)
@@ -142,6 +134,24 @@ class ComparePanel(w.VBox):
         self.only_disagreements(self._disagree.value)
         self._messages.value = ""
         return self.result
+
+    def variants(self, names=None) -> list[Variant]:
+        """The variants as this panel evaluates them (default: all): each prompt on the base
+        model, each run merged with its own template; for :func:`~ftkit.evaluate.evaluate` or
+        :func:`~ftkit.experiments.task_change` on other rows."""
+        out = []
+        for name in names or list(self._choices):
+            if name in self.templates:
+                # adapter=False: a PEFT model answers as its base model for the prompt variants.
+                out.append(Variant(self.model, self.tokenizer, self.templates[name], name=name, adapter=False,
+                                   max_new_tokens=self.max_new_tokens, stop_strings=self.task.stop_strings))
+            elif name in self.runs:
+                model, tokenizer = self._run_model(self.runs[name])
+                out.append(Variant(model, tokenizer, self.runs[name].template, name=name,
+                                   max_new_tokens=self.max_new_tokens, stop_strings=self.task.stop_strings))
+            else:
+                raise ValueError(f"no variant {name!r}; variants are: {', '.join(self._choices)}")
+        return out
 
     def measure_flexibility(self, probes=None, max_new_tokens: int = 32):
         """The general-skills probes (default: the built-in ``general_probes``; pass fewer rows
@@ -160,7 +170,8 @@ class ComparePanel(w.VBox):
         with self._progress:
             flex = flexibility(base, tuned, probes=probes, max_new_tokens=max_new_tokens)
         prompts = [n for n in self.result.variants if n in self.templates]
-        self.advice = advise(self.result, prompts, {n: self.runs[n] for n in runs}, flexibility=flex)
+        self.advice = advise(self.result, prompts, {n: self.runs[n] for n in runs}, requests=self.requests,
+                             flexibility=flex)
         self._verdict.value = "<h5>Verdict</h5>" + self.advice._repr_html_()
         return flex
 
@@ -257,7 +268,7 @@ class ComparePanel(w.VBox):
         paired = [str(self.result.compare(name, names[0])) for name in names[1:]]
         self._summary.value = _html.table(table) + "".join(_html.note(line) for line in paired)
         prompts, tuned = [n for n in names if n in self.templates], {n: self.runs[n] for n in names if n in self.runs}
-        self.advice = advise(self.result, prompts, tuned) if prompts and tuned else None
+        self.advice = advise(self.result, prompts, tuned, requests=self.requests) if prompts and tuned else None
         self._verdict.value = ("<h5>Verdict</h5>" + self.advice._repr_html_()) if self.advice else ""
 
     def _draw_table(self) -> None:

@@ -58,7 +58,12 @@ def test_variants_and_runs_run_on_the_same_rows_with_charts_and_a_row_per_exampl
 
     advice = advise(result, ["plain", "route"], {sft_run.id: sft_run})
     assert panel.advice.conclusion == advice.conclusion and panel.advice.reason == advice.reason
-    assert html.escape(f"Verdict: {advice.conclusion}: {advice.reason}.") in panel._verdict.value
+    verdict = html.escape(f"Verdict: {advice.conclusion}: {advice.reason}.")
+    assert verdict in panel._verdict.value
+    from ftkit.report import render_report  # the report of this result opens with the same verdict
+
+    report = render_report(result=result, advice=panel.advice)
+    assert verdict in report and report.index(verdict) < report.index("<h2>Summary</h2>")
     panel.select(["plain", "route"])
     panel.run()
     assert panel.advice is None and panel._verdict.value == ""  # no tuned variant, no verdict

@@ -1,0 +1,134 @@
+"""The measurements behind the verdict, on the built-in routing example, in one run.
+
+    .venv/bin/python benchmarks/verdict.py [--sft-steps 40] [--curve-sizes 25,50,100,200,0]
+        [--curve-steps 20] [--scratch-steps 40] [--eval-rows 0] [--probe-rows 0] [--threads 1]
+
+What ``ftkit.advice`` claims, measured on the embedded model with the tour's split (80/20,
+stratified, seed 0) and prompts (zero-shot and 8-shot):
+
+- **fair latency**: zero-shot, 8-shot and a LoRA SFT run (merged, as served) on the same held-out
+  rows through ``evaluate`` (each warmed up untimed, then timed batched and one at a time); the
+  tuned model answers with fewer new tokens from the zero-shot prompt, so it must not come out
+  slower per request than zero-shot;
+- **the verdict** (``advise``) of the SFT run against the best prompt;
+- **flexibility**: the general-skills probes, base model against the SFT run;
+- **the task change**: the new ``gift_card`` queue added to each prompt, untrained;
+- **how much data**: a learning curve (SFT on nested subsets, ``--curve-steps`` steps each, so a
+  size's result does not depend on the machine's load; 0 in --curve-sizes: all rows) against the
+  best prompt: the fewest rows that reach it;
+- **from scratch**: the same architecture from random weights against LoRA on the pretrained
+  model, the same ``--scratch-steps`` steps each on the same rows.
+
+Steps, not minutes, bound every training here: minutes on a shared 2-core machine depend on the
+neighbours. The figures end the output, a line each, with the target where the issue set one and
+"reported" where the figure is a finding. Runs go to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sft-steps", type=int, default=40)
+    ap.add_argument("--curve-sizes", default="25,50,100,200,0")
+    ap.add_argument("--curve-steps", type=int, default=20)
+    ap.add_argument("--scratch-steps", type=int, default=40)
+    ap.add_argument("--eval-rows", type=int, default=0, help="held-out rows (0: all 96)")
+    ap.add_argument("--probe-rows", type=int, default=0, help="general-skills probes (0: all 120)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from ftkit import examples, load_model, split
+    from ftkit.advice import advise, flexibility
+    from ftkit.data import label_set
+    from ftkit.evaluate import Variant, evaluate
+    from ftkit.experiments import from_scratch, learning_curve, task_change
+    from ftkit.prompts import classify_few_shot, classify_zero_shot, zero_shot
+    from ftkit.sft import SFTSettings, train_sft
+
+    t_start = time.perf_counter()
+    model, tok = load_model(verbose=False)
+    parts = split(examples.load("support_routing", verbose=False), test_size=0.2, seed=0, stratify_by="label")
+    train, test = parts["train"], parts["test"]
+    if args.eval_rows:
+        test = test.select(range(args.eval_rows))
+    labels = label_set(train)
+    zero = classify_zero_shot(labels=labels)
+    prompts = {"zero-shot": zero, "8-shot": classify_few_shot(train, k=8, labels=labels)}
+    runs_root = tempfile.mkdtemp(prefix="ftkit-verdict-")
+    steps = dict(max_minutes=0, batch_size=4)
+
+    print(f"SFT, {args.sft_steps} steps ...", flush=True)
+    run = train_sft(model, tok, train, template=zero, runs_root=runs_root,
+                    config=SFTSettings(max_steps=args.sft_steps, **steps))
+    served, _ = run.load_model(merged=True)
+    variants = [Variant(model, tok, t, name=name, max_new_tokens=12) for name, t in prompts.items()]
+    variants.append(Variant(served, tok, zero, name="LoRA SFT", max_new_tokens=12))
+    result = evaluate(variants, test, labels=labels)
+    cols = ["exact_match", "exact_match_low", "exact_match_high", "prompt_tokens", "new_tokens", "latency_s",
+            "latency_1_s"]
+    print(result.summary[cols].round(3).to_string())
+    advice = advise(result, list(prompts), {"LoRA SFT": run})
+    print(advice)
+
+    print("general-skills probes ...", flush=True)
+    probes = examples.load("general_probes", verbose=False)
+    if args.probe_rows:
+        probes = probes.select(range(args.probe_rows))
+    flex = flexibility(Variant(model, tok, zero_shot(), name="base model"),
+                       [Variant(served, tok, zero_shot(), name="LoRA SFT")], probes=probes)
+    print(flex.line("LoRA SFT"))
+
+    print("task change: the gift_card queue ...", flush=True)
+    change = task_change(variants, examples.load("support_routing_new_queue", verbose=False), "gift_card",
+                         old_rows=test, trained=["LoRA SFT"])
+    print(change)
+
+    sizes = [int(n) or None for n in args.curve_sizes.split(",")]
+    print(f"learning curve, sizes {sizes}, {args.curve_steps} steps each ...", flush=True)
+    curve = learning_curve(model, tok, train, test, sizes=sizes, template=zero, labels=labels, max_new_tokens=12,
+                           settings=SFTSettings(max_steps=args.curve_steps, **steps), runs_root=runs_root)
+    print(curve.table.round(3).to_string())
+
+    print(f"from scratch against LoRA, {args.scratch_steps} steps each ...", flush=True)
+    scratch = from_scratch(model, tok, train, test, template=zero, labels=labels, minutes=0,
+                           max_steps=args.scratch_steps, max_new_tokens=12, runs_root=runs_root)
+    print(scratch.result.summary[["exact_match", "exact_match_low", "exact_match_high", "invalid_rate"]].round(3))
+    gap = scratch.result.compare("LoRA on pretrained", "from scratch")
+    print(gap)
+
+    s = result.summary
+    best = advice.best_prompt
+    reach = curve.crossing(s.loc[best, "exact_match"])
+    beat = curve.crossing(s.loc[best, "exact_match"], beyond_noise=True)
+    fresh, lora = scratch.result.summary["exact_match"]
+    mean, low, high = flex.differences["LoRA SFT"]
+    print(f"\n{len(test)} held-out rows; model {model.dtype}, {torch.get_num_threads()} threads; "
+          f"{(time.perf_counter() - t_start) / 60:.1f} min in all\n")
+    print(f"tuned vs zero-shot latency per request, batched: {s.loc['LoRA SFT', 'latency_s'] / s.loc['zero-shot', 'latency_s']:.2f}x "
+          f"(target <= 1.1; new tokens {s.loc['LoRA SFT', 'new_tokens']:.1f} vs {s.loc['zero-shot', 'new_tokens']:.1f})")
+    print(f"tuned vs zero-shot latency per request, one at a time: "
+          f"{s.loc['LoRA SFT', 'latency_1_s'] / s.loc['zero-shot', 'latency_1_s']:.2f}x (target <= 1.1)")
+    print(f"verdict, LoRA SFT ({args.sft_steps} steps) vs {best}: {advice.conclusion}, "
+          f"{advice.difference:+.2f} [{advice.ci_low:+.2f}, {advice.ci_high:+.2f}] (reported)")
+    print(f"flexibility, probes passed by LoRA SFT - base: {mean:+.2f} [{low:+.2f}, {high:+.2f}] (reported)")
+    for name, r in change.table.iterrows():
+        print(f"task change, {name} routing gift_card messages to the new label: {r['new']:.2f} "
+              f"[{r['new_low']:.2f}, {r['new_high']:.2f}] (reported)")
+    print(f"learning curve, training rows to reach {best} ({s.loc[best, 'exact_match']:.2f}): "
+          f"{reach if reach is not None else 'not reached'} (reported; beyond noise: "
+          f"{beat if beat is not None else 'not reached'})")
+    print(f"LoRA on pretrained vs from scratch, exact match after {args.scratch_steps} steps: {lora:.2f} vs "
+          f"{fresh:.2f}, difference {gap.mean_diff:+.2f} [{gap.ci_low:+.2f}, {gap.ci_high:+.2f}] (target > 0)")
+
+
+if __name__ == "__main__":
+    main()
