@@ -6,6 +6,7 @@
     ftkit report RUN...             an HTML report from finished runs
     ftkit launch CONFIG --gpus N    an `accelerate launch` command for the same training
     ftkit train CONFIG              training only (what `ftkit launch` runs on every process)
+    ftkit serve RUN_OR_MODEL        an OpenAI-compatible server for a tuned run (merged) or a model
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from ftkit import examples, tasks
 from ftkit.config import (ConfigError, DataConfig, DPOStage, ModelConfig, OutputConfig, PipelineConfig,
                           SFTStage, describe, dump_config, load_config)
+from ftkit.endpoint import EndpointError
 from ftkit.models import EMBEDDED_NAME, ModelLoadError
 
 __all__ = ["build_parser", "demo_config", "main"]
@@ -106,6 +108,9 @@ def check_run(config: PipelineConfig, name: str) -> int:
     from ftkit.models import load_tokenizer
     from ftkit.pipeline import prepare_data
 
+    for t in config.templates:  # the key a hosted baseline needs is set (it is never printed)
+        if t.endpoint is not None:
+            t.endpoint.check_key()
     prepare_data(config, load_tokenizer(config.model.name), print)
     print(f"{name}: valid (config and data checked; no model weights loaded)")
     return 0
@@ -181,6 +186,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ftkit.serve import serve
+
+    serve(args.model, host=args.host, port=args.port, runs_root=args.root, device=args.device, dtype=args.dtype)
+    return 0
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from ftkit.launch import run_launch, write_launch
 
@@ -240,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report.html", help="where to write the report")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("serve", help="an OpenAI-compatible server (transformers serve) for a tuned run or a model",
+                       description="Serve a tuned run (its adapter merged into the weights, once, cached) or a "
+                                   "model over an OpenAI-compatible API until Ctrl-C. A request without a system "
+                                   "message gets the run's system prompt. Prints the base URL and model name "
+                                   "for a client (ftkit.endpoint.Endpoint, the openai client, a config's "
+                                   "templates: endpoint:).")
+    p.add_argument("model", metavar="RUN_OR_MODEL",
+                   help=f"a run id (or unique prefix) or run folder; or a model: {EMBEDDED_NAME}, a folder, a "
+                        ".gguf file or a Hub id")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 opens it to other machines (it checks no API key)")
+    p.add_argument("--root", help="runs folder (default $FTKIT_RUNS or ./runs)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where the model runs; auto as ftkit.load_model picks it")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="precision; auto as ftkit.load_model picks it (served answers then equal the notebook's)")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("launch", help="write (and with --run, start) an `accelerate launch` for the training")
     p.add_argument("config", help="the config `ftkit run` takes; its training part is launched")
     p.add_argument("--gpus", type=int, required=True, help="GPUs (one process each); 0: one CPU process")
@@ -262,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"ftkit: {err}", file=sys.stderr)
         return 2
-    except (ValueError, ModelLoadError) as err:  # data errors and failed pre-flight checks say what to do
+    except (ValueError, ModelLoadError, EndpointError) as err:  # errors that say what to do
+        print(f"ftkit: error: {err}", file=sys.stderr)
+        return 1
+    except ImportError as err:
+        if "pip install" not in str(err):  # not a missing extra: a bug, with its traceback
+            raise
         print(f"ftkit: error: {err}", file=sys.stderr)
         return 1
 

@@ -13,6 +13,9 @@ path (``sft.learnign_rate``), the allowed keys or values, and the closest match.
     templates:
       - {kind: zero_shot}
       - {kind: few_shot, k: 8}
+      # a hosted model as a baseline: any OpenAI-compatible server; the key stays in the environment
+      - {kind: few_shot, k: 8, endpoint: {model: gpt-4o-mini, api_key_env: OPENAI_API_KEY,
+                                          price_per_million_input: 0.15, price_per_million_output: 0.60}}
     sft: {epochs: 2, max_minutes: 10, lora: {r: 16}}
     dpo: {source: pairs.jsonl, max_minutes: 5}
 
@@ -41,6 +44,7 @@ import yaml
 
 from ftkit import examples, tasks
 from ftkit.dpo import DPOSettings
+from ftkit.endpoint import Endpoint
 from ftkit.metrics import BUILTIN
 from ftkit.models import EMBEDDED_NAME, ModelLoadError, resolve_source
 from ftkit.sft import SFTSettings
@@ -107,6 +111,10 @@ class TemplateConfig:
     strategy: Literal["balanced", "random", "first"] = field(default="balanced", metadata={
         "help": "few_shot: how examples are picked (balanced: every label before any repeats)"})
     seed: int = field(default=0, metadata={"help": "few_shot: seed of the random pick"})
+    endpoint: Endpoint | None = field(default=None, metadata={
+        "help": "Ask a hosted model with this prompt instead of the local one (a baseline beside the "
+                "tuned model): an OpenAI-compatible server, e.g. {model: gpt-4o-mini} or {base_url: "
+                "http://localhost:11434/v1, model: llama3.2}; null: the local model"})
 
 
 @dataclass
@@ -281,6 +289,8 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
     for i, t in enumerate(config.templates):
         if t.kind == "few_shot" and t.k < 1:
             problems.append(f"templates[{i}].k: a few_shot template needs k >= 1, got {t.k}")
+        if t.endpoint is not None:
+            problems.extend(f"templates[{i}].endpoint: {p}" for p in t.endpoint.problems())
     if not 0 < config.data.test_size < 1 and not (config.data.test_size >= 1 and
                                                   float(config.data.test_size).is_integer()):
         problems.append(f"data.test_size: {config.data.test_size} is neither a share between 0 and 1 "
@@ -295,9 +305,12 @@ def _check_source(source: str, path: str, problems: list[str]) -> None:
 
 
 def template_name(t: TemplateConfig) -> str:
-    """The name a template gets in tables: its own, or one derived from its kind."""
-    default = {"zero_shot": "zero-shot", "with_system": "zero-shot + system", "few_shot": f"{t.k}-shot"}
-    return t.name or default[t.kind]
+    """The name a template gets in tables: its own, or one derived from its kind (and, asked of a
+    hosted model, that model's name first: ``gpt-4o-mini zero-shot``)."""
+    default = {"zero_shot": "zero-shot", "with_system": "zero-shot + system", "few_shot": f"{t.k}-shot"}[t.kind]
+    if t.endpoint is not None:
+        default = f"{t.endpoint.model} {default}"
+    return t.name or default
 
 
 def config_from_dict(values: dict, base: str | Path = ".") -> PipelineConfig:

@@ -21,11 +21,14 @@ import pandas as pd
 
 from ftkit import metrics as M
 from ftkit.data import as_rows, chat_turns, find_overlap
+from ftkit.endpoint import Endpoint
 from ftkit.generate import generate
 from ftkit.metrics import normalize
 
-# Rows each variant answers untimed before it is timed (see evaluate).
+# Rows each variant answers untimed before it is timed (see evaluate). A hosted endpoint only
+# opens its connection on one: every request to it is paid for.
 WARMUP_ROWS = 4
+ENDPOINT_WARMUP_ROWS = 1
 
 __all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "conversation_text", "evaluate",
            "pairs_from_ratings"]
@@ -44,7 +47,8 @@ class Variant:
     """One thing to evaluate: a model and a template, and which adapter is on.
 
     ``adapter``: ``None`` uses the model as it is; ``False`` switches PEFT adapters off (the base
-    model, without loading it again); a name enables that adapter.
+    model, without loading it again); a name enables that adapter. ``model`` may be a hosted
+    :class:`~ftkit.endpoint.Endpoint` (``tokenizer=None``); give it a ``name`` that says so.
     """
 
     model: Any
@@ -235,6 +239,9 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     the same rows in the same batches. ``latency_s`` is per request when served ``batch_size`` at
     a time (throughput); ``latency_1_s`` is per request one at a time (interactive), measured on
     the first ``interactive_rows`` rows (0: not measured).
+
+    A hosted :class:`~ftkit.endpoint.Endpoint` variant warms up on one row, and with prices adds
+    ``usd_per_request`` to the summary (its token counts are the server's).
     """
     rows = _check_rows(dataset, turns)
     names = [v.name for v in variants]
@@ -262,7 +269,9 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         asked = [v.template.messages(r) for r in rows]
         answer = partial(generate, v.model, v.tokenizer, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
                          stop_strings=list(v.stop_strings) or None)
-        answer(asked[:WARMUP_ROWS], batch_size=batch_size, progress=False)  # untimed warm-up
+        hosted = isinstance(v.model, Endpoint)
+        answer(asked[:ENDPOINT_WARMUP_ROWS if hosted else WARMUP_ROWS], batch_size=batch_size,
+               progress=False)  # untimed warm-up
         outs = answer(asked, batch_size=batch_size, progress=progress)
         alone = answer(asked[:interactive_rows], batch_size=1, progress=False) if interactive_rows > 0 else []
         texts = [o.text for o in outs]
@@ -293,6 +302,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             line[key] = float(np.mean(values))
         if alone:  # one request at a time, as a user waits for it; the batched figure is throughput
             line["latency_1_s"] = float(np.mean([o.latency_s for o in alone]))
+        if hosted and v.model.priced:  # money beside the tokens
+            line["usd_per_request"] = float(np.mean([v.model.cost_usd(o.prompt_tokens, o.new_tokens) for o in outs]))
         summary.append(line)
     return EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
                       n_boot=n_boot, seed=seed, corpus_metrics=corpus)

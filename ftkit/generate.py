@@ -212,7 +212,19 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     to :func:`adapter_state`. Latency is the batch's wall time divided evenly among its examples,
     plus an equal share of the shared prefix's one-time pass: what a request costs when served in
     batches.
+
+    ``model`` may also be a hosted :class:`~ftkit.endpoint.Endpoint` (``tokenizer``: None): the
+    same call, answered by its server (``batch_size`` then caps the requests in flight).
     """
+    from ftkit.endpoint import Endpoint  # imported here: endpoint.py imports this module
+
+    if isinstance(model, Endpoint):
+        if adapter is not None:
+            raise ValueError(f"adapter={adapter!r} was asked for, but {model.model} is a hosted endpoint: it has "
+                             "no adapters to switch; leave adapter=None")
+        return model.generate(conversations, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
+                              stop_strings=stop_strings, progress=progress)
     texts = render_prompts(tokenizer, conversations)
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     pad_id = tokenizer.pad_token_id

@@ -6,6 +6,10 @@ ones a notebook takes, through the same functions::
 
     load_model -> check_data -> split -> templates -> train_sft -> train_dpo -> evaluate -> report
 
+A template with an ``endpoint:`` is asked of that hosted model (any OpenAI-compatible server)
+instead of the local one: a baseline beside the tuned model, with its cost in tokens and, given
+prices, in money. Its key is checked before any model loads.
+
 Progress goes to the terminal: a line per logged training step (loss, ETA) from the event bus,
 and tqdm bars while generating. Each trained run records its evaluation
 (:meth:`ftkit.runs.Run.record_evaluation`), which ``ftkit runs`` and ``ftkit report`` read.
@@ -22,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
+import pandas as pd
 from tqdm.auto import tqdm
 
 from ftkit import examples
@@ -30,6 +35,7 @@ from ftkit.advice import advise
 from ftkit.data import DataError, chat_turns, check_data, label_set, split
 from ftkit.data_report import overlap_note
 from ftkit.dpo import train_dpo
+from ftkit.endpoint import Endpoint
 from ftkit.evaluate import EvalResult, Variant, evaluate
 from ftkit.events import EventBus
 from ftkit.models import describe_device, load_model
@@ -46,7 +52,8 @@ __all__ = [
 ]
 
 # Summary columns worth a line in the terminal table and the report, in this order.
-SUMMARY_COLUMNS = ("macro_f1", "invalid_rate", "prompt_tokens", "new_tokens", "latency_s", "latency_1_s")
+SUMMARY_COLUMNS = ("macro_f1", "invalid_rate", "prompt_tokens", "new_tokens", "latency_s", "latency_1_s",
+                   "usd_per_request")
 
 
 @dataclass
@@ -84,6 +91,7 @@ class Plan:
     headline: str
     max_new_tokens: int
     labels: list[str]  # the label set, for a classification task
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # template name -> the hosted model asked with it
 
 
 def _source(source: str) -> str:
@@ -143,10 +151,15 @@ def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
         templates = [build_template(t, prepared.train, labels, task) for t in config.templates]
     else:
         templates = task.templates(prepared.train, labels=labels)
+    endpoints = {template_name(t): t.endpoint for t in config.templates if t.endpoint is not None}
+    # Unless sft.template names one, the tuned model trains on a prompt the local model was asked.
+    named = config.sft is not None and config.sft.template
+    local = [t for t in templates if t.name not in endpoints]
     metrics = M.resolve(config.metrics) if config.metrics else dict(task.metric_functions())
-    return Plan(task=task, templates=templates, training_template=training_template(config, templates),
+    return Plan(task=task, templates=templates,
+                training_template=training_template(config, templates if named else (local or templates)),
                 metrics=metrics, headline=next(iter(metrics)),
-                max_new_tokens=config.max_new_tokens or task.max_new_tokens, labels=labels)
+                max_new_tokens=config.max_new_tokens or task.max_new_tokens, labels=labels, endpoints=endpoints)
 
 
 def build_template(t: TemplateConfig, train, labels: list[str], task: Task | None = None) -> PromptTemplate:
@@ -265,10 +278,14 @@ def print_summary(result: EvalResult, metric: str, say: Callable[[str], None] = 
     s = result.summary
     extra = [c for c in SUMMARY_COLUMNS if c in s.columns]
     width, mw = max(10, *(len(str(n)) for n in s.index)), max(11, len(metric))
-    say(f"{'variant':<{width}} {metric:>{mw}} {'95% CI':>11}" + "".join(f" {c:>13}" for c in extra))
+    cw = {c: max(13, len(c)) for c in extra}
+    say(f"{'variant':<{width}} {metric:>{mw}} {'95% CI':>11}" + "".join(f" {c:>{cw[c]}}" for c in extra))
+    # Money per request is a fraction of a cent; a local variant has none (blank, not "nan").
+    formats = {"prompt_tokens": ".0f", "usd_per_request": ".6f"}
     for name, r in s.iterrows():
         ci = f"{r[f'{metric}_low']:.2f}-{r[f'{metric}_high']:.2f}"
-        cells = "".join(f" {r[c]:>13.2f}" if c != "prompt_tokens" else f" {r[c]:>13.0f}" for c in extra)
+        cells = "".join(f" {'':>{cw[c]}}" if pd.isna(r[c]) else f" {r[c]:>{cw[c]}{formats.get(c, '.2f')}}"
+                        for c in extra)
         say(f"{name:<{width}} {r[metric]:>{mw}.2f} {ci:>11}{cells}")
 
 
@@ -279,6 +296,9 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     from ftkit.report import write_report
 
     start = time.perf_counter()
+    for t in config.templates:  # a missing key fails now, not after the training
+        if t.endpoint is not None:
+            t.endpoint.check_key()
     say(f"Device: {describe_device(config.model.device, config.model.dtype)}")
     t0 = time.perf_counter()
     model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
@@ -289,11 +309,16 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     labels = p.labels or None
     context = getattr(model.config, "max_position_embeddings", None)
     for template in p.templates if context else ():  # a few-shot prompt too long for the model fails here
-        check_fits(template, chat_turns(prepared.test), tokenizer, context, p.max_new_tokens)
+        if template.name not in p.endpoints:  # a hosted model has its own context
+            check_fits(template, chat_turns(prepared.test), tokenizer, context, p.max_new_tokens)
     say(f"\nPrompt baselines: {', '.join(t.name for t in p.templates)} on {len(prepared.test)} rows "
         f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
+    for name, hosted in p.endpoints.items():
+        key = f"key from ${hosted.api_key_env}" if hosted.api_key_env else "no key"
+        say(f"  {name}: asked of {hosted.model} at {hosted.base_url} ({key})")
     stops = p.task.stop_strings
-    baseline = evaluate([Variant(model, tokenizer, t, max_new_tokens=p.max_new_tokens, stop_strings=stops)
+    baseline = evaluate([Variant(p.endpoints.get(t.name, model), None if t.name in p.endpoints else tokenizer, t,
+                                 name=t.name, max_new_tokens=p.max_new_tokens, stop_strings=stops)
                          for t in p.templates],
                         prepared.test, metrics=p.metrics, labels=labels, progress=progress) if p.templates else None
     runs = train_stages(config, model, tokenizer, prepared, p.training_template, config.output.runs_root, say,

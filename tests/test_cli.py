@@ -151,3 +151,24 @@ def test_demo_runs_the_story_on_another_task(tiny_model_dir, tmp_path, capsys):
     saved = load_config(out_dir / "config.yaml")
     assert saved.task == "creative" and saved.data.source == "shop_blurbs" and saved.dpo is None
     assert "all_rules per variant" in (out_dir / "report.html").read_text()
+
+
+def test_check_stops_on_a_missing_endpoint_key_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    import ftkit.models
+
+    monkeypatch.delenv("FTKIT_TEST_NO_SUCH_KEY", raising=False)
+    monkeypatch.setattr(ftkit.models, "load_tokenizer", lambda *a, **k: pytest.fail("a tokenizer was loaded"))
+    config = tmp_path / "c.yaml"
+    config.write_text("templates:\n  - {kind: zero_shot}\n"
+                      "  - {kind: zero_shot, endpoint: {model: gpt-4o-mini, api_key_env: FTKIT_TEST_NO_SUCH_KEY}}\n")
+    assert main(["run", str(config), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "ftkit: error: no API key for https://api.openai.com/v1" in err and "FTKIT_TEST_NO_SUCH_KEY" in err
+    assert "Traceback" not in err
+
+
+def test_serve_is_a_command_with_its_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "RUN_OR_MODEL" in out and "--port" in out and "--host" in out and "checks no API key" in out

@@ -41,6 +41,9 @@ SMALL = {
                          DPO_MINUTES=0, DPO_STEPS=1),
     "07_chat_and_code": dict(CHAT_EVAL_CONVERSATIONS=1, CODE_EVAL_ROWS=2, MAX_NEW_TOKENS=16, SFT_MINUTES=0, SFT_STEPS=1,
                              BATCH_SIZE=2),
+    # ENDPOINT_URL "": no hosted model even if the environment names one; the embedded model stands in.
+    "08_hosted_baseline": dict(TEST_SIZE=0.05, TRAIN_ROWS=16, EVAL_ROWS=6, SFT_MINUTES=0, SFT_STEPS=2, BATCH_SIZE=4,
+                               ENDPOINT_URL=""),
 }
 
 

@@ -3,6 +3,10 @@
 >>> lab = PromptLab(model, tokenizer, train=splits["train"], eval=splits["test"])  # doctest: +SKIP
 >>> lab.set_shots(8, strategy="balanced"); lab.run_eval().summary               # doctest: +SKIP
 >>> lab.save_variant("8-shot")                                                   # doctest: +SKIP
+
+A hosted model is prompted the same way: ``PromptLab(Endpoint(model="gpt-4o-mini"), None, ...)``
+(see :class:`ftkit.endpoint.Endpoint`); the lab then shows the messages it sends, and the token
+counts come from the server's answers.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import dataclasses
 import ipywidgets as w
 
 from ftkit.data import as_rows, chat_turns, label_set
-from ftkit.evaluate import EvalResult, Variant, evaluate
+from ftkit.evaluate import EvalResult, Variant, conversation_text, evaluate
 from ftkit.generate import Generation, generate
 from ftkit import tasks
 from ftkit.prompts import PromptTemplate, select_shots
@@ -30,7 +34,8 @@ class PromptLab(w.VBox):
     for labelled rows, else what :func:`ftkit.tasks.infer` reads from them) gives the starting
     instruction, system prompt, metrics and answer length; for classification the label set
     (default: the labels of ``train``) also adds label accuracy and macro-F1. ``variants`` collects
-    the templates saved for ComparePanel.
+    the templates saved for ComparePanel. ``model`` may be a hosted
+    :class:`~ftkit.endpoint.Endpoint` with ``tokenizer=None``.
     """
 
     def __init__(self, model, tokenizer, train=None, eval=None, labels=None, limit: int | None = None,
@@ -124,11 +129,18 @@ class PromptLab(w.VBox):
                               shots=shots, labels=self.labels)
 
     def rendered(self, index: int | None = None) -> str:
-        """The exact text the model reads for evaluation row ``index`` (default: the chosen one)."""
+        """The exact text the model reads for evaluation row ``index`` (default: the chosen one);
+        for a hosted model without a tokenizer, the messages sent (its server applies its own
+        chat template)."""
+        if self.tokenizer is None:
+            return conversation_text(self.template.messages(self._row(index)))
         return self.template.render(self._row(index), self.tokenizer)
 
-    def token_count(self, index: int | None = None) -> int:
-        """Prompt tokens for that row, the chat template's own additions included."""
+    def token_count(self, index: int | None = None) -> int | None:
+        """Prompt tokens for that row, the chat template's own additions included; None for a
+        hosted model without a tokenizer (its server counts them: see :meth:`try_one`)."""
+        if self.tokenizer is None:
+            return None
         return self.template.token_count(self._row(index), self.tokenizer)
 
     # --- trying and measuring -------------------------------------------------------------------
@@ -162,7 +174,8 @@ class PromptLab(w.VBox):
             f"{template.name} on {len(rows)} rows: "
             + ", ".join(f"{m} {line[m]:.3f} (95% CI {line[f'{m}_low']:.3f} to {line[f'{m}_high']:.3f})"
                         for m in scored)
-            + f"; {line['prompt_tokens']:.0f} prompt tokens and {line['latency_s']:.2f} s per request")
+            + f"; {line['prompt_tokens']:.0f} prompt tokens and {line['latency_s']:.2f} s per request"
+            + (f", {line['usd_per_request']:.6f} USD" if "usd_per_request" in line else ""))
         table = self.result.table.rename(columns=lambda c: c.removeprefix(f"{template.name}: "))
         shown = [c for c in ("history", "input") if c in table.columns]  # a conversation: its earlier turns too
         self._outputs.value = _html.table(table[[*shown, "reference", "output", *scored]])
@@ -194,5 +207,8 @@ class PromptLab(w.VBox):
 
     def _refresh(self) -> None:
         self._rendered.value = _html.pre(self.rendered())
-        self._tokens.value = _html.note(f"{self.token_count()} prompt tokens")
+        count = self.token_count()
+        self._tokens.value = _html.note(f"{count} prompt tokens" if count is not None else
+                                        f"the messages sent to {getattr(self.model, 'model', 'the server')}; "
+                                        "its server counts the tokens")
         self._messages.value = ""

@@ -103,3 +103,23 @@ def test_the_lab_takes_conversations_turn_by_turn(talkative):
     result = lab.run_eval()
     assert list(result.table["reference"]) == ["Hi Ann!", "Gone."]
     assert "assistant: Hi Ann!" in lab._outputs.value  # the earlier turns are shown with the answer
+
+
+def test_the_lab_prompts_a_hosted_endpoint_and_shows_what_it_sends(monkeypatch):
+    from test_endpoint import KEY, KEY_ENV, FakeOpenAI
+
+    from ftkit.endpoint import Endpoint
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with FakeOpenAI() as fake:
+        hosted = Endpoint(fake.base_url, "fake-model", api_key_env=KEY_ENV, price_per_million_input=1.0)
+        lab = PromptLab(hosted, None, train=TRAIN, eval=TEST, limit=2, max_new_tokens=4)
+        assert lab.token_count() is None and "system: " + CLASSIFY_SYSTEM in lab.rendered()
+        assert "the messages sent to fake-model" in text(lab)
+        out = lab.try_one(0)
+        assert out.text == f"echo: {lab.template.messages(TEST[0])[-1]['content']}" and out.prompt_tokens > 0
+        result = lab.run_eval()
+    assert fake.requests[0]["body"]["messages"] == lab.template.messages(TEST[0])
+    assert fake.requests[0]["body"]["max_tokens"] == 4
+    assert list(result.summary.index) == ["zero-shot + system"] and len(result.table) == 2
+    assert "USD" in text(lab) and result.outputs("zero-shot + system")[0] in text(lab)
