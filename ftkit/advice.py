@@ -17,6 +17,8 @@ import html
 import re
 from dataclasses import asdict, dataclass, field
 
+import pandas as pd
+
 __all__ = ["Advice", "Flexibility", "advise", "flexibility", "probe_score"]
 
 CONCLUSIONS = ("fine-tuning pays", "prompting is enough", "no evidence either way", "neither works yet")
@@ -49,10 +51,15 @@ class Advice:
     requests: int = 100_000  # the request volume the cost lines are put in proportion to
     break_even_requests: float | None = None  # requests after which training is repaid in machine time
     flexibility: Flexibility | None = None  # skills outside the task, before and after tuning (measured)
+    hosted: bool = False  # the best prompt runs on a hosted endpoint: its tokens are another tokenizer's
+    usd_per_request: dict[str, float] = field(default_factory=dict)  # hosted variants with a price
 
     @property
     def tokens_saved(self) -> float:
-        """Prompt tokens per request the tuned model saves against the best prompt."""
+        """Prompt tokens per request the tuned model saves against the best prompt (0 against a
+        hosted prompt: two tokenizers' counts do not subtract)."""
+        if self.hosted or not self.prompt_tokens:
+            return 0.0
         return self.prompt_tokens[self.best_prompt] - self.prompt_tokens[self.tuned]
 
     @property
@@ -70,16 +77,22 @@ class Advice:
             out.append("control: invalid answers " + ", ".join(f"{k} {v:.0%}" for k, v in self.invalid_rate.items()))
         alone = (f", {self.latency_1_s[self.tuned]:.2f} vs {self.latency_1_s[self.best_prompt]:.2f} s one at a time"
                  if len(self.latency_1_s) == 2 else "")
+        counted = " (each model's own tokenizer)" if self.hosted else ""
+        money = "".join(f", ${usd:.6f} per request for {name}" for name, usd in self.usd_per_request.items())
         out.append(f"cost per request: {self.prompt_tokens[self.tuned]:.0f} vs {self.prompt_tokens[self.best_prompt]:.0f}"
-                   f" prompt tokens, {self.latency_s[self.tuned]:.2f} vs {self.latency_s[self.best_prompt]:.2f} s "
-                   f"batched{alone}")
+                   f" prompt tokens{counted}, {self.latency_s[self.tuned]:.2f} vs {self.latency_s[self.best_prompt]:.2f}"
+                   f" s batched{alone}{money}")
         if self.training_minutes is not None:
             repaid = (f"repaid in machine time after {self.break_even_requests:,.0f} requests"
                       if self.break_even_requests is not None else
                       "not repaid by latency (the tuned model is not faster per request here)")
+            volume = (f"{self.best_prompt} costs ${self.usd_per_request[self.best_prompt] * self.requests:,.2f}"
+                      if self.best_prompt in self.usd_per_request else
+                      f"{self.best_prompt} is hosted (no price given; pass one to the Endpoint to compare money)"
+                      if self.hosted else
+                      f"the tuned model sends {self.tokens_saved * self.requests / 1e6:+.1f} million fewer prompt tokens")
             out.append(f"cost once: {self.training_minutes:.1f} minutes of training, {repaid}; at "
-                       f"{self.requests:,} requests the tuned model sends "
-                       f"{self.tokens_saved * self.requests / 1e6:+.1f} million fewer prompt tokens")
+                       f"{self.requests:,} requests {volume}")
         if self.flexibility is not None:
             out.append(self.flexibility.line(self.tuned))
         return out
@@ -144,11 +157,19 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
                     new_tokens=column.get("new_tokens", {}), latency_s=column.get("latency_s", {}),
                     latency_1_s=column.get("latency_1_s", {}),
                     invalid_rate=invalid, training_minutes=seconds / 60 if seconds is not None else None,
-                    requests=requests, flexibility=flexibility)
+                    requests=requests, flexibility=flexibility, hosted=best_prompt in getattr(result, "hosted", ()),
+                    usd_per_request=_priced(summary, names))
     if seconds is not None and advice.latency_s and advice.seconds_saved > 0:
         advice.break_even_requests = seconds / advice.seconds_saved
     advice.conclusion, advice.reason = _conclude(advice)
     return advice
+
+
+def _priced(summary, names) -> dict[str, float]:
+    """The hosted variants' money per request, where the evaluation had a price for them."""
+    if "usd_per_request" not in summary.columns:
+        return {}
+    return {n: float(summary.loc[n, "usd_per_request"]) for n in names if pd.notna(summary.loc[n, "usd_per_request"])}
 
 
 def _training_seconds(run) -> float | None:
@@ -167,7 +188,7 @@ def _training_seconds(run) -> float | None:
 
 def _conclude(a: Advice) -> tuple[str, str]:
     interval = f"{a.difference:+.2f} {a.metric} (95% CI {a.ci_low:+.2f} to {a.ci_high:+.2f})"
-    extra = a.tokens_saved if a.prompt_tokens else 0.0
+    extra = a.tokens_saved
     minutes = f"{a.training_minutes:.1f} minutes of training" if a.training_minutes is not None else "its training"
     if a.prompt_score == 0 and a.tuned_score == 0:
         return "neither works yet", (f"no answer scores above 0 on {a.metric}, prompted or tuned: a larger model, "
@@ -178,6 +199,11 @@ def _conclude(a: Advice) -> tuple[str, str]:
         return "fine-tuning pays", f"{a.tuned} beats {a.best_prompt} by {interval}{tokens}, for {minutes}"
     if a.ci_high < 0:
         return "prompting is enough", f"{a.best_prompt} beats {a.tuned}: {interval}; no training needed"
+    if a.best_prompt in a.usd_per_request and a.usd_per_request[a.best_prompt] > 0:
+        return "no evidence either way", (
+            f"these rows cannot tell {a.tuned} from {a.best_prompt} ({interval}); {a.best_prompt} costs "
+            f"${a.usd_per_request[a.best_prompt]:.6f} per request, {a.tuned} {minutes} once and its own machine: "
+            "more rows, or your request volume, decide")
     if round(extra) <= 0:
         return "prompting is enough", (f"no difference these rows can see ({interval}), and {a.best_prompt} costs "
                                        f"no more prompt tokens per request than {a.tuned}")

@@ -110,6 +110,8 @@ class EvalResult:
     # Metrics whose summary is the corpus score (BLEU, chrF), not the mean of the per-example
     # (sentence) scores; their paired comparisons resample rows for a corpus difference.
     corpus_metrics: tuple[str, ...] = ()
+    # Variants answered by a hosted endpoint: their token counts come from another tokenizer.
+    hosted: tuple[str, ...] = ()
 
     @property
     def variants(self) -> list[str]:
@@ -158,7 +160,8 @@ class EvalResult:
         return EvalResult(table=pd.concat([self.table, other.table.drop(columns=shared)], axis=1),
                           summary=pd.concat([self.summary, other.summary]),
                           scores={**self.scores, **other.scores}, n_boot=self.n_boot, seed=self.seed,
-                          corpus_metrics=tuple(dict.fromkeys(self.corpus_metrics + other.corpus_metrics)))
+                          corpus_metrics=tuple(dict.fromkeys(self.corpus_metrics + other.corpus_metrics)),
+                          hosted=self.hosted + other.hosted)
 
     def compare(self, a: str, b: str, metric: str | None = None) -> Comparison:
         """Paired bootstrap of the difference ``a - b`` on the same rows: of the mean score, or of
@@ -306,7 +309,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             line["usd_per_request"] = float(np.mean([v.model.cost_usd(o.prompt_tokens, o.new_tokens) for o in outs]))
         summary.append(line)
     return EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
-                      n_boot=n_boot, seed=seed, corpus_metrics=corpus)
+                      n_boot=n_boot, seed=seed, corpus_metrics=corpus,
+                      hosted=tuple(v.name for v in variants if isinstance(v.model, Endpoint)))
 
 
 def conversation_text(messages: list[dict]) -> str:

@@ -127,3 +127,21 @@ def test_flexibility_compares_each_tuned_model_with_the_base_on_the_probes(tiny_
     assert low <= mean <= high and list(flex.by_skill.columns) == ["base", "tuned"]
     assert set(flex.by_skill.index) == set(probes["skill"])
     assert flex.line("tuned").startswith("flexibility: general-skills probes passed")
+
+
+def test_against_a_hosted_prompt_money_is_compared_not_two_tokenizers_counts():
+    from dataclasses import replace
+
+    base = result([0] * 20 + [1] * 20, [0] * 19 + [1] * 21, prompt_tokens=(40, 90))
+    base.summary["usd_per_request"] = [0.000038, np.nan]
+    hosted = replace(base, hosted=("8-shot",))
+    advice = advise(hosted, ["8-shot"], {"LoRA SFT": FakeRun(600)}, requests=100_000)
+    assert advice.hosted and advice.tokens_saved == 0 and advice.usd_per_request == {"8-shot": 0.000038}
+    assert advice.conclusion == "no evidence either way" and "costs $0.000038 per request" in advice.reason
+    text = str(advice)
+    assert "(each model's own tokenizer)" in text and "at 100,000 requests 8-shot costs $3.80" in text
+    assert "million fewer" not in text
+    # Unpriced and hosted: no money line, and no token arithmetic across tokenizers either.
+    unpriced = replace(hosted, summary=hosted.summary.drop(columns="usd_per_request"))
+    advice = advise(unpriced, ["8-shot"], {"LoRA SFT": FakeRun(600)})
+    assert advice.conclusion == "prompting is enough" and "no price given" in str(advice)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import ipywidgets as w
@@ -36,7 +37,8 @@ class ComparePanel(w.VBox):
     request and training cost. Rate outputs with thumbs up/down to build DPO preference pairs.
 
     ``templates``: ``{name: PromptTemplate}`` run on the base ``model`` (with adapters off when
-    it is a PEFT model); default: zero-shot. ``runs``: finished :class:`~ftkit.runs.Run` objects,
+    it is a PEFT model), or ``{name: Variant}`` for a prompt baseline elsewhere, such as a hosted
+    model (``Variant(Endpoint(model="gpt-4o-mini"), None, template)``); default: zero-shot. ``runs``: finished :class:`~ftkit.runs.Run` objects,
     each loaded with its adapter merged (as it would be served) and evaluated with the template
     it was trained on; named by run id, or pass ``{name: run}`` to name them. ``labels``
     defaults to the sorted labels of ``dataset`` when it has a ``label`` column. Each run's
@@ -44,7 +46,7 @@ class ComparePanel(w.VBox):
     ``record=False`` when ``dataset`` is not held out (rating training rows for DPO pairs).
     """
 
-    def __init__(self, model, tokenizer, dataset, templates: dict[str, PromptTemplate] | None = None,
+    def __init__(self, model, tokenizer, dataset, templates: dict[str, PromptTemplate | Variant] | None = None,
                  runs=(), labels=None, metrics=None, limit: int | None = None,
                  max_new_tokens: int | None = None, page_size: int = 20, record: bool = True, task=None,
                  disagreement: float = 0.1, requests: int = 100_000):
@@ -141,7 +143,10 @@ class ComparePanel(w.VBox):
         :func:`~ftkit.experiments.task_change` on other rows."""
         out = []
         for name in names or list(self._choices):
-            if name in self.templates:
+            if isinstance(self.templates.get(name), Variant):  # e.g. a hosted endpoint's prompt
+                out.append(replace(self.templates[name], name=name, max_new_tokens=self.max_new_tokens,
+                                   stop_strings=self.task.stop_strings))
+            elif name in self.templates:
                 # adapter=False: a PEFT model answers as its base model for the prompt variants.
                 out.append(Variant(self.model, self.tokenizer, self.templates[name], name=name, adapter=False,
                                    max_new_tokens=self.max_new_tokens, stop_strings=self.task.stop_strings))

@@ -187,3 +187,18 @@ def test_flexibility_is_measured_for_the_compared_runs_served_merged_and_joins_t
     assert list(flex.result.summary.index) == ["base model", sft_run.id] and flex.result.summary["n"].iloc[0] == 2
     assert panel.advice.flexibility is flex
     assert flex.line(sft_run.id) in text(panel) and "flexibility: general-skills probes passed" in text(panel)
+
+
+def test_a_prompt_baseline_given_as_a_variant_runs_as_given_beside_the_runs(talkative, tiny, sft_run):
+    from ftkit.evaluate import Variant
+
+    model, tok = talkative
+    other, other_tok = tiny  # stands in for a hosted endpoint: any Variant is asked as it is
+    panel = ComparePanel(model, tok, dataset=TEST, runs={"LoRA SFT": sft_run}, max_new_tokens=3,
+                         templates={"plain": zero_shot(), "hosted": Variant(other, other_tok, zero_shot("Q: {prompt}"))})
+    variants = {v.name: v for v in panel.variants()}
+    assert variants["hosted"].model is other and variants["hosted"].template.instruction == "Q: {prompt}"
+    assert variants["hosted"].max_new_tokens == 3 and variants["plain"].model is model
+    panel.run()
+    assert list(panel.result.summary.index) == ["plain", "hosted", "LoRA SFT"]
+    assert panel.advice.tuned == "LoRA SFT" and panel.advice.best_prompt in ("plain", "hosted")
