@@ -2,9 +2,10 @@
 
 Sections: the summary table, the headline metric with its 95% intervals, the metric against
 prompt tokens per request, the training curves (loss; DPO reward margins and accuracies), what
-each training run cost, and the side-by-side answers per example. Charts are plotly figures with
-plotly.js inlined once, so the file opens offline and links to nothing; every string that comes
-from the user's data or settings is escaped.
+each training run cost, the exported models re-scored in a fresh process next to the run's own
+score (when a run recorded such a check), and the side-by-side answers per example. Charts are
+plotly figures with plotly.js inlined once, so the file opens offline and links to nothing; every
+string that comes from the user's data or settings is escaped.
 
 >>> path = write_report("report.html", result=result, runs=[sft, dpo])  # doctest: +SKIP
 """
@@ -25,8 +26,8 @@ from ftkit.evaluate import EvalResult
 from ftkit.readings import read_curves, training_cost
 from ftkit.runs import Run
 
-__all__ = ["curves_figure", "metric_figure", "recorded_summary", "render_report", "run_cost", "tokens_figure",
-           "write_report"]
+__all__ = ["curves_figure", "export_table", "metric_figure", "recorded_summary", "render_report", "run_cost",
+           "tokens_figure", "write_report"]
 
 MAX_TABLE_ROWS = 500  # a longer side-by-side table makes the page slow to open
 _STYLE = """
@@ -151,6 +152,29 @@ def recorded_summary(runs: list[Run]) -> tuple[pd.DataFrame | None, str | None]:
     return pd.DataFrame(list(rows.values())).set_index("variant"), metric
 
 
+def export_table(runs: list[Run]) -> str | None:
+    """The export checks the runs recorded (:attr:`Run.export_checks`): per exported folder, its
+    score in a fresh process next to the run's model's on the same rows; None when none was checked."""
+    header = ["run", "export", "weights", "rows", "metric", "in memory", "exported", "same answers", "verdict"]
+    rows, classes = [], []
+    for run in runs:
+        for check in run.export_checks:
+            n = check.get("rows", 0)
+            passed = bool(check.get("passed"))
+            verdict = "matches" if passed else "differs: " + "; ".join(
+                f"row {d['row']}: {d['in_memory']!r} in memory, {d['exported']!r} exported"
+                for d in check.get("differ", [])[:3])
+            rows.append([run.id, check.get("kind", ""), check.get("dtype", ""), n, check.get("metric", ""),
+                         float(check.get("in_memory", float("nan"))), float(check.get("exported", float("nan"))),
+                         f"{check.get('answers_equal', 0)} of {n}", verdict])
+            classes.append([""] * 8 + ["ok" if passed else "bad"])
+    if not rows:
+        return None
+    note = ("<p class='note'>each export loaded in a fresh Python process with plain transformers, answering the "
+            "same held-out rows greedily with the run's template; merged weights must match the run exactly</p>")
+    return _table(header, rows, classes) + note
+
+
 def _summary_table(summary: pd.DataFrame, metric: str) -> str:
     cols = [c for c in summary.columns if not c.endswith(("_low", "_high")) and c != "n"]
     header = ["variant", *[f"{c} (95% CI)" if f"{c}_low" in summary.columns else c for c in cols]]
@@ -235,6 +259,9 @@ def render_report(*, title: str = "ftkit report", result: EvalResult | None = No
                  c["train_rows"], c["device"], c["reading"]] for c in costs]
         rows = [[("" if v is None else v) for v in row] for row in rows]
         sections.append(("Training cost", _table(header, rows)))
+        exports = export_table(runs)
+        if exports is not None:
+            sections.append(("Export check", exports))
     if result is not None:
         sections.append(("Side by side", _side_by_side(result, metric)))
     if config is not None:

@@ -10,6 +10,8 @@ Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
         eval.json       the evaluation of the trained model, when one was recorded
         stop-request.json   a stop asked from another process (JupyterLab, a terminal), see
                         Run.request_stop; the training process honours it after its current step
+        export-check.json   exports re-scored in a fresh process next to the run's own model,
+                        see Run.record_export_check and ftkit.export.check_export
         adapter/        the trained adapter (safetensors) and the tokenizer
         checkpoints/    trainer checkpoints, for resuming
 
@@ -39,6 +41,7 @@ __all__ = ["ExportError", "Run", "fingerprint", "is_main_process", "list_runs", 
 
 STATUSES = ("running", "completed", "stopped", "failed")
 STOP_REQUEST = "stop-request.json"  # the file Run.request_stop writes in the run folder
+EXPORT_CHECK = "export-check.json"  # the file Run.record_export_check writes in the run folder
 # A run whose status says running but whose process is gone reads as this (never written).
 INTERRUPTED = "interrupted"
 # On another machine a process cannot be asked whether it lives: a run that has not written a
@@ -327,32 +330,75 @@ class Run:
             model = PeftModel.from_pretrained(base, self.adapter_dir, adapter_name="default").eval()
         return (model.merge_and_unload() if merged else model), tokenizer
 
-    def export(self, folder: str | os.PathLike, merged: bool = False, rows=None) -> Path:
-        """Write the adapter alone, or (``merged=True``) full weights that plain transformers loads.
+    def export(self, folder: str | os.PathLike, merged: bool = False, rows=None, *, gguf: bool = False,
+               dtype: str = "float32", check_rows=None, metrics=("exact_match",)) -> Path:
+        """Write the adapter alone, or (``merged=True``) full weights that plain transformers loads,
+        or (``gguf=True``) merged weights as ``model.gguf`` with an Ollama ``Modelfile`` for
+        llama.cpp and Ollama (``dtype`` float32 or float16; see :func:`ftkit.export.export_gguf`).
 
-        A merged export is checked before it is written: on a few prompts (``rows``, canonical
-        rows asked with the run's template; default: a handful of short ones), the merged model's
-        greedy answers must equal the adapter's and its logits agree within the precision's
-        rounding. Otherwise it raises :class:`ExportError` and writes nothing.
+        A merged export (GGUF too) is checked before it is written: on a few prompts (``rows``,
+        canonical rows asked with the run's template; default: a handful of short ones), the
+        merged model's greedy answers must equal the adapter's and its logits agree within the
+        precision's rounding. Otherwise it raises :class:`ExportError` and writes nothing.
+
+        ``check_rows`` (held-out rows with reference answers): then the written folder is loaded
+        in a fresh Python process, answers them, and its ``metrics`` scores are compared with this
+        run's model's (:func:`ftkit.export.check_export`); the result is kept in the run folder
+        (:attr:`export_checks`, shown by the report), and any difference raises :class:`ExportError`.
 
         >>> run.export("support-router", merged=True)    # doctest: +SKIP
         >>> AutoModelForCausalLM.from_pretrained("support-router")  # doctest: +SKIP
+        >>> run.export("router-gguf", gguf=True, check_rows=test[:16])   # doctest: +SKIP
         """
         import shutil
 
         folder = Path(folder)
-        if not merged:
+        if gguf:
+            from ftkit.export import export_gguf
+
+            export_gguf(self, folder, dtype=dtype, rows=rows)
+        elif not merged:
             shutil.copytree(self.adapter_dir, folder, dirs_exist_ok=True)
-            return folder
+        else:
+            merged_model, tokenizer = self._merged_and_checked(rows)
+            merged_model.save_pretrained(folder, safe_serialization=True)
+            tokenizer.save_pretrained(folder)
+        if check_rows is not None:
+            from ftkit.export import check_export
+
+            check_export(self, folder, check_rows, metrics, kind="gguf" if gguf else "merged" if merged else "adapter")
+        return folder
+
+    def _merged_and_checked(self, rows=None):
+        """The adapter merged into a fresh float32 copy of the base model (on the CPU), and the
+        tokenizer, after checking that the merge answers like the adapter (see :meth:`export`)."""
         model, tokenizer = self.load_model(device="cpu", dtype="float32")
         conversations = self._parity_conversations(rows)
         before = _answers_and_logits(model, tokenizer, conversations)
         merged_model = model.merge_and_unload()
         after = _answers_and_logits(merged_model, tokenizer, conversations)
         _check_parity(before, after, merged_model.dtype)
-        merged_model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        return folder
+        return merged_model, tokenizer
+
+    # -- the check of an export, in a fresh process (ftkit.export.check_export) ---------------------
+
+    def record_export_check(self, check) -> None:
+        """Keep the result of an export check (an :class:`~ftkit.export.ExportCheck` or its dict)
+        in ``export-check.json``: one record per kind of export (adapter, merged, gguf), the
+        newest replacing the one before it."""
+        record = check.to_dict() if hasattr(check, "to_dict") else dict(check)
+        kept = [c for c in self.export_checks if c.get("kind") != record.get("kind")]
+        write_json(self.path / EXPORT_CHECK, {"checks": [*kept, record]})
+
+    @property
+    def export_checks(self) -> list[dict]:
+        """What :meth:`record_export_check` kept, oldest first: per export ``kind``, ``folder``,
+        ``dtype``, ``metric``, ``rows``, ``in_memory`` and ``exported`` (the two headline scores),
+        ``scores``, ``answers_equal``, ``differ``, ``passed`` and ``message``. Empty when none."""
+        try:
+            return json.loads((self.path / EXPORT_CHECK).read_text()).get("checks", [])
+        except (FileNotFoundError, ValueError):
+            return []
 
     def _parity_conversations(self, rows) -> list[list[dict]]:
         from ftkit.sources import as_rows
@@ -379,7 +425,9 @@ PARITY_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
 
 
 class ExportError(RuntimeError):
-    """A merged export does not behave like the run's adapter; nothing was written."""
+    """An export does not behave like the run's model: a merge that does not answer like the adapter
+    or a GGUF file that does not read back the same (nothing was written then), or an exported
+    folder that answers differently in a fresh process. The message says what differs."""
 
 
 def _answers_and_logits(model, tokenizer, conversations):
