@@ -7,6 +7,7 @@
     ftkit launch CONFIG --gpus N    an `accelerate launch` command for the same training
     ftkit train CONFIG              training only (what `ftkit launch` runs on every process)
     ftkit serve RUN_OR_MODEL        an OpenAI-compatible server for a tuned run (merged) or a model
+    ftkit export RUN OUT [--gguf]   the adapter, merged weights or GGUF + Modelfile, re-scored with --check
 """
 
 from __future__ import annotations
@@ -193,6 +194,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from ftkit.data import load_data
+    from ftkit.runs import ExportError, load_run
+
+    try:
+        run = load_run(args.run, args.root)
+    except KeyError as err:
+        print(f"ftkit: error: {err.args[0]}", file=sys.stderr)
+        return 1
+    rows = load_data(args.check, verbose=False) if args.check else None
+    try:
+        folder = run.export(args.out, merged=args.merged, gguf=args.gguf, dtype=args.dtype,
+                            check_rows=rows, metrics=args.metric or ["exact_match"])
+    except ExportError as err:
+        print(f"ftkit: error: {err}", file=sys.stderr)
+        return 1
+    print(f"Exported {run.id} to {folder}")
+    kind = "gguf" if args.gguf else "merged" if args.merged else "adapter"
+    if rows is not None:
+        print([c for c in run.export_checks if c["kind"] == kind][-1]["message"])
+    if args.gguf:
+        print(f"Ollama: ollama create NAME -f {Path(folder) / 'Modelfile'}")
+    return 0
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from ftkit.launch import run_launch, write_launch
 
@@ -270,6 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="precision; auto as ftkit.load_model picks it (served answers then equal the notebook's)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write a run's adapter, merged weights, or GGUF + Ollama Modelfile; checked")
+    p.add_argument("run", metavar="RUN", help="run id or a unique prefix of it")
+    p.add_argument("out", help="folder to write")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--merged", action="store_true", help="full weights that plain transformers loads")
+    kind.add_argument("--gguf", action="store_true",
+                      help="model.gguf + Modelfile for llama.cpp and Ollama (llama architecture)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                   help="precision of the GGUF matrices (norms stay float32)")
+    p.add_argument("--check", metavar="ROWS",
+                   help="held-out rows (any file load_data reads): re-score the export in a fresh process")
+    p.add_argument("--metric", action="append", help="metric name for --check (repeatable; default exact_match)")
+    p.add_argument("--root", help="runs folder (default $FTKIT_RUNS or ./runs)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("launch", help="write (and with --run, start) an `accelerate launch` for the training")
     p.add_argument("config", help="the config `ftkit run` takes; its training part is launched")

@@ -184,6 +184,8 @@ def _summary_table(summary: pd.DataFrame, metric: str) -> str:
         for c in cols:
             if f"{c}_low" in summary.columns:
                 cells.append(f"{r[c]:.3f} ({r[f'{c}_low']:.2f}-{r[f'{c}_high']:.2f})")
+            elif c.startswith("usd_"):  # fractions of a cent: shown whole, blank for local variants
+                cells.append("" if pd.isna(r[c]) else f"{r[c]:.6f}")
             else:
                 cells.append(float(r[c]))
         rows.append(cells)

@@ -32,6 +32,7 @@ import re
 import socket
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,7 +323,9 @@ class Run:
         if not (self.adapter_dir / "adapter_config.json").is_file():
             raise FileNotFoundError(f"run {self.id} has no saved adapter (status: "
                                     f"{self.status.get('status')}); nothing to load")
-        base, _ = load_model(self.config["base_model"], device=device, dtype=dtype, verbose=verbose)
+        with warnings.catch_warnings():  # the run's own tokenizer (below) carries the template it trained with
+            warnings.filterwarnings("ignore", message="this tokenizer has no chat template")
+            base, _ = load_model(self.config["base_model"], device=device, dtype=dtype, verbose=verbose)
         from transformers import AutoTokenizer
 
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(self.adapter_dir))

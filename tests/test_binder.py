@@ -35,7 +35,8 @@ def _pins() -> dict[str, Version]:
 
 def _project_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["lab"]]
+    extras = project["optional-dependencies"]
+    return [Requirement(r) for r in project["dependencies"] + extras["lab"] + extras["serve"]]
 
 
 @pytest.mark.parametrize("req", _project_requirements(), ids=str)

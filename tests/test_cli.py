@@ -172,3 +172,24 @@ def test_serve_is_a_command_with_its_options(capsys):
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert "RUN_OR_MODEL" in out and "--port" in out and "--host" in out and "checks no API key" in out
+
+
+def test_export_writes_merged_weights_rescored_in_a_fresh_process_and_names_unknown_runs(tiny_model_dir, tmp_path,
+                                                                                          capsys):
+    import json
+
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
+    rows = [{"prompt": f"Where is order {i}?", "completion": "order_status"} for i in range(4)]
+    run = train_sft(model, tok, rows, runs_root=tmp_path / "runs",
+                    config=SFTSettings(max_steps=1, batch_size=2, save_steps=100))
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    out = tmp_path / "merged"
+    assert main(["export", run.id[:15], str(out), "--merged", "--check", str(held_out),
+                 "--root", str(tmp_path / "runs")]) == 0
+    printed = capsys.readouterr().out
+    assert f"Exported {run.id} to {out}" in printed and (out / "config.json").is_file()
+    [check] = run.export_checks
+    assert check["kind"] == "merged" and check["rows"] == 2 and check["message"] in printed
+    assert main(["export", "nope", str(tmp_path / "x"), "--root", str(tmp_path / "runs")]) == 1
+    assert "nope" in capsys.readouterr().err

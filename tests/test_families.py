@@ -96,11 +96,12 @@ def test_a_family_loads_prompts_trains_evaluates_and_exports(family, tmp_path):
     assert result.table["tuned: exact_match"].isin([0.0, 1.0]).all()
 
     # Export merged; plain transformers loads it and answers with the adapter's greedy tokens.
-    with warnings.catch_warnings():
-        # The export loads the base model again, whose own tokenizer has no template (GPT-2, BLOOM);
-        # the run's saved tokenizer carries the one it trained with (checked below).
-        warnings.filterwarnings("ignore", message="this tokenizer has no chat template")
+    # The export loads the base model again, whose own tokenizer has no template (GPT-2, BLOOM):
+    # the run's saved tokenizer carries the one it trained with, so no warning repeats.
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
         folder = run.export(tmp_path / "merged", merged=True, rows=ROWS)
+    assert not [w for w in again if "no chat template" in str(w.message)]
     plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     plain_tok = AutoTokenizer.from_pretrained(folder)
     assert type(plain).__name__ == type(model).__name__ and not any("lora" in n for n, _ in plain.named_parameters())

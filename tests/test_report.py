@@ -92,3 +92,18 @@ def test_a_graded_metric_shows_each_answers_score_instead_of_colours(tmp_path):
     page = render_report(result=result, metric="rouge_l")
     assert "each answer with its rouge_l" in page and "order\n(rouge_l 0.25)" in page
     assert 'class="ok"' not in page and 'class="bad"' not in page
+
+
+def test_money_per_request_is_shown_to_the_millionth_and_blank_for_local_variants():
+    import numpy as np
+    import pandas as pd
+
+    from ftkit.report import render_report
+
+    summary = pd.DataFrame([{"variant": "gpt-4o-mini zero-shot", "exact_match": 0.5, "exact_match_low": 0.3,
+                             "exact_match_high": 0.7, "usd_per_request": 0.000038, "n": 10},
+                            {"variant": "LoRA SFT", "exact_match": 0.6, "exact_match_low": 0.4, "exact_match_high": 0.8,
+                             "usd_per_request": np.nan, "n": 10}]).set_index("variant")
+    page = render_report(summary=summary)
+    table = page.split("<h2>Summary</h2>")[1].split("</table>")[0]
+    assert "0.000038" in table and "nan" not in table and "3.8e-05" not in table
