@@ -12,7 +12,8 @@ stratified, seed 0) and prompts (zero-shot and 8-shot):
   slower per request than zero-shot;
 - **the verdict** (``advise``) of the SFT run against the best prompt;
 - **flexibility**: the general-skills probes, base model against the SFT run;
-- **the task change**: the new ``gift_card`` queue added to each prompt, untrained;
+- **the task change**: the new ``gift_card`` queue added to each prompt, untrained (the 8-shot
+  prompt also shows two of its messages);
 - **how much data**: a learning curve (SFT on nested subsets, ``--curve-steps`` steps each, so a
   size's result does not depend on the machine's load; 0 in --curve-sizes: all rows) against the
   best prompt: the fewest rows that reach it;
@@ -89,7 +90,7 @@ def main() -> None:
 
     print("task change: the gift_card queue ...", flush=True)
     change = task_change(variants, examples.load("support_routing_new_queue", verbose=False), "gift_card",
-                         old_rows=test, trained=["LoRA SFT"])
+                         old_rows=test, trained=["LoRA SFT"], shots=2)
     print(change)
 
     sizes = [int(n) or None for n in args.curve_sizes.split(",")]

@@ -169,7 +169,7 @@ class TaskChange:
         return "\n".join(self.lines())
 
 
-def task_change(variants, new_rows, new_label: str, *, old_rows=None, trained=None,
+def task_change(variants, new_rows, new_label: str, *, old_rows=None, trained=None, shots: int = 0,
                 batch_size: int = 16) -> TaskChange:
     """The test behind "fine-tuning is less flexible": add ``new_label`` to each variant's label
     list (its template's ``labels``, shown through ``{labels}`` in its instruction) and ask it the
@@ -177,13 +177,18 @@ def task_change(variants, new_rows, new_label: str, *, old_rows=None, trained=No
     the old routing survive the change?). No variant is trained: a prompt change is all there is.
     ``trained``: the names of the fine-tuned variants (default: those whose model is a trained
     run's, i.e. not the first variant's model), named in the conclusion as needing new data.
+    ``shots``: a few-shot prompt's change also shows this many of the new label's messages as
+    solved examples (taken from the start of ``new_rows``; every variant is then asked the rest),
+    as a prompt engineer would write it.
     """
     from ftkit.data import as_rows
     from ftkit.evaluate import Variant, bootstrap_ci, evaluate
 
     new, old = as_rows(new_rows), as_rows(old_rows) if old_rows is not None else []
+    examples = [{**r, "completion": new_label, "label": new_label} for r in new[:shots]]
+    new = new[shots:]
     if not new:
-        raise ValueError("new_rows is empty: pass messages that belong under the new label")
+        raise ValueError("new_rows is empty (after the shots): pass messages that belong under the new label")
     labels = sorted({*(lab for v in variants for lab in v.template.labels), *(r["completion"] for r in old)})
     if new_label in labels:
         raise ValueError(f"{new_label!r} is already a label of these prompts or rows; a task change adds a new one")
@@ -192,7 +197,9 @@ def task_change(variants, new_rows, new_label: str, *, old_rows=None, trained=No
         if "{labels}" not in v.template.instruction or not v.template.labels:
             raise ValueError(f"variant {v.name!r}'s prompt names no label list ({{labels}} in its instruction), "
                              "so a new label cannot be announced to it")
-        changed.append(Variant(v.model, v.tokenizer, replace(v.template, labels=[*v.template.labels, new_label]),
+        shown = [*v.template.shots, *examples] if v.template.shots else []
+        changed.append(Variant(v.model, v.tokenizer, replace(v.template, labels=[*v.template.labels, new_label],
+                                                             shots=shown),
                                name=v.name, adapter=v.adapter, max_new_tokens=v.max_new_tokens,
                                stop_strings=v.stop_strings))
     rows = [{**r, "completion": new_label, "label": new_label} for r in new] + old

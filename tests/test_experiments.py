@@ -98,3 +98,30 @@ def test_a_task_change_adds_the_label_to_each_prompt_and_measures_who_uses_it_un
     with pytest.raises(ValueError, match="names no label list"):
         from ftkit.prompts import zero_shot
         task_change([Variant(prompted, None, zero_shot(), name="plain")], new, "gift_card")
+
+
+def test_a_task_change_can_show_the_new_label_to_few_shot_prompts_only(monkeypatch):
+    import ftkit.evaluate as module
+    from ftkit.evaluate import Variant
+    from ftkit.experiments import task_change
+    from ftkit.generate import Generation
+    from ftkit.prompts import classify_few_shot, classify_zero_shot
+
+    seen = {}
+
+    def answer(model, tok, conversations, **kwargs):
+        for messages in conversations:
+            seen.setdefault(model, messages)
+        return [Generation(text="gift_card", prompt_tokens=1, new_tokens=1, latency_s=0.01) for _ in conversations]
+
+    monkeypatch.setattr(module, "generate", answer)
+    labels = ["billing_issue", "order_status"]
+    train = [{"prompt": "charged twice", "completion": "billing_issue"}, {"prompt": "where", "completion": "order_status"}]
+    new = [{"prompt": f"gift card {i}", "completion": "?"} for i in range(5)]
+    change = task_change([Variant("zero", None, classify_zero_shot(labels=labels), name="zero-shot"),
+                          Variant("few", None, classify_few_shot(train, k=2, labels=labels), name="2-shot")],
+                         new, "gift_card", shots=2, trained=[])
+    assert change.table.loc["zero-shot", "new_rows"] == 3  # the two shown are not asked
+    answers = [m["content"] for m in seen["few"] if m["role"] == "assistant"]
+    assert answers[-2:] == ["gift_card", "gift_card"] and len(answers) == 4  # old shots, then the new label's
+    assert not [m for m in seen["zero"] if m["role"] == "assistant"]  # a zero-shot prompt shows no examples
