@@ -197,7 +197,10 @@ def _completion_loss(trainer, model, inputs, num_items_in_batch):
     if not keep.any():
         keep[:, 0] = True  # a batch with nothing to learn still gives a (zero) loss in the graph
     forward = {k: v for k, v in inputs.items() if k != "labels"}
-    logits = model(**forward, use_cache=False, logits_to_keep=keep).logits
+    shared = _shared_prefix(forward, keep)
+    logits = _forward_after_prefix(model, forward, keep, shared) if shared else None
+    if logits is None:
+        logits = model(**forward, use_cache=False, logits_to_keep=keep).logits
     if logits.dim() != 2:  # a model that ignores the mask returns (batch, length, vocab)
         return None
     wanted = target[keep[:, :-1]]  # keep's last column is never set: same count as logits rows
@@ -222,6 +225,59 @@ def _completion_loss(trainer, model, inputs, num_items_in_batch):
     return loss
 
 
+# A prefix shorter than this is not worth a second forward call.
+MIN_SHARED_PREFIX = 8
+
+
+def _shared_prefix(inputs: dict, keep) -> int:
+    """How many leading tokens every row of the batch has in common and that need no logits: the
+    chat template's system prompt and the instruction before the row's own text (a label list).
+
+    On banking77 with 10 labels, 90 of an example's 120 tokens are the same in every row (the default
+    system prompt is 21 of them, the label list 62); with 77 labels, 580 of 605. Computing them once
+    per forward pass instead of once per row is where most of a CPU step went. 0: nothing worth
+    sharing (a single row, left padding, packed rows, or other model inputs than ids and mask).
+    """
+    ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+    if ids is None or mask is None or ids.shape[0] < 2 or set(inputs) - {"input_ids", "attention_mask"}:
+        return 0
+    same = ((ids == ids[:1]) & (mask == 1)).all(0)
+    common = int(same.long().cumprod(0).sum())
+    # The logit at position i predicts token i+1: every kept logit must come after the prefix.
+    first_kept = int(keep.long().argmax(1).min()) if keep.any(1).all() else 0
+    shared = min(common, first_kept, ids.shape[1] - 1)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+def _forward_after_prefix(model, inputs: dict, keep, shared: int):
+    """The logits at ``keep`` for a batch whose rows share their first ``shared`` tokens: the shared
+    tokens go through the model once (one row), their keys and values are repeated for every row,
+    and the rest of each row attends to them as to its own. The same function of the weights as one
+    padded forward pass (tests/test_sft.py checks the loss and gradients for every family), with the
+    prefix computed once instead of once per row; its gradient is the sum over the rows, as autograd
+    gives it. None where the model takes no cache argument."""
+    import inspect
+
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = inspect.signature(base.forward).parameters
+    argument = next((a for a in ("cache", "past_key_values") if a in names), None)  # renamed in transformers 5
+    # Dropout would draw one mask for the shared prefix instead of one per row (GPT-2's configs
+    # have 0.1): another function of the weights. SmolLM2 and LoRA here have none.
+    dropout = model.training and any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+    if argument is None or dropout:
+        return None
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    head = model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True, logits_to_keep=1)
+    cache = getattr(head, "past_key_values", None)
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(ids.shape[0])
+    return model(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, logits_to_keep=keep[:, shared:],
+                 **{argument: cache}).logits
+
+
 def _trainer_class():
     """TRL's ``SFTTrainer`` with :func:`_completion_loss` as its plain-NLL loss."""
     from trl import SFTTrainer
@@ -243,7 +299,9 @@ def _trainer_class():
 def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool):
     from trl import SFTConfig
 
-    kw = trl_arguments(settings, run, device_choice, SFTConfig)
+    # One pass per step on a CPU too: rows that share a prompt start compute it once per pass (see
+    # _shared_prefix), so a pass of 8 banking77 rows took 1.6 s where two passes of 4 took 2.7 s.
+    kw = trl_arguments(settings, run, device_choice, SFTConfig, cpu_micro_batch=0)
     kw["disable_tqdm"] = False
     if has_eval:
         kw.update(eval_strategy="steps", eval_steps=settings.eval_steps)

@@ -386,3 +386,91 @@ def test_preflight_finds_a_missing_end_of_turn_in_any_row(tiny_tokenizer):
                         {"prompt": "c", "completion": "account"}], zero_shot())
     [problem] = preflight(tok, rows, max_length=64).problems
     assert "does not end with the end-of-turn token '<|im_end|>' in 2 example(s) (rows 1, 2)" in problem
+
+
+SHARED_ROWS = [{"prompt": f"Labels: order_status, billing, account, address\nMessage: {p}", "completion": c}
+               for p, c in [("Where is my order?", "order_status"), ("I was charged twice", "billing"),
+                            ("Reset my password", "account"), ("Change the delivery address to 12 Elm Street",
+                                                               "address")]]
+
+
+def _loss_and_grads(trainer, batch, share: bool, monkeypatch):
+    import ftkit.sft as sft
+
+    monkeypatch.setattr(sft, "MIN_SHARED_PREFIX", 1 if share else 10**9)
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    return loss, torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bloom", "qwen2", "phi3", "mistral"])
+def test_a_shared_prompt_prefix_computed_once_gives_the_same_loss_and_gradients(family, tmp_path, monkeypatch):
+    """Rows that start with the same tokens (system prompt, label list) share one pass over them;
+    the loss and every LoRA gradient equal the padded forward's, in float32, for each family
+    (absolute positions, ALiBi, rotary), with rows of different lengths (right padding)."""
+    from tiny_models import make_tokenizer, save_tiny_family
+
+    from ftkit.models import choose_device
+    from ftkit.runs import new_run
+    from ftkit.sft import _shared_prefix, _trainer_class, _trl_config
+
+    plain = family in ("gpt2", "bloom")  # saved without a chat template: the plain fallback one
+    folder = save_tiny_family(tmp_path / family, family, make_tokenizer(None) if plain else None)
+    model, tok = load_model(folder, device="cpu", dtype="float32", verbose=False)
+    cfg = settings(batch_size=4)
+    trainer = _trainer_class()(model=model, args=_trl_config(cfg, new_run("x", {}, root=tmp_path), choose_device("cpu"),
+                                                             False),
+                               train_dataset=to_trl_rows(SHARED_ROWS, zero_shot()), processing_class=tok,
+                               peft_config=cfg.lora.peft_config())
+    batch = dict(next(iter(trainer.get_train_dataloader())))
+    assert (batch["attention_mask"] == 0).any()  # rows of different lengths: padding is in play
+    trainer.model.train()
+    for m in trainer.model.modules():  # GPT-2's config has dropout (which turns sharing off, tested below)
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    with torch.no_grad():  # LoRA B starts at zero: give the A matrices a gradient to compare too
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    keep = torch.ones_like(batch["input_ids"], dtype=torch.bool)
+    keep[:, :-1] = batch["labels"][:, 1:] != -100
+    keep[:, -1] = False
+    forward = {k: v for k, v in batch.items() if k != "labels"}
+    assert _shared_prefix(forward, keep) >= 8 if family == "llama" else True  # "Labels: ..." is shared
+
+    ours, our_grads = _loss_and_grads(trainer, batch, True, monkeypatch)
+    padded, padded_grads = _loss_and_grads(trainer, batch, False, monkeypatch)
+    assert torch.allclose(ours, padded, atol=1e-5), (float(ours), float(padded))
+    for a, b in zip(our_grads, padded_grads):
+        assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+
+
+def test_no_prefix_is_shared_past_the_first_trained_position_or_across_left_padding():
+    from ftkit.sft import _shared_prefix
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1, 2], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 3, 0]])
+    mask = torch.tensor([[1] * 12, [1] * 11 + [0]])
+    keep = torch.zeros_like(ids, dtype=torch.bool)
+    keep[:, 9] = True  # the logit at 9 predicts the first answer token: the prefix stops before it
+    assert _shared_prefix({"input_ids": ids, "attention_mask": mask}, keep) == 9
+    keep[1, 4] = True
+    assert _shared_prefix({"input_ids": ids, "attention_mask": mask}, keep) == 0  # under MIN_SHARED_PREFIX
+    keep[1, 4] = False
+    left = {"input_ids": ids, "attention_mask": torch.tensor([[0] + [1] * 11, [1] * 12])}
+    assert _shared_prefix(left, keep) == 0
+    assert _shared_prefix({"input_ids": ids[:1], "attention_mask": mask[:1]}, keep[:1]) == 0  # one row
+    assert _shared_prefix({"input_ids": ids, "attention_mask": mask, "position_ids": ids}, keep) == 0  # packed
+
+
+def test_a_model_with_dropout_in_training_computes_every_row_in_full(tiny, monkeypatch):
+    import ftkit.sft as sft
+
+    model, _ = tiny
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1, 2]] * 2)
+    batch, keep = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, torch.zeros_like(ids, dtype=torch.bool)
+    keep[:, 10] = True
+    model.train()
+    model.add_module("drop", torch.nn.Dropout(0.1))  # one shared dropout mask would be another function
+    assert sft._shared_prefix(batch, keep) == 10 and sft._forward_after_prefix(model, batch, keep, 10) is None
+    model.eval()
+    assert sft._forward_after_prefix(model, batch, keep, 10).shape == (2, model.config.vocab_size)

@@ -43,14 +43,35 @@ def test_the_form_and_help_keep_each_methods_field_order():
         "name", "epochs", "max_steps", "learning_rate", "batch_size", "micro_batch_size", "max_length",
         "logging_steps", "eval_steps", "save_steps", "early_stopping_patience", "seed", "max_minutes", "lora", "trl"]
     assert [f.name for f in settings_fields(DPOSettings)] == [
-        "name", "epochs", "max_steps", "learning_rate", "beta", "sft_weight", "batch_size", "micro_batch_size",
-        "max_length", "logging_steps", "save_steps", "seed", "max_minutes", "lora", "trl"]
+        "name", "epochs", "max_steps", "learning_rate", "beta", "sft_weight", "lean_loss", "batch_size",
+        "micro_batch_size", "max_length", "logging_steps", "save_steps", "seed", "max_minutes", "lora", "trl"]
 
 
 def test_device_defaults_shrink_interactive_runs_on_a_cpu_only():
     assert device_defaults("cpu") == {"batch_size": 4, "logging_steps": 1, "max_minutes": 5.0}
     assert device_defaults("cuda:0") == {} and device_defaults("mps") == {}
     SFTSettings(**device_defaults("cpu"))  # every key is a real setting
+
+
+def test_on_a_cpu_sft_takes_the_whole_batch_in_one_pass_and_dpo_keeps_passes_of_four(tmp_path):
+    """SFT computes a shared prompt start once per pass, so fewer, larger passes are faster there;
+    DPO's CPU default is unchanged. An explicit micro_batch_size wins for both."""
+    from trl import DPOConfig
+
+    from ftkit.models import choose_device
+    from ftkit.runs import new_run
+    from ftkit.sft import _trl_config
+    from ftkit.training import micro_batches, trl_arguments
+
+    assert micro_batches(8, 0, "cpu") == (4, 2) and micro_batches(8, 0, "cpu", cpu_default=0) == (8, 1)
+    assert micro_batches(8, 2, "cpu", cpu_default=0) == (2, 4) and micro_batches(8, 0, "cuda", 4) == (8, 1)
+    run, cpu = new_run("x", {}, root=tmp_path), choose_device("cpu", "float32")
+    sft = _trl_config(SFTSettings(), run, cpu, False)
+    assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps) == (8, 1)
+    dpo = trl_arguments(DPOSettings(batch_size=8), run, cpu, DPOConfig)
+    assert (dpo["per_device_train_batch_size"], dpo["gradient_accumulation_steps"]) == (4, 2)
+    sft = _trl_config(SFTSettings(micro_batch_size=2), run, cpu, False)
+    assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps) == (2, 4)
 
 
 # --- the model a run trains ------------------------------------------------------------------
