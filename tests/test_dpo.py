@@ -107,3 +107,244 @@ def test_dpo_preflight_checks_every_pair(tiny_tokenizer):
     assert problems[1].startswith("1 pair(s) have the same chosen and rejected answer (rows 2)")
     assert problems[2].startswith("1 pair(s) are longer than max_length=64 tokens (rows 4)")
     assert len(problems) == 3 and preflight(tiny_tokenizer, rows.select(range(2)), max_length=64).problems == []
+
+
+# --- the lean loss: TRL's loss, computed at the answer positions only ---------------------------
+
+def _trainer(model, tok, tmp_path, settings, adapter_dir=None):
+    """A lean trainer built as train_dpo builds it, entered for the test's duration."""
+    import contextlib
+
+    from ftkit.dpo import _trainer_class, _trl_config
+    from ftkit.models import model_info
+    from ftkit.runs import new_run
+    from ftkit.training import trainable_model
+
+    stack = contextlib.ExitStack()
+    trainee, peft_config = stack.enter_context(trainable_model(model, settings.lora, adapter_dir))
+    run = new_run("dpo", {}, root=tmp_path)
+    trainer = _trainer_class()(model=trainee, args=_trl_config(settings, run, model_info(model).device),
+                               train_dataset=to_trl_pairs(PAIRS, zero_shot()), processing_class=tok,
+                               peft_config=peft_config)
+    return trainer, stack
+
+
+def _move_adapter(model, name="default", seed=1):
+    """Random LoRA B matrices for one adapter: the policy then differs from its reference."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n and f".{name}." in n:
+                p.normal_(0, 0.3)
+
+
+def _saved_adapter(model, folder, settings):
+    from peft import get_peft_model
+
+    from ftkit.training import trainable_model
+
+    with trainable_model(model, settings.lora) as (trainee, peft_config):
+        peft_model = get_peft_model(trainee, peft_config)
+        _move_adapter(peft_model, seed=2)
+        peft_model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("continued, sft_weight", [(False, 0.0), (True, 1.0)],
+                         ids=["fresh-adapter-plain-dpo", "sft-adapter-with-sft-term"])
+def test_the_lean_loss_rewards_and_lora_gradients_equal_trls_on_a_batch(tiny, tmp_path, continued, sft_weight):
+    from trl import DPOTrainer
+
+    from ftkit.dpo import _shared_prompt_rows
+
+    model, tok = tiny  # float32: the two paths differ only by summation order
+    settings = DPOSettings(batch_size=4, beta=0.5, sft_weight=sft_weight)
+    adapter = _saved_adapter(model, tmp_path / "sft-adapter", settings) if continued else None
+    trainer, stack = _trainer(model, tok, tmp_path, settings, adapter)
+    with stack:
+        # A continued adapter is its own reference (TRL's frozen copy "ref"), a fresh one has the
+        # base model as reference; move the trained adapter away from it so the rewards are not 0.
+        assert ("ref" in trainer.model.peft_config) == continued
+        _move_adapter(trainer.model)
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        found = {}
+        for name, loss_of in [("lean", trainer.compute_loss),
+                              ("trl", lambda m, b: DPOTrainer.compute_loss(trainer, m, b))]:
+            trainer.model.zero_grad()
+            loss = loss_of(trainer.model, batch)
+            loss.backward()
+            grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+            logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+            trainer._metrics["train"].clear()
+            found[name] = (float(loss.detach()), logged, grads)
+    (lean, lean_logged, lean_grads), (trl, trl_logged, trl_grads) = found["lean"], found["trl"]
+    assert _shared_prompt_rows(trainer.model, batch) is not None  # each pair's prompt went through once
+    assert abs(lean_logged["rewards/chosen"]) > 0.01  # the policy is not its reference (it is ~1e-7 then)
+    assert lean == pytest.approx(trl, abs=1e-5)
+    # Every figure TRL logs, under its names (num_tokens is a running count: the TRL call came second).
+    assert set(lean_logged) == set(trl_logged)
+    for key in set(trl_logged) - {"num_tokens"}:
+        assert lean_logged[key] == pytest.approx(trl_logged[key], abs=1e-5), key
+    assert trl_logged["num_tokens"] == 2 * lean_logged["num_tokens"]
+    assert len(lean_grads) == len(trl_grads) > 0
+    for n, g in trl_grads.items():
+        assert g.abs().max() > 0, n
+        torch.testing.assert_close(lean_grads[n], g, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def _family(family, tmp_path):
+    from tiny_models import make_tokenizer, save_tiny_family
+
+    plain = family in ("gpt2", "bloom")  # saved without a chat template
+    folder = save_tiny_family(tmp_path / family, family, make_tokenizer(None) if plain else None)
+    return load_model(folder, device="cpu", dtype="float32", verbose=False)[0]
+
+
+def _pairs_batch(vocab: int, **collator):
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    torch.manual_seed(0)
+
+    def words(k):
+        return torch.randint(3, vocab, (k,)).tolist()
+
+    # Prompts and answers of different lengths (one answer of a single token); max_length=26 cuts one.
+    pairs = [{"prompt_ids": words(p), "chosen_ids": words(c), "rejected_ids": words(r)}
+             for p, c, r in [(9, 3, 6), (14, 1, 2), (5, 7, 7), (20, 4, 9)]]
+    return DataCollatorForPreference(pad_token_id=0, **collator)(pairs)
+
+
+@pytest.mark.parametrize("family, attention", [(f, "sdpa") for f in ("llama", "mistral", "qwen2", "gemma", "phi3",
+                                                                      "gpt2")] + [("llama", "eager")])
+def test_each_pairs_prompt_once_gives_the_log_probs_of_the_two_whole_sequences(family, attention, tmp_path):
+    from ftkit.dpo import SHARED_PROMPT_FAMILIES, _completion_logps, _shared_prompt_rows
+
+    model = _family(family, tmp_path)
+    model.config._attn_implementation = attention
+    batch = _pairs_batch(model.config.vocab_size, max_length=26)
+    assert family in SHARED_PROMPT_FAMILIES and _shared_prompt_rows(model, batch) is not None
+    with torch.no_grad():
+        shared = _completion_logps(model, batch, shared=True)
+        apart = _completion_logps(model, batch, shared=False)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp = logits[:, :-1].log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    by_hand = (logp * batch["completion_mask"][:, 1:]).sum(1)  # TRL's sum, from every position's logits
+    torch.testing.assert_close(apart, by_hand, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared, by_hand, rtol=0, atol=1e-5)
+
+
+def test_the_prompt_is_not_shared_where_the_model_or_the_truncation_would_change_the_answers_context(tmp_path):
+    from ftkit.dpo import _completion_logps, _shared_prompt_rows
+
+    llama = _family("llama", tmp_path)
+    # Cut from the start (keep_end), the two sides' prompts differ: each sequence goes whole.
+    assert _shared_prompt_rows(llama, _pairs_batch(llama.config.vocab_size, max_length=20,
+                                                   truncation_mode="keep_end")) is None
+    bloom = _family("bloom", tmp_path)  # its ALiBi biases come from a 2D mask
+    batch = _pairs_batch(bloom.config.vocab_size)
+    assert _shared_prompt_rows(bloom, batch) is None
+    with torch.no_grad():
+        assert _completion_logps(bloom, batch).shape == (8,)
+
+
+def test_reference_log_probs_computed_once_equal_the_ones_computed_at_each_step(tiny, tmp_path):
+    model, tok = tiny
+    trainer, stack = _trainer(model, tok, tmp_path, DPOSettings(batch_size=4))
+    with stack:
+        _move_adapter(trainer.model)  # the policy is not the reference: a mix-up would show
+        torch.manual_seed(0)
+        before = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        assert "ref_chosen_logps" not in before
+        chosen, rejected = trainer.reference_logps(before)  # as a step computes them: adapters off
+        with torch.no_grad(), trainer.model.disable_adapter():
+            base = trainer.model(**{k: before[k] for k in ("input_ids", "attention_mask")}).logits
+        trainer.precompute_reference()
+        assert trainer.precompute_ref_logps
+        assert trainer.train_dataset.column_names[-2:] == ["ref_chosen_logps", "ref_rejected_logps"]
+        torch.manual_seed(0)
+        after = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))  # the same rows, and theirs
+        assert torch.equal(after["input_ids"], before["input_ids"])
+        torch.testing.assert_close(after["ref_chosen_logps"], chosen, rtol=0, atol=1e-5)
+        torch.testing.assert_close(after["ref_rejected_logps"], rejected, rtol=0, atol=1e-5)
+        with torch.no_grad():
+            on_the_fly = trainer.compute_loss(trainer.model, before)
+            precomputed = trainer.compute_loss(trainer.model, after)
+    assert float(precomputed) == pytest.approx(float(on_the_fly), abs=1e-6)
+    # They are the base model's, by hand: the completion tokens' log-probabilities, summed.
+    logp = base[:, :-1].log_softmax(-1).gather(-1, before["input_ids"][:, 1:, None]).squeeze(-1)
+    by_hand = (logp * before["completion_mask"][:, 1:]).sum(1)
+    torch.testing.assert_close(torch.cat([chosen, rejected]), by_hand, rtol=0, atol=1e-4)
+
+
+def test_a_lean_run_computes_the_reference_once_logs_a_loss_and_trains_the_adapter(tiny, tmp_path, monkeypatch):
+    from trl import DPOTrainer
+
+    from ftkit.dpo import _trainer_class
+
+    def refused(*args, **kwargs):
+        raise AssertionError("TRL's own loss was used")
+
+    monkeypatch.setattr(DPOTrainer, "_compute_loss", refused)
+    cls, precomputed = _trainer_class(), []
+    original = cls.precompute_reference
+
+    def spy(self):
+        original(self)
+        precomputed.append(self.train_dataset.column_names)
+
+    monkeypatch.setattr(cls, "precompute_reference", spy)
+    model, tok = tiny
+    run = train_dpo(model, tok, PAIRS, runs_root=tmp_path,
+                    config=DPOSettings(max_steps=3, batch_size=4, logging_steps=1, learning_rate=1e-2))
+    assert run.status["status"] == "completed"
+    assert len(precomputed) == 1 and "ref_chosen_logps" in precomputed[0]
+    logs = run.events("log")
+    assert len(logs) == 3 and all(e["loss"] > 0 for e in logs)
+    for key in ("rewards/chosen", "rewards/margins", "logps/chosen", "entropy", "mean_token_accuracy"):
+        assert all(key in e for e in logs), key
+    # The adapter started at B = 0 (no change to the model); training moved it.
+    trained = {n: p for n, p in run.model.named_parameters() if "lora_B" in n}
+    assert trained and any(p.abs().max() > 0 for p in trained.values())
+
+
+def test_a_loss_the_lean_path_does_not_compute_is_refused_before_the_run_with_the_way_out(tiny, tmp_path):
+    model, tok = tiny
+    for trl in ({"loss_type": "ipo"}, {"use_weighting": True}, {"ld_alpha": 0.5}):
+        with pytest.raises(ValueError, match="lean_loss computes DPO's sigmoid loss .* set lean_loss=False"):
+            train_dpo(model, tok, PAIRS, runs_root=tmp_path, config=DPOSettings(max_steps=1, trl=trl))
+    assert list_runs(tmp_path) == []
+
+
+def test_lean_loss_off_trains_through_trls_own_loss(tiny, tmp_path, monkeypatch):
+    from trl import DPOTrainer
+
+    calls = []
+    original = DPOTrainer._compute_loss
+    monkeypatch.setattr(DPOTrainer, "_compute_loss", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    model, tok = tiny
+    run = train_dpo(model, tok, PAIRS, runs_root=tmp_path, config=DPOSettings(
+        max_steps=2, batch_size=4, logging_steps=1, lean_loss=False, sft_weight=0, trl={"loss_type": "ipo"}))
+    assert run.status["status"] == "completed" and len(run.events("log")) == 2
+    assert len(calls) == 3  # the first-step check, then two steps
+
+
+def test_a_stopped_lean_run_resumes_to_the_weights_of_a_run_never_stopped(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    from ftkit.events import EventBus, StopFlag
+
+    model, tok = tiny
+    config = DPOSettings(max_steps=4, batch_size=4, logging_steps=1, save_steps=1, learning_rate=5e-3)
+    straight = train_dpo(model, tok, PAIRS, config=config, runs_root=tmp_path / "a")
+    stop, bus = StopFlag(), EventBus()
+    bus.on("log", lambda e: stop.set() if e["step"] == 2 else None)
+    cut = train_dpo(model, tok, PAIRS, config=config, bus=bus, stop=stop, runs_root=tmp_path / "b")
+    assert cut.status["status"] == "stopped" and cut.status["step"] < 4
+    # A new trainer: the reference's log-probabilities are computed again, the same as before.
+    resumed = train_dpo(model, tok, PAIRS, config=config, resume=cut)
+    assert resumed.status["status"] == "completed" and resumed.status["step"] == 4
+    a = load_file(straight.adapter_dir / "adapter_model.safetensors")
+    b = load_file(resumed.adapter_dir / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
