@@ -66,7 +66,8 @@ def sft_run(model, tok, template, steps, root):
 
 def dpo_steps(model, tok, pairs, template, sft, lean: bool, args, root) -> dict:
     """One DPO run: each step's time and exact loss, and the reference pass's time (lean)."""
-    from ftkit.dpo import DPOSettings, _trainer_class, train_dpo
+    from ftkit.dpo import DPOSettings, train_dpo
+    from ftkit.dpo_lean import _trainer_class
     from ftkit.events import EventBus
 
     stamps, losses, precompute = [], [], []
@@ -106,7 +107,8 @@ def same_weight_losses(model, tok, pairs, template, sft, trained, args, root) ->
     from peft import load_peft_weights, set_peft_model_state_dict
     from trl import DPOTrainer
 
-    from ftkit.dpo import DPOSettings, _trainer_class, _trl_config, to_trl_pairs
+    from ftkit.dpo import DPOSettings, _trl_config, to_trl_pairs
+    from ftkit.dpo_lean import _trainer_class
     from ftkit.models import model_info
     from ftkit.runs import new_run
     from ftkit.training import trainable_model

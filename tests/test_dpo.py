@@ -115,7 +115,8 @@ def _trainer(model, tok, tmp_path, settings, adapter_dir=None):
     """A lean trainer built as train_dpo builds it, entered for the test's duration."""
     import contextlib
 
-    from ftkit.dpo import _trainer_class, _trl_config
+    from ftkit.dpo import _trl_config
+    from ftkit.dpo_lean import _trainer_class
     from ftkit.models import model_info
     from ftkit.runs import new_run
     from ftkit.training import trainable_model
@@ -155,7 +156,7 @@ def _saved_adapter(model, folder, settings):
 def test_the_lean_loss_rewards_and_lora_gradients_equal_trls_on_a_batch(tiny, tmp_path, continued, sft_weight):
     from trl import DPOTrainer
 
-    from ftkit.dpo import _shared_prompt_rows
+    from ftkit.dpo_lean import _shared_prompt_rows
 
     model, tok = tiny  # float32: the two paths differ only by summation order
     settings = DPOSettings(batch_size=4, beta=0.5, sft_weight=sft_weight)
@@ -217,7 +218,7 @@ def _pairs_batch(vocab: int, **collator):
 @pytest.mark.parametrize("family, attention", [(f, "sdpa") for f in ("llama", "mistral", "qwen2", "gemma", "phi3",
                                                                       "gpt2")] + [("llama", "eager")])
 def test_each_pairs_prompt_once_gives_the_log_probs_of_the_two_whole_sequences(family, attention, tmp_path):
-    from ftkit.dpo import SHARED_PROMPT_FAMILIES, _completion_logps, _shared_prompt_rows
+    from ftkit.dpo_lean import SHARED_PROMPT_FAMILIES, _completion_logps, _shared_prompt_rows
 
     model = _family(family, tmp_path)
     model.config._attn_implementation = attention
@@ -234,7 +235,7 @@ def test_each_pairs_prompt_once_gives_the_log_probs_of_the_two_whole_sequences(f
 
 
 def test_the_prompt_is_not_shared_where_the_model_or_the_truncation_would_change_the_answers_context(tmp_path):
-    from ftkit.dpo import _completion_logps, _shared_prompt_rows
+    from ftkit.dpo_lean import _completion_logps, _shared_prompt_rows
 
     llama = _family("llama", tmp_path)
     # Cut from the start (keep_end), the two sides' prompts differ: each sequence goes whole.
@@ -279,7 +280,7 @@ def test_reference_log_probs_computed_once_equal_the_ones_computed_at_each_step(
 def test_a_lean_run_computes_the_reference_once_logs_a_loss_and_trains_the_adapter(tiny, tmp_path, monkeypatch):
     from trl import DPOTrainer
 
-    from ftkit.dpo import _trainer_class
+    from ftkit.dpo_lean import _trainer_class
 
     def refused(*args, **kwargs):
         raise AssertionError("TRL's own loss was used")
