@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "banking77"
 TARGETS = {("banking77-10", 1.0): ">= 0.90", ("builtin", 80 / 60): ">= 0.88 (the 4-minute demo score)"}
 DEFAULT_MINUTES = {"banking77-10": [1.0, 3.0], "builtin": [80 / 60], "banking77-77": [1.0, 3.0, 5.0]}
@@ -62,7 +64,8 @@ def load_split(name: str, limit: int):
     return train, test
 
 
-def measure(name: str, minutes: list[float], step_seconds: float, limit: int, runs_root: Path) -> list[tuple]:
+def measure(name: str, minutes: list[float], step_seconds: float, limit: int, runs_root: Path,
+            overrides: dict | None = None) -> list[tuple]:
     """``[(minutes, step, exact match, low, high, training seconds)]`` for one dataset."""
     from ftkit import load_model
     from ftkit.evaluate import Variant, evaluate
@@ -74,7 +77,7 @@ def measure(name: str, minutes: list[float], step_seconds: float, limit: int, ru
     labels = sorted(set(train["completion"]))
     template = classify_zero_shot(labels=labels)
     model, tok = load_model(verbose=False)
-    config = SFTSettings(name=f"tta-{name}", logging_steps=1, save_steps=10**6)
+    config = SFTSettings(name=f"tta-{name}", logging_steps=1, save_steps=10**6, **(overrides or {}))
     # 605 tokens an example with 77 labels: the only non-default, or the pre-flight refuses every row.
     config.max_length = max(config.max_length, 1024 if name == "banking77-77" else 0)
     state = {"trained": 0.0, "last": None, "steps": [], "mark": 0}
@@ -136,6 +139,9 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out rows (0: all)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--runs", default="", help="folder for the runs (default: a temporary one)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a lever to measure instead of the default: an SFTSettings field, e.g. batch_size=4 "
+                         "or learning_rate=2e-3 (repeatable; figures then say so)")
     args = ap.parse_args()
 
     import torch
@@ -152,16 +158,18 @@ def main():
             per_step = {k: float(v) for k, v in (p.split("=") for p in args.step_seconds.split(","))}
         else:
             per_step = {k: float(args.step_seconds) for k in DEFAULT_MINUTES}
+    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     root = Path(args.runs or tempfile.mkdtemp(prefix="ftkit-tta-"))
     lines = []
     for name in args.datasets.split(","):
         print(f"{name}: SFT with the defaults, evaluated at {minutes[name]} min", flush=True)
         try:
-            rows = measure(name, minutes[name], per_step.get(name, 0.0), args.limit, root / name)
+            rows = measure(name, minutes[name], per_step.get(name, 0.0), args.limit, root / name, overrides)
         except FileNotFoundError as err:
             lines.append(f"{name}: skipped ({err})")
             continue
         how = f"steps at {per_step[name]:.2f} s each" if per_step.get(name) else "wall-clock, this machine"
+        how += "".join(f", {k}={v}" for k, v in overrides.items())
         for mark, step, acc, low, high, trained in rows:
             target = next((t for (n, m), t in TARGETS.items() if n == name and math.isclose(m, mark, rel_tol=1e-3)),
                           None)

@@ -66,11 +66,12 @@ def test_on_a_cpu_sft_takes_the_whole_batch_in_one_pass_and_dpo_keeps_passes_of_
     assert micro_batches(8, 0, "cpu") == (4, 2) and micro_batches(8, 0, "cpu", cpu_default=0) == (8, 1)
     assert micro_batches(8, 2, "cpu", cpu_default=0) == (2, 4) and micro_batches(8, 0, "cuda", 4) == (8, 1)
     run, cpu = new_run("x", {}, root=tmp_path), choose_device("cpu", "float32")
-    sft = _trl_config(SFTSettings(), run, cpu, False)
+    assert SFTSettings().batch_size == 4 and DPOSettings().batch_size == 8
+    sft = _trl_config(SFTSettings(batch_size=8), run, cpu, False)
     assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps) == (8, 1)
     dpo = trl_arguments(DPOSettings(batch_size=8), run, cpu, DPOConfig)
     assert (dpo["per_device_train_batch_size"], dpo["gradient_accumulation_steps"]) == (4, 2)
-    sft = _trl_config(SFTSettings(micro_batch_size=2), run, cpu, False)
+    sft = _trl_config(SFTSettings(batch_size=8, micro_batch_size=2), run, cpu, False)
     assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps) == (2, 4)
 
 
