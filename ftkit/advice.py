@@ -90,7 +90,8 @@ class Advice:
                       if self.best_prompt in self.usd_per_request else
                       f"{self.best_prompt} is hosted (no price given; pass one to the Endpoint to compare money)"
                       if self.hosted else
-                      f"the tuned model sends {self.tokens_saved * self.requests / 1e6:+.1f} million fewer prompt tokens")
+                      f"the tuned model sends {abs(self.tokens_saved) * self.requests / 1e6:.1f} million "
+                      f"{'fewer' if self.tokens_saved >= 0 else 'more'} prompt tokens")
             out.append(f"cost once: {self.training_minutes:.1f} minutes of training, {repaid}; at "
                        f"{self.requests:,} requests {volume}")
         if self.flexibility is not None:

@@ -39,7 +39,10 @@ def test_a_tuned_model_that_is_better_beyond_noise_pays():
     # 600 s of training, 0.5 s saved per request: repaid after 1,200 requests.
     assert advice.break_even_requests == pytest.approx(1200)
     assert "repaid in machine time after 1,200 requests" in str(advice)
-    assert "-20.0 million fewer" not in str(advice) and "+20.0 million fewer prompt tokens" in str(advice)
+    assert "the tuned model sends 20.0 million fewer prompt tokens" in str(advice)
+    longer = advise(result([0] * 30 + [1] * 10, [1] * 40, prompt_tokens=(100, 300)), ["8-shot"],
+                    {"LoRA SFT": FakeRun(600)})
+    assert "the tuned model sends 20.0 million more prompt tokens" in str(longer)
 
 
 def test_a_prompt_that_is_better_beyond_noise_is_enough():
