@@ -29,6 +29,8 @@ import functools
 
 import datasets
 
+from ftkit.training import completion_positions
+
 __all__ = ["LEAN_LOSS_TYPES", "SHARED_PROMPT_FAMILIES"]
 
 # TRL's loss terms the lean path computes; TRL 1.16's "sigmoid" takes no label smoothing either.
@@ -88,18 +90,15 @@ def _completion_logps(model, inputs: dict, details: bool = False, shared: bool =
         logits, target, real, row = logits.flatten(0, 1), target.flatten(), real.flatten(), row.flatten()
     else:
         ids = inputs["input_ids"]
-        scored = torch.zeros_like(ids, dtype=torch.bool)
-        scored[:, :-1] = inputs["completion_mask"][:, 1:].bool()  # position t predicts token t + 1
-        keep = scored.clone()
-        if not keep.any():
-            keep[:, 0] = True  # a batch with no completion left still gives a (zero) loss in the graph
+        trained = inputs["completion_mask"][:, 1:].bool()
+        keep = completion_positions(trained)
         forward = {k: v for k, v in inputs.items()
                    if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
         logits = model(**forward, use_cache=False, logits_to_keep=keep).logits  # boolean: transformers >= 5
         if logits.dim() != 2:  # a model that ignores the mask returns (batch, length, vocab)
             return None
         target = ids[:, 1:][keep[:, :-1]]  # keep's last column is never set: one target per row of logits
-        real = scored[keep]  # False only on the stand-in row of a batch without completions
+        real = F.pad(trained, (0, 1))[keep]  # False only on the stand-in position of a batch without completions
         row = keep.nonzero()[:, 0]  # nonzero() walks the mask in the order the rows were taken
     logits = logits.float()
     token_logps = -F.cross_entropy(logits, target, reduction="none") * real

@@ -268,11 +268,12 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         table.insert(table.columns.get_loc("input"), "history", [conversation_text(r["history"][:-1]) for r in rows])
     scores: dict[str, dict[str, np.ndarray]] = {}
     summary = []
+    hosted_names = tuple(v.name for v in variants if isinstance(v.model, Endpoint))
     for v in variants:
         asked = [v.template.messages(r) for r in rows]
         answer = partial(generate, v.model, v.tokenizer, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
                          stop_strings=list(v.stop_strings) or None)
-        hosted = isinstance(v.model, Endpoint)
+        hosted = v.name in hosted_names
         answer(asked[:ENDPOINT_WARMUP_ROWS if hosted else WARMUP_ROWS], batch_size=batch_size,
                progress=False)  # untimed warm-up
         outs = answer(asked, batch_size=batch_size, progress=progress)
@@ -310,7 +311,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         summary.append(line)
     return EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
                       n_boot=n_boot, seed=seed, corpus_metrics=corpus,
-                      hosted=tuple(v.name for v in variants if isinstance(v.model, Endpoint)))
+                      hosted=hosted_names)
 
 
 def conversation_text(messages: list[dict]) -> str:

@@ -22,6 +22,7 @@ once per batch, and a tuned variant looked twice as slow as the base model it wa
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import time
 from dataclasses import dataclass
@@ -182,10 +183,18 @@ def _batch_cache(model, prefix_cache, batch: int, max_len: int):
     return cache
 
 
-def _cache_kwarg(model) -> str:
-    """transformers renamed ``past_key_values`` to ``cache`` during the 5.x series."""
+def _cache_kwarg(model) -> str | None:
+    """The argument under which the model's forward takes a KV cache: transformers renamed
+    ``past_key_values`` to ``cache`` during the 5.x series; None for a model that takes neither.
+    Read once per model class (it is asked at every SFT step)."""
     base = model.get_base_model() if is_peft_model(model) else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return _forward_cache_argument(type(base))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_cache_argument(cls) -> str | None:
+    names = inspect.signature(cls.forward).parameters
+    return next((a for a in ("cache", "past_key_values") if a in names), None)
 
 
 def _count_new(ids: list[int], eos_ids: set[int], pad_id: int | None) -> int:
@@ -237,7 +246,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     with adapter_state(model, adapter), contiguous_lm_head(model):
         device = model.device
         n_prefix = _shared_prefix(ids) if prefix_cache else 0
-        cache, prefix_s, cache_kwarg = None, 0.0, _cache_kwarg(model)
+        cache, prefix_s, cache_kwarg = None, 0.0, _cache_kwarg(model) or "past_key_values"
         if n_prefix >= MIN_CACHED_PREFIX:
             t0 = time.perf_counter()
             prefix = torch.tensor([ids[0][:n_prefix]], device=device)

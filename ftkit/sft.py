@@ -23,7 +23,7 @@ from ftkit.events import EventBus, EventCallback, StopFlag
 from ftkit.models import model_info, quiet_library_noise
 from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.runs import Run, fingerprint, new_run
-from ftkit.training import (Preflight, TrainingSettings, default, train_and_record,
+from ftkit.training import (Preflight, TrainingSettings, completion_positions, default, train_and_record,
                             trainable_model, trl_arguments)
 
 __all__ = ["SFTSettings", "conversation_tokens", "preflight", "to_trl_rows", "train_sft"]
@@ -196,10 +196,7 @@ def _completion_loss(trainer, model, inputs, num_items_in_batch):
         return None
     target = labels[:, 1:]
     trained = target != -100
-    keep = torch.zeros_like(labels, dtype=torch.bool)
-    keep[:, :-1] = trained
-    if not keep.any():
-        keep[:, 0] = True  # a batch with nothing to learn still gives a (zero) loss in the graph
+    keep = completion_positions(trained)
     forward = {k: v for k, v in inputs.items() if k != "labels"}
     shared = _shared_prefix(forward, keep)
     logits = _forward_after_prefix(model, forward, keep, shared) if shared else None
@@ -260,13 +257,11 @@ def _forward_after_prefix(model, inputs: dict, keep, shared: int):
     padded forward pass (tests/test_sft.py checks the loss and gradients for every family), with the
     prefix computed once instead of once per row; its gradient is the sum over the rows, as autograd
     gives it. None where the model takes no cache argument."""
-    import inspect
-
     import torch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    names = inspect.signature(base.forward).parameters
-    argument = next((a for a in ("cache", "past_key_values") if a in names), None)  # renamed in transformers 5
+    from ftkit.generate import _cache_kwarg
+
+    argument = _cache_kwarg(model)
     # Dropout would draw one mask for the shared prefix instead of one per row (GPT-2's configs
     # have 0.1): another function of the weights. SmolLM2 and LoRA here have none.
     dropout = model.training and any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())

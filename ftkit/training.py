@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from ftkit.runs import Run, is_main_process
 
 __all__ = [
-    "LoraSettings", "Preflight", "TrainingSettings", "default", "device_defaults", "micro_batches",
+    "LoraSettings", "Preflight", "TrainingSettings", "completion_positions", "default", "device_defaults",
+    "micro_batches",
     "settings_fields", "trainable_model", "train_and_record", "trl_arguments",
 ]
 
@@ -225,6 +226,21 @@ def trainable_model(model, lora: LoraSettings, adapter_dir=None):
     finally:
         for p, flag in flags:  # PEFT froze the shared base weights; they were trainable before
             p.requires_grad_(flag)
+
+
+def completion_positions(trained):
+    """The positions whose logits a next-token loss needs, for the model's ``logits_to_keep``:
+    ``trained`` (batch, length - 1) marks the target tokens 1 .. length - 1 that count, and
+    position t predicts token t + 1. A batch with nothing to learn keeps its first position, so
+    the loss is still a (zero) part of the graph. SFT's loss and DPO's lean loss both project
+    only these (ftkit.sft, ftkit.dpo_lean)."""
+    import torch
+
+    keep = torch.zeros((trained.shape[0], trained.shape[1] + 1), dtype=torch.bool, device=trained.device)
+    keep[:, :-1] = trained
+    if not keep.any():
+        keep[:, 0] = True
+    return keep
 
 
 # --- the trainer ---------------------------------------------------------------------------------
