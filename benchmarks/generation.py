@@ -5,9 +5,10 @@
 On the embedded model and the built-in routing example (test split):
 1. 64 zero-shot prompts: ftkit.generate (batched) against plain `model.generate` one prompt at a
    time, examples per second.
-2. The same rows 10-shot against zero-shot, both through ftkit.generate: wall time ratio, and the
-   10-shot time without the prefix cache for reference; greedy outputs must be identical with
-   and without the cache.
+2. The same rows 10-shot against zero-shot, both through ftkit.generate (prefix cache, the prefix
+   attended once per batch: ftkit.prefix_attention): wall time ratio, and the 10-shot time
+   without the prefix cache for reference; greedy outputs with and without the cache are counted
+   (identical in float32, tested; in bfloat16 a row or two may differ by rounding).
 3. Greedy rows per second through ftkit.generate at batch 1 and at batch 16 (zero-shot).
 """
 
