@@ -10,6 +10,8 @@ On the embedded model and the built-in routing example (test split):
    without the prefix cache for reference; greedy outputs with and without the cache are counted
    (identical in float32, tested; in bfloat16 a row or two may differ by rounding).
 3. Greedy rows per second through ftkit.generate at batch 1 and at batch 16 (zero-shot).
+4. The whole evaluation as a user runs it, ftkit.evaluate on all 96 held-out rows (warm-up, the
+   batched pass, the one-at-a-time rows, scoring): 10-shot against zero-shot wall time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 import torch
 
 from ftkit import examples, load_model, split
+from ftkit.evaluate import Variant, evaluate
 from ftkit.generate import generate, render_prompts
 from ftkit.prompts import classify_few_shot, classify_zero_shot
 
@@ -44,7 +47,8 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=12)
     args = ap.parse_args()
     parts = split(examples.load("support_routing", verbose=False), test_size=96, seed=0, stratify_by="label")
-    train, test = parts["train"], parts["test"].select(range(args.rows))
+    held_out = parts["test"]
+    train, test = parts["train"], held_out.select(range(args.rows))
     labels = sorted(set(train["label"]))
     model, tok = load_model(verbose=False)
     zero = classify_zero_shot(labels=labels)
@@ -61,6 +65,10 @@ def main():
     plain, t_few_plain = timed(lambda: generate(model, tok, few_convs, max_new_tokens=n, prefix_cache=False,
                                                 progress=False))
     same = sum(a.text == b.text for a, b in zip(cached, plain))
+    evaluated = {}
+    for name, template in (("zero-shot", zero), (f"{args.shots}-shot", few)):
+        variant = Variant(model, tok, template, name=name, max_new_tokens=n)
+        _, evaluated[name] = timed(lambda v=variant: evaluate([v], held_out, labels=labels, progress=False))
     zero_tokens = sum(len(tok(t)["input_ids"]) for t in render_prompts(tok, zero_convs)) / args.rows
     few_tokens = sum(o.prompt_tokens for o in cached) / args.rows
     print(f"rows: {args.rows}; prompt tokens per request: zero-shot {zero_tokens:.0f}, "
@@ -71,6 +79,10 @@ def main():
     print(f"batched vs one at a time: {t_seq / t_zero:.1f}x (target >= 4)")
     print(f"{args.shots}-shot vs zero-shot time: {t_few / t_zero:.2f}x (target <= 1.5)")
     print(f"{args.shots}-shot prefix cache vs no cache: {t_few_plain / t_few:.1f}x faster")
+    print(f"evaluate() on the {len(held_out)} held-out rows, seconds: zero-shot {evaluated['zero-shot']:.1f}, "
+          f"{args.shots}-shot {evaluated[f'{args.shots}-shot']:.1f}")
+    print(f"{args.shots}-shot vs zero-shot evaluation, evaluate(): "
+          f"{evaluated[f'{args.shots}-shot'] / evaluated['zero-shot']:.2f}x (target <= 1.5)")
     print(f"greedy rows/s, ftkit.generate at batch 1: {args.rows / t_one:.1f} (reported)")
     print(f"greedy rows/s, ftkit.generate at batch 16: {args.rows / t_zero:.1f} (reported)")
 
