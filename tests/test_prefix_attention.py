@@ -176,3 +176,31 @@ def test_the_model_is_left_as_it_was(tiny_model_dir):
     model.set_attn_implementation("sdpa")
     with attend_prefix_once(model, 0):  # nothing shared
         assert model.config._attn_implementation == "sdpa"
+
+
+# Which families take the shared-prefix attention: BLOOM (ALiBi) has no sdpa path and no attention
+# interface (it loads as eager, which transformers cannot switch); it generates as before.
+SWITCHES = {"bloom": False, "gpt2": True, "llama": True, "qwen2": True, "gemma": True, "phi3": True, "mistral": True}
+
+
+@pytest.mark.parametrize("family", list(SWITCHES))
+def test_each_family_answers_the_same_with_the_prefix_attended_once(family, tmp_path, flash_calls):
+    from tiny_models import make_gemma_tokenizer, make_tokenizer, save_tiny_family
+
+    tokenizer = make_gemma_tokenizer() if family == "gemma" else make_tokenizer()
+    model, tok = load_model(save_tiny_family(tmp_path, family, tokenizer), device="cpu", dtype="float32",
+                            verbose=False)
+    torch.manual_seed(0)
+    with torch.no_grad():  # weights drawn wide enough that answers differ by prompt
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 1.0)
+    implementation = model.config._attn_implementation
+    convs = [SHOTS[1:] + [{"role": "user", "content": q}] for q in QUESTIONS]  # Gemma's template: no system turn
+    cached = [o.text for o in generate(model, tok, convs, max_new_tokens=5, batch_size=4, progress=False)]
+    used = bool(flash_calls)
+    plain = [o.text for o in generate(model, tok, convs, max_new_tokens=5, batch_size=4, prefix_cache=False,
+                                      progress=False)]
+    assert cached == plain and len(set(cached)) > 1
+    assert used is SWITCHES[family]
+    assert model.config._attn_implementation == implementation
