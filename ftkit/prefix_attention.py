@@ -141,7 +141,7 @@ def _register():
 def _switchable(model) -> bool:
     return (_FLASH_CPU is not None and model.device.type == "cpu"
             and getattr(model.config, "_attn_implementation", None) == "sdpa"
-            and model._can_set_attn_implementation())
+            and getattr(model, "_can_set_attn_implementation", lambda: False)())
 
 
 @contextlib.contextmanager
