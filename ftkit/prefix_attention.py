@@ -81,7 +81,8 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
     # Each row's own keys (padding, its suffix, the generated tokens) under the model's mask, the
     # mask laid out like the grouped queries; `seen`: the queries that see any of them.
     rest = attention_mask[..., n:]
-    seen = rest.any(-1) if boolean else (rest > torch.finfo(rest.dtype).min).any(-1)  # (batch, 1|heads, q)
+    seen = rest.any(-1) if boolean else (rest > torch.finfo(rest.dtype).min).any(-1)  # (1|batch, 1|heads, q)
+    seen = seen.expand(batch, seen.shape[1], q)
     if boolean:
         rest = torch.zeros(rest.shape, dtype=query.dtype, device=rest.device).masked_fill_(~rest, float("-inf"))
     rest = rest.expand(batch, rest.shape[1], q, rest.shape[-1])

@@ -204,3 +204,12 @@ def test_each_family_answers_the_same_with_the_prefix_attended_once(family, tmp_
     assert cached == plain and len(set(cached)) > 1
     assert used is SWITCHES[family]
     assert model.config._attn_implementation == implementation
+
+
+def test_a_mask_shared_by_the_batch_is_broadcast(flash_calls):
+    # A mask with batch dimension 1 (every row padded alike) serves all rows.
+    query, key, value, mask = _inputs(torch.float32, REST, pads=(2, 2, 2))
+    got, expected = _both(query, key, value, mask[:1])
+    own = _own(mask)
+    torch.testing.assert_close(got[own], expected[own], atol=1e-5, rtol=1e-5)
+    assert flash_calls[0] == (1, GROUPS, HEADS // GROUPS * int(own.sum()), DIM)
