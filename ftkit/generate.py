@@ -193,13 +193,7 @@ def _cache_kwarg(model) -> str | None:
     ``past_key_values`` to ``cache`` during the 5.x series; None for a model that takes neither.
     Read once per model class (it is asked at every SFT step)."""
     base = model.get_base_model() if is_peft_model(model) else model
-    return _forward_cache_argument(type(base))
-
-
-@functools.cache
-def _forward_cache_argument(cls) -> str | None:
-    names = inspect.signature(cls.forward).parameters
-    return next((a for a in ("cache", "past_key_values") if a in names), None)
+    return next((a for a in ("cache", "past_key_values") if _forward_accepts(type(base), a)), None)
 
 
 def _last_logits_only(model) -> dict:
@@ -211,6 +205,7 @@ def _last_logits_only(model) -> dict:
 
 @functools.cache
 def _forward_accepts(cls, name: str) -> bool:
+    """Whether the model class's forward takes the argument ``name`` (its signature read once)."""
     return name in inspect.signature(cls.forward).parameters
 
 
@@ -275,6 +270,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
             n_prefix = 0
         # Longest first: batches of similar length waste less compute on padding.
         order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
+        head = ids[0][:n_prefix]
         bar = tqdm(total=len(texts), desc="generating", unit="ex", disable=not progress)
         # Each batch attends to the shared prefix once, not once per row (ftkit.prefix_attention).
         with attend_prefix_once(model, n_prefix):
@@ -282,7 +278,6 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
                 idx = order[start:start + batch_size]
                 suffixes = [ids[i][n_prefix:] for i in idx]
                 width = max(len(s) for s in suffixes)
-                head = ids[0][:n_prefix]
                 input_ids = torch.tensor([head + [pad_id] * (width - len(s)) + s for s in suffixes], device=device)
                 mask = torch.tensor([[1] * n_prefix + [0] * (width - len(s)) + [1] * len(s) for s in suffixes],
                                     device=device)

@@ -42,6 +42,10 @@ __all__ = ["ATTENTION", "attend_prefix_once", "shared_prefix_attention"]
 
 ATTENTION = "ftkit_shared_prefix"
 _PREFIX: contextvars.ContextVar[int] = contextvars.ContextVar("ftkit_shared_prefix", default=0)
+# The mask laid out in this forward pass (_mask_layout), with what it was laid out for: every layer
+# of a pass gets the same mask tensor, so its layout is computed once per pass, not once per layer.
+# Cleared when the model's next forward pass starts (attend_prefix_once hooks it).
+_LAYOUT: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("ftkit_shared_prefix_layout", default=None)
 # Returns the attention output and the log-sum-exp of each query's scores (float32).
 _FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
@@ -66,43 +70,23 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
             or query.shape[1] % key.shape[1]):
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      is_causal=is_causal, **kwargs)
-    boolean = attention_mask.dtype == torch.bool
-    head = attention_mask[..., :n]
-    if not (head.all() if boolean else (head == 0).all()):  # some query does not see the whole prefix
-        return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                     is_causal=is_causal, **kwargs)
-
     batch, heads, q, dim = query.shape
     groups = key.shape[1]
     per_group = heads // groups * q  # query rows per key/value head: its query heads, each q long
+    layout = _mask_layout(attention_mask, n, batch, heads // groups, groups, q, query.dtype)
+    if layout is None:  # some query does not see the whole prefix
+        return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                     is_causal=is_causal, **kwargs)
+    rest, seen, kept = layout
     # Query head h reads key/value head h // (heads // groups), as transformers' repeat_kv lays them out.
     grouped = query.reshape(batch, groups, per_group, dim)
 
-    # Each row's own keys (padding, its suffix, the generated tokens) under the model's mask, the
-    # mask laid out like the grouped queries; `seen`: the queries that see any of them.
-    rest = attention_mask[..., n:]
-    seen = rest.any(-1) if boolean else (rest > torch.finfo(rest.dtype).min).any(-1)  # (1|batch, 1|heads, q)
-    seen = seen.expand(batch, seen.shape[1], q)
-    if boolean:
-        rest = torch.zeros(rest.shape, dtype=query.dtype, device=rest.device).masked_fill_(~rest, float("-inf"))
-    rest = rest.expand(batch, rest.shape[1], q, rest.shape[-1])
-    if rest.shape[1] == 1:
-        rest = rest.repeat(1, 1, heads // groups, 1)
-        seen = seen.repeat(1, 1, heads // groups)
-    else:  # a per-head mask: its heads into the grouped layout
-        rest = rest.reshape(batch, groups, per_group, rest.shape[-1])
-        seen = seen.reshape(batch, groups, per_group)
-
-    # 1. The prefix, once: every row's queries stacked, batch 1, nothing masked. A query that sees
-    # nothing of its own is padding (left of its row's first token); its output is masked out of
-    # every real token's attention, so it is skipped here and set to 0 (a quarter of a batch's
-    # queries on the built-in example).
+    # 1. The prefix, once: every row's queries stacked, batch 1, nothing masked; padding queries
+    # skipped (`kept`, see _mask_layout).
     stacked = grouped.transpose(0, 1).reshape(1, groups, batch * per_group, dim)
-    keep = seen.any(1).reshape(-1)
-    if bool(keep.all()):
+    if kept is None:
         out_prefix, lse_prefix = _FLASH_CPU(stacked, key[:1, :, :n], value[:1, :, :n], 0.0, False, scale=scaling)
     else:
-        kept = keep.nonzero().squeeze(1)
         out_kept, lse_kept = _FLASH_CPU(stacked[:, :, kept], key[:1, :, :n], value[:1, :, :n], 0.0, False,
                                         scale=scaling)
         out_prefix = stacked.new_zeros(stacked.shape).index_copy_(2, kept, out_kept)
@@ -112,7 +96,7 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
 
     # 2. The rest of each row, query heads packed per key/value head.
     out_rest, lse_rest = _FLASH_CPU(grouped, key[:, :, n:], value[:, :, n:], 0.0, False,
-                                    attn_mask=rest.to(query.dtype), scale=scaling)
+                                    attn_mask=rest, scale=scaling)
     # A query that sees nothing beyond the prefix comes back as 0 with a log-sum-exp of 0: weigh it 0.
     lse_rest = lse_rest.masked_fill(~seen.expand_as(lse_rest), float("-inf"))
 
@@ -123,6 +107,46 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
     out = (out_prefix.float() * w_prefix + out_rest.float() * w_rest) / (w_prefix + w_rest)
     out = out.to(query.dtype).reshape(batch, heads, q, dim)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _mask_layout(mask, n: int, batch: int, per_head: int, groups: int, q: int, dtype):
+    """The model's mask as the shared-prefix attention reads it (:func:`_lay_out`), computed once
+    per forward pass: the layers after the first get the same mask tensor and reuse it."""
+    key = (n, batch, per_head, groups, q, dtype)
+    last = _LAYOUT.get()
+    if last is not None and last[0] is mask and last[1] == key:
+        return last[2]
+    layout = _lay_out(mask, n, batch, per_head, groups, q, dtype)
+    _LAYOUT.set((mask, key, layout))
+    return layout
+
+
+def _lay_out(mask, n: int, batch: int, per_head: int, groups: int, q: int, dtype):
+    """``(rest, seen, kept)``, or None when some query does not see the whole prefix (then sdpa
+    serves the call): ``rest`` the additive mask over each row's own keys, laid out like the
+    grouped queries (batch, 1|groups, per_head * q, keys); ``seen`` which of those queries see any
+    of them; ``kept`` the stacked queries the prefix is attended for (None: all)."""
+    boolean = mask.dtype == torch.bool
+    head = mask[..., :n]
+    if not (head.all() if boolean else (head == 0).all()):
+        return None
+    rest = mask[..., n:]
+    seen = rest.any(-1) if boolean else (rest > torch.finfo(rest.dtype).min).any(-1)  # (1|batch, 1|heads, q)
+    seen = seen.expand(batch, seen.shape[1], q)
+    if boolean:
+        rest = torch.zeros(rest.shape, dtype=dtype, device=rest.device).masked_fill_(~rest, float("-inf"))
+    rest = rest.expand(batch, rest.shape[1], q, rest.shape[-1])
+    if rest.shape[1] == 1:
+        rest = rest.repeat(1, 1, per_head, 1)
+        seen = seen.repeat(1, 1, per_head)
+    else:  # a per-head mask: its heads into the grouped layout
+        rest = rest.reshape(batch, groups, per_head * q, rest.shape[-1])
+        seen = seen.reshape(batch, groups, per_head * q)
+    # A query that sees nothing of its own is padding (left of its row's first token): its output
+    # is masked out of every real token's attention, so the prefix is not attended for it (a
+    # quarter of a batch's queries on the built-in example) and it comes out 0.
+    keep = seen.any(1).reshape(-1)
+    return rest.to(dtype), seen, None if bool(keep.all()) else keep.nonzero().squeeze(1)
 
 
 _registered = False
@@ -160,9 +184,16 @@ def attend_prefix_once(model, n: int):
         return
     _register()
     token = _PREFIX.set(n)
+    new_pass = base.register_forward_pre_hook(_forget_layout)
     try:
         base.set_attn_implementation(ATTENTION)
         yield model
     finally:
         base.set_attn_implementation("sdpa")
+        new_pass.remove()
         _PREFIX.reset(token)
+        _LAYOUT.set(None)  # let the last pass's mask go
+
+
+def _forget_layout(module, args):
+    _LAYOUT.set(None)

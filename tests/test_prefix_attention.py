@@ -213,3 +213,21 @@ def test_a_mask_shared_by_the_batch_is_broadcast(flash_calls):
     own = _own(mask)
     torch.testing.assert_close(got[own], expected[own], atol=1e-5, rtol=1e-5)
     assert flash_calls[0] == (1, GROUPS, HEADS // GROUPS * int(own.sum()), DIM)
+
+
+def test_the_mask_is_laid_out_once_per_forward_pass(talkative, monkeypatch):
+    # Every layer of a pass gets the same mask: its layout is computed by the first and reused.
+    model, tok = talkative
+    computed, passes = [], []
+    lay_out = prefix_attention._lay_out
+    monkeypatch.setattr(prefix_attention, "_lay_out", lambda *a: computed.append(1) or lay_out(*a))
+    hook = model.register_forward_pre_hook(lambda *a: passes.append(1))
+    try:
+        convs = [SHOTS + [{"role": "user", "content": q}] for q in QUESTIONS[:4]]
+        cached = generate(model, tok, convs, max_new_tokens=4, batch_size=4, progress=False)
+    finally:
+        hook.remove()
+    assert model.config.num_hidden_layers > 1
+    assert len(computed) == len(passes) - 1  # every pass but the shared prefix's own, which has no cache yet
+    plain = generate(model, tok, convs, max_new_tokens=4, batch_size=4, prefix_cache=False, progress=False)
+    assert [o.text for o in cached] == [o.text for o in plain]
