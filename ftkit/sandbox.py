@@ -1,4 +1,4 @@
-"""Run model-generated Python against assert tests, in a sandboxed child process.
+"""Run model-generated Python against its test programs, in a sandboxed child process.
 
 A snippet never runs in this process: each call starts ``python -I`` (isolated mode) in a session
 of its own, hands it the setup, code and tests on stdin, and reads the verdict back through a pipe
@@ -122,15 +122,20 @@ def _looks_like_code(source: str) -> bool:
     return _CODE_START.search(source) is not None or re.search(r"^\w+\s*=", source, re.MULTILINE) is not None
 
 
-def run_tests(code: str, tests: list[str], setup: str = "", *, timeout_s: float = 5.0,
+def run_tests(code: str, tests: list[str] | str, setup: str = "", *, timeout_s: float = 5.0,
               memory_mb: int = 512, max_processes: int = 8, max_output_bytes: int = 64_000,
               disk_mb: int = 64, site_packages: bool = True) -> Outcome:
     """Run ``setup``, then ``code``, then each test in order in one sandboxed process.
 
-    The first failing test ends the run: ``failed_test`` is that item of ``tests``, and the reason
-    quotes the line that failed (inside a ``check()`` helper, that helper's assert). Every thread
-    counts against ``max_processes``, and each process may use ``memory_mb``: the worst case is
-    their product, hence 8. ``disk_mb`` caps each file written and the private tmpfs.
+    Each item of ``tests`` is one program of any number of lines (an ``assert``, a ``for`` loop of
+    them, a ``def check(candidate):`` and its call), run in the same namespace after the ones
+    before; a string is one program, never split into lines (:func:`ftkit.metrics.code_tests`
+    turns a dataset row into this list). The first failing test ends the run: ``failed_test`` is
+    that item of ``tests``, and the reason quotes the line that failed (inside a ``check()``
+    helper, that helper's assert).
+
+    Every thread counts against ``max_processes``, and each process may use ``memory_mb``: the
+    worst case is their product, hence 8. ``disk_mb`` caps each file written and the private tmpfs.
     ``site_packages=False`` adds ``-S``: stdlib only, ~7 ms less per run. The code runs as module
     ``__solution__``, so an ``if __name__ == "__main__":`` demo block is skipped.
 
@@ -139,14 +144,16 @@ def run_tests(code: str, tests: list[str], setup: str = "", *, timeout_s: float 
     """
     if not code.strip():
         return Outcome(False, "no code found", None, 0.0, "")
+    tests = [tests] if isinstance(tests, str) else list(tests)   # list("assert x") would run each letter
     plan = _plan()
     with _claim_uid(plan.drop) as uid:
-        return _run(plan, uid, setup, code, list(tests), timeout_s, memory_mb, max_processes,
+        return _run(plan, uid, setup, code, tests, timeout_s, memory_mb, max_processes,
                     max_output_bytes, disk_mb, site_packages)
 
 
 def run_many(items, *, workers: int = 2, disable: bool | None = False, **limits) -> list[Outcome]:
-    """Run ``(code, tests)`` or ``(code, tests, setup)`` items, ``workers`` at a time, in order.
+    """Run ``(code, tests)`` or ``(code, tests, setup)`` items, ``workers`` at a time, in order;
+    ``tests`` as :func:`run_tests` takes them (a list of programs, or one program as a string).
 
     Each worker thread only waits on its child process, so 2 workers keep 2 cores busy.
     ``limits`` go to :func:`run_tests`.
