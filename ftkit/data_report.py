@@ -2,7 +2,8 @@
 
 :func:`ftkit.data.check_data` fills a :class:`DataReport`; the checks and statistics that do not
 depend on how the data was read live here too: token lengths through the chat template,
-duplicates, pairs with the same two sides, prompts shared between two splits (a leak).
+duplicates, pairs with the same two sides, inputs shared between two splits (a leak: the same
+prompt, or the same passage behind two questions).
 
 >>> find_overlap([{"prompt": "Where is my  ORDER?"}], [{"prompt": "where is my order?"}, {"prompt": "hi"}])
 [0]
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 
 import datasets
@@ -19,8 +21,8 @@ import pandas as pd
 
 from ftkit.sources import as_rows
 
-__all__ = ["DataReport", "add_warnings", "find_overlap", "overlap_note", "render_example", "rows_text",
-           "token_lengths"]
+__all__ = ["NOT_INPUTS", "DataReport", "add_warnings", "find_overlap", "match_key", "overlap_note", "render_example",
+           "rows_text", "shared_inputs", "token_lengths"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,30 +140,157 @@ def _normalized(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def match_key(value) -> str | None:
+    """What two cells must share to count as the same value: text ignoring case and spacing, other
+    values as JSON; ``None`` for a missing value (None, NaN, blank text), which matches nothing.
+
+    The leakage check and :func:`ftkit.data.split`'s ``group_by`` both use it, so a group split
+    keeps together exactly what the check would report.
+
+    >>> match_key("  The Shop opens at 9. "), match_key(""), match_key(None)
+    ('the shop opens at 9.', None, None)
+    """
+    if value is None or (isinstance(value, float) and value != value):  # NaN: pandas' missing value
+        return None
+    if isinstance(value, str):
+        return _normalized(value) or None
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
 def _prompt_key(row: dict) -> str:
     """What a prompt is, ignoring case and spacing: near-duplicates count as the same prompt."""
-    if "messages" in row or row.get("history"):  # a conversation, or one turn of it: the turns so far
-        turns = row.get("messages") or row["history"]
+    turns = row.get("messages") or row.get("history")
+    if isinstance(turns, list) and turns:  # a conversation, or one turn of it: the turns so far
         return json.dumps([(m["role"], _normalized(m["content"])) for m in turns if m["role"] != "assistant"])
     return _normalized(row["prompt"])
 
 
+# Columns that are never compared by the leakage check: what the model should answer (and its
+# references), and bookkeeping (ids, a conversation's turn number, a code task's tests).
+NOT_INPUTS = frozenset({
+    "completion", "chosen", "rejected", "label", "labels", "answer", "answers", "summary", "summaries",
+    "target", "targets", "target_json", "output", "outputs", "response", "reference", "references",
+    "solution", "canonical_solution",
+    "id", "conversation", "turn", "tests", "test", "test_list", "test_setup", "challenge_tests", "entry_point",
+})
+_TAG_WORDS = 3  # a column whose values have at most this many words (median) names or tags a row
+
+
+def _input_columns(train: list[dict], test: list[dict]) -> list[str]:
+    """The columns besides the prompt that the leakage check compares (the rule is in
+    :func:`shared_inputs`'s docstring), in the held-out rows' column order."""
+    in_train = {c for r in train for c in r}
+    columns = [c for c in dict.fromkeys(c for r in test for c in r) if c in in_train]
+    found = []
+    for col in columns:
+        if col == "prompt" or col in NOT_INPUTS or col.endswith("_id"):
+            continue  # the prompt is compared as the conversation so far, when there is one
+        values = [r.get(col) for r in (*train, *test)]
+        if not all(isinstance(v, str) or match_key(v) is None for v in values):
+            continue  # numbers, flags, lists, dicts: no text to share
+        keys = [k for k in map(match_key, values) if k is not None]
+        if not keys:
+            continue  # nothing to share: a closed-book set's null `context`
+        words = sorted(len(k.split()) for k in keys)
+        counts = Counter(keys)
+        most = max(counts.values())
+        if words[len(words) // 2] <= _TAG_WORDS or len(counts) == 1 or (len(keys) >= 20 and 2 * most > len(keys)):
+            continue  # a tag (topic, author, language), or a value (nearly) every row carries
+        found.append(col)
+    return found
+
+
+def shared_inputs(train, test) -> dict[str, list[int]]:
+    """For each input column, the ``test`` rows whose value of it is also in ``train``: a leak
+    between the splits (case and spacing ignored, as everywhere here).
+
+    Which columns are inputs, and compared:
+
+    * ``prompt`` always (for a conversation, ``messages`` or a turn's ``history``: the turns so far
+      without the assistant's), keyed ``"prompt"`` first in the result;
+    * every other column both sides have whose values are text (a ``context``, ``document``,
+      ``title``, ``instruction``, a history written as text), except
+    * outputs and references (:data:`NOT_INPUTS`: ``completion``, ``chosen``, ``rejected``,
+      ``label``, ``answer(s)``, ``summary``, ``target``, ...) and bookkeeping (``id`` and ``*_id``,
+      ``turn``, ``tests``, ``test_setup``, ``entry_point``, ...): sharing those is no leak;
+    * tags and templates, which rows share by design: a column whose values are short (at most 3
+      words at the median: a topic, an author, a language, a customer's name), holds one value
+      throughout (a fixed instruction or system prompt), or, from 20 values up, has one value on
+      more than half of the rows (the source most rows were collected from).
+
+    Empty or missing values (NQ-open's null ``context`` in a closed-book row) never count as shared;
+    a column with no value at all is not compared. :func:`find_overlap` is the prompt-only check.
+
+    >>> vase, bin_ = "The Linden vase was made in 1901 by Ann Berg.", "The Ashby bin holds five litres."
+    >>> train = [{"prompt": "Who made it?", "context": vase}, {"prompt": "How big is it?", "context": bin_}]
+    >>> shared_inputs(train, [{"prompt": "When was it made?", "context": vase},
+    ...                       {"prompt": "Who made it?", "context": None}])
+    {'prompt': [1], 'context': [0]}
+    """
+    train, test = as_rows(train), as_rows(test)
+    seen = {_prompt_key(r) for r in train}
+    shared = {"prompt": [i for i, r in enumerate(test) if _prompt_key(r) in seen]}
+    for col in _input_columns(train, test):
+        values = {match_key(r.get(col)) for r in train} - {None}
+        shared[col] = [i for i, r in enumerate(test) if match_key(r.get(col)) in values]
+    return shared
+
+
+def _a(column: str) -> str:
+    return f"{'an' if column[:1].lower() in 'aeiou' else 'a'} {column}"
+
+
+def _or_list(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _and_list(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
 def overlap_note(train, test, what: str = "training rows") -> tuple[list[int], str]:
-    """The leakage check of a split: the ``test`` rows whose prompt is also in ``train`` (case and
-    spacing ignored), and one sentence saying so.
+    """The leakage check of a split: the ``test`` rows that share an input with ``train`` (their
+    prompt, or another input column such as a ``context`` passage: see :func:`shared_inputs`), and
+    one sentence that says so per column and, for a shared passage, which ``group_by`` prevents it.
 
     >>> overlap_note([{"prompt": "Where is  my order?"}], [{"prompt": "where is my order?"}, {"prompt": "hi"}])[1]
     '1 of 2 held-out rows have a prompt that is also in the training rows (held-out rows 0); scores on them measure memory, not skill'
+    >>> vase, bin_ = "Vases are glazed inside, so they hold water.", "The Ashby bin holds five litres."
+    >>> overlap_note([{"prompt": "Can it hold water?", "context": vase}, {"prompt": "How big?", "context": bin_}],
+    ...              [{"prompt": "Is it glazed?", "context": vase}, {"prompt": "Hi", "context": None}])[1]
+    "no held-out prompt appears in the training rows, but 1 of 2 held-out rows have a context that is also in the training rows (held-out rows 0); scores on them may measure memory, not skill: split with group_by='context'"
     """
-    shared = find_overlap(train, test)
-    if not shared:
-        return shared, f"no held-out prompt appears in the {what} (case and spacing ignored)"
-    return shared, (f"{len(shared)} of {len(as_rows(test))} held-out rows have a prompt that is also in the "
-                    f"{what} (held-out rows {rows_text(shared)}); scores on them measure memory, not skill")
+    shared = shared_inputs(train, test)
+    n = len(as_rows(test))
+    leaks = {col: rows for col, rows in shared.items() if rows}
+    if not leaks:
+        return [], f"no held-out {_or_list(list(shared))} appears in the {what} (case and spacing ignored)"
+    rows = sorted({i for idx in leaks.values() for i in idx})
+    others = {col: idx for col, idx in leaks.items() if col != "prompt"}
+    if "prompt" in leaks:
+        parts = [f"{len(leaks['prompt'])} of {n} held-out rows have a prompt that is also in the {what} "
+                 f"(held-out rows {rows_text(leaks['prompt'])})"]
+        if not others:
+            return rows, f"{parts[0]}; scores on them measure memory, not skill"
+        head = ""
+    else:
+        clean = [col for col, idx in shared.items() if not idx]
+        head = f"no held-out {_or_list(clean)} appears in the {what}, but "
+        col, idx = next(iter(others.items()))
+        parts = [f"{len(idx)} of {n} held-out rows have {_a(col)} that is also in the {what} "
+                 f"(held-out rows {rows_text(idx)})"]
+        others = dict(list(others.items())[1:])
+    parts += [f"{len(idx)} of {n} {_a(col)} (held-out rows {rows_text(idx)})" for col, idx in others.items()]
+    by = max((col for col in leaks if col != "prompt"), key=lambda col: len(leaks[col]))
+    return rows, (f"{head}{_and_list(parts)}; scores on them may measure memory, not skill: "
+                  f"split with group_by={by!r}")
 
 
 def find_overlap(train, test) -> list[int]:
-    """Indices of ``test`` rows whose prompt also appears in ``train`` (a leak between splits)."""
+    """Indices of ``test`` rows whose prompt also appears in ``train`` (a leak between splits).
+
+    The prompt only (few-shot examples are checked against evaluated rows with it, and may share
+    a passage with them); :func:`shared_inputs` and :func:`overlap_note` check every input column."""
     seen = {_prompt_key(r) for r in as_rows(train)}
     return [i for i, r in enumerate(as_rows(test)) if _prompt_key(r) in seen]
 
@@ -169,7 +298,8 @@ def find_overlap(train, test) -> list[int]:
 def add_warnings(report: DataReport, rows: list[dict], tokenizer=None, max_length=None, test=None,
                  template=None) -> None:
     """Add to ``report`` what is worth a warning in canonical ``rows``: duplicates, pairs whose
-    sides are the same, examples longer than ``max_length`` tokens, prompts shared with ``test``;
+    sides are the same, examples longer than ``max_length`` tokens, inputs shared with ``test``
+    (the prompt, and each input column of :func:`shared_inputs`);
     with a ``tokenizer``, the token length of every row and their percentiles, counted with
     ``template``'s prompt (the task's) when given."""
     dup_first: dict[str, int] = {}
@@ -203,9 +333,14 @@ def add_warnings(report: DataReport, rows: list[dict], tokenizer=None, max_lengt
                     f"will be truncated: {rows_text(long)} (longest {max(lengths)} tokens)"
                 )
     if test is not None:
-        shared = find_overlap(rows, test)
-        if shared:
-            report.warnings.append(
-                f"{len(shared)} test row(s) have a prompt that is also in the training rows "
-                f"(test rows {rows_text(shared)}); scores on them measure memory, not skill"
-            )
+        for col, shared in shared_inputs(rows, test).items():
+            if shared and col == "prompt":
+                report.warnings.append(
+                    f"{len(shared)} test row(s) have a prompt that is also in the training rows "
+                    f"(test rows {rows_text(shared)}); scores on them measure memory, not skill"
+                )
+            elif shared:
+                report.warnings.append(
+                    f"{len(shared)} test row(s) have {_a(col)} that is also in the training rows (test rows "
+                    f"{rows_text(shared)}); scores on them may measure memory, not skill: split with group_by={col!r}"
+                )
