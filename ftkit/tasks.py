@@ -1,8 +1,13 @@
 """What each scenario needs, as plain data: its example, prompts, metrics, lengths and how to read
-its number.
+its number; and which task rows look like (:func:`detect`, which says how sure it is).
 
 A :class:`Task` holds no code paths of its own: the data, prompt, evaluation and training
-modules read its fields. Classification is one task among them.
+modules read its fields. Classification is one task among them. ``task.on(source, rows=...)``
+fits it to the data in hand: the house style on the task's own example only, and QA prompts that
+read the passage when the rows carry one (``task.for_rows(rows)`` alone does the second).
+
+Over the house ~400 lines: :func:`detect` and its small language guess (the last ~180 lines)
+were added beside the task table they choose from; they are one cut away from a module of their own.
 
 >>> task = get("translation").on("shop_translation")   # with the house style of its own example
 >>> task.headline, [name for name, _ in task.metric_functions()]
@@ -15,14 +20,19 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ftkit import metrics as M
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
+from ftkit.sources import as_rows
 
-__all__ = ["ACTION_PHRASES", "BLURB_RULES", "CHAT_RULES", "PROMISE_WORDS", "TASKS", "Task", "blurb_rule_metrics",
-           "chat_rule_metrics", "get", "glossary_prompt", "infer", "names", "resolve"]
+__all__ = ["ACTION_PHRASES", "BLURB_RULES", "CHAT_RULES", "CLOSED_BOOK", "PROMISE_WORDS", "TASKS", "Task", "TaskGuess",
+           "blurb_rule_metrics", "chat_rule_metrics", "detect", "get", "glossary_prompt", "infer", "names", "resolve"]
+
+CLOSED_BOOK = "closed book"  # the variant that asks without the passage, where the prompts read one
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,8 @@ class Task:
     stop_strings: tuple[str, ...] = ()
     reading: str = ""  # how to read the headline number, in one line
     # Extra prompt variants, as {name: instruction} or {name: (instruction, system prompt)}: the
-    # prompt-engineering answer this task has besides zero- and few-shot (the passage in context
-    # for QA, say); used where the rows hold every field a variant names. A system prompt may be a
+    # prompt-engineering answer this task has besides zero- and few-shot (the glossary as the system
+    # prompt for translation, say); used where most rows hold every field a variant names. A system prompt may be a
     # function, read when the template is built (the shop's glossary file).
     variants: dict[str, str | tuple] = field(default_factory=dict)
     # On the task's own example, what its house style asks for: the instruction that states it,
@@ -51,18 +61,70 @@ class Task:
     house_instruction: str | None = None
     house_metrics: tuple = ()
     house_variants: dict[str, str | tuple] = field(default_factory=dict)
+    house_description: str = ""
+    house_reading: str = ""  # the reading with the house metrics; on other data, `reading` alone
+    # With a passage (a `context` non-empty in at least half the rows) the prompts read it: this
+    # replaces `instruction`, which stays as the variant "closed book" (see `for_rows`).
+    passage_instruction: str | None = None
+    house_passage_instruction: str | None = None
 
-    def on(self, source: str) -> Task:
-        """This task for ``source``: with its house instruction and metrics when ``source`` is the
-        task's own built-in example, as it is otherwise.
+    def on(self, source: str, rows=None) -> Task:
+        """This task for ``source``: with its house instruction, metrics and reading when ``source``
+        is the task's own built-in example, as it is otherwise; fitted to ``rows`` when given
+        (:meth:`for_rows`).
 
         >>> get("summarization").on("shop_summaries").headline, len(get("summarization").on("x.csv").metrics)
         ('rouge_l', 1)
         """
-        if source not in self.examples:
+        task = self
+        if source in self.examples:
+            reads = self.reads_passage
+            closed = self.variants.get(CLOSED_BOOK, self.instruction) if reads else self.instruction
+            variants = {k: v for k, v in {**self.variants, **self.house_variants}.items() if k != CLOSED_BOOK}
+            task = replace(self, instruction=self.house_instruction or closed, variants=variants,
+                           metrics=self.house_metrics or self.metrics,
+                           passage_instruction=self.house_passage_instruction or self.passage_instruction,
+                           description=self.house_description or self.description,
+                           reading=self.house_reading or self.reading)
+            task = task._reading_passage() if reads else task
+        return task if rows is None else task.for_rows(rows)
+
+    def for_rows(self, rows) -> Task:
+        """This task fitted to ``rows``: when at least half of them carry a passage (a non-empty
+        ``context``) and the task has a :attr:`passage_instruction`, every prompt reads it (zero-shot,
+        few-shot, and so the one SFT trains on), and the closed-book instruction stays as the variant
+        ``"closed book"``; otherwise the task as it is. Half, not all: a few rows without a passage
+        still render (the passage shows as ``None`` there), but most rows answer from their text.
+
+        >>> qa = get("qa").for_rows([{"prompt": "Where?", "completion": "Kiel", "context": "It is in Kiel."}])
+        >>> qa.template().messages({"prompt": "Where?", "context": "It is in Kiel."})[-1]["content"]
+        'Answer the question in a few words, from this text only.\\n\\nText: It is in Kiel.\\n\\nQuestion: Where?'
+        >>> list(qa.variants), get("qa").for_rows([{"prompt": "Where?", "context": None}]) == get("qa")
+        (['closed book'], True)
+        """
+        rows = as_rows(rows)
+        task = self._into(_column_language([str(r.get("completion", "")) for r in rows[:200]])) \
+            if self.name == "translation" and rows and "completion" in rows[0] else self
+        if task.passage_instruction is None or task.reads_passage or _share(rows, "context") < 0.5:
+            return task
+        return task._reading_passage()
+
+    def _into(self, language: str | None) -> Task:
+        """A translation task whose plain prompt asks for ``language`` (the answers' own), not German."""
+        if language in (None, "de") or language not in _LANGUAGES or "German" not in self.instruction:
             return self
-        return replace(self, instruction=self.house_instruction or self.instruction,
-                       metrics=self.house_metrics or self.metrics, variants={**self.variants, **self.house_variants})
+        name = _LANGUAGES[language]
+        return replace(self, instruction=self.instruction.replace("German", name),
+                       description=self.description.replace("(the plain prompt asks for German)", f"into {name}"))
+
+    @property
+    def reads_passage(self) -> bool:
+        """Whether the prompts read the rows' passage (set by :meth:`for_rows`)."""
+        return self.passage_instruction is not None and self.instruction == self.passage_instruction
+
+    def _reading_passage(self) -> Task:
+        return replace(self, instruction=self.passage_instruction,
+                       variants={CLOSED_BOOK: self.instruction, **self.variants})
 
     @property
     def headline(self) -> str:
@@ -87,19 +149,21 @@ class Task:
 
     def templates(self, train, labels=(), seed: int = 0) -> list[PromptTemplate]:
         """The prompt variants to measure: zero-shot, the task's variants the rows have fields for,
-        and k-shot from ``train`` (k = :attr:`shots`, never more than the training rows)."""
+        and k-shot from ``train`` (k = :attr:`shots`, never more than the training rows); on rows
+        with a passage, each reads it, and ``"closed book"`` asks without it (:meth:`for_rows`)."""
         from ftkit.data import chat_turns
 
         train = chat_turns(train)  # a conversation's turns are rows too
-        # A variant is used where the rows hold every field it names (NQ's `context` is empty: closed book).
-        fields = {k for k, v in train[0].items() if v not in (None, "")} if train else set()
-        out = [self.template("zero-shot", labels)]
-        out += [self.template(name, labels) for name, v in self.variants.items()
+        task = self.for_rows(train)
+        # A variant is used where most rows hold every field it names (NQ's `context` is empty: closed book).
+        fields = {k for k in train[0] if _share(train, k) >= 0.5} if train else set()
+        out = [task.template("zero-shot", labels)]
+        out += [task.template(name, labels) for name, v in task.variants.items()
                 if {f for _, f, _, _ in string.Formatter().parse(v if isinstance(v, str) else v[0]) if f}
                 - {"labels"} <= fields]
-        k = min(self.shots, len(train))
+        k = min(task.shots, len(train))
         if k:
-            out.append(few_shot(train, k=k, seed=seed, instruction=self.instruction, system=self.system,
+            out.append(few_shot(train, k=k, seed=seed, instruction=task.instruction, system=task.system,
                                 labels=labels))
         return out
 
@@ -212,26 +276,33 @@ def chat_rule_metrics() -> dict[str, Callable]:
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task(
         name="classification",
-        description="Route each message to one label of a fixed set (customer-support queues).",
+        description="Sort each text into one label of a fixed set.",
+        house_description="Route each customer message to one of the shop's support queues.",
         examples=("support_routing",), instruction=CLASSIFY_INSTRUCTION, system=CLASSIFY_SYSTEM, shots=8,
         metrics=("exact_match",), max_new_tokens=12,
         reading="the share of rows answered with exactly the right label (macro-F1 weighs every label alike)",
     ),
     Task(
         name="qa",
-        description="Answer questions in a few words; the shop's example asks about its own policies, which a "
-                    "base model cannot know.",
+        description="Answer questions in a few words: from the row's passage where the rows carry one "
+                    "(`context`), else from what the model knows (closed book).",
+        house_description="Answer customers' questions about the shop's policies in a few words, from the policy "
+                          "passage; closed book, a base model cannot know them.",
         examples=("shop_qa",),
         instruction="Answer the question in a few words.\n\n{prompt}",
         house_instruction="Answer the customer's question about the Hearth & Co. shop in a few words.\n\n{prompt}",
+        passage_instruction="Answer the question in a few words, from this text only.\n\n"
+                            "Text: {context}\n\nQuestion: {prompt}",
+        house_passage_instruction="Answer the customer's question about the Hearth & Co. shop in a few words, from "
+                                  "this policy text only.\n\nPolicy: {context}\n\nQuestion: {prompt}",
         shots=4, metrics=("token_f1", "squad_exact_match"), max_new_tokens=24,
-        reading="token F1: the overlap of the answer's words with the reference answer's, 1 for the same words",
-        variants={"passage in context": "Answer the question in a few words, from this text only.\n\n"
-                                        "Text: {context}\n\nQuestion: {prompt}"},
+        reading="token F1: the overlap of the answer's words with the reference answer's (the best of the "
+                "accepted answers, where the rows list them), 1 for the same words",
     ),
     Task(
         name="translation",
-        description="Translate English texts into German; the shop's example has a fixed terminology.",
+        description="Translate each text into the other language (the plain prompt asks for German).",
+        house_description="Translate the shop's English texts into German with its fixed terms (the glossary).",
         examples=("shop_translation",),
         instruction="Translate this text into German. Reply with the German text only.\n\n{prompt}",
         house_instruction="Translate this text from the Hearth & Co. shop into German. Reply with the German "
@@ -242,10 +313,13 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         shots=4, metrics=("chrf", "bleu"), house_metrics=("chrf", "bleu", "glossary_accuracy"),
         max_new_tokens=96, max_length=384,
         reading="corpus chrF: character n-gram overlap with the reference translation, 0 to 1",
+        house_reading="corpus chrF: character n-gram overlap with the reference translation, 0 to 1 (glossary "
+                      "accuracy: the share of the shop's terms translated as its glossary says)",
     ),
     Task(
         name="summarization",
-        description="Summarize a text in one sentence; the shop's example uses its one-line case format.",
+        description="Summarize a text in one sentence.",
+        house_description="Summarize a support conversation in the shop's one-line case format.",
         examples=("shop_summaries",),
         instruction="Summarize this text in one sentence.\n\n{prompt}",
         house_instruction="Summarize this support conversation in one line: the customer's problem; the action "
@@ -254,30 +328,36 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         house_metrics=("rouge_l", M.within_words(30), M.matches(SUMMARY_FORMAT, "house_format")),
         max_new_tokens=64, max_length=512,
         reading="ROUGE-L: the longest run of words shared with the reference summary, 0 to 1",
+        house_reading="ROUGE-L: the longest run of words shared with the reference summary, 0 to 1 (and the share "
+                      "of summaries within 30 words and in the case format)",
     ),
     Task(
         name="creative",
-        description="Write to a brief; the shop's example is product blurbs whose house rules can be checked.",
+        description="Write to a brief (the prompt); the answer is compared with the reference text.",
+        house_description="Write product blurbs to the shop's house rules, each of which is checked.",
         examples=("shop_blurbs",),
         instruction="{prompt}",
         house_instruction="Write a product blurb in the Hearth & Co. house style: three lines; the first starts "
                           "'Made for home: ' and the product name; the third starts 'Care:'; no exclamation "
                           "marks, no 'you'; at most 40 words.\n\n{prompt}",
         shots=3, metrics=("rouge_l",), house_metrics=tuple(blurb_rule_metrics().values()), max_new_tokens=80,
-        reading="the share of blurbs that keep every house rule (each rule has its own column); on other data, "
-                "ROUGE-L against the reference text",
+        reading="ROUGE-L against the reference text: the longest run of words shared with it, 0 to 1 (a good "
+                "text can share few words with it: read some answers too)",
+        house_reading="the share of blurbs that keep every house rule (each rule has its own column)",
     ),
     Task(
         name="chat",
-        description="Hold a conversation: every assistant turn is answered after the true turns before it; the "
-                    "shop's example is its support chat, with tone rules.",
+        description="Hold a conversation: every assistant turn is answered after the true turns before it.",
+        house_description="Answer the shop's support chat, every turn after the true turns before it, with its "
+                          "tone rules.",
         examples=("shop_chat",),
         instruction="{prompt}", shots=0, metrics=("rouge_l",),
         house_metrics=("rouge_l", *chat_rule_metrics().values()),
         house_variants={"house rules in system prompt": ("{prompt}", CHAT_SYSTEM)},
         max_new_tokens=96, max_length=1024,
-        reading="ROUGE-L of each answer against the reference answer of that turn, 0 to 1; on the shop's chat, "
-                "also the share of answers keeping each tone rule",
+        reading="ROUGE-L of each answer against the reference answer of that turn, 0 to 1",
+        house_reading="ROUGE-L of each answer against the reference answer of that turn, 0 to 1; also the share "
+                      "of answers keeping each tone rule",
     ),
     Task(
         name="code",
@@ -322,34 +402,179 @@ def resolve(task, rows=(), labels=None) -> Task:
 
 
 def infer(rows) -> tuple[Task, str]:
-    """The task canonical rows look like, and why, in words.
-
-    Labels (few distinct completions that repeat) mean classification; a ``context`` passage or an
-    ``answers`` list, QA; ``terms`` or a ``target_lang``, translation; long prompts with much shorter
-    completions, summarization; otherwise free generation (creative writing) is assumed.
+    """The task canonical rows look like, and why, in words: :func:`detect`'s guess, or free
+    generation (creative) where it cannot tell, with its reason and the ask to set ``task:``.
 
     >>> infer([{"prompt": f"m{i}", "completion": "ab"[i % 2], "label": "ab"[i % 2]} for i in range(10)])[0].name
     'classification'
     """
-    from ftkit.sources import as_rows
+    guess = detect(rows)
+    if guess.task is None:
+        return get("creative"), f"{guess.why}; until then free generation (creative) is assumed"
+    return guess.task, guess.why
 
+
+@dataclass(frozen=True)
+class TaskGuess:
+    """What :func:`detect` makes of the rows: the task (None when it cannot tell), why, whether it
+    is sure (a column says so) or it is a guess (from statistics or names), and what it looked at."""
+
+    task: Task | None
+    why: str
+    sure: bool = False
+    looked_at: dict = field(default_factory=dict)  # the columns, and each statistic read with its value
+
+    def summary(self) -> str:
+        """One line: ``"translation (sure: ...)"``, ``"creative (a guess: ...)"`` or ``"unknown: ..."``."""
+        if self.task is None:
+            return f"unknown: {self.why}"
+        return f"{self.task.name} ({'sure' if self.sure else 'a guess'}: {self.why})"
+
+
+def detect(rows, mapping: dict[str, str] | None = None) -> TaskGuess:
+    """The task canonical rows look like, how sure that is, and what was looked at.
+
+    Sure, from a column: conversations (chat), ``tests`` (code), a ``label`` or few answers that
+    repeat (classification), a ``context`` passage or ``answers`` list (QA), ``terms`` or a
+    ``*_lang`` column (translation), or prompts and answers in two languages (a stop-word guess
+    over en/de/fr/es/it/nl/pt, and other scripts by name). A guess: column names that say
+    translation (``mapping``, the source columns of the canonical fields: ``src``/``tgt``,
+    ``en``/``de``), prompts much longer than answers (summarization), prompts that ask for a
+    poem, story or blurb (creative). Anything else, and preference pairs (DPO data, whose task is
+    the SFT data's), is ``task=None``: the ``why`` asks for ``task:``.
+
+    >>> g = detect([{"prompt": f"The lamp {i} is made of brass and glass.",
+    ...              "completion": f"Die Lampe {i} ist aus Messing."} for i in range(3)])
+    >>> g.task.name, g.sure, g.looked_at["completion language"]
+    ('translation', True, 'de')
+    """
     rows = as_rows(rows)
-    if rows and ("messages" in rows[0] or "history" in rows[0]):
-        return get("chat"), "the rows are conversations"
-    if rows and rows[0].get("tests"):
-        return get("code"), "the rows carry tests to run"
-    if not rows or "completion" not in rows[0]:
-        return get("creative"), "the rows are not prompt/completion pairs"
-    completions = [str(r["completion"]) for r in rows]
-    if rows[0].get("label") is not None or len(set(completions)) <= max(2, len(rows) // 10):
-        return get("classification"), f"{len(set(completions))} distinct answers repeat across {len(rows)} rows"
-    if rows[0].get("context") or rows[0].get("answers"):
-        return get("qa"), "the rows carry a context passage or a list of accepted answers"
-    if "terms" in rows[0] or "target_lang" in rows[0]:
-        return get("translation"), "the rows carry glossary terms or a target language"
-    prompt_words = sum(M.word_count(str(r["prompt"])) for r in rows) / len(rows)
-    answer_words = sum(M.word_count(c) for c in completions) / len(rows)
+    first = rows[0] if rows else {}
+    seen: dict = {"rows": len(rows), "columns": list(first)}
+    ask = f"set task: in the config (or pass task=) to one of: {', '.join(TASKS)}"
+
+    def guess(name, why, sure=True):
+        return TaskGuess(get(name) if name else None, why, sure, seen)
+
+    if "messages" in first or "history" in first:
+        return guess("chat", "the rows are conversations")
+    if "chosen" in first and "rejected" in first:
+        return guess(None, "the rows are preference pairs (prompt/chosen/rejected): DPO data, which says which "
+                           f"answer is better, not the task; {ask}", False)
+    if first.get("tests") or (first.get("test") and first.get("entry_point")):
+        return guess("code", "the rows carry tests to run")
+    if "completion" not in first:
+        return guess(None, f"the rows are neither conversations nor prompt/completion pairs; {ask}", False)
+    prompts, completions = [str(r["prompt"]) for r in rows], [str(r["completion"]) for r in rows]
+    seen["distinct answers"] = len(set(completions))
+    if first.get("label") is not None or len(set(completions)) <= max(2, len(rows) // 10):
+        return guess("classification", f"{len(set(completions))} distinct answers repeat across {len(rows)} rows")
+    seen["rows with a passage"] = f"{_share(rows, 'context'):.0%}"
+    if _share(rows, "context") >= 0.5:
+        return guess("qa", f"{seen['rows with a passage']} of the rows carry a context passage")
+    if first.get("answers"):
+        return guess("qa", "the rows carry a list of accepted answers (closed book: no passage)")
+    tagged = {c: first[c] for c in first if c == "terms" or re.search(r"(^|_)lang(uage)?($|_)", c)}
+    if tagged:
+        return guess("translation", "the rows carry " + ", ".join(
+            "glossary terms" if c == "terms" else f"{c} ({v})" for c, v in tagged.items()))
+    source, target = _column_language(prompts), _column_language(completions)
+    seen["prompt language"], seen["completion language"] = source, target
+    # A translation is about as long as its source (German ~1.2x English in characters); a poem to a
+    # one-line brief, or a summary of a long text, in another language is not one.
+    length = sum(map(len, completions)) / max(1, sum(map(len, prompts)))
+    seen["answer length / prompt length"] = round(length, 2)
+    alike = 1 / 3 <= length <= 3 or not {source, target} <= set(_LANGUAGES)  # other scripts count differently
+    if source and target and source != target and alike:
+        return guess("translation", f"the prompts read as {_say(source)} and the answers as {_say(target)}")
+    named = {k: (mapping or {}).get(k, k) for k in ("prompt", "completion")}
+    seen["column names"] = named
+    codes = [_named_language(c) for c in named.values()]
+    words = [set(re.split(r"[^a-z]+", c.lower())) for c in named.values()]
+    roles = words[0] & {"source", "src"} and words[1] & {"target", "tgt"}
+    if (roles or None not in codes and codes[0] != codes[1]) and not (source and source == target):
+        return guess("translation", f"the columns are named {named['prompt']!r} and {named['completion']!r}, "
+                                    "though the texts do not show two languages; set task: translation to be sure",
+                     False)
+    prompt_words = sum(map(M.word_count, prompts)) / len(rows)
+    answer_words = sum(map(M.word_count, completions)) / len(rows)
+    seen["words per prompt"], seen["words per answer"] = round(prompt_words, 1), round(answer_words, 1)
     if prompt_words > 3 * answer_words and prompt_words > 40:
-        return get("summarization"), (f"prompts ({prompt_words:.0f} words on average) are much longer than "
-                                      f"answers ({answer_words:.0f})")
-    return get("creative"), "free-form answers"
+        return guess("summarization", f"prompts ({prompt_words:.0f} words on average) are much longer than "
+                                      f"answers ({answer_words:.0f})", False)
+    briefs = sum(bool(_BRIEF.search(p)) and not _CODE.search(p) for p in prompts) / len(rows)
+    seen["prompts asking for a poem, story or the like"] = f"{briefs:.0%}"
+    if briefs >= 0.5:
+        return guess("creative", f"{briefs:.0%} of the prompts ask for a piece of writing (a poem, story, blurb...)",
+                     False)
+    language = f" in {_say(source)}" if source and source == target else ""
+    return guess(None, f"the prompts and answers are free text{language} and no column says which task they are "
+                       f"(a free-form answer could be creative writing, an instruction followed, a rewrite...); "
+                       f"{ask}", False)
+
+
+_BRIEF = re.compile(r"\b(write|compose|draft|poem|poetry|story|sonnet|haiku|limerick|verse|lyrics|song|blurb|essay|"
+                    r"slogan|tagline)s?\b", re.I)
+_CODE = re.compile(r"\b(function|code|program|script|python|sql|class|method)s?\b", re.I)
+
+_LANGUAGES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "nl": "Dutch",
+              "pt": "Portuguese"}
+_NAMES = {"en": "eng english", "de": "deu ger german deutsch", "fr": "fra fre french francais", "es": "spa spanish "
+          "espanol", "it": "ita italian italiano", "nl": "nld dut dutch nederlands", "pt": "por portuguese portugues"}
+# The commonest short words of each language: a few hits per sentence, rarely shared with all the others.
+_STOPWORDS = {lang: frozenset(words.split()) for lang, words in {
+    "en": "the and of to is are was were that this with for on not you your it its be have has from by at which will "
+          "can they their what there an or",
+    "de": "der die das und ist sind nicht mit sich auf für ein eine einen einem einer dem den des von zu zum zur im "
+          "wird werden auch ich sie wir nach bei aus oder wie dass ihre ihr noch über es an am um hat war kann sehr",
+    "fr": "le la les et est sont des une un du que qui dans pour pas sur avec ce cette au aux il elle nous vous mais "
+          "ou par plus leur ont été",
+    "es": "el la los las y es son que en un una del por con para no se su sus lo al como más pero está muy también "
+          "fue ha",
+    "it": "il lo la gli le e è di che un una per non con del della sono da al alla nel si come ma anche più questo "
+          "questa dei",
+    "nl": "de het een en is van dat niet met op voor zijn te ook er maar om aan bij wordt naar dit die deze wij ze "
+          "hij heeft worden",
+    "pt": "o os a as e é de do da dos das que em um uma para com não no na por se mais mas como ao foi são seu sua",
+}.items()}
+
+
+def _language(text: str) -> str | None:
+    """A text's language from its short words (en, de, fr, es, it, nl, pt); for a text mostly in
+    another script, that script's name ("cyrillic", "cjk"); None when it cannot tell."""
+    letters = [c for c in text if c.isalpha()]
+    other = Counter(unicodedata.name(c, "?").split()[0].lower() for c in letters if not c.isascii())
+    other.pop("latin", None)  # ä, é, ß: Latin letters
+    if sum(other.values()) > len(letters) / 2:
+        return other.most_common(1)[0][0]
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    scores = sorted(((sum(w in stop for w in words), lang) for lang, stop in _STOPWORDS.items()), reverse=True)
+    (top, lang), (second, _) = scores[:2]
+    return lang if top >= 2 and top > second else None
+
+
+def _say(language: str) -> str:
+    return _LANGUAGES.get(language) or f"{language.capitalize()} script"
+
+
+def _column_language(texts: list[str]) -> str | None:
+    """The language most texts of a column are in: the guess of at least 60% of the first 200 texts
+    that have one, and of at least a third of them all; else None."""
+    texts = texts[:200]
+    votes = Counter(filter(None, map(_language, texts)))
+    if not votes:
+        return None
+    lang, n = votes.most_common(1)[0]
+    return lang if n >= 0.6 * sum(votes.values()) and n >= len(texts) / 3 else None
+
+
+def _named_language(column: str) -> str | None:
+    """The language a column's name gives (``en``, ``text_de``, ``german``), else None."""
+    parts = set(re.split(r"[^a-z]+", column.lower()))
+    return next((code for code, names in _NAMES.items() if parts & {code, *names.split()}), None)
+
+
+def _share(rows: list[dict], column: str) -> float:
+    """The share of rows whose ``column`` holds something (not None, not blank)."""
+    full = sum(not (r.get(column) is None or (isinstance(r.get(column), str) and not r[column].strip())) for r in rows)
+    return full / len(rows) if rows else 0.0

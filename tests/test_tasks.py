@@ -38,7 +38,7 @@ def test_qa_answers_come_from_the_policy_in_context():
     rows = examples.load("shop_qa", verbose=False).to_list()
     assert all(r["completion"] in r["context"] for r in rows)
     assert all(r["context"] in examples.policies() for r in rows)
-    open_book = tasks.get("qa").template("passage in context").messages(rows[0])[-1]["content"]
+    open_book = tasks.get("qa").for_rows(rows).template("zero-shot").messages(rows[0])[-1]["content"]
     assert rows[0]["context"] in open_book and rows[0]["prompt"] in open_book
 
 
@@ -124,3 +124,122 @@ def test_conversations_and_rows_with_tests_are_inferred():
     assert tasks.infer(chat)[0].name == "chat"
     code = [{"prompt": "Write f", "completion": "def f(): return 1", "tests": ["assert f() == 1"]}]
     assert tasks.infer(code) == (tasks.get("code"), "the rows carry tests to run")
+
+
+# --- A: QA reads the passage when the rows have one ---------------------------------------------
+
+def test_qa_prompts_read_the_passage_when_the_rows_have_one_and_closed_book_is_a_named_variant():
+    rows = examples.load("shop_qa", verbose=False).to_list()
+    for task in (tasks.get("qa"), tasks.get("qa").on("shop_qa")):
+        templates = task.templates(rows[:20])
+        first_without_shots = next(t for t in templates if not t.shots)  # the one SFT trains on
+        for t in (first_without_shots, templates[-1]):
+            assert rows[-1]["context"] in t.messages(rows[-1])[-1]["content"], t.name
+        assert [t.name for t in templates] == ["zero-shot", "closed book", "4-shot"]
+        assert rows[-1]["context"] not in templates[1].messages(rows[-1])[-1]["content"]
+    # For a caller that builds its own template from task.instruction (ftkit.pipeline.build_template):
+    assert "{context}" in tasks.get("qa").on("shop_qa", rows=rows).instruction
+    assert "{context}" in tasks.get("qa").for_rows(rows).instruction
+    assert "Hearth & Co." in tasks.get("qa").on("shop_qa", rows=rows).instruction
+    assert tasks.get("qa").on("shop_qa").for_rows(rows) == tasks.get("qa").on("shop_qa", rows=rows) \
+        == tasks.get("qa").for_rows(rows).on("shop_qa")  # in either order
+    assert tasks.get("qa").for_rows(rows).for_rows(rows) == tasks.get("qa").for_rows(rows)  # applied once
+
+
+def test_closed_book_rows_keep_closed_book_prompts_and_mixed_rows_follow_the_majority():
+    nq = [{"prompt": f"who won in {1990 + i}", "completion": "x", "context": None, "answers": ["x"]}
+          for i in range(8)]
+    qa = tasks.get("qa")
+    passage = [{"prompt": f"q{i}", "completion": "a", "context": f"Text {i} says a."} for i in range(6)]
+    mostly = nq[:2] + passage  # 6 of 8 rows carry a passage (not the first): the prompts read it
+    templates = qa.templates(mostly)
+    assert "Text 0 says a." in templates[0].messages(passage[0])[-1]["content"]
+    assert [t.name for t in qa.templates(nq)] == ["zero-shot", "4-shot"]
+    assert qa.for_rows(nq) == qa and "{context}" not in qa.for_rows(nq).instruction
+    assert templates[0].messages(nq[0])[-1]["content"]  # a row without one still renders
+    assert "{context}" not in qa.for_rows(passage[:2] + nq).instruction  # 2 of 10: closed book
+
+
+# --- B: inference says how sure it is and what it looked at -------------------------------------
+
+EN_DE = [("The parcel left our warehouse this morning.", "Das Paket hat heute Morgen unser Lager verlassen."),
+         ("Please keep the receipt for your records.", "Bitte bewahren Sie den Beleg für Ihre Unterlagen auf."),
+         ("The lamp is made of brass and glass.", "Die Lampe ist aus Messing und Glas."),
+         ("We will send you a new code by email.", "Wir senden Ihnen einen neuen Code per E-Mail."),
+         ("The table can be extended to seat eight.", "Der Tisch kann für acht Personen ausgezogen werden."),
+         ("Returns are free within thirty days.", "Rücksendungen sind innerhalb von dreißig Tagen kostenlos."),
+         ("This rug is not suitable for outdoor use.", "Dieser Teppich ist nicht für den Außenbereich geeignet."),
+         ("It was delivered to the wrong address.", "Es wurde an die falsche Adresse geliefert."),
+         ("The chair and the stool are sold separately.", "Der Stuhl und der Hocker werden einzeln verkauft."),
+         ("Our team is happy to help with the assembly.", "Unser Team hilft gerne bei der Montage."),
+         ("The cushion covers can be washed at forty degrees.", "Die Kissenbezüge können bei vierzig Grad gewaschen "
+                                                                 "werden."),
+         ("There is a small scratch on the side of the frame.", "An der Seite des Rahmens ist ein kleiner Kratzer.")]
+
+
+def test_an_english_german_pair_set_without_hints_is_translation_not_creative():
+    from ftkit import load_data
+
+    data = load_data([{"a": en, "b": de} for en, de in EN_DE], {"prompt": "a", "completion": "b"}, verbose=False)
+    assert tasks.infer(data)[0].name == "translation"  # was: creative
+    guess = tasks.detect(data)
+    assert guess.task.name == "translation" and guess.sure, guess.why
+    assert guess.looked_at["prompt language"] == "en" and guess.looked_at["completion language"] == "de"
+    assert "English" in guess.why and "German" in guess.why
+
+
+def test_two_free_text_columns_in_one_language_ask_for_task():
+    rows = [{"prompt": en, "completion": f"{en} It arrives soon, and the team keeps the receipt."} for en, _ in EN_DE]
+    task, why = tasks.infer(rows)  # existing callers still get a task, with the reason it is a fallback
+    assert task.name == "creative" and "task:" in why
+    guess = tasks.detect(rows)
+    assert guess.task is None and not guess.sure
+    assert "task:" in guess.why and all(name in guess.why for name in tasks.names())
+    # Column names alone say translation, but not for sure.
+    named = tasks.detect([{"prompt": f"x{i}", "completion": f"y{i}"} for i in range(12)],
+                         mapping={"prompt": "src", "completion": "tgt"})
+    assert named.task.name == "translation" and not named.sure and "src" in named.why
+    pairs = [{"prompt": "hi", "chosen": "hello", "rejected": "go away"}] * 3
+    assert tasks.detect(pairs).task is None and "preference" in tasks.detect(pairs).why
+
+
+def test_what_detect_says_for_columns_that_tell_the_task():
+    labelled = tasks.detect([{"prompt": f"m{i}", "completion": "ab"[i % 2], "label": "ab"[i % 2]} for i in range(10)])
+    assert labelled.task.name == "classification" and labelled.sure and "columns" in labelled.looked_at
+    tagged = tasks.detect([{"prompt": en, "completion": de, "source_lang": "en", "target_lang": "de"}
+                           for en, de in EN_DE])
+    assert tagged.task.name == "translation" and tagged.sure and "target_lang" in tagged.why
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("file,task", [
+    ("banking77/banking77_test_10labels.jsonl", "classification"), ("qa/nq_open_dev_sample.jsonl", "qa"),
+    ("summarization/scitldr_a_train_sample.jsonl", "summarization"),
+    ("translation_ntrex/ntrex128_en-de_sample400.jsonl", "translation"),
+    ("creative_writing/public_domain_poems_sample.jsonl", "creative"), ("mbpp/mbpp_sample.jsonl", "code"),
+    ("chat_multiturn/sgd_test_sample.jsonl", "chat"), ("self_instruct_seed/seed_tasks_175.jsonl", None),
+    ("hh_rlhf_harmless/hh_rlhf_harmless_base_test_singleturn.jsonl", None)])
+def test_real_public_slices_are_detected(realdata, file, task):
+    from ftkit import load_data
+
+    data = load_data(realdata / file, verbose=False)
+    assert task is None or tasks.infer(data)[0].name == task
+    guess = tasks.detect(data)
+    assert (guess.task.name if guess.task else None) == task, guess.why
+
+
+# --- C: descriptions about the data in hand -----------------------------------------------------
+
+@pytest.mark.parametrize("name", tasks.names())
+def test_on_other_data_the_reading_and_description_speak_of_that_data_only(name):
+    plain = tasks.get(name).on("my_data.csv")
+    for shop_word in ("shop", "house", "blurb", "Hearth", "tone rule", "polic"):
+        assert shop_word not in plain.reading + plain.description, (name, shop_word)
+    assert plain.reading and plain.description
+
+
+def test_the_house_reading_applies_on_the_tasks_own_example_only():
+    creative = tasks.get("creative")
+    assert creative.on("poems.jsonl").reading.startswith("ROUGE-L")
+    assert "house rule" in creative.on("shop_blurbs").reading
+    assert "tone rule" in tasks.get("chat").on("shop_chat").reading
