@@ -21,6 +21,7 @@ from ftkit.config import (ConfigError, DataConfig, DPOStage, ModelConfig, Output
                           SFTStage, describe, dump_config, load_config)
 from ftkit.endpoint import EndpointError
 from ftkit.models import EMBEDDED_NAME, ModelLoadError
+from ftkit.sources import DataError
 
 __all__ = ["build_parser", "demo_config", "main"]
 
@@ -94,8 +95,20 @@ def _resumable(config: PipelineConfig, run_id: str | None):
     return run
 
 
+def _smoke(config: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
+    """``--limit N``: N held-out rows evaluated and N training rows (and DPO pairs) trained on;
+    ``--max-steps N``: SFT and DPO stop after N steps. For a first, quick run of one's own config."""
+    if getattr(args, "limit", None):
+        config.data.limit = config.data.train_limit = args.limit
+    if getattr(args, "max_steps", None):
+        for stage in (config.sft, config.dpo):
+            if stage is not None:
+                stage.max_steps = args.max_steps
+    return config
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _with_out(load_config(args.config), args.out)
+    config = _smoke(_with_out(load_config(args.config), args.out), args)
     if args.check:
         return check_run(config, args.config)
     from ftkit.pipeline import run_pipeline
@@ -104,18 +117,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_run(config: PipelineConfig, name: str) -> int:
-    """``ftkit run --check``: the config, then the data as training would read it (format, mapping,
-    empty or malformed rows, the split and its leaks, token lengths), with the model's tokenizer
-    alone: no weights are loaded."""
-    from ftkit.models import load_tokenizer
-    from ftkit.pipeline import prepare_data
+def check_run(config: PipelineConfig, name: str, say=print) -> int:
+    """``ftkit run --check``: everything the run checks before it trains, with the config's own
+    templates and the settings the run will use (:func:`ftkit.pipeline.prepare_data`,
+    :func:`~ftkit.pipeline.plan`, :func:`~ftkit.pipeline.preflight`: the data, the split and its
+    leaks, every prompt's token lengths and its fit in the model's context, SFT's and DPO's
+    pre-flight), then what the run will do and how long it should take here, from one measured
+    training step and one measured batch of answers. The data is read with the tokenizer alone,
+    so a broken file is reported before any weights load. Returns 2 when the run would refuse."""
+    from ftkit.check import estimate, plan_lines
+    from ftkit.models import load_model, load_tokenizer
+    from ftkit.pipeline import model_context, plan, prepare_data, preflight
 
     for t in config.templates:  # the key a hosted baseline needs is set (it is never printed)
         if t.endpoint is not None:
             t.endpoint.check_key()
-    prepare_data(config, load_tokenizer(config.model.name), print)
-    print(f"{name}: valid (config and data checked; no model weights loaded)")
+
+    def refuse(problems: list[str], when: str) -> int:
+        for problem in problems:
+            say(f"ERROR: {problem}")
+        say(f"{name}: NOT VALID: {len(problems)} problem(s) the run would stop on {when}; each says what to change")
+        return 2
+
+    try:
+        prepared = prepare_data(config, load_tokenizer(config.model.name), say)
+        p = plan(config, prepared)
+    except (DataError, ModelLoadError) as err:
+        return refuse([str(err)], "before training")
+    try:
+        model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
+                                      verbose=False)
+    except ModelLoadError as err:
+        return refuse([f"model.name: {err}"], "at its start")
+    problems, notes = preflight(prepared, p, tokenizer, model_context(model))
+    for line in notes:
+        say(f"  {line}")
+    if problems:
+        return refuse(problems, "before training")
+    say("")
+    for line in plan_lines(config, prepared, p) + estimate(model, tokenizer, config, prepared, p):
+        say(line)
+    say(f"{name}: valid (everything the run checks before training passed)")
     return 0
 
 
@@ -127,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ftkit.pipeline import plan, prepare_data, train_stages
     from ftkit.runs import is_main_process
 
-    config = _with_out(load_config(args.config), args.out)
+    config = _smoke(_with_out(load_config(args.config), args.out), args)
     _resumable(config, args.resume)  # fail here, before a model loads
     PartialState()  # joins the process group `accelerate launch` set up; binds this GPU
     main = is_main_process()
@@ -138,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
                                   verbose=False)
     prepared = prepare_data(config, tokenizer, say)
-    runs = train_stages(config, model, tokenizer, prepared, plan(config, prepared).training_template, root, say,
+    runs = train_stages(config, model, tokenizer, prepared, plan(config, prepared), root, say,
                         resume=_resumable(config, args.resume))
     for run in runs:
         say(f"{run.id}: {run.status.get('status')} at step {run.status.get('step')} ({run.path})")
@@ -234,6 +276,22 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return run_launch(plan)
 
 
+def _smoke_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=_positive, metavar="N",
+                   help="a quick first run: evaluate N held-out rows and train on N rows (and N DPO pairs)")
+    p.add_argument("--max-steps", type=_positive, metavar="N", help="stop SFT and DPO after N steps")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftkit", description=__doc__.splitlines()[0],
                                      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -259,15 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a .yaml, .yml or .json file (see ftkit.config.PipelineConfig)")
     p.add_argument("--out", help="folder for the runs and report.html (overrides output: in the config)")
     p.add_argument("--check", action="store_true",
-                   help="validate the config and the data (with the tokenizer alone, no weights) and exit")
+                   help="check everything the run checks before training (data, split, leaks, each prompt's "
+                        "token lengths and context fit, SFT's and DPO's pre-flight), say what the run will do "
+                        "and estimate its minutes from one measured step; exit 2 if the run would refuse")
     p.add_argument("--resume", metavar="RUN", help="continue this interrupted or stopped run (id or prefix) "
                                                    "from its last checkpoint, in the same run record")
+    _smoke_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="SFT (and DPO) from a config, no evaluation; what `launch` runs")
     p.add_argument("config", help="a .yaml, .yml or .json file, as for `ftkit run`")
     p.add_argument("--out", help="folder for the runs (overrides output.runs_root)")
     p.add_argument("--resume", metavar="RUN", help="continue this interrupted or stopped run from its last checkpoint")
+    _smoke_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="list recorded runs with status and headline metric")
@@ -335,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as err:
         print(f"ftkit: {err}", file=sys.stderr)
+        return 2
+    except DataError as err:  # data the run cannot use: the same exit as --check's refusal
+        print(f"ftkit: error: {err}", file=sys.stderr)
         return 2
     except (ValueError, ModelLoadError, EndpointError) as err:  # errors that say what to do
         print(f"ftkit: error: {err}", file=sys.stderr)

@@ -82,6 +82,13 @@ class DataConfig:
                 "Ignored when the data has no such column"})
     limit: int = field(default=0, metadata={
         "help": "Evaluate on at most this many held-out rows (0: all); fewer is faster"})
+    train_limit: int = field(default=0, metadata={
+        "help": "Train on at most this many training rows and DPO pairs (0: all); few-shot examples are still "
+                "picked from the whole training split. `ftkit run --limit N` sets this and limit"})
+    group_by: str | None = field(default=None, metadata={
+        "help": "Column whose rows stay together on one side of the split (the passage, a document's title, "
+                "a conversation id), so no held-out row shares it with training; null: the context passage "
+                "when the rows have one, else none; '' for none"})
 
 
 @dataclass
@@ -106,7 +113,8 @@ class TemplateConfig:
                 "data, else none. An empty string means none"})
     instruction: str | None = field(default=None, metadata={
         "help": "The user turn with {prompt} and any column as placeholders ({labels}: the label "
-                "set); null: a classification instruction on labelled data, else '{prompt}'"})
+                "set); null: the task's instruction (classification: the label list; QA with a passage: the "
+                "question and its {context}; creative and chat: '{prompt}')"})
     k: int = field(default=8, metadata={"help": "few_shot: number of solved examples"})
     strategy: Literal["balanced", "random", "first"] = field(default="balanced", metadata={
         "help": "few_shot: how examples are picked (balanced: every label before any repeats)"})
@@ -117,6 +125,12 @@ class TemplateConfig:
                 "http://localhost:11434/v1, model: llama3.2}; null: the local model"})
 
 
+MAX_LENGTH_HELP = ("Longest example (prompt + answer) in tokens; 0: the task's (" +
+                   ", ".join(f"{t.name} {t.max_length}" for t in tasks.TASKS.values()) +
+                   "). An example longer than this would have its answer cut, so the run refuses to start and "
+                   "names those rows (ftkit run --check lists them first): raise it, or drop the rows")
+
+
 @dataclass
 class SFTStage(SFTSettings):
     """:class:`~ftkit.sft.SFTSettings` plus the template the run trains on."""
@@ -124,6 +138,7 @@ class SFTStage(SFTSettings):
     template: str = field(default="", metadata={
         "help": "Name of the template SFT (and DPO) train on and the tuned models are evaluated "
                 "with; empty: the first zero_shot or with_system template"})
+    max_length: int = field(default=0, metadata={"help": MAX_LENGTH_HELP})
 
 
 @dataclass
@@ -134,6 +149,7 @@ class DPOStage(DPOSettings):
         "help": "Preference pairs (prompt/chosen/rejected): a file or a built-in example name"})
     mapping: dict[str, str] = field(default_factory=dict, metadata={
         "help": "Canonical field -> your column for the pairs; empty: detect the layout"})
+    max_length: int = field(default=0, metadata={"help": MAX_LENGTH_HELP})
 
 
 @dataclass
@@ -247,13 +263,13 @@ def _build(cls, values, path: str, problems: list[str]):
 
 
 def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
-    """Make the config's relative file paths (data, pairs, a model folder) relative to ``base``,
-    the config file's folder; built-in example names and Hub ids stay as they are."""
+    """Make the config's relative file paths (data, pairs, a model folder, the runs folder and the
+    report) relative to ``base``, the config file's folder; built-in example names and Hub ids stay
+    as they are."""
     def resolve(source: str) -> str:
         if source in examples.names():
             return source
-        path = Path(source).expanduser()
-        return str(path if path.is_absolute() else base / path)
+        return str(_against(base, source))
 
     config.data.source = resolve(config.data.source or tasks.get(config.task or "classification").examples[0])
     if config.dpo is not None:
@@ -261,7 +277,15 @@ def resolve_paths(config: PipelineConfig, base: Path) -> PipelineConfig:
     model_path = base / config.model.name
     if model_path.exists() and not Path(config.model.name).expanduser().exists():
         config.model.name = str(model_path)
+    # Where the results go is read like where the data comes from: against the config's folder.
+    config.output.runs_root = str(_against(base, config.output.runs_root))
+    config.output.report = str(_against(base, config.output.report))
     return config
+
+
+def _against(base: Path, path: str) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else base / path
 
 
 def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
@@ -282,7 +306,8 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
         problems.append(f"templates: names must differ; {', '.join(dupes)} appear(s) twice. Set name: ...")
     if not names and config.task:  # the task's own variants
         task = tasks.get(config.task)
-        names = ["zero-shot", *task.variants, f"{task.shots}-shot"]
+        names = ["zero-shot", *([tasks.CLOSED_BOOK] if task.passage_instruction else []), *task.variants,
+                 f"{task.shots}-shot"]
     if config.sft is not None and config.sft.template and names and config.sft.template not in names:
         problems.append(f"sft.template: no template named {config.sft.template!r}"
                         f"{_suggest(config.sft.template, names)}; templates are: {', '.join(names)}")
@@ -388,5 +413,14 @@ def dump_config(config: PipelineConfig, path: str | Path) -> Path:
     """Write ``config`` as YAML that :func:`load_config` reads back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False, allow_unicode=True))
+    values = dataclasses.asdict(config)
+    # load_config reads relative paths against the file's folder: write them so where they lie below
+    # it, else in full, so the file names the same places wherever it is read from.
+    here = path.parent.resolve()
+    for section, key in (("data", "source"), ("dpo", "source"), ("output", "runs_root"), ("output", "report")):
+        value = (values.get(section) or {}).get(key)
+        if value and value not in examples.names():
+            where = Path(value).expanduser().resolve()
+            values[section][key] = str(where.relative_to(here) if where.is_relative_to(here) else where)
+    path.write_text(yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
     return path

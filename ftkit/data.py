@@ -259,7 +259,7 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     if tokenizer is not None and "messages" not in canonical[0]:
         from ftkit import tasks  # tasks reads the rows' shape; imported here, not at module load
 
-        chosen = tasks.resolve(task, canonical)
+        chosen = tasks.resolve(task, canonical).for_rows(canonical)  # a QA prompt reads the rows' passage
         report.task = chosen.name
         template = chosen.template("zero-shot", labels=label_set(canonical) if chosen.name == "classification" else ())
     add_warnings(report, canonical, tokenizer, max_length, test, template)

@@ -329,8 +329,9 @@ def add_warnings(report: DataReport, rows: list[dict], tokenizer=None, max_lengt
             if long:
                 basis = f" {report.length_basis}" if report.length_basis else ""
                 report.warnings.append(
-                    f"{len(long)} example(s) are longer than max_length={max_length} tokens{basis} and "
-                    f"will be truncated: {rows_text(long)} (longest {max(lengths)} tokens)"
+                    f"{len(long)} example(s) are longer than max_length={max_length} tokens{basis}: "
+                    f"{rows_text(long)} (longest {max(lengths)} tokens); training refuses to start on them, "
+                    "since their answers would be cut: raise max_length or drop them"
                 )
     if test is not None:
         for col, shared in shared_inputs(rows, test).items():

@@ -20,9 +20,10 @@ and tqdm bars while generating. Each trained run records its evaluation
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import datasets
@@ -30,25 +31,27 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ftkit import examples
-from ftkit.config import PipelineConfig, TemplateConfig, template_name
+from ftkit.config import ConfigError, DPOStage, PipelineConfig, SFTStage, TemplateConfig, template_name
 from ftkit.advice import advise
 from ftkit.data import DataError, chat_turns, check_data, label_set, split
-from ftkit.data_report import overlap_note
-from ftkit.dpo import train_dpo
+from ftkit.data_report import match_key, overlap_note, rows_text
+from ftkit.dpo import preflight as dpo_preflight
+from ftkit.dpo import to_trl_pairs, train_dpo
 from ftkit.endpoint import Endpoint
 from ftkit.evaluate import EvalResult, Variant, evaluate
 from ftkit.events import EventBus
 from ftkit.models import describe_device, load_model
 from ftkit import metrics as M
 from ftkit import tasks
-from ftkit.prompts import DEFAULT_INSTRUCTION, PromptTemplate, check_fits, few_shot
+from ftkit.prompts import DEFAULT_INSTRUCTION, PromptTemplate, check_fits, few_shot, prompt_lengths
 from ftkit.tasks import Task
 from ftkit.runs import Run, load_run
-from ftkit.sft import train_sft
+from ftkit.sft import preflight as sft_preflight
+from ftkit.sft import to_trl_rows, train_sft
 
 __all__ = [
-    "PipelineResult", "Plan", "Prepared", "build_template", "plan", "prepare_data", "print_summary", "progress_printer",
-    "run_pipeline", "served_model", "train_stages", "training_template",
+    "PipelineResult", "Plan", "Prepared", "RunRefused", "build_template", "plan", "preflight", "prepare_data",
+    "print_summary", "progress_printer", "run_pipeline", "served_model", "train_stages", "training_template",
 ]
 
 # Summary columns worth a line in the terminal table and the report, in this order.
@@ -75,8 +78,16 @@ class Prepared:
     labels: list[str]
     description: str
     leakage: str = ""  # the leakage check of the split (and of the DPO pairs), in words
-    pairs: datasets.Dataset | None = None  # the DPO pairs, when config.dpo is set
+    pairs: datasets.Dataset | None = None  # the DPO pairs, when config.dpo is set (after ``data.train_limit``)
     task: Task = field(default_factory=lambda: tasks.get("classification"))
+    train_limit: int = 0  # SFT trains on at most this many of ``train`` (0: all); shots come from all of it
+
+    @property
+    def training_rows(self) -> datasets.Dataset:
+        """The rows SFT trains on: ``train``, or its first ``train_limit`` rows."""
+        if self.train_limit and self.train_limit < len(self.train):
+            return self.train.select(range(self.train_limit))
+        return self.train
 
 
 @dataclass
@@ -92,6 +103,18 @@ class Plan:
     max_new_tokens: int
     labels: list[str]  # the label set, for a classification task
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # template name -> the hosted model asked with it
+    sft: SFTStage | None = None  # the config's SFT settings with the task's where it leaves them (max_length)
+    dpo: DPOStage | None = None  # likewise for DPO
+
+
+class RunRefused(ConfigError):
+    """What the run would refuse, found before any training: every problem, each saying what to change
+    (a :class:`~ftkit.config.ConfigError`: ``ftkit run`` exits 2 on it, as ``--check`` does)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(problems)
+        self.args = ("the run would stop before training (ftkit run --check lists this too):\n"
+                     + "\n".join(f"  {p}" for p in problems),)
 
 
 def _source(source: str) -> str:
@@ -101,25 +124,30 @@ def _source(source: str) -> str:
 def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] = tqdm.write) -> Prepared:
     """Load, check and split the data as ``config.data`` says, check the split for leaks, and load
     the DPO pairs when ``config.dpo`` is set; raise ``DataError`` on errors. Only a tokenizer is
-    needed (``ftkit run --check`` passes one without the weights)."""
+    needed (``ftkit run --check`` passes one without the weights).
+
+    Rows that share a passage (``data.group_by``; by default the ``context`` column when the rows
+    have one) stay on one side of the split, so no held-out question is answered by a passage
+    that training showed."""
     d = config.data
-    max_length = config.sft.max_length if config.sft is not None else None
-    # Token lengths are counted with the task's prompt around each row, as training will see them.
+    # Token lengths are counted with the task's prompt around each row; whether they fit is the
+    # pre-flight's question (:func:`preflight`), asked with the templates the run will use.
     own = examples.info(d.source).task if d.source in examples.names() else None
     chosen = tasks.get(config.task or own).on(d.source) if (config.task or own) else None
-    report = check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, max_length=max_length,
-                        task=chosen)
+    report = check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, task=chosen)
     if not report.ok:  # the caller prints the error, once
         raise DataError("; ".join(report.errors))
     say(f"Data: {report.summary()}")
     data = report.dataset
-    stratify = d.stratify_by if d.stratify_by in data.column_names else None
-    parts = split(data, test_size=d.test_size, seed=d.seed, stratify_by=stratify)
+    group = _group_column(d.group_by, data)
+    stratify = d.stratify_by if d.stratify_by in data.column_names and group is None else None
+    parts = split(data, test_size=d.test_size, seed=d.seed, stratify_by=stratify, group_by=group)
     train, test = parts["train"], parts["test"]
     if d.limit:
         test = test.select(range(min(d.limit, len(test))))
-    how = f", stratified by {stratify}" if stratify else ""
-    description = (f"{len(train)} train / {len(parts['test'])} test rows{how}; evaluating on {len(test)}")
+    how = f", stratified by {stratify}" if stratify else f", grouped by {group}" if group else ""
+    trained = f"; training on {d.train_limit}" if d.train_limit and d.train_limit < len(train) else ""
+    description = (f"{len(train)} train / {len(parts['test'])} test rows{how}; evaluating on {len(test)}{trained}")
     say(f"Split: {description}")
     leakage = [overlap_note(train, test)[1]]
     pairs = None
@@ -128,16 +156,40 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
         if not pair_report.ok:
             raise DataError("dpo.source: " + "; ".join(pair_report.errors))
         pairs = pair_report.dataset
+        if d.train_limit and d.train_limit < len(pairs):
+            pairs = pairs.select(range(d.train_limit))
         leakage.append(overlap_note(pairs, test, "DPO pairs")[1])
     say("Leakage check: " + "; ".join(leakage))
     if config.task:
         task = tasks.get(config.task)
     else:
-        task, why = tasks.infer(train)
-        say(f"Task: {task.name} (inferred: {why}; set task: in the config to choose)")
-    task = task.on(d.source)  # the house style of the task's own example, on that example only
+        guess = tasks.detect(chat_turns(train) if "messages" in train.column_names else train, report.mapping)
+        if guess.task is None:  # two free-text columns could be many tasks: ask rather than guess
+            raise DataError(f"task: cannot tell which task this data is for: {guess.why}")
+        task = guess.task
+        sure = "" if guess.sure else ", a guess"
+        say(f"Task: {task.name} (inferred{sure}: {guess.why}; set task: in the config to choose)")
+    # The house style of the task's own example on that example only; prompts that read the passage
+    # when the rows carry one; a translation prompt that asks for the answers' language.
+    task = task.on(d.source, rows=train)
     return Prepared(train=train, test=test, labels=label_set(train), description=description,
-                    leakage="; ".join(leakage), pairs=pairs, task=task)
+                    leakage="; ".join(leakage), pairs=pairs, task=task, train_limit=d.train_limit)
+
+
+def _group_column(group_by: str | None, data) -> str | None:
+    """The column the split keeps together: the one named (``''``: none), else the context passage
+    when the rows have one (QA over passages: many questions per passage)."""
+    if group_by is not None:
+        if group_by and group_by not in data.column_names:
+            raise DataError(f"data.group_by: no column {group_by!r}; columns are: {', '.join(data.column_names)}. "
+                            "Name one of them, or set group_by: '' for a row-by-row split")
+        return group_by or None
+    if "context" in data.column_names:
+        passages = [match_key(c) for c in data["context"]]
+        # One passage for every row cannot be split by: then rows are split one by one.
+        if any(passages) and (None in passages or len(set(passages)) > 1):
+            return "context"
+    return None
 
 
 def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
@@ -156,10 +208,74 @@ def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
     named = config.sft is not None and config.sft.template
     local = [t for t in templates if t.name not in endpoints]
     metrics = M.resolve(config.metrics) if config.metrics else dict(task.metric_functions())
+    # A task declares the lengths its rows need (code and chat are long); a config's own value wins.
+    sft = replace(config.sft, max_length=config.sft.max_length or task.max_length) if config.sft else None
+    dpo = replace(config.dpo, max_length=config.dpo.max_length or task.max_length) if config.dpo else None
     return Plan(task=task, templates=templates,
                 training_template=training_template(config, templates if named else (local or templates)),
                 metrics=metrics, headline=next(iter(metrics)),
-                max_new_tokens=config.max_new_tokens or task.max_new_tokens, labels=labels, endpoints=endpoints)
+                max_new_tokens=config.max_new_tokens or task.max_new_tokens, labels=labels, endpoints=endpoints,
+                sft=sft, dpo=dpo)
+
+
+def preflight(prepared: Prepared, p: Plan, tokenizer, context: int | None) -> tuple[list[str], list[str]]:
+    """Everything the run checks before it trains, with the templates and settings it will use:
+    each local prompt (and its answer) within the model's ``context``, SFT's pre-flight on the
+    training rows with the training template and ``max_length``, DPO's on the pairs. Returns the
+    problems (each says what to change) and notes (the token lengths each template makes).
+    ``ftkit run --check`` prints both; the run refuses to start on a problem."""
+    problems, notes = [], []
+    rows = chat_turns(prepared.test)
+    if any(fn is M.pass_at_1 for fn in p.metrics.values()):  # each held-out row must say how it is tested
+        untested = {}
+        for i, row in enumerate(rows):
+            try:
+                M.code_tests(row)
+            except ValueError as err:
+                untested.setdefault(str(err), []).append(i)
+        problems += [f"data: held-out row(s) {rows_text(idx)}: {why}" for why, idx in untested.items()]
+    for t in p.templates:
+        if t.name in p.endpoints:  # a hosted model has its own context and tokenizer
+            continue
+        try:
+            counts = prompt_lengths(t, rows, tokenizer)
+        except (KeyError, ValueError) as err:  # a placeholder the rows do not fill
+            problems.append(f"templates: {t.name!r}: {err.args[0]}")
+            continue
+        fits = f" of the model's {context}" if context else ""
+        notes.append(f"prompt {t.name!r}: {_spread(counts)} tokens + up to {p.max_new_tokens} new{fits}")
+        if context:
+            try:
+                check_fits(t, rows, tokenizer, context, p.max_new_tokens, counts=counts)
+            except ValueError as err:
+                problems.append(f"templates: {err}")
+    if p.sft is not None:
+        try:
+            trl_rows = to_trl_rows(prepared.training_rows, p.training_template, tokenizer)
+        except (KeyError, ValueError) as err:
+            return [*problems, f"sft: the {p.training_template.name!r} prompt: {err.args[0]}"], notes
+        check = sft_preflight(tokenizer, trl_rows, p.sft.max_length)
+        problems += [f"sft: {x}" for x in check.problems]
+        notes += [f"sft ({p.training_template.name!r} prompt, max_length {p.sft.max_length}): {x}"
+                  for x in check.notes]
+    if p.dpo is not None and prepared.pairs is not None:
+        check = dpo_preflight(tokenizer, to_trl_pairs(prepared.pairs, p.training_template), None, p.dpo.max_length)
+        problems += [f"dpo: {x}" for x in check.problems]
+        notes += [f"dpo (max_length {p.dpo.max_length}): {x}" for x in check.notes]
+    return problems, notes
+
+
+def _spread(counts: list[int]) -> str:
+    if not counts:
+        return "no rows,"
+    ordered = sorted(counts)
+    return f"median {ordered[len(ordered) // 2]}, longest {ordered[-1]}"
+
+
+def planned_steps(settings, rows: int) -> int:
+    """The optimizer steps a run of ``settings`` takes on ``rows`` examples (before a time limit)."""
+    per_epoch = max(1, math.ceil(rows / settings.batch_size))
+    return settings.max_steps if settings.max_steps > 0 else max(1, math.ceil(per_epoch * settings.epochs))
 
 
 def build_template(t: TemplateConfig, train, labels: list[str], task: Task | None = None) -> PromptTemplate:
@@ -227,37 +343,44 @@ def progress_printer(stage: str, say: Callable[[str], None] = tqdm.write, max_mi
     return bus
 
 
+def model_context(model) -> int | None:
+    """The longest sequence ``model`` takes, in tokens, where its config says so."""
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, template: PromptTemplate,
-                 runs_root, say: Callable[[str], None] = tqdm.write, resume: Run | None = None) -> list[Run]:
-    """SFT on the training split, then DPO from its adapter when ``config.dpo`` is set.
+def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p: Plan, runs_root,
+                 say: Callable[[str], None] = tqdm.write, resume: Run | None = None) -> list[Run]:
+    """SFT on the training rows with the plan's training template, then DPO from its adapter when
+    ``config.dpo`` is set, with the plan's settings (the config's, and the task's lengths).
 
     ``resume``: an interrupted or stopped run of this config, continued from its last checkpoint
     in the same run record; resuming the DPO run reuses its finished SFT run.
     """
     runs: list[Run] = []
-    if config.sft is None:
+    if p.sft is None:
         return runs
+    template = p.training_template
     kind = resume.config.get("kind") if resume is not None else None
     if kind == "dpo":
         sft = load_run(resume.config["from_run"], runs_root)
         say(f"\nSFT: {sft.id}, {sft.status.get('status')}; resuming DPO run {resume.id}")
     else:
-        say(f"\nSFT: LoRA on {len(prepared.train)} rows with the {template.name!r} template"
+        say(f"\nSFT: LoRA on {len(prepared.training_rows)} rows with the {template.name!r} template"
             + (f"; resuming {resume.id}" if kind == "sft" else ""))
-        sft = train_sft(model, tokenizer, prepared.train, template=template, config=config.sft,
-                        bus=progress_printer("sft", say, config.sft.max_minutes), runs_root=runs_root,
+        sft = train_sft(model, tokenizer, prepared.training_rows, template=template, config=p.sft,
+                        bus=progress_printer("sft", say, p.sft.max_minutes), runs_root=runs_root,
                         resume=resume if kind == "sft" else None)
     runs.append(sft)
-    if config.dpo is not None and sft.status.get("status") == "completed":
+    if p.dpo is not None and sft.status.get("status") == "completed":
         say(f"\nDPO: from {sft.id} on {len(prepared.pairs)} preference pairs")
         # train_sft left `model` as it was: DPO continues the SFT adapter on the same base weights.
-        runs.append(train_dpo(model, tokenizer, prepared.pairs, template=template, config=config.dpo,
-                              from_run=sft, bus=progress_printer("dpo", say, config.dpo.max_minutes),
+        runs.append(train_dpo(model, tokenizer, prepared.pairs, template=template, config=p.dpo,
+                              from_run=sft, bus=progress_printer("dpo", say, p.dpo.max_minutes),
                               runs_root=runs_root, resume=resume if kind == "dpo" else None))
     return runs
 
@@ -273,10 +396,13 @@ def _variant_name(run: Run) -> str:
     return {"sft": "LoRA SFT", "dpo": "SFT + DPO"}.get(run.config.get("kind"), run.id)
 
 
-def print_summary(result: EvalResult, metric: str, say: Callable[[str], None] = tqdm.write) -> None:
-    """The side-by-side summary as a fixed-width table with the 95% intervals."""
+def print_summary(result: EvalResult, metric: str, say: Callable[[str], None] = tqdm.write,
+                  others: list[str] = ()) -> None:
+    """The side-by-side summary as a fixed-width table: the headline ``metric`` with its 95% interval,
+    then each of ``others`` (the config's other metrics), then tokens, latency and money."""
     s = result.summary
-    extra = [c for c in SUMMARY_COLUMNS if c in s.columns]
+    others = [m for m in others if m != metric and m in s.columns]
+    extra = [*others, *(c for c in SUMMARY_COLUMNS if c in s.columns)]
     width, mw = max(10, *(len(str(n)) for n in s.index)), max(11, len(metric))
     cw = {c: max(13, len(c)) for c in extra}
     say(f"{'variant':<{width}} {metric:>{mw}} {'95% CI':>11}" + "".join(f" {c:>{cw[c]}}" for c in extra))
@@ -307,10 +433,11 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     prepared = prepare_data(config, tokenizer, say)
     p = plan(config, prepared)
     labels = p.labels or None
-    context = getattr(model.config, "max_position_embeddings", None)
-    for template in p.templates if context else ():  # a few-shot prompt too long for the model fails here
-        if template.name not in p.endpoints:  # a hosted model has its own context
-            check_fits(template, chat_turns(prepared.test), tokenizer, context, p.max_new_tokens)
+    # What the run would refuse (a prompt over the context, an answer max_length cuts), before minutes
+    # of prompt baselines: the same checks `ftkit run --check` prints.
+    problems, _ = preflight(prepared, p, tokenizer, model_context(model))
+    if problems:
+        raise RunRefused(problems)
     say(f"\nPrompt baselines: {', '.join(t.name for t in p.templates)} on {len(prepared.test)} rows "
         f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
     for name, hosted in p.endpoints.items():
@@ -321,8 +448,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
                                  name=t.name, max_new_tokens=p.max_new_tokens, stop_strings=stops)
                          for t in p.templates],
                         prepared.test, metrics=p.metrics, labels=labels, progress=progress) if p.templates else None
-    runs = train_stages(config, model, tokenizer, prepared, p.training_template, config.output.runs_root, say,
-                        resume=resume)
+    runs = train_stages(config, model, tokenizer, prepared, p, config.output.runs_root, say, resume=resume)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
     tuned = [Variant(*served_model(r), p.training_template, name=_variant_name(r), max_new_tokens=p.max_new_tokens,
@@ -336,7 +462,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     for run, variant in zip(trained, tuned):
         run.record_evaluation(result, variant=variant.name, metric=p.headline)
     say("")
-    print_summary(result, p.headline, say)
+    print_summary(result, p.headline, say, others=list(p.metrics))
     names = list(result.summary.index)
     for name in names[1:]:
         say(str(result.compare(name, names[0], p.headline)))

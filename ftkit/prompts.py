@@ -24,8 +24,8 @@ from ftkit.data import as_rows
 
 __all__ = [
     "CLASSIFY_INSTRUCTION", "CLASSIFY_SYSTEM", "DEFAULT_INSTRUCTION", "PromptTemplate", "classify_few_shot",
-    "check_fits", "classify_with_system", "classify_zero_shot", "few_shot", "select_shots", "with_system",
-    "zero_shot",
+    "check_fits", "classify_with_system", "classify_zero_shot", "few_shot", "prompt_lengths", "select_shots",
+    "with_system", "zero_shot",
 ]
 
 DEFAULT_INSTRUCTION = "{prompt}"
@@ -55,7 +55,9 @@ class PromptTemplate:
         self._fields = _placeholders(self.instruction)
 
     def _fill(self, row: dict) -> str:
-        values = {"labels": ", ".join(self.labels), **{k: v for k, v in row.items() if isinstance(k, str)}}
+        # A missing value (a row without a passage in mostly passage-carrying data) shows as nothing, not "None".
+        values = {"labels": ", ".join(self.labels),
+                  **{k: "" if v is None else v for k, v in row.items() if isinstance(k, str)}}
         missing = sorted(self._fields - set(values))
         if missing:
             raise KeyError(f"instruction uses {{{missing[0]}}}, but the row has no such field; fields are: "
@@ -72,7 +74,12 @@ class PromptTemplate:
         user's, see :func:`ftkit.data.chat_turns`) keeps its earlier turns, each user turn
         through the instruction, after the system prompt and the shots."""
         out, history = self._system(row.get("history") or [])
+        conversations = [s["messages"] for s in self.shots if "messages" in s]
+        if conversations:  # whole example conversations are shown in the system prompt, never as turns
+            out = _with_examples(out, conversations)
         for shot in self.shots:
+            if "messages" in shot:
+                continue
             out += [{"role": "user", "content": self._fill(shot)},
                     {"role": "assistant", "content": shot["completion"]}]
         if history:
@@ -147,6 +154,33 @@ def _placeholders(instruction: str) -> set[str]:
     return names
 
 
+def _with_examples(head: list[dict], conversations: list[list[dict]]) -> list[dict]:
+    """``head`` (the system message, if any) with example conversations appended to the system prompt
+    as transcripts: turns of another conversation placed before the real one would read as part of it."""
+    shown = "\n\n".join("\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in c if m["role"] != "system")
+                         for c in conversations)
+    text = f"Example conversations, to show how the assistant answers:\n\n{shown}"
+    if head:
+        return [{"role": "system", "content": f"{head[0]['content']}\n\n{text}"}]
+    return [{"role": "system", "content": text}]
+
+
+def _whole_conversations(rows: list[dict]) -> list[dict] | None:
+    """Rows that are conversations (``messages``) or turns of them (``history``, from
+    :func:`ftkit.data.chat_turns`) as whole conversations, ``{"messages": [...]}``; None for other rows."""
+    if rows and "messages" in rows[0]:
+        return [{"messages": r["messages"], **({"id": r["id"]} if "id" in r else {})} for r in rows]
+    if rows and "history" in rows[0]:
+        last: dict = {}
+        for r in rows:  # each conversation's last answered turn holds it whole
+            key = r.get("conversation")
+            if key not in last or r.get("turn", 0) >= last[key].get("turn", 0):
+                last[key] = r
+        return [{"messages": [*r["history"], {"role": "assistant", "content": r["completion"]}]}
+                for r in last.values()]
+    return None
+
+
 def select_shots(train, k: int, strategy: str = "balanced", seed: int = 0,
                  label_column: str = "label") -> list[dict]:
     """Pick ``k`` solved examples from the training rows.
@@ -155,13 +189,23 @@ def select_shots(train, k: int, strategy: str = "balanced", seed: int = 0,
     robin over the labels (each label's rows in a seeded random order), so every label appears
     before any appears twice; without a label column it falls back to random.
 
+    Conversations give whole conversations, drawn from the shorter half (each is shown in full
+    in the system prompt, see :meth:`PromptTemplate.messages`), never single turns: a turn of
+    another conversation before the real one would read as part of it.
+
     >>> rows = [{"prompt": f"m{i}", "completion": "ab"[i % 2], "label": "ab"[i % 2]} for i in range(6)]
     >>> [r["label"] for r in select_shots(rows, 4, "balanced")]
     ['a', 'b', 'a', 'b']
     """
-    from ftkit.data import chat_turns  # a conversation's turns are rows to pick from too
-
-    rows = chat_turns(as_rows(train))
+    rows = as_rows(train)
+    conversations = _whole_conversations(rows)
+    if conversations is not None:
+        if k > len(conversations):
+            raise ValueError(f"asked for {k} shots but the training rows hold only {len(conversations)} conversations")
+        if strategy == "first":
+            return conversations[:k]
+        size = sorted(conversations, key=lambda c: sum(len(m["content"]) for m in c["messages"]))
+        return random.Random(seed).sample(size[:max(k, len(size) // 2)], k)
     if k > len(rows):
         raise ValueError(f"asked for {k} shots but the training rows hold only {len(rows)}")
     rng = random.Random(seed)
@@ -211,9 +255,16 @@ classify_with_system = partial(with_system, CLASSIFY_SYSTEM, CLASSIFY_INSTRUCTIO
 classify_few_shot = partial(few_shot, instruction=CLASSIFY_INSTRUCTION, system=CLASSIFY_SYSTEM)
 
 
-def check_fits(template: PromptTemplate, rows, tokenizer, context: int, max_new_tokens: int) -> int:
+def prompt_lengths(template: PromptTemplate, rows, tokenizer) -> list[int]:
+    """Prompt tokens of each row with ``template``, as the model reads them (system prompt and shots included)."""
+    return [template.token_count(r, tokenizer) for r in as_rows(rows)]
+
+
+def check_fits(template: PromptTemplate, rows, tokenizer, context: int, max_new_tokens: int,
+               counts: list[int] | None = None) -> int:
     """The prompt tokens of the longest row; raise ``ValueError`` when its prompt plus the answer
     would not fit the model's ``context`` (for a few-shot template, naming a shot count that fits).
+    ``counts``: the rows' :func:`prompt_lengths`, when the caller has them already.
 
     >>> check_fits(zero_shot(), [{"prompt": "hi"}], tokenizer, context=2048, max_new_tokens=32)  # doctest: +SKIP
     12
@@ -223,7 +274,7 @@ def check_fits(template: PromptTemplate, rows, tokenizer, context: int, max_new_
     rows = as_rows(rows)
     if not rows:
         return 0
-    counts = [template.token_count(r, tokenizer) for r in rows]
+    counts = counts if counts is not None else prompt_lengths(template, rows, tokenizer)
     longest = max(counts)
     if longest + max_new_tokens <= context:
         return longest

@@ -96,7 +96,8 @@ class TrainingSettings:
     batch_size: int = field(default=8, metadata={"help": "Examples (DPO: preference pairs) per step"})
     micro_batch_size: int = field(default=0, metadata={"help": MICRO_BATCH_HELP})
     max_length: int = field(default=256, metadata={
-        "help": "Longest example (prompt + answer) in tokens; longer ones are cut"})
+        "help": "Longest example (prompt + answer) in tokens; training refuses to start when an answer would "
+                "be cut (its pre-flight names the rows): raise it, or drop them"})
     logging_steps: int = field(default=5, metadata={"help": "Log the loss (DPO: and rewards) every N steps"})
     save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps, for resuming"})
     seed: int = field(default=0, metadata={"help": "Random seed for data order and adapter init"})

@@ -102,27 +102,29 @@ def test_an_invalid_config_fails_before_any_model_loads(tmp_path, capsys, monkey
     assert loaded == []
 
 
-def test_check_reads_the_data_with_the_tokenizer_alone(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    import ftkit.models
-    import ftkit.pipeline
-
-    for module in (ftkit.models, ftkit.pipeline):
-        monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("--check loaded the weights"))
+def test_check_reads_the_data_then_measures_one_step_and_says_what_the_run_will_do(tiny_model_dir, tmp_path,
+                                                                                   capsys):
     rows = "".join(f'{{"text": "message {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(20))
     (tmp_path / "rows.jsonl").write_text(rows + '{"text": "Message 0 ", "label": "a"}\n')
     (tmp_path / "p.yaml").write_text(f"data: {{source: rows.jsonl, test_size: 4}}\nmodel: {{name: {tiny_model_dir}}}\n")
     assert main(["run", str(tmp_path / "p.yaml"), "--check"]) == 0
     out = capsys.readouterr().out
     assert "21 rows" in out and "tokens per example" in out and "Split: 17 train / 4 test rows" in out
-    assert "Leakage check: " in out and "no model weights loaded" in out
+    assert "Leakage check: " in out and "valid (everything the run checks before training passed)" in out
+    assert "SFT: LoRA on 17 rows" in out and re.search(r"SFT about .* at [\d.]+ s, one step measured here", out)
+    assert not list((tmp_path / "runs").glob("*"))  # the measured step leaves no run behind
 
 
-def test_check_finds_a_malformed_file_before_any_model_loads_and_says_it_once(tiny_model_dir, tmp_path, capsys):
+def test_check_finds_a_malformed_file_before_any_model_loads_and_says_it_once(tiny_model_dir, tmp_path, capsys,
+                                                                              monkeypatch):
+    import ftkit.models
+
+    monkeypatch.setattr(ftkit.models, "load_model", lambda *a, **k: pytest.fail("weights loaded for a broken file"))
     (tmp_path / "bad.csv").write_text('text,label\n"where is my order,order_status\nrefund please,refund\n')
     (tmp_path / "p.yaml").write_text(f"data: {{source: bad.csv}}\nmodel: {{name: {tiny_model_dir}}}\n")
-    assert main(["run", str(tmp_path / "p.yaml"), "--check"]) == 1
+    assert main(["run", str(tmp_path / "p.yaml"), "--check"]) == 2
     out, err = capsys.readouterr()
-    assert "bad.csv is not valid CSV" in err and "valid" not in out
+    assert "bad.csv is not valid CSV" in out and "NOT VALID" in out and "valid (" not in out
     assert (out + err).count("bad.csv is not valid CSV") == 1  # one error, said once
 
 

@@ -1,5 +1,7 @@
 import json
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -89,6 +91,9 @@ def test_a_dumped_config_loads_back_equal(tmp_path):
     loaded = load_config(dump_config(config, tmp_path / "c.yaml"))
     assert loaded.data.source == "shop_qa"  # no data source: the task's built-in example
     loaded.data.source = ""
+    # The same places, named against the config's folder now: relative paths read from there.
+    assert Path(loaded.output.runs_root) == Path(config.output.runs_root).resolve()
+    loaded.output = config.output
     assert loaded == config
 
 

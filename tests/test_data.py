@@ -271,8 +271,9 @@ def test_token_length_percentiles_and_max_length_warning():
     assert report.token_lengths == {"p50": 4, "p90": 8, "p99": 10, "max": 11}
     assert report.lengths == [2, 3, 4, 5, 11]  # per row, in order: the panel's histogram
     assert report.task == "creative"  # free-form answers; its zero-shot prompt is the row's prompt alone
-    assert report.warnings == ["2 example(s) are longer than max_length=4 tokens with the 'zero-shot' prompt "
-                               "and will be truncated: 3, 4 (longest 11 tokens)"]
+    assert report.warnings == ["2 example(s) are longer than max_length=4 tokens with the 'zero-shot' prompt"
+                               ": 3, 4 (longest 11 tokens); training refuses to start on them, since their answers "
+                               "would be cut: raise max_length or drop them"]
 
 
 def test_long_rows_are_counted_with_the_tasks_prompt():
@@ -282,8 +283,9 @@ def test_long_rows_are_counted_with_the_tasks_prompt():
     assert plain.lengths == [3, 3, 3] and plain.warnings == []
     report = check_data(rows, tokenizer=WordTokenizer(), max_length=5, task="summarization")
     assert report.lengths == [9, 9, 9]
-    assert report.warnings == ["3 example(s) are longer than max_length=5 tokens with the 'zero-shot' prompt "
-                               "and will be truncated: 0, 1, 2 (longest 9 tokens)"]
+    assert report.warnings == ["3 example(s) are longer than max_length=5 tokens with the 'zero-shot' prompt"
+                               ": 0, 1, 2 (longest 9 tokens); training refuses to start on them, since their answers "
+                               "would be cut: raise max_length or drop them"]
     assert "tokens per example (summarization task, with the 'zero-shot' prompt): p50 9" in report.summary()
 
 

@@ -96,7 +96,7 @@ def test_training_template_is_the_named_one_or_the_first_without_shots(wanted, e
     assert training_template(config, templates).name == expected
 
 
-@pytest.mark.parametrize("task,headline,variant", [("qa", "token_f1", "passage in context"),
+@pytest.mark.parametrize("task,headline,variant", [("qa", "token_f1", "closed book"),
                                                    ("translation", "chrf", "glossary in prompt"),
                                                    ("code", "pass_at_1", None)])
 def test_a_task_brings_its_example_prompts_and_metrics(task, headline, variant, tmp_path, tiny_model_dir):

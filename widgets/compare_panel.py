@@ -52,7 +52,7 @@ class ComparePanel(w.VBox):
                  disagreement: float = 0.1, requests: int = 100_000):
         self.model, self.tokenizer = model, tokenizer
         given = as_rows(dataset)
-        self.task = tasks.resolve(task, given, labels)
+        self.task = tasks.resolve(task, given, labels).for_rows(given)  # a QA prompt reads the passage
         # A conversation is compared turn by turn: one row per assistant turn (ftkit.data.chat_turns).
         self._rows = chat_turns(given)[:limit] if limit else chat_turns(given)
         classify = self.task.name == "classification"

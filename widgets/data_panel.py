@@ -120,7 +120,8 @@ class DataPanel(w.VBox):
         ComparePanel as ``task=``."""
         if self.report is None or self.report.dataset is None:
             raise DataError("load data first")
-        return self._example_task() or tasks.infer(self.report.dataset)[0]
+        rows = self.report.dataset
+        return (self._example_task() or tasks.infer(rows)[0]).for_rows(rows)  # a QA prompt reads the passage
 
     def _example_task(self):
         if self.example is not None and examples.info(self.example).task in tasks.TASKS:

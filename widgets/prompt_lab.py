@@ -42,7 +42,7 @@ class PromptLab(w.VBox):
                  metrics=None, max_new_tokens: int | None = None, task=None):
         self.model, self.tokenizer = model, tokenizer
         train, eval = (as_rows(train) if train is not None else []), (as_rows(eval) if eval is not None else [])
-        self.task = tasks.resolve(task, train or eval, labels)
+        self.task = tasks.resolve(task, train or eval, labels).for_rows(train or eval)  # a QA prompt reads the passage
         # Conversations, turn by turn: each assistant turn answered after the true turns before it.
         self._train, self._eval = chat_turns(train), chat_turns(eval)
         classify = self.task.name == "classification"

@@ -76,7 +76,7 @@ class TrainPanel(w.VBox):
         if from_run is not None and method != "dpo":
             raise ValueError("from_run is for DPO (the SFT run whose adapter it continues); "
                              "an SFT run starts from the model you pass")
-        task = tasks.resolve(task) if task is not None else None
+        task = tasks.resolve(task).for_rows(train) if task is not None else None
         self.task = task
         if template is None:
             template = from_run.template if from_run is not None else \
@@ -97,8 +97,10 @@ class TrainPanel(w.VBox):
         device = model_info(model).device
         cls = SFTSettings if method == "sft" else DPOSettings
         defaults = device_defaults(device.device)
-        if task is not None and task.max_length != cls().max_length:
-            defaults["max_length"] = task.max_length
+        # The task's declared length (code and chat rows are long), inferred from the rows when not given.
+        sized_by = task if task is not None else tasks.resolve(None, train if method == "sft" else ())
+        if sized_by.max_length != cls().max_length:
+            defaults["max_length"] = sized_by.max_length
         self.form = Form(cls(**defaults))
         self._messages = w.HTML()
         self._preflight_html = w.HTML()

@@ -83,8 +83,9 @@ def test_the_lab_starts_from_the_tasks_prompt_and_metrics(tiny):
     rows = [{"prompt": f"Where is order {i}?", "completion": f"in zone {i}", "context": f"Order {i} is in zone {i}."}
             for i in range(6)]
     lab = PromptLab(model, tok, train=rows[:4], eval=rows[4:], task="qa")
-    qa = tasks.get("qa")
-    assert lab.template.instruction == qa.instruction and lab.labels == []
+    qa = tasks.get("qa")  # the rows carry a passage: the prompt reads it, closed book is a variant
+    assert lab.template.instruction == qa.passage_instruction and lab.labels == []
+    assert "Order 4 is in zone 4." in lab.rendered()
     assert list(lab.metrics) == ["token_f1", "squad_exact_match"] and lab._max_new.value == qa.max_new_tokens
     assert "Where is order 4?" in lab.rendered()
 

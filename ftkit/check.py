@@ -1,0 +1,117 @@
+"""What ``ftkit run --check`` says after the checks pass: what the run will do, and how long it
+should take on this machine.
+
+The estimate is measured, not guessed from a table: one SFT step on the run's own rows, template and
+settings (the second of two, so the first step's warm-up is not counted), and one batch of answers
+from the model. Evaluation is an upper bound: every answer is counted at ``max_new_tokens``, and
+most stop sooner. What cannot be measured without training (DPO's steps) is said to be unknown,
+or bounded by its time limit.
+
+>>> lines = plan_lines(config, prepared, p) + estimate(model, tokenizer, config, prepared, p)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import replace
+
+from ftkit.data import chat_turns
+from ftkit.events import EventBus
+from ftkit.generate import generate
+from ftkit.pipeline import Plan, Prepared, planned_steps
+from ftkit.sft import train_sft
+
+__all__ = ["estimate", "plan_lines"]
+
+BATCH = 16  # rows per generate call in evaluate (ftkit.generate's default)
+ONE_AT_A_TIME = 4  # rows evaluate also times alone (its interactive_rows), after one untimed warm-up row
+WARMUP = 4
+
+
+def plan_lines(config, prepared: Prepared, p: Plan) -> list[str]:
+    """What the run will do, in a few lines: variants, rows, steps, the report."""
+    n = len(chat_turns(prepared.test))
+    lines = [f"The run will ask {len(p.templates)} prompt variant(s) ({', '.join(t.name for t in p.templates)}) "
+             f"on {n} held-out row(s) ({p.task.name}; headline {p.headline}; answers up to {p.max_new_tokens} tokens)"]
+    if p.sft is not None:
+        rows = len(prepared.training_rows)
+        lines.append(f"SFT: LoRA on {rows} rows with the {p.training_template.name!r} prompt, "
+                     f"{_steps_text(p.sft, rows)}, max_length {p.sft.max_length}")
+    if p.dpo is not None and prepared.pairs is not None:
+        lines.append(f"DPO: from the SFT adapter on {len(prepared.pairs)} pairs, {_steps_text(p.dpo, len(prepared.pairs))}")
+    tuned = (p.sft is not None) + (p.dpo is not None)
+    if tuned:
+        lines.append(f"Then the {tuned} tuned variant(s) answer the same {n} rows, and the report goes to "
+                     f"{config.output.report}")
+    return lines
+
+
+def _steps_text(settings, rows: int) -> str:
+    steps = planned_steps(settings, rows)
+    how = "max_steps" if settings.max_steps > 0 else \
+        f"{settings.epochs:g} epoch(s) of {math.ceil(rows / settings.batch_size)} step(s)"
+    limit = f", or fewer if {settings.max_minutes:g} min run out" if settings.max_minutes else ""
+    return f"{steps} step(s) of {settings.batch_size} ({how}{limit})"
+
+
+def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]:
+    """The run's minutes on this machine, from one measured SFT step and one measured batch of answers."""
+    lines, total = [], 0.0
+    if p.sft is not None:
+        step_s = _one_sft_step(model, tokenizer, prepared, p)
+        steps = planned_steps(p.sft, len(prepared.training_rows))
+        sft_s = steps * step_s
+        if p.sft.max_minutes:
+            sft_s = min(sft_s, p.sft.max_minutes * 60)
+        total += sft_s
+        lines.append(f"Estimate: SFT about {_minutes(sft_s)} ({steps} step(s) at {step_s:.1f} s, one step measured here)")
+    if p.dpo is not None:
+        bound = f"at most {p.dpo.max_minutes:g} min by its time limit" if p.dpo.max_minutes else "unknown"
+        total += p.dpo.max_minutes * 60 if p.dpo.max_minutes else 0
+        lines.append(f"Estimate: DPO {bound} (a DPO step is not measured before its SFT run exists)")
+    rows = chat_turns(prepared.test)
+    local = [t for t in p.templates if t.name not in p.endpoints]
+    variants = len(local) + (p.sft is not None) + (p.dpo is not None)
+    if rows and variants:
+        token_s = _one_batch(model, tokenizer, rows[:BATCH], p)
+        calls = math.ceil(len(rows) / BATCH) + ONE_AT_A_TIME + 1  # batches, rows timed alone, the warm-up
+        eval_s = variants * calls * p.max_new_tokens * token_s
+        total += eval_s
+        hosted = f"; the {len(p.endpoints)} hosted variant(s) not included" if p.endpoints else ""
+        lines.append(f"Estimate: evaluation at most {_minutes(eval_s)} ({variants} variant(s) x {len(rows)} rows, "
+                     f"every answer counted at {p.max_new_tokens} tokens; one batch measured here{hosted})")
+    if lines:
+        lines.append(f"Estimate: about {_minutes(total)} in all on this machine, as loaded as it is now")
+    return lines
+
+
+def _one_sft_step(model, tokenizer, prepared: Prepared, p: Plan) -> float:
+    """Seconds of the second of two SFT steps on the run's first rows, template and settings."""
+    train = prepared.training_rows
+    rows = [train[i % len(train)] for i in range(2 * p.sft.batch_size)]
+    logged: list[float] = []
+    bus = EventBus()
+    bus.on("log", lambda e: logged.append(time.perf_counter()))
+    settings = replace(p.sft, name="check", max_steps=2, max_minutes=0, logging_steps=1, save_steps=10**6,
+                       trl={**p.sft.trl, "disable_tqdm": True})
+    with tempfile.TemporaryDirectory(prefix="ftkit-check-") as runs:
+        train_sft(model, tokenizer, rows, template=p.training_template, config=settings, bus=bus, runs_root=runs)
+    return logged[1] - logged[0] if len(logged) >= 2 else float("nan")
+
+
+def _one_batch(model, tokenizer, rows: list[dict], p: Plan) -> float:
+    """Seconds per generated token position for one batch of held-out rows (prefill included)."""
+    n = min(8, p.max_new_tokens)
+    conversations = [p.training_template.messages(r) for r in rows]
+    t0 = time.perf_counter()
+    answers = generate(model, tokenizer, conversations, max_new_tokens=n, batch_size=BATCH, progress=False)
+    steps = max([a.new_tokens for a in answers] + [1])  # every row may have stopped sooner
+    return (time.perf_counter() - t0) / steps
+
+
+def _minutes(seconds: float) -> str:
+    if seconds != seconds:  # nan: not measured
+        return "unknown"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
