@@ -16,8 +16,8 @@ reports go to a temporary folder.
 Before the model loads, the training split is rendered with the template SFT trains on and the
 real tokenizer, and sft.max_length is raised (to a multiple of 64) so the pre-flight refuses no
 row (SciTLDR's abstracts need more than the summarization task's 512); --max-length forces a value.
-NQ rows have no context passage (closed book), so the qa task leaves its "passage in context"
-variant out there (a variant is used only where the rows hold every field it names).
+NQ rows have no context passage (closed book), so the qa task's prompts stay closed book there; on
+the built-in shop_qa every prompt, and so SFT, reads the policy passage (ftkit.tasks.Task.for_rows).
 
 Per scenario it prints the pipeline's summary, then the headline metric with its 95% interval for
 zero-shot, the best prompt variant and LoRA SFT, the paired difference SFT - best prompt

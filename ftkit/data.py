@@ -39,7 +39,7 @@ from ftkit.sources import DataError, as_rows, read_rows
 
 __all__ = [
     "LAYOUTS", "SHAPES", "DataError", "DataReport", "as_rows", "check_data", "detect_mapping", "find_overlap",
-    "chat_turns", "label_set", "load_data", "render_example", "shape_of", "split", "token_lengths",
+    "chat_turns", "group_column", "label_set", "load_data", "render_example", "shape_of", "split", "token_lengths",
 ]
 
 SHAPES = {
@@ -256,12 +256,14 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
         counts = Counter(r["label"] for r in canonical if r["label"] is not None)
         report.label_counts = dict(counts.most_common())
     template = None
-    if tokenizer is not None and "messages" not in canonical[0]:
+    if tokenizer is not None:
         from ftkit import tasks  # tasks reads the rows' shape; imported here, not at module load
 
         chosen = tasks.resolve(task, canonical).for_rows(canonical)  # a QA prompt reads the rows' passage
         report.task = chosen.name
-        template = chosen.template("zero-shot", labels=label_set(canonical) if chosen.name == "classification" else ())
+        if "messages" not in canonical[0]:  # a conversation is counted as it stands
+            template = chosen.template("zero-shot",
+                                       labels=label_set(canonical) if chosen.name == "classification" else ())
     add_warnings(report, canonical, tokenizer, max_length, test, template)
     try:
         report.dataset = datasets.Dataset.from_list(canonical)
@@ -395,6 +397,27 @@ def split(dataset: datasets.Dataset, test_size: float | int = 0.2, seed: int = 0
         if bars_were_on:
             datasets.enable_progress_bars()
     return datasets.DatasetDict({k: v.remove_columns(tmp) for k, v in parts.items()})
+
+
+def group_column(dataset: datasets.Dataset, group_by: str | None = None) -> str | None:
+    """The column a split should keep together: ``group_by`` when given (``""``: none), else the
+    ``context`` passage when the rows carry one (QA over passages: many questions per passage),
+    unless one passage serves every row (then there is nothing to keep apart).
+
+    >>> group_column(load_data([{"question": f"q{i}", "answer": "a", "context": f"p{i % 2}"} for i in range(4)],
+    ...                        verbose=False))
+    'context'
+    """
+    if group_by is not None:
+        if group_by and group_by not in dataset.column_names:
+            raise DataError(f"data.group_by: no column {group_by!r}; columns are: {', '.join(dataset.column_names)}. "
+                            "Name one of them, or set group_by: '' for a row-by-row split")
+        return group_by or None
+    if "context" in dataset.column_names:
+        passages = [match_key(c) for c in dataset["context"]]
+        if any(passages) and (None in passages or len(set(passages)) > 1):
+            return "context"
+    return None
 
 
 def _group_split(dataset: datasets.Dataset, n_test: int, seed: int, column: str) -> datasets.DatasetDict:

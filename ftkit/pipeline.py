@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from ftkit import examples
 from ftkit.config import ConfigError, DPOStage, PipelineConfig, SFTStage, TemplateConfig, template_name
 from ftkit.advice import advise
-from ftkit.data import DataError, chat_turns, check_data, label_set, split
-from ftkit.data_report import match_key, overlap_note, rows_text
+from ftkit.data import DataError, chat_turns, check_data, group_column, label_set, split
+from ftkit.data_report import overlap_note, rows_text
 from ftkit.dpo import preflight as dpo_preflight
 from ftkit.dpo import to_trl_pairs, train_dpo
 from ftkit.endpoint import Endpoint
@@ -139,7 +139,7 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
         raise DataError("; ".join(report.errors))
     say(f"Data: {report.summary()}")
     data = report.dataset
-    group = _group_column(d.group_by, data)
+    group = group_column(data, d.group_by)
     stratify = d.stratify_by if d.stratify_by in data.column_names and group is None else None
     parts = split(data, test_size=d.test_size, seed=d.seed, stratify_by=stratify, group_by=group)
     train, test = parts["train"], parts["test"]
@@ -163,7 +163,7 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     if config.task:
         task = tasks.get(config.task)
     else:
-        guess = tasks.detect(chat_turns(train) if "messages" in train.column_names else train, report.mapping)
+        guess = tasks.detect(train, report.mapping)
         if guess.task is None:  # two free-text columns could be many tasks: ask rather than guess
             raise DataError(f"task: cannot tell which task this data is for: {guess.why}")
         task = guess.task
@@ -174,22 +174,6 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     task = task.on(d.source, rows=train)
     return Prepared(train=train, test=test, labels=label_set(train), description=description,
                     leakage="; ".join(leakage), pairs=pairs, task=task, train_limit=d.train_limit)
-
-
-def _group_column(group_by: str | None, data) -> str | None:
-    """The column the split keeps together: the one named (``''``: none), else the context passage
-    when the rows have one (QA over passages: many questions per passage)."""
-    if group_by is not None:
-        if group_by and group_by not in data.column_names:
-            raise DataError(f"data.group_by: no column {group_by!r}; columns are: {', '.join(data.column_names)}. "
-                            "Name one of them, or set group_by: '' for a row-by-row split")
-        return group_by or None
-    if "context" in data.column_names:
-        passages = [match_key(c) for c in data["context"]]
-        # One passage for every row cannot be split by: then rows are split one by one.
-        if any(passages) and (None in passages or len(set(passages)) > 1):
-            return "context"
-    return None
 
 
 def plan(config: PipelineConfig, prepared: Prepared) -> Plan:

@@ -16,7 +16,7 @@ import ipywidgets as w
 import plotly.graph_objects as go
 
 from ftkit import examples, tasks
-from ftkit.data import DataError, DataReport, check_data, render_example, split
+from ftkit.data import DataError, DataReport, check_data, group_column, render_example, split
 from ftkit.data_report import overlap_note
 from ftkit.sources import FILE_FORMATS
 from ftkit.widgets import _html
@@ -32,12 +32,13 @@ class DataPanel(w.VBox):
 
     ``source``: an example name (see ``ftkit.examples.names()``), a file path, a DataFrame, a
     ``datasets.Dataset``, a list of dicts, or None to start empty. ``tokenizer`` and
-    ``max_length`` add token-length statistics and the histogram. After
+    ``max_length`` add token-length statistics and the histogram (``max_length`` None: the data's
+    task's, e.g. 768 for code, as training will use it). After
     :meth:`use_this_data`, ``panel.splits`` holds ``{"train": Dataset, "test": Dataset}`` for the
     next panel.
     """
 
-    def __init__(self, tokenizer=None, source=None, max_length: int = 256):
+    def __init__(self, tokenizer=None, source=None, max_length: int | None = None):
         self.tokenizer = tokenizer
         self.source = None
         self.example: str | None = None  # the built-in example loaded, if any
@@ -67,8 +68,10 @@ class DataPanel(w.VBox):
                     button("Detect", lambda: self.set_mapping(None), self._messages,
                            tooltip="Detect the mapping from the column names")]),
         ])
-        self._max_length = w.IntText(value=max_length, description="max_length",
-                                     tooltip="Longest example in tokens; longer ones are cut in training")
+        self._task_length = max_length is None  # follow the task of the data loaded
+        self._max_length = w.IntText(value=max_length or 256, description="max_length",
+                                     tooltip="Longest example in tokens; training refuses to start on a longer "
+                                             "one (its answer would be cut): raise it or drop the rows")
         self._max_length.observe(guarded(self._recheck, self._messages), names="value")
         self._report_html = w.HTML()
         self._preview = w.HTML()
@@ -154,11 +157,13 @@ class DataPanel(w.VBox):
         return self.load(self.source, dict(mapping) if mapping else None)
 
     def use_this_data(self, test_size: float | None = None, seed: int | None = None,
-                      stratify: bool | None = None) -> dict[str, datasets.Dataset]:
+                      stratify: bool | None = None, group_by: str | None = None) -> dict[str, datasets.Dataset]:
         """Split the checked data into ``{"train": ..., "test": ...}`` and keep it as ``splits``.
 
         Arguments left out come from the panel's controls. ``test_size`` is a fraction of the rows
-        or, from 1 up, a number of rows; ``stratify`` keeps the label proportions in both splits.
+        or, from 1 up, a number of rows; ``stratify`` keeps the label proportions in both splits;
+        ``group_by`` keeps the rows sharing that column on one side (default: the ``context``
+        passage when the rows carry one, see :func:`ftkit.data.group_column`; ``""``: none).
         """
         if self.report is None or self.report.dataset is None:
             problems = "; ".join(self.report.errors) if self.report else "no data loaded"
@@ -166,12 +171,14 @@ class DataPanel(w.VBox):
         for control, value in ((self._test_size, test_size), (self._seed, seed), (self._stratify, stratify)):
             if value is not None:
                 control.value = value
-        by = "label" if self._stratify.value and "label" in self.report.dataset.column_names else None
+        # Questions about one passage stay on one side (no held-out answer read in training), as ftkit run does.
+        group = group_column(self.report.dataset, group_by)
+        by = "label" if self._stratify.value and "label" in self.report.dataset.column_names and not group else None
         size = self._test_size.value
         parts = split(self.report.dataset, test_size=int(size) if size >= 1 else size, seed=self._seed.value,
-                      stratify_by=by)
+                      stratify_by=by, group_by=group)
         self.splits = {"train": parts["train"], "test": parts["test"]}
-        how = " (stratified by label)" if by else ""
+        how = " (stratified by label)" if by else f" (grouped by {group})" if group else ""
         self.leaks, leakage = overlap_note(self.splits["train"], self.splits["test"])
         self._split_html.value = _html.note(
             f"train: {len(self.splits['train'])} rows, test: {len(self.splits['test'])} rows{how}. "
@@ -193,6 +200,9 @@ class DataPanel(w.VBox):
         # Lengths are counted with the task's prompt around each row (inferred for other data).
         self.report = report = check_data(self.source, self.mapping, tokenizer=self.tokenizer,
                                           max_length=max_length, task=self._example_task())
+        if self._task_length and report.task and tasks.get(report.task).max_length != max_length:
+            self._max_length.value = tasks.get(report.task).max_length  # checks again, with the task's length
+            return self.report
         options = [("-", "")] + [(c, c) for c in report.columns]
         for f, dropdown in self._dropdowns.items():
             dropdown.options = options

@@ -94,3 +94,17 @@ def test_the_lengths_and_the_long_rows_count_the_examples_own_prompt(tiny_tokeni
     assert 0 < long < len(rows)
     assert f"{long} example(s) are longer than max_length=400 tokens with the &#x27;zero-shot&#x27; prompt" \
         in panel._report_html.value
+
+
+def test_questions_about_one_passage_stay_on_one_side_and_the_length_is_the_tasks(tiny_tokenizer):
+    rows = [{"question": f"question {i}", "answer": f"answer {i}", "context": f"passage {i % 5}"} for i in range(20)]
+    panel = DataPanel(tokenizer=tiny_tokenizer, source=rows)
+    splits = panel.use_this_data(test_size=0.2, seed=0)
+    assert not set(splits["test"]["context"]) & set(splits["train"]["context"])
+    assert "(grouped by context)" in text(panel) and panel.leaks == []
+    splits = panel.use_this_data(test_size=0.2, seed=0, group_by="")  # asked for a row-by-row split
+    assert "grouped" not in text(panel)
+
+    code = DataPanel(tokenizer=tiny_tokenizer, source="shop_code")  # no max_length given: the task's
+    assert code._max_length.value == 768 and code.report.task == "code"
+    assert DataPanel(tokenizer=tiny_tokenizer, source="shop_code", max_length=300)._max_length.value == 300
