@@ -169,6 +169,9 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
         task = guess.task
         sure = "" if guess.sure else ", a guess"
         say(f"Task: {task.name} (inferred{sure}: {guess.why}; set task: in the config to choose)")
+        read = {k: v for k, v in guess.looked_at.items() if k not in ("rows", "columns")}
+        if read:
+            say("  looked at: " + ", ".join(f"{k} {v}" for k, v in read.items()))
     # The house style of the task's own example on that example only; prompts that read the passage
     # when the rows carry one; a translation prompt that asks for the answers' language.
     task = task.on(d.source, rows=train)

@@ -68,6 +68,7 @@ def test_stop_then_resume_restores_weights_optimizer_schedule_and_data_order(tin
 
 CONFIG = """
 data: {{source: {data}, test_size: 2, stratify_by: null}}
+task: creative
 model: {{name: {model}, device: cpu, dtype: float32}}
 templates: [{{kind: zero_shot}}]
 sft: {{name: killed, max_steps: {steps}, batch_size: 2, logging_steps: 1, save_steps: 5, learning_rate: 0.001}}
