@@ -12,6 +12,8 @@ or bounded by its time limit.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import tempfile
 import time
@@ -33,8 +35,10 @@ WARMUP = 4
 def plan_lines(config, prepared: Prepared, p: Plan) -> list[str]:
     """What the run will do, in a few lines: variants, rows, steps, the report."""
     n = len(chat_turns(prepared.test))
+    held = f"{n} held-out row(s)" if n == len(prepared.test) else \
+        f"{n} held-out turn(s) of {len(prepared.test)} conversation(s)"
     lines = [f"The run will ask {len(p.templates)} prompt variant(s) ({', '.join(t.name for t in p.templates)}) "
-             f"on {n} held-out row(s) ({p.task.name}; headline {p.headline}; answers up to {p.max_new_tokens} tokens)"]
+             f"on {held} ({p.task.name}; headline {p.headline}; answers up to {p.max_new_tokens} tokens)"]
     if p.sft is not None:
         rows = len(prepared.training_rows)
         lines.append(f"SFT: LoRA on {rows} rows with the {p.training_template.name!r} prompt, "
@@ -74,17 +78,32 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
     rows = chat_turns(prepared.test)
     local = [t for t in p.templates if t.name not in p.endpoints]
     variants = len(local) + (p.sft is not None) + (p.dpo is not None)
+    likely = total
     if rows and variants:
-        token_s = _one_batch(model, tokenizer, rows[:BATCH], p)
-        calls = math.ceil(len(rows) / BATCH) + ONE_AT_A_TIME + 1  # batches, rows timed alone, the warm-up
-        eval_s = variants * calls * p.max_new_tokens * token_s
-        total += eval_s
+        prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p)
+        batches = math.ceil(len(rows) / BATCH)
+        alone = ONE_AT_A_TIME + 1  # rows timed one at a time, and the untimed warm-up
+
+        def evaluation(tokens: int) -> float:  # every variant: its batches, then its rows alone
+            return variants * (batches * (prefill_s + tokens * token_s) + alone * (prefill_s / BATCH + tokens * token_s))
+
+        # Answers as long as the references (most end there, once tuned), and every answer at its limit.
+        typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)
+        likely, total = total + evaluation(typical), total + evaluation(p.max_new_tokens)
         hosted = f"; the {len(p.endpoints)} hosted variant(s) not included" if p.endpoints else ""
-        lines.append(f"Estimate: evaluation at most {_minutes(eval_s)} ({variants} variant(s) x {len(rows)} rows, "
-                     f"every answer counted at {p.max_new_tokens} tokens; one batch measured here{hosted})")
+        lines.append(f"Estimate: evaluation about {_minutes(evaluation(typical))} if answers are as long as the "
+                     f"references (median {typical} tokens), at most {_minutes(evaluation(p.max_new_tokens))} "
+                     f"if every answer runs to {p.max_new_tokens} ({variants} variant(s) x {len(rows)} rows; "
+                     f"one batch measured here{hosted})")
     if lines:
-        lines.append(f"Estimate: about {_minutes(total)} in all on this machine, as loaded as it is now")
+        most = f" (at most {_minutes(total)})" if total > likely else ""
+        lines.append(f"Estimate: about {_minutes(likely)} in all{most} on this machine, as loaded as it is now")
     return lines
+
+
+def _median_tokens(tokenizer, texts: list[str]) -> int:
+    counts = sorted(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else [0]
+    return counts[len(counts) // 2]
 
 
 def _one_sft_step(model, tokenizer, prepared: Prepared, p: Plan) -> float:
@@ -96,19 +115,26 @@ def _one_sft_step(model, tokenizer, prepared: Prepared, p: Plan) -> float:
     bus.on("log", lambda e: logged.append(time.perf_counter()))
     settings = replace(p.sft, name="check", max_steps=2, max_minutes=0, logging_steps=1, save_steps=10**6,
                        trl={**p.sft.trl, "disable_tqdm": True})
-    with tempfile.TemporaryDirectory(prefix="ftkit-check-") as runs:
+    # The trainer prints its raw log dicts at every step: nothing a person checking a config needs to read.
+    with tempfile.TemporaryDirectory(prefix="ftkit-check-") as runs, contextlib.redirect_stdout(io.StringIO()):
         train_sft(model, tokenizer, rows, template=p.training_template, config=settings, bus=bus, runs_root=runs)
     return logged[1] - logged[0] if len(logged) >= 2 else float("nan")
 
 
-def _one_batch(model, tokenizer, rows: list[dict], p: Plan) -> float:
-    """Seconds per generated token position for one batch of held-out rows (prefill included)."""
-    n = min(8, p.max_new_tokens)
+def _one_batch(model, tokenizer, rows: list[dict], p: Plan) -> tuple[float, float]:
+    """Seconds to read one batch of held-out prompts, and seconds per token generated after that,
+    from two calls on the same batch: one that stops after the first token, one that goes on."""
     conversations = [p.training_template.messages(r) for r in rows]
-    t0 = time.perf_counter()
-    answers = generate(model, tokenizer, conversations, max_new_tokens=n, batch_size=BATCH, progress=False)
-    steps = max([a.new_tokens for a in answers] + [1])  # every row may have stopped sooner
-    return (time.perf_counter() - t0) / steps
+
+    def timed(n: int) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        answers = generate(model, tokenizer, conversations, max_new_tokens=n, batch_size=BATCH, progress=False)
+        return time.perf_counter() - t0, max([a.new_tokens for a in answers] + [1])  # rows may stop sooner
+
+    first, _ = timed(1)
+    longer, steps = timed(min(9, p.max_new_tokens))
+    token_s = max(0.0, longer - first) / max(1, steps - 1)
+    return max(0.0, first - token_s), token_s
 
 
 def _minutes(seconds: float) -> str:

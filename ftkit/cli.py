@@ -166,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from ftkit.models import load_model
-    from ftkit.pipeline import plan, prepare_data, train_stages
+    from ftkit.pipeline import RunRefused, model_context, plan, prepare_data, preflight, train_stages
     from ftkit.runs import is_main_process
 
     config = _smoke(_with_out(load_config(args.config), args.out), args)
@@ -180,8 +180,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
                                   verbose=False)
     prepared = prepare_data(config, tokenizer, say)
-    runs = train_stages(config, model, tokenizer, prepared, plan(config, prepared), root, say,
-                        resume=_resumable(config, args.resume))
+    p = plan(config, prepared)
+    problems, _ = preflight(prepared, p, tokenizer, model_context(model))  # as ftkit run: refuse before training
+    if problems:
+        raise RunRefused(problems)
+    runs = train_stages(config, model, tokenizer, prepared, p, root, say, resume=_resumable(config, args.resume))
     for run in runs:
         say(f"{run.id}: {run.status.get('status')} at step {run.status.get('step')} ({run.path})")
     return 0 if all(r.status.get("status") == "completed" for r in runs) else 1

@@ -113,7 +113,7 @@ def preflight(tokenizer, trl_pairs: datasets.Dataset, from_run: Run | None = Non
     segments = [(prompt, False), ("chosen: ", False), (first["chosen"][0]["content"], True),
                 ("\nrejected: ", False), (first["rejected"][0]["content"], True)]
     notes = [f"{len(trl_pairs)} preference pairs" + (f", longest {longest} tokens" if longest else "")]
-    return Preflight(segments=segments, problems=problems, notes=notes)
+    return Preflight(segments=segments, problems=problems, notes=notes, longest=longest)
 
 
 # Before the first update the policy and the reference are the same model, so DPO's rewards

@@ -105,6 +105,7 @@ class Plan:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # template name -> the hosted model asked with it
     sft: SFTStage | None = None  # the config's SFT settings with the task's where it leaves them (max_length)
     dpo: DPOStage | None = None  # likewise for DPO
+    fit_length: bool = False  # sft.max_length was left to the task: :func:`preflight` may raise it to fit the rows
 
 
 class RunRefused(ConfigError):
@@ -202,7 +203,7 @@ def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
                 training_template=training_template(config, templates if named else (local or templates)),
                 metrics=metrics, headline=next(iter(metrics)),
                 max_new_tokens=config.max_new_tokens or task.max_new_tokens, labels=labels, endpoints=endpoints,
-                sft=sft, dpo=dpo)
+                sft=sft, dpo=dpo, fit_length=config.sft is not None and not config.sft.max_length)
 
 
 def preflight(prepared: Prepared, p: Plan, tokenizer, context: int | None) -> tuple[list[str], list[str]]:
@@ -210,7 +211,11 @@ def preflight(prepared: Prepared, p: Plan, tokenizer, context: int | None) -> tu
     each local prompt (and its answer) within the model's ``context``, SFT's pre-flight on the
     training rows with the training template and ``max_length``, DPO's on the pairs. Returns the
     problems (each says what to change) and notes (the token lengths each template makes).
-    ``ftkit run --check`` prints both; the run refuses to start on a problem."""
+    ``ftkit run --check`` prints both; the run refuses to start on a problem.
+
+    Where the config leaves ``sft.max_length`` to the task (0), it is raised here to the longest
+    training example when that is longer (``p.sft`` changes, and a note says so): the task's
+    length is a default for its kind of data, not a limit on the user's rows."""
     problems, notes = [], []
     rows = chat_turns(prepared.test)
     if any(fn is M.pass_at_1 for fn in p.metrics.values()):  # each held-out row must say how it is tested
@@ -242,6 +247,15 @@ def preflight(prepared: Prepared, p: Plan, tokenizer, context: int | None) -> tu
         except (KeyError, ValueError) as err:
             return [*problems, f"sft: the {p.training_template.name!r} prompt: {err.args[0]}"], notes
         check = sft_preflight(tokenizer, trl_rows, p.sft.max_length)
+        if p.fit_length and check.longest > p.sft.max_length and (not context or check.longest <= context):
+            # A task's length fits the shop's example; a stranger's rows may be longer. Left to the task,
+            # max_length grows to the longest training example (in steps of 64) rather than refusing it.
+            fitted = 64 * math.ceil(check.longest / 64)
+            fitted = min(fitted, context) if context else fitted
+            notes.append(f"sft: max_length {fitted}: the {p.task.name} task's {p.sft.max_length} raised to fit the "
+                         f"longest training example ({check.longest} tokens); set sft.max_length to choose")
+            p.sft = replace(p.sft, max_length=fitted)
+            check = sft_preflight(tokenizer, trl_rows, p.sft.max_length)
         problems += [f"sft: {x}" for x in check.problems]
         notes += [f"sft ({p.training_template.name!r} prompt, max_length {p.sft.max_length}): {x}"
                   for x in check.notes]

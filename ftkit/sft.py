@@ -151,7 +151,7 @@ def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflig
     if trained_counts:
         notes.append(f"{len(trained_counts)} examples, {sum(trained_counts)} trained tokens "
                      f"({sum(trained_counts) / len(trained_counts):.1f} per example), longest {longest} tokens")
-    return Preflight(segments=segments, problems=problems, notes=notes)
+    return Preflight(segments=segments, problems=problems, notes=notes, longest=longest)
 
 
 def _tokens_and_mask(tokenizer, row: dict) -> tuple[list[int], list[int]]:

@@ -157,6 +157,7 @@ class Preflight:
     segments: list[tuple[str, bool]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    longest: int = 0  # tokens of the longest example (a pair for DPO), as the trainer would see it
 
     @property
     def example(self) -> str:

@@ -278,3 +278,24 @@ def test_a_template_naming_a_column_the_rows_lack_is_refused_by_check_and_run(mo
     assert code == 2 and "instruction uses {passage}, but the row has no such field" in out, out
     code, out = run(["run", str(config)], capsys)
     assert code == 2 and "{passage}" in out and "Traceback" not in out
+
+
+def test_a_length_left_to_the_task_grows_to_the_longest_training_example_and_a_set_one_refuses(model_dir, tmp_path,
+                                                                                                capsys):
+    write_jsonl(tmp_path / "code.jsonl", code_rows(10, 60))  # answers of ~500 tokens; the code task says 768
+    values = {"data": {"source": "code.jsonl", "test_size": 2}, "model": {"name": str(model_dir)},
+              "task": "summarization", "sft": {"max_steps": 1}}  # summarization's 512 is too short for them
+    code, out = run(["run", str(write_config(tmp_path, values)), "--check"], capsys)
+    assert code == 0, out
+    fitted = re.search(r"sft: max_length (\d+): the summarization task's 512 raised to fit the longest training "
+                       r"example \((\d+) tokens\)", out)
+    assert fitted and int(fitted[1]) % 64 == 0 and int(fitted[2]) <= int(fitted[1]) < int(fitted[2]) + 64, out
+    assert f"max_length {fitted[1]}" in out.split("The run will")[1]  # the run trains with it
+    code, out = run(["run", str(write_config(tmp_path, values))], capsys)
+    assert code == 0, out
+    (sft,) = list_runs(tmp_path / "runs")
+    assert sft.config["settings"]["max_length"] == int(fitted[1])
+
+    values["sft"]["max_length"] = 512  # said by the config: refused, not changed
+    code, out = run(["run", str(write_config(tmp_path, values)), "--check"], capsys)
+    assert code == 2 and "max_length=512" in out and "raised to fit" not in out, out
