@@ -13,9 +13,9 @@ summarization). Each runs ftkit.pipeline.run_pipeline from a config_from_dict co
 (the embedded model, dtype auto), then all variants on the same --limit held-out rows. Runs and
 reports go to a temporary folder.
 
-Before the model loads, the training split is rendered with the template SFT trains on and the
-real tokenizer, and sft.max_length is raised (to a multiple of 64) so the pre-flight refuses no
-row (SciTLDR's abstracts need more than the summarization task's 512); --max-length forces a value.
+sft.max_length is left to the task, which ftkit run raises (to a multiple of 64) to the longest
+templated training example (SciTLDR's abstracts need more than the summarization task's 512);
+--max-length forces a value.
 NQ rows have no context passage (closed book), so the qa task's prompts stay closed book there; on
 the built-in shop_qa every prompt, and so SFT, reads the policy passage (ftkit.tasks.Task.for_rows).
 
@@ -34,7 +34,6 @@ ran. Pass --threads 1 there.
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 import traceback
@@ -45,9 +44,8 @@ import torch
 from ftkit import tasks
 from ftkit.config import config_from_dict
 from ftkit.models import load_tokenizer
-from ftkit.pipeline import plan, prepare_data, run_pipeline
+from ftkit.pipeline import run_pipeline
 from ftkit.readings import training_cost
-from ftkit.sft import preflight, to_trl_rows
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
@@ -65,21 +63,6 @@ SCENARIOS = {
 DEFAULT = "qa,translation,summarization,creative,ntrex,nq,scitldr"
 
 
-def fit_max_length(config, tokenizer, forced: int | None) -> str:
-    """Set config.sft.max_length so the pre-flight refuses no training row; say what was measured."""
-    prepared = prepare_data(config, tokenizer, say=lambda s: None)
-    template = plan(config, prepared).training_template
-    rows = to_trl_rows(prepared.train, template)
-    texts = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]
-    longest = max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-    task_default = config.sft.max_length
-    config.sft.max_length = forced or max(task_default, 64 * math.ceil(longest / 64))
-    check = preflight(tokenizer, rows, config.sft.max_length)
-    state = "refuses no row" if not check.problems else "PROBLEMS: " + " | ".join(check.problems)
-    return (f"sft.max_length {config.sft.max_length} (longest templated training example {longest} tokens, "
-            f"task default {task_default}); pre-flight {state}")
-
-
 def run_scenario(name: str, args, tokenizer, tmp: Path) -> dict:
     label, task, source, extra = SCENARIOS[name]
     if source is not None:
@@ -91,12 +74,10 @@ def run_scenario(name: str, args, tokenizer, tmp: Path) -> dict:
     values = {"task": task, "data": {"limit": args.limit, **({"source": source} if source else {})},
               "model": {"dtype": "auto"},
               "sft": {"name": f"scenario-{name}", "max_minutes": args.sft_minutes,
-                      "max_length": tasks.get(task).max_length},
+                      "max_length": args.max_length or 0},
               "output": {"runs_root": str(tmp / "runs"), "report": str(tmp / name / "report.html")}, **extra}
     config = config_from_dict(values)
     print(f"\n=== {name} ({label}): task {task}, data {config.data.source}")
-    note = fit_max_length(config, tokenizer, args.max_length)
-    print(note)
     t0 = time.perf_counter()
     result = run_pipeline(config, say=print, title=f"ftkit scenario {name}", progress=False)
     ev, task_ = result.evaluation, tasks.get(task)
@@ -106,13 +87,14 @@ def run_scenario(name: str, args, tokenizer, tmp: Path) -> dict:
     pick = s.loc[prompts, headline]
     best = pick.idxmax() if task_.higher_is_better else pick.idxmin()
     out = {"name": name, "label": label, "headline": headline, "zero": prompts[0], "best": best,
-           "summary": s, "minutes": (time.perf_counter() - t0) / 60, "max_length": note}
+           "summary": s, "minutes": (time.perf_counter() - t0) / 60}
     sft_runs = [r for r in result.runs if r.config.get("kind") == "sft"]
     if sft_runs:
         cost = training_cost(sft_runs[0])
         out["train_min"] = (cost["seconds"] or 0) / 60
         out["steps"] = cost["steps"]
         out["status"] = sft_runs[0].status.get("status")
+        out["max_length"] = f"sft.max_length {sft_runs[0].config['settings']['max_length']}"
     if "LoRA SFT" in ev.variants:
         out["diff"] = ev.compare("LoRA SFT", best, headline)
         print(out["diff"])
@@ -152,7 +134,7 @@ def main():
     ap.add_argument("--sft-minutes", type=float, default=3.0, help="time box of each LoRA SFT run")
     ap.add_argument("--limit", type=int, default=40, help="held-out rows evaluated per scenario")
     ap.add_argument("--max-length", type=int, default=None,
-                    help="force sft.max_length (default: the task's, raised so no training row is cut)")
+                    help="force sft.max_length (default: the task's, which ftkit run raises so no training row is cut)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:

@@ -2,10 +2,12 @@
 should take on this machine.
 
 The estimate is measured, not guessed from a table: one SFT step on the run's own rows, template and
-settings (the second of two, so the first step's warm-up is not counted), and one batch of answers
-from the model. Evaluation is an upper bound: every answer is counted at ``max_new_tokens``, and
-most stop sooner. What cannot be measured without training (DPO's steps) is said to be unknown,
-or bounded by its time limit.
+settings (the second of two, so the first step's warm-up is not counted), and one batch of held-out
+prompts read and answered (after an untimed warm-up call). Evaluation is given twice: with answers
+as long as the references, and with every answer at ``max_new_tokens`` (the most it can take). Every
+variant is timed with the training template's prompt, so a few-shot prompt's longer reading is not
+in it. What cannot be measured without training (DPO's steps) is said to be unknown, or bounded by
+its time limit.
 
 >>> lines = plan_lines(config, prepared, p) + estimate(model, tokenizer, config, prepared, p)  # doctest: +SKIP
 """
@@ -13,6 +15,7 @@ or bounded by its time limit.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import math
 import tempfile
@@ -20,16 +23,16 @@ import time
 from dataclasses import replace
 
 from ftkit.data import chat_turns
+from ftkit.evaluate import WARMUP_ROWS, evaluate
 from ftkit.events import EventBus
 from ftkit.generate import generate
-from ftkit.pipeline import Plan, Prepared, planned_steps
+from ftkit.pipeline import Plan, Prepared, duration, planned_steps
 from ftkit.sft import train_sft
 
 __all__ = ["estimate", "plan_lines"]
 
-BATCH = 16  # rows per generate call in evaluate (ftkit.generate's default)
-ONE_AT_A_TIME = 4  # rows evaluate also times alone (its interactive_rows), after one untimed warm-up row
-WARMUP = 4
+BATCH = inspect.signature(evaluate).parameters["batch_size"].default  # rows per generate call in evaluate
+ONE_AT_A_TIME = inspect.signature(evaluate).parameters["interactive_rows"].default  # rows evaluate times alone
 
 
 def plan_lines(config, prepared: Prepared, p: Plan) -> list[str]:
@@ -57,7 +60,7 @@ def _steps_text(settings, rows: int) -> str:
     how = "max_steps" if settings.max_steps > 0 else \
         f"{settings.epochs:g} epoch(s) of {math.ceil(rows / settings.batch_size)} step(s)"
     limit = f", or fewer if {settings.max_minutes:g} min run out" if settings.max_minutes else ""
-    return f"{steps} step(s) of {settings.batch_size} ({how}{limit})"
+    return f"{steps} step(s) of {min(settings.batch_size, rows)} ({how}{limit})"
 
 
 def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]:
@@ -82,10 +85,9 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
     if rows and variants:
         prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p)
         batches = math.ceil(len(rows) / BATCH)
-        alone = ONE_AT_A_TIME + 1  # rows timed one at a time, and the untimed warm-up
-
-        def evaluation(tokens: int) -> float:  # every variant: its batches, then its rows alone
-            return variants * (batches * (prefill_s + tokens * token_s) + alone * (prefill_s / BATCH + tokens * token_s))
+        def evaluation(tokens: int) -> float:  # every variant: its warm-up batch, its batches, its rows alone
+            batch = prefill_s + tokens * token_s
+            return variants * ((batches + WARMUP_ROWS / BATCH) * batch + ONE_AT_A_TIME * (prefill_s / BATCH + tokens * token_s))
 
         # Answers as long as the references (most end there, once tuned), and every answer at its limit.
         typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)
@@ -97,7 +99,8 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
                      f"one batch measured here{hosted})")
     if lines:
         most = f" (at most {_minutes(total)})" if total > likely else ""
-        lines.append(f"Estimate: about {_minutes(likely)} in all{most} on this machine, as loaded as it is now")
+        dpo = ", plus DPO (not measured)" if p.dpo is not None and not p.dpo.max_minutes else ""
+        lines.append(f"Estimate: about {_minutes(likely)} in all{most}{dpo} on this machine, as loaded as it is now")
     return lines
 
 
@@ -131,6 +134,7 @@ def _one_batch(model, tokenizer, rows: list[dict], p: Plan) -> tuple[float, floa
         answers = generate(model, tokenizer, conversations, max_new_tokens=n, batch_size=BATCH, progress=False)
         return time.perf_counter() - t0, max([a.new_tokens for a in answers] + [1])  # rows may stop sooner
 
+    timed(1)  # untimed: the model's first call pays for warming up
     first, _ = timed(1)
     longer, steps = timed(min(9, p.max_new_tokens))
     token_s = max(0.0, longer - first) / max(1, steps - 1)
@@ -138,6 +142,4 @@ def _one_batch(model, tokenizer, rows: list[dict], p: Plan) -> tuple[float, floa
 
 
 def _minutes(seconds: float) -> str:
-    if seconds != seconds:  # nan: not measured
-        return "unknown"
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    return "unknown" if seconds != seconds else duration(seconds)  # nan: not measured

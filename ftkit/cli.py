@@ -129,10 +129,6 @@ def check_run(config: PipelineConfig, name: str, say=print) -> int:
     from ftkit.models import load_model, load_tokenizer
     from ftkit.pipeline import model_context, plan, prepare_data, preflight
 
-    for t in config.templates:  # the key a hosted baseline needs is set (it is never printed)
-        if t.endpoint is not None:
-            t.endpoint.check_key()
-
     def refuse(problems: list[str], when: str) -> int:
         for problem in problems:
             say(f"ERROR: {problem}")
@@ -140,10 +136,13 @@ def check_run(config: PipelineConfig, name: str, say=print) -> int:
         return 2
 
     try:
+        for t in config.templates:  # the key a hosted baseline needs is set (it is never printed)
+            if t.endpoint is not None:
+                t.endpoint.check_key()
         prepared = prepare_data(config, load_tokenizer(config.model.name), say)
         p = plan(config, prepared)
-    except (DataError, ModelLoadError) as err:
-        return refuse([str(err)], "before training")
+    except (DataError, ModelLoadError, EndpointError, ValueError, KeyError) as err:
+        return refuse([err.args[0] if isinstance(err, KeyError) else str(err)], "before training")
     try:
         model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
                                       verbose=False)
@@ -181,7 +180,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                   verbose=False)
     prepared = prepare_data(config, tokenizer, say)
     p = plan(config, prepared)
-    problems, _ = preflight(prepared, p, tokenizer, model_context(model))  # as ftkit run: refuse before training
+    # As ftkit run: refuse before training (the checks of prompts it never evaluates aside).
+    problems, _ = preflight(prepared, p, tokenizer, model_context(model), evaluation=False)
     if problems:
         raise RunRefused(problems)
     runs = train_stages(config, model, tokenizer, prepared, p, root, say, resume=_resumable(config, args.resume))
@@ -281,7 +281,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def _smoke_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=_positive, metavar="N",
-                   help="a quick first run: evaluate N held-out rows and train on N rows (and N DPO pairs)")
+                   help="a quick first run: evaluate N held-out rows and train on N rows (and N DPO pairs); "
+                        "for conversations, N conversations")
     p.add_argument("--max-steps", type=_positive, metavar="N", help="stop SFT and DPO after N steps")
 
 

@@ -125,10 +125,11 @@ class TemplateConfig:
                 "http://localhost:11434/v1, model: llama3.2}; null: the local model"})
 
 
-MAX_LENGTH_HELP = ("Longest example (prompt + answer) in tokens; 0: the task's (" +
+MAX_LENGTH_HELP = ("Longest example (prompt + answer) in tokens. 0: the task's (" +
                    ", ".join(f"{t.name} {t.max_length}" for t in tasks.TASKS.values()) +
-                   "). An example longer than this would have its answer cut, so the run refuses to start and "
-                   "names those rows (ftkit run --check lists them first): raise it, or drop the rows")
+                   "), raised to the longest training example when that is longer. A value you set is kept: "
+                   "an example longer than it would have its answer cut, so the run refuses to start and names "
+                   "those rows (ftkit run --check lists them first): raise it, or drop the rows")
 
 
 @dataclass

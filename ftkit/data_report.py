@@ -282,8 +282,9 @@ def overlap_note(train, test, what: str = "training rows") -> tuple[list[int], s
         others = dict(list(others.items())[1:])
     parts += [f"{len(idx)} of {n} {_a(col)} (held-out rows {rows_text(idx)})" for col, idx in others.items()]
     by = max((col for col in leaks if col != "prompt"), key=lambda col: len(leaks[col]))
-    return rows, (f"{head}{_and_list(parts)}; scores on them may measure memory, not skill: "
-                  f"split with group_by={by!r}")
+    # A split can keep a passage on one side of itself, not out of rows from another file (DPO pairs).
+    fix = f"split with group_by={by!r}" if what == "training rows" else f"drop those {what} or held-out rows"
+    return rows, f"{head}{_and_list(parts)}; scores on them may measure memory, not skill: {fix}"
 
 
 def find_overlap(train, test) -> list[int]:

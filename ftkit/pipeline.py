@@ -50,7 +50,7 @@ from ftkit.sft import preflight as sft_preflight
 from ftkit.sft import to_trl_rows, train_sft
 
 __all__ = [
-    "PipelineResult", "Plan", "Prepared", "RunRefused", "build_template", "plan", "preflight", "prepare_data",
+    "PipelineResult", "Plan", "Prepared", "RunRefused", "build_template", "duration", "plan", "preflight", "prepare_data",
     "print_summary", "progress_printer", "run_pipeline", "served_model", "train_stages", "training_template",
 ]
 
@@ -105,7 +105,7 @@ class Plan:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # template name -> the hosted model asked with it
     sft: SFTStage | None = None  # the config's SFT settings with the task's where it leaves them (max_length)
     dpo: DPOStage | None = None  # likewise for DPO
-    fit_length: bool = False  # sft.max_length was left to the task: :func:`preflight` may raise it to fit the rows
+    fit_length: tuple[str, ...] = ()  # stages whose max_length was left to the task: preflight fits it to the rows
 
 
 class RunRefused(ConfigError):
@@ -148,7 +148,9 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
         test = test.select(range(min(d.limit, len(test))))
     how = f", stratified by {stratify}" if stratify else f", grouped by {group}" if group else ""
     trained = f"; training on {d.train_limit}" if d.train_limit and d.train_limit < len(train) else ""
-    description = (f"{len(train)} train / {len(parts['test'])} test rows{how}; evaluating on {len(test)}{trained}")
+    turns = len(chat_turns(test)) if "messages" in test.column_names else len(test)
+    evaluated = f"{len(test)} conversations ({turns} turns)" if turns != len(test) else str(len(test))
+    description = f"{len(train)} train / {len(parts['test'])} test rows{how}; evaluating on {evaluated}{trained}"
     say(f"Split: {description}")
     leakage = [overlap_note(train, test)[1]]
     pairs = None
@@ -157,8 +159,8 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
         if not pair_report.ok:
             raise DataError("dpo.source: " + "; ".join(pair_report.errors))
         pairs = pair_report.dataset
-        if d.train_limit and d.train_limit < len(pairs):
-            pairs = pairs.select(range(d.train_limit))
+        if d.train_limit and d.train_limit < len(pairs):  # drawn, not the file's first (often one topic)
+            pairs = pairs.shuffle(seed=d.seed).select(range(d.train_limit))
         leakage.append(overlap_note(pairs, test, "DPO pairs")[1])
     say("Leakage check: " + "; ".join(leakage))
     if config.task:
@@ -203,20 +205,50 @@ def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
                 training_template=training_template(config, templates if named else (local or templates)),
                 metrics=metrics, headline=next(iter(metrics)),
                 max_new_tokens=config.max_new_tokens or task.max_new_tokens, labels=labels, endpoints=endpoints,
-                sft=sft, dpo=dpo, fit_length=config.sft is not None and not config.sft.max_length)
+                sft=sft, dpo=dpo,
+                fit_length=tuple(name for name, stage in (("sft", config.sft), ("dpo", config.dpo))
+                                 if stage is not None and not stage.max_length))
 
 
-def preflight(prepared: Prepared, p: Plan, tokenizer, context: int | None) -> tuple[list[str], list[str]]:
+def preflight(prepared: Prepared, p: Plan, tokenizer, context: int | None,
+              evaluation: bool = True) -> tuple[list[str], list[str]]:
     """Everything the run checks before it trains, with the templates and settings it will use:
-    each local prompt (and its answer) within the model's ``context``, SFT's pre-flight on the
-    training rows with the training template and ``max_length``, DPO's on the pairs. Returns the
-    problems (each says what to change) and notes (the token lengths each template makes).
-    ``ftkit run --check`` prints both; the run refuses to start on a problem.
+    every prompt filled from the held-out rows (and, for a local model, within its ``context`` with
+    its answer), code rows' tests, SFT's pre-flight on the training rows with the training template
+    and ``max_length``, DPO's on the pairs. Returns the problems (each says what to change) and notes
+    (the token lengths each template makes). ``ftkit run --check`` prints both; the run refuses to
+    start on a problem. ``evaluation=False`` (``ftkit train``, which evaluates nothing) asks the
+    training checks only.
 
-    Where the config leaves ``sft.max_length`` to the task (0), it is raised here to the longest
-    training example when that is longer (``p.sft`` changes, and a note says so): the task's
-    length is a default for its kind of data, not a limit on the user's rows."""
+    Where the config leaves a stage's ``max_length`` to the task (0), it is raised here to the
+    longest training example when that is longer (``p.sft``/``p.dpo`` change, and a note says so):
+    the task's length is a default for its kind of data, not a limit on the user's rows."""
     problems, notes = [], []
+    if evaluation:
+        _prompt_checks(prepared, p, tokenizer, context, problems, notes)
+    if p.sft is not None:
+        try:
+            trl_rows = to_trl_rows(prepared.training_rows, p.training_template, tokenizer)
+        except (KeyError, ValueError) as err:
+            return [*problems, f"sft: the {p.training_template.name!r} prompt: {err.args[0]}"], notes
+        p.sft, check = _fitted(p, "sft", lambda n: sft_preflight(tokenizer, trl_rows, n), context, notes)
+        problems += [f"sft: {x}" for x in check.problems]
+        notes += [f"sft ({p.training_template.name!r} prompt, max_length {p.sft.max_length}): {x}"
+                  for x in check.notes]
+    if p.dpo is not None and prepared.pairs is not None:
+        try:
+            pairs = to_trl_pairs(prepared.pairs, p.training_template)
+        except (KeyError, ValueError) as err:  # e.g. a QA prompt that reads {context}: pairs without one
+            return [*problems, f"dpo: the {p.training_template.name!r} prompt cannot be filled from the pairs: "
+                               f"{err.args[0]}. Add that column to the pairs, or train on another template "
+                               "(sft.template)"], notes
+        p.dpo, check = _fitted(p, "dpo", lambda n: dpo_preflight(tokenizer, pairs, None, n), context, notes)
+        problems += [f"dpo: {x}" for x in check.problems]
+        notes += [f"dpo (max_length {p.dpo.max_length}): {x}" for x in check.notes]
+    return problems, notes
+
+
+def _prompt_checks(prepared: Prepared, p: Plan, tokenizer, context, problems: list[str], notes: list[str]) -> None:
     rows = chat_turns(prepared.test)
     if any(fn is M.pass_at_1 for fn in p.metrics.values()):  # each held-out row must say how it is tested
         untested = {}
@@ -227,12 +259,13 @@ def preflight(prepared: Prepared, p: Plan, tokenizer, context: int | None) -> tu
                 untested.setdefault(str(err), []).append(i)
         problems += [f"data: held-out row(s) {rows_text(idx)}: {why}" for why, idx in untested.items()]
     for t in p.templates:
-        if t.name in p.endpoints:  # a hosted model has its own context and tokenizer
-            continue
+        hosted = t.name in p.endpoints  # a hosted model has its own context and tokenizer: filled, not counted
         try:
-            counts = prompt_lengths(t, rows, tokenizer)
+            counts = [len(t.messages(r)) for r in rows] if hosted else prompt_lengths(t, rows, tokenizer)
         except (KeyError, ValueError) as err:  # a placeholder the rows do not fill
             problems.append(f"templates: {t.name!r}: {err.args[0]}")
+            continue
+        if hosted:
             continue
         fits = f" of the model's {context}" if context else ""
         notes.append(f"prompt {t.name!r}: {_spread(counts)} tokens + up to {p.max_new_tokens} new{fits}")
@@ -241,29 +274,22 @@ def preflight(prepared: Prepared, p: Plan, tokenizer, context: int | None) -> tu
                 check_fits(t, rows, tokenizer, context, p.max_new_tokens, counts=counts)
             except ValueError as err:
                 problems.append(f"templates: {err}")
-    if p.sft is not None:
-        try:
-            trl_rows = to_trl_rows(prepared.training_rows, p.training_template, tokenizer)
-        except (KeyError, ValueError) as err:
-            return [*problems, f"sft: the {p.training_template.name!r} prompt: {err.args[0]}"], notes
-        check = sft_preflight(tokenizer, trl_rows, p.sft.max_length)
-        if p.fit_length and check.longest > p.sft.max_length and (not context or check.longest <= context):
-            # A task's length fits the shop's example; a stranger's rows may be longer. Left to the task,
-            # max_length grows to the longest training example (in steps of 64) rather than refusing it.
-            fitted = 64 * math.ceil(check.longest / 64)
-            fitted = min(fitted, context) if context else fitted
-            notes.append(f"sft: max_length {fitted}: the {p.task.name} task's {p.sft.max_length} raised to fit the "
-                         f"longest training example ({check.longest} tokens); set sft.max_length to choose")
-            p.sft = replace(p.sft, max_length=fitted)
-            check = sft_preflight(tokenizer, trl_rows, p.sft.max_length)
-        problems += [f"sft: {x}" for x in check.problems]
-        notes += [f"sft ({p.training_template.name!r} prompt, max_length {p.sft.max_length}): {x}"
-                  for x in check.notes]
-    if p.dpo is not None and prepared.pairs is not None:
-        check = dpo_preflight(tokenizer, to_trl_pairs(prepared.pairs, p.training_template), None, p.dpo.max_length)
-        problems += [f"dpo: {x}" for x in check.problems]
-        notes += [f"dpo (max_length {p.dpo.max_length}): {x}" for x in check.notes]
-    return problems, notes
+
+
+def _fitted(p: Plan, stage: str, check, context: int | None, notes: list[str]):
+    """The stage's settings and its pre-flight (``check(max_length)``), with ``max_length`` raised to
+    the longest example (in steps of 64, within ``context``) where the config left it to the task."""
+    settings = getattr(p, stage)
+    result = check(settings.max_length)
+    if stage in p.fit_length and result.longest > settings.max_length and (not context or result.longest <= context):
+        # A task's length fits its own example; a user's rows may be longer: grow rather than refuse.
+        fitted = 64 * math.ceil(result.longest / 64)
+        fitted = min(fitted, context) if context else fitted
+        notes.append(f"{stage}: max_length {fitted}: the {p.task.name} task's {settings.max_length} raised to fit "
+                     f"the longest training example ({result.longest} tokens); set {stage}.max_length to choose")
+        settings = replace(settings, max_length=fitted)
+        result = check(fitted)
+    return settings, result
 
 
 def _spread(counts: list[int]) -> str:
@@ -321,7 +347,7 @@ def progress_printer(stage: str, say: Callable[[str], None] = tqdm.write, max_mi
 
     def on_start(e: dict) -> None:
         state["max_steps"], state["t0"] = e.get("max_steps") or 0, time.perf_counter()
-        limit = f", stops by {_duration(max_minutes * 60)}" if max_minutes else ""
+        limit = f", stops by {duration(max_minutes * 60)}" if max_minutes else ""
         say(f"{stage}: run {e.get('run_id')} started, {state['max_steps']} steps at most{limit}")
 
     def on_log(e: dict) -> None:
@@ -335,7 +361,7 @@ def progress_printer(stage: str, say: Callable[[str], None] = tqdm.write, max_mi
             left = max(0.0, max_minutes * 60 - (time.perf_counter() - state["t0"]))
             eta = left if eta is None else min(eta, left)
         if eta is not None:
-            parts.append(f"ETA {_duration(eta)}")
+            parts.append(f"ETA {duration(eta)}")
         say("  ".join(parts))
 
     bus.on("start", on_start)
@@ -349,7 +375,8 @@ def model_context(model) -> int | None:
     return getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``1m30s`` or ``45s``."""
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
@@ -436,9 +463,10 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     labels = p.labels or None
     # What the run would refuse (a prompt over the context, an answer max_length cuts), before minutes
     # of prompt baselines: the same checks `ftkit run --check` prints.
-    problems, _ = preflight(prepared, p, tokenizer, model_context(model))
+    problems, notes = preflight(prepared, p, tokenizer, model_context(model))
     if problems:
         raise RunRefused(problems)
+    say("Pre-flight (ftkit run --check says the same):" + "".join(f"\n  {n}" for n in notes))
     say(f"\nPrompt baselines: {', '.join(t.name for t in p.templates)} on {len(prepared.test)} rows "
         f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
     for name, hosted in p.endpoints.items():
@@ -478,5 +506,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
                                  f"{p.task.reading}", f"model: {config.model.name}"], config=asdict(config),
                           advice=advice)
     seconds = time.perf_counter() - start
-    say(f"\nReport: {report}  ({_duration(seconds)} in all)")
+    say(f"\nReport: {report}  ({duration(seconds)} in all)")
+    if Path(config.output.runs_root).resolve() != Path("runs").resolve():  # ftkit runs looks in ./runs
+        say(f"Runs: {config.output.runs_root}  (ftkit runs --root {config.output.runs_root})")
     return PipelineResult(evaluation=result, runs=runs, report=report, seconds=seconds)

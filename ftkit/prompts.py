@@ -57,7 +57,8 @@ class PromptTemplate:
     def _fill(self, row: dict) -> str:
         # A missing value (a row without a passage in mostly passage-carrying data) shows as nothing, not "None".
         values = {"labels": ", ".join(self.labels),
-                  **{k: "" if v is None else v for k, v in row.items() if isinstance(k, str)}}
+                  **{k: "" if v is None or (isinstance(v, float) and v != v) else v  # NaN: pandas' missing value
+                     for k, v in row.items() if isinstance(k, str)}}
         missing = sorted(self._fields - set(values))
         if missing:
             raise KeyError(f"instruction uses {{{missing[0]}}}, but the row has no such field; fields are: "

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from ftkit import metrics as M
+from ftkit.data_report import match_key
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
 from ftkit.sources import as_rows
 
@@ -94,7 +95,7 @@ class Task:
         ``context``) and the task has a :attr:`passage_instruction`, every prompt reads it (zero-shot,
         few-shot, and so the one SFT trains on), and the closed-book instruction stays as the variant
         ``"closed book"``; otherwise the task as it is. Half, not all: a few rows without a passage
-        still render (the passage shows as ``None`` there), but most rows answer from their text.
+        still render (with an empty passage there), but most rows answer from their text.
 
         >>> qa = get("qa").for_rows([{"prompt": "Where?", "completion": "Kiel", "context": "It is in Kiel."}])
         >>> qa.template().messages({"prompt": "Where?", "context": "It is in Kiel."})[-1]["content"]
@@ -575,6 +576,6 @@ def _named_language(column: str) -> str | None:
 
 
 def _share(rows: list[dict], column: str) -> float:
-    """The share of rows whose ``column`` holds something (not None, not blank)."""
-    full = sum(not (r.get(column) is None or (isinstance(r.get(column), str) and not r[column].strip())) for r in rows)
+    """The share of rows whose ``column`` holds something (not None, NaN or blank: the leakage check's rule)."""
+    full = sum(match_key(r.get(column)) is not None for r in rows)
     return full / len(rows) if rows else 0.0

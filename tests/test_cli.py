@@ -111,7 +111,7 @@ def test_check_reads_the_data_then_measures_one_step_and_says_what_the_run_will_
     out = capsys.readouterr().out
     assert "21 rows" in out and "tokens per example" in out and "Split: 17 train / 4 test rows" in out
     assert "Leakage check: " in out and "valid (everything the run checks before training passed)" in out
-    assert "SFT: LoRA on 17 rows" in out and re.search(r"SFT about .* at [\d.]+ s, one step measured here", out)
+    assert "SFT: LoRA on 17 rows" in out and re.search(r"SFT about \S+ \(\d+ step\(s\) at [\d.]+ s, one step measured here", out)
     assert not list((tmp_path / "runs").glob("*"))  # the measured step leaves no run behind
 
 
@@ -163,10 +163,10 @@ def test_check_stops_on_a_missing_endpoint_key_before_any_model_loads(tmp_path, 
     config = tmp_path / "c.yaml"
     config.write_text("templates:\n  - {kind: zero_shot}\n"
                       "  - {kind: zero_shot, endpoint: {model: gpt-4o-mini, api_key_env: FTKIT_TEST_NO_SUCH_KEY}}\n")
-    assert main(["run", str(config), "--check"]) == 1
-    err = capsys.readouterr().err
-    assert "ftkit: error: no API key for https://api.openai.com/v1" in err and "FTKIT_TEST_NO_SUCH_KEY" in err
-    assert "Traceback" not in err
+    assert main(["run", str(config), "--check"]) == 2  # the run would refuse: --check says so, with exit 2
+    out, err = capsys.readouterr()
+    assert "ERROR: no API key for https://api.openai.com/v1" in out and "FTKIT_TEST_NO_SUCH_KEY" in out
+    assert "NOT VALID" in out and "Traceback" not in out + err
 
 
 def test_serve_is_a_command_with_its_options(capsys):

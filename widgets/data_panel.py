@@ -45,7 +45,7 @@ class DataPanel(w.VBox):
         self.mapping: dict[str, str] | None = None
         self.report: DataReport | None = None
         self.splits: dict[str, datasets.Dataset] | None = None
-        self.leaks: list[int] = []  # held-out rows whose prompt is also in train, after use_this_data
+        self.leaks: list[int] = []  # held-out rows sharing an input (prompt, passage...) with train, after use_this_data
         self._uploads = tempfile.TemporaryDirectory(prefix="ftkit-upload-")
 
         self._messages = w.HTML()
@@ -68,11 +68,12 @@ class DataPanel(w.VBox):
                     button("Detect", lambda: self.set_mapping(None), self._messages,
                            tooltip="Detect the mapping from the column names")]),
         ])
-        self._task_length = max_length is None  # follow the task of the data loaded
+        self._task_length = max_length is None  # follow the task of the data loaded, until a length is typed
+        self._setting_length = False
         self._max_length = w.IntText(value=max_length or 256, description="max_length",
                                      tooltip="Longest example in tokens; training refuses to start on a longer "
                                              "one (its answer would be cut): raise it or drop the rows")
-        self._max_length.observe(guarded(self._recheck, self._messages), names="value")
+        self._max_length.observe(guarded(self._length_changed, self._messages), names="value")
         self._report_html = w.HTML()
         self._preview = w.HTML()
         self.figure = go.FigureWidget(layout=dict(
@@ -195,13 +196,22 @@ class DataPanel(w.VBox):
         if self.source is not None:
             self._check()
 
+    def _length_changed(self) -> None:
+        if not self._setting_length:  # the person chose a length: it stays, whatever data comes next
+            self._task_length = False
+        self._recheck()
+
     def _check(self) -> DataReport:
         max_length = self._max_length.value
         # Lengths are counted with the task's prompt around each row (inferred for other data).
         self.report = report = check_data(self.source, self.mapping, tokenizer=self.tokenizer,
                                           max_length=max_length, task=self._example_task())
         if self._task_length and report.task and tasks.get(report.task).max_length != max_length:
-            self._max_length.value = tasks.get(report.task).max_length  # checks again, with the task's length
+            self._setting_length = True  # checks again, with the task's length
+            try:
+                self._max_length.value = tasks.get(report.task).max_length
+            finally:
+                self._setting_length = False
             return self.report
         options = [("-", "")] + [(c, c) for c in report.columns]
         for f, dropdown in self._dropdowns.items():

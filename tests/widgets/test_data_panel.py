@@ -108,3 +108,6 @@ def test_questions_about_one_passage_stay_on_one_side_and_the_length_is_the_task
     code = DataPanel(tokenizer=tiny_tokenizer, source="shop_code")  # no max_length given: the task's
     assert code._max_length.value == 768 and code.report.task == "code"
     assert DataPanel(tokenizer=tiny_tokenizer, source="shop_code", max_length=300)._max_length.value == 300
+    code._max_length.value = 1500  # typed by the person: it stays, and the check uses it
+    assert code._max_length.value == 1500 and "max_length=1500" not in text(code)
+    assert [s.x0 for s in code.figure.layout.shapes] == [1500]
