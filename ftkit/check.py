@@ -81,10 +81,15 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
     rows = chat_turns(prepared.test)
     local = [t for t in p.templates if t.name not in p.endpoints]
     variants = len(local) + (p.sft is not None) + (p.dpo is not None)
-    likely = total
+    likely, token_s = total, None
     if rows and variants:
         prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p)
+    if rows and variants and not token_s:  # every answer stopped at its first token: nothing after it was timed
+        lines.append("Estimate: evaluation unknown (the measured batch's answers all ended at once, so the time "
+                     "per generated token could not be measured)")
+    elif rows and variants:
         batches = math.ceil(len(rows) / BATCH)
+
         def evaluation(tokens: int) -> float:  # every variant: its warm-up batch, its batches, its rows alone
             batch = prefill_s + tokens * token_s
             return variants * ((batches + WARMUP_ROWS / BATCH) * batch + ONE_AT_A_TIME * (prefill_s / BATCH + tokens * token_s))
@@ -100,6 +105,7 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
     if lines:
         most = f" (at most {_minutes(total)})" if total > likely else ""
         dpo = ", plus DPO (not measured)" if p.dpo is not None and not p.dpo.max_minutes else ""
+        dpo += ", plus evaluation (not measured)" if rows and variants and not token_s else ""
         lines.append(f"Estimate: about {_minutes(likely)} in all{most}{dpo} on this machine, as loaded as it is now")
     return lines
 
