@@ -81,10 +81,10 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
     rows = chat_turns(prepared.test)
     local = [t for t in p.templates if t.name not in p.endpoints]
     variants = len(local) + (p.sft is not None) + (p.dpo is not None)
-    likely, token_s = total, None
-    if rows and variants:
-        prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p)
+    likely, unmeasured = total, ""
+    prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p) if rows and variants else (0.0, 0.0)
     if rows and variants and not token_s:  # every answer stopped at its first token: nothing after it was timed
+        unmeasured = ", plus evaluation (not measured)"
         lines.append("Estimate: evaluation unknown (the measured batch's answers all ended at once, so the time "
                      "per generated token could not be measured)")
     elif rows and variants:
@@ -104,9 +104,10 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
                      f"one batch measured here{hosted})")
     if lines:
         most = f" (at most {_minutes(total)})" if total > likely else ""
-        dpo = ", plus DPO (not measured)" if p.dpo is not None and not p.dpo.max_minutes else ""
-        dpo += ", plus evaluation (not measured)" if rows and variants and not token_s else ""
-        lines.append(f"Estimate: about {_minutes(likely)} in all{most}{dpo} on this machine, as loaded as it is now")
+        if p.dpo is not None and not p.dpo.max_minutes:
+            unmeasured = ", plus DPO (not measured)" + unmeasured
+        lines.append(f"Estimate: about {_minutes(likely)} in all{most}{unmeasured} on this machine, as loaded as "
+                     "it is now")
     return lines
 
 
