@@ -15,7 +15,7 @@ setup: $(STAMP)
 
 # Also after a new build of the lab extension, its server switch or a tour notebook: an editable
 # install copies these data files into $(VENV)/share and $(VENV)/etc once, at install time.
-$(STAMP): pyproject.toml setup.py Makefile ftkit/labextension/build-stamp.json \
+$(STAMP): pyproject.toml Makefile ftkit/labextension/build-stamp.json \
           jupyter-config/jupyter_server_config.d/ftkit.json $(wildcard notebooks/*.ipynb)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -1,18 +1,19 @@
 """``ftkit.widgets`` from a source checkout, whichever way ftkit is installed.
 
 The panels live in ``widgets/`` at the top of the repository and install as ``ftkit.widgets``
-(``package-dir`` in pyproject.toml). A Python started at the repository root (a notebook, a
-console, ``python -c``) has the current folder first on ``sys.path``, so ``import ftkit`` finds
-the source folder ``ftkit/``, which holds no ``widgets/``, and hides the installed package. The
-editable install maps ``ftkit.widgets`` to ``widgets/`` with its own finder; a non-editable one
-(``pip install .``, as binder/postBuild does) has nothing to map it, and the import failed.
+(the wheel's ``sources`` mapping in pyproject.toml). A Python started at the repository root (a
+notebook, a console, ``python -c``) has the current folder first on ``sys.path``, so ``import
+ftkit`` finds the source folder ``ftkit/``, which holds no ``widgets/``, and hides the installed
+package. The editable install (hatchling's, a ``.pth`` file naming the checkout) maps nothing
+either; nor does a non-editable one imported from a checkout (``pip install .``, as binder/postBuild
+does). This finder is what maps it in both.
 
 So when this ``ftkit/`` sits in a checkout (``widgets/__init__.py`` and ``pyproject.toml`` beside
 it), a finder resolves exactly the name ``ftkit.widgets`` to that ``widgets/`` folder; its
 submodules follow through the package's ``__path__``. Appending ``widgets/``'s parent to
 ``ftkit.__path__`` instead would expose every folder of the repository root (``tests``,
 ``notebooks``...) as an ``ftkit.*`` package. The finder goes at the end of ``sys.meta_path``, so
-it answers only when the normal search (and the editable finder) found nothing, and it imports
+it answers only when the normal search found nothing, and it imports
 nothing itself: the core still never imports ipywidgets.
 """
 

@@ -18,7 +18,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 
 import pytest
-from test_packaging import source_copy
+from test_packaging import assert_no_deprecation_banner, require_build_backend, source_copy
 
 import ftkit
 from ftkit import _source_tree
@@ -78,10 +78,10 @@ def test_python_m_ftkit_runs_and_exit_code(tmp_path):
 def non_editable(tmp_path_factory) -> Path:
     """ftkit installed as binder's postBuild does (`pip install --no-deps .`), into a target folder.
 
-    Built from a copy of the checkout (an in-tree build would write build/ and ftkit.egg-info into
-    the repository), offline: the venv's setuptools builds it (--no-build-isolation --no-index).
-    Takes about a second.
+    Built from a copy of the checkout, offline: the venv's build backend (hatchling, in the dev
+    extra) builds it (--no-build-isolation --no-index). Takes about a second.
     """
+    require_build_backend()
     tmp = tmp_path_factory.mktemp("non-editable")
     src = source_copy(tmp / "src")
     target = tmp / "site"
@@ -89,6 +89,7 @@ def non_editable(tmp_path_factory) -> Path:
                              "--no-index", "-q", "--target", str(target), str(src)],
                             env=clean_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_no_deprecation_banner(result)
     assert (target / "ftkit" / "widgets" / "__init__.py").is_file()
     return target
 

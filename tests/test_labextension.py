@@ -4,7 +4,7 @@ JupyterLab finds them, enabled beside the server extension. None of this needs N
 The sources are in labextension/ (TypeScript; `make labextension` builds them, `cd labextension &&
 npm test` runs their unit tests); the build is committed in ftkit/labextension/ with
 build-stamp.json, a hash of the sources it was built from (labextension/scripts/stamp.js). The
-wheel, and the editable install of `make setup` (setup.py's fix), copy it to
+wheel, and the editable install of `make setup` (hatchling's shared-data), copy it to
 share/jupyter/labextensions/ftkit-labextension/, the server switch to
 etc/jupyter/jupyter_server_config.d/ftkit.json and the tour notebooks to share/ftkit/notebooks/ (where ftkit.server.tour_dir looks).
 """
