@@ -99,6 +99,10 @@ class ModelConfig:
         "help": "Where the model runs; auto picks CUDA, then MPS, then the CPU"})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={
         "help": "Precision; auto decides from the device (never bf16 on a CPU without it)"})
+    threads: int = field(default=0, metadata={
+        "help": "CPU threads for torch; 0: one per core other processes leave free, checked again between "
+                "phases and during training (two processes that each use every core slow each other far "
+                "beyond 2x); a number fixes it"})
 
 
 @dataclass
@@ -301,6 +305,9 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
         resolve_source(config.model.name)
     except ModelLoadError as err:
         problems.append(f"model.name: {err}")
+    if config.model.threads < 0:
+        problems.append(f"model.threads: {config.model.threads} is not a thread count; 0 chooses from the "
+                        "cores other processes leave free, a number >= 1 fixes it")
     names = [template_name(t) for t in config.templates]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

