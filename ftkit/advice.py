@@ -9,6 +9,8 @@ The best prompt variant and the best tuned variant are compared on the headline 
 on the same rows (paired bootstrap; corpus metrics resampled as a corpus). The interval decides, not
 the two scores. Beside it: control (invalid answers, answer length), cost per request (prompt
 tokens, latency) and once (training minutes), and when training is repaid at a request volume.
+Latency is compared from the evaluation's one timing phase (:mod:`ftkit.timing`), and a difference
+is said only where its paired interval excludes 0; load seen while timing is said too.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class Advice:
     flexibility: Flexibility | None = None  # skills outside the task, before and after tuning (measured)
     hosted: bool = False  # the best prompt runs on a hosted endpoint: its tokens are another tokenizer's
     usd_per_request: dict[str, float] = field(default_factory=dict)  # hosted variants with a price
+    # tuned - best prompt in seconds per request, paired, from the one timing phase of the evaluation
+    # (ftkit.timing.LatencyDifference; None: the two were not timed together, and no latency is claimed)
+    latency_difference: object = None  # batched
+    latency_1_difference: object = None  # one at a time
+    timing_notes: list[str] = field(default_factory=list)  # how the timing was done, and the load it saw
 
     @property
     def tokens_saved(self) -> float:
@@ -64,8 +71,23 @@ class Advice:
 
     @property
     def seconds_saved(self) -> float:
-        """Seconds per request the tuned model saves (negative: it is slower)."""
-        return self.latency_s[self.best_prompt] - self.latency_s[self.tuned]
+        """Seconds per request (batched) the tuned model saves, as far as the timing can tell: the
+        median paired difference when its 95% interval excludes 0 (negative: slower), else 0."""
+        d = self.latency_difference
+        return -d.median if d is not None and d.significant else 0.0
+
+    def latency_line(self) -> str | None:
+        """What the timing says about the two, in words: a difference only where its interval
+        excludes 0."""
+        said = []
+        for d in (self.latency_difference, self.latency_1_difference):
+            if d is None:
+                continue
+            how = "batched" if d.kind == "batched" else "one at a time"
+            said.append(f"{how} {d.median:+.3f} s (95% CI {d.low:+.3f} to {d.high:+.3f}): {d.verdict()}")
+        if not said:
+            return None
+        return f"latency, {self.tuned} - {self.best_prompt} per request: " + "; ".join(said)
 
     def lines(self) -> list[str]:
         """The verdict and the numbers behind it, a line each."""
@@ -79,13 +101,22 @@ class Advice:
                  if len(self.latency_1_s) == 2 else "")
         counted = " (each model's own tokenizer)" if self.hosted else ""
         money = "".join(f", ${usd:.6f} per request for {name}" for name, usd in self.usd_per_request.items())
+        timed = (f", {self.latency_s[self.tuned]:.2f} vs {self.latency_s[self.best_prompt]:.2f} s batched{alone}"
+                 if len(self.latency_s) == 2 else "")
         out.append(f"cost per request: {self.prompt_tokens[self.tuned]:.0f} vs {self.prompt_tokens[self.best_prompt]:.0f}"
-                   f" prompt tokens{counted}, {self.latency_s[self.tuned]:.2f} vs {self.latency_s[self.best_prompt]:.2f}"
-                   f" s batched{alone}{money}")
+                   f" prompt tokens{counted}{timed}{money}")
+        latency = self.latency_line()
+        if latency:
+            out.append(latency)
+        out += [f"timing: {note}" for note in self.timing_notes]
         if self.training_minutes is not None:
+            d = self.latency_difference
             repaid = (f"repaid in machine time after {self.break_even_requests:,.0f} requests"
                       if self.break_even_requests is not None else
-                      "not repaid by latency (the tuned model is not faster per request here)")
+                      "not repaid by latency (the tuned model is slower per request here)"
+                      if d is not None and d.significant else
+                      "not repaid by latency (no latency difference the timing can see)" if d is not None else
+                      "latency not timed together, so no repayment is claimed")
             volume = (f"{self.best_prompt} costs ${self.usd_per_request[self.best_prompt] * self.requests:,.2f}"
                       if self.best_prompt in self.usd_per_request else
                       f"{self.best_prompt} is hosted (no price given; pass one to the Endpoint to compare money)"
@@ -150,6 +181,8 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
     invalid = {n: float(summary.loc[n, "invalid_rate"]) for n in names} if "invalid_rate" in summary.columns else {}
     run = runs[best_tuned]
     seconds = _training_seconds(run) if run is not None else None
+    timing = getattr(result, "timing", None)
+    timed = timing is not None and {best_prompt, best_tuned} <= set(timing.batched)
     advice = Advice(metric=metric, best_prompt=best_prompt, tuned=best_tuned,
                     prompt_score=float(summary.loc[best_prompt, metric]),
                     tuned_score=float(summary.loc[best_tuned, metric]), difference=gain.mean_diff,
@@ -159,8 +192,12 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
                     latency_1_s=column.get("latency_1_s", {}),
                     invalid_rate=invalid, training_minutes=seconds / 60 if seconds is not None else None,
                     requests=requests, flexibility=flexibility, hosted=best_prompt in getattr(result, "hosted", ()),
-                    usd_per_request=_priced(summary, names))
-    if seconds is not None and advice.latency_s and advice.seconds_saved > 0:
+                    usd_per_request=_priced(summary, names),
+                    latency_difference=timing.difference(best_tuned, best_prompt) if timed else None,
+                    latency_1_difference=(timing.difference(best_tuned, best_prompt, "alone")
+                                          if timed and timing.alone else None),
+                    timing_notes=timing.notes()[1:] if timed else [])
+    if seconds is not None and advice.seconds_saved > 0:
         advice.break_even_requests = seconds / advice.seconds_saved
     advice.conclusion, advice.reason = _conclude(advice)
     return advice
@@ -283,7 +320,7 @@ def flexibility(base, tuned, probes=None, max_new_tokens: int = 32) -> Flexibili
 
     rows = as_rows(probes if probes is not None else examples.load("general_probes", verbose=False))
     variants = [replace(v, max_new_tokens=max_new_tokens) for v in [base, *tuned]]
-    result = evaluate(variants, rows, metrics={"probe_score": probe_score})
+    result = evaluate(variants, rows, metrics={"probe_score": probe_score}, timing_rounds=0)  # skills, not speed
     differences = {}
     for v in variants[1:]:
         gain = result.compare(v.name, base.name, "probe_score")

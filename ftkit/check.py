@@ -23,16 +23,19 @@ import time
 from dataclasses import replace
 
 from ftkit.data import chat_turns
-from ftkit.evaluate import WARMUP_ROWS, evaluate
+from ftkit.evaluate import evaluate
 from ftkit.events import EventBus
 from ftkit.generate import generate
 from ftkit.pipeline import Plan, Prepared, duration, planned_steps
 from ftkit.sft import train_sft
+from ftkit.timing import WARMUP_ROWS, time_variants
 
 __all__ = ["estimate", "plan_lines"]
 
 BATCH = inspect.signature(evaluate).parameters["batch_size"].default  # rows per generate call in evaluate
-ONE_AT_A_TIME = inspect.signature(evaluate).parameters["interactive_rows"].default  # rows evaluate times alone
+_TIMING = inspect.signature(time_variants).parameters
+ROUNDS = _TIMING["rounds"].default  # the timing phase: rounds of one batch and a few rows alone, per variant
+ONE_AT_A_TIME = _TIMING["interactive_rows"].default
 
 
 def plan_lines(config, prepared: Prepared, p: Plan) -> list[str]:
@@ -90,9 +93,10 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
     elif rows and variants:
         batches = math.ceil(len(rows) / BATCH)
 
-        def evaluation(tokens: int) -> float:  # every variant: its warm-up batch, its batches, its rows alone
-            batch = prefill_s + tokens * token_s
-            return variants * ((batches + WARMUP_ROWS / BATCH) * batch + ONE_AT_A_TIME * (prefill_s / BATCH + tokens * token_s))
+        def evaluation(tokens: int) -> float:  # every variant: its batches, then the timing phase (a warm-up,
+            batch = prefill_s + tokens * token_s  # and each round one batch and its rows alone)
+            alone = prefill_s / BATCH + tokens * token_s
+            return variants * ((batches + WARMUP_ROWS / BATCH + ROUNDS) * batch + ROUNDS * ONE_AT_A_TIME * alone)
 
         # Answers as long as the references (most end there, once tuned), and every answer at its limit.
         typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)

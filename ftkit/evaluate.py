@@ -12,8 +12,7 @@ with 95% bootstrap confidence intervals, and paired comparisons between variants
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,11 +23,7 @@ from ftkit.data import as_rows, chat_turns, find_overlap
 from ftkit.endpoint import Endpoint
 from ftkit.generate import generate
 from ftkit.metrics import normalize
-
-# Rows each variant answers untimed before it is timed (see evaluate). A hosted endpoint only
-# opens its connection on one: every request to it is paid for.
-WARMUP_ROWS = 4
-ENDPOINT_WARMUP_ROWS = 1
+from ftkit.timing import Timing, time_variants
 
 __all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "conversation_text", "evaluate",
            "pairs_from_ratings"]
@@ -89,6 +84,10 @@ class Comparison:
                 f"losses {self.losses}")
 
 
+# The summary's latency columns (and their _low/_high bounds): they come from one timing phase.
+_TIMED = ("latency_s", "latency_1_s")
+
+
 def _column(variant: str, name: str) -> str:
     return f"{variant}: {name}"
 
@@ -112,6 +111,9 @@ class EvalResult:
     corpus_metrics: tuple[str, ...] = ()
     # Variants answered by a hosted endpoint: their token counts come from another tokenizer.
     hosted: tuple[str, ...] = ()
+    # The latency of every variant, from one interleaved phase (None: not timed together; see
+    # with_timing). The summary's latency columns are its medians.
+    timing: Timing | None = None
 
     @property
     def variants(self) -> list[str]:
@@ -124,8 +126,8 @@ class EvalResult:
         return list(next(iter(self.scores.values()), {}))
 
     def column(self, variant: str, name: str) -> pd.Series:
-        """One variant's column of the table: ``"output"``, a metric, ``"latency_s"``,
-        ``"prompt_tokens"`` or ``"new_tokens"``."""
+        """One variant's column of the table: ``"output"``, a metric, ``"prompt_tokens"`` or
+        ``"new_tokens"`` (latency is per variant, not per row: see :attr:`timing`)."""
         if variant not in self.scores:
             raise KeyError(f"no variant {variant!r}; variants are: {', '.join(self.scores)}")
         key = _column(variant, name)
@@ -149,7 +151,10 @@ class EvalResult:
     def merge(self, other: EvalResult) -> EvalResult:
         """One result from this and another evaluation of different variants on the same rows.
 
-        The paired comparisons stay valid: both scored the same rows in the same order.
+        The paired comparisons stay valid: both scored the same rows in the same order. Latency
+        does not: two evaluations were timed at different moments, under different loads. The
+        merged result has no latency until :meth:`with_timing` gives it the timing of all its
+        variants together (:func:`ftkit.timing.time_variants`).
         """
         if list(self.table["input"]) != list(other.table["input"]):
             raise ValueError("the two evaluations did not score the same rows")
@@ -157,11 +162,26 @@ class EvalResult:
         if clash:
             raise ValueError(f"both evaluations have a variant named {min(clash)!r}; rename one")
         shared = [c for c in other.table.columns if c in self.table.columns]
+        summary = pd.concat([self.summary, other.summary])
         return EvalResult(table=pd.concat([self.table, other.table.drop(columns=shared)], axis=1),
-                          summary=pd.concat([self.summary, other.summary]),
+                          summary=summary.drop(columns=[c for c in summary.columns if c.startswith(_TIMED)]),
                           scores={**self.scores, **other.scores}, n_boot=self.n_boot, seed=self.seed,
                           corpus_metrics=tuple(dict.fromkeys(self.corpus_metrics + other.corpus_metrics)),
                           hosted=self.hosted + other.hosted)
+
+    def with_timing(self, timing: Timing) -> EvalResult:
+        """This result with every variant's latency from ``timing`` (one interleaved phase of all of
+        them): the summary's ``latency_s``/``latency_1_s`` become its medians, with ``_low``/``_high``.
+
+        >>> result = prompts.merge(tuned).with_timing(time_variants(variants, test))  # doctest: +SKIP
+        """
+        missing = [v for v in self.scores if v not in timing.batched]
+        if missing:
+            raise ValueError(f"the timing has no {', '.join(map(repr, missing))}: time every variant of the "
+                             "result together, in one time_variants call")
+        summary = self.summary.drop(columns=[c for c in self.summary.columns if c.startswith(_TIMED)])
+        summary = summary.join(timing.summary())
+        return replace(self, summary=summary, timing=timing)
 
     def compare(self, a: str, b: str, metric: str | None = None) -> Comparison:
         """Paired bootstrap of the difference ``a - b`` on the same rows: of the mean score, or of
@@ -223,7 +243,8 @@ def _check_rows(dataset, turns: str = "all") -> list[dict]:
 
 def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None,
              batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
-             progress: bool = True, turns: str = "all", interactive_rows: int = 4) -> EvalResult:
+             progress: bool = True, turns: str = "all", timing_rounds: int = 3,
+             interactive_rows: int = 2) -> EvalResult:
     """Run every variant on the same rows; score each output with each metric.
 
     ``metrics``: names (``exact_match``, ``squad_exact_match``, ``token_f1``, ``rouge_l``, ``chrf``,
@@ -237,11 +258,13 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     given the true turns before it (``turns="last"``: only each conversation's last answer; see
     :func:`ftkit.data.chat_turns`), and the table holds those earlier turns as ``history``.
 
-    Latency is timed fairly across variants: each first answers a few rows untimed (a warm-up:
-    the first call of a model pays for allocations and kernel selection), then every variant runs
-    the same rows in the same batches. ``latency_s`` is per request when served ``batch_size`` at
-    a time (throughput); ``latency_1_s`` is per request one at a time (interactive), measured on
-    the first ``interactive_rows`` rows (0: not measured).
+    Latency is timed after scoring, in one phase of its own where the variants take turns batch by
+    batch, ``timing_rounds`` times over (:func:`ftkit.timing.time_variants`): a load that comes and
+    goes hits them all alike. ``latency_s`` is the median per request when served ``batch_size`` at
+    a time (throughput), ``latency_1_s`` one at a time (interactive, on ``interactive_rows`` rows;
+    0: not measured), each with a 95% interval; :attr:`EvalResult.timing` holds the samples and
+    the paired differences. ``timing_rounds=0`` leaves latency out, for a caller that times this
+    result's variants together with others' (``merge``, then ``with_timing``).
 
     A hosted :class:`~ftkit.endpoint.Endpoint` variant warms up on one row, and with prices adds
     ``usd_per_request`` to the summary (its token counts are the server's).
@@ -271,13 +294,9 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     hosted_names = tuple(v.name for v in variants if isinstance(v.model, Endpoint))
     for v in variants:
         asked = [v.template.messages(r) for r in rows]
-        answer = partial(generate, v.model, v.tokenizer, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
-                         stop_strings=list(v.stop_strings) or None)
         hosted = v.name in hosted_names
-        answer(asked[:ENDPOINT_WARMUP_ROWS if hosted else WARMUP_ROWS], batch_size=batch_size,
-               progress=False)  # untimed warm-up
-        outs = answer(asked, batch_size=batch_size, progress=progress)
-        alone = answer(asked[:interactive_rows], batch_size=1, progress=False) if interactive_rows > 0 else []
+        outs = generate(v.model, v.tokenizer, asked, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
+                        stop_strings=list(v.stop_strings) or None, batch_size=batch_size, progress=progress)
         texts = [o.text for o in outs]
         table[_column(v.name, "output")] = texts
         scores[v.name] = {}
@@ -300,18 +319,20 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             line["macro_f1"], line["macro_f1_low"], line["macro_f1_high"] = _macro_f1_ci(
                 parsed, references, list(labels), n_boot, seed)
             line["invalid_rate"] = parsed.count(M.INVALID) / len(parsed)
-        for key in ("latency_s", "prompt_tokens", "new_tokens"):
+        for key in ("prompt_tokens", "new_tokens"):
             values = [getattr(o, key) for o in outs]
             table[_column(v.name, key)] = values
             line[key] = float(np.mean(values))
-        if alone:  # one request at a time, as a user waits for it; the batched figure is throughput
-            line["latency_1_s"] = float(np.mean([o.latency_s for o in alone]))
         if hosted and v.model.priced:  # money beside the tokens
             line["usd_per_request"] = float(np.mean([v.model.cost_usd(o.prompt_tokens, o.new_tokens) for o in outs]))
         summary.append(line)
-    return EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
-                      n_boot=n_boot, seed=seed, corpus_metrics=corpus,
-                      hosted=hosted_names)
+    result = EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
+                        n_boot=n_boot, seed=seed, corpus_metrics=corpus, hosted=hosted_names)
+    if timing_rounds > 0:
+        result = result.with_timing(time_variants(variants, rows, batch_size=batch_size, rounds=timing_rounds,
+                                                  interactive_rows=interactive_rows, progress=progress,
+                                                  n_boot=n_boot, seed=seed))
+    return result
 
 
 def conversation_text(messages: list[dict]) -> str:

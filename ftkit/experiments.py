@@ -91,7 +91,7 @@ def learning_curve(model, tokenizer, train, test, *, sizes=(25, 50, 100, 200, No
         run = train_sft(model, tokenizer, shuffled[:n], template=template, runs_root=runs_root, bus=bus, stop=stop,
                         config=replace(settings, name=f"{settings.name}-{n}-rows"))
         result = evaluate([Variant(run.model, tokenizer, template, name=f"{n} rows", max_new_tokens=max_new_tokens)],
-                          test, metrics=metrics, labels=labels)
+                          test, metrics=metrics, labels=labels, timing_rounds=0)  # a curve of scores: no latency
         metric = result.metrics[0]
         summary = result.summary.iloc[0]
         run.record_evaluation(result, variant=f"{n} rows", metric=metric)
@@ -142,7 +142,8 @@ def from_scratch(model, tokenizer, train, test, *, template=None, minutes: float
     }
     variants = [Variant(run.model, tokenizer, template, name=name, max_new_tokens=max_new_tokens)
                 for name, run in runs.items()]
-    return Scratch(result=evaluate(variants, test, metrics=metrics, labels=labels), runs=runs)
+    # the same network, pretrained or not, costs the same per request: scores only
+    return Scratch(result=evaluate(variants, test, metrics=metrics, labels=labels, timing_rounds=0), runs=runs)
 
 
 @dataclass
@@ -203,7 +204,8 @@ def task_change(variants, new_rows, new_label: str, *, old_rows=None, trained=No
                                name=v.name, adapter=v.adapter, max_new_tokens=v.max_new_tokens,
                                stop_strings=v.stop_strings))
     rows = [{**r, "completion": new_label, "label": new_label} for r in new] + old
-    result = evaluate(changed, rows, labels=[*labels, new_label], batch_size=batch_size)
+    result = evaluate(changed, rows, labels=[*labels, new_label], batch_size=batch_size,
+                      timing_rounds=0)  # who routes to the new label; latency is the comparison's
     lines = []
     for v in changed:
         right = result.column(v.name, "label_accuracy").to_numpy()

@@ -6,6 +6,8 @@ import pytest
 
 from ftkit.advice import advise
 from ftkit.evaluate import EvalResult
+from ftkit.threads import Load
+from ftkit.timing import Timing
 
 
 class FakeRun:
@@ -20,15 +22,20 @@ class FakeRun:
 
 
 def result(prompt: list[float], tuned: list[float], *, prompt_tokens=(300, 100), latency=(0.9, 0.4),
-           invalid=None) -> EvalResult:
+           invalid=None, jitter=0.01, load=None) -> EvalResult:
+    """A hand-made evaluation; its timing: six paired samples per variant around ``latency``, each
+    off by up to ``jitter`` seconds (the same pattern for both, reversed for the tuned model)."""
     scores = {"8-shot": {"exact_match": np.array(prompt, float)}, "LoRA SFT": {"exact_match": np.array(tuned, float)}}
     summary = pd.DataFrame([
         {"variant": name, "exact_match": float(np.mean(s["exact_match"])), "prompt_tokens": tokens,
-         "latency_s": seconds, "new_tokens": 3.0, **({"invalid_rate": invalid[i]} if invalid else {})}
-        for i, ((name, s), tokens, seconds) in enumerate(zip(scores.items(), prompt_tokens, latency))
+         "new_tokens": 3.0, **({"invalid_rate": invalid[i]} if invalid else {})}
+        for i, ((name, s), tokens) in enumerate(zip(scores.items(), prompt_tokens))
     ]).set_index("variant")
     table = pd.DataFrame({"input": [f"q{i}" for i in range(len(prompt))], "reference": ["a"] * len(prompt)})
-    return EvalResult(table=table, summary=summary, scores=scores, n_boot=500, seed=0)
+    pattern = np.linspace(-jitter, jitter, 6)
+    timing = Timing(batched={"8-shot": list(latency[0] + pattern), "LoRA SFT": list(latency[1] + pattern[::-1])},
+                    rows=16, batch_size=16, rounds=6, n_boot=500, load=load)
+    return EvalResult(table=table, summary=summary, scores=scores, n_boot=500, seed=0).with_timing(timing)
 
 
 def test_a_tuned_model_that_is_better_beyond_noise_pays():
@@ -75,8 +82,38 @@ def test_a_slower_tuned_model_is_not_repaid_by_latency_and_control_is_shown():
                     {"LoRA SFT": FakeRun(300)})
     assert advice.break_even_requests is None and advice.seconds_saved == pytest.approx(-0.2)
     text = str(advice)
-    assert "not repaid by latency" in text and "control: invalid answers 8-shot 25%, LoRA SFT 0%" in text
+    assert "latency, LoRA SFT - 8-shot per request: batched +0.200 s (95% CI +0.1" in text
+    assert "): LoRA SFT is slower" in text
+    assert "not repaid by latency (the tuned model is slower per request here)" in text
+    assert "control: invalid answers 8-shot 25%, LoRA SFT 0%" in text
     assert "<b>Verdict: fine-tuning pays" in advice._repr_html_()
+
+
+def test_latency_is_claimed_only_when_its_interval_excludes_zero():
+    # The medians differ (0.40 vs 0.45 s) but the paired samples swing +-0.3 s: no claim either way.
+    noisy = advise(result([0] * 30 + [1] * 10, [1] * 40, latency=(0.4, 0.45), jitter=0.3), ["8-shot"],
+                   {"LoRA SFT": FakeRun(300)})
+    d = noisy.latency_difference
+    assert d.low < 0 < d.high and noisy.seconds_saved == 0 and noisy.break_even_requests is None
+    text = str(noisy)
+    assert "latency, LoRA SFT - 8-shot per request: batched +0.050 s (95% CI -0." in text
+    assert "): no difference the timing can see" in text
+    assert "not repaid by latency (no latency difference the timing can see)" in text
+    assert "slower" not in text and "faster" not in text
+    # Nothing timed together (e.g. a merge without with_timing): nothing claimed.
+    merged = result([0] * 30 + [1] * 10, [1] * 40)
+    merged.timing = None
+    untimed = advise(merged, ["8-shot"], {"LoRA SFT": FakeRun(300)})
+    assert untimed.latency_difference is None and untimed.break_even_requests is None
+    assert "latency not timed together, so no repayment is claimed" in str(untimed)
+
+
+def test_load_seen_while_timing_is_said():
+    busy = Load(others_busy=1.0, own_busy=1.0, cores=2, seconds=40.0, loadavg_start=(1.2, 1, 1),
+                loadavg_end=(2.1, 1, 1))
+    text = str(advise(result([0] * 30 + [1] * 10, [1] * 40, load=busy), ["8-shot"], {"LoRA SFT": FakeRun(300)}))
+    assert "timing: timed beside other work: other processes kept 1.0 of 2 cores busy" in text
+    assert "load average 1.20 -> 2.10" in text
 
 
 def test_a_dpo_runs_training_time_includes_the_sft_run_it_continued(tmp_path):

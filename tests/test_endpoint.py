@@ -187,7 +187,8 @@ def test_endpoint_in_evaluate_has_tokens_latency_and_money(key):
     assert line["exact_match"] == 1.0 and line["prompt_tokens"] == 2 and line["new_tokens"] == 3
     assert line["usd_per_request"] == pytest.approx((2 * 2.0 + 3 * 10.0) / 1e6)
     assert line["latency_s"] > 0 and line["latency_1_s"] > 0
-    assert len(fake.requests) == 1 + 5 + 2  # one warm-up row, every row, two one at a time
+    # every row scored; then timed: one warm-up row, and in each of 3 rounds the 5 rows together and two alone
+    assert len(fake.requests) == 5 + 1 + 3 * (5 + 2)
 
 
 def test_endpoint_settings_are_checked_and_repr_never_shows_the_key(key):

@@ -31,8 +31,8 @@ def test_every_variant_runs_on_the_same_rows_and_is_summarized(tiny):
     t = result.table
     assert len(t) == 5 and list(t["id"]) == [0, 1, 2, 3, 9] and list(t["reference"])[-1] == "billing"
     for name in ("zero-shot", "sys"):
-        for col in ("output", "exact_match", "first_word_is_where", "label_accuracy", "latency_s",
-                    "prompt_tokens", "new_tokens"):
+        for col in ("output", "exact_match", "first_word_is_where", "label_accuracy", "prompt_tokens",
+                    "new_tokens"):
             assert f"{name}: {col}" in t.columns
     assert calls == [0, 1, 2, 3, 9] * 2
     s = result.summary
@@ -151,43 +151,55 @@ def test_bleu_and_chrf_are_summarized_and_compared_at_corpus_level(tiny):
 
 def test_a_variants_stop_strings_reach_generation(tiny, monkeypatch):
     import ftkit.evaluate as module
+    import ftkit.timing as timing
 
     model, tok = tiny
     seen = []
     real = module.generate
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("stop_strings"))
+        seen.append((kwargs["max_new_tokens"], kwargs.get("stop_strings")))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, "generate", spy)
+    monkeypatch.setattr(timing, "generate", spy)
     evaluate([Variant(model, tok, zero_shot(), name="a", max_new_tokens=4, stop_strings=("\n\n",)),
-              Variant(model, tok, zero_shot(), name="b", max_new_tokens=4)], ROWS[:2], progress=False)
-    # Each variant: an untimed warm-up, the timed batched pass, the one-at-a-time pass.
-    assert seen == [["\n\n"]] * 3 + [None] * 3  # the cut itself is tested on the real model (test_integration.py)
+              Variant(model, tok, zero_shot(), name="b", max_new_tokens=5)], ROWS[:2], progress=False)
+    # Scored and timed alike: every call of "a" cuts at its stop string, no call of "b" does.
+    assert all(s == ["\n\n"] for n, s in seen if n == 4) and all(s is None for n, s in seen if n == 5)
+    assert sum(n == 4 for n, _ in seen) == sum(n == 5 for n, _ in seen) > 2  # the cut itself: test_integration.py
 
 
-def test_each_variant_is_warmed_up_untimed_then_timed_batched_and_one_at_a_time(tiny, monkeypatch):
+def test_scoring_answers_every_row_once_then_the_timing_phase_times_all(tiny, monkeypatch):
     import ftkit.evaluate as module
+    import ftkit.timing as timing
 
     model, tok = tiny
     calls = []
     real = module.generate
 
-    def spy(model, tok, conversations, **kwargs):
-        calls.append((len(conversations), kwargs["batch_size"], kwargs["progress"]))
-        return real(model, tok, conversations, **kwargs)
+    def spy(where):
+        def call(model, tok, conversations, **kwargs):
+            calls.append((where, len(conversations), kwargs["batch_size"], kwargs["progress"]))
+            return real(model, tok, conversations, **kwargs)
+        return call
 
-    monkeypatch.setattr(module, "generate", spy)
+    monkeypatch.setattr(module, "generate", spy("score"))
+    monkeypatch.setattr(timing, "generate", spy("time"))
     rows = ROWS * 3
     result = evaluate([Variant(model, tok, zero_shot(), name="a", max_new_tokens=3)], rows, batch_size=5,
-                      interactive_rows=2)
-    # warm-up on the first rows, unseen; all rows in batches (its bar shown); then two rows alone
-    assert calls == [(module.WARMUP_ROWS, 5, False), (len(rows), 5, True), (2, 1, False)]
+                      timing_rounds=2, interactive_rows=2)
+    # every row once in batches (its bar shown); then the timing phase: a warm-up, and per round one
+    # batch and two rows alone, without bars of their own
+    assert calls == [("score", len(rows), 5, True), ("time", timing.WARMUP_ROWS, 5, False),
+                     *[("time", 5, 5, False), ("time", 1, 1, False), ("time", 1, 1, False)] * 2]
     line = result.summary.loc["a"]
-    assert line["latency_s"] > 0 and line["latency_1_s"] > 0
+    assert line["latency_s"] > 0 and line["latency_1_s"] > 0 and result.timing.rounds == 2
     assert "latency_1_s" not in evaluate([Variant(model, tok, zero_shot(), name="a", max_new_tokens=3)], rows,
                                          interactive_rows=0, progress=False).summary.columns
+    untimed = evaluate([Variant(model, tok, zero_shot(), name="a", max_new_tokens=3)], rows, timing_rounds=0,
+                       progress=False)
+    assert untimed.timing is None and "latency_s" not in untimed.summary.columns
 
 
 def test_a_conversation_is_scored_turn_by_turn(tiny):
