@@ -166,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ftkit.models import load_model
     from ftkit.pipeline import RunRefused, model_context, plan, prepare_data, preflight, train_stages
-    from ftkit.runs import is_main_process
+    from ftkit.runs import is_main_process, outcome
 
     config = _smoke(_with_out(load_config(args.config), args.out), args)
     _resumable(config, args.resume)  # fail here, before a model loads
@@ -177,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # the main process writes the record (ftkit.runs).
     root = Path(config.output.runs_root)
     model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
-                                  verbose=False)
+                                  verbose=False, threads=config.model.threads)
     prepared = prepare_data(config, tokenizer, say)
     p = plan(config, prepared)
     # As ftkit run: refuse before training (the checks of prompts it never evaluates aside).
@@ -186,13 +186,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise RunRefused(problems)
     runs = train_stages(config, model, tokenizer, prepared, p, root, say, resume=_resumable(config, args.resume))
     for run in runs:
-        say(f"{run.id}: {run.status.get('status')} at step {run.status.get('step')} ({run.path})")
+        say(f"{run.id}: {outcome(run.status)} ({run.path})")
     return 0 if all(r.status.get("status") == "completed" for r in runs) else 1
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from ftkit.report import run_cost
-    from ftkit.runs import list_runs, runs_dir
+    from ftkit.runs import TIME_BUDGET, list_runs, runs_dir
 
     runs = list_runs(args.root)
     if not runs:
@@ -205,7 +205,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         headline = f"{record['metric']} {record['value']:.3f} ({record['variant']})" if record else ""
         wall = f"{cost['wall_s']:.0f} s" if cost["wall_s"] is not None else ""
         steps = "" if cost["steps"] is None else str(cost["steps"])
-        lines.append((run.id, cost["kind"], cost["status"], steps, wall, headline))
+        # A run its time budget ended is "completed" with fewer steps than planned: say so.
+        status = "time budget" if run.status.get("ended_by") == TIME_BUDGET else cost["status"]
+        planned = run.status.get("max_steps")
+        if run.status.get("ended_by") and steps and isinstance(planned, int) and planned > 0:
+            steps = f"{steps} of {planned}"
+        lines.append((run.id, cost["kind"], status, steps, wall, headline))
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])

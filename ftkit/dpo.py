@@ -160,11 +160,12 @@ def _check_reference(trainer, run: Run) -> None:
             "Pass the base model and from_run=sft_run, and let train_dpo set up the reference")
 
 
-def _trl_config(settings: DPOSettings, run: Run, device_choice):
+def _trl_config(settings: DPOSettings, run: Run, device_choice, progress: bool = True):
     from trl import DPOConfig
 
     # settings.trl (in _dpo_arguments) goes over everything, as for SFT.
-    return DPOConfig(**{**trl_arguments(settings, run, device_choice, DPOConfig), **_dpo_arguments(settings)})
+    return DPOConfig(**{**trl_arguments(settings, run, device_choice, DPOConfig, progress=progress),
+                        **_dpo_arguments(settings)})
 
 
 def _dpo_arguments(settings: DPOSettings) -> dict:
@@ -177,14 +178,19 @@ def _dpo_arguments(settings: DPOSettings) -> dict:
 
 def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None,
               config: DPOSettings | None = None, from_run: Run | None = None, bus: EventBus | None = None,
-              stop: StopFlag | None = None, resume: Run | None = None, runs_root=None) -> Run:
+              stop: StopFlag | None = None, resume: Run | None = None, runs_root=None,
+              progress: bool = True) -> Run:
     """Train on preference ``pairs``; return the recorded :class:`Run`.
 
     ``from_run``: an SFT run whose adapter DPO continues (``model`` is then its base model, the
     one ``train_sft`` was given, which it left unchanged). ``template`` must be the one the SFT
-    run used, so prompts look the same. ``bus``, ``stop`` and ``resume`` work as in
-    :func:`ftkit.sft.train_sft`; ``model`` is left unchanged here too. Raises ``ValueError`` when
-    the pre-flight check finds a problem.
+    run used, so prompts look the same. ``bus``, ``stop``, ``resume`` and ``progress`` work as in
+    :func:`ftkit.sft.train_sft` (``progress=False`` hides the reference pass's bar too; with
+    ``True`` it shows while it runs, then leaves the training bar alone), and so does a
+    ``config.max_minutes`` budget (``ended_by: "time budget"``); ``model`` is left unchanged here
+    too. Raises ``ValueError`` when the pre-flight check finds a problem.
+
+    >>> dpo_run = train_dpo(model, tokenizer, pairs, from_run=sft_run, progress=False)  # doctest: +SKIP
     """
     from trl import DPOTrainer
 
@@ -207,10 +213,10 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
             "from_run": from_run.id if from_run is not None else None,
             "data_fingerprint": fingerprint(pairs), "train_rows": len(trl_pairs), "device": str(info.device),
         }, root=runs_root)
-        trainer = trainer_class(model=trainee, ref_model=None, args=_trl_config(config, run, info.device),
-                             train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
-                             callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60,
-                                                      run=run)])
+        trainer = trainer_class(model=trainee, ref_model=None, args=_trl_config(config, run, info.device, progress),
+                                train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
+                                callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60,
+                                                         run=run)])
         return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
-                                preflight=str(check),
+                                preflight=str(check), progress=progress,
                                 before=None if resume is not None else lambda: _check_reference(trainer, run))

@@ -320,8 +320,9 @@ def _trainer_class():
             was_training = self.model.training
             self.model.eval()
             try:
+                # leave=False: once done, the stage's one bar on screen is the training bar.
                 for start in tqdm(range(0, len(rows), size), desc="Reference log-probabilities",
-                                  disable=self.args.disable_tqdm):
+                                  disable=self.args.disable_tqdm, leave=False):
                     part = rows[start:start + size]
                     batch = self._prepare_inputs(self.data_collator(
                         [{k: part[k][i] for k in keys} for i in range(len(part[keys[0]]))]))

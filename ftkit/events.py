@@ -1,4 +1,4 @@
-"""A tiny event bus, and the one TrainerCallback that feeds it.
+"""A tiny event bus, the one TrainerCallback that feeds it, and the trainer's bar without its printed logs.
 
 Events are named after trainer hooks and carry plain dicts:
 
@@ -8,7 +8,12 @@ Events are named after trainer hooks and carry plain dicts:
                number the trainer logged (DPO's rewards, margins and accuracies)
 ``eval``       step and the evaluation metrics
 ``checkpoint`` step and the checkpoint folder
-``end``        step and the final status (completed, stopped)
+``end``        step, ``max_steps`` (the planned steps), the final status (completed, stopped),
+               ``ended_by`` (why it ended before its planned last step: ``"time budget"``,
+               ``"stop requested"``, ``"interrupted"``; None when it ran its course or stopped
+               early by the trainer's own rule, such as early stopping), and the trainer's
+               closing ``train_loss`` and ``train_runtime`` (None when it never got there).
+               A time budget ends the run with status completed: see ``ended_by``
 ``error``      the error message and, for out-of-memory errors, what to reduce
 ``curve``      a learning curve's point: training rows, run id, score with its interval, minutes
                (:func:`ftkit.experiments.learning_curve`, after each size)
@@ -33,11 +38,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 
-from ftkit.runs import Run, is_main_process
+from ftkit.runs import TIME_BUDGET, Run, is_main_process
 
-__all__ = ["EVENTS", "EventBus", "EventCallback", "StopFlag"]
+__all__ = ["EVENTS", "EventBus", "EventCallback", "LossBar", "StopFlag"]
 
 EVENTS = ("start", "log", "eval", "checkpoint", "end", "error", "curve")
 
@@ -92,7 +97,13 @@ class StopFlag:
 
 class EventCallback(TrainerCallback):
     """Translates the trainer's hooks into bus events and honours the stop flag, and, given the
-    ``run``, a stop asked from another process (:meth:`ftkit.runs.Run.request_stop`)."""
+    ``run``, a stop asked from another process (:meth:`ftkit.runs.Run.request_stop`).
+
+    After training, ``ended_by`` is ``"time budget"`` when ``max_seconds`` ended the run before
+    its planned last step (None otherwise), and ``summary`` holds the trainer's closing
+    ``train_loss`` and ``train_runtime``: :func:`ftkit.training.train_and_record` puts both in
+    the ``end`` event.
+    """
 
     def __init__(self, bus: EventBus, stop: StopFlag, run_id: str = "", max_seconds: float = 0,
                  run: Run | None = None):
@@ -100,10 +111,13 @@ class EventCallback(TrainerCallback):
         self.run_id = run_id or (run.id if run is not None else "")
         self._t0 = self._tokens0 = self._last = None
         self._start_step, self._slowest = 0, 0.0
+        self.ended_by: str | None = None
+        self.summary: dict = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0 = self._last = time.perf_counter()
         self._start_step, self._tokens0 = state.global_step, state.num_input_tokens_seen
+        self.ended_by, self.summary = None, {}
         self.bus.emit("start", {"run_id": self.run_id, "step": state.global_step, "max_steps": state.max_steps})
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -120,14 +134,20 @@ class EventCallback(TrainerCallback):
         if over_time:
             control.should_training_stop = True
             control.should_save = True
+            # The budget ended it only if steps were left (and no stop asked, which names itself).
+            if not stop and state.global_step < state.max_steps:
+                self.ended_by = TIME_BUDGET
         if stop:
             control.should_training_stop = True
             control.should_save = True  # keep what the run has learned so far
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
-        if any(k.startswith("eval_") for k in logs) or "train_loss" in logs:
-            return  # evaluation logs go out as "eval"; the closing summary (train_loss) as "end"
+        if "train_loss" in logs:  # the closing summary: it goes out with "end"
+            self.summary = {key: logs.get(key) for key in ("train_loss", "train_runtime")}
+            return
+        if any(k.startswith("eval_") for k in logs):
+            return  # evaluation logs go out as "eval"
         elapsed = time.perf_counter() - self._t0
         done = state.global_step - self._start_step
         payload = {"step": state.global_step, "epoch": state.epoch, **logs}
@@ -144,6 +164,34 @@ class EventCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = f"{args.output_dir}/checkpoint-{state.global_step}"
         self.bus.emit("checkpoint", {"step": state.global_step, "path": folder})
+
+
+class LossBar(ProgressCallback):
+    """transformers' training bar with the last loss in its postfix, and nothing printed under it.
+
+    transformers' own ``ProgressCallback.on_log`` writes every log dict under the bar
+    (``training_bar.write(str(logs))``: ``{'loss': '0.3362', 'grad_norm': ...}`` at every logged
+    step, and the closing ``train_runtime ... train_loss`` one); those numbers already go to the
+    run's events (``log``, ``end``). :func:`ftkit.training.train_and_record` puts this bar in its
+    place. It keeps the rest of ``ProgressCallback``: one tqdm.auto bar of ``max_steps``
+    (a widget in a notebook), the evaluation's bar while it runs.
+    """
+
+    def __init__(self, max_str_len: int = 100):
+        super().__init__(max_str_len)
+        self._postfix: dict[str, str] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._postfix = {}
+        super().on_train_begin(args, state, control, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None:
+            return
+        shown = {name: (logs or {}).get(key) for name, key in (("loss", "loss"), ("eval loss", "eval_loss"))}
+        self._postfix.update({name: f"{v:.4g}" for name, v in shown.items() if isinstance(v, (int, float))})
+        if self._postfix:
+            self.training_bar.set_postfix(self._postfix)
 
 
 def _agree(args, *decisions: bool) -> list[bool]:

@@ -5,7 +5,9 @@ Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
     runs/20261125-134501-support-sft/
         config.json     hyperparameters, seed, library versions, data fingerprint, base model
         status.json     running (with the process and a heartbeat) | completed | stopped | failed,
-                        with the error message if any; a dead running one reads as interrupted
+                        with the error message if any; a dead running one reads as interrupted.
+                        A finished run adds step, max_steps and ended_by (see ENDED_BY);
+                        outcome(run.status) says it in words
         events.jsonl    every event of the run, one JSON object a line, appended as it happens
         eval.json       the evaluation of the trained model, when one was recorded
         stop-request.json   a stop asked from another process (JupyterLab, a terminal), see
@@ -37,10 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ExportError", "Run", "fingerprint", "is_main_process", "list_runs", "load_run", "new_run", "runs_dir", "sanitize_name",
-           "write_json"]
+__all__ = ["ENDED_BY", "ExportError", "Run", "fingerprint", "is_main_process", "list_runs", "load_run", "new_run",
+           "outcome", "runs_dir", "sanitize_name", "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
+# Why a run ended before its planned last step: status.json's and the end event's "ended_by"
+# (None: it ran its course, or the trainer's own rule ended it, as early stopping does).
+# A time budget ends a run "completed" (what it learned in the time it had is the result, and
+# a pipeline goes on to DPO after it); a stop asked, or a KeyboardInterrupt, ends it "stopped".
+TIME_BUDGET, STOP_REQUESTED, KEYBOARD_INTERRUPT = "time budget", "stop requested", "interrupted"
+ENDED_BY = (TIME_BUDGET, STOP_REQUESTED, KEYBOARD_INTERRUPT)
 STOP_REQUEST = "stop-request.json"  # the file Run.request_stop writes in the run folder
 EXPORT_CHECK = "export-check.json"  # the file Run.record_export_check writes in the run folder
 # A run whose status says running but whose process is gone reads as this (never written).
@@ -491,6 +499,39 @@ def _alive(status: dict) -> bool:
     except PermissionError:  # someone else's process with that number
         return True
     return True
+
+
+def outcome(status: dict) -> str:
+    """How a run ended, in words, from its status (:attr:`Run.status`) or its ``end`` event: the
+    status, why it ended early (``ended_by``) and at which step of the planned ones.
+
+    >>> outcome({"status": "completed", "step": 40, "max_steps": 40})
+    'completed at step 40'
+    >>> outcome({"status": "completed", "step": 20, "max_steps": 40, "ended_by": "time budget"})
+    'stopped by the time budget at step 20 of 40'
+    >>> outcome({"status": "stopped", "step": 12, "max_steps": 40, "ended_by": "stop requested",
+    ...          "stop_request": {"by": "alice"}})
+    'stopped on request (by alice) at step 12 of 40'
+    """
+    state, step, planned = status.get("status", "unknown"), status.get("step"), status.get("max_steps")
+    if step is None:
+        return state
+    # "of N" only where the run did not reach its planned end (early stopping too); a planned
+    # count of 0 or -1 is none.
+    of = f" of {planned}" if isinstance(planned, int) and planned > 0 and step != planned else ""
+    ended_by = status.get("ended_by")
+    if ended_by == TIME_BUDGET:
+        what = "stopped by the time budget"
+    elif ended_by == STOP_REQUESTED:
+        by = (status.get("stop_request") or {}).get("by")
+        what = "stopped on request" + (f" (by {by})" if by else "")
+    elif ended_by == KEYBOARD_INTERRUPT:
+        what = "stopped by a keyboard interrupt"
+    elif state == INTERRUPTED:
+        what = "interrupted (its process ended before the run did)"
+    else:
+        what = state
+    return f"{what} at step {step}{of}"
 
 
 def new_run(name: str, config: dict, root=None) -> Run:

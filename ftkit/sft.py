@@ -269,7 +269,8 @@ def _forward_after_prefix(model, inputs: dict, keep, shared: int):
         return None
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     head = model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True, logits_to_keep=1)
-    cache = getattr(head, "past_key_values", None)
+    # transformers 5 names it `cache` (reading the old name logs a deprecation warning on the console)
+    cache = head.cache if hasattr(type(head), "cache") or "cache" in head else getattr(head, "past_key_values", None)
     if not hasattr(cache, "batch_repeat_interleave"):
         return None
     cache.batch_repeat_interleave(ids.shape[0])
@@ -295,13 +296,12 @@ def _trainer_class():
     return CompletionSFTTrainer
 
 
-def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool):
+def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool, progress: bool = True):
     from trl import SFTConfig
 
     # One pass per step on a CPU too: rows that share a prompt start compute it once per pass (see
     # _shared_prefix), so a pass of 8 banking77 rows took 1.6 s where two passes of 4 took 2.7 s.
-    kw = trl_arguments(settings, run, device_choice, SFTConfig, cpu_micro_batch=0)
-    kw["disable_tqdm"] = False
+    kw = trl_arguments(settings, run, device_choice, SFTConfig, cpu_micro_batch=0, progress=progress)
     if has_eval:
         kw.update(eval_strategy="steps", eval_steps=settings.eval_steps)
         if settings.early_stopping_patience:
@@ -313,14 +313,28 @@ def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool):
 
 def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | None = None,
               config: SFTSettings | None = None, bus: EventBus | None = None, stop: StopFlag | None = None,
-              resume: Run | None = None, runs_root=None) -> Run:
+              resume: Run | None = None, runs_root=None, progress: bool = True) -> Run:
     """Fine-tune on ``train`` (canonical rows); return the recorded :class:`Run`.
 
     ``model`` itself is left unchanged: the run trains LoRA on a copy that shares its weights and
     keeps the result as ``run.model`` (see :mod:`ftkit.training`). ``template`` renders each
-    prompt (default: the prompt as it is). ``bus`` receives the live events; ``stop.set()`` ends the run after the current step with the adapter saved. With
-    ``resume`` (a stopped run), training continues from its last checkpoint: same step count,
-    same optimizer state. Raises ``ValueError`` when the pre-flight check finds a problem.
+    prompt (default: the prompt as it is). ``bus`` receives the live events; ``stop.set()`` ends
+    the run after the current step with the adapter saved. With ``resume`` (a stopped run),
+    training continues from its last checkpoint: same step count, same optimizer state. Raises
+    ``ValueError`` when the pre-flight check finds a problem.
+
+    ``progress=True`` shows one bar of the run's steps with the last loss in its postfix;
+    ``False`` shows nothing, for a caller that prints its own line per logged step (``ftkit run``)
+    or draws its own bar (the TrainPanel). Either way the trainer's raw log dicts are not printed:
+    every number is in the ``log`` and ``end`` events and in ``run.events()``.
+
+    A ``config.max_minutes`` budget ends the run before the step that would overrun it, with
+    status ``completed`` and ``ended_by: "time budget"`` in ``run.status`` and the ``end`` event
+    (``ftkit.runs.outcome(run.status)``: "stopped by the time budget at step 20 of 40").
+
+    >>> run = train_sft(model, tokenizer, rows, config=SFTSettings(max_steps=40), progress=False)  # doctest: +SKIP
+    >>> run.status["status"], run.status["ended_by"]                                # doctest: +SKIP
+    ('completed', None)
     """
     from transformers import EarlyStoppingCallback
 
@@ -345,8 +359,8 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
         callbacks = [EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60, run=run)]
         if config.early_stopping_patience and trl_eval is not None:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-        trainer = _trainer_class()(model=trainee, args=_trl_config(config, run, info.device, trl_eval is not None),
-                                   train_dataset=trl_train, eval_dataset=trl_eval, processing_class=tokenizer,
-                                   peft_config=peft_config, callbacks=callbacks)
+        args = _trl_config(config, run, info.device, trl_eval is not None, progress)
+        trainer = _trainer_class()(model=trainee, args=args, train_dataset=trl_train, eval_dataset=trl_eval,
+                                   processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
         return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
-                                preflight=str(check))
+                                preflight=str(check), progress=progress)

@@ -21,12 +21,12 @@ import html
 import os
 from dataclasses import dataclass, field
 
-from ftkit.runs import Run, is_main_process
+from ftkit.runs import KEYBOARD_INTERRUPT, STOP_REQUESTED, Run, is_main_process
 
 __all__ = [
     "LoraSettings", "Preflight", "TrainingSettings", "completion_positions", "default", "device_defaults",
     "micro_batches",
-    "settings_fields", "trainable_model", "train_and_record", "trl_arguments",
+    "settings_fields", "show_progress", "trainable_model", "train_and_record", "trl_arguments",
 ]
 
 MICRO_BATCH_HELP = ("Examples (DPO: pairs) per forward pass; each step accumulates batch_size of them. "
@@ -247,11 +247,13 @@ def completion_positions(trained):
 
 # --- the trainer ---------------------------------------------------------------------------------
 
-def trl_arguments(settings: TrainingSettings, run: Run, device_choice, config_cls, cpu_micro_batch: int = 4) -> dict:
+def trl_arguments(settings: TrainingSettings, run: Run, device_choice, config_cls, cpu_micro_batch: int = 4,
+                  progress: bool = True) -> dict:
     """The keyword arguments of TRL's ``SFTConfig``/``DPOConfig`` that every method sets the same
     way, from ftkit's settings and the model's device (a method adds its own, then
     ``settings.trl``). ``cpu_micro_batch``: the method's micro-batch on a CPU when the settings
-    leave it at 0 (0: the whole batch), see :func:`micro_batches`."""
+    leave it at 0 (0: the whole batch), see :func:`micro_batches`. ``progress``: the trainer's
+    bars (training, evaluation, DPO's reference pass) on or off, see :func:`train_and_record`."""
     micro, accumulate = micro_batches(settings.batch_size, settings.micro_batch_size, device_choice.device,
                                       cpu_micro_batch)
     kw = dict(
@@ -263,6 +265,10 @@ def trl_arguments(settings: TrainingSettings, run: Run, device_choice, config_cl
         logging_steps=settings.logging_steps, save_steps=settings.save_steps, save_strategy="steps",
         seed=settings.seed, report_to=[], lr_scheduler_type="constant", include_num_input_tokens_seen=True,
         use_cpu=device_choice.device == "cpu", **device_choice.trainer_precision(),
+        # Said either way: left unset (None), transformers turns the bars off whenever its logger
+        # is quieter than WARNING (transformers.logging.set_verbosity_error(), a common notebook
+        # line), and swaps in PrinterCallback, which prints every log dict.
+        disable_tqdm=not progress,
     )
     # Activation (gradient) checkpointing trades a third more compute for memory that a small
     # model on CPU does not need; TRL turns it on by default. The field was renamed in transformers 5.
@@ -279,8 +285,45 @@ def _oom_hint(err: BaseException) -> str | None:
     return None
 
 
+def show_progress(trainer, progress: bool = True) -> None:
+    """What the trainer puts on the screen while it trains: with ``progress``, one bar of its
+    steps with the last loss in its postfix (:class:`ftkit.events.LossBar`); without, nothing.
+    A ``disable_tqdm=True`` in the trainer's arguments (``settings.trl``) turns the bar off too.
+
+    Either way the trainer's log dicts are not printed: transformers' ``ProgressCallback.on_log``
+    writes each one under its bar (``PrinterCallback`` prints them when the bar is off, and a
+    notebook's ``NotebookProgressCallback`` adds a table row), a second copy of what the run's
+    ``log`` and ``end`` events carry, which a caller's own line per step (``ftkit run``) would
+    have to compete with.
+
+    >>> show_progress(trainer, progress=False)   # doctest: +SKIP
+    """
+    import sys
+
+    from transformers import PrinterCallback, ProgressCallback
+
+    from ftkit.events import LossBar
+
+    printing = [ProgressCallback, PrinterCallback]  # LossBar too: it is a ProgressCallback
+    notebook = sys.modules.get("transformers.utils.notebook")  # loaded only where a notebook runs this
+    if notebook is not None:
+        printing.append(notebook.NotebookProgressCallback)
+    for cls in printing:
+        while trainer.pop_callback(cls) is not None:
+            pass
+    if progress and not trainer.args.disable_tqdm:
+        trainer.add_callback(LossBar())
+
+
+def _event_callback(trainer):
+    """The trainer's :class:`ftkit.events.EventCallback` (None: the trainer has none)."""
+    from ftkit.events import EventCallback
+
+    return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EventCallback)), None)
+
+
 def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool = False,
-                     preflight: str | None = None, before=None) -> Run:
+                     preflight: str | None = None, before=None, progress: bool = True) -> Run:
     """Run a TRL trainer inside ``run``: record its events and final status, save its adapter.
 
     A stop from the flag, or asked from another process (``run.request_stop()``), ends after the
@@ -289,9 +332,20 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
     periodic checkpoint. Any other exception marks the run failed with the message (and what to
     reduce, for out-of-memory) and is raised again.
     ``before()``, when given, runs first inside the same record: a check that may fail the run.
+    ``progress``: the trainer's bar, or nothing on the screen (see :func:`show_progress`).
+
+    The ``end`` event and the final status carry ``step``, ``max_steps`` (planned) and
+    ``ended_by``: ``"time budget"`` (status completed), ``"stop requested"`` or ``"interrupted"``
+    (status stopped), None when the run ended by itself; :func:`ftkit.runs.outcome` says it in words.
     """
     from ftkit.events import EVENTS
 
+    show_progress(trainer, progress)
+    if getattr(trainer.args, "use_cpu", False):  # a neighbour that starts or ends mid-run changes the free cores
+        from ftkit import threads
+
+        trainer.add_callback(threads.training_callback())
+    feed = _event_callback(trainer)  # the EventCallback: it knows whether the time budget ended the run
     run.set_status("running")  # this process, for `interrupted` if it dies
     checkpoint = None
     if resumed:
@@ -311,8 +365,9 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
             before()
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         status = "stopped" if stop else "completed"
+        ended_by = STOP_REQUESTED if stop else (feed.ended_by if feed is not None else None)
     except KeyboardInterrupt:
-        status = "stopped"
+        status, ended_by = "stopped", KEYBOARD_INTERRUPT
     except Exception as err:
         hint = _oom_hint(err)
         message = f"{type(err).__name__}: {err}"
@@ -330,14 +385,17 @@ def train_and_record(run: Run, trainer, tokenizer, bus, stop, *, resumed: bool =
     trainer.save_model(str(run.adapter_dir))  # every process calls it: FSDP gathers the shards
     if is_main_process():
         tokenizer.save_pretrained(run.adapter_dir)
-    step = trainer.state.global_step
-    run.record("end", {"step": step, "status": status})
-    bus.emit("end", {"step": step, "status": status})
+    step, planned = trainer.state.global_step, trainer.state.max_steps
+    # The trainer's closing summary, which its bar no longer prints (None where it never got there).
+    summary = {"train_loss": None, "train_runtime": None, **(feed.summary if feed is not None else {})}
+    end = {"step": step, "max_steps": planned, "status": status, "ended_by": ended_by, **summary}
+    run.record("end", end)
+    bus.emit("end", dict(end))  # a copy: a subscriber may change its payload
     best = trainer.state.best_model_checkpoint  # set by early stopping (load_best_model_at_end)
     extra = {"best_checkpoint": best, "best_metric": trainer.state.best_metric} if best else {}
     if status == "stopped" and run.stop_requested:  # who asked, for the panels to say
         extra["stop_request"] = run.stop_request
-    run.set_status(status, step=step, max_steps=trainer.state.max_steps, **extra)
+    run.set_status(status, step=step, max_steps=planned, ended_by=ended_by, **extra)
     trainer.accelerator.wait_for_everyone()  # every process then reads the final status
     # Without the autocast wrapper mixed precision put on its forward: run.model answers as a
     # loaded run would.

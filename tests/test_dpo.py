@@ -349,3 +349,13 @@ def test_a_stopped_lean_run_resumes_to_the_weights_of_a_run_never_stopped(tiny, 
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_time_budget_ends_dpo_completed_and_known_as_such(tiny, tmp_path):
+    model, tok = tiny
+    # 0.6 ms: over after the first step (the reference pass before it does not count); 20 planned.
+    run = train_dpo(model, tok, PAIRS, runs_root=tmp_path, progress=False,
+                    config=DPOSettings(max_steps=20, batch_size=4, logging_steps=1, save_steps=100, max_minutes=1e-5))
+    status, [end] = run.status, run.events("end")
+    assert status["status"] == "completed" and status["ended_by"] == end["ended_by"] == "time budget"
+    assert 0 < status["step"] == end["step"] < end["max_steps"] == status["max_steps"] == 20

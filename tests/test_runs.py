@@ -92,3 +92,33 @@ def test_a_resumed_record_keeps_each_step_once_and_skips_half_written_checkpoint
     logs = run.events("log")
     assert [e["step"] for e in logs] == list(range(1, 10))
     assert [e["loss"] for e in logs[5:]] == [0.5] * 4  # steps 6 and 7 as the resumed stretch logged them
+
+
+def test_outcome_says_why_and_where_a_run_ended():
+    from ftkit.runs import ENDED_BY, outcome
+
+    assert ENDED_BY == ("time budget", "stop requested", "interrupted")
+    budget = {"status": "completed", "step": 20, "max_steps": 40, "ended_by": "time budget"}
+    assert outcome(budget) == "stopped by the time budget at step 20 of 40"
+    assert outcome({"status": "completed", "step": 40, "max_steps": 40, "ended_by": None}) == "completed at step 40"
+    # Early stopping: the trainer's own rule, not ftkit's, ended it before its planned steps.
+    assert outcome({"status": "completed", "step": 12, "max_steps": 40}) == "completed at step 12 of 40"
+    assert outcome({"status": "stopped", "step": 3, "max_steps": 6, "ended_by": "stop requested",
+                    "stop_request": {"by": "alice from JupyterLab"}}) == \
+        "stopped on request (by alice from JupyterLab) at step 3 of 6"
+    assert outcome({"status": "stopped", "step": 3, "max_steps": 6, "ended_by": "interrupted"}) == \
+        "stopped by a keyboard interrupt at step 3 of 6"
+    assert outcome({"status": "stopped", "step": 3, "max_steps": 6}) == "stopped at step 3 of 6"  # an older record
+    assert outcome({"status": "failed", "step": 2, "error": "x"}) == "failed at step 2"
+    assert outcome({"status": "interrupted", "step": 5}) == \
+        "interrupted (its process ended before the run did) at step 5"
+    assert outcome({"status": "running"}) == "running" and outcome({}) == "unknown"
+
+
+def test_a_finished_status_keeps_why_it_ended_and_reads_back_in_words(tmp_path):
+    from ftkit.runs import outcome
+
+    run = new_run("r", {}, root=tmp_path)
+    run.set_status("completed", step=20, max_steps=40, ended_by="time budget")
+    assert load_run(run.id, tmp_path).status["ended_by"] == "time budget"
+    assert outcome(run.status) == "stopped by the time budget at step 20 of 40"

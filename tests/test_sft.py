@@ -6,7 +6,7 @@ import torch
 from ftkit.events import EventBus, StopFlag
 from ftkit.models import load_model
 from ftkit.prompts import PromptTemplate, zero_shot
-from ftkit.runs import list_runs, load_run
+from ftkit.runs import list_runs, load_run, outcome
 from ftkit.sft import SFTSettings, preflight, to_trl_rows, train_sft
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
@@ -29,8 +29,17 @@ def test_training_logs_a_loss_changes_the_adapter_and_records_the_run(tiny, tmp_
     seen = []
     bus = EventBus()
     bus.on("log", seen.append)
+    ends = []
+    bus.on("end", ends.append)
     run = train_sft(model, tok, ROWS, config=settings(), bus=bus, runs_root=tmp_path)
     assert run.status["status"] == "completed" and run.status["step"] == 4
+    # A run that ran its course: nothing ended it early, and the trainer's closing summary is there.
+    assert run.status["ended_by"] is None and run.status["max_steps"] == 4
+    [end] = run.events("end")
+    assert ends == [{k: v for k, v in end.items() if k not in ("event", "time")}]
+    assert end["ended_by"] is None and (end["step"], end["max_steps"], end["status"]) == (4, 4, "completed")
+    assert end["train_loss"] > 0 and end["train_runtime"] > 0
+    assert outcome(run.status) == "completed at step 4"
     losses = [e["loss"] for e in run.events("log")]
     assert len(losses) == 4 and all(l > 0 for l in losses)
     assert [e["step"] for e in seen] == [1, 2, 3, 4] and seen[-1]["eta_s"] == 0
@@ -50,14 +59,16 @@ def test_stop_mid_run_then_resume_reaches_the_same_final_step(tiny, tiny_model_d
     bus.on("log", lambda e: stop.set() if e["step"] == 2 else None)
     cfg = settings(max_steps=6)
     run = train_sft(model, tok, ROWS, config=cfg, bus=bus, stop=stop, runs_root=tmp_path)
-    assert run.status["status"] == "stopped"
+    assert run.status["status"] == "stopped" and run.status["ended_by"] == "stop requested"
     stopped_at = run.status["step"]
+    assert outcome(run.status) == f"stopped on request at step {stopped_at} of 6"
     assert 2 <= stopped_at < 6 and run.last_checkpoint().name == f"checkpoint-{stopped_at}"
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
 
     fresh, tok2 = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     resumed = train_sft(fresh, tok2, ROWS, config=cfg, resume=run)
     assert resumed.id == run.id and resumed.status == {**resumed.status, "status": "completed", "step": 6}
+    assert resumed.status["ended_by"] is None  # the stop that ended the first stretch is not this one's
     steps = [e["step"] for e in run.events("log")]
     assert steps == list(range(1, 7))  # no step twice, none missing
 
@@ -148,12 +159,21 @@ def test_a_merged_export_that_does_not_answer_like_the_adapter_is_refused(tiny, 
     assert not (tmp_path / "merged").exists()
 
 
-def test_a_time_limit_ends_the_run_completed_and_saved(tiny, tmp_path):
+def test_a_time_limit_ends_the_run_completed_saved_and_says_so(tiny, tmp_path):
     model, tok = tiny
-    # 3 s of training; the step cap is far beyond what a CPU does in that time (about 150 steps/s here).
-    run = train_sft(model, tok, ROWS, config=settings(max_steps=100_000, max_minutes=0.05), runs_root=tmp_path)
-    assert run.status["status"] == "completed" and 0 < run.status["step"] < 100_000
-    assert run.last_checkpoint().name == f"checkpoint-{run.status['step']}"
+    # A budget of 0.6 ms: over after the first step, whatever this CPU's speed; 50 steps planned.
+    ends, bus = [], EventBus()
+    bus.on("end", ends.append)
+    run = train_sft(model, tok, ROWS, config=settings(max_steps=50, max_minutes=1e-5), bus=bus, runs_root=tmp_path,
+                    progress=False)
+    status = run.status
+    # Completed (a pipeline goes on to DPO after it), and known as ended by the budget.
+    assert status["status"] == "completed" and status["ended_by"] == "time budget"
+    assert 0 < status["step"] < status["max_steps"] == 50
+    assert ends[0]["ended_by"] == "time budget" and (ends[0]["step"], ends[0]["max_steps"]) == (status["step"], 50)
+    assert run.events("end")[-1]["ended_by"] == "time budget"
+    assert outcome(status) == f"stopped by the time budget at step {status['step']} of 50"
+    assert run.last_checkpoint().name == f"checkpoint-{status['step']}"
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
 
 
@@ -331,6 +351,7 @@ def test_a_keyboard_interrupt_stops_the_run_and_saves_the_adapter(tiny, tiny_mod
     cfg = settings(max_steps=6, save_steps=2)
     run = train_sft(model, tok, ROWS, config=cfg, bus=bus, runs_root=tmp_path)
     assert run.status["status"] == "stopped" and run.status["step"] == 3
+    assert run.status["ended_by"] == run.events("end")[-1]["ended_by"] == "interrupted"
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
     assert run.last_checkpoint().name == "checkpoint-2"
 

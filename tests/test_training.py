@@ -181,6 +181,8 @@ def test_under_fsdp_the_adapter_is_saved_from_a_full_state_dict(tmp_path, tiny_t
     model = torch.nn.Linear(2, 2)
     trainer = SimpleNamespace(
         model=model, is_fsdp_enabled=True, train=lambda resume_from_checkpoint=None: calls.append(("train",)),
+        args=SimpleNamespace(disable_tqdm=True), callback_handler=SimpleNamespace(callbacks=[]),
+        pop_callback=lambda cls: None, add_callback=lambda cb: None,
         state=SimpleNamespace(global_step=3, max_steps=3, best_model_checkpoint=None),
         save_model=lambda folder: calls.append(("save_model", folder)),
         accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin), wait_for_everyone=lambda: None,
@@ -189,3 +191,34 @@ def test_under_fsdp_the_adapter_is_saved_from_a_full_state_dict(tmp_path, tiny_t
     train_and_record(run, trainer, tiny_tokenizer, EventBus(), StopFlag())
     assert [c[0] for c in calls] == ["train", "state_dict_type", "save_model"]
     assert calls[1] == ("state_dict_type", "FULL_STATE_DICT") and run.status["status"] == "completed"
+
+
+def test_the_trainers_printing_callbacks_give_way_to_one_loss_bar_or_to_nothing(tiny, tmp_path):
+    """transformers adds ProgressCallback (PrinterCallback when disable_tqdm), both print the log
+    dicts; show_progress leaves ftkit's LossBar, or nothing, and the other callbacks as they were."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    from ftkit.events import EventCallback, LossBar, StopFlag
+    from ftkit.models import choose_device
+    from ftkit.prompts import zero_shot
+    from ftkit.runs import new_run
+    from ftkit.sft import _trainer_class, _trl_config, to_trl_rows
+    from ftkit.training import show_progress
+
+    model, tok = tiny
+    run, cpu = new_run("x", {}, root=tmp_path), choose_device("cpu", "float32")
+    for progress, trl, bar in [(True, {}, True), (False, {}, False), (True, {"disable_tqdm": True}, False)]:
+        args = _trl_config(SFTSettings(**FAST, trl=trl), run, cpu, False, progress)
+        assert args.disable_tqdm is (not bar)  # set either way: not left to transformers' log level
+        trainer = _trainer_class()(model=model, args=args, train_dataset=to_trl_rows(ROWS, zero_shot()),
+                                   processing_class=tok, callbacks=[EventCallback(EventBus(), StopFlag())])
+        printer = PrinterCallback if args.disable_tqdm else ProgressCallback
+        assert any(type(cb) is printer for cb in trainer.callback_handler.callbacks)  # what transformers adds
+        printing = (ProgressCallback, PrinterCallback)
+        others = [cb for cb in trainer.callback_handler.callbacks if not isinstance(cb, printing)]
+        show_progress(trainer, progress)
+        show_progress(trainer, progress)  # twice: still one bar at most
+        kept = trainer.callback_handler.callbacks
+        bars = [cb for cb in kept if type(cb) is LossBar]
+        assert [cb for cb in kept if isinstance(cb, printing)] == bars and len(bars) == int(bar)
+        assert [cb for cb in kept if type(cb) is not LossBar] == others

@@ -23,7 +23,7 @@ from ftkit.events import EventBus, StopFlag
 from ftkit.models import model_info
 from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.readings import read_curves, training_cost
-from ftkit.runs import Run
+from ftkit.runs import Run, outcome
 from ftkit.sft import SFTSettings, to_trl_rows, train_sft
 from ftkit.training import Preflight, device_defaults
 from ftkit.widgets import _html
@@ -206,6 +206,8 @@ class TrainPanel(w.VBox):
 
         labels = label_set(self.eval_data) if self.task is None or self.task.name == "classification" else None
         metrics = dict(self.task.metric_functions()) if self.task is not None else ("exact_match",)
+        # No trainer bar, as in _train: learning_curve takes no progress argument, and disable_tqdm
+        # does the same there (ftkit.training.show_progress), with no log dicts printed instead.
         settings = replace(self.settings, trl={"disable_tqdm": True, **self.settings.trl})
         try:
             self.curve = learning_curve(self.model, self.tokenizer, self.train_data, self.eval_data, sizes=sizes,
@@ -262,24 +264,23 @@ class TrainPanel(w.VBox):
     # --- training thread ------------------------------------------------------------------------
 
     def _train(self, settings, resume: Run | None = None) -> None:
-        # The panel's own progress bar shows the steps; TRL's text bar, printed from this thread,
-        # would land in whichever cell is running at the time.
-        settings = replace(settings, trl={"disable_tqdm": True, **settings.trl})
+        # progress=False: the panel's own progress bar shows the steps; the trainer's text bar,
+        # printed from this thread, would land in whichever cell is running at the time.
         try:
             if self.method == "sft":
                 self.run = train_sft(self.model, self.tokenizer, self.train_data, self.eval_data,
                                      template=self.template, config=settings, bus=self.bus, stop=self._stop,
-                                     runs_root=self.runs_root, resume=resume)
+                                     runs_root=self.runs_root, resume=resume, progress=False)
             else:
                 self.run = train_dpo(self.model, self.tokenizer, self.train_data, template=self.template,
                                      config=settings, from_run=self.from_run, bus=self.bus, stop=self._stop,
-                                     runs_root=self.runs_root, resume=resume)
+                                     runs_root=self.runs_root, resume=resume, progress=False)
             cost = training_cost(self.run)
-            self.status = self.run.status["status"]
+            self.status = self.run.status["status"]  # "completed" after a time budget too
             tokens = f", {cost['tokens']:,} tokens" if cost["tokens"] else ""
+            # outcome() says why a run ended early: "stopped by the time budget at step 20 of 40".
             self._messages.value = _html.note(
-                f"{self.status}: {cost['steps']} steps in {_duration(cost['seconds'])}{tokens}; "
-                f"run {self.run.id}")
+                f"{outcome(self.run.status)} in {_duration(cost['seconds'])}{tokens}; run {self.run.id}")
         except Exception as err:  # noqa: BLE001 - shown in the panel; the run records it too
             self._fail(err, "Training did not run to the end")
         finally:
@@ -356,7 +357,7 @@ class TrainPanel(w.VBox):
         self.curve_figure.add_traces(list(fig.data))
 
     def _on_end(self, event: dict) -> None:
-        self._progress_text = f"{event['status']} at step {event['step']}"
+        self._progress_text = outcome(event)
 
     def _draw(self, force: bool = False) -> None:
         now = time.monotonic()

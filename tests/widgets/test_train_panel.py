@@ -48,8 +48,24 @@ def test_sft_trains_in_a_thread_charts_every_logged_step_and_stops(tiny, tmp_pat
     assert len(traces["learning rate"].x) == len(traces["grad norm"].x) == len(steps)
     assert panel._progress.value == steps[-1] and panel._progress.max == 50
     shown = text(panel)
-    assert f"stopped: {steps[-1]} steps in" in shown and run.id in shown and "training loss" in shown
+    assert f"stopped on request at step {steps[-1]} of 50 in " in shown and run.id in shown and "training loss" in shown
     assert not find_button(panel, css="ftkit-start").disabled and stop.disabled
+
+
+def test_a_run_the_time_budget_ended_says_so_and_the_console_stays_quiet(tiny, tmp_path, capfd):
+    model, tok = tiny
+    panel = TrainPanel(model, tok, train=ROWS, runs_root=tmp_path)
+    panel.set(max_steps=50, max_minutes=1e-5, **FAST)  # 0.6 ms: over after the first step
+    capfd.readouterr()
+    panel.start()
+    run = panel.wait(timeout=120)
+    step = run.status["step"]
+    assert run.status["status"] == panel.status == "completed" and step < 50  # completed, as before
+    assert run.status["ended_by"] == "time budget"
+    assert panel._progress_text == f"stopped by the time budget at step {step} of 50"
+    assert f"stopped by the time budget at step {step} of 50 in " in text(panel._messages)
+    out, err = capfd.readouterr()  # the panel's bar shows the steps: no text bar, no log dicts
+    assert out == "" and "%|" not in err and "'loss':" not in err
 
 
 def test_dpo_charts_reward_margins_and_accuracies_throttled_but_complete(tiny, tmp_path, monkeypatch):
