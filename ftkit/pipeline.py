@@ -39,13 +39,15 @@ from ftkit.dpo import preflight as dpo_preflight
 from ftkit.dpo import to_trl_pairs, train_dpo
 from ftkit.endpoint import Endpoint
 from ftkit.evaluate import EvalResult, Variant, evaluate
+from ftkit.timing import time_variants
 from ftkit.events import EventBus
 from ftkit.models import describe_device, load_model
 from ftkit import metrics as M
+from ftkit import threads
 from ftkit import tasks
 from ftkit.prompts import DEFAULT_INSTRUCTION, PromptTemplate, check_fits, few_shot, prompt_lengths
 from ftkit.tasks import Task
-from ftkit.runs import Run, load_run
+from ftkit.runs import Run, load_run, outcome
 from ftkit.sft import preflight as sft_preflight
 from ftkit.sft import to_trl_rows, train_sft
 
@@ -366,7 +368,7 @@ def progress_printer(stage: str, say: Callable[[str], None] = tqdm.write, max_mi
 
     bus.on("start", on_start)
     bus.on("log", on_log)
-    bus.on("end", lambda e: say(f"{stage}: {e['status']} at step {e['step']}"))
+    bus.on("end", lambda e: say(f"{stage}: {outcome(e)}"))
     return bus
 
 
@@ -400,17 +402,28 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p
     else:
         say(f"\nSFT: LoRA on {len(prepared.training_rows)} rows with the {template.name!r} template"
             + (f"; resuming {resume.id}" if kind == "sft" else ""))
+        _threads(config, say)
         sft = train_sft(model, tokenizer, prepared.training_rows, template=template, config=p.sft,
                         bus=progress_printer("sft", say, p.sft.max_minutes), runs_root=runs_root,
-                        resume=resume if kind == "sft" else None)
+                        resume=resume if kind == "sft" else None, progress=False)
     runs.append(sft)
     if p.dpo is not None and sft.status.get("status") == "completed":
         say(f"\nDPO: from {sft.id} on {len(prepared.pairs)} preference pairs")
         # train_sft left `model` as it was: DPO continues the SFT adapter on the same base weights.
+        _threads(config, say)
         runs.append(train_dpo(model, tokenizer, prepared.pairs, template=template, config=p.dpo,
                               from_run=sft, bus=progress_printer("dpo", say, p.dpo.max_minutes),
-                              runs_root=runs_root, resume=resume if kind == "dpo" else None))
+                              runs_root=runs_root, resume=resume if kind == "dpo" else None, progress=False))
     return runs
+
+
+def _threads(config: PipelineConfig, say: Callable[[str], None]) -> None:
+    """Choose torch's threads again from the cores other processes leave free now (a phase of long
+    work is about to start), and say so when the choice changed (see :mod:`ftkit.threads`)."""
+    before = threads.current()
+    choice = threads.apply(config.model.threads)
+    if before is not None and choice.threads != before.threads:
+        say(f"Threads: {choice}")
 
 
 def served_model(run: Run):
@@ -453,10 +466,11 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     for t in config.templates:  # a missing key fails now, not after the training
         if t.endpoint is not None:
             t.endpoint.check_key()
-    say(f"Device: {describe_device(config.model.device, config.model.dtype)}")
+    # On a CPU this also chooses torch's threads from the cores other processes leave free now.
+    say(f"Device: {describe_device(config.model.device, config.model.dtype, config.model.threads)}")
     t0 = time.perf_counter()
     model, tokenizer = load_model(config.model.name, device=config.model.device, dtype=config.model.dtype,
-                                  verbose=False)
+                                  verbose=False, threads=config.model.threads)
     say(f"Model: {config.model.name} loaded in {time.perf_counter() - t0:.1f} s")
     prepared = prepare_data(config, tokenizer, say)
     p = plan(config, prepared)
@@ -473,10 +487,13 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         key = f"key from ${hosted.api_key_env}" if hosted.api_key_env else "no key"
         say(f"  {name}: asked of {hosted.model} at {hosted.base_url} ({key})")
     stops = p.task.stop_strings
-    baseline = evaluate([Variant(p.endpoints.get(t.name, model), None if t.name in p.endpoints else tokenizer, t,
-                                 name=t.name, max_new_tokens=p.max_new_tokens, stop_strings=stops)
-                         for t in p.templates],
-                        prepared.test, metrics=p.metrics, labels=labels, progress=progress) if p.templates else None
+    prompted = [Variant(p.endpoints.get(t.name, model), None if t.name in p.endpoints else tokenizer, t,
+                        name=t.name, max_new_tokens=p.max_new_tokens, stop_strings=stops) for t in p.templates]
+    # Scored now, timed at the end with the tuned models (time_variants): timed minutes apart, under
+    # whatever else the machine was doing then, the two would compare two loads, not two models.
+    _threads(config, say)
+    baseline = evaluate(prompted, prepared.test, metrics=p.metrics, labels=labels, progress=progress,
+                        timing_rounds=0) if prompted else None
     runs = train_stages(config, model, tokenizer, prepared, p, config.output.runs_root, say, resume=resume)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
@@ -486,8 +503,17 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         say(f"\nEvaluating {', '.join(v.name for v in tuned)} with the {p.training_template.name!r} template")
     result = baseline
     if tuned:
-        tuned_result = evaluate(tuned, prepared.test, metrics=p.metrics, labels=labels, progress=progress)
+        _threads(config, say)
+        tuned_result = evaluate(tuned, prepared.test, metrics=p.metrics, labels=labels, progress=progress,
+                                timing_rounds=0)
         result = baseline.merge(tuned_result) if baseline is not None else tuned_result
+    every = prompted + tuned
+    if every:
+        _threads(config, say)  # one choice for the whole phase: every variant is timed with it
+        say(f"\nTiming {', '.join(v.name for v in every)} together, interleaved (the cost per request)")
+        timing = time_variants(every, prepared.test, progress=progress)
+        result = result.with_timing(timing)
+        say(f"  {timing.notes()[0]}")  # what disturbed it is said with the verdict (or below the table)
     for run, variant in zip(trained, tuned):
         run.record_evaluation(result, variant=variant.name, metric=p.headline)
     say("")
@@ -501,6 +527,9 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         say("")
         for line in advice.lines():
             say(line)
+    elif result.timing is not None:
+        for note in result.timing.notes()[1:]:
+            say(f"timing: {note}")
     report = write_report(config.output.report, title=title, result=result, runs=runs, metric=p.headline,
                           notes=[prepared.description, prepared.leakage, f"task: {p.task.name}; {p.headline}: "
                                  f"{p.task.reading}", f"model: {config.model.name}"], config=asdict(config),

@@ -148,3 +148,45 @@ def test_ftkit_run_takes_conversations(tmp_path, tiny_model_dir):
     assert table["history"].iloc[1].startswith("user: Hi, it's")
     assert result.runs[0].status["status"] == "completed"
     assert "assistant: Hi " in result.report.read_text()  # the report shows the conversation so far
+
+
+def test_a_load_while_one_prompt_is_scored_does_not_reach_its_latency(tmp_path, tiny_model_dir, monkeypatch):
+    """Two identical prompts; another job runs while the first is scored (a fake clock: a forward
+    pass costs 1, or 5 under the load). The run times every variant together afterwards, so both
+    come out the same, and the verdict's inputs claim no difference."""
+    import ftkit.evaluate as evaluation
+    import ftkit.pipeline as pipeline
+    import ftkit.timing as timing
+
+    state = {"load": False, "now": 0.0, "scored": 0}
+
+    def tick(module, args):
+        state["now"] += 5.0 if state["load"] else 1.0
+
+    real_load, real_generate = pipeline.load_model, evaluation.generate
+
+    def load_with_clock(*args, **kwargs):
+        model, tok = real_load(*args, **kwargs)
+        model.register_forward_pre_hook(tick)
+        return model, tok
+
+    def scored(*args, **kwargs):  # the first scoring pass runs beside the other job
+        state["load"], state["scored"] = state["scored"] == 0, state["scored"] + 1
+        try:
+            return real_generate(*args, **kwargs)
+        finally:
+            state["load"] = False
+
+    monkeypatch.setattr(pipeline, "load_model", load_with_clock)
+    monkeypatch.setattr(evaluation, "generate", scored)
+    monkeypatch.setattr(timing, "clock", lambda: state["now"])
+    config = tiny_config(tmp_path, tiny_model_dir, sft=None, dpo=None,
+                         templates=[{"kind": "zero_shot", "name": "plain"}, {"kind": "zero_shot", "name": "twin"}])
+    lines = []
+    result = run_pipeline(config, say=lines.append, progress=False).evaluation
+    s = result.summary
+    assert state["scored"] == 2 and s.loc["plain", "latency_s"] > 0
+    assert s.loc["plain", "latency_s"] == s.loc["twin", "latency_s"]
+    assert s.loc["plain", "latency_1_s"] == s.loc["twin", "latency_1_s"]
+    assert not result.timing.difference("twin", "plain").significant
+    assert any(line.startswith("  timed together, interleaved: 3 rounds of 6 rows") for line in lines)

@@ -31,10 +31,34 @@ from ftkit.widgets import _html
 from ftkit.widgets._ui import button
 
 
+# The summary's latency columns (medians of the one timing phase, with _low/_high) and their bars.
+LATENCY = {"latency_s": "batched (s)", "latency_1_s": "one at a time (s)"}
+
+
+def _interval(summary: pd.DataFrame, column: str) -> dict | None:
+    """Plotly error bars from a column's ``_low``/``_high`` 95% bounds (None when it has none)."""
+    if f"{column}_low" not in summary.columns:
+        return None
+    return dict(type="data", symmetric=False, array=summary[f"{column}_high"] - summary[column],
+                arrayminus=summary[column] - summary[f"{column}_low"])
+
+
+def _latency_words(d) -> str:
+    """A paired latency difference (:class:`ftkit.timing.LatencyDifference`) in words: faster or
+    slower only when its interval excludes 0, as the verdict says it."""
+    how = "batched" if d.kind == "batched" else "one at a time"
+    return f"latency {how}: {d.verdict()}, {d.median:+.3f} s per request (95% CI {d.low:+.3f} to {d.high:+.3f})"
+
+
 class ComparePanel(w.VBox):
     """Evaluate prompt variants of the base model and finished runs on ``dataset`` (at most
     ``limit`` rows), then read the trade-off: score with its 95% interval, latency, tokens per
     request and training cost. Rate outputs with thumbs up/down to build DPO preference pairs.
+
+    Every ticked variant is evaluated in one :func:`~ftkit.evaluate.evaluate` call, so they are
+    timed together in its one interleaved phase (:mod:`ftkit.timing`): the latency bars carry their
+    95% intervals, each variant's paired latency difference from the first is said in words, and
+    the timing's notes (how it was timed, the load it saw) sit under the summary.
 
     ``templates``: ``{name: PromptTemplate}`` run on the base ``model`` (with adapters off when
     it is a PEFT model), or ``{name: Variant}`` for a prompt baseline elsewhere, such as a hosted
@@ -240,7 +264,8 @@ class ComparePanel(w.VBox):
 
     def _draw_summary(self, names: list[str]) -> None:
         summary = self.result.summary.loc[names]
-        scores = [c for c in summary.columns if f"{c}_low" in summary.columns]
+        timed = {c: label for c, label in LATENCY.items() if c in summary.columns}
+        scores = [c for c in summary.columns if f"{c}_low" in summary.columns and c not in timed]
         minutes, kinds = [], []
         for name in names:
             if name in self.runs:
@@ -251,14 +276,12 @@ class ComparePanel(w.VBox):
                 minutes.append(0.0)
                 kinds.append("prompt only")
         fig = make_subplots(rows=2, cols=2, subplot_titles=(
-            "score (bars: 95% CI)", "latency per request (s)", "tokens per request", "training minutes"))
+            "score (bars: 95% CI)", "median latency per request (s, bars: 95% CI)", "tokens per request",
+            "training minutes"))
         for m in scores:
-            fig.add_bar(x=names, y=summary[m], name=m, row=1, col=1, error_y=dict(
-                type="data", symmetric=False, array=summary[f"{m}_high"] - summary[m],
-                arrayminus=summary[m] - summary[f"{m}_low"]))
-        fig.add_bar(x=names, y=summary["latency_s"], name="batched (s)", row=1, col=2)
-        if "latency_1_s" in summary.columns:  # one request at a time, as a user waits for it
-            fig.add_bar(x=names, y=summary["latency_1_s"], name="one at a time (s)", row=1, col=2)
+            fig.add_bar(x=names, y=summary[m], name=m, row=1, col=1, error_y=_interval(summary, m))
+        for column, label in timed.items():  # batched (throughput), and one at a time (what a user waits)
+            fig.add_bar(x=names, y=summary[column], name=label, row=1, col=2, error_y=_interval(summary, column))
         fig.add_bar(x=names, y=summary["prompt_tokens"], name="prompt tokens", row=2, col=1)
         fig.add_bar(x=names, y=summary["new_tokens"], name="new tokens", row=2, col=1)
         fig.add_bar(x=names, y=minutes, name="training minutes", row=2, col=2)
@@ -267,11 +290,15 @@ class ComparePanel(w.VBox):
             self.figure.layout = fig.layout
         self.figure.add_traces(list(fig.data))
         table = pd.DataFrame({"training": kinds, "training minutes": minutes}, index=names)
-        timing = [c for c in ("latency_s", "latency_1_s") if c in summary.columns]
-        table = table.join(summary[[*scores, *timing, "prompt_tokens", "new_tokens"]])
+        table = table.join(summary[[*scores, *timed, "prompt_tokens", "new_tokens"]])
         # Paired on the same rows: is each variant's difference from the first one more than noise?
         paired = [str(self.result.compare(name, names[0])) for name in names[1:]]
-        self._summary.value = _html.table(table) + "".join(_html.note(line) for line in paired)
+        timing = self.result.timing  # one phase of all the variants; None: not timed together
+        if timing is not None:  # paired on the same batches of the same rounds, in words
+            ways = ["batched", "alone"] if timing.alone else ["batched"]
+            paired += [_latency_words(timing.difference(name, names[0], way)) for name in names[1:] for way in ways]
+        notes = [f"timing: {note}" for note in timing.notes()] if timing is not None else []
+        self._summary.value = _html.table(table) + "".join(_html.note(line) for line in [*paired, *notes])
         prompts, tuned = [n for n in names if n in self.templates], {n: self.runs[n] for n in names if n in self.runs}
         self.advice = advise(self.result, prompts, tuned, requests=self.requests) if prompts and tuned else None
         self._verdict.value = ("<h5>Verdict</h5>" + self.advice._repr_html_()) if self.advice else ""

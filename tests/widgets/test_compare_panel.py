@@ -47,6 +47,21 @@ def test_variants_and_runs_run_on_the_same_rows_with_charts_and_a_row_per_exampl
     assert list(traces["exact_match"].x) == names and len(traces["exact_match"].error_y.array) == 3
     assert list(traces["training minutes"].y)[:2] == [0, 0] and traces["training minutes"].y[2] > 0
     assert {"batched (s)", "one at a time (s)", "prompt tokens", "new tokens", "label_accuracy"} <= set(traces)
+    # Latency: every ticked variant timed in the one phase of that one evaluate call, each bar the
+    # median with its 95% interval, not drawn as a score.
+    timing = result.timing
+    assert timing.variants == names and "latency_s" not in traces and "latency_1_s" not in traces
+    for label, column in (("batched (s)", "latency_s"), ("one at a time (s)", "latency_1_s")):
+        summary = result.summary.loc[names]
+        assert list(traces[label].y) == list(summary[column])
+        assert list(traces[label].error_y.array) == list(summary[f"{column}_high"] - summary[column])
+        assert list(traces[label].error_y.arrayminus) == list(summary[column] - summary[f"{column}_low"])
+    shown = text(panel)
+    for name in names[1:]:  # the paired latency difference from the first variant, in words
+        for way in ("batched", "alone"):
+            d = timing.difference(name, "plain", way)
+            assert module._latency_words(d) in shown and f"{d.median:+.3f} s per request" in shown
+    assert all(f"timing: {note}" in shown for note in timing.notes())  # how it was timed, and the load
     assert "sft, 1 steps" in text(panel) and "prompt only" in text(panel)
     assert f"{sft_run.id} vs plain on exact_match" in text(panel)  # paired comparison with the first
     record = sft_run.evaluation  # the run keeps its evaluation, as the pipeline's runs do
@@ -202,3 +217,54 @@ def test_a_prompt_baseline_given_as_a_variant_runs_as_given_beside_the_runs(talk
     panel.run()
     assert list(panel.result.summary.index) == ["plain", "hosted", "LoRA SFT"]
     assert panel.advice.tuned == "LoRA SFT" and panel.advice.best_prompt in ("plain", "hosted")
+
+
+def test_latency_bars_carry_their_intervals_and_a_difference_is_said_only_where_its_interval_excludes_0(
+        talkative, monkeypatch):
+    from ftkit.threads import Load
+    from ftkit.timing import Timing
+
+    model, tok = talkative
+    # Three rounds of two batches under a load that came and went: paired by batch, the load cancels.
+    a = [0.10, 0.30, 0.12, 0.28, 0.11, 0.29]
+    timing = Timing(batched={"a": a, "b": [t + 0.05 for t in a],  # b slower in every pair
+                             "c": [t + d for t, d in zip(a, [0.01, -0.01, 0.02, -0.02, 0.01, -0.01])]},  # c: noise
+                    alone={"a": [0.5, 0.6] * 3, "b": [0.5, 0.6] * 3, "c": [0.3, 0.4] * 3},  # c faster alone
+                    rows=4, batch_size=2, rounds=3,
+                    load=Load(others_busy=1.2, own_busy=0.8, cores=2, seconds=3.0))
+    received = []
+
+    def timed_as_given(variants, rows, metrics, **kw):  # the core's evaluate, with this timing phase
+        received.append([v.name for v in variants])
+        return evaluate(variants, rows, metrics, timing_rounds=0, **kw).with_timing(timing)
+
+    evaluate = module.evaluate
+    monkeypatch.setattr(module, "evaluate", timed_as_given)
+    templates = {"a": zero_shot(), "b": zero_shot("Route this: {prompt}"), "c": zero_shot("Q: {prompt}")}
+    panel = ComparePanel(model, tok, dataset=TEST, templates=templates, labels=LABELS, max_new_tokens=2)
+    panel.run()
+    assert received == [["a", "b", "c"]]  # one evaluate call: all of them in one timing phase
+    traces = {t.name: t for t in panel.figure.data}
+    for label, way in (("batched (s)", "batched"), ("one at a time (s)", "alone")):
+        medians = [timing.median(v, way) for v in "abc"]
+        assert list(traces[label].y) == pytest.approx([m for m, _, _ in medians])
+        assert list(traces[label].error_y.array) == pytest.approx([high - m for m, _, high in medians])
+        assert list(traces[label].error_y.arrayminus) == pytest.approx([m - low for m, low, _ in medians])
+    shown = text(panel._summary)
+    assert "latency batched: b is slower than a, +0.050 s per request (95% CI +0.050 to +0.050)" in shown
+    assert "latency batched: no difference the timing can see between c and a" in shown
+    assert "latency one at a time: c is faster than a, -0.200 s per request (95% CI -0.200 to -0.200)" in shown
+    assert "latency one at a time: no difference the timing can see between b and a" in shown
+    assert ("timing: timed together, interleaved: 3 rounds of 4 rows in batches of 2 and 2 rows one at a time"
+            in shown)
+    assert "timing: timed beside other work: other processes kept 1.2 of 2 cores busy" in shown
+    assert "timing: the load changed while timing" in shown  # a's batches spread wide
+    assert "<th>latency_s</th>" in panel._summary.value and "<th>latency_1_s</th>" in panel._summary.value
+
+    # A result without a timing phase of all its variants: no latency is drawn or claimed.
+    monkeypatch.setattr(module, "evaluate", lambda variants, rows, metrics, **kw: evaluate(
+        variants, rows, metrics, timing_rounds=0, **kw))
+    panel.run()
+    traces = {t.name for t in panel.figure.data}
+    assert "batched (s)" not in traces and "one at a time (s)" not in traces
+    assert "latency" not in panel._summary.value and "timing:" not in panel._summary.value
