@@ -32,18 +32,19 @@ SMALL = {
                    EVAL_STEPS=2, BATCH_SIZE=4),
     "04_dpo": dict(TEST_SIZE=0.05, TRAIN_ROWS=16, EVAL_ROWS=6, RATE_ROWS=4, PAIRS_ROWS=8, SFT_MINUTES=0, SFT_STEPS=2,
                    DPO_MINUTES=0, DPO_STEPS=2, BATCH_SIZE=4),
-    "05_compare": dict(TEST_SIZE=0.05, TRAIN_ROWS=16, EVAL_ROWS=6, K_SHOTS=2, PAIRS_ROWS=8, SFT_MINUTES=0,
-                       SFT_STEPS=2, DPO_MINUTES=0, DPO_STEPS=2, BATCH_SIZE=4, PROBE_ROWS=4,
+    # TIMING_ROUNDS=1: one round of the timing phase (a batch and two rows alone per variant), not three.
+    "05_compare": dict(TIMING_ROUNDS=1, TEST_SIZE=0.05, TRAIN_ROWS=16, EVAL_ROWS=6, K_SHOTS=2, PAIRS_ROWS=8,
+                       SFT_MINUTES=0, SFT_STEPS=2, DPO_MINUTES=0, DPO_STEPS=2, BATCH_SIZE=4, PROBE_ROWS=4,
                        CURVE_SIZES=[4, 8], CURVE_MINUTES=0, CURVE_STEPS=1, SCRATCH_MINUTES=0, SCRATCH_STEPS=1,
                        NEW_QUEUE_ROWS=4),
     # Every task still runs: two held-out rows each, one SFT step, short answers.
-    "06_scenarios": dict(EVAL_ROWS=2, MAX_NEW_TOKENS=16, SFT_MINUTES=0, SFT_STEPS=1, BATCH_SIZE=2, RATE_ROWS=2,
-                         DPO_MINUTES=0, DPO_STEPS=1),
-    "07_chat_and_code": dict(CHAT_EVAL_CONVERSATIONS=1, CODE_EVAL_ROWS=2, MAX_NEW_TOKENS=16, SFT_MINUTES=0, SFT_STEPS=1,
-                             BATCH_SIZE=2),
+    "06_scenarios": dict(TIMING_ROUNDS=1, EVAL_ROWS=2, MAX_NEW_TOKENS=16, SFT_MINUTES=0, SFT_STEPS=1, BATCH_SIZE=2,
+                         RATE_ROWS=2, DPO_MINUTES=0, DPO_STEPS=1),
+    "07_chat_and_code": dict(TIMING_ROUNDS=1, CHAT_EVAL_CONVERSATIONS=1, CODE_EVAL_ROWS=2, MAX_NEW_TOKENS=16,
+                             SFT_MINUTES=0, SFT_STEPS=1, BATCH_SIZE=2),
     # ENDPOINT_URL "": no hosted model even if the environment names one; the embedded model stands in.
-    "08_hosted_baseline": dict(TEST_SIZE=0.05, TRAIN_ROWS=16, EVAL_ROWS=6, SFT_MINUTES=0, SFT_STEPS=2, BATCH_SIZE=4,
-                               ENDPOINT_URL=""),
+    "08_hosted_baseline": dict(TIMING_ROUNDS=1, TEST_SIZE=0.05, TRAIN_ROWS=16, EVAL_ROWS=6, SFT_MINUTES=0, SFT_STEPS=2,
+                               BATCH_SIZE=4, ENDPOINT_URL=""),
 }
 
 

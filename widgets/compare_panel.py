@@ -58,7 +58,8 @@ class ComparePanel(w.VBox):
     Every ticked variant is evaluated in one :func:`~ftkit.evaluate.evaluate` call, so they are
     timed together in its one interleaved phase (:mod:`ftkit.timing`): the latency bars carry their
     95% intervals, each variant's paired latency difference from the first is said in words, and
-    the timing's notes (how it was timed, the load it saw) sit under the summary.
+    the timing's notes (how it was timed, the load it saw) sit under the summary. ``timing_rounds``:
+    the rounds of that phase (fewer is quicker and its intervals wider; 0: no latency).
 
     ``templates``: ``{name: PromptTemplate}`` run on the base ``model`` (with adapters off when
     it is a PEFT model), or ``{name: Variant}`` for a prompt baseline elsewhere, such as a hosted
@@ -73,8 +74,9 @@ class ComparePanel(w.VBox):
     def __init__(self, model, tokenizer, dataset, templates: dict[str, PromptTemplate | Variant] | None = None,
                  runs=(), labels=None, metrics=None, limit: int | None = None,
                  max_new_tokens: int | None = None, page_size: int = 20, record: bool = True, task=None,
-                 disagreement: float = 0.1, requests: int = 100_000):
+                 disagreement: float = 0.1, requests: int = 100_000, timing_rounds: int = 3):
         self.model, self.tokenizer = model, tokenizer
+        self.timing_rounds = timing_rounds  # rounds of evaluate's timing phase (0: no latency)
         given = as_rows(dataset)
         self.task = tasks.resolve(task, given, labels).for_rows(given)  # a QA prompt reads the passage
         # A conversation is compared turn by turn: one row per assistant turn (ftkit.data.chat_turns).
@@ -151,7 +153,8 @@ class ComparePanel(w.VBox):
         variants = self.variants(names)
         self._progress.clear_output()
         with self._progress:
-            self.result = evaluate(variants, self._rows, self.metrics, labels=self.labels or None)
+            self.result = evaluate(variants, self._rows, self.metrics, labels=self.labels or None,
+                                   timing_rounds=self.timing_rounds)
         for name in names:  # each run keeps its evaluation, on these rows, beside the others
             if self.record and name in self.runs:
                 self.runs[name].record_evaluation(self.result, variant=name)

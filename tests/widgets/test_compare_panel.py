@@ -235,7 +235,7 @@ def test_latency_bars_carry_their_intervals_and_a_difference_is_said_only_where_
     received = []
 
     def timed_as_given(variants, rows, metrics, **kw):  # the core's evaluate, with this timing phase
-        received.append([v.name for v in variants])
+        received.append(([v.name for v in variants], kw.pop("timing_rounds")))
         return evaluate(variants, rows, metrics, timing_rounds=0, **kw).with_timing(timing)
 
     evaluate = module.evaluate
@@ -243,7 +243,7 @@ def test_latency_bars_carry_their_intervals_and_a_difference_is_said_only_where_
     templates = {"a": zero_shot(), "b": zero_shot("Route this: {prompt}"), "c": zero_shot("Q: {prompt}")}
     panel = ComparePanel(model, tok, dataset=TEST, templates=templates, labels=LABELS, max_new_tokens=2)
     panel.run()
-    assert received == [["a", "b", "c"]]  # one evaluate call: all of them in one timing phase
+    assert received == [(["a", "b", "c"], 3)]  # one evaluate call: all of them in one timing phase of 3 rounds
     traces = {t.name: t for t in panel.figure.data}
     for label, way in (("batched (s)", "batched"), ("one at a time (s)", "alone")):
         medians = [timing.median(v, way) for v in "abc"]
@@ -263,7 +263,7 @@ def test_latency_bars_carry_their_intervals_and_a_difference_is_said_only_where_
 
     # A result without a timing phase of all its variants: no latency is drawn or claimed.
     monkeypatch.setattr(module, "evaluate", lambda variants, rows, metrics, **kw: evaluate(
-        variants, rows, metrics, timing_rounds=0, **kw))
+        variants, rows, metrics, **{**kw, "timing_rounds": 0}))
     panel.run()
     traces = {t.name for t in panel.figure.data}
     assert "batched (s)" not in traces and "one at a time (s)" not in traces
