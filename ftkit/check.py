@@ -14,9 +14,7 @@ its time limit.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import io
 import math
 import tempfile
 import time
@@ -127,11 +125,10 @@ def _one_sft_step(model, tokenizer, prepared: Prepared, p: Plan) -> float:
     logged: list[float] = []
     bus = EventBus()
     bus.on("log", lambda e: logged.append(time.perf_counter()))
-    settings = replace(p.sft, name="check", max_steps=2, max_minutes=0, logging_steps=1, save_steps=10**6,
-                       trl={**p.sft.trl, "disable_tqdm": True})
-    # The trainer prints its raw log dicts at every step: nothing a person checking a config needs to read.
-    with tempfile.TemporaryDirectory(prefix="ftkit-check-") as runs, contextlib.redirect_stdout(io.StringIO()):
-        train_sft(model, tokenizer, rows, template=p.training_template, config=settings, bus=bus, runs_root=runs)
+    settings = replace(p.sft, name="check", max_steps=2, max_minutes=0, logging_steps=1, save_steps=10**6)
+    with tempfile.TemporaryDirectory(prefix="ftkit-check-") as runs:  # no bar: --check prints its own lines
+        train_sft(model, tokenizer, rows, template=p.training_template, config=settings, bus=bus, runs_root=runs,
+                  progress=False)
     return logged[1] - logged[0] if len(logged) >= 2 else float("nan")
 
 

@@ -251,6 +251,7 @@ def check_then_run(config, capsys, refused: str | None = None) -> tuple[int, str
         assert again == 2 and refused in run_out and "Prompt baselines" not in run_out, run_out
         return code, out
     assert re.search(r"Estimate: about (\d+m)?\d+s in all", out), out
+    assert "grad_norm" not in out and "{'loss'" not in out  # its measured step prints no trainer dicts
     again, run_out = run(["run", str(config), *bounds], capsys)
     assert again == 0, run_out
     assert "Report: " in run_out
