@@ -352,7 +352,7 @@ class Scored(float):
 _TESTS_FORMAT = ("a 'tests' (or HumanEval's 'test') column holding one program, as a string (e.g. a "
                  "'def check(candidate):' with an 'entry_point' column naming the function), or a list of "
                  "programs run in order (e.g. MBPP's assert lines; in a CSV cell, that list as JSON); "
-                 "'test_setup', optional, runs before the code")
+                 "'test_setup', optional, runs after the code, before the tests")
 
 
 def code_tests(row: dict | None) -> list[str]:
@@ -440,7 +440,7 @@ def pass_at_1(prediction: str, reference: str | None = None, row: dict | None = 
 
     The row's tests are one program (HumanEval's ``check(candidate)``, called on the row's
     ``entry_point`` when it is not called) or a list of programs (MBPP's asserts); each runs after
-    the code, in order, in the same process; ``test_setup``, if any, runs before the code (see
+    the code, in order, in the tests' own process; ``test_setup``, if any, runs before them (see
     :func:`code_tests`). The code runs in :mod:`ftkit.sandbox`: another process, with limits on
     time, memory, processes and output, no network and no inherited environment; never in this
     process. The result is a :class:`Scored` whose note says what happened ("passed", which assert

@@ -1,17 +1,22 @@
 """Run model-generated Python against its test programs, in a sandboxed child process.
 
 A snippet never runs in this process: each call starts ``python -I`` (isolated mode) in a session
-of its own, hands it the setup, code and tests on stdin, and reads the verdict back through a pipe
-the snippet is not told about. What else fences it in depends on what the machine allows;
-:func:`isolation` says what is in effect, in words a notebook can print. As root with the right to
-unshare (a VM, a privileged container, Colab) a run gets all of this:
+of its own, hands it the setup, code and tests on stdin, and reads the verdict back through a pipe.
+Inside, the code and its tests run in two processes (``_sandbox_runner.py``): the tests' process
+is not dumpable and alone holds the verdict's pipe, and the code's values reach it as data, so
+nothing the code does in its own process (frames, trace functions, ``gc``, an object equal to
+everything, a builtin of its own) decides the verdict. What else fences it in depends on what the
+machine allows; :func:`isolation` says what is in effect and what remains possible, in words a
+notebook can print. As root with the right to unshare (a VM, a privileged container, Colab) a run
+gets all of this:
 
 - an unused uid (65520-65533, one per concurrent run) instead of root, with no capabilities and
   ``no_new_privs``: it cannot write to the project, read ``/root`` or signal the notebook;
 - new network, IPC, mount and PID namespaces: no network interface is up, so every connection
-  fails; ``/tmp``, ``/var/tmp``, ``/dev/shm`` and ``/run/lock`` are one private tmpfs; ``/root``
-  and ``/home`` are empty (the interpreter's own folders are bound back read-only); what it
-  starts dies with it;
+  fails; a fresh ``/proc`` shows only the run's processes; ``/tmp``, ``/var/tmp``, ``/dev/shm``
+  and ``/run/lock`` are one private tmpfs; ``/root``, ``/home``, ``/run`` (the host's sockets) and
+  ``/sys`` are empty (the interpreter's own folders are bound back read-only); what it starts
+  dies with it;
 - limits: wall clock, CPU seconds, address space, processes (threads count), file size, output;
 - six fixed environment variables (nothing inherited) and a fresh HOME and working folder.
 
@@ -19,9 +24,9 @@ As root without namespaces (a default Docker container) it still gets its own ui
 the clean environment; sockets are refused by a Python-level guard (a determined snippet can get
 past it), and what its uid leaves running or in the shared /tmp is removed after the run. Without
 root, a user namespace gives the same namespaces, but the snippet keeps your uid: it can read what
-you can outside the hidden folders, and see your processes' command lines in ``/proc``. Without
-root or namespaces it has the guard, the limits and its session, and a child that calls
-``setsid()`` can outlive the run.
+you can outside the hidden folders. Without root or namespaces it has the guard, the limits and
+its session, sees the host's ``/proc``, and a child that calls ``setsid()`` can outlive the run.
+``FTKIT_SANDBOX=<level>`` caps the level (:data:`LEVELS`), to see what a weaker machine gets.
 
 >>> run_tests("def inc(x):\\n    return x + 1", ["assert inc(1) == 2", "assert inc(2) == 4"]).reason
 'assert failed: assert inc(2) == 4'
@@ -57,7 +62,9 @@ __all__ = ["Outcome", "extract_code", "isolation", "run_many", "run_tests"]
 UID_SLOTS = range(65520, 65534)
 NEWNS, NEWIPC, NEWPID, NEWNET = 0x00020000, 0x08000000, 0x20000000, 0x40000000
 MS_NOSUID, MS_NODEV, MS_BIND = 2, 4, 4096
-COVERED, HIDDEN = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"), ("/root", "/home")   # world-writable; homes
+# World-writable folders (one private tmpfs); folders hidden behind an empty one: homes, /run (the
+# host's Unix sockets: D-Bus, databases) and /sys (the host's devices and network interfaces).
+COVERED, HIDDEN = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"), ("/root", "/home", "/run", "/sys")
 
 
 @dataclass(frozen=True)
@@ -175,23 +182,46 @@ def run_many(items, *, workers: int = 2, disable: bool | None = False, **limits)
 
 
 def isolation() -> dict[str, str]:
-    """What fences a snippet in on this machine, for a notebook or a report to state.
+    """What fences a snippet in on this machine, for a notebook or a report to state: what holds,
+    and, plainly, what remains possible at this level.
 
     >>> sorted(isolation())
-    ['filesystem', 'network', 'processes', 'python', 'user']
+    ['filesystem', 'level', 'network', 'proc', 'processes', 'python', 'remains', 'user', 'verdict']
     """
     p = _plan()
+    own = not p.drop
+    remains = []
+    if not p.mount:
+        remains.append("it can read the host's /proc (every process's command line, e.g. a Jupyter "
+                       "server's --IdentityProvider.token) and /sys, and reach Unix sockets under /run")
+    if own:
+        remains.append("it runs as your uid: it can read and write what you can outside the hidden "
+                       "folders, including Python packages a test imports")
+        if not p.pidns:
+            remains.append("it can signal and, where ptrace is allowed, read or write the memory of "
+                           "your other processes (this notebook's kernel included)")
+    if p.ns == "none":
+        remains.append("its network guard is Python-level: raw system calls (ctypes) get past it")
+    remains.append("a test that compares two objects the code made (not a literal) trusts the code's "
+                   "own __eq__; a test that eval()s a string the code returned runs it with the tests")
     return {
+        "level": p.level,
         "network": {"root": "new network namespace (no interface up)",
                     "user": "new network namespace, in a user namespace"}.get(p.ns, "Python-level guard only (bypassable)"),
         "user": (f"an unused uid ({UID_SLOTS.start}-{UID_SLOTS.stop - 1}, one per run), no capabilities"
                  if p.drop else f"your own uid {os.getuid()} (not root: nothing to drop to)"),
-        "filesystem": (f"private tmpfs for {', '.join(COVERED)}; {' and '.join(HIDDEN)} hidden" if p.mount else
+        "filesystem": (f"private tmpfs for {', '.join(COVERED)}; {', '.join(HIDDEN)} hidden" if p.mount else
                        f"shared {', '.join(COVERED)}: others can read what it writes there during the run"
                        + (" (removed after)" if p.drop else "")),
+        "proc": ("its own /proc: only this run's processes" if p.mount else
+                 "the host's /proc: every process on the machine, command lines included"),
         "processes": ("own PID namespace: everything it starts dies with it" if p.pidns else
                       "own session, killed as a group" + (", then by uid" if p.drop else
                                                           "; a child that calls setsid() can outlive it")),
+        "verdict": ("tests run in a process of their own that the code cannot trace, signal into or read; "
+                    "the code's answers reach them as data (numbers, strings, lists, dicts...), so an "
+                    "object of the code's making never equals a literal"),
+        "remains": "; ".join(remains),
         "python": p.python,
     }
 
@@ -209,6 +239,15 @@ class _Plan:
     @property
     def pidns(self) -> bool:
         return self.ns != "none"
+
+    @property
+    def level(self) -> str:
+        return self.ns + ("+mounts" if self.mount else "")
+
+
+# Strongest first. FTKIT_SANDBOX=<level> caps the sandbox at a weaker one, to see (and test) what
+# a machine without root or namespaces gets.
+LEVELS = ("root+mounts", "root", "user+mounts", "user", "none")
 
 
 def _binds(python: str) -> tuple[str, ...]:
@@ -241,12 +280,13 @@ _PLAN_LOCK = threading.Lock()
 def _plan() -> _Plan:
     with _PLAN_LOCK:          # run_many's threads would otherwise all probe at once
         if not _PLAN:
-            _PLAN.append(_find_plan())
+            _PLAN.append(_find_plan(os.environ.get("FTKIT_SANDBOX") or None))
         return _PLAN[0]
 
 
-def _find_plan(namespaces: bool = True) -> _Plan:
-    """The strongest isolation that works here, found once by running a small job under each.
+def _find_plan(ceiling: str | None = None) -> _Plan:
+    """The strongest isolation that works here, at ``ceiling`` or weaker (one of :data:`LEVELS`),
+    found once by running a small job under each.
 
     The job imports a module Python does not load at start: after root is dropped the stdlib must
     still be readable (a pyenv under /root is not, unless the mounts bind it back).
@@ -257,10 +297,15 @@ def _find_plan(namespaces: bool = True) -> _Plan:
     pythons = [sys.executable, os.path.realpath(sys.executable), getattr(sys, "_base_executable", ""),
                "/usr/local/bin/python3", "/usr/bin/python3"]
     pythons = [p for i, p in enumerate(pythons) if p and os.path.isfile(p) and p not in pythons[:i]]
+    if ceiling not in (None, *LEVELS):
+        raise ValueError(f"FTKIT_SANDBOX={ceiling!r} is not a sandbox level; use one of: {', '.join(LEVELS)}")
     root = os.geteuid() == 0
-    ladder = ([("root", True), ("root", False)] if root else []) + [("user", True), ("user", False)]
+    ladder = ([("root", True), ("root", False)] if root else []) + [("user", True), ("user", False), ("none", False)]
+    if ceiling:
+        ladder = [(ns, mount) for ns, mount in ladder
+                  if LEVELS.index(ns + ("+mounts" if mount else "")) >= LEVELS.index(ceiling)]
     tried = []
-    for ns, mount in (ladder if namespaces else []) + [("none", False)]:
+    for ns, mount in ladder:
         for python in pythons:
             plan = _Plan(python, root, ns, mount, _binds(python) if mount else ())
             with _claim_uid(plan.drop) as uid:
@@ -315,15 +360,17 @@ def _run(plan: _Plan, uid: int | None, setup: str, code: str, tests: list[str], 
     # RLIMIT_NPROC counts every task of the uid, zombies too: a slot uid has none, or zombies of a
     # killed run that PID 1 has not reaped yet; without root it is our own uid, busy with our work.
     owner = os.getuid() if uid is None else uid
-    nproc = max_processes + plan.pidns + sum(n for _, u, n, _ in _procs() if u == owner)
+    # +2: the tests process and the outer one (same uid without root) count against it too
+    nproc = max_processes + 2 + sum(n for _, u, n, _ in _procs() if u == owner)
     cpu = math.ceil(timeout_s) + 1
     limits = [(resource.RLIMIT_AS, memory_mb << 20), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_FSIZE, disk_mb << 20),
               (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_CORE, 0)]
     # soft = hard, so the snippet cannot raise them back; never above a hard limit we already have
     limits = [(w, v if h == resource.RLIM_INFINITY else min(v, h)) for w, v in limits for h in [resource.getrlimit(w)[1]]]
+    # /tmp first, then the hidden folders (/run holds /run/lock: it comes back as a bind of /tmp)
     mounts = [(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, f"size={disk_mb}m,mode=1777".encode())]
-    mounts += [(b"/tmp", d.encode(), None, MS_BIND, None) for d in COVERED[1:] if os.path.isdir(d)]
     mounts += [(b"tmpfs", d.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=755") for d in HIDDEN if os.path.isdir(d)]
+    mounts += [(b"/tmp", d.encode(), None, MS_BIND, None) for d in COVERED[1:] if os.path.isdir(d)]
     box = {"ns": plan.ns, "flags": NEWNET | NEWPID | NEWIPC | (NEWNS if plan.mount else 0), "uid": uid, "work": work,
            "mounts": mounts if plan.mount else [], "binds": list(plan.binds), "limits": limits}
     job = marshal.dumps({"nonce": nonce, "box": box, "guard_net": plan.ns == "none",
@@ -377,7 +424,15 @@ def _verdict(record, tests, returncode, finished, over, timeout_s, memory_mb, ma
     return {"passed": ("passed", None), "assert": (f"assert failed: {line or test}", test),
             "memory": (f"memory limit ({memory_mb} MB) exceeded", test),
             "exit": (f"exited before the tests finished: SystemExit({message})", test),
-            "setup": (f"sandbox failed to start: {message}", None)}.get(status, (f"error: {message}", test))
+            "setup": (f"sandbox failed to start: {message}", None),
+            "exited": (f"exited before the tests finished (exit code {message})", test),
+            "killed": (f"killed by signal {message} ({_signal_name(message)})", test)}.get(status, (f"error: {message}", test))
+
+
+def _signal_name(number: str) -> str:
+    with contextlib.suppress(ValueError):
+        return signal.Signals(int(number)).name
+    return "?"
 
 
 def _pump(proc, job: bytes, cap: int, box: dict) -> None:
