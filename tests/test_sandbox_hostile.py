@@ -299,3 +299,38 @@ def test_sandbox_hostile_exits_and_signals_in_a_call_are_named(level):
     start = time.monotonic()
     out = run_tests("def inc(x):\n    while True:\n        pass\n", TESTS, timeout_s=2)
     assert (out.passed, out.reason) == (False, "timed out after 2 s") and time.monotonic() - start < 10
+
+
+# ------------------------------------------------------------------- the channel itself ------------
+
+def test_sandbox_hostile_channel_decoder_refuses_what_is_not_data():
+    """Whatever the code's process sends, the tests' process decodes plain values or refuses with
+    the channel's own error: never a crash of another kind, never one of its own objects."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from ftkit import _sandbox_runner as runner
+
+    peer = runner._Peer(-1, -1, trusted=True)
+    secret = object()
+    peer.export(secret)                     # handle 0: the only object of its own it may hand back
+    tags = st.sampled_from(["l", "t", "s", "f", "d", "i", "b", "y", "c", "h", "r", "m", "zz", ""])
+    leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5) | st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)
+    values = st.recursive(leaf, lambda inner: st.lists(inner, max_size=3) | st.tuples(tags, st.lists(inner, max_size=3))
+                          .map(list) | st.tuples(tags, inner).map(list), max_leaves=12)
+
+    @settings(max_examples=400, deadline=None)
+    @given(values)
+    def decode(value):
+        try:
+            out = peer.dec(value)
+        except (runner._Broken, ImportError):
+            return
+        assert out is secret or type(out) in (type(None), bool, int, float, str, bytes, bytearray, complex, list,
+                                              tuple, set, frozenset, dict, runner._Remote, type(sys))
+
+    decode()
+    with pytest.raises(runner._Broken):
+        peer.dec(["r", 1])                  # a handle it never gave out
+    with pytest.raises(runner._Broken):
+        peer.dec({"a": 1})                  # JSON objects are not part of the protocol
