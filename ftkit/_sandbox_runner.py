@@ -129,19 +129,21 @@ class _Peer:
         import json, operator, builtins, importlib   # loaded by _main before root was dropped
         self.rfd, self.wfd, self.trusted, self.pid = rfd, wfd, trusted, os.getpid()
         self.json, self.operator, self.builtins, self.importlib = json, operator, builtins, importlib
-        self.mine, self.ids, self.theirs = {}, {}, {}
+        self.mine, self.ids, self.theirs, self.buf = {}, {}, {}, bytearray()
     def send(self, msg):
         data = self.json.dumps(msg, separators=(",", ":")).encode()
         data = len(data).to_bytes(8, "big") + data
         while data:
             data = data[os.write(self.wfd, data):]
     def _read(self, n):
-        out = b""
-        while len(out) < n:
-            chunk = os.read(self.rfd, min(n - len(out), 1 << 20))
+        buf = self.buf   # one read usually holds a whole message, header and all
+        while len(buf) < n:
+            chunk = os.read(self.rfd, max(n - len(buf), 1 << 16))
             if not chunk:
                 raise _Gone()
-            out += chunk
+            buf += chunk
+        out = bytes(buf[:n])
+        del buf[:n]
         return out
     def recv(self):
         n = int.from_bytes(self._read(8), "big")
