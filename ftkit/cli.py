@@ -81,12 +81,14 @@ def _resumable(config: PipelineConfig, run_id: str | None):
     """The run ``--resume`` names, under the config's runs folder, if it can be continued."""
     if not run_id:
         return None
-    from ftkit.runs import load_run
+    from ftkit.runs import UNREADABLE, load_run
 
     try:
         run = load_run(run_id, config.output.runs_root)
     except KeyError as err:
         raise ValueError(f"--resume: {err.args[0]}") from None
+    if UNREADABLE in run.status:
+        raise ValueError(f"--resume: run {run.id} cannot be resumed: {run.status[UNREADABLE]}")
     status = run.status.get("status")
     if status not in ("interrupted", "stopped", "failed"):
         raise ValueError(f"run {run.id} is {status}; --resume continues an interrupted, stopped or failed run")
@@ -191,8 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from ftkit.report import run_cost
-    from ftkit.runs import TIME_BUDGET, list_runs, runs_dir
+    from ftkit.runs import list_runs, runs_dir
 
     runs = list_runs(args.root)
     if not runs:
@@ -200,21 +201,34 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     lines = [("run", "kind", "status", "steps", "wall time", "headline metric")]
     for run in runs:
-        cost = run_cost(run)
-        record = run.evaluation
-        headline = f"{record['metric']} {record['value']:.3f} ({record['variant']})" if record else ""
-        wall = f"{cost['wall_s']:.0f} s" if cost["wall_s"] is not None else ""
-        steps = "" if cost["steps"] is None else str(cost["steps"])
-        # A run its time budget ended is "completed" with fewer steps than planned: say so.
-        status = "time budget" if run.status.get("ended_by") == TIME_BUDGET else cost["status"]
-        planned = run.status.get("max_steps")
-        if run.status.get("ended_by") and steps and isinstance(planned, int) and planned > 0:
-            steps = f"{steps} of {planned}"
-        lines.append((run.id, cost["kind"], status, steps, wall, headline))
+        try:
+            lines.append(_runs_line(run))
+        except Exception as err:  # noqa: BLE001 - one unreadable run must not hide the others
+            lines.append((run.id, "", "unknown", "", "", f"cannot be read: {err}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
     return 0
+
+
+def _runs_line(run) -> tuple[str, ...]:
+    """One run's line of ``ftkit runs``; a status.json that cannot be read says why in the last column."""
+    from ftkit.report import run_cost
+    from ftkit.runs import TIME_BUDGET, UNREADABLE
+
+    cost, status = run_cost(run), run.status
+    record = run.evaluation
+    headline = f"{record['metric']} {record['value']:.3f} ({record['variant']})" if record else ""
+    if UNREADABLE in status:
+        headline = f"cannot be read: {status[UNREADABLE]}"
+    wall = f"{cost['wall_s']:.0f} s" if cost["wall_s"] is not None else ""
+    steps = "" if cost["steps"] is None else str(cost["steps"])
+    # A run its time budget ended is "completed" with fewer steps than planned: say so.
+    shown = "time budget" if status.get("ended_by") == TIME_BUDGET else cost["status"]
+    planned = status.get("max_steps")
+    if status.get("ended_by") and steps and isinstance(planned, int) and planned > 0:
+        steps = f"{steps} of {planned}"
+    return run.id, cost["kind"], shown, steps, wall, headline
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -22,25 +22,36 @@ events are appended and flushed line by line, so nothing logged before a crash i
 ``accelerate launch`` (several processes) the processes share one run folder: the main process
 creates it and writes the record, every process writes its share of the checkpoints.
 
+Reading is safe on a run folder written by someone else (a shared runs folder, a folder copied
+from a colleague): every file is opened once, without following a symbolic link and without
+waiting on a FIFO, checked to be a regular file, capped in size and read from that one open file
+(:func:`open_run_file`). Anything else raises :class:`RunFileError`, which names the file and
+why, never its content. A record that is not valid JSON raises ``ValueError`` naming the file,
+except status.json: :attr:`Run.status` then reads ``unknown`` with the reason under
+``"unreadable"``, so one damaged run never hides the others.
+
 >>> sanitize_name("../../etc/My Run!")
 'etc-my-run'
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import socket
+import stat
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENDED_BY", "ExportError", "Run", "fingerprint", "is_main_process", "list_runs", "load_run", "new_run",
-           "outcome", "runs_dir", "sanitize_name", "write_json"]
+__all__ = ["ENDED_BY", "ExportError", "Run", "RunFileError", "fingerprint", "is_main_process", "list_runs", "load_run",
+           "new_run", "open_run_file", "outcome", "read_run_file", "runs_dir", "sanitize_name", "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
 # Why a run ended before its planned last step: status.json's and the end event's "ended_by"
@@ -56,6 +67,13 @@ INTERRUPTED = "interrupted"
 # On another machine a process cannot be asked whether it lives: a run that has not written a
 # heartbeat for this long (a step, a log or a checkpoint) counts as interrupted there.
 STALE_AFTER_S = 30 * 60
+# A status.json that cannot be read (not JSON, not a regular file) reads as "unknown" with the
+# reason under this key: the run is listed, marked, and the others are not hidden by it.
+UNREADABLE = "unreadable"
+# The most ftkit reads of one file. A record (config, status, eval, ...) is a few kilobytes; the
+# events of a long run are ~150 bytes a logged step, so 256 MiB holds over a million steps.
+RECORD_MAX_BYTES = 16 << 20
+EVENTS_MAX_BYTES = 256 << 20
 
 
 def is_main_process() -> bool:
@@ -114,6 +132,122 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+# --- reading a run folder's files ----------------------------------------------------------------
+
+class RunFileError(OSError):
+    """A file of a run folder that ftkit will not read: a symbolic link, not a regular file (a
+    FIFO, a socket, a device, a folder), larger than ftkit reads, or in a run folder that is itself
+    a symbolic link. The message names the file and why, never anything of its content."""
+
+
+# O_NOFOLLOW: a symbolic link fails to open (ELOOP) instead of being followed out of the folder.
+# O_NONBLOCK: a FIFO opens at once instead of waiting for a writer (that would hang the reader).
+# The checks and the read use the one file descriptor, so nothing can be swapped in between.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_FILE_FLAGS = (os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+               | getattr(os, "O_NOCTTY", 0))
+_FOLDER_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _refused(what: str, path: Path, err: OSError) -> RunFileError:
+    """The :class:`RunFileError` for ``path``, which ``os.open`` refused with ``err``."""
+    if err.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):  # O_DIRECTORY on a link: ENOTDIR
+        why = "is a symbolic link"
+    else:
+        why = {errno.ENOTDIR: "is not a folder", errno.ENXIO: "is not a regular file (a socket or a device)"}.get(
+            err.errno, f"cannot be opened ({err.strerror})")
+    return RunFileError(f"{what} {why}; ftkit reads only regular files in a run folder that is itself a folder: "
+                        "replace it with the file (or folder) itself")
+
+
+def _open_folder(folder: Path) -> int:
+    """A descriptor of the run folder itself, never of where a link named like it leads."""
+    try:
+        return os.open(folder, _FOLDER_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise _refused(f"run folder {folder.name}", folder, err) from None
+
+
+@contextmanager
+def open_run_file(folder: str | os.PathLike, name: str):
+    """``name`` in the run folder ``folder``, opened once for reading: ``(fd, size)``, closed after.
+
+    The folder is opened without following a link (a run folder that is a symbolic link leads out
+    of the runs folder), the file in it the same way and without blocking, then checked with
+    ``fstat`` on that descriptor to be a regular file. Raises ``FileNotFoundError`` when either is
+    absent and :class:`RunFileError` for anything else that is not a plain file in a plain folder.
+
+    >>> with open_run_file(run.path, "events.jsonl") as (fd, size):   # doctest: +SKIP
+    ...     head = os.pread(fd, 100, 0)
+    """
+    folder = Path(folder)
+    folder_fd = _open_folder(folder)
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=folder_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise _refused(f"{name} in run {folder.name}", folder / name, err) from None
+    finally:
+        os.close(folder_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((kind for test, kind in _KINDS if test(info.st_mode)), "not a regular file")
+            raise RunFileError(f"{name} in run {folder.name} is {kind}; ftkit reads only regular files in a "
+                               "run folder: replace it with the file itself")
+        yield fd, info.st_size
+    finally:
+        os.close(fd)
+
+
+def _read_at(fd: int, offset: int, count: int) -> bytes:
+    """Up to ``count`` bytes from ``offset`` (fewer only at the end of the file)."""
+    parts, got = [], 0
+    while got < count:
+        part = os.pread(fd, min(count - got, 1 << 24), offset + got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def read_run_file(folder: str | os.PathLike, name: str, limit: int = RECORD_MAX_BYTES) -> bytes:
+    """The bytes of ``name`` in the run folder ``folder``, opened as :func:`open_run_file` does;
+    :class:`RunFileError` when it holds more than ``limit`` bytes (checked before reading, and
+    again for a file that grows while it is read).
+
+    >>> json.loads(read_run_file(run.path, "status.json"))["status"]   # doctest: +SKIP
+    'completed'
+    """
+    with open_run_file(folder, name) as (fd, size):
+        data = _read_at(fd, 0, limit + 1) if size <= limit else b""
+        if size > limit or len(data) > limit:
+            raise RunFileError(f"{name} in run {Path(folder).name} holds more than the {limit >> 20} MiB ftkit "
+                               "reads of it; it is not a file ftkit wrote")
+        return data
+
+
+def _read_record(folder: Path, name: str) -> dict:
+    """A JSON record of the run folder as a dict; ``ValueError`` naming the file when it is not
+    a JSON object (cut short, edited by hand, or not ftkit's at all)."""
+    data = read_run_file(folder, name)
+    try:
+        record = json.loads(data)
+    except RecursionError:  # "[[[[...": deeper than Python's parser goes
+        raise ValueError(f"{name} is not valid JSON: nested too deeply") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, an integer too long to convert
+        raise ValueError(f"{name} is not valid JSON: {err}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{name} holds a JSON {type(record).__name__}, not an object")
+    return record
+
+
 @dataclass
 class Run:
     """A run folder. Reading is always safe; writing is done by the trainer that owns it."""
@@ -130,7 +264,8 @@ class Run:
 
     @property
     def config(self) -> dict:
-        return json.loads((self.path / "config.json").read_text())
+        """What config.json says (see :func:`new_run`); ``FileNotFoundError`` without one."""
+        return _read_record(self.path, "config.json")
 
     @property
     def template(self):
@@ -144,14 +279,26 @@ class Run:
     def status(self) -> dict:
         """What status.json says, except that a run marked running whose process has died (killed,
         out of memory, a closed kernel) reads as ``interrupted``, with the last step it logged.
-        ``train_sft(..., resume=run)`` or ``ftkit run CONFIG --resume RUN`` continues it."""
+        ``train_sft(..., resume=run)`` or ``ftkit run CONFIG --resume RUN`` continues it.
+
+        Never raises for what is in the folder: without a status.json the status is ``unknown``;
+        with one that cannot be read (not JSON, a symbolic link, a FIFO) also ``unknown``, and
+        ``unreadable`` says why, as in ``{"status": "unknown", "unreadable": "status.json is not
+        valid JSON: Expecting value: line 1 column 1 (char 0)"}``.
+        """
         try:
-            status = json.loads((self.path / "status.json").read_text())
+            status = _read_record(self.path, "status.json")
         except FileNotFoundError:
             return {"status": "unknown"}
+        except (RunFileError, ValueError) as err:
+            return {"status": "unknown", UNREADABLE: str(err)}
         if status.get("status") == "running" and not _alive(status):
-            logs = self.events("log")
-            status = {**status, "status": INTERRUPTED, "step": logs[-1]["step"] if logs else 0}
+            try:
+                logs = self.events("log")
+            except (RunFileError, ValueError):  # the step is a detail: the status is what was asked
+                logs = []
+            step = logs[-1].get("step") if logs else status.get("step", 0)
+            status = {**status, "status": INTERRUPTED, "step": step}
         return status
 
     def events(self, name: str | None = None) -> list[dict]:
@@ -159,15 +306,18 @@ class Run:
 
         A resumed run starts again from its checkpoint: the steps logged after that checkpoint
         by the stretch that was cut off are replaced by the ones the resumed stretch logs.
+        Raises :class:`RunFileError` for an events.jsonl that is not a regular file, or over
+        ``EVENTS_MAX_BYTES``.
         """
-        path = self.path / "events.jsonl"
-        if not path.exists():
+        try:
+            data = read_run_file(self.path, "events.jsonl", EVENTS_MAX_BYTES)
+        except FileNotFoundError:
             return []
         out = []
-        for event in _parse_events(path.read_text()):
-            if event.get("event") == "resume":
+        for event in _parse_events(data.decode("utf-8", errors="replace")):
+            if event.get("event") == "resume" and _is_number(event.get("step")):
                 out = [e for e in out if e.get("event") in ("start", "end", "resume", "preflight")
-                       or e.get("step", 0) <= event["step"]]
+                       or not _is_number(e.get("step", 0)) or e.get("step", 0) <= event["step"]]
             out.append(event)
         return [e for e in out if name is None or e.get("event") == name]
 
@@ -179,14 +329,17 @@ class Run:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}")
         if status == "running":
-            extra = {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time(), **extra}
+            # The process's start time with its pid: the pid of a process that ended may be given
+            # to another one, which must not make the run read as running (see _alive).
+            extra = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": _process_start(os.getpid()),
+                     "heartbeat": time.time(), **extra}
         if is_main_process():
             write_json(self.path / "status.json", {"status": status, "time": time.time(), **extra})
 
     def heartbeat(self, step: int) -> None:
         """The running process is alive at ``step``; called at every logged step and checkpoint."""
         if is_main_process():
-            status = json.loads((self.path / "status.json").read_text())
+            status = _read_record(self.path, "status.json")
             write_json(self.path / "status.json", {**status, "heartbeat": time.time(), "step": step})
 
     def record(self, name: str, payload: dict) -> None:
@@ -228,21 +381,25 @@ class Run:
         """
         if offset < 0:
             raise ValueError(f"offset must be 0 or more, not {offset}")
-        path = self.path / "events.jsonl"
-        if not path.exists():  # nothing logged yet
+        try:
+            with open_run_file(self.path, "events.jsonl") as (fd, size):
+                if offset > size:
+                    raise ValueError(f"offset {offset} is past the end of run {self.id}'s events ({size} bytes); "
+                                     "start again from 0")
+                data = _read_at(fd, offset, max_bytes)
+                if len(data) == max_bytes and b"\n" not in data:
+                    # One line longer than max_bytes: take it whole, or not at all. A "line" of
+                    # more than a record's cap is no event: skipped, as a line cut short is.
+                    rest = _read_at(fd, offset + len(data), RECORD_MAX_BYTES)
+                    cut = rest.find(b"\n")
+                    data += rest[:cut + 1] if cut >= 0 else b""
+                    if cut < 0 and len(rest) == RECORD_MAX_BYTES:
+                        return [], offset + len(data) + len(rest), True
+        except FileNotFoundError:  # nothing logged yet
             if offset:
                 raise ValueError(f"offset {offset} is past the end of run {self.id}'s events (none yet); "
-                                 "start again from 0")
+                                 "start again from 0") from None
             return [], 0, False
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if offset > size:
-                raise ValueError(f"offset {offset} is past the end of run {self.id}'s events ({size} bytes); "
-                                 "start again from 0")
-            f.seek(offset)
-            data = f.read(max_bytes)
-            if len(data) == max_bytes and b"\n" not in data:
-                data += f.readline()  # one line longer than max_bytes: take it whole, or not at all
         whole = data[:data.rfind(b"\n") + 1]
         out = _parse_events(whole.decode("utf-8", errors="replace"))
         end = offset + len(whole)
@@ -260,21 +417,26 @@ class Run:
         >>> run.stop_requested                              # doctest: +SKIP
         True
         """
-        write_json(self.path / STOP_REQUEST, {"time": time.time(), "by": by or f"pid {os.getpid()}",
-                                              "host": socket.gethostname(), "pid": os.getpid()})
+        _write_in_folder(self.path, STOP_REQUEST, {"time": time.time(), "by": by or f"pid {os.getpid()}",
+                                                   "host": socket.gethostname(), "pid": os.getpid()})
 
     @property
     def stop_requested(self) -> bool:
-        """Whether a stop was asked (:meth:`request_stop`) and not cleared since. One stat call:
-        cheap enough for every training step."""
-        return os.path.exists(os.path.join(self.path, STOP_REQUEST))
+        """Whether a stop was asked (:meth:`request_stop`) and not cleared since. One ``lstat``
+        call, cheap enough for every training step; only a regular file counts (a symbolic link
+        is no request, and is not followed to say whether something exists elsewhere)."""
+        try:
+            return stat.S_ISREG(os.lstat(os.path.join(self.path, STOP_REQUEST)).st_mode)
+        except OSError:
+            return False
 
     @property
     def stop_request(self) -> dict | None:
-        """What :meth:`request_stop` wrote (``time``, ``by``, ``host``, ``pid``), None without one."""
+        """What :meth:`request_stop` wrote (``time``, ``by``, ``host``, ``pid``), None without one
+        (or with one that is not a JSON object in a regular file)."""
         try:
-            return json.loads((self.path / STOP_REQUEST).read_text())
-        except (FileNotFoundError, ValueError):
+            return _read_record(self.path, STOP_REQUEST)
+        except (FileNotFoundError, RunFileError, ValueError):
             return None
 
     def clear_stop_request(self) -> None:
@@ -285,9 +447,11 @@ class Run:
     @property
     def evaluation(self) -> dict | None:
         """What :meth:`record_evaluation` kept: ``variant``, ``metric``, ``value``, ``test_rows``
-        and ``summary`` (one dict per variant); None when the run was never evaluated."""
+        and ``summary`` (one dict per variant); None when the run was never evaluated.
+        ``ValueError`` when eval.json is not a JSON object, :class:`RunFileError` when it is not a
+        regular file."""
         try:
-            return json.loads((self.path / "eval.json").read_text())
+            return _read_record(self.path, "eval.json")
         except FileNotFoundError:
             return None
 
@@ -310,7 +474,7 @@ class Run:
         found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=_checkpoint_step)
         for folder in reversed(found):
             try:
-                json.loads((folder / "trainer_state.json").read_text())
+                _read_record(folder, "trainer_state.json")
             except (OSError, ValueError):
                 continue
             return folder
@@ -405,11 +569,13 @@ class Run:
     def export_checks(self) -> list[dict]:
         """What :meth:`record_export_check` kept, oldest first: per export ``kind``, ``folder``,
         ``dtype``, ``metric``, ``rows``, ``in_memory`` and ``exported`` (the two headline scores),
-        ``scores``, ``answers_equal``, ``differ``, ``passed`` and ``message``. Empty when none."""
+        ``scores``, ``answers_equal``, ``differ``, ``passed`` and ``message``. Empty when none
+        (or the file is not JSON); :class:`RunFileError` when it is not a regular file."""
         try:
-            return json.loads((self.path / EXPORT_CHECK).read_text()).get("checks", [])
+            checks = _read_record(self.path, EXPORT_CHECK).get("checks", [])
         except (FileNotFoundError, ValueError):
             return []
+        return [c for c in checks if isinstance(c, dict)] if isinstance(checks, list) else []
 
     def _parity_conversations(self, rows) -> list[list[dict]]:
         from ftkit.sources import as_rows
@@ -473,7 +639,7 @@ def _parse_events(text: str) -> list[dict]:
     for line in text.splitlines():
         try:
             event = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, an integer too long, "[[[[..." too deep
             continue
         if isinstance(event, dict):
             out.append(event)
@@ -484,21 +650,54 @@ def _checkpoint_step(folder: Path) -> int:
     return int(folder.name.split("-")[1])  # the trainer names them checkpoint-<step>
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as ``"<boot id>/<start time>"``: its start in clock ticks
+    since boot (field 22 of /proc/<pid>/stat) and the boot's id, so a pid given to another
+    process, after this boot or a reboot, has another value. None where there is no /proc (macOS)
+    or no such process.
+
+    >>> _process_start(os.getpid()) == _process_start(os.getpid())
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces and ")": count from the last.
+    fields = stat_line[stat_line.rfind(b")") + 2:].split()
+    return f"{boot}/{int(fields[19])}" if len(fields) > 19 and fields[19].isdigit() else None
+
+
 def _alive(status: dict) -> bool:
     """Whether the process a running status names still runs (asked on this machine, judged by
-    its heartbeat's age on another)."""
+    its heartbeat's age on another). A process with the recorded pid but another start time
+    (``process_start``) is not the one that ran the run: the pid was given again."""
     pid, host = status.get("pid"), status.get("host")
     if pid is None:  # written before runs recorded their process: trust it
         return True
     if host != socket.gethostname():
-        return time.time() - status.get("heartbeat", status.get("time", 0)) < STALE_AFTER_S
+        heartbeat = status.get("heartbeat", status.get("time", 0))
+        return _is_number(heartbeat) and time.time() - heartbeat < STALE_AFTER_S
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 1 << 31:
+        return False  # no process this machine could have: not a record ftkit wrote
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process with that number
+    except PermissionError:  # someone else's process with that number: its start time says whose
+        pass
+    recorded = status.get("process_start")
+    if recorded is None:  # a record from before ftkit kept it, or written where there is no /proc
         return True
-    return True
+    now = _process_start(pid)
+    return now is None or now == recorded
 
 
 def outcome(status: dict) -> str:
@@ -566,6 +765,32 @@ def fingerprint(rows) -> str:
 
     rows = as_rows(rows)
     return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_in_folder(folder: Path, name: str, obj) -> None:
+    """:func:`write_json` for a file right in a run folder that may be shared: the folder is
+    opened without following a link, and the temporary file created and renamed inside that open
+    folder, so a run folder swapped for a link between a check and the write is not written through.
+    """
+    folder_fd = _open_folder(folder)
+    tmp = f".{name}.{os.getpid()}.{time.monotonic_ns()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644,
+                     dir_fd=folder_fd)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(obj, f, indent=2, default=str)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=folder_fd)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(folder_fd)
 
 
 def list_runs(root=None) -> list[Run]:

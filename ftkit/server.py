@@ -10,9 +10,17 @@ folder. It reads what :mod:`ftkit.runs` wrote and writes one thing there, a stop
 =====================================  ===================================================
 
 Every route sits under the server's base URL and needs the server's authentication (token or
-login cookie; a POST from a browser also its XSRF token, as for Jupyter's own API). A run id
-that is malformed, unknown, or whose folder or files lead out of the runs folder (``..``, a
-symbolic link) gets a JSON 404, never a file.
+login cookie; a POST from a browser also its XSRF token, as for Jupyter's own API), and asks the
+server's Authorizer: reading is the ``read`` action on the ``ftkit`` resource, Stop is ``write``,
+so a deployment can let some users watch runs but not stop them. A run id that is malformed,
+unknown, or whose folder or files lead out of the runs folder (``..``, a symbolic link) or are not
+regular files (a FIFO) gets a JSON 404, never a file.
+
+Anyone who can write into the runs folder (a shared folder, a run copied from a colleague) can
+put anything there, and swap it while the server reads. So the files are read only through
+:class:`ftkit.runs.Run`, which opens each once without following a link or waiting on a FIFO and
+reads what it checked (:func:`ftkit.runs.open_run_file`); and every read runs in a worker thread,
+so a slow file system holds a thread, never the event loop that JupyterLab's own API runs on.
 
 Which runs folder: ``c.FtkitServer.runs_dir`` in a Jupyter config file, or
 ``jupyter lab --FtkitServer.runs_dir=/data/runs``; unset, ``$FTKIT_RUNS``, else ``runs``. A
@@ -29,29 +37,34 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 from traitlets import Unicode
 from traitlets.config import Configurable
 
-from ftkit.runs import STOP_REQUEST, Run, list_runs
+from ftkit.runs import EXPORT_CHECK, STOP_REQUEST, UNREADABLE, Run, RunFileError, list_runs
 
 __all__ = ["RUN_ID", "FtkitServer", "find_run", "resolve_runs_dir", "run_summary"]
 
 # What new_run names a folder: a timestamp, then sanitize_name's output (lowercase letters,
 # digits and dashes, at most 60, no leading dash), then "-<i>" for a second run in that second.
 RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[a-z0-9][a-z0-9-]{0,70}")
-# The files a handler reads or writes in a run folder; any of them a symbolic link and the run is
-# not served (events.jsonl -> /etc/passwd).
-RUN_FILES = ("config.json", "status.json", "eval.json", "events.jsonl", STOP_REQUEST)
+# The files a handler reads or writes in a run folder; any of them not a regular file (a symbolic
+# link: events.jsonl -> /etc/passwd; a FIFO) and the run is not served. Run reads each of them
+# safely all the same: this check keeps such a run out of the list, Run's keeps a swap out.
+RUN_FILES = ("config.json", "status.json", "eval.json", "events.jsonl", STOP_REQUEST, EXPORT_CHECK)
+AUTH_RESOURCE = "ftkit"  # what the server's Authorizer is asked about: GET is "read", POST "write"
 SPARK_POINTS = 50  # losses per run in the listing: a sparkline, not the curve
 EVENTS_MAX_BYTES = 1 << 20  # per events call; `more` says to ask again at once
 
@@ -76,21 +89,32 @@ def resolve_runs_dir(setting: str, root_dir: str, environ=os.environ) -> Path:
     return path if path.is_absolute() else Path(root_dir).expanduser() / path
 
 
+def _kind(path: Path) -> str:
+    """"file", "folder", "absent" or "other" (a link, a FIFO, ...), without following a link."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "absent"
+    except OSError:
+        return "other"
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
 def find_run(base: Path, run_id: str) -> Run | None:
     """The run ``run_id`` names under ``base``, or None: a malformed id, no such folder, or one
-    that leads out of ``base`` (the folder or one of the files served a symbolic link).
+    that is not a plain folder of plain files (the folder or one of the files served a symbolic
+    link, a FIFO, ...).
 
     >>> find_run(Path("/tmp"), "../etc") is None
     True
     """
     if not RUN_ID.fullmatch(run_id):
         return None  # also every "..", "/", "\\", "%2e" and NUL: none can reach the file system
-    root = base.resolve()
-    folder = root / run_id
-    # resolve() follows every link: the folder itself must be a real folder right in the runs folder.
-    if folder.resolve() != folder or not (folder / "config.json").is_file():
+    folder = base.resolve() / run_id
+    # The folder itself must be a real folder right in the runs folder, with a real config.json.
+    if _kind(folder) != "folder" or _kind(folder / "config.json") != "file":
         return None
-    if any((folder / name).is_symlink() for name in RUN_FILES):
+    if any(_kind(folder / name) not in ("file", "absent") for name in RUN_FILES):
         return None
     return Run(folder)
 
@@ -110,9 +134,9 @@ _EVENTS_CACHE: dict[str, tuple[tuple[int, int], dict]] = {}
 
 
 def _from_events(run: Run) -> dict:
-    try:
-        stat = os.stat(run.path / "events.jsonl")
-        key = (stat.st_size, stat.st_mtime_ns)
+    try:  # lstat: the key of what was read, not of anything a link points at
+        info = os.lstat(run.path / "events.jsonl")
+        key = (info.st_size, info.st_mtime_ns)
     except FileNotFoundError:
         key = (0, 0)
     cached = _EVENTS_CACHE.get(str(run.path))
@@ -139,7 +163,8 @@ def run_summary(run: Run) -> dict:
     ``kind``, ``status`` (as :attr:`Run.status` reads it: a dead running run is ``interrupted``),
     ``step``, ``max_steps`` (None while unknown), ``metric`` (``name``, ``variant``, ``value`` of
     :attr:`Run.evaluation`, or None), ``started`` (unix seconds), ``device``, ``loss`` (the last
-    50 logged losses as ``[step, loss]``) and ``stop_requested``.
+    50 logged losses as ``[step, loss]``) and ``stop_requested``; ``error`` too when the run's
+    status cannot be read (``status`` is then ``unknown``; the error says why).
 
     >>> run_summary(run)["loss"][-1]   # doctest: +SKIP
     [40, 0.412]
@@ -151,17 +176,20 @@ def run_summary(run: Run) -> dict:
     max_steps = status.get("max_steps") or from_events["max_steps"] or (planned if planned > 0 else None)
     started = from_events["started"]
     if started is None:  # nothing logged yet: the folder's config was written when the run began
-        started = os.stat(run.path / "config.json").st_mtime
+        started = os.lstat(run.path / "config.json").st_mtime
     metric = None
     if evaluation and evaluation.get("metric") is not None:
         metric = {"name": evaluation["metric"], "variant": evaluation.get("variant"), "value": evaluation.get("value")}
-    return {
+    summary = {
         "id": run.id, "name": settings.get("name") or run.id[16:], "kind": config.get("kind", ""),
         "status": status.get("status", "unknown"),
         "step": max(status.get("step") or 0, from_events["last_step"]), "max_steps": max_steps,
         "metric": metric, "started": float(started), "device": config.get("device", ""),
         "loss": from_events["loss"], "stop_requested": run.stop_requested,
     }
+    if UNREADABLE in status:
+        summary["error"] = status[UNREADABLE]
+    return summary
 
 
 def _list_payload(base: Path) -> dict:
@@ -219,14 +247,29 @@ def render_run_report(run: Run) -> tuple[str, str]:
 # --- the handlers --------------------------------------------------------------------------------
 
 class _RunsHandler(APIHandler):
-    """What every ftkit handler shares: the runs folder, the run from the URL, JSON out."""
+    """What every ftkit handler shares: the runs folder, the run from the URL, reads off the
+    event loop, JSON out. Every method carries ``@web.authenticated`` and ``@authorized``."""
+
+    auth_resource = AUTH_RESOURCE
 
     @property
     def runs_base(self) -> Path:
         return self.settings["ftkit_runs_dir"]
 
-    def get_run(self, run_id: str) -> Run:
-        run = find_run(self.runs_base, run_id)
+    async def off_loop(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` in a worker thread. A file system that hangs (a network mount)
+        then holds a thread, not the event loop that every kernel and JupyterLab's own API share.
+        A run file found not to be a regular file on the way (swapped in since the run was found)
+        answers 404, as if the run had been refused from the start."""
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, functools.partial(fn, *args, **kwargs))
+        except RunFileError:
+            raise web.HTTPError(404, "no such run under the runs folder (one of its files is not a regular "
+                                     "file); GET ftkit/api/runs lists them") from None
+
+    async def get_run(self, run_id: str) -> Run:
+        run = await self.off_loop(find_run, self.runs_base, run_id)
         if run is None:
             # The id as given is not echoed: it may be anything an attacker typed.
             raise web.HTTPError(404, "no such run under the runs folder; GET ftkit/api/runs lists them")
@@ -254,31 +297,48 @@ def _nan_to_none(obj):
     return obj
 
 
+def run_detail(run: Run) -> dict:
+    """One run as ``GET /ftkit/api/runs/<id>`` answers: ``id``, ``config``, ``status``, ``evaluation``."""
+    return {"id": run.id, "config": run.config, "status": run.status, "evaluation": run.evaluation}
+
+
+def stop_run(run: Run, by: str) -> str | None:
+    """Ask ``run`` to stop (:meth:`Run.request_stop`) if it is running; else its status, unchanged."""
+    status = run.status.get("status")
+    if status != "running":
+        return status
+    run.request_stop(by=by)
+    return None
+
+
 class RunsHandler(_RunsHandler):
     @web.authenticated
+    @authorized
     async def get(self):
-        self.reply(await asyncio.to_thread(_list_payload, self.runs_base))
+        self.reply(await self.off_loop(_list_payload, self.runs_base))
 
 
 class RunHandler(_RunsHandler):
     @web.authenticated
-    def get(self, run_id: str):
-        run = self.get_run(run_id)
+    @authorized
+    async def get(self, run_id: str):
+        run = await self.get_run(run_id)
         try:
-            self.reply({"id": run.id, "config": run.config, "status": run.status, "evaluation": run.evaluation})
+            self.reply(await self.off_loop(run_detail, run))
         except ValueError as err:  # a record file edited by hand, or cut short by a full disk
             raise web.HTTPError(500, f"run {run.id}'s record cannot be read: {err}") from None
 
 
 class EventsHandler(_RunsHandler):
     @web.authenticated
-    def get(self, run_id: str):
-        run = self.get_run(run_id)
+    @authorized
+    async def get(self, run_id: str):
         raw = self.get_argument("offset", "0")
+        run = await self.get_run(run_id)
         if not re.fullmatch(r"[0-9]{1,18}", raw):
             raise web.HTTPError(400, "offset must be a byte offset: 0, or the offset the last call returned")
         try:
-            events, offset, more = run.events_since(int(raw), EVENTS_MAX_BYTES)
+            events, offset, more = await self.off_loop(run.events_since, int(raw), EVENTS_MAX_BYTES)
         except ValueError as err:
             raise web.HTTPError(400, str(err)) from None
         self.reply({"events": events, "offset": offset, "more": more})
@@ -295,9 +355,10 @@ class ReportHandler(_RunsHandler):
         return f"{self._policy}; frame-ancestors 'self'; sandbox allow-scripts allow-downloads"
 
     @web.authenticated
+    @authorized
     async def get(self, run_id: str):
-        run = self.get_run(run_id)
-        page, self._policy = await asyncio.to_thread(render_run_report, run)
+        run = await self.get_run(run_id)
+        page, self._policy = await self.off_loop(render_run_report, run)
         self.set_header("Content-Security-Policy", self.content_security_policy)
         self.set_header("Cache-Control", "no-store")
         self.finish(page, set_content_type="text/html; charset=UTF-8")
@@ -305,14 +366,14 @@ class ReportHandler(_RunsHandler):
 
 class StopHandler(_RunsHandler):
     @web.authenticated
-    def post(self, run_id: str):
-        run = self.get_run(run_id)
-        status = run.status.get("status")
-        if status != "running":
-            raise web.HTTPError(409, f"run {run.id} is {status}: only a running run can be stopped")
+    @authorized  # "write": a deployment's Authorizer can let a user watch runs but not stop them
+    async def post(self, run_id: str):
+        run = await self.get_run(run_id)
         user = self.current_user
         who = getattr(user, "display_name", None) or getattr(user, "username", None) or "someone"
-        run.request_stop(by=f"{who} (JupyterLab)")
+        status = await self.off_loop(stop_run, run, by=f"{who} (JupyterLab)")
+        if status is not None:
+            raise web.HTTPError(409, f"run {run.id} is {status}: only a running run can be stopped")
         self.reply({"id": run.id, "stop_requested": True}, status=202)
 
 
@@ -340,19 +401,28 @@ def tour_payload() -> dict:
 
 class TourHandler(_RunsHandler):
     @web.authenticated
+    @authorized
     async def get(self):
-        self.reply(await asyncio.to_thread(tour_payload))
+        self.reply(await self.off_loop(tour_payload))
 
 
 class NotFoundHandler(_RunsHandler):
     """Anything else under ftkit/api: a JSON 404 (Jupyter's own is an HTML page)."""
 
-    @web.authenticated
-    def get(self, *args):
+    def _not_found(self):
         raise web.HTTPError(404, "no such ftkit API route; the routes are runs, runs/<id>, "
                                  "runs/<id>/events, runs/<id>/report, runs/<id>/stop and tour")
 
-    post = get
+    # One decorated method each: @authorized fixes its action ("read", "write") at its first call.
+    @web.authenticated
+    @authorized
+    async def get(self, *args):
+        self._not_found()
+
+    @web.authenticated
+    @authorized
+    async def post(self, *args):
+        self._not_found()
 
 
 # --- the extension -------------------------------------------------------------------------------

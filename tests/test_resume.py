@@ -138,3 +138,23 @@ def test_resume_refuses_a_run_that_is_not_interrupted(tiny_model_dir, tmp_path):
 
     assert main(["train", str(config), "--resume", run.id]) == 1
     assert main(["train", str(config), "--resume", "nope"]) == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process start times come from /proc")
+def test_hostile_resume_accepts_a_running_record_whose_pid_now_belongs_to_another_process(tmp_path):
+    from types import SimpleNamespace
+
+    from ftkit.cli import _resumable
+    from ftkit.runs import new_run, write_json
+
+    run = new_run("cut", {"kind": "sft"}, root=tmp_path)
+    run.record("log", {"step": 3, "loss": 1.0})
+    config = SimpleNamespace(output=SimpleNamespace(runs_root=str(tmp_path)), dpo=None)
+    with pytest.raises(ValueError, match="is running"):
+        _resumable(config, run.id)  # its process (this one) still runs it
+    # The trainer died and its pid went to another process (here: this one, started at another time).
+    status = json.loads((run.path / "status.json").read_text())
+    boot, ticks = status["process_start"].rsplit("/", 1)
+    write_json(run.path / "status.json", {**status, "process_start": f"{boot}/{int(ticks) - 1}"})
+    assert _resumable(config, run.id).status == {**status, "process_start": f"{boot}/{int(ticks) - 1}",
+                                                 "status": "interrupted", "step": 3}

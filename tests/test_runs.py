@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from ftkit.runs import list_runs, load_run, new_run, sanitize_name, write_json
+from ftkit.runs import Run, list_runs, load_run, new_run, sanitize_name, write_json
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -122,3 +122,141 @@ def test_a_finished_status_keeps_why_it_ended_and_reads_back_in_words(tmp_path):
     run.set_status("completed", step=20, max_steps=40, ended_by="time budget")
     assert load_run(run.id, tmp_path).status["ended_by"] == "time budget"
     assert outcome(run.status) == "stopped by the time budget at step 20 of 40"
+
+
+# --- a hostile or damaged run folder ---------------------------------------------------------------
+
+def test_hostile_malformed_status_json_marks_its_run_and_ftkit_runs_lists_the_others(tmp_path, capsys):
+    from ftkit.cli import main
+
+    fine, broken = new_run("fine", {"kind": "sft"}, root=tmp_path), new_run("broken", {"kind": "sft"}, root=tmp_path)
+    fine.set_status("completed", step=3)
+    (broken.path / "status.json").write_text("{'status': 'completed'}")  # edited by hand, Python-style
+    assert broken.status == {"status": "unknown", "unreadable": "status.json is not valid JSON: Expecting property "
+                             "name enclosed in double quotes: line 1 column 2 (char 1)"}
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(lines) == {fine.id, broken.id} and lines[fine.id].split()[1:4] == ["sft", "completed", "3"]
+    assert "unknown" in lines[broken.id] and "status.json is not valid JSON: Expecting property" in lines[broken.id]
+
+
+@pytest.mark.parametrize("damage", [b"", b"[1, 2]", b"\xff\xfe garbage", b"[" * 100_000,
+                                    b'{"step": ' + b"9" * 5000 + b"}"])  # too deep, too long a number
+def test_hostile_any_damaged_status_reads_as_unknown_with_the_reason(tmp_path, damage):
+    run = new_run("r", {}, root=tmp_path)
+    (run.path / "status.json").write_bytes(damage)
+    status = run.status
+    assert status["status"] == "unknown" and status["unreadable"].startswith("status.json")
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder", "huge"])
+def test_hostile_a_record_that_is_not_a_regular_file_is_refused_with_the_marker_unread(tmp_path, kind):
+    from ftkit.runs import RECORD_MAX_BYTES, RunFileError, read_run_file
+
+    run = new_run("r", {}, root=tmp_path)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"variant": "v", "metric": "SECRET", "value": 1}')
+    path = run.path / "eval.json"
+    if kind == "symlink":
+        path.symlink_to(secret)
+    elif kind == "fifo":
+        os.mkfifo(path)  # no writer: a plain open would wait for ever
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"")
+        os.truncate(path, RECORD_MAX_BYTES + 1)
+    why = {"symlink": "is a symbolic link", "fifo": "is a FIFO", "folder": "is a folder", "huge": "holds more than"}
+    for read in (lambda: run.evaluation, lambda: read_run_file(run.path, "eval.json")):
+        error = _raised_within(5, read)  # a read that waits on the FIFO fails here instead of hanging
+        assert isinstance(error, RunFileError) and f"eval.json in run {run.id} {why[kind]}" in str(error)
+        assert "SECRET" not in str(error)
+    assert run.status["status"] == "running"  # the other records read as before
+
+
+def _raised_within(seconds: float, fn) -> BaseException | None:
+    """What ``fn()`` raised (None if nothing), run in a daemon thread; fails if it takes longer."""
+    import threading
+
+    box = {}
+
+    def target():
+        try:
+            fn()
+            box["error"] = None
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            box["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert "error" in box, f"the read still waits after {seconds} s"
+    return box["error"]
+
+
+def test_hostile_a_run_folder_that_is_a_symlink_is_not_read_through(tmp_path):
+    from ftkit.runs import RunFileError
+
+    elsewhere = new_run("elsewhere", {"secret": "SECRET"}, root=tmp_path / "outside")
+    (tmp_path / "runs").mkdir()
+    link = tmp_path / "runs" / elsewhere.id
+    link.symlink_to(elsewhere.path, target_is_directory=True)
+    with pytest.raises(RunFileError, match=f"run folder {elsewhere.id} is a symbolic link"):
+        Run(link).config
+    for read in (lambda run: run.events(), lambda run: run.events_since(0), lambda run: run.evaluation):
+        with pytest.raises(RunFileError, match="is a symbolic link"):
+            read(Run(link))
+    assert Run(link).status["status"] == "unknown" and "symbolic link" in Run(link).status["unreadable"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process start times come from /proc")
+def test_hostile_a_reused_pid_reads_as_interrupted_and_an_old_record_keeps_todays_rule(tmp_path):
+    import subprocess
+    import sys
+
+    from ftkit.runs import _process_start
+
+    run = new_run("r", {}, root=tmp_path)
+    run.record("log", {"step": 4, "loss": 1.0})
+    recorded = json.loads((run.path / "status.json").read_text())
+    assert recorded["pid"] == os.getpid() and recorded["process_start"] == _process_start(os.getpid())
+    assert run.status["status"] == "running"
+    # This process holds the recorded pid, but started at another time: the pid was given again.
+    boot, ticks = recorded["process_start"].rsplit("/", 1)
+    for other in (f"{boot}/{int(ticks) + 1}", f"another-boot/{ticks}"):  # later, or after a reboot
+        write_json(run.path / "status.json", {**recorded, "process_start": other})
+        assert run.status["status"] == "interrupted" and run.status["step"] == 4, other
+    # Someone else's process with the recorded pid (pid 1, init): its start time says it is not ours.
+    write_json(run.path / "status.json", {**recorded, "pid": 1})
+    assert run.status["status"] == "interrupted"
+    # A record from before the start time was kept: the pid alone decides, as it always did.
+    write_json(run.path / "status.json", {k: v for k, v in recorded.items() if k != "process_start"})
+    assert run.status["status"] == "running"
+    # Another live process, recorded with its own start time: running.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        write_json(run.path / "status.json", {**recorded, "pid": child.pid, "process_start": _process_start(child.pid)})
+        assert run.status["status"] == "running"
+    finally:
+        child.kill()
+        child.wait()
+    assert run.status["status"] == "interrupted"
+
+
+def test_hostile_an_endless_line_in_events_is_skipped_so_a_follower_moves_on(tmp_path):
+    from ftkit.runs import RECORD_MAX_BYTES
+
+    run = new_run("r", {}, root=tmp_path)
+    path = run.path / "events.jsonl"
+    with open(path, "wb") as f:  # no newline for 20 MiB (sparse: zeros), then one honest event
+        f.truncate(20 << 20)
+        f.seek(0, 2)
+        f.write(b'\n{"event": "log", "step": 1, "loss": 1.0}\n')
+    events, offset, more = run.events_since(0, max_bytes=1 << 20)
+    assert events == [] and offset == (1 << 20) + RECORD_MAX_BYTES and more  # read no more than that
+    seen = []
+    while more:  # a follower asks again at once, and reaches the event after the garbage
+        events, offset, more = run.events_since(offset, max_bytes=1 << 20)
+        seen += events
+    assert seen == [{"event": "log", "step": 1, "loss": 1.0}] and offset == path.stat().st_size

@@ -9,6 +9,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+import pytest
 from transformers import TrainerControl, TrainerState
 
 from ftkit.events import EventBus, EventCallback, StopFlag
@@ -114,3 +115,23 @@ def _wait_for_a_logged_step(runs, process, timeout: float = 90):
         assert process.poll() is None, process.stdout.read()[-3000:]
         time.sleep(0.02)
     raise AssertionError("the training process logged no step in time")
+
+
+def test_hostile_a_stop_request_is_neither_written_nor_read_through_a_symbolic_link(tmp_path):
+    from ftkit.runs import Run, RunFileError
+
+    run = new_run("r", {}, root=tmp_path / "runs")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # A run folder swapped for a link out of the runs folder: the request is not written there.
+    real = run.path.rename(tmp_path / "moved")
+    run.path.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RunFileError, match="is a symbolic link"):
+        Run(run.path).request_stop(by="alice")
+    assert list(outside.iterdir()) == []
+    # A stop request that is a link (to a request elsewhere) is none, and is not read.
+    run.path.unlink()
+    real.rename(run.path)
+    (outside / STOP_REQUEST).write_text(json.dumps({"by": "SECRET", "time": 0}))
+    (run.path / STOP_REQUEST).symlink_to(outside / STOP_REQUEST)
+    assert not run.stop_requested and run.stop_request is None
