@@ -126,7 +126,8 @@ class _Peer:
     """One end of the channel: length-prefixed JSON both ways, requests may nest (a call that calls
     back). ``trusted`` is the tests process: it decodes with care and serves little."""
     def __init__(self, rfd, wfd, trusted):
-        import json, operator, builtins, importlib   # loaded by _main before root was dropped
+        import json, operator, builtins, importlib, datetime, decimal, fractions   # loaded by _main already
+        self.stdlib = datetime, decimal, fractions
         self.rfd, self.wfd, self.trusted, self.pid = rfd, wfd, trusted, os.getpid()
         self.json, self.operator, self.builtins, self.importlib = json, operator, builtins, importlib
         self.mine, self.ids, self.theirs, self.buf = {}, {}, {}, bytearray()
@@ -177,6 +178,9 @@ class _Peer:
             if sys.modules.get(obj.__name__) is obj and not obj.__name__.startswith("__"):
                 return ["m", obj.__name__]
             return self.export(obj)
+        value = _value(obj, self.stdlib)
+        if value is not None:
+            return value
         if not self.trusted:   # the code's own subclasses and numpy scalars, as the values they stand for
             if t.__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "shape", None) == ():
                 return self.enc(obj.item(), depth, path)
@@ -232,6 +236,8 @@ class _Peer:
                 return self.mine[int(body[0])]
             if tag == "m":
                 return self.importlib.import_module(str(body[0]))
+            if tag in _VALUE_TAGS:
+                return _from_value(tag, body, self.stdlib)
         except (_Broken, ImportError):
             raise
         except Exception as e:
@@ -290,6 +296,33 @@ class _Peer:
             except BaseException:
                 pass
         self.send(reply)
+_VALUE_TAGS = ("dt", "date", "time", "td", "dec", "frac")
+def _value(obj, stdlib):
+    """Dates, times, durations, decimals and fractions cross as the values they are (a subclass,
+    such as pandas' Timestamp, as its base), or None for anything else."""
+    datetime, decimal, fractions = stdlib
+    if isinstance(obj, datetime.datetime):
+        return ["dt", obj.isoformat()]
+    if isinstance(obj, datetime.date):
+        return ["date", obj.isoformat()]
+    if isinstance(obj, datetime.time):
+        return ["time", obj.isoformat()]
+    if isinstance(obj, datetime.timedelta):
+        return ["td", obj.days, obj.seconds, obj.microseconds]
+    if isinstance(obj, decimal.Decimal):
+        return ["dec", str(obj)]
+    if isinstance(obj, fractions.Fraction):
+        return ["frac", format(obj.numerator, "x"), format(obj.denominator, "x")]
+    return None
+def _from_value(tag, body, stdlib):
+    datetime, decimal, fractions = stdlib
+    if tag == "td":
+        return datetime.timedelta(days=int(body[0]), seconds=int(body[1]), microseconds=int(body[2]))
+    if tag == "frac":
+        return fractions.Fraction(int(body[0], 16), int(body[1], 16))
+    text = str(body[0])[:100]
+    return {"dt": datetime.datetime.fromisoformat, "date": datetime.date.fromisoformat,
+            "time": datetime.time.fromisoformat, "dec": decimal.Decimal}[tag](text)
 def _plain(value, depth=0):
     t = type(value)
     if value is None or t in (bool, int, float, str, bytes):
@@ -500,7 +533,7 @@ def _tests_side(job, report, libc):
             os._exit(0)
     report("passed")
 def _main(fd):
-    import json, operator, importlib   # now: after root is dropped the stdlib may be out of reach
+    import json, operator, importlib, datetime, decimal, fractions   # now: once root is dropped the stdlib may be out of reach
     job = marshal.loads(sys.stdin.buffer.read())
     del sys.argv[1:]
     null = os.open(os.devnull, os.O_RDONLY)

@@ -288,7 +288,7 @@ def _find_plan(ceiling: str | None = None) -> _Plan:
     """The strongest isolation that works here, at ``ceiling`` or weaker (one of :data:`LEVELS`),
     found once by running a small job under each.
 
-    The job imports a module Python does not load at start: after root is dropped the stdlib must
+    The job imports a module neither Python nor the runner loads at start (colorsys): after root is dropped the stdlib must
     still be readable (a pyenv under /root is not, unless the mounts bind it back).
     """
     if sys.platform != "linux":
@@ -309,7 +309,7 @@ def _find_plan(ceiling: str | None = None) -> _Plan:
         for python in pythons:
             plan = _Plan(python, root, ns, mount, _binds(python) if mount else ())
             with _claim_uid(plan.drop) as uid:
-                out = _run(plan, uid, "", "import os, fractions", ["assert os.getcwd() == os.environ['HOME']"],
+                out = _run(plan, uid, "", "import os, colorsys", ["assert os.getcwd() == os.environ['HOME']"],
                            20, 512, 8, 4000, 8, True)
             if out.passed:
                 return plan

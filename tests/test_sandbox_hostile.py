@@ -266,6 +266,9 @@ def fail(x):
     raise ValueError("bad %s" % x)
 def root(x):
     return math.sqrt(x)
+def due(day, days):
+    import datetime, decimal, fractions
+    return day + datetime.timedelta(days=days), decimal.Decimal("1.10"), fractions.Fraction(1, 3)
 """
 HONEST_TESTS = [
     "assert height(tree) == 3",                                    # setup built it with the code's Node
@@ -277,6 +280,8 @@ HONEST_TESTS = [
     "try:\n    fail(3)\nexcept ValueError as e:\n    assert str(e) == 'bad 3'\nelse:\n    assert False",
     "assert math.isclose(root(2.0), 1.41421356, rel_tol=1e-6)",
     "def check(candidate):\n    assert candidate(9) == 3.0\ncheck(root)",
+    "import datetime, decimal, fractions\nday, price, third = due(datetime.date(2024, 2, 28), 2)\n"
+    "assert (day, price, third) == (datetime.date(2024, 3, 1), decimal.Decimal('1.10'), fractions.Fraction(1, 3))",
 ]
 
 
@@ -314,7 +319,8 @@ def test_sandbox_hostile_channel_decoder_refuses_what_is_not_data():
     peer = runner._Peer(-1, -1, trusted=True)
     secret = object()
     peer.export(secret)                     # handle 0: the only object of its own it may hand back
-    tags = st.sampled_from(["l", "t", "s", "f", "d", "i", "b", "y", "c", "h", "r", "m", "zz", ""])
+    tags = st.sampled_from(["l", "t", "s", "f", "d", "i", "b", "y", "c", "h", "r", "m", "dt", "date", "time", "td",
+                            "dec", "frac", "zz", ""])
     leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5) | st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)
     values = st.recursive(leaf, lambda inner: st.lists(inner, max_size=3) | st.tuples(tags, st.lists(inner, max_size=3))
                           .map(list) | st.tuples(tags, inner).map(list), max_leaves=12)
@@ -326,8 +332,12 @@ def test_sandbox_hostile_channel_decoder_refuses_what_is_not_data():
             out = peer.dec(value)
         except (runner._Broken, ImportError):
             return
+        import datetime, decimal, fractions
+
         assert out is secret or type(out) in (type(None), bool, int, float, str, bytes, bytearray, complex, list,
-                                              tuple, set, frozenset, dict, runner._Remote, type(sys))
+                                              tuple, set, frozenset, dict, runner._Remote, type(sys),
+                                              datetime.datetime, datetime.date, datetime.time, datetime.timedelta,
+                                              decimal.Decimal, fractions.Fraction)
 
     decode()
     with pytest.raises(runner._Broken):
