@@ -25,8 +25,16 @@ path (``sft.learnign_rate``), the allowed keys or values, and the closest match.
 >>> config_from_dict({"sft": {"learnign_rate": 1e-3}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
   ...
+ftkit.config.ConfigError: invalid config: sft.learnign_rate: unknown key (did you mean 'learning_rate'?); ...
+>>> config_from_dict({"sft": {"batch_size": -3, "lora": {"dropout": 1.0}}})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+  ...
 ftkit.config.ConfigError: invalid config:
-  sft.learnign_rate: unknown key (did you mean 'learning_rate'?); allowed keys: name, epochs, ...
+  sft.batch_size: -3 is below its minimum 1; allowed: >= 1
+  sft.lora.dropout: 1.0 is not below 1; allowed: >= 0 and < 1
+
+Every number's range is declared beside its help text (``metadata={"help": ..., "min": 1}``, see
+:func:`ftkit.training.range_problem`); ``ftkit run --help`` shows it as ``[>= 1]``.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
+import re
+import reprlib
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -48,7 +60,8 @@ from ftkit.endpoint import Endpoint
 from ftkit.metrics import BUILTIN
 from ftkit.models import EMBEDDED_NAME, ModelLoadError, resolve_source
 from ftkit.sft import SFTSettings
-from ftkit.training import settings_fields
+from ftkit.sources import path_problem
+from ftkit.training import MAX_SEED, range_problem, range_text, settings_fields
 
 __all__ = [
     "ConfigError", "DPOStage", "DataConfig", "ModelConfig", "OutputConfig", "PipelineConfig", "SFTStage",
@@ -59,11 +72,15 @@ TemplateKind = Literal["zero_shot", "with_system", "few_shot"]
 
 
 class ConfigError(ValueError):
-    """A config that cannot run; the message lists every problem with its key path."""
+    """A config that cannot run; the message lists every problem with its key path, after the
+    config file's name (``source``) when it came from one."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems, self.source = problems, source
+        head = f"invalid config {source}" if source else "invalid config"
+        # One problem stays on one line: `ftkit` prints it as one line, which a log search finds whole.
+        body = f" {problems[0]}" if len(problems) == 1 else "".join(f"\n  {p}" for p in problems)
+        super().__init__(f"{head}:{body}")
 
 
 @dataclass
@@ -75,16 +92,16 @@ class DataConfig:
         "help": "Canonical field -> your column, e.g. {prompt: message, completion: queue}; "
                 "empty: detect the layout"})
     test_size: float = field(default=0.2, metadata={
-        "help": "Held-out share of the rows (0-1), or a row count"})
-    seed: int = field(default=0, metadata={"help": "Seed of the train/test split"})
+        "help": "Held-out share of the rows (0-1), or a row count", "above": 0})
+    seed: int = field(default=0, metadata={"help": "Seed of the train/test split", "min": 0, "max": MAX_SEED})
     stratify_by: str | None = field(default="label", metadata={
         "help": "Column whose proportions both splits keep; null for a plain random split. "
                 "Ignored when the data has no such column"})
     limit: int = field(default=0, metadata={
-        "help": "Evaluate on at most this many held-out rows (0: all); fewer is faster"})
+        "help": "Evaluate on at most this many held-out rows (0: all); fewer is faster", "min": 0})
     train_limit: int = field(default=0, metadata={
         "help": "Train on at most this many training rows and DPO pairs (0: all); few-shot examples are still "
-                "picked from the whole training split. `ftkit run --limit N` sets this and limit"})
+                "picked from the whole training split. `ftkit run --limit N` sets this and limit", "min": 0})
     group_by: str | None = field(default=None, metadata={
         "help": "Column whose rows stay together on one side of the split (the passage, a document's title, "
                 "a conversation id), so no held-out row shares it with training; null: the context passage "
@@ -102,7 +119,7 @@ class ModelConfig:
     threads: int = field(default=0, metadata={
         "help": "CPU threads for torch; 0: one per core other processes leave free, checked again between "
                 "phases and during training (two processes that each use every core slow each other far "
-                "beyond 2x); a number fixes it"})
+                "beyond 2x); a number fixes it", "min": 0})
 
 
 @dataclass
@@ -119,10 +136,10 @@ class TemplateConfig:
         "help": "The user turn with {prompt} and any column as placeholders ({labels}: the label "
                 "set); null: the task's instruction (classification: the label list; QA with a passage: the "
                 "question and its {context}; creative and chat: '{prompt}')"})
-    k: int = field(default=8, metadata={"help": "few_shot: number of solved examples"})
+    k: int = field(default=8, metadata={"help": "few_shot: number of solved examples", "min": 1})
     strategy: Literal["balanced", "random", "first"] = field(default="balanced", metadata={
         "help": "few_shot: how examples are picked (balanced: every label before any repeats)"})
-    seed: int = field(default=0, metadata={"help": "few_shot: seed of the random pick"})
+    seed: int = field(default=0, metadata={"help": "few_shot: seed of the random pick", "min": 0, "max": MAX_SEED})
     endpoint: Endpoint | None = field(default=None, metadata={
         "help": "Ask a hosted model with this prompt instead of the local one (a baseline beside the "
                 "tuned model): an OpenAI-compatible server, e.g. {model: gpt-4o-mini} or {base_url: "
@@ -143,7 +160,7 @@ class SFTStage(SFTSettings):
     template: str = field(default="", metadata={
         "help": "Name of the template SFT (and DPO) train on and the tuned models are evaluated "
                 "with; empty: the first zero_shot or with_system template"})
-    max_length: int = field(default=0, metadata={"help": MAX_LENGTH_HELP})
+    max_length: int = field(default=0, metadata={"help": MAX_LENGTH_HELP, "min": 0})
 
 
 @dataclass
@@ -154,7 +171,7 @@ class DPOStage(DPOSettings):
         "help": "Preference pairs (prompt/chosen/rejected): a file or a built-in example name"})
     mapping: dict[str, str] = field(default_factory=dict, metadata={
         "help": "Canonical field -> your column for the pairs; empty: detect the layout"})
-    max_length: int = field(default=0, metadata={"help": MAX_LENGTH_HELP})
+    max_length: int = field(default=0, metadata={"help": MAX_LENGTH_HELP, "min": 0})
 
 
 @dataclass
@@ -179,7 +196,8 @@ class PipelineConfig:
         "help": "DPO from the SFT adapter on preference pairs; null (the default) skips it"})
     metrics: list[str] = field(default_factory=list, metadata={
         "help": "Metrics per example; the first is the headline; empty: the task's", "choices": tuple(BUILTIN)})
-    max_new_tokens: int = field(default=0, metadata={"help": "Longest generated answer, in tokens (0: the task's)"})
+    max_new_tokens: int = field(default=0, metadata={
+        "help": "Longest generated answer, in tokens (0: the task's)", "min": 0})
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
@@ -208,43 +226,65 @@ def _type_name(tp) -> str:
             type(None): "null"}.get(tp, "a mapping" if dataclasses.is_dataclass(tp) else str(tp))
 
 
-def _convert(tp, value, path: str, problems: list[str], choices=None):
-    """``value`` converted to type ``tp``; problems are appended with ``path``."""
+def _show(value) -> str:
+    """``repr(value)`` cut short: a problem names a value, it does not print a whole section."""
+    return reprlib.repr(value)
+
+
+def _key(key) -> str:
+    """A key as it goes into a path: plain names as they are, anything else (a newline, a space,
+    a number) as its repr, so a problem stays on one line and says what the key really was."""
+    return key if isinstance(key, str) and re.fullmatch(r"[\w-]+", key) else repr(key)
+
+
+def _convert(tp, value, path: str, problems: list[str], f: dataclasses.Field | None = None):
+    """``value`` converted to type ``tp``; problems are appended with ``path``. ``f``: the field it
+    is for, whose metadata may list ``choices`` and declare a range (:func:`ftkit.training.range_problem`)."""
+    choices = f.metadata.get("choices") if f is not None else None
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
-            return _convert(inner[0], value, path, problems, choices)
+            return _convert(inner[0], value, path, problems, f)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, problems)
     if origin is Literal:
         if value not in args:
-            problems.append(f"{path}: {value!r} is not allowed{_suggest(value, args)}; choose one of: "
+            problems.append(f"{path}: {_show(value)} is not allowed{_suggest(value, args)}; choose one of: "
                             f"{', '.join(map(str, args))}")
         return value
     if origin is list:
         if not isinstance(value, list):
-            problems.append(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+            problems.append(f"{path}: expected a list, got {type(value).__name__} {_show(value)}")
             return value
-        return [_convert(args[0], v, f"{path}[{i}]", problems, choices) for i, v in enumerate(value)]
+        return [_convert(args[0], v, f"{path}[{i}]", problems, f) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            problems.append(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+            problems.append(f"{path}: expected a mapping, got {type(value).__name__} {_show(value)}")
         elif args:
-            return {k: _convert(args[1], v, f"{path}.{k}", problems) for k, v in value.items()}
+            return {k: _convert(args[1], v, f"{path}.{_key(k)}", problems) for k, v in value.items()}
         return value
     # bool is an int in Python; a YAML `true` for a number is almost surely a mistake.
     ok = (isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))) or \
          (tp is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
-        problems.append(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        problems.append(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {_show(value)}")
         return value
     if choices is not None and value not in choices:
-        problems.append(f"{path}: {value!r} is not allowed{_suggest(value, choices)}; choose one of: "
+        problems.append(f"{path}: {_show(value)} is not allowed{_suggest(value, choices)}; choose one of: "
                         f"{', '.join(choices)}")
-    return float(value) if tp is float else value
+    if tp is float and isinstance(value, int):
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of 309 digits or more
+            problems.append(f"{path}: {_show(value)} is too large for a number")
+            return value
+    problem = range_problem(f, value) if f is not None else None
+    if problem:
+        problems.append(f"{path}: {problem}")
+    return value
 
 
 def _build(cls, values, path: str, problems: list[str]):
@@ -252,18 +292,18 @@ def _build(cls, values, path: str, problems: list[str]):
     where = path or "the config"
     if not isinstance(values, dict):
         problems.append(f"{where}: expected a mapping of {', '.join(_allowed(cls))}; got "
-                        f"{type(values).__name__} {values!r}")
+                        f"{type(values).__name__} {_show(values)}")
         return cls()
     hints = typing.get_type_hints(cls)
     fields_ = {f.name: f for f in settings_fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
-        key_path = f"{path}.{key}" if path else str(key)
+        key_path = f"{path}.{_key(key)}" if path else _key(key)
         if key not in fields_:
             problems.append(f"{key_path}: unknown key{_suggest(key, fields_)}; allowed keys: "
                             f"{', '.join(fields_)}")
             continue
-        kwargs[key] = _convert(hints[key], value, key_path, problems, fields_[key].metadata.get("choices"))
+        kwargs[key] = _convert(hints[key], value, key_path, problems, fields_[key])
     return cls(**kwargs) if len(problems) == 0 else cls()
 
 
@@ -305,9 +345,6 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
         resolve_source(config.model.name)
     except ModelLoadError as err:
         problems.append(f"model.name: {err}")
-    if config.model.threads < 0:
-        problems.append(f"model.threads: {config.model.threads} is not a thread count; 0 chooses from the "
-                        "cores other processes leave free, a number >= 1 fixes it")
     names = [template_name(t) for t in config.templates]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -320,8 +357,6 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
         problems.append(f"sft.template: no template named {config.sft.template!r}"
                         f"{_suggest(config.sft.template, names)}; templates are: {', '.join(names)}")
     for i, t in enumerate(config.templates):
-        if t.kind == "few_shot" and t.k < 1:
-            problems.append(f"templates[{i}].k: a few_shot template needs k >= 1, got {t.k}")
         if t.endpoint is not None:
             problems.extend(f"templates[{i}].endpoint: {p}" for p in t.endpoint.problems())
     if not 0 < config.data.test_size < 1 and not (config.data.test_size >= 1 and
@@ -332,6 +367,10 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
 
 def _check_source(source: str, path: str, problems: list[str]) -> None:
     if source not in examples.names() and not Path(source).is_file():
+        problem = path_problem(source)
+        if problem and os.path.lexists(source):  # there, but a folder, FIFO, device or broken link
+            problems.append(f"{path}: {problem}")
+            return
         name = Path(source).name
         problems.append(f"{path}: no file {source!r} and no built-in example {name!r}"
                         f"{_suggest(name, examples.names())}; built-in examples: {', '.join(examples.names())}")
@@ -363,26 +402,146 @@ def config_from_dict(values: dict, base: str | Path = ".") -> PipelineConfig:
     return config
 
 
+# A config is a few KB of settings, a few levels deep; these limits are far above any real one and
+# far below what costs time or memory. Past them, a file is refused before it is parsed further.
+MAX_CONFIG_BYTES = 1_000_000  # a bigger file is a data file passed by mistake
+MAX_DEPTH = 32  # the deepest key is 4 levels down: templates -> a template -> its endpoint -> a key
+# YAML anchors repeat a section or two (a few dozen values); a "billion laughs" file of 9 levels of
+# 9 aliases expands to 9^9 values, each composed once but walked as a tree by every check after.
+MAX_ALIAS_VALUES = 1_000
+
+_NOT_A_FILE = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
 def load_config(path: str | Path) -> PipelineConfig:
     """Read and validate a ``.yaml``/``.yml``/``.json`` config file.
+
+    Anything that is not a small UTF-8 text file of YAML or JSON (a directory, a FIFO, binary
+    data, a file over 1 MB, nesting deeper than 32 levels, YAML aliases that expand past 1,000
+    values) is a :class:`ConfigError` that names the file, raised before it costs time or memory.
 
     >>> load_config("pipeline.yaml")    # doctest: +SKIP
     PipelineConfig(data=DataConfig(source='tickets.csv', ...), ...)
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"no config file at {str(path)!r}"])
-    text = path.read_text()
+    kind = path.suffix.lower()
+    text = _read(path)
+    if kind not in (".yaml", ".yml", ".json"):
+        raise ConfigError([f"{path.name}: a config is a .yaml, .yml or .json file"])
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            values = yaml.safe_load(text)
-        elif path.suffix.lower() == ".json":
-            values = json.loads(text)
-        else:
-            raise ConfigError([f"{path.name}: a config is a .yaml, .yml or .json file"])
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ConfigError([f"{path.name} is not valid {path.suffix[1:].upper()}: {err}"]) from None
-    return config_from_dict(values, base=path.parent)
+        values = _parse_json(text, path.name) if kind == ".json" else _parse_yaml(text, path.name)
+    except ConfigError:
+        raise
+    # A ValueError too: an integer of over 4,300 digits, a YAML date like 2024-13-45.
+    except (yaml.YAMLError, ValueError) as err:
+        raise ConfigError([f"{path.name} is not valid {kind[1:].upper()}: {err}"]) from None
+    try:
+        return config_from_dict(values, base=path.parent)
+    except ConfigError as err:
+        raise ConfigError(err.problems, source=path.name) from None
+
+
+def _read(path: Path) -> str:
+    """The text of the config file at ``path``; a ConfigError when it is none (what it is instead)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError([f"no config file at {str(path)!r}"]) from None
+    except OSError as err:
+        raise ConfigError([f"{path.name}: cannot read it ({err.strerror})"]) from None
+    kind = next((what for test, what in _NOT_A_FILE if test(mode)), None)
+    if kind is not None:
+        raise ConfigError([f"{path} is {kind}, not a file; pass the path of a .yaml or .json config"])
+    try:
+        # O_NONBLOCK: a FIFO put in the file's place since the stat above returns no data at once,
+        # where a plain open would wait for a writer forever.
+        with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError([f"{path.name}: cannot read it ({err.strerror})"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path.name} is larger than {MAX_CONFIG_BYTES:,} bytes; a config is a few KB of "
+                           "settings, and the data goes in its own file (data.source)"])
+    try:
+        return data.decode("utf-8-sig")  # -sig: a byte-order mark some editors write is not an error
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"{path.name} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+                           "a config is a YAML or JSON text file: save it as UTF-8"]) from None
+
+
+def _too_deep(name: str, line: int) -> ConfigError:
+    return ConfigError([f"{name}: nested deeper than {MAX_DEPTH} levels at line {line}; a config is a few "
+                        "levels deep (a section, its keys, a list of templates)"])
+
+
+def _parse_json(text: str, name: str):
+    """``json.loads(text)``, after a scan of its brackets: the parser recurses once per level and
+    ends in a RecursionError on deep nesting, so depth is measured first, outside any string."""
+    depth, in_string, skip = 0, False, -1
+    for m in re.finditer(r'[\[\]{}"\\]', text):
+        pos, c = m.start(), m.group()
+        if pos < skip:  # the character after a backslash in a string
+            continue
+        if in_string:
+            skip = pos + 2 if c == "\\" else skip
+            in_string = c != '"'
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _too_deep(name, text.count("\n", 0, pos) + 1)
+        elif c in "]}":
+            depth -= 1
+    return json.loads(text)
+
+
+def _parse_yaml(text: str, name: str):
+    """``yaml.safe_load(text)`` with :class:`_ConfigLoader`'s limits."""
+    loader = _ConfigLoader(text, name)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that counts while it composes, so a limit trips before time or memory
+    grow: the nesting depth (the composer recurses once per level), and the values that aliases
+    expand to. Each composed node's size (values it expands to, levels of collections) is kept,
+    so an alias costs one look-up."""
+
+    def __init__(self, text: str, name: str):
+        super().__init__(text)
+        self.name, self._depth, self._expanded = name, 0, 0
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels), once composed
+
+    def compose_node(self, parent, index):
+        line = self.peek_event().start_mark.line + 1
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:  # its anchor is still open: the value would contain itself
+                raise ConfigError([f"{self.name}: the alias at line {line} refers to a value that contains it"])
+            self._expanded += self._sizes[id(node)][0]
+            if self._expanded > MAX_ALIAS_VALUES:
+                raise ConfigError([f"{self.name}: uses {MAX_ALIAS_VALUES:,}+ alias expansions (line {line}); a config "
+                                   "repeats a section or two with aliases: write the values out, or alias fewer levels"])
+            return node
+        opens = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        self._depth += opens
+        if self._depth > MAX_DEPTH:
+            raise _too_deep(self.name, line)
+        node = super().compose_node(parent, index)
+        self._depth -= opens
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        sizes = [self._sizes[id(c)] for c in children]
+        values, levels = 1 + sum(v for v, _ in sizes), opens + max((lv for _, lv in sizes), default=0)
+        if levels > MAX_DEPTH:  # deeper through aliases than as written
+            raise _too_deep(self.name, line)
+        self._sizes[id(node)] = (values, levels)
+        return node
 
 
 def describe(cls=PipelineConfig, indent: int = 0) -> str:
@@ -412,6 +571,7 @@ def describe(cls=PipelineConfig, indent: int = 0) -> str:
             default = f.default_factory()
         allowed = typing.get_args(tp) if typing.get_origin(tp) is Literal else f.metadata.get("choices")
         choice = f" [{' | '.join(map(str, allowed))}]" if allowed else ""
+        choice += f" [{range_text(f)}]" if range_text(f) else ""
         value = yaml.safe_dump(default, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
         lines.append(f"{pad}{f.name}: {value}{note}{choice}")
     return "\n".join(lines)

@@ -38,9 +38,10 @@ class SFTSettings(TrainingSettings):
     # 0.83 with 8, and 80 s 0.92 and 0.94 on the built-in example. On a GPU, raise it.
     batch_size: int = default("batch_size", 4)
     eval_steps: int = field(default=20, metadata={
-        "help": "Evaluate every N steps (with an eval split)", "after": "logging_steps"})
+        "help": "Evaluate every N steps (with an eval split)", "after": "logging_steps", "min": 1})
     early_stopping_patience: int = field(default=0, metadata={
-        "help": "Stop after N evaluations without improvement, keeping the best (0: off)", "after": "save_steps"})
+        "help": "Stop after N evaluations without improvement, keeping the best (0: off)", "after": "save_steps",
+        "min": 0})
 
 
 def to_trl_rows(rows, template: PromptTemplate, tokenizer=None) -> datasets.Dataset:

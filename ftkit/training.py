@@ -18,6 +18,8 @@ import contextlib
 import copy
 import dataclasses
 import html
+import math
+import operator
 import os
 from dataclasses import dataclass, field
 
@@ -25,7 +27,7 @@ from ftkit.runs import KEYBOARD_INTERRUPT, STOP_REQUESTED, Run, is_main_process
 
 __all__ = [
     "LoraSettings", "Preflight", "TrainingSettings", "completion_positions", "default", "device_defaults",
-    "micro_batches",
+    "micro_batches", "range_problem", "range_text",
     "settings_fields", "show_progress", "trainable_model", "train_and_record", "trl_arguments",
 ]
 
@@ -53,14 +55,65 @@ def micro_batches(batch_size: int, micro_batch_size: int, device: str, cpu_defau
     return micro, batch_size // micro
 
 
+# --- ranges --------------------------------------------------------------------------------------
+# A numeric setting declares its range in its field's metadata, beside its help text, and every
+# reader takes it from there: the config file's check (ftkit.config), `ftkit run --help` and the
+# panels' forms. "min"/"max" are inclusive, "above"/"below" exclusive (a learning rate is above 0),
+# and "also" lists values outside the range that keep a meaning of their own (max_steps -1: use
+# epochs). A test walks every numeric field of the config and fails on one that declares no range.
+
+MAX_SEED = 2**32 - 1  # numpy's generators (data order, the split) take seeds up to here
+
+
+def range_text(f: dataclasses.Field) -> str:
+    """The range ``f``'s metadata declares, in words (empty: none).
+
+    >>> range_text(TrainingSettings.__dataclass_fields__["max_steps"])
+    '>= 1, or -1'
+    >>> range_text(LoraSettings.__dataclass_fields__["dropout"])
+    '>= 0 and < 1'
+    """
+    m = f.metadata
+    parts = [f"{sign} {m[key]}" for key, sign in (("min", ">="), ("above", ">"), ("max", "<="), ("below", "<"))
+             if key in m]
+    also = "".join(f", or {v}" for v in m.get("also", ()))
+    return " and ".join(parts) + also
+
+
+def range_problem(f: dataclasses.Field, value) -> str | None:
+    """What is wrong with number ``value`` for field ``f`` (None: nothing): outside the range its
+    metadata declares, or not a finite number (YAML's ``.nan`` and ``.inf``, JSON's ``NaN`` and
+    ``Infinity``; a comparison with NaN is always false, so it would pass any range unseen).
+    None and values that are no number are left to the type check.
+
+    >>> range_problem(TrainingSettings.__dataclass_fields__["batch_size"], -3)
+    '-3 is below its minimum 1; allowed: >= 1'
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number; allowed: {range_text(f) or 'any finite number'}"
+    m = f.metadata
+    if value in m.get("also", ()):
+        return None
+    # Compared as they are, never through float(): an int of 309 digits has no float, and Python
+    # compares an int with a float exactly.
+    for key, outside, says in (("min", operator.lt, "is below its minimum"), ("above", operator.le, "is not above"),
+                               ("max", operator.gt, "is above its maximum"), ("below", operator.ge, "is not below")):
+        if key in m and outside(value, m[key]):
+            return f"{value} {says} {m[key]}; allowed: {range_text(f)}"
+    return None
+
+
 # --- settings ------------------------------------------------------------------------------------
 
 @dataclass
 class LoraSettings:
-    r: int = field(default=16, metadata={"help": "LoRA rank: size of the low-rank update per matrix"})
-    alpha: int = field(default=32, metadata={"help": "LoRA scaling; usually 2 x rank"})
+    r: int = field(default=16, metadata={"help": "LoRA rank: size of the low-rank update per matrix", "min": 1})
+    alpha: int = field(default=32, metadata={"help": "LoRA scaling; usually 2 x rank", "min": 1})
+    # Below 1: a dropout of 1 zeroes the whole LoRA path, and the adapter learns nothing.
     dropout: float = field(default=0.0, metadata={
-        "help": "Dropout on the LoRA path; 0 for runs of a few hundred steps"})
+        "help": "Dropout on the LoRA path; 0 for runs of a few hundred steps", "min": 0, "below": 1})
     target_modules: str = field(default="all-linear", metadata={
         "help": "Which layers get adapters: 'all-linear', or comma-separated names like 'q_proj,v_proj'. Names "
                 "differ by family (GPT-2: c_attn, BLOOM: query_key_value); ftkit.models.lora_targets(model) lists them"})
@@ -88,21 +141,26 @@ class TrainingSettings:
     """
 
     name: str = field(default="run", metadata={"help": "Run name (the folder gets a timestamp too)"})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the training rows"})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)"})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training rows", "above": 0})
+    max_steps: int = field(default=-1, metadata={
+        "help": "Stop after this many steps (-1: use epochs)", "min": 1, "also": (-1,)})
     learning_rate: float = field(default=1e-3, metadata={
         "help": "Peak learning rate; LoRA SFT on a small model takes 5e-4 to 1e-3, DPO far lower (5e-5 to "
-                "2e-4), full fine-tuning ~2e-5"})
-    batch_size: int = field(default=8, metadata={"help": "Examples (DPO: preference pairs) per step"})
-    micro_batch_size: int = field(default=0, metadata={"help": MICRO_BATCH_HELP})
+                "2e-4), full fine-tuning ~2e-5",
+        # At most 1: a typo like 1e3 for 1e-3 is refused, not trained on (Adam diverges far below 1).
+        "above": 0, "max": 1})
+    batch_size: int = field(default=8, metadata={"help": "Examples (DPO: preference pairs) per step", "min": 1})
+    micro_batch_size: int = field(default=0, metadata={"help": MICRO_BATCH_HELP, "min": 0})
     max_length: int = field(default=256, metadata={
         "help": "Longest example (prompt + answer) in tokens; training refuses to start when an answer would "
-                "be cut (its pre-flight names the rows): raise it, or drop them"})
-    logging_steps: int = field(default=5, metadata={"help": "Log the loss (DPO: and rewards) every N steps"})
-    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps, for resuming"})
-    seed: int = field(default=0, metadata={"help": "Random seed for data order and adapter init"})
+                "be cut (its pre-flight names the rows): raise it, or drop them", "min": 1})
+    logging_steps: int = field(default=5, metadata={
+        "help": "Log the loss (DPO: and rewards) every N steps", "min": 1})
+    save_steps: int = field(default=20, metadata={"help": "Checkpoint every N steps, for resuming", "min": 1})
+    seed: int = field(default=0, metadata={
+        "help": "Random seed for data order and adapter init", "min": 0, "max": MAX_SEED})
     max_minutes: float = field(default=0, metadata={
-        "help": "End the run (saved, completed) before it would pass this many minutes (0: no limit)"})
+        "help": "End the run (saved, completed) before it would pass this many minutes (0: no limit)", "min": 0})
     lora: LoraSettings = field(default_factory=LoraSettings)
     trl: dict = field(default_factory=dict, metadata={
         "help": "Any other field of TRL's config (SFTConfig, DPOConfig), passed through, e.g. "
