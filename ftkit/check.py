@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 
 from ftkit.data import chat_turns
+from ftkit.data_report import char_limit, count_tokens
 from ftkit.evaluate import evaluate
 from ftkit.events import EventBus
 from ftkit.generate import generate
@@ -114,7 +115,8 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
 
 
 def _median_tokens(tokenizer, texts: list[str]) -> int:
-    counts = sorted(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else [0]
+    # Bounded calls, as every count of the data is (check_data has skipped the rows over the bound).
+    counts = sorted(count_tokens(tokenizer, texts, char_limit(tokenizer))) if texts else [0]
     return counts[len(counts) // 2]
 
 

@@ -33,8 +33,8 @@ from collections import Counter
 
 import datasets
 
-from ftkit.data_report import (DataReport, add_warnings, find_overlap, match_key, render_example, rows_text,
-                               token_lengths)
+from ftkit.data_report import (DataReport, add_warnings, char_limit, char_limit_basis, find_overlap, long_rows,
+                               long_rows_message, match_key, render_example, rows_text, token_lengths)
 from ftkit.sources import DataError, as_rows, read_rows
 
 __all__ = [
@@ -146,7 +146,8 @@ def _as_messages(value, system: str | None = None) -> list[dict] | str:
 def _canonical_rows(rows, mapping, shape, report: DataReport) -> tuple[list[dict], list[int]]:
     """Apply the mapping; record rows with empty, missing or unusable values as errors.
 
-    Returns the mapped rows and the indices of the rows that had a problem.
+    Returns the mapped rows and the indices of the rows that had a problem. A row given as ``None``
+    (skipped: too long to tokenize) stays ``None``, so every index is the source's.
     """
     used = set(mapping.values())
     keep = [c for c in report.columns if c not in used and c not in SHAPES[shape]]
@@ -155,6 +156,9 @@ def _canonical_rows(rows, mapping, shape, report: DataReport) -> tuple[list[dict
     problems: dict[str, list[int]] = {}
     out = []
     for i, row in enumerate(rows):
+        if row is None:
+            out.append(None)
+            continue
         new = {}
         for key in SHAPES[shape]:
             value = row.get(mapping[key])
@@ -191,7 +195,7 @@ def _canonical_rows(rows, mapping, shape, report: DataReport) -> tuple[list[dict
 
 def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
                max_length: int | None = None, test=None, split_name: str = "train",
-               drop_incomplete: bool = False, task=None) -> DataReport:
+               drop_incomplete: bool = False, task=None, max_chars: int | None = None) -> DataReport:
     """Read, map and validate ``source`` without raising for problems in the data.
 
     Returns a :class:`DataReport`; ``report.dataset`` holds the canonical ``datasets.Dataset``
@@ -200,6 +204,11 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     the task's prompt around each row (``task``: a :class:`~ftkit.tasks.Task` or its name; by
     default inferred from the rows). ``test`` (rows or a Dataset in canonical shape) adds a warning
     for prompts shared with it.
+
+    A row with more than ``max_chars`` characters of text (by default
+    :func:`~ftkit.data_report.char_limit`: the tokenizer's context x 10, at most a million) is
+    never tokenized: it is skipped, and a warning names its row number and column
+    (``report.skipped`` lists them); when most rows are that long, the data is refused instead.
 
     >>> report = check_data([{"question": "2+2?", "answer": "4"}])
     >>> report.ok, report.mapping_line()
@@ -210,11 +219,26 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     except DataError as err:
         return DataReport(source=str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__,
                           errors=[str(err)])
-    columns = list(dict.fromkeys(c for r in rows for c in r))
-    report = DataReport(source=name, n_rows=len(rows), columns=columns)
+    report = DataReport(source=name, n_rows=len(rows))
     if not rows:
         report.errors.append(f"{name} has no rows")
         return report
+    # Before anything copies or tokenizes a row: one over the bound is skipped (see char_limit).
+    limit = max_chars or char_limit(tokenizer, max_length)
+    long = long_rows(rows, limit)
+    if long:
+        basis = "the max_chars given" if max_chars else char_limit_basis(tokenizer, max_length, limit)
+        message, refused = long_rows_message(long, len(rows), limit, basis)
+        if refused:
+            report.columns = list(dict.fromkeys(c for r in rows for c in r))
+            report.errors.append(message)
+            return report
+        report.warnings.append(message)
+        report.skipped = sorted(long)
+        rows = [None if i in long else r for i, r in enumerate(rows)]  # a new list: the source stays as it is
+        report.n_rows = len(rows) - len(long)
+    kept = [r for r in rows if r is not None]
+    columns = report.columns = list(dict.fromkeys(c for r in kept for c in r))
     if mapping:
         absent = {k: v for k, v in mapping.items() if v not in columns}
         for key, col in absent.items():
@@ -231,7 +255,7 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
         found = detect_mapping(columns)
         if found is None:
             # Suggest the first and last text columns that are not ids, as a starting point.
-            texts = [c for c in columns if c.lower() != "id" and isinstance(rows[0].get(c), str)]
+            texts = [c for c in columns if c.lower() != "id" and isinstance(kept[0].get(c), str)]
             texts = texts or columns
             report.errors.append(
                 f"could not tell which columns hold the prompt and the answer; columns are: "
@@ -242,14 +266,16 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
         report.layout, report.mapping = found
         report.shape = shape_of(report.mapping)
     canonical, bad_rows = _canonical_rows(rows, report.mapping, report.shape, report)
+    del rows, kept
     if report.errors and drop_incomplete:
         bad = set(bad_rows)
         report.warnings.append(f"dropped {len(bad)} incomplete row(s): {rows_text(sorted(bad))}")
         report.errors.clear()
-        canonical = [r for i, r in enumerate(canonical) if i not in bad]
+        canonical = [r for i, r in enumerate(canonical) if i not in bad and r is not None]
         report.n_rows = len(canonical)
         if not canonical:
             report.errors.append("no rows are left after dropping the incomplete ones")
+    canonical = [r for r in canonical if r is not None]
     if report.errors:
         return report
     if "label" in canonical[0]:
@@ -264,7 +290,7 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
         if "messages" not in canonical[0]:  # a conversation is counted as it stands
             template = chosen.template("zero-shot",
                                        labels=label_set(canonical) if chosen.name == "classification" else ())
-    add_warnings(report, canonical, tokenizer, max_length, test, template)
+    add_warnings(report, canonical, tokenizer, max_length, test, template, max_chars=limit)
     try:
         report.dataset = datasets.Dataset.from_list(canonical)
     # arrow cannot hold mixed types in one column, ints beyond int64 (OverflowError), or deep nesting
@@ -276,21 +302,23 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
 
 def load_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
               max_length: int | None = None, split_name: str = "train",
-              drop_incomplete: bool = False, verbose: bool = True) -> datasets.Dataset:
+              drop_incomplete: bool = False, verbose: bool = True,
+              max_chars: int | None = None) -> datasets.Dataset:
     """Load ``source`` into a canonical ``datasets.Dataset``; raise :class:`DataError` on errors.
 
     ``source`` is a path (CSV, TSV, JSON, JSONL, Parquet), a DataFrame, a list of dicts, or a
     ``datasets.Dataset``/``DatasetDict`` (``split_name`` picks one). ``mapping`` maps canonical fields
     to your columns, e.g. ``{"prompt": "question", "completion": "reply"}``; without it the layout
     is detected and reported in one line, which you should read once. Warnings (duplicates, long
-    examples) are issued with :mod:`warnings`. The source is never modified.
+    examples, rows skipped as longer than ``max_chars`` characters: see :func:`check_data`) are
+    issued with :mod:`warnings`. The source is never modified.
 
     >>> ds = load_data([{"prompt": "Hi", "completion": "Hello!"}], verbose=False)
     >>> ds.column_names
     ['prompt', 'completion']
     """
     report = check_data(source, mapping, tokenizer=tokenizer, max_length=max_length,
-                        split_name=split_name, drop_incomplete=drop_incomplete)
+                        split_name=split_name, drop_incomplete=drop_incomplete, max_chars=max_chars)
     if not report.ok:
         raise DataError("; ".join(report.errors))
     if verbose:

@@ -21,8 +21,9 @@ import pandas as pd
 
 from ftkit.sources import as_rows
 
-__all__ = ["NOT_INPUTS", "DataReport", "add_warnings", "find_overlap", "match_key", "overlap_note", "render_example",
-           "rows_text", "shared_inputs", "token_lengths"]
+__all__ = ["CHARS_PER_TOKEN", "DEFAULT_CONTEXT", "MAX_ROW_CHARS", "NOT_INPUTS", "DataReport", "add_warnings",
+           "char_limit", "char_limit_basis", "count_tokens", "find_overlap", "long_rows", "long_rows_message",
+           "match_key", "overlap_note", "render_example", "rows_text", "shared_inputs", "token_lengths"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -46,6 +47,7 @@ class DataReport:
     lengths: list[int] | None = field(default=None, repr=False)  # tokens of each row, in order
     length_basis: str = ""  # how the lengths were counted, e.g. "with the 'zero-shot' prompt"
     task: str | None = None  # the task whose prompt the lengths were counted with
+    skipped: list[int] = field(default_factory=list)  # rows over the character bound, never tokenized (from 0)
     dataset: datasets.Dataset | None = None  # the canonical rows, when there were no errors
 
     @property
@@ -99,6 +101,143 @@ def rows_text(rows: list[int], limit: int = 10) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# How much text is ever handed to a tokenizer
+
+# A fast tokenizer holds about 115 bytes per character of the text of one call: one 50 MB row took
+# 5.7 GB and 48 s, then the process died. `truncation=True` does not help, since it cuts after the
+# whole text is tokenized. So a row is measured in characters first, and one longer than what the
+# model could read is skipped (and named, with its row number) before anything tokenizes it, as one
+# would `dataset.filter` it before training; the rows left are counted in tokens and checked
+# against max_length as before, so nothing that fits is lost.
+# What the model could read: its context in tokens x CHARS_PER_TOKEN. Real text runs 2.4-5.9
+# characters per token (the real-data slices beside the project, SmolLM2's tokenizer: worst row
+# 5.9, an abstract); only runs of one character (64 spaces are one token) go past 10. So a row over
+# the bound cannot fit the context whole: SFT would cut it (TRL truncates to max_length), which
+# trains on a fragment, and ftkit refuses to train on cut answers anyway.
+CHARS_PER_TOKEN = 10
+# The context when the tokenizer does not know it (HF's 1e30 placeholder, as a GGUF-made tokenizer
+# has): 32k tokens, the context of most current small models (Qwen2.5, Phi-3.5-mini; SmolLM2 8k).
+DEFAULT_CONTEXT = 32_768
+# And never more than a million characters in one tokenizer call, whatever the context claims
+# (128k-token models x 10): about 115 MB and a second on a laptop core.
+MAX_ROW_CHARS = 1_000_000
+# A data set whose rows are mostly over the bound is not a few stray rows to skip: it is refused.
+_MOST = 0.5
+
+
+def _context(tokenizer) -> int | None:
+    n = getattr(tokenizer, "model_max_length", None)
+    return n if isinstance(n, int) and 0 < n <= 10_000_000 else None  # 1e30: "not known"
+
+
+def char_limit(tokenizer=None, max_length: int | None = None) -> int:
+    """The most characters one example may hold before it is tokenized: the model's context
+    (the tokenizer's ``model_max_length``, else :data:`DEFAULT_CONTEXT`; ``max_length`` when
+    longer) x :data:`CHARS_PER_TOKEN`, at most :data:`MAX_ROW_CHARS`.
+
+    >>> char_limit(), char_limit(max_length=65_536)
+    (327680, 655360)
+    """
+    tokens = max(_context(tokenizer) or DEFAULT_CONTEXT, max_length or 0)
+    return min(MAX_ROW_CHARS, tokens * CHARS_PER_TOKEN)
+
+
+def char_limit_basis(tokenizer, max_length, limit: int) -> str:
+    """Where :func:`char_limit`'s bound comes from, in words, for the messages that name it.
+
+    >>> char_limit_basis(None, None, char_limit())
+    'a usual model context, 32,768 tokens, x 10 characters per token'
+    """
+    tokens = max(_context(tokenizer) or DEFAULT_CONTEXT, max_length or 0)
+    if limit < tokens * CHARS_PER_TOKEN:
+        return "the most ftkit ever tokenizes at once"
+    whose = "max_length" if max_length and max_length > (_context(tokenizer) or DEFAULT_CONTEXT) else \
+        "the model's context" if _context(tokenizer) else "a usual model context"
+    return f"{whose}, {tokens:,} tokens, x {CHARS_PER_TOKEN} characters per token"
+
+
+def _chars(value) -> int:
+    """Characters of text in a cell, nested lists and dicts (a conversation's turns) included."""
+    total, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            total += len(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif hasattr(v, "tolist") and getattr(v, "ndim", 0):  # numpy arrays from Parquet
+            stack.extend(v.tolist())
+    return total
+
+
+def long_rows(rows, limit: int) -> dict[int, tuple[int, str]]:
+    """The rows whose text (every column, a conversation's turns too) is over ``limit``
+    characters: ``{row: (characters, the column holding most of them)}``.
+
+    >>> long_rows([{"text": "hi", "label": "a"}, {"text": "x" * 50, "label": "b"}], limit=20)
+    {1: (51, 'text')}
+    """
+    found = {}
+    for i, row in enumerate(rows):
+        sizes = {col: _chars(v) for col, v in row.items()}
+        total = sum(sizes.values())
+        if total > limit:
+            found[i] = (total, max(sizes, key=sizes.get))
+    return found
+
+
+def long_rows_message(long: dict[int, tuple[int, str]], n_rows: int, limit: int, basis: str) -> tuple[str, bool]:
+    """What to say about rows over the character bound, and whether it refuses the data (most of
+    the rows are over: the data is longer than the model reads, not a few stray rows)."""
+    idx = sorted(long)
+    worst = max(idx, key=lambda i: long[i][0])
+    chars, col = long[worst]
+    longest = f"{chars:,} characters" if len(idx) == 1 else f"the longest, row {worst}, has {chars:,} characters"
+    rows = f"row{'s' if len(idx) > 1 else ''} {rows_text(idx)} (counting from 0, as dataset[i]; {longest}, most " \
+           f"in column '{col}')"
+    if len(idx) > _MOST * n_rows:
+        return (f"{len(idx)} of {n_rows} rows are longer than {limit:,} characters ({basis}): {rows}. The model "
+                "cannot read them whole: shorten them (split long documents into passages), or use a model with a "
+                "longer context; check_data and load_data take max_chars= to set the bound"), True
+    return (f"{rows}: longer than {limit:,} characters ({basis}), skipped before tokenizing; shorten or split "
+            f"{'them' if len(idx) > 1 else 'it'} to train on {'them' if len(idx) > 1 else 'it'}"), False
+
+
+def count_tokens(tokenizer, texts: list[str], max_chars: int = MAX_ROW_CHARS) -> list[int]:
+    """Tokens in each text, without ever handing the tokenizer more than ``max_chars`` characters in
+    one call: texts are batched up to that many, and a longer text is counted in pieces of it (a
+    word cut at a piece's edge may count one token more; only a text over the bound, which
+    :func:`ftkit.data.check_data` has already skipped, is cut).
+
+    >>> count_tokens(lambda texts, **kw: {"input_ids": [t.split() for t in texts]}, ["a b", "c d e f"], max_chars=4)
+    [2, 4]
+    """
+    counts = [0] * len(texts)
+    batch: list[tuple[int, str]] = []
+    size = 0
+
+    def flush():
+        nonlocal batch, size
+        if batch:
+            ids = tokenizer([t for _, t in batch], add_special_tokens=False)["input_ids"]
+            for (i, _), one in zip(batch, ids):
+                counts[i] += len(one)
+        batch, size = [], 0
+
+    for i, text in enumerate(texts):
+        for start in range(0, max(len(text), 1), max_chars):
+            piece = text[start:start + max_chars]
+            if size + len(piece) > max_chars:
+                flush()
+            batch.append((i, piece))
+            size += len(piece)
+    flush()
+    return counts
+
+
+# --------------------------------------------------------------------------------------------
 # Checks and statistics
 
 
@@ -118,11 +257,12 @@ def render_example(row: dict, tokenizer=None, template=None) -> str:
     return "\n".join(m["content"] for m in messages)
 
 
-def token_lengths(rows: list[dict], tokenizer, template=None) -> list[int]:
+def token_lengths(rows: list[dict], tokenizer, template=None, max_chars: int | None = None) -> list[int]:
     """Tokens per example, counted on the text the chat template renders (with ``template``'s
-    prompt around each row when given)."""
+    prompt around each row when given), never more than ``max_chars`` characters (by default
+    :func:`char_limit` of the tokenizer) in one tokenizer call: see :func:`count_tokens`."""
     texts = [render_example(r, tokenizer, template) for r in rows]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return count_tokens(tokenizer, texts, max_chars or char_limit(tokenizer))
 
 
 def _percentiles(lengths: list[int]) -> dict[str, int]:
@@ -297,7 +437,7 @@ def find_overlap(train, test) -> list[int]:
 
 
 def add_warnings(report: DataReport, rows: list[dict], tokenizer=None, max_length=None, test=None,
-                 template=None) -> None:
+                 template=None, max_chars: int | None = None) -> None:
     """Add to ``report`` what is worth a warning in canonical ``rows``: duplicates, pairs whose
     sides are the same, examples longer than ``max_length`` tokens, inputs shared with ``test``
     (the prompt, and each input column of :func:`shared_inputs`);
@@ -321,7 +461,7 @@ def add_warnings(report: DataReport, rows: list[dict], tokenizer=None, max_lengt
                 "DPO nothing"
             )
     if tokenizer is not None:
-        report.lengths = lengths = token_lengths(rows, tokenizer, template)
+        report.lengths = lengths = token_lengths(rows, tokenizer, template, max_chars)
         report.token_lengths = _percentiles(lengths)
         if template is not None:
             report.length_basis = f"with the {template.name!r} prompt"

@@ -3,12 +3,17 @@
 
 The contract under test: every file gives a canonical dataset or a :class:`DataError` whose message
 says where the problem is (the line of a malformed JSONL line, the rows of empty cells), never any
-other exception; a template puts row text in verbatim, braces and all.
+other exception; a row longer than the character bound is skipped and named by its row number (or,
+when most rows are, the data is refused), and never reaches a tokenizer; a path that is not a
+regular file, or bytes that are not text, are a :class:`DataError` naming the file, at once; a
+template puts row text in verbatim, braces and all.
 """
 
 import json
 import math
+import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -18,9 +23,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from ftkit import DataError, load_data
-from ftkit.data import LAYOUTS, SHAPES
-from ftkit.data_report import rows_text
+from ftkit.data import LAYOUTS, SHAPES, check_data
+from ftkit.data_report import char_limit, rows_text
 from ftkit.prompts import PromptTemplate
+from ftkit.sources import FILE_FORMATS
 
 # No example database: nothing is written into the checkout (.hypothesis/).
 SETTINGS = settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -208,6 +214,7 @@ def malformed_csv(draw):
 
 @SETTINGS
 @given(case=malformed_csv())
+@example(case=(b"text,label\n\x01\x02\x03,\x04\x05\x06\n\x07\x08x\xff,y\n", "line 3 is not UTF-8"))  # called binary too
 def test_malformed_csv_is_a_data_error_that_says_where(case):
     data, expected = case
     ds, err = load_bytes("bad.csv", data)
@@ -424,6 +431,176 @@ def test_records_without_fields_or_with_a_nul_in_a_name_are_a_data_error(data, m
 def test_extra_columns_arrow_cannot_store_are_a_data_error(extra):
     _, err = load_bytes("data.jsonl", json.dumps({"text": "a", "label": "b", "n": extra}).encode())
     assert err is not None and "arrow cannot store" in str(err)
+
+
+# --- rows longer than the bound, paths that are not files, bytes that are not text ------------------
+
+BOUND = 300  # max_chars for generated rows: over it is a few hundred characters, quick to generate
+# Long text made of what breaks readers: quotes, separators, line breaks inside a field, wide characters.
+LONG_UNITS = ["a", "é", "😀", "word ", "x\n", '"', ",", "{}", "a\u2028", "\\u0041", "\t;"]
+
+
+def long_text(least: int):
+    return st.builds(lambda unit, n: (unit * n)[:n], st.sampled_from(LONG_UNITS), st.integers(least + 1, least + 400))
+
+
+class CountingTokenizer:
+    """One token per word; remembers the most characters it was handed in one call."""
+
+    model_max_length = None
+    chat_template = None
+
+    def __init__(self):
+        self.most_chars = 0
+
+    def __call__(self, texts, add_special_tokens=False):
+        self.most_chars = max(self.most_chars, sum(len(t) for t in texts))
+        return {"input_ids": [t.split() for t in texts]}
+
+
+@st.composite
+def rows_some_long(draw, least: int):
+    """Rows in a known text layout whose values are sometimes longer than ``least`` characters."""
+    _, mapping = draw(st.sampled_from(TEXT_LAYOUTS))
+    extras = draw(st.lists(extra_name, max_size=1))
+    columns = list(dict.fromkeys([*mapping.values(), *extras]))
+    value = st.one_of(cell.filter(str.strip), cell.filter(str.strip), long_text(least))
+    rows = draw(st.lists(st.fixed_dictionaries({c: value for c in columns}), min_size=1, max_size=7))
+    return mapping, columns, rows
+
+
+def write_rows(fmt: str, columns, rows, folder: str) -> Path:
+    path = Path(folder) / f"data.{fmt}"
+    if fmt == "csv":
+        path.write_bytes(to_csv(columns, [[r[c] for c in columns] for r in rows]))
+    elif fmt == "json":
+        path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    else:
+        path.write_bytes(to_jsonl(rows, False, False))
+    return path
+
+
+def check_long_rows(mapping, columns, rows, fmt, bound, **kw):
+    """check_data on the rows saved as ``fmt``: the rows over ``bound`` characters are skipped and
+    named, or (most of them over) the data refused; the tokenizer never sees more than ``bound``."""
+    long = [i for i, r in enumerate(rows) if sum(len(v) for v in r.values()) > bound]
+    tok = CountingTokenizer()
+    with tempfile.TemporaryDirectory() as d:
+        report = check_data(write_rows(fmt, columns, rows, d), tokenizer=tok, **kw)
+    assert tok.most_chars <= bound
+    if 2 * len(long) > len(rows):
+        assert report.errors == [next(e for e in report.errors if e.startswith(
+            f"{len(long)} of {len(rows)} rows are longer than {bound:,} characters"))]
+        assert f": rows {rows_text(long)} (counting from 0" in report.errors[0] or len(long) == 1
+        return
+    assert report.ok, report.errors
+    assert report.skipped == long
+    if long:
+        assert any(w.startswith(f"row{'s' if len(long) > 1 else ''} {rows_text(long)} (counting from 0")
+                   and "skipped before tokenizing" in w for w in report.warnings), report.warnings
+    key = shape_fields(mapping)[0]
+    assert report.dataset[key] == [r[mapping[key]] for i, r in enumerate(rows) if i not in long]
+
+
+@SETTINGS
+@given(data=rows_some_long(BOUND), fmt=st.sampled_from(["jsonl", "csv", "json"]))
+@example(data=({"prompt": "text", "completion": "label"}, ["text", "label"],
+               [{"text": "a" * 301, "label": "x"}, {"text": "b", "label": "y"}]), fmt="jsonl")
+def test_rows_over_the_character_bound_are_skipped_by_row_number_or_refused(data, fmt):
+    check_long_rows(*data, fmt, BOUND, max_chars=BOUND)
+
+
+@settings(SETTINGS, max_examples=8)
+@given(data=rows_some_long(char_limit()), fmt=st.sampled_from(["jsonl", "csv"]))
+def test_rows_over_the_default_bound_are_skipped_too(data, fmt):
+    check_long_rows(*data, fmt, char_limit())
+
+
+def within(seconds: float, fn, *args):
+    """``fn(*args)``'s result or exception, failing if it takes longer (a FIFO opened for reading
+    blocks until a writer comes; the thread is a daemon, so a hang cannot hold pytest)."""
+    out = {}
+
+    def call():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as err:  # noqa: BLE001 - handed back to the caller
+            out["error"] = err
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"blocked for more than {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+PATH_KINDS = ["missing", "folder", "fifo", "/dev/null", "/dev/zero", "/dev/urandom", "broken link", "link loop",
+              "nul in name", "name too long", "under a file", "empty"]
+file_stem = st.text(st.characters(codec="utf-8", exclude_characters="/\x00"), min_size=1, max_size=12) \
+    .filter(lambda s: s not in (".", ".."))
+
+
+def make_path(folder: Path, kind: str, name: str) -> Path:
+    """A path of ``kind`` named ``name`` in ``folder``: never a regular file with data in it."""
+    path = folder / name
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind.startswith("/dev/"):
+        path.symlink_to(kind)
+    elif kind == "broken link":
+        path.symlink_to(folder / "gone")
+    elif kind == "link loop":
+        path.symlink_to(path)
+    elif kind == "nul in name":
+        path = folder / f"a\x00{name}"
+    elif kind == "name too long":
+        path = folder / (name * 300)[:300]
+    elif kind == "under a file":
+        (folder / "plain").write_text("x")
+        path = folder / "plain" / name
+    elif kind == "empty":
+        path.write_bytes(b"")
+    return path
+
+
+@SETTINGS
+@given(kind=st.sampled_from(PATH_KINDS), stem=file_stem,
+       suffix=st.sampled_from(sorted(FILE_FORMATS) + ["", ".txt", ".JSONL"]))
+def test_a_path_that_is_no_data_file_is_a_data_error_naming_it_at_once(kind, stem, suffix):
+    assume(kind != "fifo" or hasattr(os, "mkfifo"))
+    with tempfile.TemporaryDirectory() as d:
+        path = make_path(Path(d), kind, stem + suffix)
+        try:
+            within(10, load_data, path)
+        except DataError as err:
+            assert path.name in str(err), (kind, str(err))
+            if kind in ("fifo", "folder") or kind.startswith("/dev/"):
+                what = {"fifo": "a FIFO", "folder": "a folder"}.get(kind, "a character device")
+                assert f" is {what}" in str(err), str(err)
+        else:
+            raise AssertionError(f"{kind} {path} gave no DataError")
+
+
+@SETTINGS
+@given(data=st.binary(min_size=1, max_size=3000),
+       suffix=st.sampled_from([".jsonl", ".csv", ".tsv", ".json", ".parquet"]))
+@example(data=b"\x1f\x8b\x08\x00" + bytes(range(256)), suffix=".jsonl")
+@example(data=b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(200, 256)), suffix=".csv")
+@example(data="text,label\nhi,a\n".encode("utf-16"), suffix=".csv")
+@example(data=b"\x00" * 100, suffix=".jsonl")
+def test_bytes_that_are_not_utf8_are_a_data_error_naming_the_file(data, suffix):
+    try:
+        data.decode("utf-8")
+        text = suffix != ".parquet"
+    except UnicodeDecodeError:
+        text = False
+    ds, err = outcome_ok(f"blob{suffix}", data)
+    if not text:  # no reading of such bytes gives rows: the error must say which file it is
+        assert err is not None and f"blob{suffix}" in str(err), (ds, err)
 
 
 # --- PromptTemplate --------------------------------------------------------------------------------
