@@ -106,6 +106,10 @@ class DataConfig:
         "help": "Column whose rows stay together on one side of the split (the passage, a document's title, "
                 "a conversation id), so no held-out row shares it with training; null: the context passage "
                 "when the rows have one, else none; '' for none"})
+    long_rows: Literal["refuse", "skip"] = field(default="refuse", metadata={
+        "help": "A row longer than the model can read (its context x 10 characters, at most 1,000,000): refuse "
+                "names it and stops before training; skip leaves it out with a warning. (load_data in a "
+                "notebook skips, where you see the warning; a headless run refuses, where a line is easy to miss)"})
 
 
 @dataclass

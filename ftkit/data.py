@@ -33,8 +33,8 @@ from collections import Counter
 
 import datasets
 
-from ftkit.data_report import (DataReport, add_warnings, char_limit, char_limit_basis, find_overlap, long_rows,
-                               long_rows_message, match_key, render_example, rows_text, token_lengths)
+from ftkit.data_report import (DataReport, add_warnings, char_limit, char_limit_basis, find_overlap,
+                               long_rows as rows_over, long_rows_message, match_key, render_example, rows_text, token_lengths)
 from ftkit.sources import DataError, as_rows, read_rows
 
 __all__ = [
@@ -195,7 +195,8 @@ def _canonical_rows(rows, mapping, shape, report: DataReport) -> tuple[list[dict
 
 def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
                max_length: int | None = None, test=None, split_name: str = "train",
-               drop_incomplete: bool = False, task=None, max_chars: int | None = None) -> DataReport:
+               drop_incomplete: bool = False, task=None, max_chars: int | None = None,
+               long_rows: str = "skip") -> DataReport:
     """Read, map and validate ``source`` without raising for problems in the data.
 
     Returns a :class:`DataReport`; ``report.dataset`` holds the canonical ``datasets.Dataset``
@@ -208,7 +209,8 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     A row with more than ``max_chars`` characters of text (by default
     :func:`~ftkit.data_report.char_limit`: the tokenizer's context x 10, at most a million) is
     never tokenized: it is skipped, and a warning names its row number and column
-    (``report.skipped`` lists them); when most rows are that long, the data is refused instead.
+    (``report.skipped`` lists them); when most rows are that long, or ``long_rows="refuse"``, the
+    data is refused instead, naming them.
 
     >>> report = check_data([{"question": "2+2?", "answer": "4"}])
     >>> report.ok, report.mapping_line()
@@ -225,10 +227,10 @@ def check_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
         return report
     # Before anything copies or tokenizes a row: one over the bound is skipped (see char_limit).
     limit = max_chars or char_limit(tokenizer, max_length)
-    long = long_rows(rows, limit)
+    long = rows_over(rows, limit)
     if long:
         basis = "the max_chars given" if max_chars else char_limit_basis(tokenizer, max_length, limit)
-        message, refused = long_rows_message(long, len(rows), limit, basis)
+        message, refused = long_rows_message(long, len(rows), limit, basis, refuse=long_rows == "refuse")
         if refused:
             report.columns = list(dict.fromkeys(c for r in rows for c in r))
             report.errors.append(message)

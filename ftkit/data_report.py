@@ -188,9 +188,11 @@ def long_rows(rows, limit: int) -> dict[int, tuple[int, str]]:
     return found
 
 
-def long_rows_message(long: dict[int, tuple[int, str]], n_rows: int, limit: int, basis: str) -> tuple[str, bool]:
+def long_rows_message(long: dict[int, tuple[int, str]], n_rows: int, limit: int, basis: str,
+                      refuse: bool = False) -> tuple[str, bool]:
     """What to say about rows over the character bound, and whether it refuses the data (most of
-    the rows are over: the data is longer than the model reads, not a few stray rows)."""
+    the rows are over: the data is longer than the model reads, not a few stray rows; or
+    ``refuse``, as a headless run does by default)."""
     idx = sorted(long)
     worst = max(idx, key=lambda i: long[i][0])
     chars, col = long[worst]
@@ -201,6 +203,10 @@ def long_rows_message(long: dict[int, tuple[int, str]], n_rows: int, limit: int,
         return (f"{len(idx)} of {n_rows} rows are longer than {limit:,} characters ({basis}): {rows}. The model "
                 "cannot read them whole: shorten them (split long documents into passages), or use a model with a "
                 "longer context; check_data and load_data take max_chars= to set the bound"), True
+    if refuse:
+        return (f"{rows}: longer than {limit:,} characters ({basis}); shorten or split "
+                f"{'them' if len(idx) > 1 else 'it'}, or set data.long_rows: skip to leave "
+                f"{'them' if len(idx) > 1 else 'it'} out"), True
     return (f"{rows}: longer than {limit:,} characters ({basis}), skipped before tokenizing; shorten or split "
             f"{'them' if len(idx) > 1 else 'it'} to train on {'them' if len(idx) > 1 else 'it'}"), False
 

@@ -137,7 +137,7 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     # pre-flight's question (:func:`preflight`), asked with the templates the run will use.
     own = examples.info(d.source).task if d.source in examples.names() else None
     chosen = tasks.get(config.task or own).on(d.source) if (config.task or own) else None
-    report = check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, task=chosen)
+    report = check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, task=chosen, long_rows=d.long_rows)
     if not report.ok:  # the caller prints the error, once
         raise DataError("; ".join(report.errors))
     say(f"Data: {report.summary()}")
@@ -157,7 +157,7 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     leakage = [overlap_note(train, test)[1]]
     pairs = None
     if config.dpo is not None:
-        pair_report = check_data(_source(config.dpo.source), config.dpo.mapping or None)
+        pair_report = check_data(_source(config.dpo.source), config.dpo.mapping or None, long_rows=d.long_rows)
         if not pair_report.ok:
             raise DataError("dpo.source: " + "; ".join(pair_report.errors))
         pairs = pair_report.dataset

@@ -299,7 +299,8 @@ def test_hostile_random_alias_structures_are_read_or_refused_before_they_grow(le
         except ConfigError as err:
             message = str(err)
             assert "lol.yaml" in message
-            if expanded > MAX_ALIAS_VALUES or depth > MAX_DEPTH:
+            broken = "nowhere" in place or "self" in place      # its own error may come first
+            if (expanded > MAX_ALIAS_VALUES or depth > MAX_DEPTH) and not broken:
                 assert "alias expansions" in message or "nested deeper" in message, message
         else:
             assert expanded <= MAX_ALIAS_VALUES and depth <= MAX_DEPTH and "*" not in place.replace("*{last}", "")

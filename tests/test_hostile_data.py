@@ -241,9 +241,9 @@ def model_dir(tmp_path_factory):
     return folder
 
 
-def write_config(folder: Path, source: str, model_dir) -> Path:
+def write_config(folder: Path, source: str, model_dir, **data) -> Path:
     path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump({"data": {"source": source, "test_size": 4}, "model": {"name": str(model_dir)},
+    path.write_text(yaml.safe_dump({"data": {"source": source, "test_size": 4, **data}, "model": {"name": str(model_dir)},
                                     "task": "classification", "sft": {"max_steps": 1}}))
     return path
 
@@ -265,7 +265,7 @@ def check_in_a_child(config: Path) -> tuple[int, str, int]:
 
 
 @pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4 for a child's own peak memory")
-def test_hostile_cli_check_skips_a_50mb_row_and_stays_within_memory(model_dir, tmp_path):
+def test_hostile_cli_check_refuses_a_50mb_row_by_number_or_skips_it_and_stays_within_memory(model_dir, tmp_path):
     normal = tmp_path / "normal"
     normal.mkdir()
     write_jsonl(normal / "data.jsonl", ROWS)
@@ -277,11 +277,17 @@ def test_hostile_cli_check_skips_a_50mb_row_and_stays_within_memory(model_dir, t
 
     code, out, normal_mb = check_in_a_child(write_config(normal, "data.jsonl", model_dir))
     assert code == 0, out
-    code, out, hostile_mb = check_in_a_child(write_config(hostile, "data.jsonl", model_dir))
+    # A headless run refuses by default (a warning is easy to miss in a log), naming the row and the way out.
+    code, out, refused_mb = check_in_a_child(write_config(hostile, "data.jsonl", model_dir))
+    assert code == 2 and "Traceback" not in out, out
+    assert "row 3 (counting from 0, as dataset[i]; 50,000,001 characters, most in column 'text'): longer than " \
+           "327,680 characters" in out and "set data.long_rows: skip" in out
+    code, out, hostile_mb = check_in_a_child(write_config(hostile, "data.jsonl", model_dir, long_rows="skip"))
     assert code == 0, out
     assert "Traceback" not in out
     assert "row 3 (counting from 0, as dataset[i]; 50,000,001 characters, most in column 'text'): longer than " \
            "327,680 characters" in out and "skipped before tokenizing" in out
+    assert refused_mb - normal_mb < 300, (normal_mb, refused_mb)
     # The row is held as the line's bytes, its text and the parsed string, one after another, never
     # tokenized: about 150 MB over normal data at the peak. 300 MB leaves room for the allocator; the
     # code before tokenized it whole and took over 10 GB (5.7 GB where it was first seen).
