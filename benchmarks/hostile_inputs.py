@@ -6,7 +6,8 @@ wall-clock and its memory the peak resident set of that process (``wait4``'s ``r
 
 The config is a stranger's: SciTLDR summaries from ../shared/realdata (read in place), the embedded
 model. Ends with one line per case, e.g. ``deep JSON config: 0.4 s, 45 MB, exit 2 (target <= 5 s,
-<= 500 MB, exit 2)``.
+<= 500 MB, exit 2, one error line)``. (``sft.max_length: 0`` is the documented default, "the
+task's length", so -1 stands for a bad one.)
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ BASE = {"data": {"source": str(REALDATA), "mapping": {"prompt": "document", "com
 
 
 def check(config: Path, limit_s: float = float(os.environ.get("HOSTILE_LIMIT_S", 120))) -> tuple[float, float, int, str]:
-    """(seconds, peak MB, exit code, stderr) of ``ftkit run --check config``; killed after ``limit_s``."""
+    """(seconds, peak MB, exit code, output) of ``ftkit run --check config``; killed after ``limit_s``."""
     import threading
 
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "ftkit", "run", "--check", str(config)], cwd=config.parent,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     err: list[bytes] = []
-    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader = threading.Thread(target=lambda: err.append(proc.stdout.read()), daemon=True)
     reader.start()
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -76,7 +77,7 @@ def cases(folder: Path) -> dict[str, Path]:
         "binary config": config("garbage", text=os.urandom(4096)),
     }
     for section, key, value in [("sft", "batch_size", -3), ("sft", "max_steps", 0), ("sft", "learning_rate", -1),
-                                ("sft", "epochs", -2), ("sft", "save_steps", 0), ("sft", "max_length", 0),
+                                ("sft", "epochs", -2), ("sft", "save_steps", 0), ("sft", "max_length", -1),
                                 ("sft", "lora.r", 0), ("data", "limit", -4)]:
         out[f"{section}.{key}: {value}"] = config(f"bad-{section}-{key}", with_(section, key, value))
     fifo = folder / "pipe.yaml"
@@ -105,11 +106,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in cases(Path(tmp)).items():
             seconds, mb, code, err = check(path)
-            text = err.strip().splitlines()
-            one_line = len(text) == 1 and "Traceback" not in err
-            print(f"{name}: exit {code}, {len(text)} line(s): {text[-1][:160] if text else '(nothing)'}", flush=True)
+            # --check prints its report on stdout: an error is a line "ftkit: ..." or "ERROR: ..."
+            errors = [t for t in err.splitlines() if t.startswith(("ftkit:", "ERROR"))]
+            one_line = len(errors) == 1 and "Traceback" not in err
+            print(f"{name}: exit {code}: {errors[0][:200] if errors else err.strip()[-200:]}", flush=True)
             lines.append(f"{name}: {seconds:.1f} s, {mb:.0f} MB, exit {code}, "
-                         f"{'one line' if one_line else f'{len(text)} lines'} (target <= 5 s, <= 500 MB, exit 2, one line)")
+                         f"{'one error line' if one_line else f'{len(errors)} error lines'} "
+                         "(target <= 5 s, <= 500 MB, exit 2, one error line)")
     print()
     print("\n".join(lines))
 

@@ -315,6 +315,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _steps(text: str) -> int:
+    return -1 if text.strip() == "-1" else _positive(text)
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected minutes above 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftkit", description=__doc__.splitlines()[0],
                                      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -327,10 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the scenario: its built-in example, prompts and metrics")
     p.add_argument("--example", default="support_routing", choices=labelled,
                    help="the classification example (other tasks use their own)")
-    p.add_argument("--limit", type=int, default=48, help="held-out rows to evaluate (fewer is faster)")
-    p.add_argument("--sft-minutes", type=float, default=4.0, help="time limit of the SFT run")
-    p.add_argument("--dpo-minutes", type=float, default=1.5, help="time limit of the DPO run")
-    p.add_argument("--max-steps", type=int, default=-1, help="cap SFT and DPO steps (-1: time limits only)")
+    p.add_argument("--limit", type=_positive, default=48, help="held-out rows to evaluate (fewer is faster)")
+    p.add_argument("--sft-minutes", type=_minutes, default=4.0, help="time limit of the SFT run")
+    p.add_argument("--dpo-minutes", type=_minutes, default=1.5, help="time limit of the DPO run")
+    p.add_argument("--max-steps", type=_steps, default=-1, help="cap SFT and DPO steps (-1: time limits only)")
     p.add_argument("--out", default=DEMO_OUT, help="folder for the runs, config.yaml and report.html")
     p.set_defaults(func=cmd_demo)
 

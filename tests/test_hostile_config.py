@@ -373,3 +373,15 @@ def test_hostile_check_refuses_bombs_in_a_process_that_stays_under_500_mb(name, 
     assert code == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and says in done.stderr and "Traceback" not in done.stderr
     assert peak_kb < 500 * 1024, f"--check on {name} peaked at {peak_kb / 1024:.0f} MB"
+
+
+@pytest.mark.parametrize("argv", [["--limit", "-4"], ["--max-steps", "0"], ["--sft-minutes", "-1"],
+                                  ["--dpo-minutes", "nan"], ["--limit", "0"]])
+def test_hostile_demo_flags_out_of_range_are_refused_by_name(argv, capsys):
+    from ftkit.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["demo", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert argv[0] in err and argv[1] in err and "Traceback" not in err
