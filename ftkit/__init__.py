@@ -11,10 +11,28 @@ Interactive panels live in ``ftkit.widgets``; the core never imports ipywidgets 
 """
 
 from ftkit import _source_tree  # noqa: F401  (maps ftkit.widgets to widgets/ in a checkout; see there)
-from ftkit.data import DataError, DataReport, check_data, load_data, split
-from ftkit.models import ModelLoadError, choose_device, describe_device, load_model
 
 __version__ = "0.1.0"
+
+# Loaded on first use (PEP 562): `import ftkit` stays light, and torch, datasets and pandas load
+# when a model or a dataset does. `ftkit run` reads its config before any of them.
+_LAZY = {"DataError": "ftkit.data", "DataReport": "ftkit.data", "check_data": "ftkit.data",
+         "load_data": "ftkit.data", "split": "ftkit.data", "ModelLoadError": "ftkit.models",
+         "choose_device": "ftkit.models", "describe_device": "ftkit.models", "load_model": "ftkit.models"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ftkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 __all__ = [
     "DataError",

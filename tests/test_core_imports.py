@@ -1,5 +1,6 @@
 """The core works in a script, a test or a CLI: no ftkit module may import UI packages."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -37,3 +38,32 @@ def test_the_blocker_does_block():
     code = BLOCKER.replace("import ftkit\n", "import ftkit\nimport ipywidgets\n", 1)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "ipywidgets is blocked" in result.stderr
+
+
+HEAVY = ("torch", "transformers", "datasets", "pandas", "peft", "trl")
+
+
+def test_import_ftkit_and_its_config_reader_load_no_heavy_library():
+    """`import ftkit` is light (its names load on first use), and so is the config reader that
+    `ftkit run` calls before anything else."""
+    code = ("import sys, ftkit, ftkit.config_file, ftkit.__main__\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+            "print(ftkit.load_data.__module__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "ftkit.data"
+
+
+def test_hostile_a_config_bomb_is_refused_before_torch_loads(tmp_path):
+    """`ftkit run --check` on a file that is no config: one line, exit 2, and a peak memory of a
+    plain Python (torch alone is over 200 MB) — the file was refused before the kit loaded."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    proc = subprocess.Popen([sys.executable, "-m", "ftkit", "run", "--check", str(deep)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 2 and out == ""
+    assert err.strip().splitlines() == [f"ftkit: invalid config: deep.json: nested deeper than 32 levels at line 1; a "
+                                        "config is a few levels deep (a section, its keys, a list of templates)"]
+    assert usage.ru_maxrss < 100 * 1024, usage.ru_maxrss       # KB

@@ -62,7 +62,7 @@ def test_built_wheel_holds_widgets_and_example_data_and_imports(tmp_path):
     assert not any(n.startswith(("widgets/", "tests/", "notebooks/", "jupyter-config/")) for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/entry_points.txt")))
-    assert "ftkit = ftkit.cli:main" in entry_points.decode()
+    assert "ftkit = ftkit.__main__:main" in entry_points.decode()
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
