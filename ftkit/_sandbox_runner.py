@@ -290,11 +290,7 @@ class _Peer:
                 reply = ["e", "Exception", ["l", ["an exception that cannot be printed"]]]
         if os.getpid() != self.pid:   # a fork of the code ran on into this loop: it must not answer
             os._exit(0)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
+        _flush()
         self.send(reply)
 _VALUE_TAGS = ("dt", "date", "time", "td", "dec", "frac")
 def _value(obj, stdlib):
@@ -323,6 +319,13 @@ def _from_value(tag, body, stdlib):
     text = str(body[0])[:100]
     return {"dt": datetime.datetime.fromisoformat, "date": datetime.date.fromisoformat,
             "time": datetime.time.fromisoformat, "dec": decimal.Decimal}[tag](text)
+def _flush():
+    """Print's buffers out before a reply or the verdict: what ran before them is in the output."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
 def _plain(value, depth=0):
     t = type(value)
     if value is None or t in (bool, int, float, str, bytes):
@@ -456,11 +459,7 @@ def _code_side(job, rfd, wfd, libc):
         hello = ["hello", "error", *_describe(e, {"<code>": job["code"]})]
     if os.getpid() != peer.pid:
         exit_(0)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
+    _flush()
     try:
         peer.send(hello)
         while hello[1] == "ready":
@@ -533,7 +532,7 @@ def _tests_side(job, report, libc):
             os._exit(0)
     report("passed")
 def _main(fd):
-    import json, operator, importlib, datetime, decimal, fractions   # now: once root is dropped the stdlib may be out of reach
+    import json, operator, importlib, datetime, decimal, fractions  # noqa: F401  (now: once root is dropped the stdlib may be out of reach)
     job = marshal.loads(sys.stdin.buffer.read())
     del sys.argv[1:]
     null = os.open(os.devnull, os.O_RDONLY)
@@ -542,11 +541,7 @@ def _main(fd):
     os.set_inheritable(fd, False)   # nothing the tests start (os.system) gets the result fd
     write, exit_, getpid, nonce = os.write, os._exit, os.getpid, job["nonce"]
     def report(status, index=-1, line="", message=""):
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
+        _flush()
         try:
             write(fd, ("ftkit-result %s %s %d %s %s\n" % (nonce, status, index, line[:500].encode("utf-8", "replace").hex(),
                                                          message[:500].encode("utf-8", "replace").hex())).encode())

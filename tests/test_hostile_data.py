@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from blocking import within
 
 from ftkit import DataError, load_data
 from ftkit.cli import main
@@ -44,26 +45,6 @@ class CountingTokenizer:
     def __call__(self, texts, add_special_tokens=False):
         self.most_chars = max(self.most_chars, sum(len(t) for t in texts))
         return {"input_ids": [t.split() for t in texts]}
-
-
-def within(seconds: float, fn, *args):
-    """``fn(*args)``'s result or exception, failing the test if it takes longer (a FIFO opened for
-    reading blocks until a writer comes: the thread is a daemon, so a hang cannot hold pytest)."""
-    out = {}
-
-    def call():
-        try:
-            out["value"] = fn(*args)
-        except BaseException as err:  # noqa: BLE001 - handed back to the test
-            out["error"] = err
-
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"{fn.__name__} blocked for more than {seconds} s"
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
 
 
 def write_jsonl(path: Path, rows) -> Path:
@@ -220,25 +201,6 @@ def test_hostile_jsonl_read_in_small_chunks_gives_the_same_rows_and_line_numbers
 
 
 # --- the same through `ftkit run --check` -----------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A 2-layer Llama with random weights and the embedded SmolLM2's tokenizer, as test_run_check builds."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ftkit.models import load_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-smollm-tokenizer")
-    tokenizer = load_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def write_config(folder: Path, source: str, model_dir, **data) -> Path:

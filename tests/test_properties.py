@@ -13,12 +13,12 @@ import json
 import math
 import os
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 
 import datasets
 import pytest
+from blocking import within
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -514,26 +514,6 @@ def test_rows_over_the_character_bound_are_skipped_by_row_number_or_refused(data
 @given(data=rows_some_long(char_limit()), fmt=st.sampled_from(["jsonl", "csv"]))
 def test_rows_over_the_default_bound_are_skipped_too(data, fmt):
     check_long_rows(*data, fmt, char_limit())
-
-
-def within(seconds: float, fn, *args):
-    """``fn(*args)``'s result or exception, failing if it takes longer (a FIFO opened for reading
-    blocks until a writer comes; the thread is a daemon, so a hang cannot hold pytest)."""
-    out = {}
-
-    def call():
-        try:
-            out["value"] = fn(*args)
-        except BaseException as err:  # noqa: BLE001 - handed back to the caller
-            out["error"] = err
-
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"blocked for more than {seconds} s"
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
 
 
 PATH_KINDS = ["missing", "folder", "fifo", "/dev/null", "/dev/zero", "/dev/urandom", "broken link", "link loop",

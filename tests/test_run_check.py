@@ -21,26 +21,6 @@ from ftkit.prompts import few_shot
 from ftkit.runs import list_runs
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A 2-layer Llama with random weights and the embedded SmolLM2's tokenizer and context."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ftkit.models import load_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-smollm-tokenizer")
-    tokenizer = load_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.bos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def write_config(folder, values: dict):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"
