@@ -31,6 +31,9 @@ class ConfigError(ValueError):
         super().__init__(f"{head}:{body}")
 
 
+ConfigError.__module__ = "ftkit.config"  # its public home, where tracebacks and docs name it
+
+
 
 # A config is a few KB of settings, a few levels deep; these limits are far above any real one and
 # far below what costs time or memory. Past them, a file is refused before it is parsed further.
