@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from blocking import within
+from tiny_models import CountingTokenizer as _Counting
 
 from ftkit import DataError, load_data
 from ftkit.cli import main
@@ -33,18 +34,8 @@ from ftkit.sources import MAX_FILE_BYTES, path_problem
 ROWS = [{"text": f"my card {i} was charged twice", "label": "ab"[i % 2]} for i in range(20)]
 
 
-class CountingTokenizer:
-    """One token per word; remembers the most characters it was handed in one call."""
-
+class CountingTokenizer(_Counting):
     model_max_length = 1000  # a context of 1000 tokens: a bound of 10,000 characters
-    chat_template = None
-
-    def __init__(self):
-        self.most_chars = 0
-
-    def __call__(self, texts, add_special_tokens=False):
-        self.most_chars = max(self.most_chars, sum(len(t) for t in texts))
-        return {"input_ids": [t.split() for t in texts]}
 
 
 def write_jsonl(path: Path, rows) -> Path:

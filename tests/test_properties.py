@@ -21,6 +21,7 @@ import pytest
 from blocking import within
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from tiny_models import CountingTokenizer
 
 from ftkit import DataError, load_data
 from ftkit.data import LAYOUTS, SHAPES, check_data
@@ -442,20 +443,6 @@ LONG_UNITS = ["a", "é", "😀", "word ", "x\n", '"', ",", "{}", "a\u2028", "\\u
 
 def long_text(least: int):
     return st.builds(lambda unit, n: (unit * n)[:n], st.sampled_from(LONG_UNITS), st.integers(least + 1, least + 400))
-
-
-class CountingTokenizer:
-    """One token per word; remembers the most characters it was handed in one call."""
-
-    model_max_length = None
-    chat_template = None
-
-    def __init__(self):
-        self.most_chars = 0
-
-    def __call__(self, texts, add_special_tokens=False):
-        self.most_chars = max(self.most_chars, sum(len(t) for t in texts))
-        return {"input_ids": [t.split() for t in texts]}
 
 
 @st.composite
