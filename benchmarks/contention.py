@@ -5,13 +5,13 @@
 
 A learner's laptop always runs something else. Each figure is measured alone and beside ONE busy
 process (a ``while True: pass`` of this script's own, started and stopped here), each with torch's
-default thread count and with ftkit's choice (``ftkit.threads.choose_threads``, measured with the
+default thread count and with ftkit's choice (``ftkit.models.threads.choose_threads``, measured with the
 busy process running; while timing, ``FTKIT_THREADS`` holds the count so nothing in ftkit changes it):
 
 - LoRA SFT: ``train_sft`` on the embedded model, --batch short rows of the built-in routing example
   a step, rendered with the classification task's zero-shot template; a step's time runs from one
   step's log event to the next, step 1 (warm-up) left out, the rest summarized by their median;
-- batched generation: ``ftkit.generate`` on --rows held-out prompts in batches of 8, greedy, 12 new
+- batched generation: ``ftkit.generation.generate`` on --rows held-out prompts in batches of 8, greedy, 12 new
   tokens, after a 2-row warm-up: rows per second.
 
 Each figure runs --rounds times, in ABBA order (default, ftkit, ftkit, default), pooled: two
@@ -32,7 +32,7 @@ timed twice).
 
 --duty adds a neighbour busy only part of the time (spinning that share of every 20 ms): ftkit's
 measurement of it, and a SFT step with 1 thread against 2: the figures behind the rule's threshold
-(``ftkit.threads.FREE_SHARE``).
+(``ftkit.models.threads.FREE_SHARE``).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def fixed_threads(n: int):
 
 
 def threads_default() -> int:
-    from ftkit import threads
+    from ftkit.models import threads
 
     return threads.torch_default()
 
@@ -115,7 +115,8 @@ class Workload:
     """The model, the SFT rows and the generation prompts, loaded once."""
 
     def __init__(self, args):
-        from ftkit import examples, load_model, split, tasks
+        from ftkit import load_model, split, tasks
+        from ftkit.data import examples
 
         self.args = args
         self.model, self.tok = load_model(verbose=False)
@@ -137,8 +138,8 @@ class Workload:
         at torch's default beside a busy process it alone took 60-85 s."""
         import torch
 
-        from ftkit.events import EventBus, StopFlag
-        from ftkit.sft import SFTSettings, train_sft
+        from ftkit.training.events import EventBus, StopFlag
+        from ftkit.training.sft import SFTSettings, train_sft
 
         stamps, stop, bus = [], StopFlag(), EventBus()
 
@@ -168,7 +169,7 @@ class Workload:
 
     def generation(self, cap: float) -> dict:
         """Rows per second of batched generation, stopping past ``cap`` seconds."""
-        from ftkit.generate import generate
+        from ftkit.generation.generate import generate
 
         generate(self.model, self.tok, self.convs[:2], max_new_tokens=4, progress=False)  # warm-up
         done, t0 = 0, time.perf_counter()
@@ -183,7 +184,7 @@ class Workload:
 
 def timed(work: Workload, n_threads: int, warmup_threads: int, cap: float) -> dict:
     """SFT and generation at ``n_threads``, with the load other processes added meanwhile."""
-    from ftkit.threads import LoadMeter
+    from ftkit.models.threads import LoadMeter
 
     with fixed_threads(n_threads):
         meter = LoadMeter()
@@ -208,7 +209,7 @@ def conditions(work: Workload, sides: list[str], cap: float, rounds: int, reuse_
     ``rounds`` runs of each side in ABBA order (default, ftkit, ftkit, default, ...): drift of the
     machine's speed weighs on both; ``reuse_same``: a side with the same thread count as the one
     before is not timed again."""
-    from ftkit import threads
+    from ftkit.models import threads
 
     results = {}
     for where in ("quiet", "busy"):
@@ -236,7 +237,7 @@ def conditions(work: Workload, sides: list[str], cap: float, rounds: int, reuse_
 
 def duty_probe(work: Workload, duties: list[float], cap: float) -> None:
     """A neighbour busy part of the time: what ftkit measures, and a SFT step at 1 and 2 threads."""
-    from ftkit import threads
+    from ftkit.models import threads
 
     for duty in duties:
         with neighbour(duty):
@@ -261,7 +262,7 @@ def main():
     args = ap.parse_args()
     started = time.perf_counter()
 
-    from ftkit import threads
+    from ftkit.models import threads
 
     if args.child:  # --child-env set by the parent
         threads.torch_default()  # before anything in ftkit changes it

@@ -47,7 +47,8 @@ from pathlib import Path
 
 
 def pairs_and_template():
-    from ftkit import examples, tasks
+    from ftkit import tasks
+    from ftkit.data import examples
 
     pairs = examples.load("support_routing_preferences", verbose=False)
     return pairs, tasks.get("classification").template("zero-shot", labels=examples.labels("support_routing"))
@@ -55,8 +56,8 @@ def pairs_and_template():
 
 def sft_run(model, tok, template, steps, root):
     """A short SFT run whose adapter DPO continues, as in the demo."""
-    from ftkit import examples
-    from ftkit.sft import SFTSettings, train_sft
+    from ftkit.data import examples
+    from ftkit.training.sft import SFTSettings, train_sft
 
     rows = examples.load("support_routing", verbose=False).shuffle(seed=0).select(range(8 * steps))
     return train_sft(model, tok, rows, template=template, runs_root=root,
@@ -66,9 +67,9 @@ def sft_run(model, tok, template, steps, root):
 
 def dpo_steps(model, tok, pairs, template, sft, lean: bool, args, root) -> dict:
     """One DPO run: each step's time and exact loss, and the reference pass's time (lean)."""
-    from ftkit.dpo import DPOSettings, train_dpo
-    from ftkit.dpo_lean import _trainer_class
-    from ftkit.events import EventBus
+    from ftkit.training.dpo import DPOSettings, train_dpo
+    from ftkit.fastpath.dpo_lean import _trainer_class
+    from ftkit.training.events import EventBus
 
     stamps, losses, precompute = [], [], []
     bus = EventBus()
@@ -107,11 +108,11 @@ def same_weight_losses(model, tok, pairs, template, sft, trained, args, root) ->
     from peft import load_peft_weights, set_peft_model_state_dict
     from trl import DPOTrainer
 
-    from ftkit.dpo import DPOSettings, _trl_config, to_trl_pairs
-    from ftkit.dpo_lean import _trainer_class
-    from ftkit.models import model_info
+    from ftkit.training.dpo import DPOSettings, _trl_config, to_trl_pairs
+    from ftkit.fastpath.dpo_lean import _trainer_class
+    from ftkit.models.loading import model_info
     from ftkit.runs import new_run
-    from ftkit.training import trainable_model
+    from ftkit.training.settings import trainable_model
 
     settings = DPOSettings(name="bench-dpo-check", batch_size=args.batch, max_length=512, seed=0)
     rows = to_trl_pairs(pairs.select(range(min(len(pairs), args.check * args.batch))), template)
@@ -155,7 +156,7 @@ def main():
     import torch
 
     from ftkit import load_model
-    from ftkit.models import model_info
+    from ftkit.models.loading import model_info
 
     if args.threads:
         torch.set_num_threads(args.threads)

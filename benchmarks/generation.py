@@ -3,14 +3,14 @@
     .venv/bin/python benchmarks/generation.py [--rows 64] [--shots 10]
 
 On the embedded model and the built-in routing example (test split):
-1. 64 zero-shot prompts: ftkit.generate (batched) against plain `model.generate` one prompt at a
+1. 64 zero-shot prompts: ftkit.generation.generate (batched) against plain `model.generate` one prompt at a
    time, examples per second.
-2. The same rows 10-shot against zero-shot, both through ftkit.generate (prefix cache, the prefix
-   attended once per batch: ftkit.prefix_attention): wall time ratio, and the 10-shot time
+2. The same rows 10-shot against zero-shot, both through ftkit.generation.generate (prefix cache, the prefix
+   attended once per batch: ftkit.fastpath.prefix_attention): wall time ratio, and the 10-shot time
    without the prefix cache for reference; greedy outputs with and without the cache are counted
    (identical in float32, tested; in bfloat16 a row or two may differ by rounding).
-3. Greedy rows per second through ftkit.generate at batch 1 and at batch 16 (zero-shot).
-4. The whole evaluation as a user runs it, ftkit.evaluate on all 96 held-out rows (warm-up, the
+3. Greedy rows per second through ftkit.generation.generate at batch 1 and at batch 16 (zero-shot).
+4. The whole evaluation as a user runs it, ftkit.evaluation.evaluate on all 96 held-out rows (warm-up, the
    batched pass, the one-at-a-time rows, scoring): 10-shot against zero-shot wall time.
 """
 
@@ -21,9 +21,10 @@ import time
 
 import torch
 
-from ftkit import examples, load_model, split
-from ftkit.evaluate import Variant, evaluate
-from ftkit.generate import generate, render_prompts
+from ftkit import load_model, split
+from ftkit.data import examples
+from ftkit.evaluation.evaluate import Variant, evaluate
+from ftkit.generation.generate import generate, render_prompts
 from ftkit.prompts import classify_few_shot, classify_zero_shot
 
 
@@ -83,8 +84,8 @@ def main():
           f"{args.shots}-shot {evaluated[f'{args.shots}-shot']:.1f}")
     print(f"{args.shots}-shot vs zero-shot evaluation, evaluate(): "
           f"{evaluated[f'{args.shots}-shot'] / evaluated['zero-shot']:.2f}x (target <= 1.5)")
-    print(f"greedy rows/s, ftkit.generate at batch 1: {args.rows / t_one:.1f} (reported)")
-    print(f"greedy rows/s, ftkit.generate at batch 16: {args.rows / t_zero:.1f} (reported)")
+    print(f"greedy rows/s, ftkit.generation.generate at batch 1: {args.rows / t_one:.1f} (reported)")
+    print(f"greedy rows/s, ftkit.generation.generate at batch 16: {args.rows / t_zero:.1f} (reported)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ loads it, measured side by side in one run.
 The issue: in `make demo` a LoRA SFT variant reported twice the zero-shot latency per request
 while generating fewer tokens. Its cause was the weights' ``requires_grad``: PEFT freezes the base
 model, and for a frozen bias-free head torch broadcast the weight into a batched product, copying
-it whole in bfloat16 on every prefill (see ``ftkit.generate.contiguous_lm_head``).
+it whole in bfloat16 on every prefill (see ``ftkit.generation.generate.contiguous_lm_head``).
 
 Variants, on the embedded model and zero-shot prompts of the built-in routing example:
 - ``base``: ``load_model()`` as the prompt baselines use it (weights trainable, as loaded);
@@ -35,14 +35,15 @@ from unittest import mock
 import torch
 from accelerate.utils import is_peft_model
 
-import ftkit.generate
-from ftkit import examples, load_model, split
-from ftkit.generate import generate
-from ftkit.models import model_info
+import ftkit.generation.generate
+from ftkit import load_model, split
+from ftkit.data import examples
+from ftkit.generation.generate import generate
+from ftkit.models.loading import model_info
 from ftkit.pipeline import served_model
 from ftkit.prompts import classify_zero_shot
 from ftkit.runs import Run, new_run
-from ftkit.training import LoraSettings
+from ftkit.training.settings import LoraSettings
 
 BATCH = 16
 FROZEN_TARGET, TUNED_TARGET = 1.10, 1.15
@@ -53,7 +54,7 @@ def lora_run(model, tokenizer, root) -> Run:
     the loaders, without the training), on ftkit's default LoRA settings."""
     from peft import get_peft_model
 
-    from ftkit.training import _shared_weights_copy
+    from ftkit.training.settings import _shared_weights_copy
 
     config = LoraSettings().peft_config()
     config.init_lora_weights = False  # random A and B: the adapter really changes the outputs
@@ -76,7 +77,7 @@ def run_to_length(model) -> None:
 @contextlib.contextmanager
 def without_fix():
     """generate() as it was before the fix: the head gets the strided slice transformers gives it."""
-    with mock.patch.object(ftkit.generate, "contiguous_lm_head", lambda model: contextlib.nullcontext(model)):
+    with mock.patch.object(ftkit.generation.generate, "contiguous_lm_head", lambda model: contextlib.nullcontext(model)):
         yield
 
 

@@ -32,11 +32,12 @@ from pathlib import Path
 
 import torch
 
-from ftkit import examples, load_model, split
-from ftkit.evaluate import Variant, evaluate
-from ftkit.generate import generate
+from ftkit import load_model, split
+from ftkit.data import examples
+from ftkit.evaluation.evaluate import Variant, evaluate
+from ftkit.generation.generate import generate
 from ftkit.prompts import classify_zero_shot
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.sft import SFTSettings, train_sft
 
 PRECISIONS = ("float32", "bfloat16")
 SHORT = {"float32": "fp32", "bfloat16": "bf16"}

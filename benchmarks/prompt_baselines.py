@@ -1,4 +1,4 @@
-"""Prompt baselines through ftkit.evaluate: zero-shot, zero-shot with a system prompt, few-shot.
+"""Prompt baselines through ftkit.evaluation.evaluate: zero-shot, zero-shot with a system prompt, few-shot.
 
     .venv/bin/python benchmarks/prompt_baselines.py                      # the built-in example
     .venv/bin/python benchmarks/prompt_baselines.py --data ../shared/realdata/banking77/banking77_test_10labels.jsonl
@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ftkit import examples, load_data, load_model, split
-from ftkit.evaluate import Variant, evaluate
+from ftkit import load_data, load_model, split
+from ftkit.data import examples
+from ftkit.evaluation.evaluate import Variant, evaluate
 from ftkit.prompts import classify_few_shot, classify_with_system, classify_zero_shot
 
 

@@ -22,7 +22,7 @@ the built-in shop_qa every prompt, and so SFT, reads the policy passage (ftkit.t
 Per scenario it prints the pipeline's summary, then the headline metric with its 95% interval for
 zero-shot, the best prompt variant and LoRA SFT, the paired difference SFT - best prompt
 (EvalResult.compare: paired bootstrap; corpus chrF resamples rows for the corpus difference),
-prompt tokens per request and training minutes (ftkit.readings.training_cost). It ends with one
+prompt tokens per request and training minutes (ftkit.training.curves.training_cost). It ends with one
 line per scenario. Whether SFT beats the best prompt is a finding, not a target.
 
 --threads sets torch's CPU threads (0: torch's default, one per core). On a 2-core machine shared
@@ -43,9 +43,9 @@ import torch
 
 from ftkit import tasks
 from ftkit.config import config_from_dict
-from ftkit.models import load_tokenizer
+from ftkit.models.loading import load_tokenizer
 from ftkit.pipeline import run_pipeline
-from ftkit.readings import training_cost
+from ftkit.training.curves import training_cost
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 

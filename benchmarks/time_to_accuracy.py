@@ -11,7 +11,7 @@ sample: 500 test rows stratified, the first 1,500 of the rest for training). Eac
 run with the defaults (SFTSettings(), as `ftkit run` with an empty sft: section: zero-shot
 classification prompt, the chat template's default system prompt) on the embedded model, and at
 each minute mark evaluates the model as trained so far (adapter merged, as the pipeline serves it)
-with ftkit.evaluate: exact match and its 95% interval.
+with ftkit.evaluation.evaluate: exact match and its 95% interval.
 
 A mark is reached the way `sft.max_minutes` ends a run: at the last step that ends before that much
 training time. The run stops there (stop flag: a checkpoint), is evaluated, and resumes from the
@@ -44,7 +44,8 @@ DEFAULT_MINUTES = {"banking77-10": [1.0, 3.0], "builtin": [80 / 60], "banking77-
 
 def load_split(name: str, limit: int):
     """(train, test) rows of one dataset, split as the module docstring says."""
-    from ftkit import examples, load_data, split
+    from ftkit import load_data, split
+    from ftkit.data import examples
 
     if name == "builtin":
         parts = split(examples.load("support_routing"), test_size=0.2, seed=0, stratify_by="label")
@@ -68,10 +69,10 @@ def measure(name: str, minutes: list[float], step_seconds: float, limit: int, ru
             overrides: dict | None = None) -> list[tuple]:
     """``[(minutes, step, exact match, low, high, training seconds)]`` for one dataset."""
     from ftkit import load_model
-    from ftkit.evaluate import Variant, evaluate
-    from ftkit.events import EventBus, StopFlag
+    from ftkit.evaluation.evaluate import Variant, evaluate
+    from ftkit.training.events import EventBus, StopFlag
     from ftkit.prompts import classify_zero_shot
-    from ftkit.sft import SFTSettings, train_sft
+    from ftkit.training.sft import SFTSettings, train_sft
 
     train, test = load_split(name, limit)
     labels = sorted(set(train["completion"]))

@@ -5,7 +5,7 @@
 Runs, on the embedded model and the same stratified held-out split (96 rows):
 zero-shot and 8-shot prompting; LoRA SFT for at most --sft-minutes; DPO from the SFT adapter on
 the built-in preference pairs for at most --dpo-minutes. Evaluates every variant with
-ftkit.evaluate (the tuned ones with the zero-shot prompt they were trained on) and prints the
+ftkit.evaluation.evaluate (the tuned ones with the zero-shot prompt they were trained on) and prints the
 summary, the paired comparisons, and one line per acceptance figure.
 """
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from ftkit import examples, load_model, split
-from ftkit.dpo import DPOSettings, train_dpo
-from ftkit.evaluate import Variant, evaluate
+from ftkit import load_model, split
+from ftkit.data import examples
+from ftkit.training.dpo import DPOSettings, train_dpo
+from ftkit.evaluation.evaluate import Variant, evaluate
 from ftkit.prompts import classify_few_shot, classify_zero_shot
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.sft import SFTSettings, train_sft
 
 
 def main():

@@ -28,7 +28,8 @@ BATCH = 8
 
 
 def rows_and_template(n):
-    from ftkit import examples, split
+    from ftkit import split
+    from ftkit.data import examples
     from ftkit.prompts import classify_zero_shot
 
     parts = split(examples.load("support_routing", verbose=False), test_size=96, seed=0, stratify_by="label")
@@ -46,7 +47,7 @@ def run_ftkit(n):
     import tempfile
 
     from ftkit import load_model
-    from ftkit.sft import SFTSettings, train_sft
+    from ftkit.training.sft import SFTSettings, train_sft
 
     train, template = rows_and_template(n)
     model, tok = load_model(verbose=False)
@@ -64,7 +65,7 @@ def run_trl_default(n, steps=2):
     from trl import SFTConfig, SFTTrainer
 
     from ftkit import load_model
-    from ftkit.sft import to_trl_rows
+    from ftkit.training.sft import to_trl_rows
 
     train, template = rows_and_template(n)
     model, tok = load_model(verbose=False)

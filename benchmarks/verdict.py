@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/verdict.py [--sft-steps 40] [--curve-sizes 25,50,100,200,0]
         [--curve-steps 20] [--scratch-steps 40] [--eval-rows 0] [--probe-rows 0] [--threads 1]
 
-What ``ftkit.advice`` claims, measured on the embedded model with the tour's split (80/20,
+What ``ftkit.evaluation.verdict`` claims, measured on the embedded model with the tour's split (80/20,
 stratified, seed 0) and prompts (zero-shot and 8-shot):
 
 - **fair latency**: zero-shot, 8-shot and a LoRA SFT run (merged, as served) on the same held-out
@@ -47,13 +47,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from ftkit import examples, load_model, split
-    from ftkit.advice import advise, flexibility
-    from ftkit.data import label_set
-    from ftkit.evaluate import Variant, evaluate
-    from ftkit.experiments import from_scratch, learning_curve, task_change
+    from ftkit import load_model, split
+    from ftkit.data import examples
+    from ftkit.evaluation.verdict import advise, flexibility
+    from ftkit.data.canonical import label_set
+    from ftkit.evaluation.evaluate import Variant, evaluate
+    from ftkit.evaluation.experiments import from_scratch, learning_curve, task_change
     from ftkit.prompts import classify_few_shot, classify_zero_shot, zero_shot
-    from ftkit.sft import SFTSettings, train_sft
+    from ftkit.training.sft import SFTSettings, train_sft
 
     t_start = time.perf_counter()
     model, tok = load_model(verbose=False)

@@ -16,23 +16,13 @@ __version__ = "0.1.0"
 
 # Loaded on first use (PEP 562): `import ftkit` stays light, and torch, datasets and pandas load
 # when a model or a dataset does. `ftkit run` reads its config before any of them.
-_LAZY = {"DataError": "ftkit.data", "DataReport": "ftkit.data", "check_data": "ftkit.data",
-         "load_data": "ftkit.data", "split": "ftkit.data", "ModelLoadError": "ftkit.models",
-         "choose_device": "ftkit.models", "describe_device": "ftkit.models", "load_model": "ftkit.models"}
+from ftkit._lazy import exports  # noqa: E402
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ftkit' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = exports(__name__, {
+    "DataError": "data.canonical", "DataReport": "data.canonical", "check_data": "data.canonical",
+    "load_data": "data.canonical", "split": "data.canonical", "ModelLoadError": "models.loading",
+    "choose_device": "models.loading", "describe_device": "models.loading", "load_model": "models.loading",
+})
 
 __all__ = [
     "DataError",

@@ -16,12 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ftkit import examples, tasks
+from ftkit import tasks
+from ftkit.data import examples
 from ftkit.config import (ConfigError, DataConfig, DPOStage, ModelConfig, OutputConfig, PipelineConfig,
                           SFTStage, describe, dump_config, load_config)
-from ftkit.endpoint import EndpointError
-from ftkit.models import EMBEDDED_NAME, ModelLoadError
-from ftkit.sources import DataError
+from ftkit.generation.endpoint import EndpointError
+from ftkit.models.loading import EMBEDDED_NAME, ModelLoadError
+from ftkit.data.sources import DataError
 
 __all__ = ["build_parser", "demo_config", "main"]
 
@@ -127,8 +128,8 @@ def check_run(config: PipelineConfig, name: str, say=print) -> int:
     pre-flight), then what the run will do and how long it should take here, from one measured
     training step and one measured batch of answers. The data is read with the tokenizer alone,
     so a broken file is reported before any weights load. Returns 2 when the run would refuse."""
-    from ftkit.check import estimate, plan_lines
-    from ftkit.models import load_model, load_tokenizer
+    from ftkit.estimate import estimate, plan_lines
+    from ftkit.models.loading import load_model, load_tokenizer
     from ftkit.pipeline import model_context, plan, prepare_data, preflight
 
     def refuse(problems: list[str], when: str) -> int:
@@ -166,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Training only, once per process under ``accelerate launch``; the main process records."""
     from accelerate import PartialState
 
-    from ftkit.models import load_model
+    from ftkit.models.loading import load_model
     from ftkit.pipeline import RunRefused, model_context, plan, prepare_data, preflight, train_stages
     from ftkit.runs import is_main_process, outcome
 
@@ -254,14 +255,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ftkit.serve import serve
+    from ftkit.serving import serve
 
     serve(args.model, host=args.host, port=args.port, runs_root=args.root, device=args.device, dtype=args.dtype)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ftkit.data import load_data
+    from ftkit.data.canonical import load_data
     from ftkit.runs import ExportError, load_run
 
     try:
@@ -286,7 +287,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from ftkit.launch import run_launch, write_launch
+    from ftkit.training.launch import run_launch, write_launch
 
     config = load_config(args.config)  # fail here, not on N processes at once
     accumulation = int((config.sft.trl if config.sft else {}).get("gradient_accumulation_steps", 1))
@@ -383,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve a tuned run (its adapter merged into the weights, once, cached) or a "
                                    "model over an OpenAI-compatible API until Ctrl-C. A request without a system "
                                    "message gets the run's system prompt. Prints the base URL and model name "
-                                   "for a client (ftkit.endpoint.Endpoint, the openai client, a config's "
+                                   "for a client (ftkit.generation.endpoint.Endpoint, the openai client, a config's "
                                    "templates: endpoint:).")
     p.add_argument("model", metavar="RUN_OR_MODEL",
                    help=f"a run id (or unique prefix) or run folder; or a model: {EMBEDDED_NAME}, a folder, a "

@@ -1,7 +1,7 @@
 """The pipeline's settings as one tree of dataclasses, read from a YAML or JSON file.
 
-The tree reuses the dataclasses the notebooks use (:class:`ftkit.sft.SFTSettings`,
-:class:`ftkit.dpo.DPOSettings`, :class:`ftkit.training.LoraSettings`), so a key in the file is the
+The tree reuses the dataclasses the notebooks use (:class:`ftkit.training.sft.SFTSettings`,
+:class:`ftkit.training.dpo.DPOSettings`, :class:`ftkit.training.settings.LoraSettings`), so a key in the file is the
 same name as a keyword in Python. A config is validated by walking the dataclass fields before any
 model loads: an unknown key, a wrong type or a value outside the allowed ones is reported with its
 path (``sft.learnign_rate``), the allowed keys or values, and the closest match.
@@ -34,7 +34,7 @@ ftkit.config.ConfigError: invalid config:
   sft.lora.dropout: 1.0 is not below 1; allowed: >= 0 and < 1
 
 Every number's range is declared beside its help text (``metadata={"help": ..., "min": 1}``, see
-:func:`ftkit.training.range_problem`); ``ftkit run --help`` shows it as ``[>= 1]``.
+:func:`ftkit.training.settings.range_problem`); ``ftkit run --help`` shows it as ``[>= 1]``.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from typing import Any, Literal
 
 import yaml
 
-from ftkit import examples, tasks
+from ftkit import tasks
+from ftkit.data import examples
 from ftkit.config_file import (  # noqa: F401
     MAX_ALIAS_VALUES,
     MAX_CONFIG_BYTES,
@@ -60,13 +61,13 @@ from ftkit.config_file import (  # noqa: F401
     ConfigError,
     read_config_file,
 )
-from ftkit.dpo import DPOSettings
-from ftkit.endpoint import Endpoint
-from ftkit.metrics import BUILTIN
-from ftkit.models import EMBEDDED_NAME, ModelLoadError, resolve_source
-from ftkit.sft import SFTSettings
-from ftkit.sources import path_problem
-from ftkit.training import MAX_SEED, range_problem, range_text, settings_fields
+from ftkit.training.dpo import DPOSettings
+from ftkit.generation.endpoint import Endpoint
+from ftkit.evaluation.metrics import BUILTIN
+from ftkit.models.loading import EMBEDDED_NAME, ModelLoadError, resolve_source
+from ftkit.training.sft import SFTSettings
+from ftkit.data.sources import path_problem
+from ftkit.training.settings import MAX_SEED, range_problem, range_text, settings_fields
 
 __all__ = [
     "ConfigError", "DPOStage", "DataConfig", "ModelConfig", "OutputConfig", "PipelineConfig", "SFTStage",
@@ -152,7 +153,7 @@ MAX_LENGTH_HELP = ("Longest example (prompt + answer) in tokens. 0: the task's (
 
 @dataclass
 class SFTStage(SFTSettings):
-    """:class:`~ftkit.sft.SFTSettings` plus the template the run trains on."""
+    """:class:`~ftkit.training.sft.SFTSettings` plus the template the run trains on."""
 
     template: str = field(default="", metadata={
         "help": "Name of the template SFT (and DPO) train on and the tuned models are evaluated "
@@ -162,7 +163,7 @@ class SFTStage(SFTSettings):
 
 @dataclass
 class DPOStage(DPOSettings):
-    """:class:`~ftkit.dpo.DPOSettings` plus where the preference pairs come from."""
+    """:class:`~ftkit.training.dpo.DPOSettings` plus where the preference pairs come from."""
 
     source: str = field(default="support_routing_preferences", metadata={
         "help": "Preference pairs (prompt/chosen/rejected): a file or a built-in example name"})
@@ -236,7 +237,7 @@ def _key(key) -> str:
 
 def _convert(tp, value, path: str, problems: list[str], f: dataclasses.Field | None = None):
     """``value`` converted to type ``tp``; problems are appended with ``path``. ``f``: the field it
-    is for, whose metadata may list ``choices`` and declare a range (:func:`ftkit.training.range_problem`)."""
+    is for, whose metadata may list ``choices`` and declare a range (:func:`ftkit.training.settings.range_problem`)."""
     choices = f.metadata.get("choices") if f is not None else None
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):

@@ -30,26 +30,26 @@ import datasets
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ftkit import examples
+from ftkit.data import examples
 from ftkit.config import ConfigError, DPOStage, PipelineConfig, SFTStage, TemplateConfig, template_name
-from ftkit.advice import advise
-from ftkit.data import DataError, chat_turns, check_data, group_column, label_set, split
-from ftkit.data_report import overlap_note, rows_text
-from ftkit.dpo import preflight as dpo_preflight
-from ftkit.dpo import to_trl_pairs, train_dpo
-from ftkit.endpoint import Endpoint
-from ftkit.evaluate import EvalResult, Variant, evaluate
-from ftkit.timing import time_variants
-from ftkit.events import EventBus
-from ftkit.models import describe_device, load_model
-from ftkit import metrics as M
-from ftkit import threads
+from ftkit.evaluation.verdict import advise
+from ftkit.data.canonical import DataError, chat_turns, check_data, group_column, label_set, split
+from ftkit.data.report import overlap_note, rows_text
+from ftkit.training.dpo import preflight as dpo_preflight
+from ftkit.training.dpo import to_trl_pairs, train_dpo
+from ftkit.generation.endpoint import Endpoint
+from ftkit.evaluation.evaluate import EvalResult, Variant, evaluate
+from ftkit.generation.timing import time_variants
+from ftkit.training.events import EventBus
+from ftkit.models.loading import describe_device, load_model
+from ftkit.evaluation import metrics as M
+from ftkit.models import threads
 from ftkit import tasks
 from ftkit.prompts import DEFAULT_INSTRUCTION, PromptTemplate, check_fits, few_shot, prompt_lengths
 from ftkit.tasks import Task
 from ftkit.runs import Run, load_run, outcome
-from ftkit.sft import preflight as sft_preflight
-from ftkit.sft import to_trl_rows, train_sft
+from ftkit.training.sft import preflight as sft_preflight
+from ftkit.training.sft import to_trl_rows, train_sft
 
 __all__ = [
     "PipelineResult", "Plan", "Prepared", "RunRefused", "build_template", "duration", "plan", "preflight", "prepare_data",
@@ -419,7 +419,7 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p
 
 def _threads(config: PipelineConfig, say: Callable[[str], None]) -> None:
     """Choose torch's threads again from the cores other processes leave free now (a phase of long
-    work is about to start), and say so when the choice changed (see :mod:`ftkit.threads`)."""
+    work is about to start), and say so when the choice changed (see :mod:`ftkit.models.threads`)."""
     before = threads.current()
     choice = threads.apply(config.model.threads)
     if before is not None and choice.threads != before.threads:

@@ -9,7 +9,7 @@ into the exact text the model reads. Named starting points are plain functions:
 
 Few-shot examples are shown as earlier user/assistant turns rendered by the same instruction, so
 the model sees the exact answer format before the real question. They come from the training
-split only; :func:`ftkit.evaluate.evaluate` refuses a template whose shots are in the test rows.
+split only; :func:`ftkit.evaluation.evaluate.evaluate` refuses a template whose shots are in the test rows.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 
-from ftkit.data import as_rows
+from ftkit.data.canonical import as_rows
 
 __all__ = [
     "CLASSIFY_INSTRUCTION", "CLASSIFY_SYSTEM", "DEFAULT_INSTRUCTION", "PromptTemplate", "classify_few_shot",
@@ -72,7 +72,7 @@ class PromptTemplate:
         """The chat messages for one row, ending with the user turn the model must answer.
 
         A turn of a conversation (a row with ``history``: the true turns so far, ending with the
-        user's, see :func:`ftkit.data.chat_turns`) keeps its earlier turns, each user turn
+        user's, see :func:`ftkit.data.canonical.chat_turns`) keeps its earlier turns, each user turn
         through the instruction, after the system prompt and the shots."""
         out, history = self._system(row.get("history") or [])
         conversations = [s["messages"] for s in self.shots if "messages" in s]
@@ -168,7 +168,7 @@ def _with_examples(head: list[dict], conversations: list[list[dict]]) -> list[di
 
 def _whole_conversations(rows: list[dict]) -> list[dict] | None:
     """Rows that are conversations (``messages``) or turns of them (``history``, from
-    :func:`ftkit.data.chat_turns`) as whole conversations, ``{"messages": [...]}``; None for other rows."""
+    :func:`ftkit.data.canonical.chat_turns`) as whole conversations, ``{"messages": [...]}``; None for other rows."""
     if rows and "messages" in rows[0]:
         return [{"messages": r["messages"], **({"id": r["id"]} if "id" in r else {})} for r in rows]
     if rows and "history" in rows[0]:

@@ -22,8 +22,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import yaml
 
-from ftkit.evaluate import EvalResult
-from ftkit.readings import read_curves, training_cost
+from ftkit.evaluation.evaluate import EvalResult
+from ftkit.training.curves import read_curves, training_cost
 from ftkit.runs import Run
 
 __all__ = ["curves_figure", "export_table", "metric_figure", "recorded_summary", "render_report", "run_cost",
@@ -126,7 +126,7 @@ def curves_figure(runs: list[Run], keys: tuple[str, ...], title: str) -> go.Figu
 
 
 def run_cost(run: Run) -> dict:
-    """One line of the cost table: :func:`ftkit.readings.training_cost` plus the run's kind,
+    """One line of the cost table: :func:`ftkit.training.curves.training_cost` plus the run's kind,
     status, rows and device, and what its curves say."""
     cost, config = training_cost(run), run.config
     tokens, seconds = cost["tokens"], cost["seconds"]
@@ -278,11 +278,11 @@ def render_report(*, title: str = "ftkit report", result: EvalResult | None = No
 def write_report(path, **kwargs) -> Path:
     """Write :func:`render_report` to ``path`` (folders created); return the path.
 
-    Keywords: ``title``, ``result`` (an :class:`~ftkit.evaluate.EvalResult`: summary, charts and
+    Keywords: ``title``, ``result`` (an :class:`~ftkit.evaluation.evaluate.EvalResult`: summary, charts and
     the side-by-side answers), or ``summary`` alone (a recorded one, see :func:`recorded_summary`),
     ``runs`` (recorded :class:`~ftkit.runs.Run` objects), ``metric`` (the headline), ``notes``
     (lines under the title), ``config`` (a dict shown as YAML) and ``advice`` (an
-    :class:`~ftkit.advice.Advice`, shown first as the verdict).
+    :class:`~ftkit.evaluation.verdict.Advice`, shown first as the verdict).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

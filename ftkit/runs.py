@@ -13,7 +13,7 @@ Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
         stop-request.json   a stop asked from another process (JupyterLab, a terminal), see
                         Run.request_stop; the training process honours it after its current step
         export-check.json   exports re-scored in a fresh process next to the run's own model,
-                        see Run.record_export_check and ftkit.export.check_export
+                        see Run.record_export_check and ftkit.export.check.check_export
         adapter/        the trained adapter (safetensors) and the tokenizer
         checkpoints/    trainer checkpoints, for resuming
 
@@ -351,7 +351,7 @@ class Run:
 
     def record_evaluation(self, result, variant: str | None = None, metric: str | None = None) -> None:
         """Keep the evaluation of this run's model in ``eval.json``: the summary of every variant
-        ``result`` (an :class:`~ftkit.evaluate.EvalResult`) holds, and this run's own figure.
+        ``result`` (an :class:`~ftkit.evaluation.evaluate.EvalResult`) holds, and this run's own figure.
 
         ``variant`` is the run's name in ``result`` (default: the run id); ``metric`` the headline
         (default: the first one evaluated).
@@ -490,7 +490,7 @@ class Run:
         """
         from peft import PeftModel
 
-        from ftkit.models import load_model, prepare_tokenizer, quiet_library_noise
+        from ftkit.models.loading import load_model, prepare_tokenizer, quiet_library_noise
 
         if not (self.adapter_dir / "adapter_config.json").is_file():
             raise FileNotFoundError(f"run {self.id} has no saved adapter (status: "
@@ -509,7 +509,7 @@ class Run:
                dtype: str = "float32", check_rows=None, metrics=("exact_match",)) -> Path:
         """Write the adapter alone, or (``merged=True``) full weights that plain transformers loads,
         or (``gguf=True``) merged weights as ``model.gguf`` with an Ollama ``Modelfile`` for
-        llama.cpp and Ollama (``dtype`` float32 or float16; see :func:`ftkit.export.export_gguf`).
+        llama.cpp and Ollama (``dtype`` float32 or float16; see :func:`ftkit.export.check.export_gguf`).
 
         A merged export (GGUF too) is checked before it is written: on a few prompts (``rows``,
         canonical rows asked with the run's template; default: a handful of short ones), the
@@ -518,7 +518,7 @@ class Run:
 
         ``check_rows`` (held-out rows with reference answers): then the written folder is loaded
         in a fresh Python process, answers them, and its ``metrics`` scores are compared with this
-        run's model's (:func:`ftkit.export.check_export`); the result is kept in the run folder
+        run's model's (:func:`ftkit.export.check.check_export`); the result is kept in the run folder
         (:attr:`export_checks`, shown by the report), and any difference raises :class:`ExportError`.
 
         >>> run.export("support-router", merged=True)    # doctest: +SKIP
@@ -529,7 +529,7 @@ class Run:
 
         folder = Path(folder)
         if gguf:
-            from ftkit.export import export_gguf
+            from ftkit.export.check import export_gguf
 
             export_gguf(self, folder, dtype=dtype, rows=rows)
         elif not merged:
@@ -539,7 +539,7 @@ class Run:
             merged_model.save_pretrained(folder, safe_serialization=True)
             tokenizer.save_pretrained(folder)
         if check_rows is not None:
-            from ftkit.export import check_export
+            from ftkit.export.check import check_export
 
             check_export(self, folder, check_rows, metrics, kind="gguf" if gguf else "merged" if merged else "adapter")
         return folder
@@ -555,10 +555,10 @@ class Run:
         _check_parity(before, after, merged_model.dtype)
         return merged_model, tokenizer
 
-    # -- the check of an export, in a fresh process (ftkit.export.check_export) ---------------------
+    # -- the check of an export, in a fresh process (ftkit.export.check.check_export) ---------------------
 
     def record_export_check(self, check) -> None:
-        """Keep the result of an export check (an :class:`~ftkit.export.ExportCheck` or its dict)
+        """Keep the result of an export check (an :class:`~ftkit.export.check.ExportCheck` or its dict)
         in ``export-check.json``: one record per kind of export (adapter, merged, gguf), the
         newest replacing the one before it."""
         record = check.to_dict() if hasattr(check, "to_dict") else dict(check)
@@ -578,7 +578,7 @@ class Run:
         return [c for c in checks if isinstance(c, dict)] if isinstance(checks, list) else []
 
     def _parity_conversations(self, rows) -> list[list[dict]]:
-        from ftkit.sources import as_rows
+        from ftkit.data.sources import as_rows
 
         rows = as_rows(rows) if rows is not None else [{"prompt": p} for p in PARITY_PROMPTS]
         template, out = self.template, []
@@ -610,7 +610,7 @@ class ExportError(RuntimeError):
 def _answers_and_logits(model, tokenizer, conversations):
     import torch
 
-    from ftkit.generate import generate
+    from ftkit.generation.generate import generate
 
     answers = [g.text for g in generate(model, tokenizer, conversations, max_new_tokens=12, progress=False)]
     texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
@@ -761,7 +761,7 @@ def fingerprint(rows) -> str:
     """A short hash of the training rows, so a run says exactly which data it saw."""
     import hashlib
 
-    from ftkit.data import as_rows
+    from ftkit.data.canonical import as_rows
 
     rows = as_rows(rows)
     return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -25,10 +25,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from ftkit import metrics as M
-from ftkit.data_report import match_key
+from ftkit.evaluation import metrics as M
+from ftkit.data.report import match_key
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
-from ftkit.sources import as_rows
+from ftkit.data.sources import as_rows
 
 __all__ = ["ACTION_PHRASES", "BLURB_RULES", "CHAT_RULES", "CLOSED_BOOK", "PROMISE_WORDS", "TASKS", "Task", "TaskGuess",
            "blurb_rule_metrics", "chat_rule_metrics", "detect", "get", "glossary_prompt", "infer", "names", "resolve"]
@@ -152,7 +152,7 @@ class Task:
         """The prompt variants to measure: zero-shot, the task's variants the rows have fields for,
         and k-shot from ``train`` (k = :attr:`shots`, never more than the training rows); on rows
         with a passage, each reads it, and ``"closed book"`` asks without it (:meth:`for_rows`)."""
-        from ftkit.data import chat_turns
+        from ftkit.data.canonical import chat_turns
 
         train = chat_turns(train)  # a conversation's turns are rows too
         task = self.for_rows(train)
@@ -195,7 +195,7 @@ SUMMARY_FORMAT = r"[^;\n]+; [^;\n]+; [^;\n]+"
 
 def glossary_prompt() -> str:
     """The shop's fixed terms as a system prompt: the prompt-engineering answer to terminology."""
-    from ftkit import examples
+    from ftkit.data import examples
 
     terms = "\n".join(f"{g['en']} = {g['de']}" for g in examples.glossary())
     return f"You translate for the Hearth & Co. shop. Always use these German terms:\n{terms}"
@@ -395,7 +395,7 @@ def resolve(task, rows=(), labels=None) -> Task:
         return task
     if task is not None:
         return get(task)
-    from ftkit.data import label_set
+    from ftkit.data.canonical import label_set
 
     if labels or label_set(rows):
         return get("classification")

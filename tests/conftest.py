@@ -93,7 +93,7 @@ def model_dir(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ftkit.models import load_tokenizer
+    from ftkit.models.loading import load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-smollm-tokenizer")
     tokenizer = load_tokenizer()

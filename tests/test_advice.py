@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftkit.advice import advise
-from ftkit.evaluate import EvalResult
-from ftkit.threads import Load
-from ftkit.timing import Timing
+from ftkit.evaluation.verdict import advise
+from ftkit.evaluation.evaluate import EvalResult
+from ftkit.models.threads import Load
+from ftkit.generation.timing import Timing
 
 
 class FakeRun:
@@ -139,7 +139,7 @@ def test_advice_needs_both_kinds_of_variant():
 
 
 def test_probe_scores_on_hand_written_replies():
-    from ftkit.advice import probe_score
+    from ftkit.evaluation.verdict import probe_score
 
     digits = {"check": "regex:\\d+", "answers": ["2"]}
     assert probe_score(" 2 ", "2", digits) == 1.0 and probe_score("two", "2", digits) == 0.0
@@ -151,9 +151,10 @@ def test_probe_scores_on_hand_written_replies():
 
 
 def test_flexibility_compares_each_tuned_model_with_the_base_on_the_probes(tiny_model_dir, talkative):
-    from ftkit import examples, load_model
-    from ftkit.advice import flexibility
-    from ftkit.evaluate import Variant
+    from ftkit import load_model
+    from ftkit.data import examples
+    from ftkit.evaluation.verdict import flexibility
+    from ftkit.evaluation.evaluate import Variant
     from ftkit.prompts import zero_shot
 
     probes = examples.load("general_probes", verbose=False).select(range(10))

@@ -1,4 +1,4 @@
-"""Streaming chat replies and adapter checks (ftkit.chat), on a tiny model built from a config."""
+"""Streaming chat replies and adapter checks (ftkit.generation.chat), on a tiny model built from a config."""
 
 import copy
 import threading
@@ -6,9 +6,9 @@ import threading
 import pytest
 import torch
 
-from ftkit.chat import adapter_effect, model_lock, next_token_logits, stream_reply, with_adapters
-from ftkit.generate import generate
-from ftkit.models import load_model, quiet_library_noise
+from ftkit.generation.chat import adapter_effect, model_lock, next_token_logits, stream_reply, with_adapters
+from ftkit.generation.generate import generate
+from ftkit.models.loading import load_model, quiet_library_noise
 from ftkit.runs import Run, new_run
 
 USER = [{"role": "user", "content": "Where is my order?"}]

@@ -4,10 +4,10 @@ import pytest
 
 from ftkit.cli import main
 from ftkit.config import load_config
-from ftkit.events import StopFlag
-from ftkit.models import load_model
+from ftkit.training.events import StopFlag
+from ftkit.models.loading import load_model
 from ftkit.runs import list_runs, new_run
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.sft import SFTSettings, train_sft
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
     ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
@@ -117,9 +117,9 @@ def test_check_reads_the_data_then_measures_one_step_and_says_what_the_run_will_
 
 def test_check_finds_a_malformed_file_before_any_model_loads_and_says_it_once(tiny_model_dir, tmp_path, capsys,
                                                                               monkeypatch):
-    import ftkit.models
+    import ftkit.models.loading
 
-    monkeypatch.setattr(ftkit.models, "load_model", lambda *a, **k: pytest.fail("weights loaded for a broken file"))
+    monkeypatch.setattr(ftkit.models.loading, "load_model", lambda *a, **k: pytest.fail("weights loaded for a broken file"))
     (tmp_path / "bad.csv").write_text('text,label\n"where is my order,order_status\nrefund please,refund\n')
     (tmp_path / "p.yaml").write_text(f"data: {{source: bad.csv}}\nmodel: {{name: {tiny_model_dir}}}\n")
     assert main(["run", str(tmp_path / "p.yaml"), "--check"]) == 2
@@ -156,10 +156,10 @@ def test_demo_runs_the_story_on_another_task(tiny_model_dir, tmp_path, capsys):
 
 
 def test_check_stops_on_a_missing_endpoint_key_before_any_model_loads(tmp_path, capsys, monkeypatch):
-    import ftkit.models
+    import ftkit.models.loading
 
     monkeypatch.delenv("FTKIT_TEST_NO_SUCH_KEY", raising=False)
-    monkeypatch.setattr(ftkit.models, "load_tokenizer", lambda *a, **k: pytest.fail("a tokenizer was loaded"))
+    monkeypatch.setattr(ftkit.models.loading, "load_tokenizer", lambda *a, **k: pytest.fail("a tokenizer was loaded"))
     config = tmp_path / "c.yaml"
     config.write_text("templates:\n  - {kind: zero_shot}\n"
                       "  - {kind: zero_shot, endpoint: {model: gpt-4o-mini, api_key_env: FTKIT_TEST_NO_SUCH_KEY}}\n")

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from ftkit.metrics import code_tests, pass_at_1
-from ftkit.sandbox import run_tests
+from ftkit.evaluation.metrics import code_tests, pass_at_1
+from ftkit.evaluation.sandbox import run_tests
 
 RIGHT = "def add(a, b):\n    return a + b"
 WRONG = "def add(a, b):\n    return a * b"   # add(2, 2) is right: only some asserts catch it
@@ -131,9 +131,9 @@ def code_rows(style: str) -> list[dict]:
 @pytest.mark.parametrize("style", ["humaneval", "mbpp_csv"])
 def test_the_pipeline_scores_a_reference_answer_with_the_rows_tests(style, tmp_path, tiny_model_dir, monkeypatch):
     """The tiny model writes no code, so a stand-in answers: each reference, and one wrong program."""
-    import ftkit.evaluate as module
+    import ftkit.evaluation.evaluate as module
     from ftkit.config import config_from_dict
-    from ftkit.generate import Generation
+    from ftkit.generation.generate import Generation
     from ftkit.pipeline import run_pipeline
 
     rows = code_rows(style)

@@ -7,9 +7,9 @@ import yaml
 
 from ftkit.config import (ConfigError, DPOStage, PipelineConfig, SFTStage, config_from_dict, dump_config,
                           load_config)
-from ftkit.dpo import DPOSettings
-from ftkit.sft import SFTSettings
-from ftkit.training import LoraSettings
+from ftkit.training.dpo import DPOSettings
+from ftkit.training.sft import SFTSettings
+from ftkit.training.settings import LoraSettings
 
 
 def write(tmp_path, values, name="pipeline.yaml"):

@@ -5,9 +5,9 @@ run's events already."""
 
 import pytest
 
-from ftkit.dpo import DPOSettings, train_dpo
-from ftkit.models import load_model
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.dpo import DPOSettings, train_dpo
+from ftkit.models.loading import load_model
+from ftkit.training.sft import SFTSettings, train_sft
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
     ("Where is my order?", "order_status"), ("I was charged twice", "billing"),

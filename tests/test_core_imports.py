@@ -49,7 +49,7 @@ def test_import_ftkit_and_its_config_reader_load_no_heavy_library():
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
             "print(ftkit.load_data.__module__)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[0] == "[]" and out[1] == "ftkit.data"
+    assert out[0] == "[]" and out[1] == "ftkit.data.canonical"
 
 
 def test_hostile_a_config_bomb_is_refused_before_torch_loads(tmp_path):

@@ -5,7 +5,7 @@ import datasets
 import pandas as pd
 import pytest
 
-from ftkit.data import (
+from ftkit.data.canonical import (
     DataError,
     check_data,
     detect_mapping,
@@ -208,7 +208,7 @@ def test_alpaca_input_is_appended_to_the_instruction_when_present():
     (["text", "label"], "text/label", "prompt_completion"),
 ])
 def test_each_layout_is_detected(columns, layout, shape):
-    from ftkit.data import shape_of
+    from ftkit.data.canonical import shape_of
 
     name, mapping = detect_mapping(columns + ["id"])
     assert name == layout and shape_of(mapping) == shape

@@ -2,11 +2,11 @@ import datasets
 import pytest
 import torch
 
-from ftkit.dpo import DPOSettings, to_trl_pairs, train_dpo
-from ftkit.models import load_model
+from ftkit.training.dpo import DPOSettings, to_trl_pairs, train_dpo
+from ftkit.models.loading import load_model
 from ftkit.runs import list_runs
 from ftkit.prompts import zero_shot
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.sft import SFTSettings, train_sft
 
 PAIRS = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in [
     ("Where is my order?", "order_status", "billing"), ("I was charged twice", "billing", "order_status"),
@@ -58,7 +58,7 @@ def test_pairs_are_rendered_with_the_template_and_bad_rows_named():
 
 
 def test_dpo_preflight_shows_the_first_pair_and_refuses_a_run_without_an_adapter(tiny_tokenizer, tmp_path):
-    from ftkit.dpo import preflight
+    from ftkit.training.dpo import preflight
     from ftkit.runs import new_run
 
     check = preflight(tiny_tokenizer, to_trl_pairs(PAIRS, zero_shot()))
@@ -94,7 +94,7 @@ def test_a_reference_that_is_not_the_sft_model_stops_dpo_before_it_learns_nothin
 
 
 def test_dpo_preflight_checks_every_pair(tiny_tokenizer):
-    from ftkit.dpo import preflight
+    from ftkit.training.dpo import preflight
 
     pairs = PAIRS[:2] + [{"prompt": "a", "chosen": "same  answer", "rejected": "same answer"},
                          {"prompt": "b", "chosen": "yes", "rejected": " "},
@@ -115,11 +115,11 @@ def _trainer(model, tok, tmp_path, settings, adapter_dir=None):
     """A lean trainer built as train_dpo builds it, entered for the test's duration."""
     import contextlib
 
-    from ftkit.dpo import _trl_config
-    from ftkit.dpo_lean import _trainer_class
-    from ftkit.models import model_info
+    from ftkit.training.dpo import _trl_config
+    from ftkit.fastpath.dpo_lean import _trainer_class
+    from ftkit.models.loading import model_info
     from ftkit.runs import new_run
-    from ftkit.training import trainable_model
+    from ftkit.training.settings import trainable_model
 
     stack = contextlib.ExitStack()
     trainee, peft_config = stack.enter_context(trainable_model(model, settings.lora, adapter_dir))
@@ -142,7 +142,7 @@ def _move_adapter(model, name="default", seed=1):
 def _saved_adapter(model, folder, settings):
     from peft import get_peft_model
 
-    from ftkit.training import trainable_model
+    from ftkit.training.settings import trainable_model
 
     with trainable_model(model, settings.lora) as (trainee, peft_config):
         peft_model = get_peft_model(trainee, peft_config)
@@ -156,7 +156,7 @@ def _saved_adapter(model, folder, settings):
 def test_the_lean_loss_rewards_and_lora_gradients_equal_trls_on_a_batch(tiny, tmp_path, continued, sft_weight):
     from trl import DPOTrainer
 
-    from ftkit.dpo_lean import _shared_prompt_rows
+    from ftkit.fastpath.dpo_lean import _shared_prompt_rows
 
     model, tok = tiny  # float32: the two paths differ only by summation order
     settings = DPOSettings(batch_size=4, beta=0.5, sft_weight=sft_weight)
@@ -218,7 +218,7 @@ def _pairs_batch(vocab: int, **collator):
 @pytest.mark.parametrize("family, attention", [(f, "sdpa") for f in ("llama", "mistral", "qwen2", "gemma", "phi3",
                                                                       "gpt2")] + [("llama", "eager")])
 def test_each_pairs_prompt_once_gives_the_log_probs_of_the_two_whole_sequences(family, attention, tmp_path):
-    from ftkit.dpo_lean import SHARED_PROMPT_FAMILIES, _completion_logps, _shared_prompt_rows
+    from ftkit.fastpath.dpo_lean import SHARED_PROMPT_FAMILIES, _completion_logps, _shared_prompt_rows
 
     model = _family(family, tmp_path)
     model.config._attn_implementation = attention
@@ -235,7 +235,7 @@ def test_each_pairs_prompt_once_gives_the_log_probs_of_the_two_whole_sequences(f
 
 
 def test_the_prompt_is_not_shared_where_the_model_or_the_truncation_would_change_the_answers_context(tmp_path):
-    from ftkit.dpo_lean import _completion_logps, _shared_prompt_rows
+    from ftkit.fastpath.dpo_lean import _completion_logps, _shared_prompt_rows
 
     llama = _family("llama", tmp_path)
     # Cut from the start (keep_end), the two sides' prompts differ: each sequence goes whole.
@@ -280,7 +280,7 @@ def test_reference_log_probs_computed_once_equal_the_ones_computed_at_each_step(
 def test_a_lean_run_computes_the_reference_once_logs_a_loss_and_trains_the_adapter(tiny, tmp_path, monkeypatch):
     from trl import DPOTrainer
 
-    from ftkit.dpo_lean import _trainer_class
+    from ftkit.fastpath.dpo_lean import _trainer_class
 
     def refused(*args, **kwargs):
         raise AssertionError("TRL's own loss was used")
@@ -332,7 +332,7 @@ def test_lean_loss_off_trains_through_trls_own_loss(tiny, tmp_path, monkeypatch)
 def test_a_stopped_lean_run_resumes_to_the_weights_of_a_run_never_stopped(tiny, tmp_path):
     from safetensors.torch import load_file
 
-    from ftkit.events import EventBus, StopFlag
+    from ftkit.training.events import EventBus, StopFlag
 
     model, tok = tiny
     config = DPOSettings(max_steps=4, batch_size=4, logging_steps=1, save_steps=1, learning_rate=5e-3)

@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ftkit.config import ConfigError, config_from_dict, describe, template_name
-from ftkit.endpoint import Endpoint, EndpointError
-from ftkit.evaluate import Variant, evaluate
-from ftkit.generate import generate
+from ftkit.generation.endpoint import Endpoint, EndpointError
+from ftkit.evaluation.evaluate import Variant, evaluate
+from ftkit.generation.generate import generate
 from ftkit.prompts import PromptTemplate, zero_shot
 
 KEY = "sk-ftkit-test-7f3a9c1e-unique-key-not-real"
@@ -374,7 +374,7 @@ def test_endpoint_variants_and_the_training_template_in_a_plan():
 def test_endpoint_summary_prints_money_and_leaves_local_variants_blank():
     import pandas as pd
 
-    from ftkit.evaluate import EvalResult
+    from ftkit.evaluation.evaluate import EvalResult
     from ftkit.pipeline import print_summary
 
     summary = pd.DataFrame([
@@ -412,8 +412,8 @@ def test_endpoint_and_serve_modules_import_without_openai():
             "        if name.split('.')[0] in {'openai', 'fastapi', 'uvicorn'}:\n"
             "            raise ImportError(f'{name} is blocked')\n"
             "sys.meta_path.insert(0, Block())\n"
-            "import ftkit.endpoint, ftkit.serve, ftkit.evaluate, ftkit.pipeline, ftkit.cli\n"
-            "from ftkit.endpoint import Endpoint\n"
+            "import ftkit.generation.endpoint, ftkit.serving, ftkit.evaluation.evaluate, ftkit.pipeline, ftkit.cli\n"
+            "from ftkit.generation.endpoint import Endpoint\n"
             "try:\n"
             "    Endpoint(model='m').generate([[{'role': 'user', 'content': 'hi'}]])\n"
             "except ImportError as err:\n"

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ftkit.evaluate import EvalResult, Variant, bootstrap_ci, evaluate, pairs_from_ratings
-from ftkit.models import load_model
+from ftkit.evaluation.evaluate import EvalResult, Variant, bootstrap_ci, evaluate, pairs_from_ratings
+from ftkit.models.loading import load_model
 from ftkit.prompts import PromptTemplate, zero_shot
 
 ROWS = [{"prompt": f"Where is order {i}?", "completion": "order_status", "label": "order_status", "id": i}
@@ -150,8 +150,8 @@ def test_bleu_and_chrf_are_summarized_and_compared_at_corpus_level(tiny):
 
 
 def test_a_variants_stop_strings_reach_generation(tiny, monkeypatch):
-    import ftkit.evaluate as module
-    import ftkit.timing as timing
+    import ftkit.evaluation.evaluate as module
+    import ftkit.generation.timing as timing
 
     model, tok = tiny
     seen = []
@@ -171,8 +171,8 @@ def test_a_variants_stop_strings_reach_generation(tiny, monkeypatch):
 
 
 def test_scoring_answers_every_row_once_then_the_timing_phase_times_all(tiny, monkeypatch):
-    import ftkit.evaluate as module
-    import ftkit.timing as timing
+    import ftkit.evaluation.evaluate as module
+    import ftkit.generation.timing as timing
 
     model, tok = tiny
     calls = []
@@ -219,7 +219,7 @@ def test_a_conversation_is_scored_turn_by_turn(tiny):
 
 
 def test_a_metrics_notes_reach_the_table(tiny):
-    from ftkit.metrics import Scored
+    from ftkit.evaluation.metrics import Scored
 
     model, tok = tiny
 
@@ -234,7 +234,7 @@ def test_a_metrics_notes_reach_the_table(tiny):
 
 
 def test_a_short_reply_shared_by_two_conversations_is_not_a_leak(tiny):
-    from ftkit.data import chat_turns
+    from ftkit.data.canonical import chat_turns
 
     model, tok = tiny
 

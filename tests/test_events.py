@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from ftkit.events import EventBus, EventCallback, LossBar, StopFlag
+from ftkit.training.events import EventBus, EventCallback, LossBar, StopFlag
 
 
 def test_subscribers_get_payloads_in_order_and_can_leave():

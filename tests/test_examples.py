@@ -1,6 +1,7 @@
 import pytest
 
-from ftkit import check_data, examples
+from ftkit import check_data
+from ftkit.data import examples
 
 
 def test_names_and_unknown_name():
@@ -32,7 +33,7 @@ def test_preference_pairs_cover_the_same_labels_with_new_prompts():
     assert set(pairs["chosen"]) == labels and set(pairs["rejected"]) <= labels
     assert all(c != r for c, r in zip(pairs["chosen"], pairs["rejected"]))
     main = examples.load("support_routing", verbose=False)
-    from ftkit.data import find_overlap
+    from ftkit.data.canonical import find_overlap
     assert find_overlap(main, pairs) == []  # DPO prompts never leak into the routing test split
 
 

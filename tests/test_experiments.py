@@ -2,8 +2,8 @@
 
 import pytest
 
-from ftkit.experiments import from_scratch, learning_curve
-from ftkit.sft import SFTSettings
+from ftkit.evaluation.experiments import from_scratch, learning_curve
+from ftkit.training.sft import SFTSettings
 
 ROWS = [{"prompt": f"Where is order {i}?", "completion": "order_status" if i % 2 else "billing"} for i in range(12)]
 FAST = dict(max_steps=1, batch_size=2, logging_steps=1, save_steps=100)
@@ -29,7 +29,7 @@ def test_a_learning_curve_trains_nested_subsets_and_scores_each_on_the_same_rows
     assert curve.runs[0].evaluation["test_rows"] == 4  # each evaluated on the same held-out rows
     import pandas as pd
 
-    from ftkit.experiments import LearningCurve
+    from ftkit.evaluation.experiments import LearningCurve
 
     hand = LearningCurve(table=pd.DataFrame({"rows": [25, 50, 100], "score": [0.2, 0.5, 0.8], "low": [0.1, 0.3, 0.6],
                                              "high": [0.3, 0.7, 0.9]}), metric="exact_match", runs=[])
@@ -58,10 +58,10 @@ def test_from_scratch_trains_random_weights_fully_against_lora_on_the_pretrained
 
 
 def test_a_task_change_adds_the_label_to_each_prompt_and_measures_who_uses_it_untrained(monkeypatch):
-    import ftkit.evaluate as module
-    from ftkit.evaluate import Variant
-    from ftkit.experiments import task_change
-    from ftkit.generate import Generation
+    import ftkit.evaluation.evaluate as module
+    from ftkit.evaluation.evaluate import Variant
+    from ftkit.evaluation.experiments import task_change
+    from ftkit.generation.generate import Generation
     from ftkit.prompts import classify_zero_shot
 
     prompted, tuned = object(), object()  # stand-ins: one follows its label list, one learned the old labels
@@ -101,10 +101,10 @@ def test_a_task_change_adds_the_label_to_each_prompt_and_measures_who_uses_it_un
 
 
 def test_a_task_change_can_show_the_new_label_to_few_shot_prompts_only(monkeypatch):
-    import ftkit.evaluate as module
-    from ftkit.evaluate import Variant
-    from ftkit.experiments import task_change
-    from ftkit.generate import Generation
+    import ftkit.evaluation.evaluate as module
+    from ftkit.evaluation.evaluate import Variant
+    from ftkit.evaluation.experiments import task_change
+    from ftkit.generation.generate import Generation
     from ftkit.prompts import classify_few_shot, classify_zero_shot
 
     seen = {}

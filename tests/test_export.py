@@ -15,7 +15,7 @@ from tiny_models import (
     save_tiny_model,
 )
 
-from ftkit.export import (
+from ftkit.export.check import (
     GGUF_FILE,
     MODELFILE,
     check_export,
@@ -24,12 +24,12 @@ from ftkit.export import (
     read_modelfile,
     render_go_template,
 )
-from ftkit.generate import generate
-from ftkit.models import load_model
+from ftkit.generation.generate import generate
+from ftkit.models.loading import load_model
 from ftkit.prompts import PromptTemplate
 from ftkit.report import render_report
 from ftkit.runs import ExportError
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.sft import SFTSettings, train_sft
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
     ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
@@ -340,7 +340,7 @@ def test_the_report_shows_the_exported_score_next_to_the_in_memory_one(tmp_path)
 
 @pytest.mark.integration
 def test_a_gguf_export_of_the_embedded_model_answers_like_its_merged_weights(tmp_path):
-    from ftkit import examples
+    from ftkit.data import examples
     from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM
 
     rows = examples.load("support_routing", verbose=False).to_list()

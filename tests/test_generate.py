@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ftkit.generate import _shared_prefix, adapter_state, generate, render_prompts
-from ftkit.models import load_model
+from ftkit.generation.generate import _shared_prefix, adapter_state, generate, render_prompts
+from ftkit.models.loading import load_model
 
 CONVS = [
     [{"role": "user", "content": "Where is my order?"}],
@@ -126,7 +126,7 @@ def test_frozen_weights_take_the_trainable_models_path(tiny_model_dir, dtype, ba
 
 
 def test_head_input_is_packed_even_for_a_single_prompt():
-    from ftkit.generate import _packed
+    from ftkit.generation.generate import _packed
 
     one = torch.zeros(1, 57, 8)[:, -1:, :]  # is_contiguous() says yes; matmul reads the strides
     assert one.is_contiguous() and not _packed(one)
@@ -141,7 +141,7 @@ def test_fewer_tokens_from_frozen_weights_are_not_reported_slower():
     from tiny_models import make_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ftkit.models import prepare_tokenizer
+    from ftkit.models.loading import prepare_tokenizer
 
     torch.manual_seed(0)
     tok = prepare_tokenizer(make_tokenizer())

@@ -9,7 +9,6 @@ or memory; never another exception. ``ftkit run --check`` says it in one line an
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -26,7 +25,7 @@ from hypothesis import strategies as st
 
 from ftkit.cli import main
 from ftkit.config import ConfigError, PipelineConfig, config_from_dict, describe, load_config
-from ftkit.endpoint import Endpoint
+from ftkit.generation.endpoint import Endpoint
 
 # The contract, stated here rather than imported: a config file nests at most 32 levels, its YAML
 # aliases expand to at most 1,000 values, and a number's field declares its range with these keys.
@@ -37,7 +36,7 @@ RANGE_KEYS = ("min", "max", "above", "below")
 SETTINGS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 REPO = Path(__file__).resolve().parents[1]
 
-# Endpoint's bounds are checked by Endpoint.problems() in ftkit/endpoint.py, not declared in its
+# Endpoint's bounds are checked by Endpoint.problems() in ftkit/generation/endpoint.py, not declared in its
 # metadata yet; this table states them, and the walk below fails on an Endpoint number not in it.
 ENDPOINT_RANGES = {"max_concurrency": {"min": 1}, "timeout_s": {"above": 0}, "max_retries": {"min": 0},
                    "price_per_million_input": {"min": 0}, "price_per_million_output": {"min": 0}}

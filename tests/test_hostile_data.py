@@ -1,7 +1,7 @@
 """Data files a hostile (or unlucky) user points ftkit at: a row of 50 MB among normal rows, a FIFO,
 a device, a folder, binary garbage, a file of gigabytes, a number of 5000 digits.
 
-The contract: a row longer than the character bound (:func:`ftkit.data_report.char_limit`) is
+The contract: a row longer than the character bound (:func:`ftkit.data.report.char_limit`) is
 skipped and named by row and column before any tokenizer sees it, or the data is refused when most
 rows are that long; any other bad source is a :class:`DataError` that names the file and what it
 is; nothing blocks, nothing prints a traceback, and memory stays near what normal data costs.
@@ -27,9 +27,9 @@ from tiny_models import CountingTokenizer as _Counting
 
 from ftkit import DataError, load_data
 from ftkit.cli import main
-from ftkit.data import check_data
-from ftkit.data_report import CHARS_PER_TOKEN, char_limit, count_tokens, token_lengths
-from ftkit.sources import MAX_FILE_BYTES, path_problem
+from ftkit.data.canonical import check_data
+from ftkit.data.report import CHARS_PER_TOKEN, char_limit, count_tokens, token_lengths
+from ftkit.data.sources import MAX_FILE_BYTES, path_problem
 
 ROWS = [{"text": f"my card {i} was charged twice", "label": "ab"[i % 2]} for i in range(20)]
 
@@ -90,7 +90,7 @@ def test_hostile_token_counts_never_hand_a_tokenizer_more_than_the_bound():
 
 
 def test_hostile_the_checks_median_answer_length_is_counted_within_the_bound():
-    from ftkit.check import _median_tokens
+    from ftkit.estimate import _median_tokens
 
     tok = CountingTokenizer()
     assert _median_tokens(tok, ["w " * 30_000, "a b", "c"]) == 2
@@ -176,7 +176,7 @@ def test_hostile_a_number_of_5000_digits_is_a_data_error_naming_the_line(tmp_pat
 
 
 def test_hostile_jsonl_read_in_small_chunks_gives_the_same_rows_and_line_numbers(tmp_path, monkeypatch):
-    import ftkit.sources as sources
+    import ftkit.data.sources as sources
 
     body = b"\xef\xbb\xbf" + b"\r\n".join(json.dumps(r).encode() for r in ROWS[:3]) + b"\r\r\n" + \
         json.dumps({"text": "caf\u00e9 \u2028 ok", "label": "b"}, ensure_ascii=False).encode() + b"\r"

@@ -30,7 +30,7 @@ except ImportError as err:
     raise ImportError("these tests need pytest-jupyter: pip install 'pytest-jupyter[server]' "
                       "(part of the dev extra)") from err
 
-from ftkit.runs import EXPORT_CHECK, STOP_REQUEST, Run, RunFileError, new_run, read_run_file, write_json
+from ftkit.runs import EXPORT_CHECK, STOP_REQUEST, Run, RunFileError, new_run, read_run_file
 
 A, B = "20250101-120000-alpha", "20250102-093000-beta"
 SECRET = "root:x:0:0:SECRET"  # what a file outside the runs folder holds; never in any answer
@@ -53,7 +53,7 @@ def server_settings() -> dict:
 
 @pytest.fixture
 def jp_server_config(server_settings):
-    return Config({"ServerApp": {"jpserver_extensions": {"ftkit.server": True}, **server_settings}})
+    return Config({"ServerApp": {"jpserver_extensions": {"ftkit.lab.extension": True}, **server_settings}})
 
 
 @pytest.fixture(autouse=True)
@@ -152,10 +152,10 @@ def test_hostile_file_swapped_for_a_symlink_while_polled_never_serves_the_outsid
                                          ("status.json", ()), (EXPORT_CHECK, ("report",))])
 def test_hostile_file_swapped_for_a_symlink_right_after_the_check_is_not_followed(call, runs, secret, monkeypatch,
                                                                                   name, route):
-    import ftkit.server
+    import ftkit.lab.extension
 
     folder = make_run(runs, A)
-    found = ftkit.server.find_run
+    found = ftkit.lab.extension.find_run
 
     def find_then_swap(base, run_id):  # the worst moment for a swap: between the check and the read
         run = found(base, run_id)
@@ -163,7 +163,7 @@ def test_hostile_file_swapped_for_a_symlink_right_after_the_check_is_not_followe
         (folder / name).symlink_to(secret)
         return run
 
-    monkeypatch.setattr(ftkit.server, "find_run", find_then_swap)
+    monkeypatch.setattr(ftkit.lab.extension, "find_run", find_then_swap)
     response, _ = call("ftkit", "api", "runs", A, *route)
     assert SECRET.encode() not in response.body and response.code in (200, 404)
 
@@ -314,7 +314,7 @@ READERS = {
        garbage=st.binary(max_size=300), folder_is_link=st.booleans())
 def test_hostile_fuzzed_run_folders_never_leak_block_or_raise_other_than_the_marker(kinds, garbage,
                                                                                      folder_is_link):
-    from ftkit.server import _list_payload, find_run
+    from ftkit.lab.extension import _list_payload, find_run
 
     with tempfile.TemporaryDirectory() as tmp:
         base, outside = Path(tmp) / "runs", Path(tmp) / "outside"

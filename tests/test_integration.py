@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ftkit import load_model
-from ftkit.generate import generate
-from ftkit.models import _CACHE_MARKER, cache_dir
+from ftkit.generation.generate import generate
+from ftkit.models.loading import _CACHE_MARKER, cache_dir
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_embedded_model_answers_paris(smollm):
 def test_the_embedded_model_converts_once_into_an_empty_cache(tmp_path, monkeypatch, smollm):
     from safetensors.torch import load_file
 
-    from ftkit.models import converted_gguf, embedded_gguf_path
+    from ftkit.models.loading import converted_gguf, embedded_gguf_path
 
     shared = converted_gguf(embedded_gguf_path(), verbose=False)  # what the smollm fixture loaded
     monkeypatch.setenv("FTKIT_CACHE", str(tmp_path / "cache"))  # empty: the conversion really runs
@@ -54,7 +54,8 @@ def test_stop_strings_cut_the_answer(smollm):
 
 
 def test_few_shot_prefix_cache_keeps_greedy_outputs_on_real_data(smollm):
-    from ftkit import examples, split
+    from ftkit import split
+    from ftkit.data import examples
     from ftkit.prompts import classify_few_shot
 
     model, tok = smollm
@@ -70,7 +71,7 @@ def test_few_shot_prefix_cache_keeps_greedy_outputs_on_real_data(smollm):
 
 def test_banking77_runs_unchanged_through_evaluate(smollm, realdata):
     from ftkit import load_data, split
-    from ftkit.evaluate import Variant, evaluate
+    from ftkit.evaluation.evaluate import Variant, evaluate
     from ftkit.prompts import classify_few_shot, classify_zero_shot
 
     model, tok = smollm

@@ -6,7 +6,7 @@ npm test` runs their unit tests); the build is committed in ftkit/labextension/ 
 build-stamp.json, a hash of the sources it was built from (labextension/scripts/stamp.js). The
 wheel, and the editable install of `make setup` (hatchling's shared-data), copy it to
 share/jupyter/labextensions/ftkit-labextension/, the server switch to
-etc/jupyter/jupyter_server_config.d/ftkit.json and the tour notebooks to share/ftkit/notebooks/ (where ftkit.server.tour_dir looks).
+etc/jupyter/jupyter_server_config.d/ftkit.json and the tour notebooks to share/ftkit/notebooks/ (where ftkit.lab.extension.tour_dir looks).
 """
 
 from __future__ import annotations
@@ -110,10 +110,10 @@ def test_jupyter_labextension_list_shows_it_enabled():
 
 def test_jupyter_server_extension_list_shows_ftkit_server_enabled():
     if not (ROOT / "ftkit" / "server.py").is_file():
-        pytest.skip("ftkit/server.py (the server extension) does not exist yet")
+        pytest.skip("ftkit/lab/extension.py (the server extension) does not exist yet")
     out = jupyter("server", "extension", "list")
     assert re.search(r"ftkit\.server\s+enabled", out), out
-    assert re.search(r"ftkit\.server\s+OK", out), f"ftkit.server is enabled but does not load:\n{out}"
+    assert re.search(r"ftkit\.server\s+OK", out), f"ftkit.lab.extension is enabled but does not load:\n{out}"
 
 
 # --- what a wheel installs (binder's `pip install --no-deps .` is this) --------------------------
@@ -137,7 +137,7 @@ def test_wheel_installs_the_extension_the_server_switch_and_the_tour(tmp_path):
     assert json.loads(under(f"share/jupyter/labextensions/{NAME}/")["package.json"])["version"] == version
     switch = under("etc/jupyter/jupyter_server_config.d/")
     assert list(switch) == ["ftkit.json"]
-    assert json.loads(switch["ftkit.json"])["ServerApp"]["jpserver_extensions"] == {"ftkit.server": True}
+    assert json.loads(switch["ftkit.json"])["ServerApp"]["jpserver_extensions"] == {"ftkit.lab.extension": True}
     tour = under("share/ftkit/notebooks/")
     assert sorted(tour) == sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
     assert tour["00_quickstart.ipynb"] == (ROOT / "notebooks" / "00_quickstart.ipynb").read_bytes()

@@ -5,7 +5,7 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
 from ftkit.cli import main
-from ftkit.launch import accelerate_config, write_launch
+from ftkit.training.launch import accelerate_config, write_launch
 from ftkit.runs import list_runs
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from ftkit import metrics as M
-from ftkit.metrics import INVALID, exact_match, normalize
+from ftkit.evaluation import metrics as M
+from ftkit.evaluation.metrics import INVALID, exact_match, normalize
 
 
 @pytest.mark.parametrize("prediction,reference,expected", [

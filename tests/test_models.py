@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from ftkit import models
-from ftkit.models import ModelLoadError, choose_device, describe_device, load_model, model_info
+from ftkit.models import loading as models
+from ftkit.models.loading import ModelLoadError, choose_device, describe_device, load_model, model_info
 
 # --- device and precision ---------------------------------------------------------------------
 

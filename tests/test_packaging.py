@@ -57,8 +57,8 @@ def test_built_wheel_holds_widgets_and_example_data_and_imports(tmp_path):
     assert_no_deprecation_banner(built)
     wheel = next((tmp_path / "dist").glob("ftkit-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"ftkit/widgets/__init__.py", "ftkit/examples/data/support_routing.jsonl",
-            "ftkit/examples/data/support_routing_preferences.jsonl", "ftkit/models.py"} <= names
+    assert {"ftkit/widgets/__init__.py", "ftkit/data/examples/data/support_routing.jsonl",
+            "ftkit/data/examples/data/support_routing_preferences.jsonl", "ftkit/models/loading.py"} <= names
     assert not any(n.startswith(("widgets/", "tests/", "notebooks/", "jupyter-config/")) for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/entry_points.txt")))
@@ -67,7 +67,7 @@ def test_built_wheel_holds_widgets_and_example_data_and_imports(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
                     str(wheel)], check=True, capture_output=True, timeout=600)
-    code = ("import ftkit.widgets, ftkit.examples as e; print(ftkit.widgets.__file__); "
+    code = ("import ftkit.widgets, ftkit.data.examples as e; print(ftkit.widgets.__file__); "
             "print(len(e.load('support_routing', verbose=False)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}, cwd=tmp_path)

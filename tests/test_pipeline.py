@@ -62,7 +62,7 @@ def test_pipeline_measures_prompts_sft_and_dpo_on_the_same_rows(tmp_path, tiny_m
     assert "LoRA SFT vs zero-shot on exact_match:" in text
     assert result.report.is_file() and "Side by side" in result.report.read_text()
     # The verdict: the same advice object printed and in the report.
-    from ftkit.advice import advise
+    from ftkit.evaluation.verdict import advise
 
     advice = advise(result.evaluation, ["zero-shot", "3-shot"], dict(zip(["LoRA SFT", "SFT + DPO"], result.runs)))
     assert f"Verdict: {advice.conclusion}: {advice.reason}." in lines
@@ -154,9 +154,9 @@ def test_a_load_while_one_prompt_is_scored_does_not_reach_its_latency(tmp_path, 
     """Two identical prompts; another job runs while the first is scored (a fake clock: a forward
     pass costs 1, or 5 under the load). The run times every variant together afterwards, so both
     come out the same, and the verdict's inputs claim no difference."""
-    import ftkit.evaluate as evaluation
+    import ftkit.evaluation.evaluate as evaluation
     import ftkit.pipeline as pipeline
-    import ftkit.timing as timing
+    import ftkit.generation.timing as timing
 
     state = {"load": False, "now": 0.0, "scored": 0}
 

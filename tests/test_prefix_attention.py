@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from ftkit import prefix_attention
-from ftkit.generate import generate, render_prompts
-from ftkit.models import load_model
-from ftkit.prefix_attention import (
+from ftkit.fastpath import prefix_attention
+from ftkit.generation.generate import generate, render_prompts
+from ftkit.models.loading import load_model
+from ftkit.fastpath.prefix_attention import (
     ATTENTION,
     attend_prefix_once,
     shared_prefix_attention,
@@ -142,7 +142,7 @@ def test_generate_attends_the_prefix_once_and_answers_the_same(talkative, flash_
 def test_the_first_tokens_logits_equal_a_full_forward(talkative):
     # Stronger than equal greedy answers: the logits of every row's first new token, computed from
     # the cached prefix with the shared-prefix attention, equal one plain pass over the padded batch.
-    from ftkit.generate import _batch_cache, _cache_kwarg, _shared_prefix
+    from ftkit.generation.generate import _batch_cache, _cache_kwarg, _shared_prefix
 
     model, tok = talkative
     convs = [SHOTS + [{"role": "user", "content": q}] for q in QUESTIONS[:3]]

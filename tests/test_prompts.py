@@ -103,7 +103,7 @@ CHAT = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "
 
 
 def test_a_turn_is_prompted_with_the_true_turns_before_it():
-    from ftkit.data import chat_turns
+    from ftkit.data.canonical import chat_turns
 
     first, second = chat_turns([{"id": "c1", "messages": CHAT, "customer": "Ann"}])
     assert (second["prompt"], second["completion"], second["turn"], second["id"]) == \
@@ -119,7 +119,7 @@ def test_a_turn_is_prompted_with_the_true_turns_before_it():
 
 
 def test_training_sees_a_conversation_as_the_turns_are_prompted():
-    from ftkit.data import chat_turns
+    from ftkit.data.canonical import chat_turns
 
     template = PromptTemplate(instruction="Customer: {prompt}", system="House rules.")
     whole = template.conversation(CHAT)

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from tiny_models import CountingTokenizer
 
 from ftkit import DataError, load_data
-from ftkit.data import LAYOUTS, SHAPES, check_data
-from ftkit.data_report import char_limit, rows_text
+from ftkit.data.canonical import LAYOUTS, SHAPES, check_data
+from ftkit.data.report import char_limit, rows_text
 from ftkit.prompts import PromptTemplate
-from ftkit.sources import FILE_FORMATS
+from ftkit.data.sources import FILE_FORMATS
 
 # No example database: nothing is written into the checkout (.hypothesis/).
 SETTINGS = settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])

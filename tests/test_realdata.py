@@ -8,8 +8,8 @@ import pytest
 import sacrebleu
 
 from ftkit import load_data, load_model, split, tasks
-from ftkit.evaluate import Variant, evaluate
-from ftkit.metrics import squad_exact_match, token_f1
+from ftkit.evaluation.evaluate import Variant, evaluate
+from ftkit.evaluation.metrics import squad_exact_match, token_f1
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,7 @@ def test_scitldr_summaries_get_the_plain_summarization_metrics(realdata, tiny, c
 
 def test_mbpp_reference_solutions_pass_and_wrong_ones_fail_in_the_sandbox(realdata):
     """MBPP (real, not written for ftkit): its tests run after its `test_setup`, in the sandbox."""
-    from ftkit.metrics import pass_at_1
+    from ftkit.evaluation.metrics import pass_at_1
 
     data = load_data(realdata / "mbpp/mbpp_sample.jsonl", verbose=False)
     assert tasks.infer(data)[0].name == "code"
@@ -101,7 +101,7 @@ def test_mbpp_reference_solutions_pass_and_wrong_ones_fail_in_the_sandbox(realda
 
 def test_sgd_dialogues_are_evaluated_turn_by_turn(realdata, tiny):
     """Schema-Guided Dialogue: real multi-turn conversations through the chat task."""
-    from ftkit.data import chat_turns
+    from ftkit.data.canonical import chat_turns
 
     data = load_data(realdata / "chat_multiturn/sgd_test_sample.jsonl", verbose=False)
     assert "messages" in data.column_names and tasks.infer(data)[0].name == "chat"

@@ -3,7 +3,7 @@ import re
 import pandas as pd
 import pytest
 
-from ftkit.evaluate import EvalResult
+from ftkit.evaluation.evaluate import EvalResult
 from ftkit.report import metric_figure, recorded_summary, render_report, run_cost, write_report
 from ftkit.runs import new_run
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftkit.events import EventBus, StopFlag
-from ftkit.models import load_model
+from ftkit.training.events import EventBus, StopFlag
+from ftkit.models.loading import load_model
 from ftkit.runs import list_runs, load_run
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.sft import SFTSettings, train_sft
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
     ("Where is my order?", "order_status"), ("I was charged twice", "billing"),

@@ -14,7 +14,7 @@ import re
 import pytest
 import yaml
 
-from ftkit import examples
+from ftkit.data import examples
 from ftkit.cli import main
 from ftkit.config import load_config
 from ftkit.prompts import few_shot
@@ -93,7 +93,7 @@ def test_check_counts_tokens_with_the_configs_templates_not_the_tasks(model_dir,
 # --- 3. a task's declared lengths apply unless the config says otherwise ----------------------------
 
 def test_the_tasks_max_length_applies_in_ftkit_run_unless_the_config_sets_one(model_dir, tmp_path, capsys):
-    from ftkit.models import load_tokenizer
+    from ftkit.models.loading import load_tokenizer
     from ftkit.pipeline import plan, prepare_data
 
     write_jsonl(tmp_path / "code.jsonl", code_rows(10, 3))
@@ -156,7 +156,7 @@ def test_the_terminal_table_shows_every_metric_of_the_config(model_dir, tmp_path
 # --- 9. few-shot on conversations shows whole conversations ----------------------------------------
 
 def test_chat_few_shot_shows_whole_short_conversations_never_turns_of_another(model_dir):
-    from ftkit.data import chat_turns, load_data
+    from ftkit.data.canonical import chat_turns, load_data
 
     chats = load_data(examples.path("shop_chat"), verbose=False)
     train, test = chats.select(range(10)), chats.select(range(10, 12))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ftkit import sandbox
-from ftkit.sandbox import extract_code, isolation, run_many, run_tests
+from ftkit.evaluation import sandbox
+from ftkit.evaluation.sandbox import extract_code, isolation, run_many, run_tests
 
 PROJECT = Path(__file__).resolve().parents[1]
 ROOT = os.geteuid() == 0

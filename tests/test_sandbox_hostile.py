@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ftkit import sandbox
-from ftkit.sandbox import isolation, run_tests
+from ftkit.evaluation import sandbox
+from ftkit.evaluation.sandbox import isolation, run_tests
 
 LEVELS = getattr(sandbox, "LEVELS", ("strongest",))
 WRONG = "def inc(x):\n    return x\n"          # the task: inc(x) == x + 1
@@ -314,7 +314,7 @@ def test_sandbox_hostile_channel_decoder_refuses_what_is_not_data():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from ftkit import _sandbox_runner as runner
+    from ftkit.evaluation import _sandbox_runner as runner
 
     peer = runner._Peer(-1, -1, trusted=True)
     secret = object()

@@ -1,8 +1,8 @@
 """`ftkit serve`: a tuned run or a model behind an OpenAI-compatible API (transformers serve).
 
-The hosted-baseline client (:class:`ftkit.endpoint.Endpoint`) and the server test each other
+The hosted-baseline client (:class:`ftkit.generation.endpoint.Endpoint`) and the server test each other
 here: a real ``ftkit serve`` process on 127.0.0.1 is asked through the openai client, and its
-greedy answers and token counts must equal :func:`ftkit.generate.generate`'s on the same messages.
+greedy answers and token counts must equal :func:`ftkit.generation.generate.generate`'s on the same messages.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ftkit.cli import main
-from ftkit.endpoint import Endpoint, EndpointError
-from ftkit.generate import generate
-from ftkit.models import EMBEDDED_NAME, load_model
+from ftkit.generation.endpoint import Endpoint, EndpointError
+from ftkit.generation.generate import generate
+from ftkit.models.loading import EMBEDDED_NAME, load_model
 from ftkit.prompts import with_system
-from ftkit.serve import MARKER, prepare, served_root, start_server, with_default_system
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.serving import MARKER, prepare, served_root, start_server, with_default_system
+from ftkit.training.sft import SFTSettings, train_sft
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
     ("Where is my order?", "order"), ("I was charged twice", "billing"),

@@ -1,4 +1,4 @@
-"""ftkit's Jupyter Server extension (ftkit/server.py): its REST API on a real server.
+"""ftkit's Jupyter Server extension (ftkit/lab/extension.py): its REST API on a real server.
 
 The server is pytest-jupyter's (jp_serverapp, with the extension enabled through
 jp_server_config); requests go through jp_fetch (it adds the token header) or, for requests that
@@ -26,7 +26,7 @@ except ImportError as err:
                       "(part of the dev extra)") from err
 
 from ftkit.runs import STOP_REQUEST, list_runs, new_run, write_json
-from ftkit.server import RUN_ID, resolve_runs_dir
+from ftkit.lab.extension import RUN_ID, resolve_runs_dir
 
 A, B = "20250101-120000-alpha", "20250102-093000-beta"
 ENDPOINTS = [("GET", ""), ("GET", "/events"), ("GET", "/report"), ("POST", "/stop")]
@@ -39,7 +39,7 @@ def server_settings() -> dict:
 
 @pytest.fixture
 def jp_server_config(server_settings):
-    return Config({"ServerApp": {"jpserver_extensions": {"ftkit.server": True}}, **server_settings})
+    return Config({"ServerApp": {"jpserver_extensions": {"ftkit.lab.extension": True}}, **server_settings})
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_list_handler_returns_runs_newest_first_with_status_metric_and_last_loss
 
 
 def test_tour_handler_lists_the_guided_notebooks_in_order_with_their_contents(call):
-    from ftkit.server import tour_dir
+    from ftkit.lab.extension import tour_dir
 
     response, body = call("tour")
     names = [nb["name"] for nb in body["notebooks"]]
@@ -245,9 +245,9 @@ def test_stop_handler_writes_a_request_for_a_running_run_and_refuses_a_finished_
 
 
 def test_stop_handler_stops_a_training_in_progress_after_its_step(call, runs, tiny_model_dir):
-    from ftkit.events import EventBus
-    from ftkit.models import load_model
-    from ftkit.sft import SFTSettings, train_sft
+    from ftkit.training.events import EventBus
+    from ftkit.models.loading import load_model
+    from ftkit.training.sft import SFTSettings, train_sft
 
     model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     rows = [{"prompt": f"Where is my order {i}?", "completion": "order_status"} for i in range(8)]

@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from ftkit.events import EventBus, StopFlag
-from ftkit.models import load_model
+from ftkit.training.events import EventBus, StopFlag
+from ftkit.models.loading import load_model
 from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.runs import list_runs, load_run, outcome
-from ftkit.sft import SFTSettings, preflight, to_trl_rows, train_sft
+from ftkit.training.sft import SFTSettings, preflight, to_trl_rows, train_sft
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
     ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
@@ -116,7 +116,7 @@ def test_preflight_marks_trained_tokens_and_catches_fully_truncated_examples(tin
 def test_a_run_loads_in_a_new_session_and_exports_merged_weights(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from ftkit.generate import generate
+    from ftkit.generation.generate import generate
 
     model, tok = tiny
     run = train_sft(model, tok, ROWS, config=settings(learning_rate=5e-2), runs_root=tmp_path)
@@ -183,7 +183,7 @@ CHAT = [{"role": "user", "content": "Hi, it's Ann"}, {"role": "assistant", "cont
 
 
 def test_a_conversation_trains_every_assistant_turn_token_by_token(tiny_tokenizer):
-    from ftkit.sft import conversation_tokens
+    from ftkit.training.sft import conversation_tokens
 
     ids, mask = conversation_tokens(tiny_tokenizer, CHAT)
     assert ids == tiny_tokenizer(tiny_tokenizer.apply_chat_template(CHAT, tokenize=False),
@@ -203,7 +203,7 @@ def test_a_conversation_trains_every_assistant_turn_token_by_token(tiny_tokenize
 
 
 def test_a_slow_tokenizer_gets_the_same_mask_from_prefix_counts(tiny_tokenizer):
-    from ftkit.sft import conversation_tokens
+    from ftkit.training.sft import conversation_tokens
 
     class Slow:  # no offsets: the prefix-count path
         is_fast = False
@@ -263,9 +263,9 @@ def test_sft_on_conversations_lowers_the_loss_of_every_answer(tiny, tmp_path):
 
 
 def test_the_trainer_learns_exactly_the_assistant_tokens_of_a_conversation(tiny, tmp_path):
-    from ftkit.models import choose_device
+    from ftkit.models.loading import choose_device
     from ftkit.runs import new_run
-    from ftkit.sft import _trainer_class, _trl_config
+    from ftkit.training.sft import _trainer_class, _trl_config
 
     model, tok = tiny
     rows = to_trl_rows([{"messages": CHAT}], zero_shot(), tok)
@@ -290,9 +290,9 @@ def test_the_completion_loss_equals_trls_own_loss_and_gradients(tiny, tmp_path):
     import torch
     from trl import SFTTrainer
 
-    from ftkit.models import choose_device
+    from ftkit.models.loading import choose_device
     from ftkit.runs import new_run
-    from ftkit.sft import _trainer_class, _trl_config
+    from ftkit.training.sft import _trainer_class, _trl_config
 
     model, tok = tiny
     cfg = settings(batch_size=4)
@@ -377,7 +377,7 @@ def test_micro_batches_accumulate_to_the_same_step(tiny_model_dir, tmp_path):
 
 
 def test_a_batch_that_is_not_a_multiple_of_the_micro_batch_names_a_fix():
-    from ftkit.training import micro_batches
+    from ftkit.training.settings import micro_batches
 
     with pytest.raises(ValueError, match=r"batch_size \(10\) must be a multiple of micro_batch_size \(4\); "
                                          r"set micro_batch_size to 2"):
@@ -416,7 +416,7 @@ SHARED_ROWS = [{"prompt": f"Labels: order_status, billing, account, address\nMes
 
 
 def _loss_and_grads(trainer, batch, share: bool, monkeypatch):
-    import ftkit.sft as sft
+    import ftkit.training.sft as sft
 
     monkeypatch.setattr(sft, "MIN_SHARED_PREFIX", 1 if share else 10**9)
     params = [p for p in trainer.model.parameters() if p.requires_grad]
@@ -431,9 +431,9 @@ def test_a_shared_prompt_prefix_computed_once_gives_the_same_loss_and_gradients(
     (absolute positions, ALiBi, rotary), with rows of different lengths (right padding)."""
     from tiny_models import make_tokenizer, save_tiny_family
 
-    from ftkit.models import choose_device
+    from ftkit.models.loading import choose_device
     from ftkit.runs import new_run
-    from ftkit.sft import _shared_prefix, _trainer_class, _trl_config
+    from ftkit.training.sft import _shared_prefix, _trainer_class, _trl_config
 
     plain = family in ("gpt2", "bloom")  # saved without a chat template: the plain fallback one
     folder = save_tiny_family(tmp_path / family, family, make_tokenizer(None) if plain else None)
@@ -467,7 +467,7 @@ def test_a_shared_prompt_prefix_computed_once_gives_the_same_loss_and_gradients(
 
 
 def test_no_prefix_is_shared_past_the_first_trained_position_or_across_left_padding():
-    from ftkit.sft import _shared_prefix
+    from ftkit.training.sft import _shared_prefix
 
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1, 2], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 3, 0]])
     mask = torch.tensor([[1] * 12, [1] * 11 + [0]])
@@ -484,7 +484,7 @@ def test_no_prefix_is_shared_past_the_first_trained_position_or_across_left_padd
 
 
 def test_a_model_with_dropout_in_training_computes_every_row_in_full(tiny, monkeypatch):
-    import ftkit.sft as sft
+    import ftkit.training.sft as sft
 
     model, _ = tiny
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1, 2]] * 2)

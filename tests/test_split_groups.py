@@ -3,8 +3,8 @@ stay on one side of the split, and a held-out row that shares its passage with t
 
 import pytest
 
-from ftkit.data import DataError, check_data, find_overlap, load_data, split
-from ftkit.data_report import overlap_note, shared_inputs
+from ftkit.data.canonical import DataError, check_data, find_overlap, load_data, split
+from ftkit.data.report import overlap_note, shared_inputs
 
 # Passage sizes 1..6 (twice over) and unequal on purpose: 42 questions over 12 passages.
 SIZES = [1, 2, 3, 4, 5, 6, 6, 5, 4, 3, 2, 1]

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from ftkit.events import EventBus, EventCallback, StopFlag
+from ftkit.training.events import EventBus, EventCallback, StopFlag
 from ftkit.runs import STOP_REQUEST, list_runs, load_run, new_run
 
 ROWS = [{"prompt": f"Where is my order {i}?", "completion": "order_status"} for i in range(8)]
@@ -25,9 +25,9 @@ SETTINGS = {"max_steps": 5000, "max_minutes": 0.75, "batch_size": 2, "logging_st
 # may), so that "a few steps" is a span a test on two slow cores can observe.
 TRAIN = """
 import time
-from ftkit.events import EventBus
-from ftkit.models import load_model
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.events import EventBus
+from ftkit.models.loading import load_model
+from ftkit.training.sft import SFTSettings, train_sft
 model, tok = load_model({model!r}, device="cpu", dtype="float32", verbose=False)
 bus = EventBus()
 bus.on("log", lambda e: time.sleep(0.05))
@@ -94,8 +94,8 @@ def test_a_stop_requested_from_another_process_ends_the_run_stopped_and_a_resume
     assert stopped.last_checkpoint().name == f"checkpoint-{status['step']}"  # as StopFlag: resumable right there
 
     # Resumed (here, in this process), it clears the old request and trains on.
-    from ftkit.models import load_model
-    from ftkit.sft import SFTSettings, train_sft
+    from ftkit.models.loading import load_model
+    from ftkit.training.sft import SFTSettings, train_sft
 
     model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
     k, flag, bus = status["step"], StopFlag(), EventBus()

@@ -2,9 +2,10 @@
 
 import pytest
 
-from ftkit import check_data, examples, tasks
-from ftkit import metrics as M
-from ftkit.data import chat_turns
+from ftkit import check_data, tasks
+from ftkit.data import examples
+from ftkit.evaluation import metrics as M
+from ftkit.data.canonical import chat_turns
 from ftkit.prompts import PromptTemplate
 
 

@@ -9,8 +9,8 @@ import time
 import pytest
 import torch
 
-from ftkit import threads
-from ftkit.models import describe_device, load_model
+from ftkit.models import threads
+from ftkit.models.loading import describe_device, load_model
 
 
 @pytest.fixture(autouse=True)
@@ -203,7 +203,7 @@ def test_the_training_callback_checks_only_every_so_often(monkeypatch):
 
 
 def test_the_training_callback_keeps_the_setting_last_applied():
-    from ftkit import threads
+    from ftkit.models import threads
 
     before = threads.torch_default()
     try:

@@ -10,12 +10,12 @@ import copy
 import numpy as np
 import pytest
 
-import ftkit.timing as timing
-from ftkit.evaluate import EvalResult, Variant, evaluate
-from ftkit.models import load_model
+import ftkit.generation.timing as timing
+from ftkit.evaluation.evaluate import EvalResult, Variant, evaluate
+from ftkit.models.loading import load_model
 from ftkit.prompts import zero_shot
-from ftkit.threads import Load
-from ftkit.timing import LatencyDifference, Timing, time_variants
+from ftkit.models.threads import Load
+from ftkit.generation.timing import LatencyDifference, Timing, time_variants
 
 ROWS = [{"prompt": f"Where is order {i}?", "completion": "order_status"} for i in range(10)]
 

@@ -1,4 +1,4 @@
-"""What SFT and DPO share (ftkit.training): settings, the model a run trains, quiet output,
+"""What SFT and DPO share (ftkit.training.settings): settings, the model a run trains, quiet output,
 the pre-flight report, and both precision paths."""
 
 import dataclasses
@@ -7,12 +7,12 @@ import warnings
 import pytest
 import torch
 
-from ftkit import models
-from ftkit.dpo import DPOSettings
-from ftkit.events import EventBus
-from ftkit.models import load_model, model_info
-from ftkit.sft import SFTSettings, train_sft
-from ftkit.training import LoraSettings, Preflight, TrainingSettings, device_defaults, settings_fields
+from ftkit.models import loading as models
+from ftkit.training.dpo import DPOSettings
+from ftkit.training.events import EventBus
+from ftkit.models.loading import load_model, model_info
+from ftkit.training.sft import SFTSettings, train_sft
+from ftkit.training.settings import LoraSettings, Preflight, TrainingSettings, device_defaults, settings_fields
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
     ("Where is my order?", "order_status"), ("I was charged twice", "billing"),
@@ -58,10 +58,10 @@ def test_on_a_cpu_sft_takes_the_whole_batch_in_one_pass_and_dpo_keeps_passes_of_
     DPO's CPU default is unchanged. An explicit micro_batch_size wins for both."""
     from trl import DPOConfig
 
-    from ftkit.models import choose_device
+    from ftkit.models.loading import choose_device
     from ftkit.runs import new_run
-    from ftkit.sft import _trl_config
-    from ftkit.training import micro_batches, trl_arguments
+    from ftkit.training.sft import _trl_config
+    from ftkit.training.settings import micro_batches, trl_arguments
 
     assert micro_batches(8, 0, "cpu") == (4, 2) and micro_batches(8, 0, "cpu", cpu_default=0) == (8, 1)
     assert micro_batches(8, 2, "cpu", cpu_default=0) == (2, 4) and micro_batches(8, 0, "cuda", 4) == (8, 1)
@@ -172,9 +172,9 @@ def test_preflight_html_highlights_trained_tokens_and_escapes_the_data():
 def test_under_fsdp_the_adapter_is_saved_from_a_full_state_dict(tmp_path, tiny_tokenizer):
     from types import SimpleNamespace
 
-    from ftkit.events import StopFlag
+    from ftkit.training.events import StopFlag
     from ftkit.runs import new_run
-    from ftkit.training import train_and_record
+    from ftkit.training.settings import train_and_record
 
     calls = []
     plugin = SimpleNamespace(set_state_dict_type=lambda kind: calls.append(("state_dict_type", kind)))
@@ -198,12 +198,12 @@ def test_the_trainers_printing_callbacks_give_way_to_one_loss_bar_or_to_nothing(
     dicts; show_progress leaves ftkit's LossBar, or nothing, and the other callbacks as they were."""
     from transformers import PrinterCallback, ProgressCallback
 
-    from ftkit.events import EventCallback, LossBar, StopFlag
-    from ftkit.models import choose_device
+    from ftkit.training.events import EventCallback, LossBar, StopFlag
+    from ftkit.models.loading import choose_device
     from ftkit.prompts import zero_shot
     from ftkit.runs import new_run
-    from ftkit.sft import _trainer_class, _trl_config, to_trl_rows
-    from ftkit.training import show_progress
+    from ftkit.training.sft import _trainer_class, _trl_config, to_trl_rows
+    from ftkit.training.settings import show_progress
 
     model, tok = tiny
     run, cpu = new_run("x", {}, root=tmp_path), choose_device("cpu", "float32")

@@ -1,8 +1,8 @@
 """A form generated from a settings dataclass: one control per field, its help text as tooltip,
 a number's control bounded by the range its field declares (the range a config file is checked
-against, :func:`ftkit.training.range_problem`).
+against, :func:`ftkit.training.settings.range_problem`).
 
->>> from ftkit.sft import SFTSettings
+>>> from ftkit.training.sft import SFTSettings
 >>> form = Form(SFTSettings(batch_size=4))
 >>> form.set(max_steps=5)
 >>> form.value().max_steps, form.value().batch_size
@@ -22,7 +22,7 @@ import typing
 
 import ipywidgets as w
 
-from ftkit.training import range_problem, settings_fields
+from ftkit.training.settings import range_problem, settings_fields
 
 _LAYOUT = {"width": "22em"}
 _STYLE = {"description_width": "11em"}

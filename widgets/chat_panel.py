@@ -16,9 +16,9 @@ import ipywidgets as w
 import traitlets
 
 from ftkit import tasks
-from ftkit.chat import NO_EFFECT, adapter_effect, next_token_logits, stream_reply, with_adapters
-from ftkit.generate import render_prompts
-from ftkit.metrics import normalize
+from ftkit.generation.chat import NO_EFFECT, adapter_effect, next_token_logits, stream_reply, with_adapters
+from ftkit.generation.generate import render_prompts
+from ftkit.evaluation.metrics import normalize
 from ftkit.runs import Run, load_run
 from ftkit.widgets import _html
 from ftkit.widgets._ui import button, guarded
@@ -39,13 +39,13 @@ class ChatPanel(w.VBox):
     its own first answer, not from the base model's. ``system`` (editable in the panel; empty:
     the chat template's default) opens every conversation and applies from the next answer on
     when edited. ``task`` supplies the system prompt when ``system`` is None, and its stop strings.
-    Greedy by default, so a column answers exactly what :func:`ftkit.generate.generate` would;
+    Greedy by default, so a column answers exactly what :func:`ftkit.generation.generate.generate` would;
     tick *sample* for temperature/top-p sampling (every column from the same seed, so their
     differences come from the adapters, not the dice).
 
     Runs share ``model``'s weights instead of being loaded as fresh models as ComparePanel does:
     their adapters go into a structural copy of ``model`` whose modules are new but whose weight
-    tensors are ``model``'s (see :func:`ftkit.chat.with_adapters`). One set of weights in memory
+    tensors are ``model``'s (see :func:`ftkit.generation.chat.with_adapters`). One set of weights in memory
     serves every column, the base column is those very weights with adapters off, and ``model``
     is left unchanged for other panels (no LoRA layers put into it, its trainable flags kept).
     The columns follow ``model``'s weights: change them in place and the columns change too.
@@ -138,7 +138,7 @@ class ChatPanel(w.VBox):
 
     @property
     def settings(self) -> dict:
-        """The generation settings the controls hold, as :func:`ftkit.chat.stream_reply` takes them."""
+        """The generation settings the controls hold, as :func:`ftkit.generation.chat.stream_reply` takes them."""
         sample = self._do_sample.value
         return dict(do_sample=sample, temperature=self._temperature.value, top_p=self._top_p.value,
                     max_new_tokens=self._max_new.value, seed=self._seed.value if sample else None)
@@ -234,7 +234,7 @@ class ChatPanel(w.VBox):
         """Check the columns: raise if the base column does not answer as ``model`` does (with its
         adapters off); warn, in ``warnings`` and in the panel, about each run whose adapter changes
         no next-token logit (an untrained LoRA, or one that did not load). Returns each run's
-        effect (:func:`ftkit.chat.adapter_effect`)."""
+        effect (:func:`ftkit.generation.chat.adapter_effect`)."""
         probe = self._probe()
         if self.chat_model is not self.model:
             ours = next_token_logits(self.chat_model, self.tokenizer, probe, adapter=False)
@@ -273,7 +273,7 @@ class ChatPanel(w.VBox):
 
     def pairs(self, conversational: bool = False) -> list[dict]:
         """Preference pairs from the ratings: at each turn, every answer rated up is ``chosen``
-        against every answer rated down (the rule of :func:`ftkit.evaluate.pairs_from_ratings`;
+        against every answer rated down (the rule of :func:`ftkit.evaluation.evaluate.pairs_from_ratings`;
         there is no reference answer here, so a turn with only downs makes no pair). Empty answers
         and answers that are the same after normalization make no pair.
 
@@ -282,7 +282,7 @@ class ChatPanel(w.VBox):
         messages (system prompt included), as the chosen answer's column saw it: the columns'
         histories differ after the first turn, and the chosen answer followed from its own.
         ``train_dpo`` prompts with that history (as :meth:`PromptTemplate.messages` does for a
-        conversation's turn, see :func:`ftkit.data.chat_turns`). ``conversational=True`` gives TRL's conversational preference rows instead (``prompt``:
+        conversation's turn, see :func:`ftkit.data.canonical.chat_turns`). ``conversational=True`` gives TRL's conversational preference rows instead (``prompt``:
         that conversation as messages; ``chosen``/``rejected``: one assistant message each), for
         TRL's ``DPOTrainer`` directly.
         """

@@ -21,11 +21,11 @@ from plotly.subplots import make_subplots
 from accelerate.utils import is_peft_model
 
 from ftkit import tasks
-from ftkit.advice import Advice, advise
-from ftkit.data import as_rows, chat_turns, label_set
-from ftkit.evaluate import EvalResult, Variant, evaluate, pairs_from_ratings
+from ftkit.evaluation.verdict import Advice, advise
+from ftkit.data.canonical import as_rows, chat_turns, label_set
+from ftkit.evaluation.evaluate import EvalResult, Variant, evaluate, pairs_from_ratings
 from ftkit.prompts import PromptTemplate
-from ftkit.readings import training_cost
+from ftkit.training.curves import training_cost
 from ftkit.runs import Run
 from ftkit.widgets import _html
 from ftkit.widgets._ui import button
@@ -44,7 +44,7 @@ def _interval(summary: pd.DataFrame, column: str) -> dict | None:
 
 
 def _latency_words(d) -> str:
-    """A paired latency difference (:class:`ftkit.timing.LatencyDifference`) in words: faster or
+    """A paired latency difference (:class:`ftkit.generation.timing.LatencyDifference`) in words: faster or
     slower only when its interval excludes 0, as the verdict says it."""
     how = "batched" if d.kind == "batched" else "one at a time"
     return f"latency {how}: {d.verdict()}, {d.median:+.3f} s per request (95% CI {d.low:+.3f} to {d.high:+.3f})"
@@ -55,8 +55,8 @@ class ComparePanel(w.VBox):
     ``limit`` rows), then read the trade-off: score with its 95% interval, latency, tokens per
     request and training cost. Rate outputs with thumbs up/down to build DPO preference pairs.
 
-    Every ticked variant is evaluated in one :func:`~ftkit.evaluate.evaluate` call, so they are
-    timed together in its one interleaved phase (:mod:`ftkit.timing`): the latency bars carry their
+    Every ticked variant is evaluated in one :func:`~ftkit.evaluation.evaluate.evaluate` call, so they are
+    timed together in its one interleaved phase (:mod:`ftkit.generation.timing`): the latency bars carry their
     95% intervals, each variant's paired latency difference from the first is said in words, and
     the timing's notes (how it was timed, the load it saw) sit under the summary. ``timing_rounds``:
     the rounds of that phase (fewer is quicker and its intervals wider; 0: no latency).
@@ -79,7 +79,7 @@ class ComparePanel(w.VBox):
         self.timing_rounds = timing_rounds  # rounds of evaluate's timing phase (0: no latency)
         given = as_rows(dataset)
         self.task = tasks.resolve(task, given, labels).for_rows(given)  # a QA prompt reads the passage
-        # A conversation is compared turn by turn: one row per assistant turn (ftkit.data.chat_turns).
+        # A conversation is compared turn by turn: one row per assistant turn (ftkit.data.canonical.chat_turns).
         self._rows = chat_turns(given)[:limit] if limit else chat_turns(given)
         classify = self.task.name == "classification"
         self.labels = list(label_set(self._rows) if labels is None else labels) if classify else []
@@ -166,8 +166,8 @@ class ComparePanel(w.VBox):
 
     def variants(self, names=None) -> list[Variant]:
         """The variants as this panel evaluates them (default: all): each prompt on the base
-        model, each run merged with its own template; for :func:`~ftkit.evaluate.evaluate` or
-        :func:`~ftkit.experiments.task_change` on other rows."""
+        model, each run merged with its own template; for :func:`~ftkit.evaluation.evaluate.evaluate` or
+        :func:`~ftkit.evaluation.experiments.task_change` on other rows."""
         out = []
         for name in names or list(self._choices):
             if isinstance(self.templates.get(name), Variant):  # e.g. a hosted endpoint's prompt
@@ -188,8 +188,8 @@ class ComparePanel(w.VBox):
     def measure_flexibility(self, probes=None, max_new_tokens: int = 32):
         """The general-skills probes (default: the built-in ``general_probes``; pass fewer rows
         for a quick look) asked of the base model and of each compared run: what tuning cost
-        outside the task, with a CI (:func:`ftkit.advice.flexibility`). The verdict gains the line."""
-        from ftkit.advice import flexibility
+        outside the task, with a CI (:func:`ftkit.evaluation.verdict.flexibility`). The verdict gains the line."""
+        from ftkit.evaluation.verdict import flexibility
         from ftkit.prompts import zero_shot
 
         if self.result is None or self.advice is None:
@@ -244,7 +244,7 @@ class ComparePanel(w.VBox):
 
     @property
     def pairs(self) -> list[dict]:
-        """Preference pairs from the ratings (see :func:`ftkit.evaluate.pairs_from_ratings`)."""
+        """Preference pairs from the ratings (see :func:`ftkit.evaluation.evaluate.pairs_from_ratings`)."""
         return pairs_from_ratings(self.result, self._rows, self._ratings) if self.result is not None else []
 
     def save_pairs(self, path: str | os.PathLike) -> Path:

@@ -15,10 +15,11 @@ import datasets
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from ftkit import examples, tasks
-from ftkit.data import DataError, DataReport, check_data, group_column, render_example, split
-from ftkit.data_report import overlap_note
-from ftkit.sources import FILE_FORMATS
+from ftkit import tasks
+from ftkit.data import examples
+from ftkit.data.canonical import DataError, DataReport, check_data, group_column, render_example, split
+from ftkit.data.report import overlap_note
+from ftkit.data.sources import FILE_FORMATS
 from ftkit.widgets import _html
 from ftkit.widgets._ui import button, guarded
 
@@ -30,7 +31,7 @@ PREVIEW_ROWS = 3
 class DataPanel(w.VBox):
     """Load a dataset (built-in example, path or upload), check it and split it.
 
-    ``source``: an example name (see ``ftkit.examples.names()``), a file path, a DataFrame, a
+    ``source``: an example name (see ``ftkit.data.examples.names()``), a file path, a DataFrame, a
     ``datasets.Dataset``, a list of dicts, or None to start empty. ``tokenizer`` and
     ``max_length`` add token-length statistics and the histogram (``max_length`` None: the data's
     task's, e.g. 768 for code, as training will use it). After
@@ -164,7 +165,7 @@ class DataPanel(w.VBox):
         Arguments left out come from the panel's controls. ``test_size`` is a fraction of the rows
         or, from 1 up, a number of rows; ``stratify`` keeps the label proportions in both splits;
         ``group_by`` keeps the rows sharing that column on one side (default: the ``context``
-        passage when the rows carry one, see :func:`ftkit.data.group_column`; ``""``: none).
+        passage when the rows carry one, see :func:`ftkit.data.canonical.group_column`; ``""``: none).
         """
         if self.report is None or self.report.dataset is None:
             problems = "; ".join(self.report.errors) if self.report else "no data loaded"

@@ -5,7 +5,7 @@
 >>> lab.save_variant("8-shot")                                                   # doctest: +SKIP
 
 A hosted model is prompted the same way: ``PromptLab(Endpoint(model="gpt-4o-mini"), None, ...)``
-(see :class:`ftkit.endpoint.Endpoint`); the lab then shows the messages it sends, and the token
+(see :class:`ftkit.generation.endpoint.Endpoint`); the lab then shows the messages it sends, and the token
 counts come from the server's answers.
 """
 
@@ -15,9 +15,9 @@ import dataclasses
 
 import ipywidgets as w
 
-from ftkit.data import as_rows, chat_turns, label_set
-from ftkit.evaluate import EvalResult, Variant, conversation_text, evaluate
-from ftkit.generate import Generation, generate
+from ftkit.data.canonical import as_rows, chat_turns, label_set
+from ftkit.evaluation.evaluate import EvalResult, Variant, conversation_text, evaluate
+from ftkit.generation.generate import Generation, generate
 from ftkit import tasks
 from ftkit.prompts import PromptTemplate, select_shots
 from ftkit.widgets import _html
@@ -35,7 +35,7 @@ class PromptLab(w.VBox):
     instruction, system prompt, metrics and answer length; for classification the label set
     (default: the labels of ``train``) also adds label accuracy and macro-F1. ``variants`` collects
     the templates saved for ComparePanel. ``model`` may be a hosted
-    :class:`~ftkit.endpoint.Endpoint` with ``tokenizer=None``.
+    :class:`~ftkit.generation.endpoint.Endpoint` with ``tokenizer=None``.
     """
 
     def __init__(self, model, tokenizer, train=None, eval=None, labels=None, limit: int | None = None,

@@ -16,16 +16,18 @@ import plotly.graph_objects as go
 import traitlets
 from plotly.subplots import make_subplots
 
-from ftkit import dpo, sft, tasks
-from ftkit.data import label_set
-from ftkit.dpo import DPOSettings, to_trl_pairs, train_dpo
-from ftkit.events import EventBus, StopFlag
-from ftkit.models import model_info
+from ftkit import tasks
+from ftkit.training import dpo
+from ftkit.training import sft
+from ftkit.data.canonical import label_set
+from ftkit.training.dpo import DPOSettings, to_trl_pairs, train_dpo
+from ftkit.training.events import EventBus, StopFlag
+from ftkit.models.loading import model_info
 from ftkit.prompts import PromptTemplate, zero_shot
-from ftkit.readings import read_curves, training_cost
+from ftkit.training.curves import read_curves, training_cost
 from ftkit.runs import Run, outcome
-from ftkit.sft import SFTSettings, to_trl_rows, train_sft
-from ftkit.training import Preflight, device_defaults
+from ftkit.training.sft import SFTSettings, to_trl_rows, train_sft
+from ftkit.training.settings import Preflight, device_defaults
 from ftkit.widgets import _html
 from ftkit.widgets._form import Form
 from ftkit.widgets._ui import button
@@ -117,7 +119,7 @@ class TrainPanel(w.VBox):
         self.figure = self._make_figure()
         chart = w.Box([self.figure])
         chart.add_class("ftkit-train-chart")
-        self.curve = None  # the last learning curve (ftkit.experiments.LearningCurve)
+        self.curve = None  # the last learning curve (ftkit.evaluation.experiments.LearningCurve)
         self._curve_points: list[dict] = []
         self._best_prompt = None
         self.curve_figure = go.FigureWidget(layout=dict(height=320, margin=dict(l=40, r=10, t=40, b=30)))
@@ -181,7 +183,7 @@ class TrainPanel(w.VBox):
         (``sizes``; None: all), each with the settings the form holds (its time budget included),
         each scored on the evaluation rows, drawn as it goes against ``best_prompt`` (``(name,
         score, low, high)``, e.g. from PromptLab or an evaluation) when given. Returns the
-        :class:`~ftkit.experiments.LearningCurve` (``background=True``: trains in the panel's
+        :class:`~ftkit.evaluation.experiments.LearningCurve` (``background=True``: trains in the panel's
         thread like Start; then ``wait()`` and read ``panel.curve``). Stop ends it early."""
         if self.method != "sft":
             raise ValueError("a learning curve trains SFT; this panel trains DPO")
@@ -202,12 +204,12 @@ class TrainPanel(w.VBox):
         return None
 
     def _curve(self, sizes):
-        from ftkit.experiments import learning_curve
+        from ftkit.evaluation.experiments import learning_curve
 
         labels = label_set(self.eval_data) if self.task is None or self.task.name == "classification" else None
         metrics = dict(self.task.metric_functions()) if self.task is not None else ("exact_match",)
         # No trainer bar, as in _train: learning_curve takes no progress argument, and disable_tqdm
-        # does the same there (ftkit.training.show_progress), with no log dicts printed instead.
+        # does the same there (ftkit.training.settings.show_progress), with no log dicts printed instead.
         settings = replace(self.settings, trl={"disable_tqdm": True, **self.settings.trl})
         try:
             self.curve = learning_curve(self.model, self.tokenizer, self.train_data, self.eval_data, sizes=sizes,
@@ -346,7 +348,7 @@ class TrainPanel(w.VBox):
     def _draw_curve(self) -> None:
         import pandas as pd
 
-        from ftkit.experiments import LearningCurve
+        from ftkit.evaluation.experiments import LearningCurve
 
         points = pd.DataFrame(self._curve_points, columns=["rows", "score", "low", "high", "metric"])
         metric = points["metric"].iloc[0] if len(points) else "score"

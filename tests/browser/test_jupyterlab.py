@@ -383,10 +383,10 @@ TRAIN_CELL = """\
 import contextlib, os, threading, time
 
 from ftkit import load_model
-from ftkit.evaluate import Variant, evaluate
-from ftkit.events import EventBus
+from ftkit.evaluation.evaluate import Variant, evaluate
+from ftkit.training.events import EventBus
 from ftkit.prompts import zero_shot
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.sft import SFTSettings, train_sft
 
 RUNS = {runs!r}
 model, tok = load_model({tiny!r}, device="cpu", dtype="float32", verbose=False)
@@ -584,7 +584,7 @@ def test_launcher_tour_card_copies_the_tour_and_opens_the_quickstart(ext_lab):
     except urllib.error.HTTPError as err:
         if err.code != 404:
             raise
-        pytest.skip("the server has no GET ftkit/api/tour yet (the tour card needs it; see ftkit/server.py)")
+        pytest.skip("the server has no GET ftkit/api/tour yet (the tour card needs it; see ftkit/lab/extension.py)")
     names = sorted(nb["name"] for nb in tour["notebooks"])
     assert "00_quickstart.ipynb" in names
     page.goto(f"{lab.url}/lab?token={lab.token}", wait_until="domcontentloaded")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ftkit import check_data, load_data
-from ftkit.generate import generate
-from ftkit.models import quiet_library_noise
+from ftkit.generation.generate import generate
+from ftkit.models.loading import quiet_library_noise
 from ftkit.runs import new_run
 from ftkit.widgets import chat_panel as module
 from ftkit.widgets.chat_panel import ChatPanel
@@ -153,7 +153,7 @@ def test_ratings_make_preference_pairs_that_save_and_load(talkative, tuned, tmp_
     assert second["history"] == asked + [{"role": "assistant", "content": a[tuned.id]},
                                               {"role": "user", "content": "My card was charged twice."}]
     assert (second["chosen"], second["rejected"]) == (b[tuned.id], b["base"])
-    from ftkit.dpo import to_trl_pairs
+    from ftkit.training.dpo import to_trl_pairs
     from ftkit.prompts import zero_shot
 
     assert to_trl_pairs([second], zero_shot())[0]["prompt"] == second["history"]  # DPO sees the turns before it

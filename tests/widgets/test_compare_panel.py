@@ -4,7 +4,7 @@ import pytest
 
 from ftkit import check_data, load_data
 from ftkit.prompts import zero_shot
-from ftkit.sft import SFTSettings, train_sft
+from ftkit.training.sft import SFTSettings, train_sft
 from ftkit.widgets import ComparePanel
 from ftkit.widgets import compare_panel as module
 
@@ -69,7 +69,7 @@ def test_variants_and_runs_run_on_the_same_rows_with_charts_and_a_row_per_exampl
     assert record["value"] == result.summary.loc[sft_run.id, "exact_match"]
     assert [r["variant"] for r in record["summary"]] == names
     # The verdict: the same advice object as the pipeline's and the report's, on these variants.
-    from ftkit.advice import advise
+    from ftkit.evaluation.verdict import advise
 
     advice = advise(result, ["plain", "route"], {sft_run.id: sft_run})
     assert panel.advice.conclusion == advice.conclusion and panel.advice.reason == advice.reason
@@ -205,7 +205,7 @@ def test_flexibility_is_measured_for_the_compared_runs_served_merged_and_joins_t
 
 
 def test_a_prompt_baseline_given_as_a_variant_runs_as_given_beside_the_runs(talkative, tiny, sft_run):
-    from ftkit.evaluate import Variant
+    from ftkit.evaluation.evaluate import Variant
 
     model, tok = talkative
     other, other_tok = tiny  # stands in for a hosted endpoint: any Variant is asked as it is
@@ -221,8 +221,8 @@ def test_a_prompt_baseline_given_as_a_variant_runs_as_given_beside_the_runs(talk
 
 def test_latency_bars_carry_their_intervals_and_a_difference_is_said_only_where_its_interval_excludes_0(
         talkative, monkeypatch):
-    from ftkit.threads import Load
-    from ftkit.timing import Timing
+    from ftkit.models.threads import Load
+    from ftkit.generation.timing import Timing
 
     model, tok = talkative
     # Three rounds of two batches under a load that came and went: paired by batch, the load cancels.

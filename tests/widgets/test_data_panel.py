@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ftkit.data import DataError
+from ftkit.data.canonical import DataError
 from ftkit.widgets import DataPanel
 
 from widget_helpers import find_button, text
@@ -83,7 +83,7 @@ def test_the_panel_says_which_task_the_data_is_for(tiny_tokenizer):
 
 
 def test_the_lengths_and_the_long_rows_count_the_examples_own_prompt(tiny_tokenizer):
-    from ftkit.data import token_lengths
+    from ftkit.data.canonical import token_lengths
 
     panel = DataPanel(tokenizer=tiny_tokenizer, source="shop_blurbs", max_length=400)
     rows = panel.report.dataset.to_list()

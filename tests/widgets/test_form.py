@@ -6,11 +6,11 @@ import dataclasses
 import ipywidgets as w
 import pytest
 
-from ftkit.dpo import DPOSettings
-from ftkit.sft import SFTSettings
+from ftkit.training.dpo import DPOSettings
+from ftkit.training.sft import SFTSettings
 from ftkit.widgets._form import Form
 
-RANGE_KEYS = ("min", "max", "above", "below")  # how a field declares its range (ftkit.training)
+RANGE_KEYS = ("min", "max", "above", "below")  # how a field declares its range (ftkit.training.settings)
 
 
 def number_controls(form: Form):

@@ -1,7 +1,7 @@
 import math
 
-from ftkit.readings import read_curves
-from ftkit.sft import SFTSettings
+from ftkit.training.curves import read_curves
+from ftkit.training.sft import SFTSettings
 from ftkit.widgets import TrainPanel, train_panel
 
 from widget_helpers import ROWS, find_button, text

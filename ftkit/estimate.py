@@ -1,0 +1,155 @@
+"""What ``ftkit run --check`` says after the checks pass: what the run will do, and how long it
+should take on this machine.
+
+The estimate is measured, not guessed from a table: one SFT step on the run's own rows, template and
+settings (the second of two, so the first step's warm-up is not counted), and one batch of held-out
+prompts read and answered (after an untimed warm-up call). Evaluation is given twice: with answers
+as long as the references, and with every answer at ``max_new_tokens`` (the most it can take). Every
+variant is timed with the training template's prompt, so a few-shot prompt's longer reading is not
+in it. What cannot be measured without training (DPO's steps) is said to be unknown, or bounded by
+its time limit.
+
+>>> lines = plan_lines(config, prepared, p) + estimate(model, tokenizer, config, prepared, p)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import tempfile
+import time
+from dataclasses import replace
+
+from ftkit.data.canonical import chat_turns
+from ftkit.data.report import char_limit, count_tokens
+from ftkit.evaluation.evaluate import evaluate
+from ftkit.training.events import EventBus
+from ftkit.generation.generate import generate
+from ftkit.pipeline import Plan, Prepared, duration, planned_steps
+from ftkit.training.sft import train_sft
+from ftkit.generation.timing import WARMUP_ROWS, time_variants
+
+__all__ = ["estimate", "plan_lines"]
+
+BATCH = inspect.signature(evaluate).parameters["batch_size"].default  # rows per generate call in evaluate
+_TIMING = inspect.signature(time_variants).parameters
+ROUNDS = _TIMING["rounds"].default  # the timing phase: rounds of one batch and a few rows alone, per variant
+ONE_AT_A_TIME = _TIMING["interactive_rows"].default
+
+
+def plan_lines(config, prepared: Prepared, p: Plan) -> list[str]:
+    """What the run will do, in a few lines: variants, rows, steps, the report."""
+    n = len(chat_turns(prepared.test))
+    held = f"{n} held-out row(s)" if n == len(prepared.test) else \
+        f"{n} held-out turn(s) of {len(prepared.test)} conversation(s)"
+    lines = [f"The run will ask {len(p.templates)} prompt variant(s) ({', '.join(t.name for t in p.templates)}) "
+             f"on {held} ({p.task.name}; headline {p.headline}; answers up to {p.max_new_tokens} tokens)"]
+    if p.sft is not None:
+        rows = len(prepared.training_rows)
+        lines.append(f"SFT: LoRA on {rows} rows with the {p.training_template.name!r} prompt, "
+                     f"{_steps_text(p.sft, rows)}, max_length {p.sft.max_length}")
+    if p.dpo is not None and prepared.pairs is not None:
+        lines.append(f"DPO: from the SFT adapter on {len(prepared.pairs)} pairs, {_steps_text(p.dpo, len(prepared.pairs))}")
+    tuned = (p.sft is not None) + (p.dpo is not None)
+    if tuned:
+        lines.append(f"Then the {tuned} tuned variant(s) answer the same {n} rows, and the report goes to "
+                     f"{config.output.report}")
+    return lines
+
+
+def _steps_text(settings, rows: int) -> str:
+    steps = planned_steps(settings, rows)
+    how = "max_steps" if settings.max_steps > 0 else \
+        f"{settings.epochs:g} epoch(s) of {math.ceil(rows / settings.batch_size)} step(s)"
+    limit = f", or fewer if {settings.max_minutes:g} min run out" if settings.max_minutes else ""
+    return f"{steps} step(s) of {min(settings.batch_size, rows)} ({how}{limit})"
+
+
+def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]:
+    """The run's minutes on this machine, from one measured SFT step and one measured batch of answers."""
+    lines, total = [], 0.0
+    if p.sft is not None:
+        step_s = _one_sft_step(model, tokenizer, prepared, p)
+        steps = planned_steps(p.sft, len(prepared.training_rows))
+        sft_s = steps * step_s
+        if p.sft.max_minutes:
+            sft_s = min(sft_s, p.sft.max_minutes * 60)
+        total += sft_s
+        lines.append(f"Estimate: SFT about {_minutes(sft_s)} ({steps} step(s) at {step_s:.1f} s, one step measured here)")
+    if p.dpo is not None:
+        bound = f"at most {p.dpo.max_minutes:g} min by its time limit" if p.dpo.max_minutes else "unknown"
+        total += p.dpo.max_minutes * 60 if p.dpo.max_minutes else 0
+        lines.append(f"Estimate: DPO {bound} (a DPO step is not measured before its SFT run exists)")
+    rows = chat_turns(prepared.test)
+    local = [t for t in p.templates if t.name not in p.endpoints]
+    variants = len(local) + (p.sft is not None) + (p.dpo is not None)
+    likely, unmeasured = total, ""
+    prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p) if rows and variants else (0.0, 0.0)
+    if rows and variants and not token_s:  # every answer stopped at its first token: nothing after it was timed
+        unmeasured = ", plus evaluation (not measured)"
+        lines.append("Estimate: evaluation unknown (the measured batch's answers all ended at once, so the time "
+                     "per generated token could not be measured)")
+    elif rows and variants:
+        batches = math.ceil(len(rows) / BATCH)
+
+        def evaluation(tokens: int) -> float:  # every variant: its batches, then the timing phase (a warm-up,
+            batch = prefill_s + tokens * token_s  # and each round one batch and its rows alone)
+            alone = prefill_s / BATCH + tokens * token_s
+            return variants * ((batches + WARMUP_ROWS / BATCH + ROUNDS) * batch + ROUNDS * ONE_AT_A_TIME * alone)
+
+        # Answers as long as the references (most end there, once tuned), and every answer at its limit.
+        typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)
+        likely, total = total + evaluation(typical), total + evaluation(p.max_new_tokens)
+        hosted = f"; the {len(p.endpoints)} hosted variant(s) not included" if p.endpoints else ""
+        lines.append(f"Estimate: evaluation about {_minutes(evaluation(typical))} if answers are as long as the "
+                     f"references (median {typical} tokens), at most {_minutes(evaluation(p.max_new_tokens))} "
+                     f"if every answer runs to {p.max_new_tokens} ({variants} variant(s) x {len(rows)} rows; "
+                     f"one batch measured here{hosted})")
+    if lines:
+        most = f" (at most {_minutes(total)})" if total > likely else ""
+        if p.dpo is not None and not p.dpo.max_minutes:
+            unmeasured = ", plus DPO (not measured)" + unmeasured
+        lines.append(f"Estimate: about {_minutes(likely)} in all{most}{unmeasured} on this machine, as loaded as "
+                     "it is now")
+    return lines
+
+
+def _median_tokens(tokenizer, texts: list[str]) -> int:
+    # Bounded calls, as every count of the data is (check_data has skipped the rows over the bound).
+    counts = sorted(count_tokens(tokenizer, texts, char_limit(tokenizer))) if texts else [0]
+    return counts[len(counts) // 2]
+
+
+def _one_sft_step(model, tokenizer, prepared: Prepared, p: Plan) -> float:
+    """Seconds of the second of two SFT steps on the run's first rows, template and settings."""
+    train = prepared.training_rows
+    rows = [train[i % len(train)] for i in range(2 * p.sft.batch_size)]
+    logged: list[float] = []
+    bus = EventBus()
+    bus.on("log", lambda e: logged.append(time.perf_counter()))
+    settings = replace(p.sft, name="check", max_steps=2, max_minutes=0, logging_steps=1, save_steps=10**6)
+    with tempfile.TemporaryDirectory(prefix="ftkit-check-") as runs:  # no bar: --check prints its own lines
+        train_sft(model, tokenizer, rows, template=p.training_template, config=settings, bus=bus, runs_root=runs,
+                  progress=False)
+    return logged[1] - logged[0] if len(logged) >= 2 else float("nan")
+
+
+def _one_batch(model, tokenizer, rows: list[dict], p: Plan) -> tuple[float, float]:
+    """Seconds to read one batch of held-out prompts, and seconds per token generated after that,
+    from two calls on the same batch: one that stops after the first token, one that goes on."""
+    conversations = [p.training_template.messages(r) for r in rows]
+
+    def timed(n: int) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        answers = generate(model, tokenizer, conversations, max_new_tokens=n, batch_size=BATCH, progress=False)
+        return time.perf_counter() - t0, max([a.new_tokens for a in answers] + [1])  # rows may stop sooner
+
+    timed(1)  # untimed: the model's first call pays for warming up
+    first, _ = timed(1)
+    longer, steps = timed(min(9, p.max_new_tokens))
+    token_s = max(0.0, longer - first) / max(1, steps - 1)
+    return max(0.0, first - token_s), token_s
+
+
+def _minutes(seconds: float) -> str:
+    return "unknown" if seconds != seconds else duration(seconds)  # nan: not measured

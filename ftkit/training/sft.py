@@ -1,0 +1,367 @@
+"""Supervised fine-tuning with LoRA through TRL's ``SFTTrainer``, recorded as a run.
+
+    run = train_sft(model, tokenizer, parts["train"], template=template, config=SFTSettings())
+    run.status            # {'status': 'completed', ...}
+    run.events("log")     # the loss curve
+
+Rows are canonical prompt/completion rows (see :mod:`ftkit.data.canonical`). The prompt is rendered by the
+same :class:`~ftkit.prompts.PromptTemplate` that evaluation uses, so the fine-tuned model is asked
+exactly what it was trained on; the loss covers the completion tokens only (TRL's default for
+prompt/completion data), including the end-of-turn token, so the model learns to stop. A
+conversation (``messages`` rows) trains every assistant turn, and only those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import datasets
+
+from ftkit.data.canonical import as_rows
+from ftkit.data.report import rows_text
+from ftkit.training.events import EventBus, EventCallback, StopFlag
+from ftkit.models.loading import model_info, quiet_library_noise
+from ftkit.prompts import PromptTemplate, zero_shot
+from ftkit.runs import Run, fingerprint, new_run
+from ftkit.training.settings import (Preflight, TrainingSettings, completion_positions, default, train_and_record,
+                            trainable_model, trl_arguments)
+
+__all__ = ["SFTSettings", "conversation_tokens", "preflight", "to_trl_rows", "train_sft"]
+
+
+@dataclass
+class SFTSettings(TrainingSettings):
+    name: str = default("name", "sft")
+    epochs: float = default("epochs", 2.0)
+    # 4, not 8: at equal wall-clock on a 2-core CPU (benchmarks/time_to_accuracy.py, a prompt start
+    # shared by the rows computed once per pass) 1 minute reached 0.92 on banking77-10 with 4 and
+    # 0.83 with 8, and 80 s 0.92 and 0.94 on the built-in example. On a GPU, raise it.
+    batch_size: int = default("batch_size", 4)
+    eval_steps: int = field(default=20, metadata={
+        "help": "Evaluate every N steps (with an eval split)", "after": "logging_steps", "min": 1})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "Stop after N evaluations without improvement, keeping the best (0: off)", "after": "save_steps",
+        "min": 0})
+
+
+def to_trl_rows(rows, template: PromptTemplate, tokenizer=None) -> datasets.Dataset:
+    """Canonical rows as the rows TRL's ``SFTTrainer`` trains on.
+
+    Prompt/completion rows become TRL's conversational prompt/completion rows, the prompt rendered
+    by ``template``: the loss covers the completion only. A conversation (``messages``) is
+    tokenized here (``tokenizer`` is needed) into ``input_ids`` and ``assistant_masks``, so the
+    loss covers **every** assistant turn and nothing else (see :func:`conversation_tokens`); the
+    template's system prompt and instruction apply to it as :meth:`PromptTemplate.conversation` says.
+    """
+    rows = as_rows(rows)
+    if rows and "messages" in rows[0]:
+        if tokenizer is None:
+            raise ValueError("conversations are tokenized before training, to mask every turn but the "
+                             "assistant's: pass the tokenizer")
+        out = []
+        for r in rows:
+            ids, mask = conversation_tokens(tokenizer, template.conversation(r["messages"], r))
+            out.append({"input_ids": ids, "assistant_masks": mask})
+        return datasets.Dataset.from_list(out)
+    return datasets.Dataset.from_list([
+        {"prompt": template.messages(r), "completion": [{"role": "assistant", "content": r["completion"]}]}
+        for r in rows])
+
+
+def conversation_tokens(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """The token ids of a whole conversation through the chat template, and its assistant mask:
+    1 on each assistant turn's tokens (its end-of-turn token included), 0 on everything else.
+
+    TRL's own mask (``assistant_only_loss``) needs ``{% generation %}`` markers in the chat template,
+    which SmolLM2's and most others lack. Here each assistant turn's span is found in the rendered
+    text instead: it starts where the conversation up to it, rendered with the generation prompt,
+    ends, and ends where the conversation through it ends. A chat template that renders earlier turns
+    differently once later ones follow (some drop past reasoning) has no such spans, and is refused.
+
+    >>> ids, mask = conversation_tokens(tokenizer, conversation)  # doctest: +SKIP
+    >>> tokenizer.decode([t for t, m in zip(ids, mask) if m])      # doctest: +SKIP
+    'Hi Ann!<|im_end|>\\nBye Ann<|im_end|>\\n'
+    """
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for k, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:k], tokenize=False, add_generation_prompt=True)
+        through = tokenizer.apply_chat_template(messages[:k + 1], tokenize=False)
+        if not (full.startswith(before) and full.startswith(through) and len(before) <= len(through)):
+            raise ValueError(f"the chat template renders turn {k} differently once later turns follow, so its "
+                             "answer cannot be located in the conversation; train on prompt/completion rows "
+                             "(each conversation up to one answer) instead")
+        spans.append((len(before), len(through)))
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [a for a, _ in enc["offset_mapping"]]
+        return enc["input_ids"], [int(any(a <= st < b for a, b in spans)) for st in starts]
+    # A slow tokenizer has no offsets: count the tokens of each prefix instead.
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    mask = [0] * len(ids)
+    for a, b in spans:
+        lo = len(tokenizer(full[:a], add_special_tokens=False)["input_ids"])
+        hi = len(tokenizer(full[:b], add_special_tokens=False)["input_ids"])
+        mask[lo:hi] = [1] * (hi - lo)
+    return ids, mask
+
+
+# --- pre-flight --------------------------------------------------------------------------------
+
+def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflight:
+    """Render, tokenize and truncate every row like the trainer, and report what would go wrong:
+    answers without the end-of-turn token (the model would not learn to stop), answers that
+    ``max_length`` cuts short, and rows it leaves with nothing to learn. For conversations, every
+    assistant turn is an answer."""
+    problems, notes = [], []
+    if not getattr(tokenizer, "chat_template", None):
+        problems.append("the tokenizer has no chat template, so prompts cannot be rendered as chat; "
+                        "load the model with ftkit.load_model, which sets one")
+    zero, cut, no_end, trained_counts, segments, longest = [], [], [], [], [], 0
+    end_id = tokenizer.eos_token_id
+    for i, row in enumerate(trl_rows):
+        ids, mask = _tokens_and_mask(tokenizer, row)
+        answers = _runs(mask)  # (start, end) of each trained span: one per answer
+        kept = mask[:max_length]
+        trained = sum(kept)
+        trained_counts.append(trained)
+        longest = max(longest, len(ids))
+        if any(end_id not in ids[a:b] for a, b in answers):
+            no_end.append(i)
+        if trained == 0:
+            zero.append(i)
+        elif any(b > max_length for _, b in answers):
+            cut.append(i)
+        if i == 0:
+            segments = [(tokenizer.decode(ids[a:b]), bool(kept[a])) for a, b in _runs(kept, both=True)]
+    if no_end:
+        problems.append(f"an answer does not end with the end-of-turn token {tokenizer.eos_token!r} in "
+                        f"{len(no_end)} example(s) (rows {rows_text(no_end)}): the model will not learn to stop. "
+                        "The chat template drops it; load the model with ftkit.load_model or fix the template")
+    if zero:
+        problems.append(f"{len(zero)} example(s) have no trained tokens left after truncation to "
+                        f"max_length={max_length} (rows {rows_text(zero)}); the trainer would drop them or report "
+                        "a loss of 0. Raise max_length or shorten those prompts")
+    if cut:
+        problems.append(f"{len(cut)} example(s) have an answer cut short by max_length={max_length} (rows "
+                        f"{rows_text(cut)}): the model would learn answers that stop mid-way, without the "
+                        f"end-of-turn token. Raise max_length (the longest example is {longest} tokens) or "
+                        "drop those rows")
+    if trained_counts:
+        notes.append(f"{len(trained_counts)} examples, {sum(trained_counts)} trained tokens "
+                     f"({sum(trained_counts) / len(trained_counts):.1f} per example), longest {longest} tokens")
+    return Preflight(segments=segments, problems=problems, notes=notes, longest=longest)
+
+
+def _tokens_and_mask(tokenizer, row: dict) -> tuple[list[int], list[int]]:
+    """A TRL row's token ids and which of them are trained, as the trainer will see them."""
+    if "input_ids" in row:  # a conversation, tokenized with its assistant mask
+        return list(row["input_ids"]), list(row["assistant_masks"])
+    prompt_text = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+    p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    f_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+    return f_ids, [0] * len(p_ids) + [1] * max(0, len(f_ids) - len(p_ids))
+
+
+def _runs(mask: list[int], both: bool = False) -> list[tuple[int, int]]:
+    """``(start, end)`` of each run of 1s in ``mask`` (``both``: of each run of equal values)."""
+    out, start = [], 0
+    for k in range(1, len(mask) + 1):
+        if k == len(mask) or mask[k] != mask[start]:
+            if both or mask[start]:
+                out.append((start, k))
+            start = k
+    return out
+
+
+# --- training -----------------------------------------------------------------------------------
+
+def _completion_loss(trainer, model, inputs, num_items_in_batch):
+    """The next-token loss over the completion positions only, and TRL's token metrics.
+
+    TRL's fused LM head scores every position of the batch on devices without Triton (CPUs), and
+    computes entropy and top-1 over the whole vocabulary with a recompute in backward: 44% of a
+    LoRA step of the embedded model here, for a loss that covers a few completion tokens of each
+    ~100-token example. The model's own ``logits_to_keep`` (a boolean mask: transformers >= 5.x)
+    projects just the trained positions. Returns None where that does not apply, so the caller
+    falls back to TRL's path.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs.get("labels")
+    if labels is None:
+        return None
+    target = labels[:, 1:]
+    trained = target != -100
+    keep = completion_positions(trained)
+    forward = {k: v for k, v in inputs.items() if k != "labels"}
+    shared = _shared_prefix(forward, keep)
+    logits = _forward_after_prefix(model, forward, keep, shared) if shared else None
+    if logits is None:
+        logits = model(**forward, use_cache=False, logits_to_keep=keep).logits
+    if logits.dim() != 2:  # a model that ignores the mask returns (batch, length, vocab)
+        return None
+    wanted = target[keep[:, :-1]]  # keep's last column is never set: same count as logits rows
+    total = F.cross_entropy(logits.float(), wanted, ignore_index=-100, reduction="sum")
+    count = trained.sum() if num_items_in_batch is None else num_items_in_batch
+    loss = total / torch.as_tensor(count).clamp(min=1)
+    if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
+        loss = loss * trainer.accelerator.num_processes
+
+    mode = "train" if trainer.model.training else "eval"
+    with torch.no_grad():
+        valid = wanted != -100
+        scored = logits[valid].float()
+        log_p = scored.log_softmax(-1)
+        n = max(int(valid.sum()), 1)
+        trainer._metrics[mode]["entropy"].append(float(-(log_p.exp() * log_p).sum()) / n)
+        trainer._metrics[mode]["mean_token_accuracy"].append(
+            float((scored.argmax(-1) == wanted[valid]).sum()) / n)
+        if mode == "train" and "attention_mask" in inputs:
+            trainer._total_train_tokens += int(inputs["attention_mask"].sum())
+        trainer._metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
+    return loss
+
+
+# A prefix shorter than this is not worth a second forward call.
+MIN_SHARED_PREFIX = 8
+
+
+def _shared_prefix(inputs: dict, keep) -> int:
+    """How many leading tokens every row of the batch has in common and that need no logits: the
+    chat template's system prompt and the instruction before the row's own text (a label list).
+
+    On banking77 with 10 labels, 90 of an example's 120 tokens are the same in every row (the default
+    system prompt is 21 of them, the label list 62); with 77 labels, 580 of 605. Computing them once
+    per forward pass instead of once per row is where most of a CPU step went. 0: nothing worth
+    sharing (a single row, left padding, packed rows, or other model inputs than ids and mask).
+    """
+    ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
+    if ids is None or mask is None or ids.shape[0] < 2 or set(inputs) - {"input_ids", "attention_mask"}:
+        return 0
+    same = ((ids == ids[:1]) & (mask == 1)).all(0)
+    common = int(same.long().cumprod(0).sum())
+    # The logit at position i predicts token i+1: every kept logit must come after the prefix.
+    first_kept = int(keep.long().argmax(1).min()) if keep.any(1).all() else 0
+    shared = min(common, first_kept, ids.shape[1] - 1)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+def _forward_after_prefix(model, inputs: dict, keep, shared: int):
+    """The logits at ``keep`` for a batch whose rows share their first ``shared`` tokens: the shared
+    tokens go through the model once (one row), their keys and values are repeated for every row,
+    and the rest of each row attends to them as to its own. The same function of the weights as one
+    padded forward pass (tests/test_sft.py checks the loss and gradients for every family), with the
+    prefix computed once instead of once per row; its gradient is the sum over the rows, as autograd
+    gives it. None where the model takes no cache argument."""
+    import torch
+
+    from ftkit.generation.generate import _cache_kwarg
+
+    argument = _cache_kwarg(model)
+    # Dropout would draw one mask for the shared prefix instead of one per row (GPT-2's configs
+    # have 0.1): another function of the weights. SmolLM2 and LoRA here have none.
+    dropout = model.training and any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+    if argument is None or dropout:
+        return None
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    head = model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True, logits_to_keep=1)
+    # transformers 5 names it `cache` (reading the old name logs a deprecation warning on the console)
+    cache = head.cache if hasattr(type(head), "cache") or "cache" in head else getattr(head, "past_key_values", None)
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(ids.shape[0])
+    return model(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, logits_to_keep=keep[:, shared:],
+                 **{argument: cache}).logits
+
+
+def _trainer_class():
+    """TRL's ``SFTTrainer`` with :func:`_completion_loss` as its plain-NLL loss."""
+    from trl import SFTTrainer
+
+    class CompletionSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            simple = (not return_outputs and self.compute_loss_func is None and self.label_smoother is None
+                      and self.args.loss_type == "nll" and not self.aux_loss_enabled
+                      and not getattr(self, "_is_vision_dataset", False)
+                      and self.accelerator.num_processes == 1)
+            loss = _completion_loss(self, model, inputs, num_items_in_batch) if simple else None
+            if loss is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return loss
+
+    return CompletionSFTTrainer
+
+
+def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool, progress: bool = True):
+    from trl import SFTConfig
+
+    # One pass per step on a CPU too: rows that share a prompt start compute it once per pass (see
+    # _shared_prefix), so a pass of 8 banking77 rows took 1.6 s where two passes of 4 took 2.7 s.
+    kw = trl_arguments(settings, run, device_choice, SFTConfig, cpu_micro_batch=0, progress=progress)
+    if has_eval:
+        kw.update(eval_strategy="steps", eval_steps=settings.eval_steps)
+        if settings.early_stopping_patience:
+            kw.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+                      save_steps=settings.eval_steps)
+    kw.update(settings.trl)
+    return SFTConfig(**kw)
+
+
+def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | None = None,
+              config: SFTSettings | None = None, bus: EventBus | None = None, stop: StopFlag | None = None,
+              resume: Run | None = None, runs_root=None, progress: bool = True) -> Run:
+    """Fine-tune on ``train`` (canonical rows); return the recorded :class:`Run`.
+
+    ``model`` itself is left unchanged: the run trains LoRA on a copy that shares its weights and
+    keeps the result as ``run.model`` (see :mod:`ftkit.training.settings`). ``template`` renders each
+    prompt (default: the prompt as it is). ``bus`` receives the live events; ``stop.set()`` ends
+    the run after the current step with the adapter saved. With ``resume`` (a stopped run),
+    training continues from its last checkpoint: same step count, same optimizer state. Raises
+    ``ValueError`` when the pre-flight check finds a problem.
+
+    ``progress=True`` shows one bar of the run's steps with the last loss in its postfix;
+    ``False`` shows nothing, for a caller that prints its own line per logged step (``ftkit run``)
+    or draws its own bar (the TrainPanel). Either way the trainer's raw log dicts are not printed:
+    every number is in the ``log`` and ``end`` events and in ``run.events()``.
+
+    A ``config.max_minutes`` budget ends the run before the step that would overrun it, with
+    status ``completed`` and ``ended_by: "time budget"`` in ``run.status`` and the ``end`` event
+    (``ftkit.runs.outcome(run.status)``: "stopped by the time budget at step 20 of 40").
+
+    >>> run = train_sft(model, tokenizer, rows, config=SFTSettings(max_steps=40), progress=False)  # doctest: +SKIP
+    >>> run.status["status"], run.status["ended_by"]                                # doctest: +SKIP
+    ('completed', None)
+    """
+    from transformers import EarlyStoppingCallback
+
+    config = config or SFTSettings()
+    template = template or zero_shot()
+    bus = bus if bus is not None else EventBus()
+    stop = stop if stop is not None else StopFlag()  # not `stop or`: an unset flag is falsy
+    trl_train = to_trl_rows(train, template, tokenizer)
+    trl_eval = to_trl_rows(eval, template, tokenizer) if eval is not None else None
+    check = preflight(tokenizer, trl_train, config.max_length)
+    if check.problems:
+        raise ValueError("pre-flight check failed:\n" + "\n".join(check.problems))
+
+    info = model_info(model)
+    with quiet_library_noise(), trainable_model(model, config.lora) as (trainee, peft_config):
+        run = resume or new_run(config.name, {
+            "kind": "sft", "settings": asdict(config), "template": asdict(template), "base_model": info.source,
+            "data_fingerprint": fingerprint(train),
+            "train_rows": len(trl_train), "eval_rows": len(trl_eval) if trl_eval is not None else 0,
+            "device": str(info.device),
+        }, root=runs_root)
+        callbacks = [EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60, run=run)]
+        if config.early_stopping_patience and trl_eval is not None:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        args = _trl_config(config, run, info.device, trl_eval is not None, progress)
+        trainer = _trainer_class()(model=trainee, args=args, train_dataset=trl_train, eval_dataset=trl_eval,
+                                   processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+        return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
+                                preflight=str(check), progress=progress)
