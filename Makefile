@@ -28,8 +28,16 @@ $(STAMP): pyproject.toml Makefile ftkit/labextension/build-stamp.json \
 
 # The lab extension's TypeScript tests (jest) run when Node is here; without it they are skipped
 # with a message (the Python tests still check the committed build against its sources).
+# The training, generation and metric tests run a second time with the fast paths off
+# (FTKIT_FASTPATH=0, see ftkit/fastpath/): the plain TRL / transformers / sacrebleu paths that a
+# library release outside the tested lines gets must pass the same assertions.
+FASTPATH_TESTS := tests/test_sft.py tests/test_dpo.py tests/test_training.py tests/test_generate.py \
+                  tests/test_prefix_attention.py tests/test_chat.py tests/test_metrics.py tests/test_evaluate.py \
+                  $(wildcard tests/test_fastpath_*.py)
+
 test: setup
 	$(BIN)/python -m pytest -q
+	FTKIT_FASTPATH=0 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" $(FASTPATH_TESTS)
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory labextension-test; \
 	else \

@@ -19,6 +19,9 @@ Values cross the channel as data (JSON: numbers, strings, bytes, lists, tuples, 
 builtin types' own equality; an object of the code's own making stays in the code process, and
 the tests see a proxy that is equal only to another of the code's objects (never to a literal).
 The code's frames, trace functions and ``gc`` reach only its own process.
+
+It is one file, over 400 lines because it is handed to ``python -I -c`` as one program text: it
+can import nothing of ftkit, so the channel, the proxies and the three processes live together.
 """
 import os, sys, marshal, _signal, resource
 try:

@@ -7,7 +7,9 @@ is not dumpable and alone holds the verdict's pipe, and the code's values reach 
 nothing the code does in its own process (frames, trace functions, ``gc``, an object equal to
 everything, a builtin of its own) decides the verdict. What else fences it in depends on what the
 machine allows; :func:`isolation` says what is in effect and what remains possible, in words a
-notebook can print. As root with the right to unshare (a VM, a privileged container, Colab) a run
+notebook can print. (One module, over 400 lines because the levels of isolation, their probe and
+the words that describe them must change together: a level split from its description drifts.)
+As root with the right to unshare (a VM, a privileged container, Colab) a run
 gets all of this:
 
 - an unused uid (65520-65533, one per concurrent run) instead of root, with no capabilities and
