@@ -31,12 +31,13 @@ PATH = Path(__file__).resolve().parents[1] / "docs" / "measured.json"
 ABOUT = [
     "Figures measured by the scripts in benchmarks/, one entry per benchmark: its figures by name, the machine",
     "that measured them, the date and where they come from ('source'). A benchmark rewrites its own entry when it",
-    "runs (benchmarks/_measured.py record()); entries whose source says 'from README' were copied from the README's",
-    "text before the scripts wrote this file, and the next run of that script replaces them.",
+    "runs (benchmarks/_measured.py record(); FTKIT_MEASURED=0 runs it without writing). Entries whose source says",
+    "'from README' were copied from the README's text before the scripts wrote this file; the next run of that",
+    "script replaces them. Do not edit a figure by hand: run the benchmark.",
     "The README and the notebooks' markdown quote a figure as <!-- measured: BENCHMARK.FIGURE --> right before the",
-    "number, e.g. '<!-- measured: demo.lora_sft -->0.96 [0.90-1.00]'; tests/test_figures.py checks that the number",
-    "written there is this file's value rounded to the decimals shown (a [mean, low, high] figure is written as",
-    "'mean [low-high]' or 'mean [low, high]'), and that the README quotes each figure once.",
+    "number, e.g. '<!-- measured: demo.lora_sft -->0.96 [0.90-1.00]'. tests/test_figures.py checks that the number",
+    "written there is this file's value rounded to the decimals shown (a [mean, low, high] figure is written as its",
+    "mean alone, as 'mean [low-high]' or as 'mean [low, high]'), and that the README quotes each figure once.",
 ]
 
 
