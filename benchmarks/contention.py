@@ -50,6 +50,8 @@ import sys
 import tempfile
 import time
 
+from _measured import record
+
 SPIN = """
 import sys, time
 duty, period = float(sys.argv[1]), 0.02
@@ -326,6 +328,12 @@ def main():
               f"{rate['busy-ftkit'] / rate['busy-default']:.2f} (target >= 2)")
         print(f"{name}, ftkit's threads vs torch defaults, quiet: "
               f"{rate['quiet-ftkit'] / rate['quiet-default']:.2f} (target >= 0.95)")
+    figures = {"others_busy_while_quiet": quiet_others}
+    for short, rate in (("sft", sft), ("generation", gen)):
+        figures[f"{short}_busy_vs_alone"] = rate["busy-ftkit"] / rate["quiet-ftkit"]
+        figures[f"{short}_ftkit_vs_default_busy"] = rate["busy-ftkit"] / rate["busy-default"]
+        figures[f"{short}_ftkit_vs_default_quiet"] = rate["quiet-ftkit"] / rate["quiet-default"]
+    record("contention", figures)
 
 
 if __name__ == "__main__":

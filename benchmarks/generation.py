@@ -27,6 +27,8 @@ from ftkit.evaluation.evaluate import Variant, evaluate
 from ftkit.generation.generate import generate, render_prompts
 from ftkit.prompts import classify_few_shot, classify_zero_shot
 
+from _measured import record
+
 
 def timed(fn):
     t0 = time.perf_counter()
@@ -86,6 +88,17 @@ def main():
           f"{evaluated[f'{args.shots}-shot'] / evaluated['zero-shot']:.2f}x (target <= 1.5)")
     print(f"greedy rows/s, ftkit.generation.generate at batch 1: {args.rows / t_one:.1f} (reported)")
     print(f"greedy rows/s, ftkit.generation.generate at batch 16: {args.rows / t_zero:.1f} (reported)")
+    record("generation", {
+        "rows": args.rows, "shots": args.shots,
+        "prompt_tokens_zero_shot": zero_tokens, "prompt_tokens_few_shot": few_tokens,
+        "prompt_tokens_ratio": few_tokens / zero_tokens,
+        "batched_vs_one_at_a_time": t_seq / t_zero,
+        "few_shot_vs_zero_shot_time": t_few / t_zero,
+        "prefix_cache_speedup": t_few_plain / t_few,
+        "few_shot_vs_zero_shot_evaluation": evaluated[f"{args.shots}-shot"] / evaluated["zero-shot"],
+        "identical_outputs": f"{same}/{args.rows}",
+        "rows_per_s_batch_1": args.rows / t_one, "rows_per_s_batch_16": args.rows / t_zero,
+    })
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ from ftkit.prompts import classify_zero_shot
 from ftkit.runs import Run, new_run
 from ftkit.training.settings import LoraSettings
 
+from _measured import record
+
 BATCH = 16
 FROZEN_TARGET, TUNED_TARGET = 1.10, 1.15
 
@@ -166,6 +168,17 @@ def main():
               f"PEFT keeps the adapters in float32)")
     print(f"frozen vs trainable {dtype} latency without the fix, batch 16: "
           f"{batched['frozen, no fix'] / batched['base']:.2f}x (reference: the issue)")
+    record("latency", {
+        "dtype": dtype, "rows": args.rows, "single": args.single,
+        **{f"{key}_batch_16": batched[name] / batched["base"] for key, name in RATIOS.items()},
+        **{f"{key}_batch_1": single[name] / single["base"] for key, name in RATIOS.items()},
+        "base_s_per_request_batch_16": batched["base"], "base_s_per_request_batch_1": single["base"],
+    })
+
+
+# docs/measured.json's names for the ratios to the base model printed above
+RATIOS = {"frozen_vs_base": "frozen", "merged_vs_base": "run (merged)", "peft_vs_base": "run (PEFT)",
+          "frozen_no_fix_vs_base": "frozen, no fix"}
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from ftkit.generation.generate import generate
 from ftkit.prompts import classify_zero_shot
 from ftkit.training.sft import SFTSettings, train_sft
 
+from _measured import record
+
 PRECISIONS = ("float32", "bfloat16")
 SHORT = {"float32": "fp32", "bfloat16": "bf16"}
 
@@ -155,6 +157,16 @@ def main():
         print(f"choice supported: bf16 on this CPU (faster training at equal accuracy; {rule})")
     else:
         print(f"choice supported: float32 on this CPU ({rule})")
+    accuracy = {name: [result.summary.loc[name, c] for c in ("exact_match", "exact_match_low", "exact_match_high")]
+                for name in ("fp32", "bf16")}
+    record("precision", {
+        "steps": args.steps, "batch": args.batch, "held_out_rows": args.rows,
+        "fp32_tokens_per_s": fp32["tokens_s"], "bf16_tokens_per_s": bf16["tokens_s"], "training_speed_ratio": train_ratio,
+        "fp32_accuracy": accuracy["fp32"], "bf16_accuracy": accuracy["bf16"],
+        "accuracy_difference": [diff.mean_diff, diff.ci_low, diff.ci_high],
+        "fp32_rows_per_s": gen["float32"], "bf16_rows_per_s": gen["bfloat16"], "generation_speed_ratio": gen_ratio,
+        "choice": "bf16" if train_ratio > 1 and diff.ci_high >= 0 else "float32",
+    })
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from ftkit.data import examples
 from ftkit.evaluation.evaluate import Variant, evaluate
 from ftkit.prompts import classify_few_shot, classify_with_system, classify_zero_shot
 
+from _measured import record, slug
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -46,6 +48,12 @@ def main():
     s = result.summary
     print(f"{best} prompt tokens vs zero-shot: {s.loc[best, 'prompt_tokens'] / s.loc[zero, 'prompt_tokens']:.1f}x")
     print(f"{best} exact match: {s.loc[best, 'exact_match']:.2f}; zero-shot: {s.loc[zero, 'exact_match']:.2f}")
+    figures = {"held_out_rows": len(test), "best_prompt": best,
+               "best_vs_zero_shot_prompt_tokens": s.loc[best, "prompt_tokens"] / s.loc[zero, "prompt_tokens"]}
+    for name, row in s.iterrows():
+        figures[slug(name)] = [row["exact_match"], row["exact_match_low"], row["exact_match_high"]]
+        figures[f"{slug(name)}_prompt_tokens"] = row["prompt_tokens"]
+    record("prompt_baselines" if not args.data else f"prompt_baselines/{slug(Path(args.data).stem)}", figures)
 
 
 if __name__ == "__main__":

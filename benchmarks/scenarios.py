@@ -47,6 +47,8 @@ from ftkit.models.loading import load_tokenizer
 from ftkit.pipeline import run_pipeline
 from ftkit.training.curves import training_cost
 
+from _measured import record, slug
+
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
 # name: (label, task, data source (a built-in example name, or a file under REALDATA), extra config)
@@ -127,6 +129,23 @@ def line(o: dict) -> str:
     return f"{text}; {train}; {tokens}; {o['minutes']:.1f} min in all"
 
 
+def figures(o: dict) -> dict:
+    """What docs/measured.json keeps of one scenario: every variant's headline score with its interval
+    and prompt tokens, the best prompt, SFT minus the best prompt, training minutes and steps."""
+    s, m = o["summary"], o["headline"]
+    out = {"metric": m, "best_prompt": o["best"], "minutes": o["minutes"]}
+    for variant, row in s.iterrows():
+        out[slug(variant)] = [row[m], row[f"{m}_low"], row[f"{m}_high"]]
+        out[f"{slug(variant)}_prompt_tokens"] = row["prompt_tokens"]
+    out["best"] = out[slug(o["best"])]
+    if "diff" in o:
+        d = o["diff"]
+        out["sft_minus_best"] = [d.mean_diff, d.ci_low, d.ci_high]
+    if "train_min" in o:
+        out["train_minutes"], out["steps"] = o["train_min"], o["steps"]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenarios", default=DEFAULT, help=f"comma list of: {', '.join(SCENARIOS)}")
@@ -162,6 +181,10 @@ def main():
             print(f"{o['name']}: {o['max_length']}")
     for o in outcomes:
         print(line(o))
+    for o in outcomes:
+        if "summary" in o:
+            record(f"scenarios/{o['name']}", figures(o), note=f"SFT at most {args.sft_minutes:g} min, "
+                   f"{args.limit} held-out rows, {torch.get_num_threads()} torch thread(s)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from ftkit.evaluation.evaluate import Variant, evaluate
 from ftkit.prompts import classify_few_shot, classify_zero_shot
 from ftkit.training.sft import SFTSettings, train_sft
 
+from _measured import record, slug
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -69,6 +71,15 @@ def main():
     print(f"SFT minus best prompt ({best_prompt}) accuracy: {sft_acc - best_prompt_acc:+.2f} (target >= 0.20)")
     print(f"DPO reward margin, last vs first log: {margins[-1]:.2f} vs {margins[0]:.2f} (target: rising)")
     print(f"SFT + DPO minus SFT accuracy: {dpo_acc - sft_acc:+.2f} (target >= 0)")
+    scores = {name: [row["exact_match"], row["exact_match_low"], row["exact_match_high"]]
+              for table in (prompted.summary, tuned.summary) for name, row in table.iterrows()}
+    record("train_acceptance", {
+        "held_out_rows": len(test), "best_prompt": best_prompt,
+        **{slug(name): v for name, v in scores.items()},
+        "sft_steps": sft.status["step"], "sft_minutes": sft_min, "dpo_steps": dpo.status["step"], "dpo_minutes": dpo_min,
+        "sft_minus_best_prompt": sft_acc - best_prompt_acc, "dpo_minus_sft": dpo_acc - sft_acc,
+        "dpo_margin_first": margins[0], "dpo_margin_last": margins[-1],
+    })
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from _measured import record
+
 BATCH = 8
 
 
@@ -138,6 +140,12 @@ def main():
     print(f"train_sft vs TRL defaults: {speed['ftkit'] / speed['trl-default']:.1f}x (target >= 5)")
     print(f"train_sft vs hand-written loop: {speed['ftkit'] / speed['hand-written']:.2f}x (target >= 0.85)")
     print(f"peak memory GB (train_sft): {results['ftkit']['peak_gb']:.2f} (target <= 3)")
+    record("train_speed", {
+        "rows": args.rows, **{f"{k.replace('-', '_')}_tokens_per_s": v for k, v in speed.items()},
+        "ftkit_vs_trl_defaults": speed["ftkit"] / speed["trl-default"],
+        "ftkit_vs_hand_written": speed["ftkit"] / speed["hand-written"],
+        "ftkit_peak_gb": results["ftkit"]["peak_gb"],
+    })
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import time
 
 import torch
 
+from _measured import record, slug
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -130,6 +132,16 @@ def main() -> None:
           f"{beat if beat is not None else 'not reached'})")
     print(f"LoRA on pretrained vs from scratch, exact match after {args.scratch_steps} steps: {lora:.2f} vs "
           f"{fresh:.2f}, difference {gap.mean_diff:+.2f} [{gap.ci_low:+.2f}, {gap.ci_high:+.2f}] (target > 0)")
+    record("verdict", {
+        "held_out_rows": len(test), "sft_steps": args.sft_steps, "best_prompt": best,
+        "tuned_vs_zero_shot_latency_batched": s.loc["LoRA SFT", "latency_s"] / s.loc["zero-shot", "latency_s"],
+        "tuned_vs_zero_shot_latency_single": s.loc["LoRA SFT", "latency_1_s"] / s.loc["zero-shot", "latency_1_s"],
+        "conclusion": advice.conclusion, "sft_minus_best_prompt": [advice.difference, advice.ci_low, advice.ci_high],
+        "flexibility_difference": [mean, low, high],
+        **{f"task_change_{slug(name)}": [r["new"], r["new_low"], r["new_high"]] for name, r in change.table.iterrows()},
+        "rows_to_reach_best_prompt": reach if reach is not None else "not reached",
+        "lora_vs_scratch": [gap.mean_diff, gap.ci_low, gap.ci_high],
+    })
 
 
 if __name__ == "__main__":
