@@ -1,4 +1,5 @@
-"""DPO's loss computed leaner: the same loss as TRL's ``DPOTrainer``, steps several times faster on a CPU.
+"""DPO's loss computed leaner: the same loss as TRL's ``DPOTrainer``, in a fraction of its work per step
+(``benchmarks/dpo_speed.py`` times both side by side).
 
 :func:`ftkit.training.dpo.train_dpo` trains with it when ``DPOSettings.lean_loss`` is on (the default)
 and ``fastpath.enabled("trl", "transformers")``; otherwise with TRL's ``DPOTrainer`` as TRL ships it. It
@@ -14,10 +15,11 @@ make it lean:
 - the reference's log-probabilities are computed once, before the first step
   (``precompute_reference`` on the trainer :func:`_trainer_class` builds), instead of in a second
   forward pass at every step. TRL's own ``precompute_ref_log_probs`` gives the same numbers
-  (tests/test_dpo.py compares them) but is kept off: it runs while the trainer is built, before
-  ftkit's first-step check; it scores every position through the LM head; it hashes every weight
-  of the model to name a cache file it then writes; and it breaks ftkit's check that the reference
-  is the model DPO starts from (the check would compare against numbers computed before it).
+  (tests/test_dpo.py compares them) but ftkit keeps this one: TRL's runs while the trainer is
+  built, so ftkit's first-step check (:func:`ftkit.training.dpo.reference_check`) would compare
+  the policy with numbers computed before anything could be checked, not with the reference the
+  steps use; it scores every position through the full LM head; and it hashes every weight of the
+  model to name a cache file, which it then writes.
 
 The private names of TRL it relies on (``_metrics``, ``_total_train_tokens``, ``_tp_size`` through
 :mod:`ftkit.fastpath.trainer_metrics`, ``_compute_loss``, ``_prepare_inputs``,

@@ -11,11 +11,14 @@ True
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from transformers import ProgressCallback, TrainerCallback
 
-from ftkit.runs import TIME_BUDGET, Run, is_main_process
-from ftkit.training.events import EventBus, StopFlag
+from ftkit.runs import TIME_BUDGET, is_main_process
+
+if TYPE_CHECKING:
+    from ftkit.runs import Run
 
 __all__ = ["EventCallback", "LossBar"]
 
@@ -30,7 +33,9 @@ class EventCallback(TrainerCallback):
     the ``end`` event.
     """
 
-    def __init__(self, bus: EventBus, stop: StopFlag, run_id: str = "", max_seconds: float = 0,
+    # ``bus`` is an ftkit.training.events.EventBus and ``stop`` a StopFlag; that module hands this
+    # class out, so it is not imported back here, not even for the annotations.
+    def __init__(self, bus, stop, run_id: str = "", max_seconds: float = 0,
                  run: Run | None = None):
         self.bus, self.stop, self.max_seconds, self.run = bus, stop, max_seconds, run
         self.run_id = run_id or (run.id if run is not None else "")

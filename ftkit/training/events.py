@@ -95,7 +95,7 @@ class StopFlag:
 def __getattr__(name: str):
     """``EventCallback`` and ``LossBar``, from :mod:`ftkit.training.callbacks`, loaded on first use."""
     if name in ("EventCallback", "LossBar"):
-        from ftkit.training import callbacks
+        from ftkit.training.callbacks import EventCallback, LossBar
 
-        return getattr(callbacks, name)
+        return {"EventCallback": EventCallback, "LossBar": LossBar}[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -119,6 +119,8 @@ class LoraSettings:
             return None
         from peft import LoraConfig
 
+        # "all-linear" goes to PEFT as it is: PEFT picks the layers (every linear layer but the output
+        # head). ftkit.models.loading.lora_targets only lists PEFT's choice, for the help and the panel.
         targets = self.target_modules if self.target_modules == "all-linear" else \
             [t.strip() for t in self.target_modules.split(",") if t.strip()]
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,

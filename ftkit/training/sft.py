@@ -9,6 +9,10 @@ same :class:`~ftkit.prompts.PromptTemplate` that evaluation uses, so the fine-tu
 exactly what it was trained on; the loss covers the completion tokens only (TRL's default for
 prompt/completion data), including the end-of-turn token, so the model learns to stop. A
 conversation (``messages`` rows) trains every assistant turn, and only those.
+
+Where ``fastpath.enabled("trl", "transformers")`` the loss is TRL's computed leaner
+(:mod:`ftkit.fastpath.sft_loss`: the LM head over the completion positions only, a prompt start
+the rows share computed once); otherwise ``SFTTrainer`` trains as TRL ships it (``FTKIT_FASTPATH=0``).
 """
 
 from __future__ import annotations
