@@ -2,6 +2,7 @@ import datasets
 import pytest
 import torch
 
+from ftkit import fastpath
 from ftkit.training.dpo import DPOSettings, to_trl_pairs, train_dpo
 from ftkit.models.loading import load_model
 from ftkit.runs import list_runs
@@ -119,7 +120,7 @@ def _trainer(model, tok, tmp_path, settings, adapter_dir=None):
     from ftkit.fastpath.dpo_lean import _trainer_class
     from ftkit.models.loading import model_info
     from ftkit.runs import new_run
-    from ftkit.training.settings import trainable_model
+    from ftkit.training.trainer import trainable_model
 
     stack = contextlib.ExitStack()
     trainee, peft_config = stack.enter_context(trainable_model(model, settings.lora, adapter_dir))
@@ -142,7 +143,7 @@ def _move_adapter(model, name="default", seed=1):
 def _saved_adapter(model, folder, settings):
     from peft import get_peft_model
 
-    from ftkit.training.settings import trainable_model
+    from ftkit.training.trainer import trainable_model
 
     with trainable_model(model, settings.lora) as (trainee, peft_config):
         peft_model = get_peft_model(trainee, peft_config)
@@ -277,6 +278,12 @@ def test_reference_log_probs_computed_once_equal_the_ones_computed_at_each_step(
     torch.testing.assert_close(torch.cat([chosen, rejected]), by_hand, rtol=0, atol=1e-4)
 
 
+LEAN_OFF = pytest.mark.skipif(not fastpath.enabled("trl", "transformers"),
+                              reason=f"the fast paths are off ({fastpath.disabled_reason('trl', 'transformers')}): "
+                                     "train_dpo takes TRL's own DPOTrainer")
+
+
+@LEAN_OFF
 def test_a_lean_run_computes_the_reference_once_logs_a_loss_and_trains_the_adapter(tiny, tmp_path, monkeypatch):
     from trl import DPOTrainer
 
@@ -308,6 +315,7 @@ def test_a_lean_run_computes_the_reference_once_logs_a_loss_and_trains_the_adapt
     assert trained and any(p.abs().max() > 0 for p in trained.values())
 
 
+@LEAN_OFF
 def test_a_loss_the_lean_path_does_not_compute_is_refused_before_the_run_with_the_way_out(tiny, tmp_path):
     model, tok = tiny
     for trl in ({"loss_type": "ipo"}, {"use_weighting": True}, {"ld_alpha": 0.5}):
@@ -359,3 +367,55 @@ def test_a_time_budget_ends_dpo_completed_and_known_as_such(tiny, tmp_path):
     status, [end] = run.status, run.events("end")
     assert status["status"] == "completed" and status["ended_by"] == end["ended_by"] == "time budget"
     assert 0 < status["step"] == end["step"] < end["max_steps"] == status["max_steps"] == 20
+
+
+def test_with_the_fast_paths_off_dpo_trains_with_trls_own_trainer_and_loss(tiny, tmp_path, monkeypatch):
+    from trl import DPOTrainer
+
+    from ftkit.training.dpo import trainer_class
+
+    monkeypatch.setenv(fastpath.ENV, "0")
+    assert trainer_class() is DPOTrainer and trainer_class(lean=False) is DPOTrainer
+    calls = []
+    original = DPOTrainer._compute_loss
+    monkeypatch.setattr(DPOTrainer, "_compute_loss", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    model, tok = tiny
+    # A loss the lean path refuses: the plain path takes it, with lean_loss left on.
+    run = train_dpo(model, tok, PAIRS, runs_root=tmp_path, config=DPOSettings(
+        max_steps=2, batch_size=4, logging_steps=1, sft_weight=0, trl={"loss_type": "ipo"}))
+    assert run.status["status"] == "completed" and len(run.events("log")) == 2
+    assert len(calls) == 3  # the first-step check, then two steps: TRL's loss throughout
+
+
+def test_the_first_step_check_draws_no_random_numbers(tiny, tmp_path, monkeypatch):
+    from ftkit.training.dpo import reference_check
+
+    model, tok = tiny
+    trainer, stack = _trainer(model, tok, tmp_path, DPOSettings(batch_size=4))
+    with stack:
+        history = list(trainer.state.log_history)
+        state = torch.random.get_rng_state()
+        monkeypatch.setattr(torch.random, "set_rng_state", lambda *a: pytest.fail("the global RNG state was set"))
+        found = reference_check(trainer)
+        assert torch.equal(torch.random.get_rng_state(), state)
+        assert trainer.state.log_history == history  # the check's figures belong to no step
+        assert set(found) == {"rewards/chosen", "rewards/rejected"} and max(map(abs, found.values())) < 1e-4
+        assert reference_check(trainer) == found  # the same first rows each time
+
+
+def test_trls_own_precomputed_reference_equals_the_lean_one(tiny, tmp_path):
+    """TRL's precompute_ref_log_probs computes the same reference log-probabilities as the lean
+    trainer's precompute_reference (which ftkit keeps for the reasons in ftkit.fastpath.dpo_lean)."""
+    model, tok = tiny
+    lean, stack = _trainer(model, tok, tmp_path, DPOSettings(batch_size=4))
+    with stack:
+        _move_adapter(lean.model)  # the policy is not the reference: a mix-up would show
+        lean.precompute_reference()
+        ours = lean.train_dataset
+    trls, stack = _trainer(model, tok, tmp_path, DPOSettings(batch_size=4, trl={"precompute_ref_log_probs": True}))
+    with stack:
+        theirs = trls.train_dataset
+    assert ours["prompt_ids"] == theirs["prompt_ids"]
+    for column in ("ref_chosen_logps", "ref_rejected_logps"):
+        torch.testing.assert_close(torch.tensor(ours[column]), torch.tensor(theirs[column]), rtol=0, atol=1e-4,
+                                   msg=column)

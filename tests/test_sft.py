@@ -265,14 +265,14 @@ def test_sft_on_conversations_lowers_the_loss_of_every_answer(tiny, tmp_path):
 def test_the_trainer_learns_exactly_the_assistant_tokens_of_a_conversation(tiny, tmp_path):
     from ftkit.models.loading import choose_device
     from ftkit.runs import new_run
-    from ftkit.training.sft import _trainer_class, _trl_config
+    from ftkit.training.sft import _trl_config, trainer_class
 
     model, tok = tiny
     rows = to_trl_rows([{"messages": CHAT}], zero_shot(), tok)
     cfg = settings(batch_size=1)
-    trainer = _trainer_class()(model=model, args=_trl_config(cfg, new_run("x", {}, root=tmp_path),
-                                                             choose_device("cpu"), False),
-                               train_dataset=rows, processing_class=tok, peft_config=cfg.lora.peft_config())
+    trainer = trainer_class()(model=model, args=_trl_config(cfg, new_run("x", {}, root=tmp_path),
+                                                            choose_device("cpu"), False),
+                              train_dataset=rows, processing_class=tok, peft_config=cfg.lora.peft_config())
     batch = next(iter(trainer.get_train_dataloader()))
     ids, mask = rows[0]["input_ids"], rows[0]["assistant_masks"]
     assert batch["labels"][0].tolist() == [t if m else -100 for t, m in zip(ids, mask)]
@@ -290,20 +290,22 @@ def test_the_completion_loss_equals_trls_own_loss_and_gradients(tiny, tmp_path):
     import torch
     from trl import SFTTrainer
 
+    from ftkit.fastpath.sft_loss import trainer_class
     from ftkit.models.loading import choose_device
     from ftkit.runs import new_run
-    from ftkit.training.sft import _trainer_class, _trl_config
+    from ftkit.training.sft import _trl_config
 
     model, tok = tiny
     cfg = settings(batch_size=4)
     run = new_run("x", {}, root=tmp_path)
-    trainer = _trainer_class()(model=model, args=_trl_config(cfg, run, choose_device("cpu"), False),
+    trainer = trainer_class()(model=model, args=_trl_config(cfg, run, choose_device("cpu"), False),
                                train_dataset=to_trl_rows(ROWS[:4], zero_shot()), processing_class=tok,
                                peft_config=cfg.lora.peft_config())
     batch = next(iter(trainer.get_train_dataloader()))
     assert (batch["labels"] == -100).any()  # prompts are masked: the fast path has work to skip
     trainer.model.train()
     params = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert type(trainer).compute_loss is not SFTTrainer.compute_loss  # the fast path against the plain one
     ours = trainer.compute_loss(trainer.model, dict(batch))
     trls = SFTTrainer.compute_loss(trainer, trainer.model, dict(batch))
     assert torch.allclose(ours, trls, atol=1e-5)
@@ -415,12 +417,12 @@ SHARED_ROWS = [{"prompt": f"Labels: order_status, billing, account, address\nMes
                                                                "address")]]
 
 
-def _loss_and_grads(trainer, batch, share: bool, monkeypatch):
-    import ftkit.training.sft as sft
+def _loss_and_grads(trainer, batch, share: bool, monkeypatch, loss_of=None):
+    from ftkit.fastpath import prefix
 
-    monkeypatch.setattr(sft, "MIN_SHARED_PREFIX", 1 if share else 10**9)
+    monkeypatch.setattr(prefix, "MIN_SHARED_PREFIX", 1 if share else 10**9)
     params = [p for p in trainer.model.parameters() if p.requires_grad]
-    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss = (loss_of or trainer.compute_loss)(trainer.model, dict(batch))
     return loss, torch.autograd.grad(loss, params)
 
 
@@ -430,17 +432,19 @@ def test_a_shared_prompt_prefix_computed_once_gives_the_same_loss_and_gradients(
     the loss and every LoRA gradient equal the padded forward's, in float32, for each family
     (absolute positions, ALiBi, rotary), with rows of different lengths (right padding)."""
     from tiny_models import make_tokenizer, save_tiny_family
+    from trl import SFTTrainer
 
+    from ftkit.fastpath.sft_loss import shared_prefix, trainer_class
     from ftkit.models.loading import choose_device
     from ftkit.runs import new_run
-    from ftkit.training.sft import _shared_prefix, _trainer_class, _trl_config
+    from ftkit.training.sft import _trl_config
 
     plain = family in ("gpt2", "bloom")  # saved without a chat template: the plain fallback one
     folder = save_tiny_family(tmp_path / family, family, make_tokenizer(None) if plain else None)
     model, tok = load_model(folder, device="cpu", dtype="float32", verbose=False)
     cfg = settings(batch_size=4)
-    trainer = _trainer_class()(model=model, args=_trl_config(cfg, new_run("x", {}, root=tmp_path), choose_device("cpu"),
-                                                             False),
+    trainer = trainer_class()(model=model, args=_trl_config(cfg, new_run("x", {}, root=tmp_path), choose_device("cpu"),
+                                                            False),
                                train_dataset=to_trl_rows(SHARED_ROWS, zero_shot()), processing_class=tok,
                                peft_config=cfg.lora.peft_config())
     batch = dict(next(iter(trainer.get_train_dataloader())))
@@ -457,17 +461,23 @@ def test_a_shared_prompt_prefix_computed_once_gives_the_same_loss_and_gradients(
     keep[:, :-1] = batch["labels"][:, 1:] != -100
     keep[:, -1] = False
     forward = {k: v for k, v in batch.items() if k != "labels"}
-    assert _shared_prefix(forward, keep) >= 8 if family == "llama" else True  # "Labels: ..." is shared
+    assert shared_prefix(forward, keep) >= 8 if family == "llama" else True  # "Labels: ..." is shared
 
     ours, our_grads = _loss_and_grads(trainer, batch, True, monkeypatch)
     padded, padded_grads = _loss_and_grads(trainer, batch, False, monkeypatch)
     assert torch.allclose(ours, padded, atol=1e-5), (float(ours), float(padded))
     for a, b in zip(our_grads, padded_grads):
         assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
+    # And both equal the plain path: TRL's own SFTTrainer loss on the same batch.
+    trls, trl_grads = _loss_and_grads(trainer, batch, True, monkeypatch,
+                                      lambda m, b: SFTTrainer.compute_loss(trainer, m, b))
+    assert torch.allclose(ours, trls, atol=1e-5), (float(ours), float(trls))
+    for a, b in zip(our_grads, trl_grads):
+        assert torch.allclose(a, b, atol=1e-5), float((a - b).abs().max())
 
 
 def test_no_prefix_is_shared_past_the_first_trained_position_or_across_left_padding():
-    from ftkit.training.sft import _shared_prefix
+    from ftkit.fastpath.sft_loss import shared_prefix as _shared_prefix
 
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1, 2], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 3, 0]])
     mask = torch.tensor([[1] * 12, [1] * 11 + [0]])
@@ -484,7 +494,7 @@ def test_no_prefix_is_shared_past_the_first_trained_position_or_across_left_padd
 
 
 def test_a_model_with_dropout_in_training_computes_every_row_in_full(tiny, monkeypatch):
-    import ftkit.training.sft as sft
+    import ftkit.fastpath.sft_loss as sft
 
     model, _ = tiny
     ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 1, 2]] * 2)
@@ -492,6 +502,6 @@ def test_a_model_with_dropout_in_training_computes_every_row_in_full(tiny, monke
     keep[:, 10] = True
     model.train()
     model.add_module("drop", torch.nn.Dropout(0.1))  # one shared dropout mask would be another function
-    assert sft._shared_prefix(batch, keep) == 10 and sft._forward_after_prefix(model, batch, keep, 10) is None
+    assert sft.shared_prefix(batch, keep) == 10 and sft.forward_after_prefix(model, batch, keep, 10) is None
     model.eval()
-    assert sft._forward_after_prefix(model, batch, keep, 10).shape == (2, model.config.vocab_size)
+    assert sft.forward_after_prefix(model, batch, keep, 10).shape == (2, model.config.vocab_size)

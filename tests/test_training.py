@@ -1,8 +1,13 @@
-"""What SFT and DPO share (ftkit.training.settings): settings, the model a run trains, quiet output,
-the pre-flight report, and both precision paths."""
+"""What SFT and DPO share (ftkit.training.settings, ftkit.training.trainer): settings, the model a run
+trains, quiet output (thread-safe), the pre-flight report, both precision paths, light imports and
+the plain TRL path with the fast paths off."""
 
 import dataclasses
+import subprocess
+import sys
+import threading
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,7 +66,8 @@ def test_on_a_cpu_sft_takes_the_whole_batch_in_one_pass_and_dpo_keeps_passes_of_
     from ftkit.models.loading import choose_device
     from ftkit.runs import new_run
     from ftkit.training.sft import _trl_config
-    from ftkit.training.settings import micro_batches, trl_arguments
+    from ftkit.training.settings import micro_batches
+    from ftkit.training.trainer import trl_arguments
 
     assert micro_batches(8, 0, "cpu") == (4, 2) and micro_batches(8, 0, "cpu", cpu_default=0) == (8, 1)
     assert micro_batches(8, 2, "cpu", cpu_default=0) == (2, 4) and micro_batches(8, 0, "cuda", 4) == (8, 1)
@@ -174,7 +180,7 @@ def test_under_fsdp_the_adapter_is_saved_from_a_full_state_dict(tmp_path, tiny_t
 
     from ftkit.training.events import StopFlag
     from ftkit.runs import new_run
-    from ftkit.training.settings import train_and_record
+    from ftkit.training.trainer import train_and_record
 
     calls = []
     plugin = SimpleNamespace(set_state_dict_type=lambda kind: calls.append(("state_dict_type", kind)))
@@ -203,7 +209,7 @@ def test_the_trainers_printing_callbacks_give_way_to_one_loss_bar_or_to_nothing(
     from ftkit.prompts import zero_shot
     from ftkit.runs import new_run
     from ftkit.training.sft import _trainer_class, _trl_config, to_trl_rows
-    from ftkit.training.settings import show_progress
+    from ftkit.training.trainer import show_progress
 
     model, tok = tiny
     run, cpu = new_run("x", {}, root=tmp_path), choose_device("cpu", "float32")
@@ -222,3 +228,68 @@ def test_the_trainers_printing_callbacks_give_way_to_one_loss_bar_or_to_nothing(
         bars = [cb for cb in kept if type(cb) is LossBar]
         assert [cb for cb in kept if isinstance(cb, printing)] == bars and len(bars) == int(bar)
         assert [cb for cb in kept if type(cb) is not LossBar] == others
+
+
+def test_training_on_a_worker_thread_leaves_the_process_warning_filters_alone(tiny, tmp_path):
+    """warnings.catch_warnings is not thread-safe: a panel's training thread must not enter it."""
+    model, tok = tiny
+    before, during, errors = list(warnings.filters), [], []
+    bus = EventBus()
+    bus.on("log", lambda e: during.append(list(warnings.filters)))
+
+    def train():
+        try:
+            train_sft(model, tok, ROWS, config=SFTSettings(**FAST), bus=bus, runs_root=tmp_path, progress=False)
+        except Exception as err:  # noqa: BLE001 - reported below, on the test's thread
+            errors.append(err)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    worker.join()
+    assert errors == [] and len(during) == 3
+    assert all(filters == before for filters in during) and list(warnings.filters) == before
+
+
+def test_hide_known_noise_hides_transformers_deprecation_only_where_transformers_issues_it(tiny):
+    from ftkit.training.trainer import hide_known_noise
+
+    model, _ = tiny
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        hide_known_noise()
+        hide_known_noise()  # once is enough: the filter is not added twice
+        assert model.is_gradient_checkpointing is False  # transformers warns each time it is read
+        warnings.warn("`is_gradient_checkpointing` is deprecated (said by someone else)", FutureWarning)
+        filters = [f for f in warnings.filters if f[0] == "ignore" and f[3] is not None
+                   and f[3].pattern.startswith("transformers")]
+    assert [str(w.message) for w in seen] == ["`is_gradient_checkpointing` is deprecated (said by someone else)"]
+    assert len(filters) == 1
+
+
+def test_settings_methods_events_and_curves_import_no_ml_library():
+    code = ("import sys, ftkit.training.settings, ftkit.training.sft, ftkit.training.dpo, ftkit.training.events, "
+            "ftkit.training.curves, ftkit.training\n"
+            "from ftkit.training import SFTSettings, DPOSettings, EventBus\n"
+            "print([m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'pandas', 'accelerate') "
+            "if m in sys.modules])")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_with_the_fast_paths_off_sft_trains_with_trls_own_trainer(tiny, tmp_path, monkeypatch):
+    from trl import SFTTrainer
+
+    from ftkit import fastpath
+    from ftkit.fastpath import sft_loss
+    from ftkit.training.sft import trainer_class
+
+    monkeypatch.setenv(fastpath.ENV, "0")
+    assert trainer_class() is SFTTrainer
+    monkeypatch.setattr(sft_loss, "completion_loss", lambda *a: pytest.fail("the fast path was taken"))
+    model, tok = tiny
+    run = train_sft(model, tok, ROWS, config=SFTSettings(**FAST), runs_root=tmp_path, progress=False)
+    assert run.status["status"] == "completed" and all(e["loss"] > 0 for e in run.events("log"))
+    monkeypatch.setenv(fastpath.ENV, "1")
+    if fastpath.enabled("trl", "transformers"):
+        assert trainer_class() is sft_loss.trainer_class() and trainer_class() is not SFTTrainer

@@ -1,6 +1,8 @@
-"""DPO's loss computed leaner: the same loss as TRL's ``DPOTrainer``, steps several times faster on a CPU.
+"""DPO's loss computed leaner: the same loss as TRL's ``DPOTrainer``, in a fraction of its work per step
+(``benchmarks/dpo_speed.py`` times both side by side).
 
-:func:`ftkit.training.dpo.train_dpo` trains with it when ``DPOSettings.lean_loss`` is on (the default). It
+:func:`ftkit.training.dpo.train_dpo` trains with it when ``DPOSettings.lean_loss`` is on (the default)
+and ``fastpath.enabled("trl", "transformers")``; otherwise with TRL's ``DPOTrainer`` as TRL ships it. It
 computes TRL's ``sigmoid`` loss, plus the ``sft`` term (RPO) when ``sft_weight`` weighs it in, and
 logs the figures TRL logs under TRL's names; in float32 the losses agree with TRL's to 1e-5
 (tests/test_dpo.py compares the loss, the rewards and the LoRA gradients on a batch). Three things
@@ -12,7 +14,17 @@ make it lean:
   for the model families in :data:`SHARED_PROMPT_FAMILIES`;
 - the reference's log-probabilities are computed once, before the first step
   (``precompute_reference`` on the trainer :func:`_trainer_class` builds), instead of in a second
-  forward pass at every step.
+  forward pass at every step. TRL's own ``precompute_ref_log_probs`` gives the same numbers
+  (tests/test_dpo.py compares them) but ftkit keeps this one: TRL's runs while the trainer is
+  built, so ftkit's first-step check (:func:`ftkit.training.dpo.reference_check`) would compare
+  the policy with numbers computed before anything could be checked, not with the reference the
+  steps use; it scores every position through the full LM head; and it hashes every weight of the
+  model to name a cache file, which it then writes.
+
+The private names of TRL it relies on (``_metrics``, ``_total_train_tokens``, ``_tp_size`` through
+:mod:`ftkit.fastpath.trainer_metrics`, ``_compute_loss``, ``_prepare_inputs``,
+``precompute_ref_logps``, ``trl.trainer.utils.use_adapter``) each have a contract test in
+``tests/fastpath/test_training_contracts.py``.
 
 Where it does not apply: TRL's other loss types, f-divergences, ``ld_alpha`` and ``use_weighting``
 (:func:`_lean_refusal` says so before a run starts), a Mixture-of-Experts model's router loss, and
@@ -27,9 +39,8 @@ import contextlib
 import dataclasses
 import functools
 
-import datasets
-
-from ftkit.training.settings import completion_positions
+from ftkit.fastpath.sft_loss import completion_positions
+from ftkit.fastpath.trainer_metrics import count_train_tokens, figures, train_tokens
 
 __all__ = ["LEAN_LOSS_TYPES", "SHARED_PROMPT_FAMILIES"]
 
@@ -72,7 +83,7 @@ def _completion_logps(model, inputs: dict, details: bool = False, shared: bool =
     positions only; None when the model ignores ``logits_to_keep``.
 
     The model's own ``logits_to_keep`` projects just the positions whose next token is a
-    completion token, as SFT's completion loss does (ftkit.training.sft): ~5 of ~100 positions per sequence
+    completion token, as SFT's completion loss does (ftkit.fastpath.sft_loss): ~5 of ~100 positions per sequence
     for the built-in routing pairs. With ``shared`` (and where :func:`_shared_prompt_rows` applies)
     each pair's prompt goes through the model once instead of twice. With ``details``, also the
     per-token figures: ``(logps, tokens)``, tokens a dict of ``logp``, ``row`` (the sequence, in
@@ -220,7 +231,7 @@ def _lean_loss(trainer, model, inputs: dict):
 
     # The figures TRL logs, under its names, from the completion positions (all it averages over).
     acc, mode = trainer.accelerator, "train" if trainer.model.training else "eval"
-    metrics = trainer._metrics[mode]
+    metrics = figures(trainer, mode)
     with torch.no_grad():
         chosen_rewards = trainer.beta * chosen_logratios.detach()
         rejected_rewards = trainer.beta * rejected_logratios.detach()
@@ -234,9 +245,8 @@ def _lean_loss(trainer, model, inputs: dict):
     n = n_chosen + n_rejected
     metrics["entropy"].append(entropy / n if n else 0.0)
     if mode == "train":
-        trainer._total_train_tokens += int(acc.gather_for_metrics(inputs["attention_mask"].sum()).sum()) // \
-            trainer._tp_size
-    metrics["num_tokens"] = [trainer._total_train_tokens]
+        count_train_tokens(trainer, int(acc.gather_for_metrics(inputs["attention_mask"].sum()).sum()))
+    metrics["num_tokens"] = [train_tokens(trainer)]
     metrics["logits/chosen"].append(logit_chosen / n_chosen if n_chosen else 0.0)
     metrics["logits/rejected"].append(logit_rejected / n_rejected if n_rejected else 0.0)
     metrics["mean_token_accuracy"].append(top1 / n_chosen if n_chosen else 0.0)
@@ -311,6 +321,8 @@ def _trainer_class():
             if self.precompute_ref_logps or self.args.sync_ref_model or \
                     not (is_peft_model(self.model) or self.ref_model is not None):
                 return  # already there, a moving reference, or none kept besides the policy
+            import datasets
+
             rows = self.train_dataset
             if not isinstance(rows, datasets.Dataset):
                 return  # rows that stream in are scored as they come

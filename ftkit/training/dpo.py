@@ -11,29 +11,30 @@ so the reference is the SFT model, as DPO intends, still on the one set of base 
 TRL logs the DPO figures at every logging step: ``rewards/chosen``, ``rewards/rejected``,
 ``rewards/margins``, ``rewards/accuracies`` and the loss; they arrive as ``log`` events.
 
-The loss is TRL's, computed leaner (``lean_loss``, on by default): only the answer positions go
-through the LM head, each pair's prompt goes through the model once for both answers, and the
-reference's log-probabilities are computed once, before the first step, instead of in a second
-forward pass at every step (see :mod:`ftkit.fastpath.dpo_lean`).
+The loss is TRL's, computed leaner (``lean_loss``, on by default, where
+``fastpath.enabled("trl", "transformers")``): only the answer positions go through the LM head,
+each pair's prompt goes through the model once for both answers, and the reference's
+log-probabilities are computed once, before the first step, instead of in a second forward pass
+at every step (see :mod:`ftkit.fastpath.dpo_lean`). Otherwise TRL's ``DPOTrainer`` trains as TRL
+ships it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import datasets
+from ftkit import fastpath
+from ftkit.training.events import EventBus, StopFlag
+from ftkit.training.settings import Preflight, TrainingSettings, default
 
-from ftkit.data.canonical import as_rows
-from ftkit.data.report import rows_text
-from ftkit.fastpath.dpo_lean import _lean_refusal, _trainer_class
-from ftkit.training.events import EventBus, EventCallback, StopFlag
-from ftkit.models.loading import model_info, quiet_library_noise
-from ftkit.prompts import PromptTemplate, zero_shot
-from ftkit.runs import Run, fingerprint, new_run
-from ftkit.training.settings import (Preflight, TrainingSettings, default, train_and_record,
-                            trainable_model, trl_arguments)
+if TYPE_CHECKING:
+    import datasets
 
-__all__ = ["DPOSettings", "preflight", "reference_check", "to_trl_pairs", "train_dpo"]
+    from ftkit.prompts import PromptTemplate
+    from ftkit.runs import Run
+
+__all__ = ["DPOSettings", "preflight", "reference_check", "to_trl_pairs", "train_dpo", "trainer_class"]
 
 
 @dataclass
@@ -48,17 +49,21 @@ class DPOSettings(TrainingSettings):
     sft_weight: float = field(default=1.0, metadata={
         "help": "Weight of an SFT loss on the chosen answer added to DPO's (RPO); it keeps the right "
                 "answers likely. 0 for plain DPO", "after": "beta", "min": 0})
-    # Measured on the embedded model and the built-in pairs, 4 a step (benchmarks/dpo_speed.py, 2
-    # CPU cores, bf16): 3.5 s a step with TRL's own loss, 0.84 s lean (4.2x), after a reference pass
-    # of 12 s over the 160 pairs (a third of an epoch's steps); in float32 the losses agree to 1e-5.
+    # benchmarks/dpo_speed.py measures the steps both ways, side by side; in float32 the losses
+    # agree to 1e-5 (tests/test_dpo.py).
     lean_loss: bool = field(default=True, metadata={
         "help": "Score only the answer tokens through the LM head, each pair's prompt once for both answers, "
-                "and the reference once, before the first step: the same loss as TRL's, steps several times "
-                "faster on a CPU. Off: TRL's own loss (needed for its other loss types)", "after": "sft_weight"})
+                "and the reference once, before the first step: the same loss as TRL's, in less work per step. "
+                "Off (or with FTKIT_FASTPATH=0): TRL's own loss (needed for its other loss types)",
+        "after": "sft_weight"})
 
 
 def to_trl_pairs(rows, template: PromptTemplate) -> datasets.Dataset:
     """Canonical pairs as TRL's conversational preference rows, prompts rendered by ``template``."""
+    import datasets
+
+    from ftkit.data.canonical import as_rows
+
     rows = as_rows(rows)
     if rows and not {"prompt", "chosen", "rejected"} <= set(rows[0]):
         raise ValueError(f"DPO needs prompt/chosen/rejected rows (load them with ftkit.load_data); "
@@ -78,6 +83,8 @@ def preflight(tokenizer, trl_pairs: datasets.Dataset, from_run: Run | None = Non
 
     Both answers are trained: DPO raises the chosen one's likelihood against the rejected one's.
     """
+    from ftkit.data.report import rows_text
+
     problems = []
     if from_run is not None and not (from_run.adapter_dir / "adapter_config.json").is_file():
         problems.append(f"run {from_run.id} has no saved adapter to continue (status: "
@@ -126,25 +133,31 @@ def reference_check(trainer) -> dict:
     """DPO's rewards on the first batch before any update: ``{"rewards/chosen", "rewards/rejected"}``.
 
     Both must be ~0 (see :data:`FIRST_STEP_TOLERANCE`); :func:`train_dpo` stops the run
-    otherwise. The RNG state is restored, so the run's data order is the same with or without it.
+    otherwise. The batch is the first rows, in order, collated by the trainer's own collator
+    without a data loader (whose iterator draws a seed from torch's global generator), so the
+    check draws no random number and the run's data order is the same with or without it. The figures
+    are the ones TRL logs: the trainer's loss files them, its public ``log`` averages them (as
+    ``eval_...``: the model is in eval mode, no dropout), and the entry is taken back out of the
+    trainer's log history, since it belongs to no step.
     """
+    import itertools
+
     import torch
 
-    rng = torch.random.get_rng_state()
     model = trainer.model
     was_training = model.training
     model.eval()
     try:
-        batch = next(iter(trainer.get_train_dataloader()))
+        rows = list(itertools.islice(trainer.train_dataset, trainer.args.per_device_train_batch_size))
+        batch = {k: v.to(trainer.args.device) if isinstance(v, torch.Tensor) else v
+                 for k, v in trainer.data_collator(rows).items()}
         with torch.no_grad():
             trainer.compute_loss(model, batch)
-        metrics = trainer._metrics["eval"]  # TRL files metrics by the model's mode: eval, no dropout
-        found = {key: float(metrics[key][-1]) for key in ("rewards/chosen", "rewards/rejected")}
-        metrics.clear()  # not part of any logged step
+        trainer.log({})
+        logged = trainer.state.log_history.pop()
     finally:
         model.train(was_training)
-        torch.random.set_rng_state(rng)
-    return found
+    return {key: float(logged[f"eval_{key}"]) for key in ("rewards/chosen", "rewards/rejected")}
 
 
 def _check_reference(trainer, run: Run) -> None:
@@ -163,6 +176,8 @@ def _check_reference(trainer, run: Run) -> None:
 def _trl_config(settings: DPOSettings, run: Run, device_choice, progress: bool = True):
     from trl import DPOConfig
 
+    from ftkit.training.trainer import trl_arguments
+
     # settings.trl (in _dpo_arguments) goes over everything, as for SFT.
     return DPOConfig(**{**trl_arguments(settings, run, device_choice, DPOConfig, progress=progress),
                         **_dpo_arguments(settings)})
@@ -174,6 +189,19 @@ def _dpo_arguments(settings: DPOSettings) -> dict:
     if settings.sft_weight:
         kw.update(loss_type=["sigmoid", "sft"], loss_weights=[1.0, settings.sft_weight])
     return {**kw, **settings.trl}
+
+
+def trainer_class(lean: bool = True):
+    """The trainer class a run trains with: TRL's ``DPOTrainer`` with the lean loss of
+    :mod:`ftkit.fastpath.dpo_lean` when ``lean`` and ``fastpath.enabled("trl", "transformers")``,
+    else ``DPOTrainer`` as TRL ships it."""
+    if lean and fastpath.enabled("trl", "transformers"):
+        from ftkit.fastpath.dpo_lean import _trainer_class
+
+        return _trainer_class()
+    from trl import DPOTrainer
+
+    return DPOTrainer
 
 
 def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None,
@@ -192,7 +220,11 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
 
     >>> dpo_run = train_dpo(model, tokenizer, pairs, from_run=sft_run, progress=False)  # doctest: +SKIP
     """
-    from trl import DPOTrainer
+    from ftkit.models.loading import model_info
+    from ftkit.prompts import zero_shot
+    from ftkit.runs import fingerprint, new_run
+    from ftkit.training.callbacks import EventCallback
+    from ftkit.training.trainer import quiet_training, train_and_record, trainable_model
 
     config = config or DPOSettings()
     template = template or zero_shot()
@@ -202,18 +234,22 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
     check = preflight(tokenizer, trl_pairs, from_run, config.max_length)
     if check.problems:
         raise ValueError("pre-flight check failed:\n" + "\n".join(check.problems))
-    if config.lean_loss and (problem := _lean_refusal(_dpo_arguments(config))):
-        raise ValueError(problem)
-    trainer_class = _trainer_class() if config.lean_loss else DPOTrainer
+    lean = config.lean_loss and fastpath.enabled("trl", "transformers")
+    if lean:
+        from ftkit.fastpath.dpo_lean import _lean_refusal
+
+        if problem := _lean_refusal(_dpo_arguments(config)):
+            raise ValueError(problem)
+    build = trainer_class(lean)
     info = model_info(model)
     start_adapter = from_run.adapter_dir if from_run is not None else None
-    with quiet_library_noise(), trainable_model(model, config.lora, start_adapter) as (trainee, peft_config):
+    with quiet_training(), trainable_model(model, config.lora, start_adapter) as (trainee, peft_config):
         run = resume or new_run(config.name, {
             "kind": "dpo", "settings": asdict(config), "template": asdict(template), "base_model": info.source,
             "from_run": from_run.id if from_run is not None else None,
             "data_fingerprint": fingerprint(pairs), "train_rows": len(trl_pairs), "device": str(info.device),
         }, root=runs_root)
-        trainer = trainer_class(model=trainee, ref_model=None, args=_trl_config(config, run, info.device, progress),
+        trainer = build(model=trainee, ref_model=None, args=_trl_config(config, run, info.device, progress),
                                 train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
                                 callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60,
                                                          run=run)])

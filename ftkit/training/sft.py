@@ -9,24 +9,28 @@ same :class:`~ftkit.prompts.PromptTemplate` that evaluation uses, so the fine-tu
 exactly what it was trained on; the loss covers the completion tokens only (TRL's default for
 prompt/completion data), including the end-of-turn token, so the model learns to stop. A
 conversation (``messages`` rows) trains every assistant turn, and only those.
+
+Where ``fastpath.enabled("trl", "transformers")`` the loss is TRL's computed leaner
+(:mod:`ftkit.fastpath.sft_loss`: the LM head over the completion positions only, a prompt start
+the rows share computed once); otherwise ``SFTTrainer`` trains as TRL ships it (``FTKIT_FASTPATH=0``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import datasets
+from ftkit import fastpath
+from ftkit.training.events import EventBus, StopFlag
+from ftkit.training.settings import Preflight, TrainingSettings, default
 
-from ftkit.data.canonical import as_rows
-from ftkit.data.report import rows_text
-from ftkit.training.events import EventBus, EventCallback, StopFlag
-from ftkit.models.loading import model_info, quiet_library_noise
-from ftkit.prompts import PromptTemplate, zero_shot
-from ftkit.runs import Run, fingerprint, new_run
-from ftkit.training.settings import (Preflight, TrainingSettings, completion_positions, default, train_and_record,
-                            trainable_model, trl_arguments)
+if TYPE_CHECKING:
+    import datasets
 
-__all__ = ["SFTSettings", "conversation_tokens", "preflight", "to_trl_rows", "train_sft"]
+    from ftkit.prompts import PromptTemplate
+    from ftkit.runs import Run
+
+__all__ = ["SFTSettings", "conversation_tokens", "preflight", "to_trl_rows", "train_sft", "trainer_class"]
 
 
 @dataclass
@@ -53,6 +57,10 @@ def to_trl_rows(rows, template: PromptTemplate, tokenizer=None) -> datasets.Data
     loss covers **every** assistant turn and nothing else (see :func:`conversation_tokens`); the
     template's system prompt and instruction apply to it as :meth:`PromptTemplate.conversation` says.
     """
+    import datasets
+
+    from ftkit.data.canonical import as_rows
+
     rows = as_rows(rows)
     if rows and "messages" in rows[0]:
         if tokenizer is None:
@@ -115,6 +123,8 @@ def preflight(tokenizer, trl_rows: datasets.Dataset, max_length: int) -> Preflig
     answers without the end-of-turn token (the model would not learn to stop), answers that
     ``max_length`` cuts short, and rows it leaves with nothing to learn. For conversations, every
     assistant turn is an answer."""
+    from ftkit.data.report import rows_text
+
     problems, notes = [], []
     if not getattr(tokenizer, "chat_template", None):
         problems.append("the tokenizer has no chat template, so prompts cannot be rendered as chat; "
@@ -179,129 +189,29 @@ def _runs(mask: list[int], both: bool = False) -> list[tuple[int, int]]:
 
 # --- training -----------------------------------------------------------------------------------
 
-def _completion_loss(trainer, model, inputs, num_items_in_batch):
-    """The next-token loss over the completion positions only, and TRL's token metrics.
+def trainer_class():
+    """The trainer class a run trains with: TRL's ``SFTTrainer`` with the leaner completion loss of
+    :mod:`ftkit.fastpath.sft_loss` where ``fastpath.enabled("trl", "transformers")`` (the same loss
+    and gradients), else ``SFTTrainer`` as TRL ships it."""
+    if fastpath.enabled("trl", "transformers"):
+        from ftkit.fastpath.sft_loss import trainer_class as fast
 
-    TRL's fused LM head scores every position of the batch on devices without Triton (CPUs), and
-    computes entropy and top-1 over the whole vocabulary with a recompute in backward: 44% of a
-    LoRA step of the embedded model here, for a loss that covers a few completion tokens of each
-    ~100-token example. The model's own ``logits_to_keep`` (a boolean mask: transformers >= 5.x)
-    projects just the trained positions. Returns None where that does not apply, so the caller
-    falls back to TRL's path.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    labels = inputs.get("labels")
-    if labels is None:
-        return None
-    target = labels[:, 1:]
-    trained = target != -100
-    keep = completion_positions(trained)
-    forward = {k: v for k, v in inputs.items() if k != "labels"}
-    shared = _shared_prefix(forward, keep)
-    logits = _forward_after_prefix(model, forward, keep, shared) if shared else None
-    if logits is None:
-        logits = model(**forward, use_cache=False, logits_to_keep=keep).logits
-    if logits.dim() != 2:  # a model that ignores the mask returns (batch, length, vocab)
-        return None
-    wanted = target[keep[:, :-1]]  # keep's last column is never set: same count as logits rows
-    total = F.cross_entropy(logits.float(), wanted, ignore_index=-100, reduction="sum")
-    count = trained.sum() if num_items_in_batch is None else num_items_in_batch
-    loss = total / torch.as_tensor(count).clamp(min=1)
-    if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
-        loss = loss * trainer.accelerator.num_processes
-
-    mode = "train" if trainer.model.training else "eval"
-    with torch.no_grad():
-        valid = wanted != -100
-        scored = logits[valid].float()
-        log_p = scored.log_softmax(-1)
-        n = max(int(valid.sum()), 1)
-        trainer._metrics[mode]["entropy"].append(float(-(log_p.exp() * log_p).sum()) / n)
-        trainer._metrics[mode]["mean_token_accuracy"].append(
-            float((scored.argmax(-1) == wanted[valid]).sum()) / n)
-        if mode == "train" and "attention_mask" in inputs:
-            trainer._total_train_tokens += int(inputs["attention_mask"].sum())
-        trainer._metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
-    return loss
-
-
-# A prefix shorter than this is not worth a second forward call.
-MIN_SHARED_PREFIX = 8
-
-
-def _shared_prefix(inputs: dict, keep) -> int:
-    """How many leading tokens every row of the batch has in common and that need no logits: the
-    chat template's system prompt and the instruction before the row's own text (a label list).
-
-    On banking77 with 10 labels, 90 of an example's 120 tokens are the same in every row (the default
-    system prompt is 21 of them, the label list 62); with 77 labels, 580 of 605. Computing them once
-    per forward pass instead of once per row is where most of a CPU step went. 0: nothing worth
-    sharing (a single row, left padding, packed rows, or other model inputs than ids and mask).
-    """
-    ids, mask = inputs.get("input_ids"), inputs.get("attention_mask")
-    if ids is None or mask is None or ids.shape[0] < 2 or set(inputs) - {"input_ids", "attention_mask"}:
-        return 0
-    same = ((ids == ids[:1]) & (mask == 1)).all(0)
-    common = int(same.long().cumprod(0).sum())
-    # The logit at position i predicts token i+1: every kept logit must come after the prefix.
-    first_kept = int(keep.long().argmax(1).min()) if keep.any(1).all() else 0
-    shared = min(common, first_kept, ids.shape[1] - 1)
-    return shared if shared >= MIN_SHARED_PREFIX else 0
-
-
-def _forward_after_prefix(model, inputs: dict, keep, shared: int):
-    """The logits at ``keep`` for a batch whose rows share their first ``shared`` tokens: the shared
-    tokens go through the model once (one row), their keys and values are repeated for every row,
-    and the rest of each row attends to them as to its own. The same function of the weights as one
-    padded forward pass (tests/test_sft.py checks the loss and gradients for every family), with the
-    prefix computed once instead of once per row; its gradient is the sum over the rows, as autograd
-    gives it. None where the model takes no cache argument."""
-    import torch
-
-    from ftkit.generation.generate import _cache_kwarg
-
-    argument = _cache_kwarg(model)
-    # Dropout would draw one mask for the shared prefix instead of one per row (GPT-2's configs
-    # have 0.1): another function of the weights. SmolLM2 and LoRA here have none.
-    dropout = model.training and any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-    if argument is None or dropout:
-        return None
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    head = model(input_ids=ids[:1, :shared], attention_mask=mask[:1, :shared], use_cache=True, logits_to_keep=1)
-    # transformers 5 names it `cache` (reading the old name logs a deprecation warning on the console)
-    cache = head.cache if hasattr(type(head), "cache") or "cache" in head else getattr(head, "past_key_values", None)
-    if not hasattr(cache, "batch_repeat_interleave"):
-        return None
-    cache.batch_repeat_interleave(ids.shape[0])
-    return model(input_ids=ids[:, shared:], attention_mask=mask, use_cache=True, logits_to_keep=keep[:, shared:],
-                 **{argument: cache}).logits
-
-
-def _trainer_class():
-    """TRL's ``SFTTrainer`` with :func:`_completion_loss` as its plain-NLL loss."""
+        return fast()
     from trl import SFTTrainer
 
-    class CompletionSFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            simple = (not return_outputs and self.compute_loss_func is None and self.label_smoother is None
-                      and self.args.loss_type == "nll" and not self.aux_loss_enabled
-                      and not getattr(self, "_is_vision_dataset", False)
-                      and self.accelerator.num_processes == 1)
-            loss = _completion_loss(self, model, inputs, num_items_in_batch) if simple else None
-            if loss is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return loss
+    return SFTTrainer
 
-    return CompletionSFTTrainer
+
+_trainer_class = trainer_class  # the name before the fast path moved to ftkit.fastpath
 
 
 def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool, progress: bool = True):
     from trl import SFTConfig
 
+    from ftkit.training.trainer import trl_arguments
+
     # One pass per step on a CPU too: rows that share a prompt start compute it once per pass (see
-    # _shared_prefix), so a pass of 8 banking77 rows took 1.6 s where two passes of 4 took 2.7 s.
+    # ftkit.fastpath.sft_loss), so one pass of 8 costs less than two of 4 (benchmarks/time_to_accuracy.py).
     kw = trl_arguments(settings, run, device_choice, SFTConfig, cpu_micro_batch=0, progress=progress)
     if has_eval:
         kw.update(eval_strategy="steps", eval_steps=settings.eval_steps)
@@ -318,7 +228,7 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     """Fine-tune on ``train`` (canonical rows); return the recorded :class:`Run`.
 
     ``model`` itself is left unchanged: the run trains LoRA on a copy that shares its weights and
-    keeps the result as ``run.model`` (see :mod:`ftkit.training.settings`). ``template`` renders each
+    keeps the result as ``run.model`` (see :mod:`ftkit.training.trainer`). ``template`` renders each
     prompt (default: the prompt as it is). ``bus`` receives the live events; ``stop.set()`` ends
     the run after the current step with the adapter saved. With ``resume`` (a stopped run),
     training continues from its last checkpoint: same step count, same optimizer state. Raises
@@ -339,6 +249,12 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     """
     from transformers import EarlyStoppingCallback
 
+    from ftkit.models.loading import model_info
+    from ftkit.prompts import zero_shot
+    from ftkit.runs import fingerprint, new_run
+    from ftkit.training.callbacks import EventCallback
+    from ftkit.training.trainer import quiet_training, train_and_record, trainable_model
+
     config = config or SFTSettings()
     template = template or zero_shot()
     bus = bus if bus is not None else EventBus()
@@ -350,7 +266,7 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
         raise ValueError("pre-flight check failed:\n" + "\n".join(check.problems))
 
     info = model_info(model)
-    with quiet_library_noise(), trainable_model(model, config.lora) as (trainee, peft_config):
+    with quiet_training(), trainable_model(model, config.lora) as (trainee, peft_config):
         run = resume or new_run(config.name, {
             "kind": "sft", "settings": asdict(config), "template": asdict(template), "base_model": info.source,
             "data_fingerprint": fingerprint(train),
@@ -361,7 +277,7 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
         if config.early_stopping_patience and trl_eval is not None:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
         args = _trl_config(config, run, info.device, trl_eval is not None, progress)
-        trainer = _trainer_class()(model=trainee, args=args, train_dataset=trl_train, eval_dataset=trl_eval,
+        trainer = trainer_class()(model=trainee, args=args, train_dataset=trl_train, eval_dataset=trl_eval,
                                    processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
         return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
                                 preflight=str(check), progress=progress)
