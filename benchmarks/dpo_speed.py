@@ -114,7 +114,7 @@ def same_weight_losses(model, tok, pairs, template, sft, trained, args, root) ->
     from ftkit.fastpath.dpo_lean import _trainer_class
     from ftkit.models.loading import model_info
     from ftkit.runs import new_run
-    from ftkit.training.settings import trainable_model
+    from ftkit.training.trainer import trainable_model
 
     settings = DPOSettings(name="bench-dpo-check", batch_size=args.batch, max_length=512, seed=0)
     rows = to_trl_pairs(pairs.select(range(min(len(pairs), args.check * args.batch))), template)

@@ -56,7 +56,7 @@ def lora_run(model, tokenizer, root) -> Run:
     the loaders, without the training), on ftkit's default LoRA settings."""
     from peft import get_peft_model
 
-    from ftkit.training.settings import _shared_weights_copy
+    from ftkit.training.trainer import _shared_weights_copy
 
     config = LoraSettings().peft_config()
     config.init_lora_weights = False  # random A and B: the adapter really changes the outputs

@@ -28,6 +28,7 @@ from ftkit.training.curves import read_curves, training_cost
 from ftkit.runs import Run, outcome
 from ftkit.training.sft import SFTSettings, to_trl_rows, train_sft
 from ftkit.training.settings import Preflight, device_defaults
+from ftkit.training.trainer import hide_known_noise
 from ftkit.widgets import _html
 from ftkit.widgets._form import Form
 from ftkit.widgets._ui import button
@@ -199,6 +200,7 @@ class TrainPanel(w.VBox):
             return self._curve(sizes)
         self.status = "running"
         self._start.disabled, self._stop_button.disabled = True, False
+        hide_known_noise()  # here, on the kernel's thread: the training thread leaves warning filters alone
         self._thread = threading.Thread(target=self._curve, args=(sizes,), name="ftkit-curve", daemon=True)
         self._thread.start()
         return None
@@ -209,7 +211,7 @@ class TrainPanel(w.VBox):
         labels = label_set(self.eval_data) if self.task is None or self.task.name == "classification" else None
         metrics = dict(self.task.metric_functions()) if self.task is not None else ("exact_match",)
         # No trainer bar, as in _train: learning_curve takes no progress argument, and disable_tqdm
-        # does the same there (ftkit.training.settings.show_progress), with no log dicts printed instead.
+        # does the same there (ftkit.training.trainer.show_progress), with no log dicts printed instead.
         settings = replace(self.settings, trl={"disable_tqdm": True, **self.settings.trl})
         try:
             self.curve = learning_curve(self.model, self.tokenizer, self.train_data, self.eval_data, sizes=sizes,

@@ -3,7 +3,7 @@
 ftkit is fast on a CPU because of a few paths that re-implement a library step or touch a private
 name of TRL, transformers, torch or sacrebleu. Each of them lives in this package, and each has:
 
-- a contract test per private name it uses (``tests/fastpath/test_contracts.py``): the name
+- a contract test per private name it uses (``tests/fastpath/test_*_contracts.py``): the name
   exists and has the signature used, so that an upgrade fails there, by name, saying what to do;
 - an equivalence test against the plain library path (the same loss, logits or score);
 - the plain TRL / transformers / sacrebleu path as its fallback, which ftkit takes by itself when
