@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile ftkit/labextension/build-stamp.json \
 # library release outside the tested lines gets must pass the same assertions.
 FASTPATH_TESTS := tests/test_sft.py tests/test_dpo.py tests/test_training.py tests/test_generate.py \
                   tests/test_prefix_attention.py tests/test_chat.py tests/test_metrics.py tests/test_evaluate.py \
-                  $(wildcard tests/fastpath/test_*.py)
+                  $(wildcard tests/fastpath/test_*.py tests/test_fastpath_*.py)
 
 test: setup
 	$(BIN)/python -m pytest -q
