@@ -13,8 +13,9 @@ takes this path only when ``ftkit.fastpath.enabled("sacrebleu")``; otherwise it 
 resampled corpus with the public ``corpus_score`` (the same figures, tested).
 
 >>> from sacrebleu.metrics import BLEU
->>> stats = corpus_statistics(BLEU(), ["the cat sat"], [["the cat sat"]])
->>> round(score_from_statistics(BLEU(), stats.sum(0)), 1)
+>>> bleu = BLEU()
+>>> stats = corpus_statistics(bleu, ["the cat sat on the mat"], [["the cat sat on the mat"]])
+>>> round(score_from_statistics(bleu, stats.sum(0)), 1)
 100.0
 """
 
