@@ -1,8 +1,16 @@
+import threading
+
 import pytest
 import torch
 
-from ftkit.generation.generate import _shared_prefix, adapter_state, generate, render_prompts
+from ftkit import fastpath
+from ftkit.fastpath.prefix import shared_prefix
+from ftkit.generation.generate import FAST, adapter_state, generate, render_prompts
 from ftkit.models.loading import load_model
+
+# Tests that assert what a fast path itself does (not only that answers stay the same).
+needs_fastpath = pytest.mark.skipif(not fastpath.enabled(*FAST), reason=(
+    f"asserts the generation fast path itself, which is off here: {fastpath.disabled_reason(*FAST)}"))
 
 CONVS = [
     [{"role": "user", "content": "Where is my order?"}],
@@ -45,7 +53,7 @@ def test_batched_greedy_equals_one_at_a_time(tiny):
 def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny):
     model, tok = tiny
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in render_prompts(tok, FEW_SHOT)]
-    assert _shared_prefix(ids) >= 32  # the cache is really used here
+    assert shared_prefix(ids) >= 32  # the cache is really used here
     cached = generate(model, tok, FEW_SHOT, max_new_tokens=8, batch_size=2, progress=False)
     plain = generate(model, tok, FEW_SHOT, max_new_tokens=8, batch_size=2, prefix_cache=False, progress=False)
     assert [o.text for o in cached] == [o.text for o in plain]
@@ -53,9 +61,9 @@ def test_shared_prefix_cache_gives_the_same_greedy_outputs(tiny):
 
 
 def test_shared_prefix_leaves_each_sequence_a_token():
-    assert _shared_prefix([[1, 2, 3], [1, 2, 4]]) == 2
-    assert _shared_prefix([[1, 2], [1, 2, 3]]) == 1  # one is a prefix of the other
-    assert _shared_prefix([[5, 6]]) == 0 and _shared_prefix([[1], [2]]) == 0
+    assert shared_prefix([[1, 2, 3], [1, 2, 4]]) == 2
+    assert shared_prefix([[1, 2], [1, 2, 3]]) == 1  # one is a prefix of the other
+    assert shared_prefix([[5, 6]]) == 0 and shared_prefix([[1], [2]]) == 0
 
 
 def test_sampling_is_repeatable_with_a_seed(tiny):
@@ -63,6 +71,22 @@ def test_sampling_is_repeatable_with_a_seed(tiny):
     runs = [[o.text for o in generate(model, tok, CONVS, max_new_tokens=8, do_sample=True, temperature=1.5,
                                       seed=3, progress=False)] for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+def test_sampling_leaves_torchs_global_random_state_alone(tiny):
+    # A seed gives the sampling a generator of its own: another thread's draws from torch's
+    # global state neither change the answers nor are changed by them.
+    model, tok = tiny
+    before = torch.random.get_rng_state()
+    a = [o.text for o in generate(model, tok, CONVS, max_new_tokens=8, do_sample=True, temperature=1.5, seed=3,
+                                  progress=False)]
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.rand(100)  # the global state moves on; the seeded answers do not
+    b = [o.text for o in generate(model, tok, CONVS, max_new_tokens=8, do_sample=True, temperature=1.5, seed=3,
+                                  progress=False)]
+    c = [o.text for o in generate(model, tok, CONVS, max_new_tokens=8, do_sample=True, temperature=1.5, seed=4,
+                                  progress=False)]
+    assert a == b and a != c
 
 
 def test_adapters_switch_off_and_on_without_reloading(tiny_model_dir, tiny):
@@ -105,6 +129,7 @@ def _op_counts(model, tok, convs, **kw):
     return {e.key: e.count for e in prof.key_averages() if e.key.startswith("aten::")}, [o.text for o in outs]
 
 
+@needs_fastpath
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_frozen_weights_take_the_trainable_models_path(tiny_model_dir, dtype, batch_size):
@@ -126,13 +151,14 @@ def test_frozen_weights_take_the_trainable_models_path(tiny_model_dir, dtype, ba
 
 
 def test_head_input_is_packed_even_for_a_single_prompt():
-    from ftkit.generation.generate import _packed
+    from ftkit.fastpath.lm_head import _packed
 
     one = torch.zeros(1, 57, 8)[:, -1:, :]  # is_contiguous() says yes; matmul reads the strides
     assert one.is_contiguous() and not _packed(one)
     assert not _packed(torch.zeros(3, 57, 8)[:, -1:, :]) and _packed(torch.zeros(3, 1, 8))
 
 
+@needs_fastpath
 def test_fewer_tokens_from_frozen_weights_are_not_reported_slower():
     # The issue: a tuned variant (frozen weights) generating 4 tokens reported twice the base
     # model's latency per request for 12. A head as wide as a real vocabulary (32k x 128, bf16)
@@ -162,3 +188,39 @@ def test_fewer_tokens_from_frozen_weights_are_not_reported_slower():
                 best[name] = min(best[name], sum(o.latency_s for o in outs) / len(outs))
             assert {o.new_tokens for o in outs} <= set(range(n + 1))
     assert best["tuned"] <= best["base"], best
+
+
+# --- threads: one model, several generations at once -------------------------------------------
+
+def test_two_threads_with_different_adapters_answer_as_they_do_one_after_the_other(tiny_model_dir):
+    # generate() holds the model's lock while it switches the adapter (and the attention) and
+    # generates, so two threads on one PEFT model never see each other's adapter state.
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.5)
+    asked = {False: CONVS + FEW_SHOT, "default": FEW_SHOT + CONVS}
+    alone = {a: [o.text for o in generate(peft, tok, convs, max_new_tokens=6, batch_size=2, adapter=a,
+                                          progress=False)] for a, convs in asked.items()}
+    assert alone[False] != alone["default"][len(FEW_SHOT):] + alone["default"][:len(FEW_SHOT)]
+    got, errors = {}, []
+
+    def work(adapter, key):
+        try:
+            got[key] = [o.text for o in generate(peft, tok, asked[adapter], max_new_tokens=6, batch_size=2,
+                                                 adapter=adapter, progress=False)]
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(a, (a, i))) for i in range(2) for a in asked]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(got[(a, i)] == alone[a] for a in asked for i in range(2))
+    assert peft.active_adapter == "default"

@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from ftkit import fastpath
 from ftkit.fastpath import prefix_attention
-from ftkit.generation.generate import generate, render_prompts
+from ftkit.generation.generate import FAST, generate, render_prompts
 from ftkit.models.loading import load_model
 from ftkit.fastpath.prefix_attention import (
     ATTENTION,
@@ -16,6 +17,12 @@ from ftkit.fastpath.prefix_attention import (
 )
 
 PREFIX, REST, HEADS, GROUPS, DIM = 7, 6, 4, 2, 8
+
+# generate() takes the shared-prefix attention only on the fast path; the tests that call the
+# attention function directly check it against sdpa either way.
+FAST_ON = fastpath.enabled(*FAST)
+needs_fastpath = pytest.mark.skipif(not FAST_ON, reason=(
+    f"asserts that generate() takes the shared-prefix attention, which is off here: {fastpath.disabled_reason(*FAST)}"))
 
 
 def _layer():
@@ -127,6 +134,7 @@ QUESTIONS = ["Where is my order? It was due last week.", "card charged twice", "
              "I want to return the linen duvet cover, it does not fit.", "change address", "broken", "hello there"]
 
 
+@needs_fastpath
 def test_generate_attends_the_prefix_once_and_answers_the_same(talkative, flash_calls):
     model, tok = talkative
     convs = [SHOTS + [{"role": "user", "content": q}] for q in QUESTIONS]
@@ -142,12 +150,13 @@ def test_generate_attends_the_prefix_once_and_answers_the_same(talkative, flash_
 def test_the_first_tokens_logits_equal_a_full_forward(talkative):
     # Stronger than equal greedy answers: the logits of every row's first new token, computed from
     # the cached prefix with the shared-prefix attention, equal one plain pass over the padded batch.
-    from ftkit.generation.generate import _batch_cache, _cache_kwarg, _shared_prefix
+    from ftkit.fastpath.prefix import cache_argument, shared_prefix
+    from ftkit.fastpath.static_cache import batch_cache
 
     model, tok = talkative
     convs = [SHOTS + [{"role": "user", "content": q}] for q in QUESTIONS[:3]]
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in render_prompts(tok, convs)]
-    n = _shared_prefix(ids)
+    n = shared_prefix(ids)
     width = max(len(i) - n for i in ids)
     rows = [i[:n] + [tok.pad_token_id] * (width - len(i) + n) + i[n:] for i in ids]
     mask = torch.tensor([[1] * n + [0] * (width - len(i) + n) + [1] * (len(i) - n) for i in ids])
@@ -156,11 +165,11 @@ def test_the_first_tokens_logits_equal_a_full_forward(talkative):
     with torch.no_grad():
         full = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits[:, -1]
         prefix = model(input_ids=input_ids[:1, :n], use_cache=True).past_key_values
-        cache = _batch_cache(model, prefix, len(ids), n + width + 1)
+        cache = batch_cache(model, prefix, len(ids), n + width + 1)
         with attend_prefix_once(model, n):
             assert model.config._attn_implementation == ATTENTION
             cached = model(input_ids=input_ids[:, n:], attention_mask=mask, position_ids=positions[:, n:],
-                           **{_cache_kwarg(model) or "past_key_values": cache}).logits[:, -1]
+                           **{cache_argument(model) or "past_key_values": cache}).logits[:, -1]
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
 
 
@@ -202,7 +211,7 @@ def test_each_family_answers_the_same_with_the_prefix_attended_once(family, tmp_
     plain = [o.text for o in generate(model, tok, convs, max_new_tokens=5, batch_size=4, prefix_cache=False,
                                       progress=False)]
     assert cached == plain and len(set(cached)) > 1
-    assert used is SWITCHES[family]
+    assert used is (SWITCHES[family] and FAST_ON)  # the plain path never takes it
     assert model.config._attn_implementation == implementation
 
 
@@ -215,6 +224,7 @@ def test_a_mask_shared_by_the_batch_is_broadcast(flash_calls):
     assert flash_calls[0] == (1, GROUPS, HEADS // GROUPS * int(own.sum()), DIM)
 
 
+@needs_fastpath
 def test_the_mask_is_laid_out_once_per_forward_pass(talkative, monkeypatch):
     # Every layer of a pass gets the same mask: its layout is computed by the first and reused.
     model, tok = talkative

@@ -18,12 +18,11 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from ftkit.data.canonical import as_rows, find_overlap
 from ftkit.evaluation import metrics as M
-from ftkit.data.canonical import as_rows, chat_turns, find_overlap
-from ftkit.generation.endpoint import Endpoint
-from ftkit.generation.generate import generate
 from ftkit.evaluation.metrics import normalize
-from ftkit.generation.timing import Timing, time_variants
+from ftkit.generation.generate import as_backend, generate
+from ftkit.generation.timing import Timing, rows_to_answer, time_variants
 
 __all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "conversation_text", "evaluate",
            "pairs_from_ratings"]
@@ -42,7 +41,8 @@ class Variant:
     """One thing to evaluate: a model and a template, and which adapter is on.
 
     ``adapter``: ``None`` uses the model as it is; ``False`` switches PEFT adapters off (the base
-    model, without loading it again); a name enables that adapter. ``model`` may be a hosted
+    model, without loading it again); a name enables that adapter. ``model`` may be any generation
+    :class:`~ftkit.generation.backend.Backend`, such as a hosted
     :class:`~ftkit.generation.endpoint.Endpoint` (``tokenizer=None``); give it a ``name`` that says so.
     """
 
@@ -228,19 +228,6 @@ def _macro_f1_ci(parsed, refs, labels, n_boot, seed) -> tuple[float, float, floa
     return M.macro_f1(parsed, refs, labels), *_interval(boots)
 
 
-def _check_rows(dataset, turns: str = "all") -> list[dict]:
-    given = as_rows(dataset)
-    rows = chat_turns(given, turns)
-    if given and not rows:
-        raise ValueError("the conversations have no assistant turn after a user turn to answer")
-    if not rows:
-        raise ValueError("the evaluation split is empty")
-    if "prompt" not in rows[0] or "completion" not in rows[0]:
-        raise ValueError(f"evaluate needs prompt/completion rows (load them with ftkit.load_data); "
-                         f"these rows have: {', '.join(rows[0])}")
-    return rows
-
-
 def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None,
              batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
              progress: bool = True, turns: str = "all", timing_rounds: int = 3,
@@ -266,10 +253,10 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     the paired differences. ``timing_rounds=0`` leaves latency out, for a caller that times this
     result's variants together with others' (``merge``, then ``with_timing``).
 
-    A hosted :class:`~ftkit.generation.endpoint.Endpoint` variant warms up on one row, and with prices adds
-    ``usd_per_request`` to the summary (its token counts are the server's).
+    A hosted backend (an :class:`~ftkit.generation.endpoint.Endpoint`) warms up on one row, and with
+    prices adds ``usd_per_request`` to the summary (its token counts are the server's).
     """
-    rows = _check_rows(dataset, turns)
+    rows = rows_to_answer(dataset, turns)
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must differ; got {names}. Pass name=... to Variant")
@@ -291,10 +278,10 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         table.insert(table.columns.get_loc("input"), "history", [conversation_text(r["history"][:-1]) for r in rows])
     scores: dict[str, dict[str, np.ndarray]] = {}
     summary = []
-    hosted_names = tuple(v.name for v in variants if isinstance(v.model, Endpoint))
+    backends = {v.name: as_backend(v.model, v.tokenizer) for v in variants}
+    hosted_names = tuple(name for name, backend in backends.items() if backend.hosted)
     for v in variants:
         asked = [v.template.messages(r) for r in rows]
-        hosted = v.name in hosted_names
         outs = generate(v.model, v.tokenizer, asked, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
                         stop_strings=list(v.stop_strings) or None, batch_size=batch_size, progress=progress)
         texts = [o.text for o in outs]
@@ -323,8 +310,9 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             values = [getattr(o, key) for o in outs]
             table[_column(v.name, key)] = values
             line[key] = float(np.mean(values))
-        if hosted and v.model.priced:  # money beside the tokens
-            line["usd_per_request"] = float(np.mean([v.model.cost_usd(o.prompt_tokens, o.new_tokens) for o in outs]))
+        costs = [backends[v.name].cost_usd(o.prompt_tokens, o.new_tokens) for o in outs]
+        if costs and None not in costs:  # money beside the tokens, where the backend has a price
+            line["usd_per_request"] = float(np.mean(costs))
         summary.append(line)
     result = EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
                         n_boot=n_boot, seed=seed, corpus_metrics=corpus, hosted=hosted_names)

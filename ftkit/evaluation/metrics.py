@@ -12,7 +12,6 @@ is not a mean of per-example scores (macro-F1) is computed from the parsed label
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import string
@@ -20,6 +19,8 @@ import unicodedata
 from collections.abc import Callable
 from functools import partial
 from typing import Protocol
+
+from ftkit.evaluation.code_metrics import Scored, code_tests, pass_at_1
 
 __all__ = [
     "BUILTIN", "CORPUS", "INVALID", "Metric", "bleu", "chrf", "code_tests", "corpus_score", "exact_match", "field_f1",
@@ -163,32 +164,55 @@ def corpus_score(name: str, predictions: list[str], references: list[str],
                  n_boot: int = 1000) -> tuple[float, float, float]:
     """Corpus BLEU or chrF (0..1) with sacrebleu's own 95% bootstrap interval: ``(score, low, high)``.
 
+    The interval is sacrebleu's (its bootstrap mean plus and minus half the 95% range), read
+    through its public ``format``.
+
     >>> round(corpus_score("bleu", ["the cat sat on the mat"], ["the cat sat on the mat"], n_boot=1)[0], 3)
     1.0
     """
-    score = _corpus_metric(name).corpus_score(list(predictions), [list(references)],
-                                              n_bootstrap=n_boot if len(predictions) > 1 else 1)
+    metric = _corpus_metric(name)
+    score = metric.corpus_score(list(predictions), [list(references)],
+                                n_bootstrap=n_boot if len(predictions) > 1 else 1)
+    value = score.score / 100
     if n_boot <= 1 or len(predictions) < 2:
-        return score.score / 100, score.score / 100, score.score / 100
-    return score.score / 100, (score._mean - score._ci) / 100, (score._mean + score._ci) / 100
+        return value, value, value
+    shown = json.loads(score.format(width=12, signature=metric.get_signature().format(), is_json=True))
+    if "confidence_mean" not in shown:  # every resample scored 0: sacrebleu shows no interval
+        return value, value, value
+    mean, half = shown["confidence_mean"], shown["confidence_var"]
+    return value, (mean - half) / 100, (mean + half) / 100
 
 
 def paired_corpus_difference(name: str, a: list[str], b: list[str], references: list[str],
                              n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """Corpus score of ``a`` minus that of ``b`` on the same references, with the 95% interval of
     paired bootstrap resampling (the same resampled rows for both, as sacrebleu's paired test
-    does): ``(difference, low, high)``."""
+    does): ``(difference, low, high)``.
+
+    A resample's corpus score comes from the per-sentence statistics summed over its rows
+    (:mod:`ftkit.fastpath.bleu`) where the fast paths are on; otherwise sacrebleu scores each
+    resampled corpus again (the same figures, slower)."""
     import numpy as np
 
+    from ftkit import fastpath
+
     metric = _corpus_metric(name)
-    refs = [list(references)]
-    # sacrebleu keeps sufficient statistics per sentence; a corpus score is computed from their sum.
-    stats_a = np.array(metric._extract_corpus_statistics(list(a), refs), dtype="float64")
-    stats_b = np.array(metric._extract_corpus_statistics(list(b), refs), dtype="float64")
-    score = lambda stats: metric._compute_score_from_stats(list(stats.sum(0))).score / 100  # noqa: E731
-    actual = score(stats_a) - score(stats_b)
     rows = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
-    diffs = [score(stats_a[i]) - score(stats_b[i]) for i in rows]
+    if fastpath.enabled("sacrebleu"):
+        from ftkit.fastpath.bleu import corpus_statistics, score_from_statistics
+
+        refs = [list(references)]
+        stats_a, stats_b = corpus_statistics(metric, list(a), refs), corpus_statistics(metric, list(b), refs)
+        score = lambda stats: score_from_statistics(metric, stats.sum(0)) / 100  # noqa: E731
+        actual = score(stats_a) - score(stats_b)
+        diffs = [score(stats_a[i]) - score(stats_b[i]) for i in rows]
+    else:
+        def score(hyps, picked):
+            return metric.corpus_score([hyps[j] for j in picked], [[references[j] for j in picked]]).score / 100
+
+        everything = range(len(a))
+        actual = score(a, everything) - score(b, everything)
+        diffs = [score(a, i) - score(b, i) for i in rows]
     return actual, float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
 
 
@@ -329,134 +353,6 @@ def field_f1(prediction: str, reference: str, row: dict | None = None) -> float:
     if not p and not r:
         return 1.0
     return 2 * len(p & r) / (len(p) + len(r))
-
-
-# --- code: the generated program runs against the row's tests, in a sandbox -------------------
-
-class Scored(float):
-    """A score that carries a note on why, shown beside the answer (a test's verdict).
-
-    >>> s = Scored(0.0, "assert failed: assert f(2) == 4"); float(s), s.note
-    (0.0, 'assert failed: assert f(2) == 4')
-    """
-
-    note: str
-
-    def __new__(cls, value: float, note: str = ""):
-        out = super().__new__(cls, value)
-        out.note = note
-        return out
-
-
-# What a code row must hold, for the error messages.
-_TESTS_FORMAT = ("a 'tests' (or HumanEval's 'test') column holding one program, as a string (e.g. a "
-                 "'def check(candidate):' with an 'entry_point' column naming the function), or a list of "
-                 "programs run in order (e.g. MBPP's assert lines; in a CSV cell, that list as JSON); "
-                 "'test_setup', optional, runs after the code, before the tests")
-
-
-def code_tests(row: dict | None) -> list[str]:
-    """The programs that test a code row's answer, in the order :func:`pass_at_1` runs them.
-
-    ``tests`` (or HumanEval's ``test``) holds either ONE program, as a string, never split into
-    lines (a ``def check(candidate):`` or a ``for`` loop of asserts spans many), or a list of
-    programs, each run after the one before, as MBPP's assert list is. A string that parses as a
-    JSON list of strings (how a CSV cell holds a list) is that list. When the programs define
-    ``check`` and never call it, ``check(<entry_point>)`` runs after them, as HumanEval's harness
-    does: ``entry_point`` is the column that names the function.
-
-    >>> code_tests({"tests": '["assert f(1) == 2", "assert f(2) == 3"]'})
-    ['assert f(1) == 2', 'assert f(2) == 3']
-    >>> code_tests({"test": "def check(candidate):\\n    assert candidate(1) == 2", "entry_point": "f"})[-1]
-    'check(f)'
-    """
-    row = row or {}
-    column = next((c for c in ("tests", "test") if _filled(row.get(c))), None)
-    if column is None:
-        raise ValueError(f"pass_at_1 needs the row's tests: {_TESTS_FORMAT}; this row has: "
-                         f"{', '.join(map(str, row)) or 'no columns'}")
-    value = row[column]
-    value = value.tolist() if hasattr(value, "tolist") else value   # a numpy array from a data frame
-    if isinstance(value, str):
-        listed = _json_list(value)
-        programs = [value] if listed is None else listed
-    elif not isinstance(value, (list, tuple)):
-        raise ValueError(f"the row's {column!r} is {type(value).__name__}; pass_at_1 needs {_TESTS_FORMAT}")
-    else:
-        programs = list(value)
-        for i, program in enumerate(programs):
-            if not isinstance(program, str):
-                raise ValueError(f"item {i} of {column!r} is {type(program).__name__}, not a program: {program!r}; "
-                                 "give each test as Python source text, e.g. 'assert f(2) == 4'")
-    programs = [p for p in programs if p.strip()]   # a blank item tests nothing
-    if not programs:   # else any answer would pass
-        raise ValueError(f"the row's {column!r} column holds no test program; pass_at_1 needs {_TESTS_FORMAT}")
-    if _defines_uncalled_check(programs):
-        entry = row.get("entry_point")
-        if not isinstance(entry, str) or not entry.strip():
-            raise ValueError(f"the row's {column!r} defines check(candidate) but never calls it, so it would test "
-                             "nothing: add an 'entry_point' column naming the function to test (check(<entry_point>) "
-                             "then runs after it, as in HumanEval), or call check(...) in the tests")
-        programs.append(f"check({entry.strip()})")   # its own item: a failure names the call
-    return programs
-
-
-def _filled(value) -> bool:
-    """Whether a cell holds something: not missing, NaN (a data frame's empty cell), '' or []."""
-    if value is None or isinstance(value, float):
-        return False
-    if isinstance(value, str):
-        return bool(value.strip())
-    return not hasattr(value, "__len__") or len(value) > 0
-
-
-def _json_list(text: str) -> list[str] | None:
-    """The list a JSON-list-of-strings cell holds; None for anything else (then it is Python)."""
-    if not text.lstrip().startswith("["):
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
-
-
-def _defines_uncalled_check(programs: list[str]) -> bool:
-    """Whether a top-level ``def check`` is in the programs and no call ``check(...)`` is."""
-    defines = calls = False
-    for program in programs:
-        try:
-            tree = ast.parse(program)
-        except (SyntaxError, ValueError):   # the sandbox reports it, quoting the line
-            continue
-        defines |= any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "check" for n in tree.body)
-        calls |= any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "check"
-                     for n in ast.walk(tree))
-    return defines and not calls
-
-
-def pass_at_1(prediction: str, reference: str | None = None, row: dict | None = None) -> float:
-    """1.0 when the code in ``prediction`` (fenced or bare) passes every test of the row, else 0.0.
-
-    The row's tests are one program (HumanEval's ``check(candidate)``, called on the row's
-    ``entry_point`` when it is not called) or a list of programs (MBPP's asserts); each runs after
-    the code, in order, in the tests' own process; ``test_setup``, if any, runs before them (see
-    :func:`code_tests`). The code runs in :mod:`ftkit.evaluation.sandbox`: another process, with limits on
-    time, memory, processes and output, no network and no inherited environment; never in this
-    process. The result is a :class:`Scored` whose note says what happened ("passed", which assert
-    failed, "timed out after 5 s").
-
-    >>> row = {"test": "def check(candidate):\\n    assert candidate(2) == 4", "entry_point": "double"}
-    >>> pass_at_1("def double(x):\\n    return 2 * x", None, row).note
-    'passed'
-    """
-    from ftkit.evaluation import sandbox
-
-    programs = code_tests(row)
-    setup = row.get("test_setup")
-    code = sandbox.extract_code(prediction)
-    outcome = sandbox.run_tests(code, programs, setup if isinstance(setup, str) else "")
-    return Scored(1.0 if outcome.passed else 0.0, outcome.reason)
 
 
 BUILTIN: dict[str, Callable] = {

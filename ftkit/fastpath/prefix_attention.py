@@ -4,8 +4,8 @@ A few-shot prompt puts the same long prefix (system prompt + solved examples) in
 request. :func:`ftkit.generation.generate.generate` already runs that prefix through the model once and starts
 each batch from a cache holding it; but every row's queries still attended to their own copy of
 the prefix's keys and values, with a padding mask and, for grouped-query attention, the keys and
-values repeated per query head. For the 829-token 10-shot prompt of the built-in example that
-attention was most of a batch's time on a 2-core CPU.
+values repeated per query head: for a long few-shot prompt that attention is most of a batch's
+time on a CPU (``benchmarks/generation.py``).
 
 Here attention is split in two and put back together exactly (the "cascade" or Hydragen
 decomposition of softmax attention):
@@ -28,6 +28,13 @@ soft-capping or attention sinks, dropout, another device.
 
 Written here rather than taken from a library: FlashInfer's cascade attention and vLLM's prefix
 caching do this on GPUs only; transformers has no shared-prefix attention.
+
+It relies on private names, each checked by ``tests/test_fastpath_generation.py``: torch's
+``aten._scaled_dot_product_flash_attention_for_cpu`` (the output and the log-sum-exp of each
+query), transformers' ``PreTrainedModel._can_set_attn_implementation``,
+``transformers.integrations.sdpa_attention.sdpa_attention_forward`` and
+``masking_utils.sdpa_mask``. :func:`ftkit.generation.generate.generate` takes this path only when
+``ftkit.fastpath.enabled("torch", "transformers")``; otherwise transformers' own ``sdpa`` runs.
 """
 
 from __future__ import annotations
@@ -144,7 +151,7 @@ def _lay_out(mask, n: int, batch: int, per_head: int, groups: int, q: int, dtype
         seen = seen.reshape(batch, groups, per_head * q)
     # A query that sees nothing of its own is padding (left of its row's first token): its output
     # is masked out of every real token's attention, so the prefix is not attended for it (a
-    # quarter of a batch's queries on the built-in example) and it comes out 0.
+    # sizeable share of a left-padded batch's queries) and it comes out 0.
     keep = seen.any(1).reshape(-1)
     return rest.to(dtype), seen, None if bool(keep.all()) else keep.nonzero().squeeze(1)
 

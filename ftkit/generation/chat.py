@@ -8,9 +8,10 @@ end-of-sequence token or stop string, stripped the same way), so a streamed answ
 with a batch-evaluated one.
 
 One model can carry several adapters (the base model is the same weights with adapters off).
-Which adapter is on is state of the model, so a generation holds a per-model lock from before it
-switches adapters until its last token: two chats on the same model never interleave their
-adapter states.
+Which adapter is on is state of the model, so a generation holds the per-model lock
+(:func:`ftkit.generation.generate.model_lock`, which batched generation holds too) from before it
+switches adapters until its last token: two chats, or a chat and an evaluation, on the same model
+never interleave their adapter states.
 
 >>> model = with_adapters(base_model, [sft_run, dpo_run])               # doctest: +SKIP
 >>> adapter_effect(model, tokenizer, sft_run.id)    # 0.0: the adapter changes nothing  # doctest: +SKIP
@@ -21,15 +22,15 @@ adapter states.
 
 from __future__ import annotations
 
+import copy
 import threading
-import weakref
 from collections.abc import Iterator
 
 import torch
 from accelerate.utils import is_peft_model
 
-from ftkit.generation.generate import (_count_new, adapter_state, contiguous_lm_head, eos_token_ids, generation_options,
-                            render_prompts)
+from ftkit.generation.generate import (_count_new, adapter_state, eos_token_ids, generation_options, head_context,
+                                       model_lock, render_prompts)
 
 __all__ = ["DEFAULT_PROBE", "NO_EFFECT", "adapter_effect", "model_lock", "next_token_logits", "stream_reply",
            "with_adapters"]
@@ -40,26 +41,6 @@ DEFAULT_PROBE = [{"role": "user", "content": "Hello! Who are you?"}]
 # LoRA moves logits by far more than 1e-3 even after one step; an untrained one (PEFT starts B at
 # zero) moves them by exactly 0.
 NO_EFFECT = 1e-6
-
-_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
-
-
-def model_lock(model) -> threading.RLock:
-    """The lock that generations on ``model`` hold while they switch its adapters and generate.
-
-    Keyed by the underlying transformer, so two PEFT wrappers around the same modules share it.
-
-    >>> model_lock(model) is model_lock(model)                            # doctest: +SKIP
-    True
-    """
-    key = model.get_base_model() if is_peft_model(model) else model
-    with _locks_guard:
-        lock = _locks.get(key)
-        if lock is None:
-            lock = _locks[key] = threading.RLock()
-    return lock
-
 
 def _cut(text: str, stop_strings) -> str:
     """Cut at stop strings, in the order :func:`ftkit.generation.generate.generate` cuts (before stripping)."""
@@ -92,7 +73,8 @@ def stream_reply(model, tokenizer, messages: list[dict], *, adapter=None, max_ne
     eos_ids = eos_token_ids(model, tokenizer)
     # The same options as ftkit.generation.generate.generate, so greedy gives the same tokens; the stop
     # tokens are the ones generate() cuts at, so generation ends where its text ends.
-    options = generation_options(tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_strings)
+    options = generation_options(tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_strings, seed=seed,
+                                 top_k=getattr(model.generation_config, "top_k", None))
     options["eos_token_id"] = sorted(eos_ids)
 
     cancelled = threading.Event()
@@ -109,9 +91,7 @@ def stream_reply(model, tokenizer, messages: list[dict], *, adapter=None, max_ne
         try:
             # The lock and the adapter state are taken here, in the thread that generates: they
             # must last until the last token, not until the consumer's first chunk.
-            with model_lock(model), adapter_state(model, adapter), contiguous_lm_head(model), torch.inference_mode():
-                if seed is not None:  # under the lock: no other generation draws from the RNG between
-                    torch.manual_seed(seed)
+            with model_lock(model), adapter_state(model, adapter), head_context(model), torch.inference_mode():
                 device = model.device
                 out = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
                                      streamer=streamer, stopping_criteria=StoppingCriteriaList([Cancelled()]),
@@ -193,6 +173,13 @@ def adapter_effect(model, tokenizer, adapter, probe=None) -> float:
     return float((tuned - base).abs().max())
 
 
+def _shared_weights_copy(model):
+    """New module objects around the same parameter and buffer tensors: adapters put into the
+    copy leave ``model`` as it was, at no memory cost."""
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo)
+
+
 def _carries_lora_layers(model) -> bool:
     return any("lora_" in name for name, _ in model.named_parameters())
 
@@ -215,7 +202,6 @@ def with_adapters(model, runs):
 
     from ftkit.models.loading import quiet_library_noise
     from ftkit.runs import Run
-    from ftkit.training.settings import _shared_weights_copy
 
     runs = list(runs)
     if not is_peft_model(model) and _carries_lora_layers(model):

@@ -2,8 +2,8 @@
 
 OpenAI's GPT models, vLLM, Ollama, llama.cpp's server, ``transformers serve`` and ``ftkit serve``
 all answer ``POST {base_url}/chat/completions``. An :class:`Endpoint` asks one through the official
-``openai`` client and returns the same :class:`~ftkit.generation.generate.Generation` objects a local model
-does (text, prompt and answer tokens from the server's ``usage``, latency), greedy unless asked
+``openai`` client and returns the same :class:`~ftkit.generation.backend.Generation` objects a local model
+does (it is a :class:`~ftkit.generation.backend.Backend`, as a local model is) (text, prompt and answer tokens from the server's ``usage``, latency), greedy unless asked
 otherwise, so it is one more variant for :func:`ftkit.evaluation.evaluate.evaluate`, PromptLab and
 ``ftkit run``:
 
@@ -31,9 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from tqdm.auto import tqdm
-
-from ftkit.generation.generate import Generation
+from ftkit.generation.backend import Generation
 
 __all__ = ["Endpoint", "EndpointError", "OPENAI_URL"]
 
@@ -86,6 +84,11 @@ class Endpoint:
         "help": "USD per million prompt tokens, for the cost columns; null: tokens only"})
     price_per_million_output: float | None = field(default=None, metadata={
         "help": "USD per million generated tokens, for the cost columns; null: tokens only"})
+
+    # The Backend protocol's constants (class attributes, not fields): answered by a server, which
+    # counts the tokens and may charge for them, so a fair timing warms it up on one row only.
+    hosted = True
+    warmup_rows = 1
 
     def __post_init__(self):
         # Not dataclass fields: asdict() (run records, configs, reports) never sees them.
@@ -202,22 +205,37 @@ class Endpoint:
         return openai.OpenAI(base_url=self.base_url, api_key=self._key(), timeout=self.timeout_s,
                              max_retries=self.max_retries)
 
-    # --- generation -------------------------------------------------------------------------
+    # --- generation (the Backend protocol) ----------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The model name the server knows."""
+        return self.model
+
+    def prompt_tokens(self, conversations: list[list[dict]]) -> None:
+        """None: only the server counts a hosted model's tokens (in each answer's ``usage``)."""
+        return None
 
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 32,
                  stop_strings: list[str] | None = None, batch_size: int | None = None, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-                 progress: bool = True, **_local_only) -> list[Generation]:
+                 adapter=None, progress: bool = True, **_local_only) -> list[Generation]:
         """One answer per conversation, in order, as :func:`ftkit.generation.generate.generate` returns them.
 
         Greedy (``temperature=0``) unless ``do_sample``. ``batch_size`` caps the requests in flight
         below ``max_concurrency`` (1: one at a time). ``latency_s`` is what a request costs when
         served this way: its own wall time one at a time, else the whole run's wall time divided
         by the number of requests (throughput, as a local batch reports it). Keyword arguments
-        that only mean something to a local model (``prefix_cache``) are ignored.
+        that only mean something to a local model (``prefix_cache``) are ignored; an ``adapter``
+        other than None is refused (a server has no adapters to switch).
         """
+        if adapter is not None:
+            raise ValueError(f"adapter={adapter!r} was asked for, but {self.model} is a hosted endpoint: it has "
+                             "no adapters to switch; leave adapter=None")
         if not conversations:
             return []
+        from tqdm.auto import tqdm
+
         client = self._client()
         sampling = dict(temperature=temperature, top_p=top_p, seed=seed) if do_sample else dict(temperature=0)
         stops = [s for s in (stop_strings or ()) if s]

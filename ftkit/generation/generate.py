@@ -1,22 +1,31 @@
-"""Batched generation with timings and token counts, and a shared-prefix KV cache.
+"""Batched generation with timings and token counts: the local backend, and the one call for both.
 
-Prompts are chat messages rendered through the model's chat template and generated in batches,
-padded on the left (a decoder-only model continues from the last position, so padding must come
-before the text). On a 2-core CPU a batch of 16 short prompts costs little more than one.
+:func:`generate` answers conversations with whatever :class:`~ftkit.generation.backend.Backend`
+it is given: a transformers model with its tokenizer (wrapped in :class:`LocalModel`) or a hosted
+:class:`~ftkit.generation.endpoint.Endpoint`. Locally, prompts are chat messages rendered through
+the model's chat template and generated in batches, padded on the left (a decoder-only model
+continues from the last position, so padding must come before the text); a batch of short
+prompts costs little more than one on a CPU.
 
-Few-shot prompts repeat the same long prefix (system prompt + solved examples) in every request.
-With ``prefix_cache=True`` (the default) the longest token prefix shared by all prompts is run
-through the model once; each batch then starts from a preallocated cache holding that prefix and
-only computes its own suffix. The padding then sits between the prefix and the suffix; position
-ids come from the attention mask, so every token gets the position it would have without the
-cache, and greedy outputs are the same as without it (tested). Within a batch the prefix is also
-attended once for all rows rather than once per row (:mod:`ftkit.fastpath.prefix_attention`): on a 2-core
-CPU a 10-shot prompt of the built-in example then costs 1.3-1.5x its zero-shot prompt
-(benchmarks/generation.py), 2x without it.
+Three speed-ups come from :mod:`ftkit.fastpath`, each taken only when
+``fastpath.enabled("torch", "transformers")`` (off under ``FTKIT_FASTPATH=0`` or an untested
+release, when transformers' own ``generate`` runs each prompt whole):
 
-The output head is handed a contiguous input (:func:`contiguous_lm_head`): without it a model
-whose weights are frozen (a PEFT model, a merged run) paid for a copy of the whole head weight
-once per batch, and a tuned variant looked twice as slow as the base model it was trained from.
+- the static-cache prefix (:mod:`ftkit.fastpath.static_cache`): the longest token prefix all
+  prompts share (a few-shot prompt's system prompt and examples) runs through the model once,
+  and each batch starts from a cache holding it;
+- the shared-prefix attention (:mod:`ftkit.fastpath.prefix_attention`): within a batch that
+  prefix is attended once for all rows, not once per row;
+- the contiguous output head (:mod:`ftkit.fastpath.lm_head`): a model with frozen weights (a
+  PEFT model, a merged run) runs the trainable model's operations.
+
+Greedy outputs are the same either way (tested); ``benchmarks/generation.py`` and
+``benchmarks/latency.py`` measure what each saves.
+
+A shared model is shared state: which adapter is on, and which attention implementation, are
+switched for a generation. Every generation holds the model's lock (:func:`model_lock`) from
+before it switches until its last token, and sampling draws from a ``torch.Generator`` of its
+own, never from torch's global random state.
 
 >>> outs = generate(model, tokenizer, [[{"role": "user", "content": "Hi"}]])  # doctest: +SKIP
 >>> outs[0].text, outs[0].prompt_tokens, outs[0].new_tokens                  # doctest: +SKIP
@@ -25,32 +34,51 @@ once per batch, and a tuned variant looked twice as slow as the base model it wa
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
+import threading
 import time
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
-import torch
-from accelerate.utils import is_peft_model
-from tqdm.auto import tqdm
+from ftkit import fastpath
+from ftkit.fastpath.lm_head import contiguous_lm_head
+from ftkit.fastpath.prefix import MIN_CACHED_PREFIX, cache_argument, shared_prefix
+from ftkit.generation.backend import Backend, Generation
 
-from ftkit.fastpath.prefix_attention import attend_prefix_once
+__all__ = ["Generation", "LocalModel", "adapter_state", "as_backend", "contiguous_lm_head", "eos_token_ids",
+           "generate", "generation_options", "model_lock", "render_prompts"]
 
-__all__ = ["Generation", "adapter_state", "contiguous_lm_head", "eos_token_ids", "generate", "generation_options",
-           "render_prompts"]
+# The libraries whose internals the generation fast paths lean on.
+FAST = ("torch", "transformers")
 
-# Below this many shared tokens a cached prefix saves less than the cache copies cost.
-MIN_CACHED_PREFIX = 32
+# The old name of ftkit.fastpath.prefix.cache_argument, until ftkit.training.sft imports that instead.
+_cache_kwarg = cache_argument
+
+_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
 
 
-@dataclass
-class Generation:
-    """One output: the text, the tokens it cost, and its share of the batch's wall time."""
+def _is_peft(model) -> bool:
+    from accelerate.utils import is_peft_model
 
-    text: str
-    prompt_tokens: int
-    new_tokens: int
-    latency_s: float
+    return is_peft_model(model)
+
+
+def model_lock(model) -> threading.RLock:
+    """The lock that generations on ``model`` hold while they switch its adapters or attention
+    and generate.
+
+    Keyed by the underlying transformer, so two PEFT wrappers around the same modules share it.
+
+    >>> model_lock(model) is model_lock(model)                            # doctest: +SKIP
+    True
+    """
+    key = model.get_base_model() if _is_peft(model) else model
+    with _locks_guard:
+        lock = _locks.get(key)
+        if lock is None:
+            lock = _locks[key] = threading.RLock()
+    return lock
 
 
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
@@ -65,7 +93,7 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
 def adapter_state(model, adapter=None):
     """Run with PEFT adapters as asked, then restore: ``None`` leaves the model as it is,
     ``False`` turns adapters off (the base model, same weights in memory), a name enables that
-    adapter.
+    adapter. Hold :func:`model_lock` around it when other threads use the model.
 
     >>> with adapter_state(model, False):        # doctest: +SKIP
     ...     base_outputs = generate(model, tokenizer, prompts)
@@ -73,7 +101,7 @@ def adapter_state(model, adapter=None):
     if adapter is None:
         yield model
         return
-    if not is_peft_model(model):
+    if not _is_peft(model):
         if adapter is False:
             yield model
             return
@@ -92,51 +120,10 @@ def adapter_state(model, adapter=None):
         model.set_adapter(previous)
 
 
-def _packed(x: torch.Tensor) -> bool:
-    """Row-major strides in every dimension. Stricter than ``is_contiguous()``, which skips
-    dimensions of size 1: ``hidden[:, -1:, :]`` of a single prompt passes it, yet torch's matmul
-    reads the strides and still takes the slow path below."""
-    expected = 1
-    for size, stride in zip(reversed(x.shape), reversed(x.stride())):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _contiguous_input(module, args):
-    if args and isinstance(args[0], torch.Tensor) and not _packed(args[0]):
-        return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
-    return None
-
-
-@contextlib.contextmanager
-def contiguous_lm_head(model):
-    """Run with the model's output head given a contiguous input, then restore the model as it was.
-
-    transformers computes the first token's logits from ``hidden[:, -1:, :]`` (``logits_to_keep=1``),
-    a strided view. For a bias-free head, torch's ``matmul`` folds that view into one matrix
-    product only when the head weight requires grad; for a frozen weight (PEFT freezes the base
-    model, ``merge_and_unload`` keeps it frozen) it broadcasts the weight to a batched product,
-    and in bfloat16 on a CPU it first copies the expanded weight: for the embedded model, 16 x
-    49152 x 576 values (906 MB) per batch. On a 2-core CPU with avx512_bf16 (torch 2.13) that head
-    call took 1.6 s against 12 ms, and benchmarks/latency.py measured 1.7-1.85x the base model's
-    time per request (batches of 16, same tokens) for the frozen copy, 1.01x with this. Copying
-    the 16 x 576 slice costs nothing, and the head then runs the trainable model's operations
-    (tested), with the same logits. Training is untouched: the hook lasts for the ``with`` only.
-
-    >>> with contiguous_lm_head(model):   # doctest: +SKIP
-    ...     out = model.generate(**enc, max_new_tokens=8)
-    """
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is None:
-        yield model
-        return
-    handle = head.register_forward_pre_hook(_contiguous_input)
-    try:
-        yield model
-    finally:
-        handle.remove()
+def head_context(model):
+    """The output head's fast path (:func:`ftkit.fastpath.lm_head.contiguous_lm_head`) where the
+    fast paths are on; the model as it is otherwise."""
+    return contiguous_lm_head(model) if fastpath.enabled(*FAST) else contextlib.nullcontext(model)
 
 
 def eos_token_ids(model, tokenizer) -> set[int]:
@@ -147,66 +134,55 @@ def eos_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+class _SeededSampling:
+    """Sampling from a ``torch.Generator``: transformers' ``generate`` takes no generator and
+    draws from torch's global random state, which seeding would change for every thread of the
+    process. This logits processor applies the sampling warpers (temperature, top-k, top-p; the
+    same classes transformers uses), draws each row's next token with ``torch.multinomial(...,
+    generator=...)``, and hands back scores where only that token is finite, so ``generate`` runs
+    greedy (``do_sample=False``) and takes it. The same distribution as transformers' sampling;
+    the same tokens for the same seed, whatever other threads draw meanwhile."""
+
+    def __init__(self, seed: int, temperature: float, top_p: float, top_k: int | None):
+        import torch
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.generator = torch.Generator().manual_seed(seed)
+        warpers = []
+        if temperature is not None and temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(temperature))
+        if top_k:
+            warpers.append(TopKLogitsWarper(top_k))
+        if top_p is not None and top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+        self.warpers = LogitsProcessorList(warpers)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        picked = torch.multinomial(probs.cpu(), 1, generator=self.generator).to(scores.device)
+        return torch.full_like(scores, float("-inf")).scatter_(1, picked, 0.0)
+
+
 def generation_options(tokenizer, max_new_tokens: int, do_sample: bool = False, temperature: float = 0.7,
-                       top_p: float = 0.9, stop_strings=None) -> dict:
-    """The keyword arguments of ``model.generate`` for these settings: greedy unless ``do_sample``."""
+                       top_p: float = 0.9, stop_strings=None, seed: int | None = None, top_k: int | None = None) -> dict:
+    """The keyword arguments of ``model.generate`` for these settings: greedy unless ``do_sample``.
+    With a ``seed``, sampling draws from a generator of its own (see :class:`_SeededSampling`);
+    ``top_k`` is the model's own (``model.generation_config.top_k``), as transformers' sampling uses it."""
     options = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id)
-    if do_sample:
+    if do_sample and seed is not None:
+        from transformers import LogitsProcessorList
+
+        options.update(do_sample=False, temperature=None, top_p=None, top_k=None,
+                       logits_processor=LogitsProcessorList([_SeededSampling(seed, temperature, top_p, top_k)]))
+    elif do_sample:
         options.update(temperature=temperature, top_p=top_p)
     else:  # silence the "temperature is set but do_sample is False" warnings of some configs
         options.update(temperature=None, top_p=None, top_k=None)
     if stop_strings:
         options.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
     return options
-
-
-def _shared_prefix(sequences: list[list[int]]) -> int:
-    """Length of the token prefix all sequences share, leaving each at least one token of its own."""
-    if len(sequences) < 2:
-        return 0
-    first, n = sequences[0], min(len(s) for s in sequences) - 1
-    for i in range(n):
-        t = first[i]
-        if any(s[i] != t for s in sequences):
-            return i
-    return max(n, 0)
-
-
-def _batch_cache(model, prefix_cache, batch: int, max_len: int):
-    """A preallocated (static) cache holding the shared prefix once per row of the batch.
-
-    Static, not dynamic: a dynamic cache concatenates every new token onto the whole cache at
-    every step, which for an 800-token few-shot prefix cost more than the prefix itself
-    (measured: 6.8 s against 3.8 s for a batch of 16 on a 2-core CPU).
-    """
-    from transformers import StaticCache
-
-    config = model.get_base_model().config if is_peft_model(model) else model.config
-    cache = StaticCache(config=config, max_cache_len=max_len)
-    for i, layer in enumerate(prefix_cache.layers):
-        cache.update(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1), i)
-    return cache
-
-
-def _cache_kwarg(model) -> str | None:
-    """The argument under which the model's forward takes a KV cache: transformers renamed
-    ``past_key_values`` to ``cache`` during the 5.x series; None for a model that takes neither.
-    Read once per model class (it is asked at every SFT step)."""
-    base = model.get_base_model() if is_peft_model(model) else model
-    return next((a for a in ("cache", "past_key_values") if _forward_accepts(type(base), a)), None)
-
-
-def _last_logits_only(model) -> dict:
-    """``logits_to_keep=1`` where the model takes it: the shared prefix's pass only needs its cache,
-    not the vocabulary's logits at every position (0.13 s for an 829-token prefix on 2 cores)."""
-    base = model.get_base_model() if is_peft_model(model) else model
-    return {"logits_to_keep": 1} if _forward_accepts(type(base), "logits_to_keep") else {}
-
-
-@functools.cache
-def _forward_accepts(cls, name: str) -> bool:
-    """Whether the model class's forward takes the argument ``name`` (its signature read once)."""
-    return name in inspect.signature(cls.forward).parameters
 
 
 def _count_new(ids: list[int], eos_ids: set[int], pad_id: int | None) -> int:
@@ -220,7 +196,52 @@ def _count_new(ids: list[int], eos_ids: set[int], pad_id: int | None) -> int:
     return n
 
 
-@torch.inference_mode()
+@dataclass
+class LocalModel:
+    """A transformers model and its tokenizer as a generation backend (batched on this machine).
+
+    >>> outs = LocalModel(model, tokenizer).generate([[{"role": "user", "content": "Hi"}]])  # doctest: +SKIP
+    """
+
+    model: Any
+    tokenizer: Any
+    hosted = False  # class attributes, not fields: the Backend protocol's constants
+    warmup_rows = 4  # the first call of a model pays for allocations and kernel selection
+
+    @property
+    def name(self) -> str:
+        config = getattr(self.model, "config", None)
+        return str(getattr(config, "name_or_path", "") or type(self.model).__name__)
+
+    def prompt_tokens(self, conversations: list[list[dict]]) -> list[int]:
+        return [len(self.tokenizer(t, add_special_tokens=False)["input_ids"])
+                for t in render_prompts(self.tokenizer, conversations)]
+
+    def cost_usd(self, prompt_tokens: int, new_tokens: int) -> None:
+        return None
+
+    def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 32, batch_size: int | None = 16,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
+                 stop_strings: list[str] | None = None, prefix_cache: bool = True, adapter=None,
+                 progress: bool = True) -> list[Generation]:
+        """See :func:`generate`; holds :func:`model_lock` for the whole call."""
+        with model_lock(self.model):
+            return _generate_locked(self.model, self.tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size or 16, do_sample=do_sample, temperature=temperature,
+                                    top_p=top_p, seed=seed, stop_strings=stop_strings, prefix_cache=prefix_cache,
+                                    adapter=adapter, progress=progress)
+
+
+def as_backend(model, tokenizer=None) -> Backend:
+    """``model`` itself when it is a :class:`~ftkit.generation.backend.Backend` (an endpoint, a
+    :class:`LocalModel`), else ``LocalModel(model, tokenizer)``.
+
+    >>> as_backend(Endpoint(model="m")).hosted                         # doctest: +SKIP
+    True
+    """
+    return model if isinstance(model, Backend) else LocalModel(model, tokenizer)
+
+
 def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 32,
              batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, seed: int | None = None, stop_strings: list[str] | None = None,
@@ -228,42 +249,44 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     """Generate an answer for each conversation (a list of ``{role, content}`` messages).
 
     Greedy by default, so results are repeatable; ``do_sample=True`` with ``temperature``,
-    ``top_p`` and ``seed`` samples. Generation ends at the end-of-sequence token, after
-    ``max_new_tokens``, or at any string in ``stop_strings`` (cut from the text). ``adapter`` is passed
-    to :func:`adapter_state`. Latency is the batch's wall time divided evenly among its examples,
-    plus an equal share of the shared prefix's one-time pass: what a request costs when served in
-    batches.
+    ``top_p`` and ``seed`` samples (the same answers for the same seed and batches). Generation
+    ends at the end-of-sequence token, after ``max_new_tokens``, or at any string in
+    ``stop_strings`` (cut from the text). ``adapter`` is passed to :func:`adapter_state`. Latency
+    is the batch's wall time divided evenly among its examples, plus an equal share of the shared
+    prefix's one-time pass: what a request costs when served in batches.
 
-    ``model`` may also be a hosted :class:`~ftkit.generation.endpoint.Endpoint` (``tokenizer``: None): the
-    same call, answered by its server (``batch_size`` then caps the requests in flight).
+    ``model`` may be any :class:`~ftkit.generation.backend.Backend`, such as a hosted
+    :class:`~ftkit.generation.endpoint.Endpoint` (``tokenizer``: None): the same call, answered
+    by its server (``batch_size`` then caps the requests in flight).
     """
-    from ftkit.generation.endpoint import Endpoint  # imported here: endpoint.py imports this module
+    return as_backend(model, tokenizer).generate(
+        conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+        temperature=temperature, top_p=top_p, seed=seed, stop_strings=stop_strings, prefix_cache=prefix_cache,
+        adapter=adapter, progress=progress)
 
-    if isinstance(model, Endpoint):
-        if adapter is not None:
-            raise ValueError(f"adapter={adapter!r} was asked for, but {model.model} is a hosted endpoint: it has "
-                             "no adapters to switch; leave adapter=None")
-        return model.generate(conversations, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                              do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
-                              stop_strings=stop_strings, progress=progress)
+
+def _generate_locked(model, tokenizer, conversations, *, max_new_tokens, batch_size, do_sample, temperature, top_p,
+                     seed, stop_strings, prefix_cache, adapter, progress) -> list[Generation]:
+    import torch
+    from tqdm.auto import tqdm
+
     texts = render_prompts(tokenizer, conversations)
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     pad_id = tokenizer.pad_token_id
     eos_ids = eos_token_ids(model, tokenizer)
-    options = generation_options(tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_strings)
-    if seed is not None:
-        torch.manual_seed(seed)
+    options = generation_options(tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_strings, seed=seed,
+                                 top_k=getattr(model.generation_config, "top_k", None))
+    fast = fastpath.enabled(*FAST)
 
     results: list[Generation | None] = [None] * len(texts)
-    with adapter_state(model, adapter), contiguous_lm_head(model):
-        device = model.device
-        n_prefix = _shared_prefix(ids) if prefix_cache else 0
-        cache, prefix_s, cache_kwarg = None, 0.0, _cache_kwarg(model) or "past_key_values"
+    with torch.inference_mode(), adapter_state(model, adapter), head_context(model):
+        n_prefix = shared_prefix(ids) if prefix_cache and fast else 0
+        cache, prefix_s, argument = None, 0.0, cache_argument(model) or "past_key_values"
         if n_prefix >= MIN_CACHED_PREFIX:
+            from ftkit.fastpath.static_cache import prefill
+
             t0 = time.perf_counter()
-            prefix = torch.tensor([ids[0][:n_prefix]], device=device)
-            out = model(input_ids=prefix, use_cache=True, **_last_logits_only(model))
-            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            cache = prefill(model, ids[0][:n_prefix])
             # The shared prefix is paid once; each request carries an equal share of it.
             prefix_s = (time.perf_counter() - t0) / len(texts)
         else:
@@ -271,9 +294,9 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
         # Longest first: batches of similar length waste less compute on padding.
         order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
         head = ids[0][:n_prefix]
+        device = model.device
         bar = tqdm(total=len(texts), desc="generating", unit="ex", disable=not progress)
-        # Each batch attends to the shared prefix once, not once per row (ftkit.fastpath.prefix_attention).
-        with attend_prefix_once(model, n_prefix):
+        with _prefix_attention(model, n_prefix):
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 suffixes = [ids[i][n_prefix:] for i in idx]
@@ -283,7 +306,9 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
                                     device=device)
                 extra = {}
                 if cache is not None:
-                    extra[cache_kwarg] = _batch_cache(model, cache, len(idx), n_prefix + width + max_new_tokens)
+                    from ftkit.fastpath.static_cache import batch_cache
+
+                    extra[argument] = batch_cache(model, cache, len(idx), n_prefix + width + max_new_tokens)
                 t0 = time.perf_counter()
                 out = model.generate(input_ids=input_ids, attention_mask=mask, **options, **extra)
                 elapsed = time.perf_counter() - t0
@@ -299,3 +324,13 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
                 bar.update(len(idx))
         bar.close()
     return results
+
+
+def _prefix_attention(model, n_prefix: int):
+    """Each batch attends to the cached shared prefix once, not once per row
+    (:mod:`ftkit.fastpath.prefix_attention`); only with a cached prefix, so only on the fast path."""
+    if n_prefix <= 0:
+        return contextlib.nullcontext(model)
+    from ftkit.fastpath.prefix_attention import attend_prefix_once
+
+    return attend_prefix_once(model, n_prefix)

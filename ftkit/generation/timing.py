@@ -1,8 +1,8 @@
 """What a request costs, measured fairly: every variant timed in one interleaved phase.
 
 Timing each variant in a block of its own (or the prompts in one phase and the tuned models minutes
-later) compares two loads, not two models: on a 2-core laptop where a browser or another kernel
-wakes up, a block timed under load looked 11x slower than the same model timed quiet. Here every
+later) compares two loads, not two models: on a small laptop where a browser or another kernel
+wakes up, a block timed under load looks several times slower than the same model timed quiet. Here every
 variant answers the same rows, batch by batch in turn (round-robin, the order rotated each round),
 and the whole thing is repeated: a change of load hits all variants alike, and the median of the
 repeats shrugs off a burst.
@@ -26,24 +26,22 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
-import pandas as pd
 from tqdm.auto import tqdm
 
-from ftkit.generation.endpoint import Endpoint
-from ftkit.generation.generate import generate
+from ftkit.data.canonical import as_rows, chat_turns
+from ftkit.generation.generate import LocalModel, as_backend, generate
 
-__all__ = ["LatencyDifference", "Timing", "time_variants"]
+__all__ = ["LatencyDifference", "Timing", "rows_to_answer", "time_variants"]
 
 # The timer. A module attribute so that a test can give the phase a clock of its own.
 clock = time.perf_counter
 
-# Rows each variant answers untimed before the phase (the first call of a model pays for
-# allocations and kernel selection). A hosted endpoint is paid per request: one row.
-WARMUP_ROWS = 4
-ENDPOINT_WARMUP_ROWS = 1
+# Rows a local model answers untimed before the phase (its first call pays for allocations and
+# kernel selection). Each backend says its own (Backend.warmup_rows): a hosted one is paid per request.
+WARMUP_ROWS = LocalModel.warmup_rows
 
 # A phase whose timings spread this much (interquartile range over the median, any variant) was
-# disturbed while it ran: on a quiet 2-core machine the spread of the demo's variants stays under 0.2.
+# disturbed while it ran: on a quiet machine the spread of the demo's variants stays well under this.
 WIDE_SPREAD = 0.5
 
 # Other processes keeping at least this share of a core busy while timing are worth a word.
@@ -129,9 +127,11 @@ class Timing:
         middle = float(np.median(s))
         return float(np.subtract(*np.percentile(s, [75, 25]))) / middle if middle > 0 else 0.0
 
-    def summary(self) -> pd.DataFrame:
+    def summary(self):
         """One row per variant: ``latency_s`` (batched) and ``latency_1_s`` (one at a time), each the
-        median with ``_low``/``_high`` 95% bounds."""
+        median with ``_low``/``_high`` 95% bounds (a pandas DataFrame)."""
+        import pandas as pd
+
         lines = []
         for v in self.variants:
             line = {"variant": v}
@@ -168,6 +168,21 @@ def _median_ci(values: np.ndarray, n_boot: int, seed: int) -> tuple[float, float
     return float(np.median(values)), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
+def rows_to_answer(dataset, turns: str = "all") -> list[dict]:
+    """The prompt/completion rows a dataset asks to answer: conversations turn by turn (see
+    :func:`ftkit.data.canonical.chat_turns`); an error that says what is missing otherwise."""
+    given = as_rows(dataset)
+    rows = chat_turns(given, turns)
+    if given and not rows:
+        raise ValueError("the conversations have no assistant turn after a user turn to answer")
+    if not rows:
+        raise ValueError("the evaluation split is empty")
+    if "prompt" not in rows[0] or "completion" not in rows[0]:
+        raise ValueError(f"evaluate needs prompt/completion rows (load them with ftkit.load_data); "
+                         f"these rows have: {', '.join(rows[0])}")
+    return rows
+
+
 def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, rows: int | None = None,
                   interactive_rows: int = 2, turns: str = "all", progress: bool = True,
                   n_boot: int = 1000, seed: int = 0) -> Timing:
@@ -184,7 +199,6 @@ def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, r
     >>> timing = time_variants([zero, tuned], test, rounds=3)   # doctest: +SKIP
     >>> timing.summary()["latency_s"]                          # doctest: +SKIP
     """
-    from ftkit.evaluation.evaluate import _check_rows  # evaluate.py imports this module
     from ftkit.models.threads import LoadMeter
 
     names = [v.name for v in variants]
@@ -192,7 +206,7 @@ def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, r
         raise ValueError(f"variant names must differ; got {names}. Pass name=... to Variant")
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1; got {rounds}")
-    every = _check_rows(dataset, turns)
+    every = rows_to_answer(dataset, turns)
     timed = every[:rows or batch_size]
     single = timed[:max(0, interactive_rows)]
     batches = [list(range(i, min(i + batch_size, len(timed)))) for i in range(0, len(timed), batch_size)]
@@ -202,7 +216,7 @@ def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, r
                                  stop_strings=list(v.stop_strings) or None, progress=False)
         asked[v.name] = [v.template.messages(r) for r in timed]
     for v in variants:  # untimed warm-up
-        warm = ENDPOINT_WARMUP_ROWS if isinstance(v.model, Endpoint) else WARMUP_ROWS
+        warm = as_backend(v.model, v.tokenizer).warmup_rows
         answer[v.name](asked[v.name][:warm], batch_size=batch_size)
     batched = {n: [] for n in names}
     alone = {n: [] for n in names} if single else {}
