@@ -6,7 +6,7 @@ loads it, measured side by side in one run.
 The issue: in `make demo` a LoRA SFT variant reported twice the zero-shot latency per request
 while generating fewer tokens. Its cause was the weights' ``requires_grad``: PEFT freezes the base
 model, and for a frozen bias-free head torch broadcast the weight into a batched product, copying
-it whole in bfloat16 on every prefill (see ``ftkit.generation.generate.contiguous_lm_head``).
+it whole in bfloat16 on every prefill (see ``ftkit.fastpath.lm_head.contiguous_lm_head``).
 
 Variants, on the embedded model and zero-shot prompts of the built-in routing example:
 - ``base``: ``load_model()`` as the prompt baselines use it (weights trainable, as loaded);

@@ -51,8 +51,6 @@ __all__ = ["Generation", "LocalModel", "adapter_state", "as_backend", "contiguou
 # The libraries whose internals the generation fast paths lean on.
 FAST = ("torch", "transformers")
 
-# The old name of ftkit.fastpath.prefix.cache_argument, until ftkit.training.sft imports that instead.
-_cache_kwarg = cache_argument
 
 _locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
