@@ -3,8 +3,9 @@
 OpenAI's GPT models, vLLM, Ollama, llama.cpp's server, ``transformers serve`` and ``ftkit serve``
 all answer ``POST {base_url}/chat/completions``. An :class:`Endpoint` asks one through the official
 ``openai`` client and returns the same :class:`~ftkit.generation.backend.Generation` objects a local model
-does (it is a :class:`~ftkit.generation.backend.Backend`, as a local model is) (text, prompt and answer tokens from the server's ``usage``, latency), greedy unless asked
-otherwise, so it is one more variant for :func:`ftkit.evaluation.evaluate.evaluate`, PromptLab and
+does (text, prompt and answer tokens from the server's ``usage``, latency): it is a
+:class:`~ftkit.generation.backend.Backend`, as a local model is. Greedy unless asked otherwise, it
+is one more variant for :func:`ftkit.evaluation.evaluate.evaluate`, PromptLab and
 ``ftkit run``:
 
 >>> gpt = Endpoint(model="gpt-4o-mini", price_per_million_input=0.15, price_per_million_output=0.60)
@@ -18,7 +19,9 @@ otherwise, so it is one more variant for :func:`ftkit.evaluation.evaluate.evalua
 The API key is read from the environment variable ``api_key_env`` when requests are sent, and is
 never stored on the object, written to a run record, report or log, or shown in an error (a
 server's own error text is scrubbed of it). Errors a user meets (no key, wrong URL, unknown model,
-rate limits, time-outs) are :class:`EndpointError` with what to do.
+rate limits, time-outs) are :class:`EndpointError` with what to do. (The module is over 400 lines
+because those errors are most of it: each is worded from the server's answer, next to the request
+that got it.)
 """
 
 from __future__ import annotations
