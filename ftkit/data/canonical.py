@@ -319,7 +319,8 @@ def load_data(source, mapping: dict[str, str] | None = None, *, tokenizer=None,
     to your columns, e.g. ``{"prompt": "question", "completion": "reply"}``; without it the layout
     is detected and reported in one line, which you should read once. Warnings (duplicates, long
     examples, rows skipped as longer than ``max_chars`` characters: see :func:`check_data`) are
-    issued with :mod:`warnings`. The source is never modified.
+    issued with :mod:`warnings`; ``task`` is the task whose prompt the token lengths are counted
+    in, as there. The source is never modified.
 
     >>> ds = load_data([{"prompt": "Hi", "completion": "Hello!"}], verbose=False)
     >>> ds.column_names
