@@ -5,7 +5,7 @@ Each rule is a plain function ``(answer, row) -> bool``; ``*_rule_metrics()`` tu
 metrics ``(prediction, reference, row) -> float`` that evaluation scores like any other. The tasks
 (:mod:`ftkit.tasks`) name them as the house metrics of their own example.
 
->>> blurb_rule_metrics()["no_exclamation"]("Made for home: Mug\nA mug.\nCare: wash", "")
+>>> blurb_rule_metrics()["no_exclamation"]("Made for home: Mug\\nA mug.\\nCare: wash", "")
 1.0
 """
 
