@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 from ftkit._lazy import exports  # noqa: E402
 
 __getattr__, __dir__ = exports(__name__, {
-    "DataError": "data.canonical", "DataReport": "data.canonical", "check_data": "data.canonical",
-    "load_data": "data.canonical", "split": "data.canonical", "ModelLoadError": "models.loading",
-    "choose_device": "models.loading", "describe_device": "models.loading", "load_model": "models.loading",
+    "DataError": "data.canonical", "DataReport": "data.canonical", "check_data": "tasks",
+    "load_data": "data.canonical", "split": "data.canonical", "ModelLoadError": "models.device",
+    "choose_device": "models.device", "describe_device": "models.device", "load_model": "models.loading",
 })
 
 __all__ = [

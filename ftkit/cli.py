@@ -8,6 +8,12 @@
     ftkit train CONFIG              training only (what `ftkit launch` runs on every process)
     ftkit serve RUN_OR_MODEL        an OpenAI-compatible server for a tuned run (merged) or a model
     ftkit export RUN OUT [--gguf]   the adapter, merged weights or GGUF + Modelfile, re-scored with --check
+
+Each command is a short function over the core; the module is over 400 lines because the
+commands and the one parser that names their options belong together (a flag's help text and the
+command that reads it sit in one file). Nothing heavy is imported at module level: ``ftkit --help``
+and ``ftkit runs`` load no model library, and ``ftkit run --check`` checks the config and the data
+files before it does.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from ftkit.data import examples
 from ftkit.config import (ConfigError, DataConfig, DPOStage, ModelConfig, OutputConfig, PipelineConfig,
                           SFTStage, describe, dump_config, load_config)
 from ftkit.generation.endpoint import EndpointError
-from ftkit.models.loading import EMBEDDED_NAME, ModelLoadError
+from ftkit.models.device import ModelLoadError
+from ftkit.models.loading import EMBEDDED_NAME
 from ftkit.data.sources import DataError
 
 __all__ = ["build_parser", "demo_config", "main"]
@@ -126,17 +133,22 @@ def check_run(config: PipelineConfig, name: str, say=print) -> int:
     :func:`~ftkit.pipeline.plan`, :func:`~ftkit.pipeline.preflight`: the data, the split and its
     leaks, every prompt's token lengths and its fit in the model's context, SFT's and DPO's
     pre-flight), then what the run will do and how long it should take here, from one measured
-    training step and one measured batch of answers. The data is read with the tokenizer alone,
-    so a broken file is reported before any weights load. Returns 2 when the run would refuse."""
-    from ftkit.estimate import estimate, plan_lines
-    from ftkit.models.loading import load_model, load_tokenizer
-    from ftkit.pipeline import model_context, plan, prepare_data, preflight
-
+    training step and one measured batch of answers. A data file's own problems (what it is, its
+    size, binary content, rows, columns, rows longer than any context) are found before a tokenizer
+    or the pipeline loads (:func:`data_problems`); the rest is read with the tokenizer alone, so a
+    broken file is reported before any weights load. Returns 2 when the run would refuse."""
     def refuse(problems: list[str], when: str) -> int:
         for problem in problems:
             say(f"ERROR: {problem}")
         say(f"{name}: NOT VALID: {len(problems)} problem(s) the run would stop on {when}; each says what to change")
         return 2
+
+    problems = data_problems(config)
+    if problems:
+        return refuse(problems, "before training")
+    from ftkit.estimate import estimate, plan_lines
+    from ftkit.models.loading import load_model, load_tokenizer
+    from ftkit.pipeline import model_context, plan, prepare_data, preflight
 
     try:
         for t in config.templates:  # the key a hosted baseline needs is set (it is never printed)
@@ -161,6 +173,27 @@ def check_run(config: PipelineConfig, name: str, say=print) -> int:
         say(line)
     say(f"{name}: valid (everything the run checks before training passed)")
     return 0
+
+
+def data_problems(config: PipelineConfig) -> list[str]:
+    """What is wrong with the config's own data files, read without a tokenizer: the checks that
+    refuse a file (what it is, its size, binary content, its rows and columns, the mapping, rows over
+    the character bound a context could hold) cost no model library. Built-in examples are known good.
+    Token lengths wait for the tokenizer (:func:`ftkit.pipeline.prepare_data`), with the model's own
+    context, which may refuse shorter rows than this bound does."""
+    from ftkit.data.canonical import check_data
+
+    sources = [("", config.data.source, config.data.mapping)]
+    if config.dpo is not None:
+        sources.append(("dpo.source: ", config.dpo.source, config.dpo.mapping))
+    found = []
+    for prefix, source, mapping in sources:
+        if source in examples.names():
+            continue
+        report = check_data(source, mapping or None, long_rows=config.data.long_rows)
+        if not report.ok:
+            found.append(prefix + "; ".join(report.errors))
+    return found
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -214,22 +247,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def _runs_line(run) -> tuple[str, ...]:
     """One run's line of ``ftkit runs``; a status.json that cannot be read says why in the last column."""
-    from ftkit.report import run_cost
     from ftkit.runs import TIME_BUDGET, UNREADABLE
+    from ftkit.training.curves import training_cost  # what the report's cost table reads, without its plots
 
-    cost, status = run_cost(run), run.status
+    cost, status = training_cost(run), run.status
     record = run.evaluation
     headline = f"{record['metric']} {record['value']:.3f} ({record['variant']})" if record else ""
     if UNREADABLE in status:
         headline = f"cannot be read: {status[UNREADABLE]}"
-    wall = f"{cost['wall_s']:.0f} s" if cost["wall_s"] is not None else ""
+    wall = f"{cost['seconds']:.0f} s" if cost["seconds"] is not None else ""
     steps = "" if cost["steps"] is None else str(cost["steps"])
     # A run its time budget ended is "completed" with fewer steps than planned: say so.
-    shown = "time budget" if status.get("ended_by") == TIME_BUDGET else cost["status"]
+    shown = "time budget" if status.get("ended_by") == TIME_BUDGET else status.get("status", "unknown")
     planned = status.get("max_steps")
     if status.get("ended_by") and steps and isinstance(planned, int) and planned > 0:
         steps = f"{steps} of {planned}"
-    return run.id, cost["kind"], shown, steps, wall, headline
+    return run.id, run.config.get("kind", ""), shown, steps, wall, headline
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -332,7 +365,7 @@ def _minutes(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftkit", description=__doc__.splitlines()[0],
-                                     epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     epilog=__doc__.split("\n", 2)[2].split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="prompt baselines, SFT and DPO on the embedded model, with a report")

@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 
-from ftkit.data.canonical import as_rows
+from ftkit.data.sources import as_rows
 
 __all__ = [
     "CLASSIFY_INSTRUCTION", "CLASSIFY_SYSTEM", "DEFAULT_INSTRUCTION", "PromptTemplate", "classify_few_shot",

@@ -6,11 +6,14 @@ modules read its fields. Classification is one task among them. ``task.on(source
 fits it to the data in hand: the house style on the task's own example only, and QA prompts that
 read the passage when the rows carry one (``task.for_rows(rows)`` alone does the second).
 
-Over the house ~400 lines: :func:`detect` and its small language guess (the last ~180 lines)
-were added beside the task table they choose from; they are one cut away from a module of their own.
+A task names its metrics (:meth:`Task.metric_names`); evaluation turns the names into functions.
+The house rules of the shop's examples live in :mod:`ftkit.data.examples.house`, the language guess
+in :mod:`ftkit.data.languages`. The module is over 400 lines because :func:`detect` reads rows
+against the task table it chooses from, and :func:`resolve` falls back on it: apart, the two
+halves would import each other.
 
 >>> task = get("translation").on("shop_translation")   # with the house style of its own example
->>> task.headline, [name for name, _ in task.metric_functions()]
+>>> task.headline, task.metric_names()
 ('chrf', ['chrf', 'bleu', 'glossary_accuracy'])
 >>> task.template().messages({"prompt": "Your gift card is on its way."})[-1]["content"]
 'Translate this text from the Hearth & Co. shop into German. Reply with the German text only.\\n\\nYour gift card is on its way.'
@@ -20,18 +23,20 @@ from __future__ import annotations
 
 import re
 import string
-import unicodedata
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from ftkit.evaluation import metrics as M
-from ftkit.data.report import match_key
-from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
+from ftkit.data.canonical import chat_turns, check_data as _check_rows, label_set
+from ftkit.data.examples.house import (  # noqa: F401  (public here before the house rules had a module)
+    ACTION_PHRASES, BLURB_RULES, CHAT_RULES, CHAT_SYSTEM, PROMISE_WORDS, SUMMARY_FORMAT, blurb_rule_metrics,
+    chat_rule_metrics, glossary_prompt, summary_rule_metrics)
+from ftkit.data.languages import LANGUAGES as _LANGUAGES, column_language as _column_language
+from ftkit.data.languages import language_name as _say, named_language as _named_language
+from ftkit.data.report import DataReport, match_key
 from ftkit.data.sources import as_rows
+from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
 
 __all__ = ["ACTION_PHRASES", "BLURB_RULES", "CHAT_RULES", "CLOSED_BOOK", "PROMISE_WORDS", "TASKS", "Task", "TaskGuess",
-           "blurb_rule_metrics", "chat_rule_metrics", "detect", "get", "glossary_prompt", "infer", "names", "resolve"]
+           "blurb_rule_metrics", "chat_rule_metrics", "check_data", "detect", "get", "glossary_prompt", "infer", "names", "resolve"]
 
 CLOSED_BOOK = "closed book"  # the variant that asks without the passage, where the prompts read one
 
@@ -129,11 +134,17 @@ class Task:
 
     @property
     def headline(self) -> str:
-        return self.metric_functions()[0][0]
+        return self.metric_names()[0]
 
-    def metric_functions(self) -> list[tuple[str, Callable]]:
-        """The task's metrics as ``(name, callable)``, the headline first."""
-        return list(M.resolve(list(self.metrics)).items())
+    def metric_names(self) -> list[str]:
+        """The names of the task's metrics, the headline first: a built-in metric's name, or the
+        ``__name__`` of a metric function. The task names its metrics and evaluation scores them:
+        ``ftkit.evaluation.metrics.resolve(task.metrics)`` gives ``{name: function}`` in this order.
+
+        >>> get("qa").metric_names()
+        ['token_f1', 'squad_exact_match']
+        """
+        return [m if isinstance(m, str) else getattr(m, "__name__", type(m).__name__) for m in self.metrics]
 
     def template(self, name: str = "zero-shot", labels=()) -> PromptTemplate:
         """The zero-shot template (the instruction alone, with the chat template's own system prompt),
@@ -152,8 +163,6 @@ class Task:
         """The prompt variants to measure: zero-shot, the task's variants the rows have fields for,
         and k-shot from ``train`` (k = :attr:`shots`, never more than the training rows); on rows
         with a passage, each reads it, and ``"closed book"`` asks without it (:meth:`for_rows`)."""
-        from ftkit.data.canonical import chat_turns
-
         train = chat_turns(train)  # a conversation's turns are rows too
         task = self.for_rows(train)
         # A variant is used where most rows hold every field it names (NQ's `context` is empty: closed book).
@@ -167,111 +176,6 @@ class Task:
             out.append(few_shot(train, k=k, seed=seed, instruction=task.instruction, system=task.system,
                                 labels=labels))
         return out
-
-
-# --- creative writing: the house rules of a product blurb, each a checkable metric --------------
-
-def _lines(text: str) -> list[str]:
-    return text.strip().split("\n")
-
-
-BLURB_RULES: dict[str, Callable[[str, dict], bool]] = {
-    "three_lines": lambda text, row: len(_lines(text)) == 3 and all(line.strip() for line in _lines(text)),
-    "opening": lambda text, row: _lines(text)[0].startswith(f"Made for home: {row.get('product', '')}"),
-    "no_exclamation": lambda text, row: "!" not in text,
-    "within_40_words": lambda text, row: 0 < M.word_count(text) <= 40,
-    "care_line": lambda text, row: len(_lines(text)) == 3 and _lines(text)[2].startswith("Care:"),
-    "no_you": lambda text, row: re.search(r"\byour?\b", text, flags=re.I) is None,
-}
-
-
-def blurb_rule_metrics() -> dict[str, Callable]:
-    """One metric per house rule, and ``all_rules`` (1.0 only when every rule holds), headline first."""
-    return _rule_metrics(BLURB_RULES, "all_rules")
-
-
-SUMMARY_FORMAT = r"[^;\n]+; [^;\n]+; [^;\n]+"
-
-
-def glossary_prompt() -> str:
-    """The shop's fixed terms as a system prompt: the prompt-engineering answer to terminology."""
-    from ftkit.data import examples
-
-    terms = "\n".join(f"{g['en']} = {g['de']}" for g in examples.glossary())
-    return f"You translate for the Hearth & Co. shop. Always use these German terms:\n{terms}"
-
-# --- chat: the shop's tone rules, checked on each answered turn ----------------------------------
-
-ACTION_PHRASES = ("i've cancelled", "i've started a return", "i've arranged a replacement", "i've updated the address",
-                  "i've issued a refund", "i've booked a collection", "i've reopened")
-PROMISE_WORDS = ("guarantee", "guaranteed", "promise", "promised", "regardless", "exception", "no matter")
-CHAT_SYSTEM = ("You are the customer support assistant of Hearth & Co., a home-goods web shop. Greet the customer "
-               "by their first name in your first reply. Before you cancel, return, replace, refund or change "
-               "anything, repeat the order number and ask the customer to confirm it. Offer only what the shop's "
-               "policy allows; never promise a refund.")
-
-
-def _plain(text: str) -> str:
-    return text.replace("\u2019", "'").casefold()
-
-
-def _acts(text: str) -> bool:
-    return any(p in _plain(text) for p in ACTION_PHRASES)
-
-
-_YES = re.compile(r"^\W*(yes|yep|yeah|yup|ya|correct|right|exactly|confirmed|sure|ok|okay|"
-                  r"that's (right|it|correct|the one)|that is (right|correct))\b", re.I)
-
-
-def _confirmed(text: str, row: dict) -> bool:
-    """The answer names the order, and an earlier answer asked to confirm it, and the customer said yes."""
-    order = str(row.get("order") or "").casefold()
-    if not order or order not in _plain(text):
-        return False
-    history = row.get("history", [])
-    for asked, reply in zip(history, history[1:]):
-        said = _plain(asked["content"])
-        if (asked["role"] == "assistant" and order in said and re.search(r"\bconfirm\b", said)
-                and reply["role"] == "user" and _YES.match(_plain(reply["content"]))):
-            return True
-    return False
-
-
-CHAT_RULES: dict[str, Callable[[str, dict], bool]] = {
-    # The first answer of a conversation greets the customer by first name.
-    "greets_by_name": lambda text, row: row.get("turn") != 1 or not row.get("customer") or re.search(
-        rf"\b{re.escape(str(row['customer']).split()[0])}\b", text, flags=re.I) is not None,
-    # An answer that acts (cancels, refunds, ...) names the order, which an earlier answer asked to confirm.
-    "confirms_before_acting": lambda text, row: not _acts(text) or _confirmed(text, row),
-    # Refunds only as the policy allows: never a promise.
-    "no_refund_promise": lambda text, row: re.search(
-        r"\b(" + "|".join(map(re.escape, PROMISE_WORDS)) + r")\b", _plain(text)) is None,
-}
-
-
-def _rule_metrics(rules: dict[str, Callable[[str, dict], bool]], overall: str) -> dict[str, Callable]:
-    """One metric per rule, and ``overall`` (1.0 only when every rule holds), that one first."""
-    def rule(name):
-        def metric(prediction: str, reference: str, row: dict | None = None) -> float:
-            return float(rules[name](prediction, row or {}))
-        metric.__name__ = name
-        return metric
-
-    def every(prediction: str, reference: str, row: dict | None = None) -> float:
-        return float(all(check(prediction, row or {}) for check in rules.values()))
-
-    every.__name__ = overall
-    return {overall: every, **{name: rule(name) for name in rules}}
-
-
-def chat_rule_metrics() -> dict[str, Callable]:
-    """The shop chat's tone rules, one metric each, and ``tone_rules`` (every rule kept), first.
-
-    >>> row = {"turn": 1, "customer": "Priya", "order": "HC-10233", "history": []}
-    >>> {name: fn("Hi Priya, I've cancelled order HC-10233.", "", row) for name, fn in chat_rule_metrics().items()}
-    {'tone_rules': 0.0, 'greets_by_name': 1.0, 'confirms_before_acting': 0.0, 'no_refund_promise': 1.0}
-    """
-    return _rule_metrics(CHAT_RULES, "tone_rules")
 
 
 TASKS: dict[str, Task] = {t.name: t for t in [
@@ -326,7 +230,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         house_instruction="Summarize this support conversation in one line: the customer's problem; the action "
                           "taken; the open item (or 'no open items'). At most 30 words.\n\n{prompt}",
         shots=2, metrics=("rouge_l",),
-        house_metrics=("rouge_l", M.within_words(30), M.matches(SUMMARY_FORMAT, "house_format")),
+        house_metrics=("rouge_l", *summary_rule_metrics().values()),
         max_new_tokens=64, max_length=512,
         reading="ROUGE-L: the longest run of words shared with the reference summary, 0 to 1",
         house_reading="ROUGE-L: the longest run of words shared with the reference summary, 0 to 1 (and the share "
@@ -384,6 +288,19 @@ def get(name: str) -> Task:
         raise KeyError(f"no task {name!r}; tasks are: {', '.join(TASKS)}") from None
 
 
+def check_data(source, mapping: dict[str, str] | None = None, *, task=None, **kwargs) -> DataReport:
+    """:func:`ftkit.data.check_data`, with token lengths counted inside the task's prompt: ``task``
+    is a :class:`Task`, its name, or None to infer it from the canonical rows (:func:`resolve`);
+    ``report.task`` names the one used. Other arguments as there.
+
+    >>> from tiny_models import CountingTokenizer                       # doctest: +SKIP
+    >>> check_data([{"question": "2+2?", "answer": "4"}], tokenizer=CountingTokenizer()).task  # doctest: +SKIP
+    'qa'
+    """
+    chosen = task if isinstance(task, Task) else (lambda rows: resolve(task, rows))
+    return _check_rows(source, mapping, task=chosen, **kwargs)
+
+
 def resolve(task, rows=(), labels=None) -> Task:
     """A task from a name, a :class:`Task`, or None: then classification when there is a label set
     (``labels``, or a ``label`` column in ``rows``), else what :func:`infer` reads from ``rows``.
@@ -395,8 +312,6 @@ def resolve(task, rows=(), labels=None) -> Task:
         return task
     if task is not None:
         return get(task)
-    from ftkit.data.canonical import label_set
-
     if labels or label_set(rows):
         return get("classification")
     return infer(rows)[0] if rows else get("creative")
@@ -497,8 +412,8 @@ def detect(rows, mapping: dict[str, str] | None = None) -> TaskGuess:
         return guess("translation", f"the columns are named {named['prompt']!r} and {named['completion']!r}, "
                                     "though the texts do not show two languages; set task: translation to be sure",
                      False)
-    prompt_words = sum(map(M.word_count, prompts)) / len(rows)
-    answer_words = sum(map(M.word_count, completions)) / len(rows)
+    prompt_words = sum(len(p.split()) for p in prompts) / len(rows)
+    answer_words = sum(len(c.split()) for c in completions) / len(rows)
     seen["words per prompt"], seen["words per answer"] = round(prompt_words, 1), round(answer_words, 1)
     if prompt_words > 3 * answer_words and prompt_words > 40:
         return guess("summarization", f"prompts ({prompt_words:.0f} words on average) are much longer than "
@@ -517,63 +432,6 @@ def detect(rows, mapping: dict[str, str] | None = None) -> TaskGuess:
 _BRIEF = re.compile(r"\b(write|compose|draft|poem|poetry|story|sonnet|haiku|limerick|verse|lyrics|song|blurb|essay|"
                     r"slogan|tagline)s?\b", re.I)
 _CODE = re.compile(r"\b(function|code|program|script|python|sql|class|method)s?\b", re.I)
-
-_LANGUAGES = {"en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "nl": "Dutch",
-              "pt": "Portuguese"}
-_NAMES = {"en": "eng english", "de": "deu ger german deutsch", "fr": "fra fre french francais", "es": "spa spanish "
-          "espanol", "it": "ita italian italiano", "nl": "nld dut dutch nederlands", "pt": "por portuguese portugues"}
-# The commonest short words of each language: a few hits per sentence, rarely shared with all the others.
-_STOPWORDS = {lang: frozenset(words.split()) for lang, words in {
-    "en": "the and of to is are was were that this with for on not you your it its be have has from by at which will "
-          "can they their what there an or",
-    "de": "der die das und ist sind nicht mit sich auf für ein eine einen einem einer dem den des von zu zum zur im "
-          "wird werden auch ich sie wir nach bei aus oder wie dass ihre ihr noch über es an am um hat war kann sehr",
-    "fr": "le la les et est sont des une un du que qui dans pour pas sur avec ce cette au aux il elle nous vous mais "
-          "ou par plus leur ont été",
-    "es": "el la los las y es son que en un una del por con para no se su sus lo al como más pero está muy también "
-          "fue ha",
-    "it": "il lo la gli le e è di che un una per non con del della sono da al alla nel si come ma anche più questo "
-          "questa dei",
-    "nl": "de het een en is van dat niet met op voor zijn te ook er maar om aan bij wordt naar dit die deze wij ze "
-          "hij heeft worden",
-    "pt": "o os a as e é de do da dos das que em um uma para com não no na por se mais mas como ao foi são seu sua",
-}.items()}
-
-
-def _language(text: str) -> str | None:
-    """A text's language from its short words (en, de, fr, es, it, nl, pt); for a text mostly in
-    another script, that script's name ("cyrillic", "cjk"); None when it cannot tell."""
-    letters = [c for c in text if c.isalpha()]
-    other = Counter(unicodedata.name(c, "?").split()[0].lower() for c in letters if not c.isascii())
-    other.pop("latin", None)  # ä, é, ß: Latin letters
-    if sum(other.values()) > len(letters) / 2:
-        return other.most_common(1)[0][0]
-    words = re.findall(r"[^\W\d_]+", text.lower())
-    scores = sorted(((sum(w in stop for w in words), lang) for lang, stop in _STOPWORDS.items()), reverse=True)
-    (top, lang), (second, _) = scores[:2]
-    return lang if top >= 2 and top > second else None
-
-
-def _say(language: str) -> str:
-    return _LANGUAGES.get(language) or f"{language.capitalize()} script"
-
-
-def _column_language(texts: list[str]) -> str | None:
-    """The language most texts of a column are in: the guess of at least 60% of the first 200 texts
-    that have one, and of at least a third of them all; else None."""
-    texts = texts[:200]
-    votes = Counter(filter(None, map(_language, texts)))
-    if not votes:
-        return None
-    lang, n = votes.most_common(1)[0]
-    return lang if n >= 0.6 * sum(votes.values()) and n >= len(texts) / 3 else None
-
-
-def _named_language(column: str) -> str | None:
-    """The language a column's name gives (``en``, ``text_de``, ``german``), else None."""
-    parts = set(re.split(r"[^a-z]+", column.lower()))
-    return next((code for code, names in _NAMES.items() if parts & {code, *names.split()}), None)
-
 
 def _share(rows: list[dict], column: str) -> float:
     """The share of rows whose ``column`` holds something (not None, NaN or blank: the leakage check's rule)."""

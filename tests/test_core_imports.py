@@ -66,3 +66,123 @@ def test_hostile_a_config_bomb_is_refused_before_torch_loads(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "ftkit: invalid config: deep.json: nested deeper than 32 levels at line 1; a config is a few levels deep "
         "(a section, its keys, a list of templates)"]
+
+
+# --- the layers of the data, task, prompt and model modules ----------------------------------------------------
+# Imports only go down or within a layer (late imports inside functions count too). The layers of the modules
+# this file checks; a module of another stage is above all of these.
+LAYERS = {"ftkit._lazy": 0, "ftkit.config_file": 0, "ftkit.models.threads": 0, "ftkit.data": 1, "ftkit.tasks": 2,
+          "ftkit.prompts": 2, "ftkit.models": 3}
+CHECKED = ("ftkit/data", "ftkit/tasks.py", "ftkit/prompts.py", "ftkit/models")
+
+
+def _layer(module: str) -> int:
+    best = max((m for m in LAYERS if module == m or module.startswith(m + ".")), key=len, default=None)
+    return LAYERS[best] if best is not None else 99
+
+
+def _ftkit_imports(path: Path) -> list[tuple[int, str]]:
+    import ast
+
+    package = ".".join(path.relative_to(Path(ftkit.__file__).parent.parent).with_suffix("").parts)
+    if path.name == "__init__.py":
+        package = package.rsplit(".", 1)[0] + "._"
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:-node.level] + ([base] if base else []))
+            found += [(node.lineno, base)] + [(node.lineno, f"{base}.{a.name}") for a in node.names
+                                              if base in ("ftkit", "ftkit.data", "ftkit.models")]
+    return [(line, name) for line, name in found if name.startswith("ftkit.") and name.rsplit(".", 1)[-1] != "_lazy"
+            and name != "ftkit._lazy" or name == "ftkit"]
+
+
+def test_data_tasks_prompts_and_models_import_only_down_or_sideways():
+    root = Path(ftkit.__file__).parent.parent
+    wrong = []
+    for checked in CHECKED:
+        for path in sorted((root / checked).rglob("*.py")) if (root / checked).is_dir() else [root / checked]:
+            module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            for line, name in _ftkit_imports(path):
+                if name in ("ftkit.data.__init__",) or name == "ftkit":
+                    continue
+                if _layer(name) > _layer(module):
+                    wrong.append(f"{path.relative_to(root)}:{line} ({module}, layer {_layer(module)}) imports {name} "
+                                 f"(layer {_layer(name) if _layer(name) < 99 else 'above'})")
+    assert wrong == [], "\n".join(wrong)
+
+
+def test_the_layer_check_sees_a_late_upward_import(tmp_path):
+    bad = Path(ftkit.__file__).parent / "data" / "_layer_probe_for_test.py"
+    bad.write_text("def f():\n    from ftkit import tasks\n    from ftkit.evaluation import metrics\n")
+    try:
+        names = [name for _, name in _ftkit_imports(bad)]
+        assert "ftkit.tasks" in names and "ftkit.evaluation" in names
+        assert _layer("ftkit.tasks") > _layer("ftkit.data._layer_probe_for_test")
+    finally:
+        bad.unlink()
+
+
+# --- a light top level ------------------------------------------------------------------------------------------
+LIGHT = ("torch", "transformers", "peft", "trl", "datasets")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {LIGHT!r} if m in sys.modules))\n"
+    return eval(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                               timeout=300).stdout.strip().splitlines()[-1])
+
+
+def test_the_data_task_prompt_and_model_modules_import_no_model_library():
+    modules = ["ftkit.data", "ftkit.data.canonical", "ftkit.data.report", "ftkit.data.lengths", "ftkit.data.splits",
+               "ftkit.data.sources", "ftkit.data.languages", "ftkit.data.examples", "ftkit.data.examples.house",
+               "ftkit.tasks", "ftkit.prompts", "ftkit.models", "ftkit.models.loading", "ftkit.models.device",
+               "ftkit.models.conversion", "ftkit.models.families", "ftkit.models.threads"]
+    assert _loaded_after("\n".join(f"import {m}" for m in modules)) == []
+    # the public names still load the model stack on first use
+    assert "torch" in _loaded_after("from ftkit import choose_device\nchoose_device('cpu')")
+
+
+def test_the_data_file_checks_refuse_a_bad_file_without_a_model_library(tmp_path):
+    """What refuses a data file (its kind, size, binary content, rows, columns, long rows) needs no
+    model library: `ftkit run --check` says so before a tokenizer loads."""
+    (tmp_path / "garbage.jsonl").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "rows.jsonl").write_text('{"text": "hi"}\n{"text": "' + "x" * 400_000 + '", "label": "a"}\n')
+    code = (f"from ftkit.data.canonical import check_data\n"
+            f"bad = check_data({str(tmp_path / 'garbage.jsonl')!r})\n"
+            f"odd = check_data({str(tmp_path / 'rows.jsonl')!r}, long_rows='refuse')\n"
+            "assert not bad.ok and 'binary' in bad.errors[0], bad.errors\n"
+            "assert not odd.ok and 'row 1' in odd.errors[0], odd.errors\n")
+    assert _loaded_after(code) == []
+
+
+def test_import_ftkit_loads_no_model_library_and_load_model_still_imports():
+    assert _loaded_after("import ftkit\nftkit.__version__") == []
+    assert _loaded_after("from ftkit import load_model, check_data, load_data, split") == []
+
+
+# These three pass once ftkit.training.{settings,sft,dpo,events}, ftkit.generation.endpoint and
+# ftkit.evaluation.metrics import no model library at module level (ftkit.config subclasses their settings).
+def test_import_ftkit_cli_loads_no_model_library():
+    assert _loaded_after("import ftkit.cli, ftkit.config") == []
+
+
+def test_ftkit_help_and_ftkit_runs_load_no_model_library(tmp_path):
+    run = "import sys\nfrom ftkit.__main__ import main\n"
+    assert _loaded_after(run + "try:\n    main(['--help'])\nexcept SystemExit:\n    pass") == []
+    assert _loaded_after(run + f"main(['runs', '--root', {str(tmp_path / 'none')!r}])") == []
+
+
+def test_run_check_refuses_a_bad_number_and_a_bad_data_file_without_a_model_library(tmp_path):
+    (tmp_path / "rows.jsonl").write_text("".join(f'{{"text": "m{i}", "label": "ab"}}\n' for i in range(8)))
+    (tmp_path / "number.yaml").write_text("data: {source: rows.jsonl}\nsft: {batch_size: -3}\n")
+    (tmp_path / "garbage.jsonl").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "data.yaml").write_text("data: {source: garbage.jsonl}\n")
+    run = "from ftkit.__main__ import main\n"
+    for config in ("number.yaml", "data.yaml"):
+        code = run + f"assert main(['run', '--check', {str(tmp_path / config)!r}]) == 2"
+        assert _loaded_after(code) == [], config

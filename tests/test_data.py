@@ -5,6 +5,7 @@ import datasets
 import pandas as pd
 import pytest
 
+from ftkit.tasks import check_data as task_check
 from ftkit.data.canonical import (
     DataError,
     check_data,
@@ -267,7 +268,7 @@ def test_token_length_percentiles_and_max_length_warning():
     rows = [{"prompt": "a", "completion": "b"}, {"prompt": "a b", "completion": "c"},
             {"prompt": "a b c", "completion": "d"}, {"prompt": "a b c d", "completion": "e"},
             {"prompt": " ".join("x" * 10), "completion": "y"}]
-    report = check_data(rows, tokenizer=WordTokenizer(), max_length=4)
+    report = task_check(rows, tokenizer=WordTokenizer(), max_length=4)  # the task inferred from the rows
     assert report.token_lengths == {"p50": 4, "p90": 8, "p99": 10, "max": 11}
     assert report.lengths == [2, 3, 4, 5, 11]  # per row, in order: the panel's histogram
     assert report.task == "creative"  # free-form answers; its zero-shot prompt is the row's prompt alone
@@ -279,9 +280,9 @@ def test_token_length_percentiles_and_max_length_warning():
 def test_long_rows_are_counted_with_the_tasks_prompt():
     # 2 + 1 words as plain text; the summarization prompt adds its 6 words of instruction.
     rows = [{"prompt": f"text {i}", "completion": "short"} for i in range(3)]
-    plain = check_data(rows, tokenizer=WordTokenizer(), max_length=5, task="creative")
+    plain = task_check(rows, tokenizer=WordTokenizer(), max_length=5, task="creative")
     assert plain.lengths == [3, 3, 3] and plain.warnings == []
-    report = check_data(rows, tokenizer=WordTokenizer(), max_length=5, task="summarization")
+    report = task_check(rows, tokenizer=WordTokenizer(), max_length=5, task="summarization")
     assert report.lengths == [9, 9, 9]
     assert report.warnings == ["3 example(s) are longer than max_length=5 tokens with the 'zero-shot' prompt"
                                ": 0, 1, 2 (longest 9 tokens); training refuses to start on them, since their answers "
@@ -289,10 +290,21 @@ def test_long_rows_are_counted_with_the_tasks_prompt():
     assert "tokens per example (summarization task, with the 'zero-shot' prompt): p50 9" in report.summary()
 
 
+def test_data_alone_counts_rows_as_they_stand_or_inside_a_task_given_to_it():
+    from ftkit import tasks
+
+    rows = [{"prompt": f"text {i}", "completion": "short"} for i in range(3)]
+    alone = check_data(rows, tokenizer=WordTokenizer(), max_length=5)  # the data layer knows no task table
+    assert alone.lengths == [3, 3, 3] and alone.task is None and alone.length_basis == ""
+    given = check_data(rows, tokenizer=WordTokenizer(), max_length=5, task=tasks.get("summarization"))
+    fitted = check_data(rows, tokenizer=WordTokenizer(), max_length=5, task=lambda rows: tasks.get("summarization"))
+    assert given.lengths == fitted.lengths == [9, 9, 9] and given.task == fitted.task == "summarization"
+
+
 def test_token_lengths_use_the_chat_template_and_the_tasks_prompt(tiny_tokenizer):
     from ftkit import tasks
 
-    report = check_data(ROWS[:1], tokenizer=tiny_tokenizer, task="qa")
+    report = task_check(ROWS[:1], tokenizer=tiny_tokenizer, task="qa")
     user = tasks.get("qa").template().messages({"prompt": ROWS[0]["text"]})
     text = tiny_tokenizer.apply_chat_template(user + [{"role": "assistant", "content": ROWS[0]["label"]}],
                                               tokenize=False)

@@ -1,7 +1,7 @@
 """Each architecture family end to end, on a tiny model built from its config: load, prompt, LoRA
 SFT with the default targets, evaluate, merged export reloaded by plain transformers.
 
-What a family needs beyond the general handling is in ``ftkit.models.loading.FAMILIES``; these tests are
+What a family needs beyond the general handling is in ``ftkit.models.families.FAMILIES``; these tests are
 the reason for each entry there (and for the entries that say nothing is needed).
 """
 
@@ -13,7 +13,8 @@ import torch
 from tiny_models import make_gemma_tokenizer, make_tokenizer, save_tiny_family
 
 from ftkit.evaluation.evaluate import Variant, evaluate
-from ftkit.models.loading import FAMILIES, family_notes, load_model, lora_targets
+from ftkit.models.families import FAMILIES, family_notes, lora_targets
+from ftkit.models.loading import load_model
 from ftkit.prompts import zero_shot
 from ftkit.training.sft import SFTSettings, train_sft
 

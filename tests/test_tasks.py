@@ -29,10 +29,11 @@ def test_each_tasks_prompts_render_its_rows_and_its_references_score_full_marks(
     templates = task.templates(rows[:20], labels=examples.labels(task.examples[0]) if name == "classification" else ())
     assert [t.name for t in templates][0] == "zero-shot" and (templates[-1].shots or not task.shots)
     assert all(isinstance(t, PromptTemplate) and t.messages(rows[-1])[-1]["content"] for t in templates)
-    scored = {metric: [fn(r["completion"], r["completion"], r) for r in rows] for metric, fn in task.metric_functions()}
+    scored = {metric: [fn(r["completion"], r["completion"], r) for r in rows] for metric, fn in M.resolve(task.metrics).items()}
     for metric, values in scored.items():  # a reference answer keeps every rule of its own task
         assert min(values) == pytest.approx(1.0), (name, metric)
-    assert task.headline == task.metric_functions()[0][0] and task.reading
+    assert task.headline == list(M.resolve(task.metrics))[0] == task.metric_names()[0] and task.reading
+    assert task.metric_names() == list(M.resolve(task.metrics))  # the names the task gives are the ones scored
 
 
 def test_qa_answers_come_from_the_policy_in_context():
@@ -71,7 +72,7 @@ def test_blurb_rules_hand_checked():
 
 def test_the_summary_format_and_word_limit():
     task = tasks.get("summarization").on("shop_summaries")
-    fns = dict(task.metric_functions())
+    fns = dict(M.resolve(task.metrics).items())
     ok = "Oak bench #HC-48213 arrived cracked; replacement shipped; no open items"
     assert fns["house_format"](ok, "") == fns["within_30_words"](ok, "") == 1.0
     assert fns["house_format"]("Oak bench arrived cracked and was replaced", "") == 0.0
@@ -81,8 +82,8 @@ def test_the_summary_format_and_word_limit():
 def test_a_task_keeps_its_house_style_to_its_own_example():
     summaries = tasks.get("summarization")
     own, other = summaries.on("shop_summaries"), summaries.on("my_tickets.csv")
-    assert [n for n, _ in own.metric_functions()] == ["rouge_l", "within_30_words", "house_format"]
-    assert [n for n, _ in other.metric_functions()] == ["rouge_l"] and "case" not in other.instruction
+    assert [n for n, _ in M.resolve(own.metrics).items()] == ["rouge_l", "within_30_words", "house_format"]
+    assert [n for n, _ in M.resolve(other.metrics).items()] == ["rouge_l"] and "case" not in other.instruction
     assert tasks.get("creative").on("shop_blurbs").headline == "all_rules"
     # A variant that needs a column the rows lack is left out.
     qa = tasks.get("qa")

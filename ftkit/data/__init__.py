@@ -1,6 +1,28 @@
-"""Your data, read once at the edge: files, frames and datasets mapped to the canonical shapes, checked, split; the data report; the built-in examples."""
+"""Your data, read once at the edge: files, frames and datasets mapped to the canonical shapes
+(``sources``, ``canonical``), checked (``report``, ``lengths``), split (``splits``); the built-in
+examples and their house rules (``examples``); a small language guess (``languages``). Nothing here
+knows tasks or prompts: those sit above, and pass a task in where a prompt is needed.
+"""
 
 from ftkit._lazy import exports
 
-__getattr__, __dir__ = exports(__name__, {"DataError": "canonical", "DataReport": "report", "LAYOUTS": "canonical", "SHAPES": "canonical", "as_rows": "canonical", "chat_turns": "canonical", "check_data": "canonical", "detect_mapping": "canonical", "find_overlap": "canonical", "group_column": "canonical", "label_set": "canonical", "load_data": "canonical", "path_problem": "sources", "render_example": "canonical", "shape_of": "canonical", "split": "canonical", "token_lengths": "canonical"})
-__all__ = ['DataError', 'DataReport', 'LAYOUTS', 'SHAPES', 'as_rows', 'chat_turns', 'check_data', 'detect_mapping', 'find_overlap', 'group_column', 'label_set', 'load_data', 'path_problem', 'render_example', 'shape_of', 'split', 'token_lengths']
+__getattr__, __dir__ = exports(__name__, {
+    "LAYOUTS": "canonical",
+    "SHAPES": "canonical",
+    "chat_turns": "canonical",
+    "check_data": "canonical",
+    "detect_mapping": "canonical",
+    "label_set": "canonical",
+    "load_data": "canonical",
+    "shape_of": "canonical",
+    "render_example": "lengths",
+    "token_lengths": "lengths",
+    "DataReport": "report",
+    "find_overlap": "report",
+    "DataError": "sources",
+    "as_rows": "sources",
+    "path_problem": "sources",
+    "group_column": "splits",
+    "split": "splits",
+})
+__all__ = ["DataError", "DataReport", "LAYOUTS", "SHAPES", "as_rows", "chat_turns", "check_data", "detect_mapping", "find_overlap", "group_column", "label_set", "load_data", "path_problem", "render_example", "shape_of", "split", "token_lengths"]

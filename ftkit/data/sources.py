@@ -18,9 +18,6 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import datasets
-import pandas as pd
-
 __all__ = ["FILE_FORMATS", "MAX_FILE_BYTES", "DataError", "as_rows", "path_problem", "read_rows"]
 
 FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl",
@@ -178,6 +175,8 @@ _SURROGATE_FIX = ("holds a \\ud800-\\udfff escape that is half of a surrogate pa
 
 
 def _read_csv(path: Path, text: str, fmt: str) -> list[dict]:
+    import pandas as pd
+
     try:
         # Everything as text, and empty cells stay "" (not NaN) so they are reported as empty.
         frame = pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",", dtype=str,
@@ -249,6 +248,8 @@ def _read_file(path: Path) -> list[dict]:
                         f"reads into memory: train on a sample of its rows ({sample}) and point data.source at it")
     with _open(path) as f:
         if fmt == "parquet":
+            import pandas as pd
+
             try:
                 frame = pd.read_parquet(f)
             except Exception as err:  # pyarrow raises several types for a damaged file
@@ -376,14 +377,16 @@ def _read_rows(source, split_name: str) -> tuple[list[dict], str]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         return _read_file(path), path.name
-    if isinstance(source, pd.DataFrame):
+    # A DataFrame or a Dataset exists only once its library is imported: nothing is imported here.
+    pd, datasets = sys.modules.get("pandas"), sys.modules.get("datasets")
+    if pd is not None and isinstance(source, pd.DataFrame):
         return source.to_dict("records"), "DataFrame"
-    if isinstance(source, datasets.DatasetDict):
+    if datasets is not None and isinstance(source, datasets.DatasetDict):
         if split_name not in source:
             raise DataError(f"the DatasetDict has no split {split_name!r}; its splits are: "
                             f"{', '.join(source)}. Pass split_name=...")
         return source[split_name].to_list(), f"DatasetDict[{split_name!r}]"
-    if isinstance(source, datasets.Dataset):
+    if datasets is not None and isinstance(source, datasets.Dataset):
         return source.to_list(), "Dataset"
     if isinstance(source, list):
         return _check_records(source, "list"), "list"

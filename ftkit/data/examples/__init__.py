@@ -12,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from ftkit.data.canonical import load_data
+
+if TYPE_CHECKING:
+    import datasets
 
 
 __all__ = ["Example", "glossary", "info", "labels", "load", "names", "path", "policies"]
