@@ -100,7 +100,8 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     # pre-flight's question (:func:`preflight`), asked with the templates the run will use.
     own = examples.info(d.source).task if d.source in examples.names() else None
     chosen = tasks.get(config.task or own).on(d.source) if (config.task or own) else None
-    report = check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, task=chosen, long_rows=d.long_rows)
+    report = tasks.check_data(_source(d.source), d.mapping or None, tokenizer=tokenizer, task=chosen,
+                              long_rows=d.long_rows)  # the task's prompt in the counts; inferred when None
     if not report.ok:  # the caller prints the error, once
         raise DataError("; ".join(report.errors))
     say(f"Data: {report.summary()}")
@@ -162,7 +163,7 @@ def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
     # Unless sft.template names one, the tuned model trains on a prompt the local model was asked.
     named = config.sft is not None and config.sft.template
     local = [t for t in templates if t.name not in endpoints]
-    metrics = M.resolve(config.metrics) if config.metrics else dict(task.metric_functions())
+    metrics = M.resolve(config.metrics) if config.metrics else M.resolve(task.metrics)
     # A task declares the lengths its rows need (code and chat are long); a config's own value wins.
     sft = replace(config.sft, max_length=config.sft.max_length or task.max_length) if config.sft else None
     dpo = replace(config.dpo, max_length=config.dpo.max_length or task.max_length) if config.dpo else None

@@ -118,7 +118,7 @@ def test_a_task_brings_its_example_prompts_and_metrics(task, headline, variant, 
     expected = ["zero-shot", *([variant] if variant else []), f"{tasks.get(task).shots}-shot", "LoRA SFT"]
     assert list(summary.index) == expected
     own = tasks.get(task).on(tasks.get(task).examples[0])  # its own example: with the house metrics
-    assert list(result.evaluation.metrics) == [name for name, _ in own.metric_functions()]
+    assert list(result.evaluation.metrics) == own.metric_names()
     assert result.runs[0].evaluation["metric"] == headline
     page = result.report.read_text()
     assert f"{headline} per variant" in page and f"task: {task}" in page

@@ -9,6 +9,7 @@ import sacrebleu
 
 from ftkit import load_data, load_model, split, tasks
 from ftkit.evaluation.evaluate import Variant, evaluate
+from ftkit.evaluation import metrics as M
 from ftkit.evaluation.metrics import squad_exact_match, token_f1
 
 pytestmark = pytest.mark.integration
@@ -44,8 +45,8 @@ def run(realdata, name, tiny, capsys):
     assert task.name == FILES[name][3], why
     model, tok = tiny
     variants = [Variant(model, tok, t, max_new_tokens=4) for t in task.templates(parts["train"])]
-    result = evaluate(variants, parts["test"], metrics=dict(task.metric_functions()), progress=False, n_boot=200)
-    assert result.metrics == [m for m, _ in task.metric_functions()]
+    result = evaluate(variants, parts["test"], metrics=M.resolve(task.metrics), progress=False, n_boot=200)
+    assert result.metrics == task.metric_names()
     for variant, row in result.summary.iterrows():
         assert row[f"{task.headline}_low"] <= row[task.headline] <= row[f"{task.headline}_high"], variant
     return task, parts["test"], result
@@ -75,12 +76,12 @@ def test_nq_scores_every_accepted_answer(realdata, tiny, capsys):
 
 def test_scitldr_summaries_get_the_plain_summarization_metrics(realdata, tiny, capsys):
     task, _, result = run(realdata, "scitldr", tiny, capsys)
-    task_metrics = [m for m, _ in task.metric_functions()]
+    task_metrics = task.metric_names()
     assert task.headline == "rouge_l"
     for house in ("within_30_words", "house_format"):  # the shop's format, on its own example only
         assert (house in result.summary.columns) == (house in task_metrics)
     assert task.on(str(realdata / FILES["scitldr"][0])) == task
-    assert "house_format" in [m for m, _ in task.on("shop_summaries").metric_functions()]
+    assert "house_format" in task.on("shop_summaries").metric_names()
 
 
 def test_mbpp_reference_solutions_pass_and_wrong_ones_fail_in_the_sandbox(realdata):
@@ -110,6 +111,6 @@ def test_sgd_dialogues_are_evaluated_turn_by_turn(realdata, tiny):
     assert len(turns) == sum(m["role"] == "assistant" for r in test for m in r["messages"])
     model, tok = tiny
     result = evaluate([Variant(model, tok, tasks.get("chat").template(), max_new_tokens=3)], test,
-                      metrics=dict(tasks.get("chat").metric_functions()), progress=False, n_boot=100)
+                      metrics=M.resolve(tasks.get("chat").metrics), progress=False, n_boot=100)
     assert list(result.table["reference"]) == [r["completion"] for r in turns]
     assert result.table["history"].iloc[1].startswith("user: ")

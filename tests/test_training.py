@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftkit.models import loading as models
+from ftkit.models import device as models  # cpu_has_native_bf16 is read where choose_device is
 from ftkit.training.dpo import DPOSettings
 from ftkit.training.events import EventBus
 from ftkit.models.loading import load_model, model_info

@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 from accelerate.utils import is_peft_model
 
 from ftkit import tasks
+from ftkit.evaluation import metrics as M
 from ftkit.evaluation.verdict import Advice, advise
 from ftkit.data.canonical import as_rows, chat_turns, label_set
 from ftkit.evaluation.evaluate import EvalResult, Variant, evaluate, pairs_from_ratings
@@ -87,7 +88,7 @@ class ComparePanel(w.VBox):
             templates = {"zero-shot": self.task.template("zero-shot", labels=self.labels)}
         self.templates = dict(templates)
         self.runs = dict(runs) if isinstance(runs, dict) else {run.id: run for run in runs}
-        self.metrics = metrics or dict(self.task.metric_functions())
+        self.metrics = metrics or M.resolve(self.task.metrics)
         self.max_new_tokens, self.page_size = max_new_tokens or self.task.max_new_tokens, page_size
         self.disagreement = disagreement
         self.requests = requests  # the request volume the verdict puts per-request costs against

@@ -205,8 +205,8 @@ class DataPanel(w.VBox):
     def _check(self) -> DataReport:
         max_length = self._max_length.value
         # Lengths are counted with the task's prompt around each row (inferred for other data).
-        self.report = report = check_data(self.source, self.mapping, tokenizer=self.tokenizer,
-                                          max_length=max_length, task=self._example_task())
+        self.report = report = tasks.check_data(self.source, self.mapping, tokenizer=self.tokenizer,
+                                                max_length=max_length, task=self._example_task())
         if self._task_length and report.task and tasks.get(report.task).max_length != max_length:
             self._setting_length = True  # checks again, with the task's length
             try:

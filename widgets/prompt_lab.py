@@ -19,6 +19,7 @@ from ftkit.data.canonical import as_rows, chat_turns, label_set
 from ftkit.evaluation.evaluate import EvalResult, Variant, conversation_text, evaluate
 from ftkit.generation.generate import Generation, generate
 from ftkit import tasks
+from ftkit.evaluation import metrics as M
 from ftkit.prompts import PromptTemplate, select_shots
 from ftkit.widgets import _html
 from ftkit.widgets._ui import button, guarded
@@ -48,7 +49,7 @@ class PromptLab(w.VBox):
         classify = self.task.name == "classification"
         self.labels = list(label_set(self._train) if labels is None else labels) if classify else []
         self.limit = limit
-        self.metrics = metrics or dict(self.task.metric_functions())
+        self.metrics = metrics or M.resolve(self.task.metrics)
         max_new_tokens = max_new_tokens or self.task.max_new_tokens
         self.variants: dict[str, PromptTemplate] = {}
         self.result: EvalResult | None = None

@@ -17,6 +17,7 @@ import traitlets
 from plotly.subplots import make_subplots
 
 from ftkit import tasks
+from ftkit.evaluation import metrics as M
 from ftkit.training import dpo
 from ftkit.training import sft
 from ftkit.data.canonical import label_set
@@ -209,7 +210,7 @@ class TrainPanel(w.VBox):
         from ftkit.evaluation.experiments import learning_curve
 
         labels = label_set(self.eval_data) if self.task is None or self.task.name == "classification" else None
-        metrics = dict(self.task.metric_functions()) if self.task is not None else ("exact_match",)
+        metrics = M.resolve(self.task.metrics) if self.task is not None else ("exact_match",)
         # No trainer bar, as in _train: learning_curve takes no progress argument, and disable_tqdm
         # does the same there (ftkit.training.trainer.show_progress), with no log dicts printed instead.
         settings = replace(self.settings, trl={"disable_tqdm": True, **self.settings.trl})

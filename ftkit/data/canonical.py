@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import sys
 import warnings
 from collections import Counter
 from typing import TYPE_CHECKING
 
 from ftkit.data.report import (DataReport, add_warnings, char_limit, char_limit_basis, find_overlap,
-                               long_rows as rows_over, long_rows_message, match_key, render_example, rows_text, token_lengths)
+                               long_rows as rows_over, long_rows_message, render_example, rows_text, token_lengths)
 from ftkit.data.sources import DataError, as_rows, read_rows
 from ftkit.data.splits import group_column, split  # noqa: F401  (public here too)
 
