@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 
+from _measured import record
+
 # Imports (torch, transformers: a few seconds) are timed apart from the load itself.
 LOAD = (
     "import time; t = time.perf_counter(); from ftkit import load_model; i = time.perf_counter(); "
@@ -36,6 +38,7 @@ def main() -> None:
     print(f"cold load s (GGUF conversion, once): {cold:.1f}")
     print(f"warm load s (cached safetensors, best of 3): {warm:.1f} (target <= 5)")
     print(f"cold vs warm: {cold / warm:.1f}x (target >= 5)")
+    record("load_time", {"imports_s": imports, "cold_load_s": cold, "warm_load_s": warm, "cold_vs_warm": cold / warm})
 
 
 if __name__ == "__main__":

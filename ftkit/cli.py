@@ -39,9 +39,8 @@ DEMO_OUT = "ftkit-demo"
 def demo_config(args: argparse.Namespace) -> PipelineConfig:
     """The demo as a config: what ``ftkit run`` would need to do the same.
 
-    Time-boxed so the whole demo takes under ten minutes on a 2-core CPU: SFT stops before
-    ``--sft-minutes`` (4 min gave 0.79-0.81 accuracy on the routing example, against 0.23 for
-    8-shot), DPO (for an example with preference pairs) before ``--dpo-minutes``, and ``--limit``
+    Time-boxed so the whole demo stays short on a small CPU (``benchmarks/demo.py`` measures it; the
+    README quotes its figures from ``docs/measured.json``): SFT stops before ``--sft-minutes``, DPO (for an example with preference pairs) before ``--dpo-minutes``, and ``--limit``
     held-out rows are evaluated. ``--task`` runs the same story on that task's built-in example,
     with its prompts and metrics.
     """
