@@ -56,11 +56,11 @@ def lora_run(model, tokenizer, root) -> Run:
     the loaders, without the training), on ftkit's default LoRA settings."""
     from peft import get_peft_model
 
-    from ftkit.training.trainer import _shared_weights_copy
+    from ftkit.models.loading import shared_weights_copy
 
     config = LoraSettings().peft_config()
     config.init_lora_weights = False  # random A and B: the adapter really changes the outputs
-    peft = get_peft_model(_shared_weights_copy(model), config)
+    peft = get_peft_model(shared_weights_copy(model), config)
     run = new_run("latency-lora", {"kind": "sft", "base_model": model_info(model).source}, root=root)
     peft.save_pretrained(run.adapter_dir)
     tokenizer.save_pretrained(run.adapter_dir)

@@ -22,7 +22,6 @@ never interleave their adapter states.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Iterator
 
@@ -173,12 +172,6 @@ def adapter_effect(model, tokenizer, adapter, probe=None) -> float:
     return float((tuned - base).abs().max())
 
 
-def _shared_weights_copy(model):
-    """New module objects around the same parameter and buffer tensors: adapters put into the
-    copy leave ``model`` as it was, at no memory cost."""
-    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return copy.deepcopy(model, memo)
-
 
 def _carries_lora_layers(model) -> bool:
     return any("lora_" in name for name, _ in model.named_parameters())
@@ -200,7 +193,7 @@ def with_adapters(model, runs):
     """
     from peft import PeftModel
 
-    from ftkit.models.loading import quiet_library_noise
+    from ftkit.models.loading import quiet_library_noise, shared_weights_copy
     from ftkit.runs import Run
 
     runs = list(runs)
@@ -222,7 +215,7 @@ def with_adapters(model, runs):
             raise FileNotFoundError(f"run {run.id} has no saved adapter (status: {run.status.get('status')}); "
                                     "pass finished runs only")
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    chat_model = _shared_weights_copy(model)
+    chat_model = shared_weights_copy(model)
     try:
         with quiet_library_noise():
             for run in runs:

@@ -18,6 +18,7 @@ the functions that load, so resolving a source (what ``ftkit run --check`` does 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import json
 import os
@@ -54,7 +55,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 __all__ = [
     "EMBEDDED_NAME", "FAMILIES", "DeviceChoice", "Family", "ModelInfo", "ModelLoadError", "cache_dir", "choose_device",
     "cpu_has_native_bf16", "describe_device", "family_notes", "load_model", "load_tokenizer", "lora_targets",
-    "model_info", "prepare_tokenizer", "quiet_library_noise", "resolve_source",
+    "model_info", "prepare_tokenizer", "quiet_library_noise", "resolve_source", "shared_weights_copy",
 ]
 
 
@@ -348,3 +349,10 @@ def _model_type(location, **kwargs) -> str | None:
         return AutoConfig.from_pretrained(str(location), **kwargs).model_type
     except (OSError, ValueError):
         return None
+
+
+def shared_weights_copy(model):
+    """New module objects around the same parameter and buffer tensors: adapters or LoRA layers put
+    into the copy leave ``model`` as it was, at no memory cost."""
+    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo)

@@ -83,12 +83,6 @@ def _carries_adapters(model) -> bool:
     return is_peft_model(model) or any("lora_" in name for name, _ in model.named_parameters())
 
 
-def _shared_weights_copy(model):
-    """New module objects around the same parameter and buffer tensors: LoRA layers put into the
-    copy leave ``model`` as it was, at no memory cost."""
-    memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return copy.deepcopy(model, memo)
-
 
 @contextlib.contextmanager
 def trainable_model(model, lora: LoraSettings, adapter_dir=None):
@@ -100,6 +94,8 @@ def trainable_model(model, lora: LoraSettings, adapter_dir=None):
     trained, and FSDP frees the weights it shards only if nothing else holds them: it is trained
     in place there.
     """
+    from ftkit.models.loading import shared_weights_copy
+
     if _carries_adapters(model):
         raise ValueError("this model already carries LoRA adapters (is it run.model from an earlier run?). "
                          "Pass the base model: training leaves the model you give it unchanged, so the "
@@ -111,7 +107,7 @@ def trainable_model(model, lora: LoraSettings, adapter_dir=None):
         if lora.full_finetune:
             yield (model if in_place else copy.deepcopy(model)), None
         else:
-            trainee = model if in_place else _shared_weights_copy(model)
+            trainee = model if in_place else shared_weights_copy(model)
             if adapter_dir is not None:
                 from peft import PeftModel
 
