@@ -68,63 +68,7 @@ def test_hostile_a_config_bomb_is_refused_before_torch_loads(tmp_path):
         "(a section, its keys, a list of templates)"]
 
 
-# --- the layers of the data, task, prompt and model modules ----------------------------------------------------
-# Imports only go down or within a layer (late imports inside functions count too). The layers of the modules
-# this file checks; a module of another stage is above all of these.
-LAYERS = {"ftkit._lazy": 0, "ftkit.config_file": 0, "ftkit.models.threads": 0, "ftkit.data": 1, "ftkit.tasks": 2,
-          "ftkit.prompts": 2, "ftkit.models": 3}
-CHECKED = ("ftkit/data", "ftkit/tasks.py", "ftkit/prompts.py", "ftkit/models")
-
-
-def _layer(module: str) -> int:
-    best = max((m for m in LAYERS if module == m or module.startswith(m + ".")), key=len, default=None)
-    return LAYERS[best] if best is not None else 99
-
-
-def _ftkit_imports(path: Path) -> list[tuple[int, str]]:
-    import ast
-
-    package = ".".join(path.relative_to(Path(ftkit.__file__).parent.parent).with_suffix("").parts)
-    if path.name == "__init__.py":
-        package = package.rsplit(".", 1)[0] + "._"
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[:-node.level] + ([base] if base else []))
-            found += [(node.lineno, base)] + [(node.lineno, f"{base}.{a.name}") for a in node.names
-                                              if base in ("ftkit", "ftkit.data", "ftkit.models")]
-    return [(line, name) for line, name in found if name.startswith("ftkit.") and name.rsplit(".", 1)[-1] != "_lazy"
-            and name != "ftkit._lazy" or name == "ftkit"]
-
-
-def test_data_tasks_prompts_and_models_import_only_down_or_sideways():
-    root = Path(ftkit.__file__).parent.parent
-    wrong = []
-    for checked in CHECKED:
-        for path in sorted((root / checked).rglob("*.py")) if (root / checked).is_dir() else [root / checked]:
-            module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
-            for line, name in _ftkit_imports(path):
-                if name in ("ftkit.data.__init__",) or name == "ftkit":
-                    continue
-                if _layer(name) > _layer(module):
-                    wrong.append(f"{path.relative_to(root)}:{line} ({module}, layer {_layer(module)}) imports {name} "
-                                 f"(layer {_layer(name) if _layer(name) < 99 else 'above'})")
-    assert wrong == [], "\n".join(wrong)
-
-
-def test_the_layer_check_sees_a_late_upward_import(tmp_path):
-    bad = Path(ftkit.__file__).parent / "data" / "_layer_probe_for_test.py"
-    bad.write_text("def f():\n    from ftkit import tasks\n    from ftkit.evaluation import metrics\n")
-    try:
-        names = [name for _, name in _ftkit_imports(bad)]
-        assert "ftkit.tasks" in names and "ftkit.evaluation" in names
-        assert _layer("ftkit.tasks") > _layer("ftkit.data._layer_probe_for_test")
-    finally:
-        bad.unlink()
+# The layers of every module (late imports included) are tests/test_layers.py's.
 
 
 # --- a light top level ------------------------------------------------------------------------------------------

@@ -141,3 +141,9 @@ def test_every_module_has_a_layer():
                                       ("ftkit.cli", "ftkit.pipeline", True)])
 def test_the_layer_rule_itself(a, b, ok):
     assert (layer(b) <= layer(a)) is ok
+
+
+def test_a_late_import_inside_a_function_is_seen(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from ftkit import tasks\n    from ftkit.evaluation import metrics\n")
+    assert {"ftkit.tasks", "ftkit.evaluation.metrics"} <= ftkit_imports("ftkit.data.probe", probe)
