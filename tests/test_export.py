@@ -117,6 +117,24 @@ def test_a_merged_export_that_answers_differently_in_a_fresh_process_is_an_error
     assert not record["passed"] and record["differ"] and record["answers_equal"] < 3  # kept for the report
 
 
+def test_a_merged_export_that_does_not_answer_like_the_adapter_is_refused(trained, tmp_path, monkeypatch):
+    from peft import LoraModel
+
+    merge = LoraModel.merge_and_unload
+
+    def broken_merge(self, *args, **kwargs):  # a merge that gets one matrix wrong
+        merged = merge(self, *args, **kwargs)
+        with torch.no_grad():
+            merged.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+        return merged
+
+    monkeypatch.setattr(LoraModel, "merge_and_unload", broken_merge)
+    with pytest.raises(ExportError, match=r"the merged weights do not answer like the adapter: .*logits differ by "
+                                          r"up to [\d.e+-]+ \(allowed 0.001 in torch.float32\); nothing was written"):
+        export_run(trained, tmp_path / "merged", merged=True, rows=ROWS[:4])
+    assert not (tmp_path / "merged").exists()
+
+
 def test_an_export_check_says_what_it_cannot_do(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no export"):
         check_export(trained, tmp_path, HELD_OUT)
