@@ -83,38 +83,35 @@ RECORD_MAX_BYTES = 16 << 20
 EVENTS_MAX_BYTES = 256 << 20
 
 
-# The main-process check and the broadcast are accelerate's (PartialState, broadcast_object_list),
-# asked only under a distributed launch: they import torch and join the process group, and the
-# processes that read runs (a notebook, `ftkit runs`, the Jupyter server extension) are single
-# processes, which are the main one without importing anything.
-
-def _distributed() -> bool:
-    """Whether this process is one of several (``accelerate launch``, ``torchrun``: WORLD_SIZE > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
+# The main-process check and the broadcast stay ftkit's (the RANK and WORLD_SIZE that every
+# launcher sets, and torch.distributed's broadcast), not accelerate's PartialState: created before
+# the trainer (as `ftkit train` does), PartialState reads a CPU launch under torchrun as not
+# distributed (DistributedType.NO, process index 0 in every process), so each process would take
+# itself for the main one and create its own run folder; tests/test_launch.py's two-process test
+# catches that. The environment needs no import either: the readers of runs (a notebook, `ftkit
+# runs`, the Jupyter server extension) load no torch for it.
 
 def is_main_process() -> bool:
-    """False on every process but the first under ``accelerate launch`` or ``torchrun``
-    (accelerate's ``PartialState().is_main_process``); True in a single process.
+    """False on every process but the first under ``accelerate launch`` or ``torchrun``.
 
     >>> is_main_process()   # a notebook, a script, a test
     True
     """
-    if not _distributed():
-        return True
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _share_from_main(value: str) -> str:
-    """``value`` as the main process has it, on every process of a distributed launch
-    (accelerate's ``broadcast_object_list``, which creates the ``PartialState`` if need be)."""
-    if not _distributed():
+    """``value`` as the main process has it, on every process of a distributed launch."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return value
-    from accelerate.utils import broadcast_object_list
+    import torch.distributed as dist
 
-    return broadcast_object_list([value], from_process=0)[0]
+    if not dist.is_initialized():
+        raise RuntimeError("several processes but no process group: create accelerate's PartialState() "
+                           "(or let the trainer do it) before creating a run")
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def runs_dir(root: str | os.PathLike | None = None) -> Path:

@@ -141,7 +141,7 @@ def test_repr_reads_nothing_from_the_run_folder(tmp_path, monkeypatch):
 
 def test_the_record_and_a_single_process_import_no_heavy_library(tmp_path):
     """The record is what `ftkit runs` and the server extension load: it must not bring torch,
-    transformers or accelerate (the main-process check asks accelerate only under a distributed launch)."""
+    transformers or accelerate (the main-process check reads the launcher's environment)."""
     import subprocess
     import sys
 
