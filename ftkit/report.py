@@ -16,15 +16,16 @@ import html
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import plotly.graph_objects as go
-import plotly.io as pio
-import yaml
-
-from ftkit.evaluation.evaluate import EvalResult
-from ftkit.training.curves import read_curves, training_cost
 from ftkit.runs import Run
+from ftkit.training.curves import read_curves, training_cost
+
+if TYPE_CHECKING:  # pandas and plotly load with the first chart or table, not with `ftkit runs`
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from ftkit.evaluation.evaluate import EvalResult
 
 __all__ = ["curves_figure", "export_table", "metric_figure", "recorded_summary", "render_report", "run_cost",
            "tokens_figure", "write_report"]
@@ -73,6 +74,8 @@ def _table(header: list[str], rows: list[list], classes: list[list[str]] | None 
 
 def metric_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
     """Bars of ``metric`` per variant with the 95% bootstrap interval as error bars (and macro-F1)."""
+    import plotly.graph_objects as go
+
     fig = go.Figure()
     for name in [metric, "macro_f1"]:
         if name not in summary.columns or (name == "macro_f1" and name == metric):
@@ -91,6 +94,8 @@ def tokens_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
 
     One trace per variant, so variants on the same spot stay apart in the legend.
     """
+    import plotly.graph_objects as go
+
     fig = go.Figure()
     for name, r in summary.iterrows():
         error = None
@@ -106,6 +111,8 @@ def tokens_figure(summary: pd.DataFrame, metric: str) -> go.Figure:
 
 def curves_figure(runs: list[Run], keys: tuple[str, ...], title: str) -> go.Figure | None:
     """One line per run and key over the logged steps; None when no run logged any of them."""
+    import plotly.graph_objects as go
+
     fig = go.Figure()
     for run in runs:
         logs = run.events("log")
@@ -149,6 +156,8 @@ def recorded_summary(runs: list[Run]) -> tuple[pd.DataFrame | None, str | None]:
                 rows[line["variant"]] = line
     if not rows:
         return None, None
+    import pandas as pd
+
     return pd.DataFrame(list(rows.values())).set_index("variant"), metric
 
 
@@ -176,6 +185,8 @@ def export_table(runs: list[Run]) -> str | None:
 
 
 def _summary_table(summary: pd.DataFrame, metric: str) -> str:
+    import pandas as pd
+
     cols = [c for c in summary.columns if not c.endswith(("_low", "_high")) and c != "n"]
     header = ["variant", *[f"{c} (95% CI)" if f"{c}_low" in summary.columns else c for c in cols]]
     rows = []
@@ -195,6 +206,8 @@ def _summary_table(summary: pd.DataFrame, metric: str) -> str:
 
 
 def _side_by_side(result: EvalResult, metric: str) -> str:
+    import pandas as pd
+
     n = min(len(result.table), MAX_TABLE_ROWS)
     variants = result.variants
     outputs = {v: result.outputs(v)[:n] for v in variants}
@@ -229,6 +242,9 @@ def render_report(*, title: str = "ftkit report", result: EvalResult | None = No
                   summary: pd.DataFrame | None = None, runs: list[Run] = (), metric: str = "exact_match",
                   notes: list[str] = (), config: dict | None = None, advice=None) -> str:
     """The report as one HTML string (see :func:`write_report`)."""
+    import plotly.io as pio
+    import yaml
+
     if result is not None:
         summary = result.summary
     sections: list[tuple[str, str]] = []

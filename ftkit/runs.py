@@ -1,4 +1,12 @@
-"""The on-disk record of every training run.
+"""The on-disk record of every training run: the one owner of a run folder's files.
+
+This module reads and writes the run folder and does nothing else: loading a run's model is
+:func:`ftkit.models.tuned.load_run_model`, exporting it :func:`ftkit.export.merged.export_run`,
+checking an export :func:`ftkit.export.check.check_export`, the template it trained with
+:func:`ftkit.models.tuned.run_template`; each takes a :class:`Run`. It imports nothing of ftkit
+and no heavy library (the Jupyter server extension and ``ftkit runs`` import it). It is over 400
+lines because the format of the folder and the safe reading of it (a folder written by anyone)
+are one thing: split, a second module would read run files around the checks.
 
 Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
 
@@ -44,13 +52,12 @@ import socket
 import stat
 import tempfile
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENDED_BY", "ExportError", "Run", "RunFileError", "fingerprint", "is_main_process", "list_runs", "load_run",
+__all__ = ["ENDED_BY", "Run", "RunFileError", "fingerprint", "is_main_process", "list_runs", "load_run",
            "new_run", "open_run_file", "outcome", "read_run_file", "runs_dir", "sanitize_name", "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
@@ -76,8 +83,20 @@ RECORD_MAX_BYTES = 16 << 20
 EVENTS_MAX_BYTES = 256 << 20
 
 
+# The main-process check and the broadcast stay ftkit's (the RANK and WORLD_SIZE that every
+# launcher sets, and torch.distributed's broadcast), not accelerate's PartialState: created before
+# the trainer (as `ftkit train` does), PartialState reads a CPU launch under torchrun as not
+# distributed (DistributedType.NO, process index 0 in every process), so each process would take
+# itself for the main one and create its own run folder; tests/test_launch.py's two-process test
+# catches that. The environment needs no import either: the readers of runs (a notebook, `ftkit
+# runs`, the Jupyter server extension) load no torch for it.
+
 def is_main_process() -> bool:
-    """False on every process but the first under ``accelerate launch`` or ``torchrun``."""
+    """False on every process but the first under ``accelerate launch`` or ``torchrun``.
+
+    >>> is_main_process()   # a notebook, a script, a test
+    True
+    """
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -254,8 +273,10 @@ class Run:
 
     path: Path
     # The trained model, set by the trainer that ran it: the base weights (shared with the model
-    # you trained from, not a copy) with the adapter on. To merge the adapter into weights, use
-    # export(merged=True) or load_model(): merging in place would change the shared weights.
+    # you trained from, not a copy) with the adapter on. The record never loads or reads it; to
+    # merge the adapter into weights, use ftkit.export.merged.export_run(run, folder, merged=True)
+    # or ftkit.models.tuned.load_run_model(run, merged=True): merging in place would change the
+    # shared weights.
     model: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -266,14 +287,6 @@ class Run:
     def config(self) -> dict:
         """What config.json says (see :func:`new_run`); ``FileNotFoundError`` without one."""
         return _read_record(self.path, "config.json")
-
-    @property
-    def template(self):
-        """The :class:`~ftkit.prompts.PromptTemplate` the run trained on: ask the tuned model
-        the same way."""
-        from ftkit.prompts import PromptTemplate
-
-        return PromptTemplate(**self.config["template"])
 
     @property
     def status(self) -> dict:
@@ -471,7 +484,8 @@ class Run:
     def last_checkpoint(self) -> Path | None:
         """The newest complete checkpoint. The trainer writes ``trainer_state.json`` last, so a
         checkpoint cut short by a killed process (no such file, or half of it) is passed over."""
-        found = sorted(self.checkpoints_dir.glob("checkpoint-*"), key=_checkpoint_step)
+        found = sorted((p for p in self.checkpoints_dir.glob("checkpoint-*")
+                        if _CHECKPOINT.fullmatch(p.name) and p.is_dir()), key=_checkpoint_step)
         for folder in reversed(found):
             try:
                 _read_record(folder, "trainer_state.json")
@@ -479,81 +493,6 @@ class Run:
                 continue
             return folder
         return None
-
-    def load_model(self, device: str = "auto", dtype="auto", verbose: bool = False, merged: bool = False):
-        """The run's base model with its trained adapter, and its tokenizer, ready for evaluate.
-
-        Works in a new kernel: the base model is loaded again by the name the run recorded.
-        ``merged=True``: the adapter merged into the weights (a plain transformers model), the
-        form a tuned model is served in; its latency compares with the base model's on equal
-        terms (an attached adapter adds two small products to every adapted layer).
-        """
-        from peft import PeftModel
-
-        from ftkit.models.loading import load_model, prepare_tokenizer, quiet_library_noise
-
-        if not (self.adapter_dir / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"run {self.id} has no saved adapter (status: "
-                                    f"{self.status.get('status')}); nothing to load")
-        with warnings.catch_warnings():  # the run's own tokenizer (below) carries the template it trained with
-            warnings.filterwarnings("ignore", message="this tokenizer has no chat template")
-            base, _ = load_model(self.config["base_model"], device=device, dtype=dtype, verbose=verbose)
-        from transformers import AutoTokenizer
-
-        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(self.adapter_dir))
-        with quiet_library_noise():
-            model = PeftModel.from_pretrained(base, self.adapter_dir, adapter_name="default").eval()
-        return (model.merge_and_unload() if merged else model), tokenizer
-
-    def export(self, folder: str | os.PathLike, merged: bool = False, rows=None, *, gguf: bool = False,
-               dtype: str = "float32", check_rows=None, metrics=("exact_match",)) -> Path:
-        """Write the adapter alone, or (``merged=True``) full weights that plain transformers loads,
-        or (``gguf=True``) merged weights as ``model.gguf`` with an Ollama ``Modelfile`` for
-        llama.cpp and Ollama (``dtype`` float32 or float16; see :func:`ftkit.export.check.export_gguf`).
-
-        A merged export (GGUF too) is checked before it is written: on a few prompts (``rows``,
-        canonical rows asked with the run's template; default: a handful of short ones), the
-        merged model's greedy answers must equal the adapter's and its logits agree within the
-        precision's rounding. Otherwise it raises :class:`ExportError` and writes nothing.
-
-        ``check_rows`` (held-out rows with reference answers): then the written folder is loaded
-        in a fresh Python process, answers them, and its ``metrics`` scores are compared with this
-        run's model's (:func:`ftkit.export.check.check_export`); the result is kept in the run folder
-        (:attr:`export_checks`, shown by the report), and any difference raises :class:`ExportError`.
-
-        >>> run.export("support-router", merged=True)    # doctest: +SKIP
-        >>> AutoModelForCausalLM.from_pretrained("support-router")  # doctest: +SKIP
-        >>> run.export("router-gguf", gguf=True, check_rows=test[:16])   # doctest: +SKIP
-        """
-        import shutil
-
-        folder = Path(folder)
-        if gguf:
-            from ftkit.export.check import export_gguf
-
-            export_gguf(self, folder, dtype=dtype, rows=rows)
-        elif not merged:
-            shutil.copytree(self.adapter_dir, folder, dirs_exist_ok=True)
-        else:
-            merged_model, tokenizer = self._merged_and_checked(rows)
-            merged_model.save_pretrained(folder, safe_serialization=True)
-            tokenizer.save_pretrained(folder)
-        if check_rows is not None:
-            from ftkit.export.check import check_export
-
-            check_export(self, folder, check_rows, metrics, kind="gguf" if gguf else "merged" if merged else "adapter")
-        return folder
-
-    def _merged_and_checked(self, rows=None):
-        """The adapter merged into a fresh float32 copy of the base model (on the CPU), and the
-        tokenizer, after checking that the merge answers like the adapter (see :meth:`export`)."""
-        model, tokenizer = self.load_model(device="cpu", dtype="float32")
-        conversations = self._parity_conversations(rows)
-        before = _answers_and_logits(model, tokenizer, conversations)
-        merged_model = model.merge_and_unload()
-        after = _answers_and_logits(merged_model, tokenizer, conversations)
-        _check_parity(before, after, merged_model.dtype)
-        return merged_model, tokenizer
 
     # -- the check of an export, in a fresh process (ftkit.export.check.check_export) ---------------------
 
@@ -577,59 +516,10 @@ class Run:
             return []
         return [c for c in checks if isinstance(c, dict)] if isinstance(checks, list) else []
 
-    def _parity_conversations(self, rows) -> list[list[dict]]:
-        from ftkit.data.sources import as_rows
-
-        rows = as_rows(rows) if rows is not None else [{"prompt": p} for p in PARITY_PROMPTS]
-        template, out = self.template, []
-        for row in rows[:8]:
-            try:
-                out.append(template.messages(row))
-            except KeyError:  # the template asks for a column these rows do not have
-                out.append([{"role": "user", "content": row["prompt"]}])
-        return out
-
     def __repr__(self) -> str:
-        return f"Run({self.id!r}, status={self.status.get('status')!r})"
-
-
-# Prompts a merged export is checked on when no rows are given: short, of different kinds.
-PARITY_PROMPTS = ("Where is my order?", "Hello! Who are you?", "Summarize: the cat sat on the mat all day.",
-                  "Translate to German: good morning")
-# How far merged and adapter logits may differ: the rounding of adding the LoRA product into the
-# weights once instead of at every forward, in each precision.
-PARITY_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.05}
-
-
-class ExportError(RuntimeError):
-    """An export does not behave like the run's model: a merge that does not answer like the adapter
-    or a GGUF file that does not read back the same (nothing was written then), or an exported
-    folder that answers differently in a fresh process. The message says what differs."""
-
-
-def _answers_and_logits(model, tokenizer, conversations):
-    import torch
-
-    from ftkit.generation.generate import generate
-
-    answers = [g.text for g in generate(model, tokenizer, conversations, max_new_tokens=12, progress=False)]
-    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    with torch.no_grad():
-        logits = model(**batch).logits.float()
-    return answers, logits[batch["attention_mask"].bool()]
-
-
-def _check_parity(before, after, dtype) -> None:
-    (answers_a, logits_a), (answers_b, logits_b) = before, after
-    tolerance = PARITY_TOLERANCE.get(str(dtype).removeprefix("torch."), 0.05)
-    worst = float((logits_a - logits_b).abs().max())
-    differ = [i for i, (a, b) in enumerate(zip(answers_a, answers_b)) if a != b]
-    if differ or worst > tolerance:
-        raise ExportError(
-            f"the merged weights do not answer like the adapter: {len(differ)} of {len(answers_a)} greedy answers "
-            f"differ, logits differ by up to {worst:.3g} (allowed {tolerance:g} in {dtype}); nothing was written. "
-            "Export the adapter alone (merged=False), which transformers loads through PEFT")
+        # No I/O: a repr is printed by debuggers and logs, and a run folder may be slow or hostile.
+        # The status is one call away: run.status.
+        return f"Run({self.id!r})"
 
 
 def _parse_events(text: str) -> list[dict]:
@@ -646,8 +536,16 @@ def _parse_events(text: str) -> list[dict]:
     return out
 
 
+# The trainer names them checkpoint-<step>: transformers' own rule (trainer_utils' _re_checkpoint,
+# behind get_last_checkpoint). ftkit keeps its own few lines instead of calling get_last_checkpoint:
+# that one returns the newest folder only, complete or not, where a resume needs the newest
+# complete one (a killed process leaves a half-written newest); and importing transformers (and
+# torch) for a folder listing would make the record heavy for `ftkit runs` and the server.
+_CHECKPOINT = re.compile(r"checkpoint-([0-9]+)")
+
+
 def _checkpoint_step(folder: Path) -> int:
-    return int(folder.name.split("-")[1])  # the trainer names them checkpoint-<step>
+    return int(_CHECKPOINT.fullmatch(folder.name).group(1))
 
 
 def _is_number(value) -> bool:
@@ -758,12 +656,18 @@ def new_run(name: str, config: dict, root=None) -> Run:
 
 
 def fingerprint(rows) -> str:
-    """A short hash of the training rows, so a run says exactly which data it saw."""
+    """A short hash of the training rows, so a run says exactly which data it saw.
+
+    ``rows``: a ``datasets.Dataset`` (its ``to_list()``) or any iterable of dicts, as
+    ``ftkit.data.sources.as_rows`` reads them; the record stays below the data stage, so it reads
+    them the same way without importing it.
+
+    >>> fingerprint([{"prompt": "hi", "completion": "hello"}]) == fingerprint(iter([{"prompt": "hi", "completion": "hello"}]))
+    True
+    """
     import hashlib
 
-    from ftkit.data.canonical import as_rows
-
-    rows = as_rows(rows)
+    rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
     return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

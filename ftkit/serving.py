@@ -3,7 +3,7 @@
 ``ftkit serve RUN_OR_MODEL`` prepares a folder that plain transformers loads and hands it to
 ``transformers serve`` (the server that ships with transformers: ``/v1/chat/completions``,
 ``/v1/models``, ``/health``, streaming, ``usage`` in every answer). A tuned run is merged into
-its base weights once (:meth:`ftkit.runs.Run.export`, checked to answer like the adapter) and
+its base weights once (:func:`ftkit.export.merged.export_run`, checked to answer like the adapter) and
 cached under ``$FTKIT_CACHE/served/<run id>``. The run's chat template and system prompt travel
 with it: when a request has no system message, the served chat template inserts the one the run
 was trained with (:func:`with_default_system`). The user turn is the client's to write, as the
@@ -34,8 +34,10 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ftkit.export.merged import export_run
 from ftkit.generation.endpoint import Endpoint
 from ftkit.models.loading import EMBEDDED_NAME, cache_dir, choose_device, converted_gguf, resolve_source
+from ftkit.models.tuned import run_template
 from ftkit.prompts import PromptTemplate
 
 __all__ = ["ServedModel", "Server", "describe_usage", "prepare", "serve", "served_root", "start_server",
@@ -174,7 +176,7 @@ def _prepare_run(run, say) -> ServedModel:
     from transformers import AutoTokenizer
 
     _prune_stale()
-    template = run.template
+    template = run_template(run)
     target = served_root() / run.id
     stamp = {"run": str(run.path), "adapter": _adapter_stamp(run)}
     source = f"run {run.id} ({run.config.get('kind', 'tuned')} of {run.config.get('base_model')}), merged"
@@ -188,7 +190,7 @@ def _prepare_run(run, say) -> ServedModel:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run.id}-", dir=target.parent))
     try:
-        run.export(tmp, merged=True)
+        export_run(run, tmp, merged=True)
         tokenizer = AutoTokenizer.from_pretrained(tmp)
         if template.system is not None and getattr(tokenizer, "chat_template", None):
             # A client that sends only the user turn gets the prompt the run was trained with.
@@ -318,7 +320,7 @@ def start_server(run_or_model=EMBEDDED_NAME, *, port: int | None = None, host: s
     process ends. Its output goes to ``Server.log``. ``port=None`` picks a free one.
 
     >>> server = start_server(run)                       # doctest: +SKIP
-    >>> server.endpoint().generate([run.template.messages({"prompt": "Refund please"})])  # doctest: +SKIP
+    >>> server.endpoint().generate([run_template(run).messages({"prompt": "Refund please"})])  # doctest: +SKIP
     >>> server.stop()                                    # doctest: +SKIP
     """
     from ftkit.runs import Run
@@ -356,6 +358,6 @@ def start_server(run_or_model=EMBEDDED_NAME, *, port: int | None = None, host: s
         time.sleep(0.5)
     server.model = _get(f"{base}/v1/models")["data"][0]["id"]
     run = _as_run(run_or_model, runs_root)  # its template: ask the served run the way it was trained
-    server.template = run.template if run is not None else None
+    server.template = run_template(run) if run is not None else None
     atexit.register(server.stop)
     return server

@@ -15,20 +15,17 @@ from tiny_models import (
     save_tiny_model,
 )
 
-from ftkit.export.check import (
-    GGUF_FILE,
-    MODELFILE,
-    check_export,
-    export_gguf,
-    modelfile_template,
-    read_modelfile,
-    render_go_template,
-)
+from ftkit.export import ExportError
+from ftkit.export.check import check_export
+from ftkit.export.gguf import GGUF_FILE, export_gguf
+from ftkit.export.go_template import render_go_template
+from ftkit.export.merged import export_run
+from ftkit.export.modelfile import MODELFILE, modelfile_template, read_modelfile
 from ftkit.generation.generate import generate
 from ftkit.models.loading import load_model
+from ftkit.models.tuned import load_run_model, run_template
 from ftkit.prompts import PromptTemplate
 from ftkit.report import render_report
-from ftkit.runs import ExportError
 from ftkit.training.sft import SFTSettings, train_sft
 
 ROWS = [{"prompt": p, "completion": c} for p, c in [
@@ -88,7 +85,7 @@ def trained(tmp_path_factory):
 
 @pytest.mark.parametrize("merged", [False, True], ids=["adapter", "merged"])
 def test_an_export_is_rescored_in_a_fresh_process_and_recorded_with_the_run(trained, tmp_path, merged):
-    folder = trained.export(tmp_path / "out", merged=merged, check_rows=HELD_OUT, metrics=METRICS)
+    folder = export_run(trained, tmp_path / "out", merged=merged, check_rows=HELD_OUT, metrics=METRICS)
     kind = "merged" if merged else "adapter"
     assert (folder / ("config.json" if merged else "adapter_config.json")).is_file()
     [record] = [c for c in trained.export_checks if c["kind"] == kind]
@@ -98,8 +95,8 @@ def test_an_export_is_rescored_in_a_fresh_process_and_recorded_with_the_run(trai
     assert record["message"].startswith(f"{kind} export (float32) checked in a fresh process: exact_match")
     assert record["seconds"] > 0 and record["folder"] == str(folder.resolve())
     # The answers really come from the other process: it read the rows and template from the spec.
-    model, tok = trained.load_model(device="cpu", dtype="float32", merged=merged)
-    answers = [g.text for g in generate(model, tok, [trained.template.messages(r) for r in HELD_OUT],
+    model, tok = load_run_model(trained, device="cpu", dtype="float32", merged=merged)
+    answers = [g.text for g in generate(model, tok, [run_template(trained).messages(r) for r in HELD_OUT],
                                         max_new_tokens=32, progress=False)]
     assert len(set(answers)) > 1  # the wide weights give the rows different answers: a real comparison
 
@@ -107,7 +104,7 @@ def test_an_export_is_rescored_in_a_fresh_process_and_recorded_with_the_run(trai
 def test_a_merged_export_that_answers_differently_in_a_fresh_process_is_an_error(trained, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    folder = trained.export(tmp_path / "merged", merged=True)
+    folder = export_run(trained, tmp_path / "merged", merged=True)
     weights = load_file(folder / "model.safetensors")
     torch.manual_seed(1)
     weights = {k: (torch.randn_like(v) if v.dim() == 2 else v) for k, v in weights.items()}  # a broken copy
@@ -120,10 +117,28 @@ def test_a_merged_export_that_answers_differently_in_a_fresh_process_is_an_error
     assert not record["passed"] and record["differ"] and record["answers_equal"] < 3  # kept for the report
 
 
+def test_a_merged_export_that_does_not_answer_like_the_adapter_is_refused(trained, tmp_path, monkeypatch):
+    from peft import LoraModel
+
+    merge = LoraModel.merge_and_unload
+
+    def broken_merge(self, *args, **kwargs):  # a merge that gets one matrix wrong
+        merged = merge(self, *args, **kwargs)
+        with torch.no_grad():
+            merged.model.layers[0].mlp.down_proj.weight.mul_(3.0)
+        return merged
+
+    monkeypatch.setattr(LoraModel, "merge_and_unload", broken_merge)
+    with pytest.raises(ExportError, match=r"the merged weights do not answer like the adapter: .*logits differ by "
+                                          r"up to [\d.e+-]+ \(allowed 0.001 in torch.float32\); nothing was written"):
+        export_run(trained, tmp_path / "merged", merged=True, rows=ROWS[:4])
+    assert not (tmp_path / "merged").exists()
+
+
 def test_an_export_check_says_what_it_cannot_do(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no export"):
         check_export(trained, tmp_path, HELD_OUT)
-    folder = trained.export(tmp_path / "adapter")
+    folder = export_run(trained, tmp_path / "adapter")
     with pytest.raises(ValueError, match="scores by metric name"):
         check_export(trained, folder, HELD_OUT, [lambda p, r, row: 1.0])
     with pytest.raises(ValueError, match="unknown metric 'nope'"):
@@ -185,7 +200,7 @@ def test_a_gguf_export_reloads_in_transformers_with_the_same_answers(tmp_path, d
 
 
 def test_a_gguf_export_of_a_run_writes_a_modelfile_and_passes_the_fresh_process_check(trained, tmp_path):
-    folder = trained.export(tmp_path / "gguf", gguf=True, check_rows=HELD_OUT, metrics=METRICS)
+    folder = export_run(trained, tmp_path / "gguf", gguf=True, check_rows=HELD_OUT, metrics=METRICS)
     [record] = [c for c in trained.export_checks if c["kind"] == "gguf"]
     assert record["passed"] and record["answers_equal"] == 3 and record["dtype"] == "float32"
     modelfile = read_modelfile(folder / MODELFILE)
@@ -193,7 +208,7 @@ def test_a_gguf_export_of_a_run_writes_a_modelfile_and_passes_the_fresh_process_
     assert modelfile["parameters"] == {"stop": ["<|im_end|>"], "temperature": ["0"]}
     assert "# It was trained on user turns written as: Route: {prompt}" in (folder / MODELFILE).read_text()
     # What Ollama sends for a conversation without a system turn: the run's system prompt first, as trained.
-    asked = trained.template.messages(HELD_OUT[0])
+    asked = run_template(trained).messages(HELD_OUT[0])
     tok = make_tokenizer()
     assert render_go_template(modelfile["template"], asked) == tok.apply_chat_template(
         asked, tokenize=False, add_generation_prompt=True)

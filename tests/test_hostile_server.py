@@ -235,6 +235,52 @@ def test_hostile_malformed_status_marks_its_run_in_the_listing_and_the_others_ar
     assert detail["status"]["unreadable"].startswith("status.json is not valid JSON")
 
 
+@pytest.mark.parametrize("name, damage, says", [("config.json", "{not json", "config.json is not valid JSON"),
+                                                ("config.json", "[1]", "config.json holds a JSON list"),
+                                                ("eval.json", "{'metric': 1}", "eval.json is not valid JSON")])
+def test_hostile_malformed_config_or_evaluation_marks_its_run_in_the_listing_and_the_others_are_listed(
+        call, runs, name, damage, says):
+    make_run(runs, A)
+    make_run(runs, B)
+    (runs / B / name).write_text(damage)
+    response, body = call("ftkit", "api", "runs")
+    assert response.code == 200 and [r["id"] for r in body["runs"]] == [B, A]
+    broken, fine = body["runs"]
+    assert broken["status"] == "unknown" and says in broken["error"] and "error" not in fine
+    assert fine["status"] == "completed"
+
+
+def test_loading_the_server_extension_imports_no_model_library(tmp_path):
+    """The Jupyter server's process loads the extension at start-up and serves the runs (listing,
+    detail, report page) without torch, transformers or the rest: they load with a model, never here."""
+    make_run(tmp_path / "runs", A)
+    code = """
+import logging, sys
+from pathlib import Path
+from traitlets.config import Configurable
+import ftkit.lab.extension as ext
+from ftkit.lab.summaries import find_run, render_run_report, run_detail, runs_payload
+
+class App(Configurable):
+    pass
+
+app = App()
+app.root_dir, app.log = sys.argv[1], logging.getLogger("test")
+routes = []
+app.web_app = type("WebApp", (), {"settings": {"base_url": "/"}, "add_handlers": lambda self, host, r: routes.extend(r)})()
+ext._load_jupyter_server_extension(app)
+base = app.web_app.settings["ftkit_runs_dir"]
+assert len(routes) == 7 and [r["id"] for r in runs_payload(base)["runs"]] == [sys.argv[2]]
+run = find_run(base, sys.argv[2])
+assert run_detail(run)["status"]["status"] == "completed" and "<html" in render_run_report(run)[0]
+print([m for m in ("torch", "transformers", "datasets", "trl", "peft", "accelerate") if m in sys.modules])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "FTKIT_RUNS"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), A], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 # --- the reads, fuzzed ---------------------------------------------------------------------------
 
 # What the server reads in a run folder, and what an honest one holds.
@@ -314,7 +360,7 @@ READERS = {
        garbage=st.binary(max_size=300), folder_is_link=st.booleans())
 def test_hostile_fuzzed_run_folders_never_leak_block_or_raise_other_than_the_marker(kinds, garbage,
                                                                                      folder_is_link):
-    from ftkit.lab.extension import _list_payload, find_run
+    from ftkit.lab.summaries import find_run, runs_payload
 
     with tempfile.TemporaryDirectory() as tmp:
         base, outside = Path(tmp) / "runs", Path(tmp) / "outside"
@@ -336,7 +382,7 @@ def test_hostile_fuzzed_run_folders_never_leak_block_or_raise_other_than_the_mar
             run = Run(base / A)
             outcomes = {what: _within(5, lambda read=read: read(run)) for what, read in READERS.items()}
             outcomes["find_run"] = _within(5, lambda: find_run(base, A))
-            outcomes["listing"] = _within(5, lambda: _list_payload(base))
+            outcomes["listing"] = _within(5, lambda: runs_payload(base))
         finally:
             done.set()
             swapper.join(timeout=10)

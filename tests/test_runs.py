@@ -124,7 +124,66 @@ def test_a_finished_status_keeps_why_it_ended_and_reads_back_in_words(tmp_path):
     assert outcome(run.status) == "stopped by the time budget at step 20 of 40"
 
 
+def test_repr_reads_nothing_from_the_run_folder(tmp_path, monkeypatch):
+    import ftkit.runs
+
+    run = new_run("quiet", {"kind": "sft"}, root=tmp_path)
+
+    def no_io(*args, **kwargs):
+        raise AssertionError("repr read the run folder")
+
+    monkeypatch.setattr(ftkit.runs, "read_run_file", no_io)
+    monkeypatch.setattr(ftkit.runs, "open_run_file", no_io)
+    assert repr(run) == f"Run({run.id!r})"
+    with pytest.raises(AssertionError, match="read the run folder"):
+        run.status  # the status is read on request, not by repr
+
+
+def test_the_record_and_a_single_process_import_no_heavy_library(tmp_path):
+    """The record is what `ftkit runs` and the server extension load: it must not bring torch,
+    transformers or accelerate (the main-process check reads the launcher's environment)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ftkit.runs as r; run = r.new_run('light', {'kind': 'sft'}, root=sys.argv[1]); "
+            "run.record('log', {'step': 1, 'loss': 1.0}); run.heartbeat(1); run.set_status('completed'); "
+            "assert r.is_main_process() and r.list_runs(sys.argv[1])[0].events('log')[0]['loss'] == 1.0; "
+            "print(r.fingerprint([{'prompt': 'a'}]), [m for m in ('torch', 'transformers', 'datasets', 'pandas', "
+            "'trl', 'peft', 'accelerate') if m in sys.modules])")
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, check=True)
+    fingerprint, loaded = out.stdout.split(" ", 1)
+    assert len(fingerprint) == 16 and loaded.strip() == "[]"
+
+
+def test_fingerprint_reads_a_dataset_and_a_list_alike():
+    from datasets import Dataset
+
+    from ftkit.runs import fingerprint
+
+    rows = [{"prompt": "hi", "completion": "hello"}, {"prompt": "bye", "completion": "later"}]
+    assert fingerprint(Dataset.from_list(rows)) == fingerprint(rows) == fingerprint(iter(rows))
+    assert fingerprint(rows[:1]) != fingerprint(rows)
+
+
 # --- a hostile or damaged run folder ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name, damage", [("config.json", b"{not json"), ("config.json", b"[]"),
+                                          ("eval.json", b"\xff garbage"), ("events.jsonl", b"[" * 100_000)])
+def test_hostile_one_malformed_record_marks_its_run_and_never_breaks_the_listing(tmp_path, capsys, name, damage):
+    from ftkit.cli import main
+
+    fine, broken = new_run("fine", {"kind": "sft"}, root=tmp_path), new_run("broken", {"kind": "sft"}, root=tmp_path)
+    fine.set_status("completed", step=3)
+    broken.set_status("completed", step=2)
+    (broken.path / name).write_bytes(damage)
+    assert sorted(r.id for r in list_runs(tmp_path)) == sorted([broken.id, fine.id])  # both listed
+    assert repr(load_run(broken.id, tmp_path)) == f"Run({broken.id!r})"
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(lines) == {fine.id, broken.id} and lines[fine.id].split()[1:4] == ["sft", "completed", "3"]
+    if name != "events.jsonl":  # a damaged line of events is skipped, the run reads on
+        assert f"cannot be read: {name} " in lines[broken.id]
 
 def test_hostile_malformed_status_json_marks_its_run_and_ftkit_runs_lists_the_others(tmp_path, capsys):
     from ftkit.cli import main

@@ -18,6 +18,7 @@ from ftkit.cli import main
 from ftkit.generation.endpoint import Endpoint, EndpointError
 from ftkit.generation.generate import generate
 from ftkit.models.loading import EMBEDDED_NAME, load_model
+from ftkit.models.tuned import load_run_model, run_template
 from ftkit.prompts import with_system
 from ftkit.serving import MARKER, prepare, served_root, start_server, with_default_system
 from ftkit.training.sft import SFTSettings, train_sft
@@ -70,14 +71,14 @@ def test_serve_prepares_a_run_merged_once_with_its_system_prompt(tuned_run, cach
     assert served.name == tuned_run.id and served.path == served_root() / tuned_run.id
     assert (served.path / "config.json").is_file() and (served.path / MARKER).is_file()
     assert any(served.path.glob("*.safetensors")) and not (served.path / "adapter_config.json").exists()
-    assert served.template == tuned_run.template and len(said) == 1 and "Merging run" in said[0]
+    assert served.template == run_template(tuned_run) and len(said) == 1 and "Merging run" in said[0]
 
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(served.path)
     bare = tok.apply_chat_template([{"role": "user", "content": "Ticket: hi"}], tokenize=False,
                                    add_generation_prompt=True)
-    assert bare == tok.apply_chat_template(tuned_run.template.messages({"prompt": "hi"}), tokenize=False,
+    assert bare == tok.apply_chat_template(run_template(tuned_run).messages({"prompt": "hi"}), tokenize=False,
                                            add_generation_prompt=True)
     assert SYSTEM in bare
 
@@ -133,12 +134,12 @@ def test_serve_a_run_answers_a_bare_user_turn_with_its_system_prompt(tuned_run, 
     exactly as the run was trained (same prompt tokens, same greedy answer as the merged model)."""
     import openai
 
-    model, tok = tuned_run.load_model(device="cpu", dtype="float32", merged=True)
+    model, tok = load_run_model(tuned_run, device="cpu", dtype="float32", merged=True)
     row = {"prompt": "Where is my order?"}
-    local = generate(model, tok, [tuned_run.template.messages(row)], max_new_tokens=6, batch_size=1,
+    local = generate(model, tok, [run_template(tuned_run).messages(row)], max_new_tokens=6, batch_size=1,
                      progress=False)[0]
     with start_server(tuned_run, runs_root=tuned_run.path.parent, device="cpu", dtype="float32") as server:
-        assert server.model == tuned_run.id and server.template == tuned_run.template
+        assert server.model == tuned_run.id and server.template == run_template(tuned_run)
         client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
         answer = client.chat.completions.create(model=server.model, max_tokens=6, temperature=0,
                                                 messages=[{"role": "user", "content": "Ticket: Where is my order?"}])

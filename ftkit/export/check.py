@@ -1,21 +1,15 @@
-"""Exports that are checked: GGUF for llama.cpp and Ollama, and a re-score in a fresh process.
+"""The check of a written export: re-scored in a fresh process next to the run's own model.
 
-Two questions a tuned model must answer before it leaves the notebook:
+:func:`check_export` re-scores an export; it writes none (:func:`ftkit.export.merged.export_run`
+does, and calls it when given ``check_rows``). It answers one question a tuned model must answer
+before it leaves the notebook: **does the exported folder answer like the run?** It loads the
+folder in a new Python process with plain transformers (and PEFT for an adapter), answers held-out
+rows greedily with the run's template, scores them, and compares with the run's model loaded
+here. Nothing of this process (a patched module, a cached tensor) can make a broken export look
+right. The result is kept with the run (:meth:`ftkit.runs.Run.record_export_check`); the report
+shows both scores.
 
-- **Does the exported folder answer like the run?** :func:`check_export` loads it in a new Python
-  process with plain transformers (and PEFT for an adapter), answers held-out rows greedily with
-  the run's template, scores them, and compares with the run's model loaded here. Nothing of this
-  process (a patched module, a cached tensor) can make a broken export look right. The result is
-  kept with the run (:meth:`ftkit.runs.Run.record_export_check`); the report shows both scores.
-- **Does it run in llama.cpp and Ollama?** :func:`export_gguf` (in :mod:`ftkit.export.gguf`)
-  writes the merged weights as ``model.gguf`` with the tokenizer and the chat template in its
-  metadata, and a ``Modelfile`` whose Go ``TEMPLATE`` renders the same text as the Jinja chat
-  template (derived and checked by :mod:`ftkit.export.modelfile`, whose :func:`modelfile_template`,
-  :func:`render_go_template` and :func:`read_modelfile` are importable from here too).
-
-This module keeps the fresh-process check and the public entry points of all three.
-
->>> run.export("router-gguf", gguf=True, check_rows=test[:16])    # doctest: +SKIP
+>>> check = check_export(run, "router-gguf", test[:16])      # doctest: +SKIP
 >>> run.export_checks[-1]["exported"], run.export_checks[-1]["in_memory"]   # doctest: +SKIP
 (0.8125, 0.8125)
 """
@@ -30,27 +24,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ftkit.export.gguf import GGUF_ARCHITECTURES, GGUF_FILE, export_gguf
-from ftkit.export.modelfile import (
-    MODELFILE,
-    modelfile_template,
-    read_modelfile,
-    render_go_template,
-)
-from ftkit.runs import ExportError, Run
+from ftkit.export import ExportError
+from ftkit.export.gguf import GGUF_FILE
+from ftkit.models.tuned import load_run_model, run_template
 
-__all__ = [
-    "GGUF_ARCHITECTURES",
-    "GGUF_FILE",
-    "MODELFILE",
-    "ExportCheck",
-    "check_export",
-    "export_gguf",
-    "modelfile_template",
-    "read_modelfile",
-    "render_go_template",
-]
+if TYPE_CHECKING:
+    from ftkit.runs import Run
+
+__all__ = ["EXPORT_KINDS", "ExportCheck", "check_export"]
 
 EXPORT_KINDS = ("adapter", "merged", "gguf")
 
@@ -110,7 +93,7 @@ def _export_kind(folder: Path) -> str:
     if (folder / "config.json").is_file():
         return "merged"
     raise FileNotFoundError(f"{folder} holds no export: no {GGUF_FILE}, adapter_config.json or config.json. "
-                            "Write one with run.export(folder, ...)")
+                            "Write one with ftkit.export.export_run(run, folder, ...)")
 
 
 def _answer_rows(model, tokenizer, template, rows: list[dict], metrics, max_new_tokens: int) -> tuple[list, dict]:
@@ -136,7 +119,7 @@ def check_export(run: Run, folder, rows, metrics=("exact_match",), *, kind: str 
     float32 (a float16 GGUF is compared with the merged weights rounded to float16, which is
     what the file holds). The result is recorded with the run (``run.export_checks``; the report
     shows it) and returned; when any answer or score differs it raises
-    :class:`~ftkit.runs.ExportError` saying which rows differ and how, after recording it.
+    :class:`~ftkit.export.ExportError` saying which rows differ and how, after recording it.
 
     >>> check = check_export(run, "router-gguf", test[:16])     # doctest: +SKIP
     >>> print(check)                                             # doctest: +SKIP
@@ -169,13 +152,13 @@ def check_export(run: Run, folder, rows, metrics=("exact_match",), *, kind: str 
         if kind == "gguf":
             types = {t.tensor_type.name for t in gguf.GGUFReader(str(folder / GGUF_FILE)).tensors}
             dtype = "float16" if "F16" in types else "float32"
-        model, tokenizer = run.load_model(device="cpu", dtype="float32", merged=kind != "adapter")
+        model, tokenizer = load_run_model(run, device="cpu", dtype="float32", merged=kind != "adapter")
         if dtype == "float16":  # what the file holds: the merged weights rounded to float16
             with torch.no_grad():
                 for p in model.parameters():
                     if p.dim() > 1:
                         p.copy_(p.half().float())
-        answers, scores = _answer_rows(model, tokenizer, run.template, rows, metrics, max_new_tokens)
+        answers, scores = _answer_rows(model, tokenizer, run_template(run), rows, metrics, max_new_tokens)
     except BaseException:
         fresh.stop()
         raise

@@ -3,7 +3,8 @@
 :func:`export_gguf` writes the merged weights as ``model.gguf`` (float32, or float16 for half the
 size; norms stay float32 as llama.cpp wants) with the tokenizer and the chat template in its
 metadata, reads the file back through transformers before keeping it, and writes the Ollama
-``Modelfile`` beside it (its template is derived and checked by :mod:`ftkit.export.modelfile`).
+``Modelfile`` beside it (its template is derived and checked by :mod:`ftkit.export.modelfile`). The weights are the
+run's adapter merged and checked by :func:`ftkit.export.parity.merged_and_checked`.
 
 Supported: the llama architecture (``model_type`` llama, and mistral, which llama.cpp runs as
 llama) with a byte-level BPE tokenizer (SmolLM, Llama 3, ...). A sentencepiece tokenizer (Llama 2,
@@ -21,15 +22,11 @@ import os
 import tempfile
 from pathlib import Path
 
-from ftkit.export.modelfile import (
-    MODELFILE,
-    PROBES,
-    _check_template,
-    _messages,
-    _modelfile,
-    modelfile_template,
-)
-from ftkit.runs import ExportError, Run
+from ftkit.export import ExportError
+from ftkit.export.modelfile import MODELFILE, PROBES, _check_template, _messages, _modelfile, modelfile_template
+from ftkit.export.parity import merged_and_checked
+from ftkit.models.tuned import run_template
+from ftkit.runs import Run
 
 __all__ = ["GGUF_ARCHITECTURES", "GGUF_DTYPES", "GGUF_FILE", "export_gguf"]
 
@@ -45,7 +42,7 @@ def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32",
     """Write ``folder/model.gguf`` (merged weights, tokenizer, chat template) and ``folder/Modelfile``.
 
     ``run_or_model``: a :class:`~ftkit.runs.Run` (its adapter is merged into a fresh copy of the
-    base model, checked against the adapter first as ``run.export(merged=True)`` does, on
+    base model, checked against the adapter first as a merged export is, on
     ``rows``) or a plain transformers model with its ``tokenizer``. ``dtype``: ``"float32"``
     (exact) or ``"float16"`` (half the size) for the matrices. ``system``: the Modelfile's
     ``SYSTEM`` (default: the run's template's system prompt). ``ollama_template``: a Go template
@@ -54,7 +51,7 @@ def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32",
     Before returning, the file is read back: every tensor, through transformers' GGUF tensor
     processor (which undoes llama.cpp's q/k reordering), must equal the merged model's (rounded to
     ``dtype``), and transformers' GGUF tokenizer must give the same ids for the chat prompts.
-    Otherwise :class:`~ftkit.runs.ExportError` says what differs and no file is left.
+    Otherwise :class:`~ftkit.export.ExportError` says what differs and no file is left.
 
     >>> folder = export_gguf(run, "router-gguf")      # doctest: +SKIP
     >>> AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf")   # doctest: +SKIP
@@ -69,15 +66,15 @@ def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32",
     if run is not None:
         config, pre = _base(run)
         _supported(config)  # refuse early, before loading and merging anything
-        model, tokenizer = run._merged_and_checked(rows)
-        system = system if system is not None else run.template.system
+        model, tokenizer = merged_and_checked(run, rows)
+        system = system if system is not None else run_template(run).system
         name = name or run.id
     else:
         model = run_or_model
         if tokenizer is None:
             raise ValueError("pass tokenizer=... with a model (a Run carries its own)")
         if is_peft_model(model):
-            raise ValueError("this model carries a PEFT adapter; export the Run (run.export(folder, gguf=True)), "
+            raise ValueError("this model carries a PEFT adapter; export the Run (export_run(run, folder, gguf=True)), "
                              "which merges into a fresh copy. Merging here would change the base weights it shares")
     arch = _supported(model.config)
     vocab = _vocab(tokenizer, model.config.vocab_size)
@@ -127,7 +124,7 @@ def _supported(config) -> str:
     if model_type not in GGUF_ARCHITECTURES:
         raise ExportError(
             f"GGUF export supports the llama architecture (model_type: {', '.join(GGUF_ARCHITECTURES)}); this "
-            f"model is {model_type!r}. Export merged safetensors (run.export(folder, merged=True)) and convert "
+            f"model is {model_type!r}. Export merged safetensors (export_run(run, folder, merged=True)) and convert "
             "them with llama.cpp's convert_hf_to_gguf.py")
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", "default") not in ("default", None):
