@@ -13,7 +13,7 @@ Variants, on the embedded model and zero-shot prompts of the built-in routing ex
 - ``frozen``: a copy of the same weights with ``requires_grad=False``;
 - ``frozen, no fix``: the same, with generate()'s contiguous head input switched off (reference);
 - ``run (PEFT)``: a LoRA run (random B, so it changes the answers) saved with
-  ``ftkit.runs.new_run`` and loaded by ``Run.load_model()``, as the ComparePanel uses it;
+  ``ftkit.runs.new_run`` and loaded by ``ftkit.models.tuned.load_run_model()``, as the ComparePanel uses it;
 - ``run (merged)``: the same run through ``pipeline.served_model()``, as the pipeline serves it.
 
 Every variant runs on the same batches, in turn (the order rotates from batch to batch), after
@@ -40,6 +40,7 @@ from ftkit import load_model, split
 from ftkit.data import examples
 from ftkit.generation.generate import generate
 from ftkit.models.loading import model_info
+from ftkit.models.tuned import load_run_model
 from ftkit.pipeline import served_model
 from ftkit.prompts import classify_zero_shot
 from ftkit.runs import Run, new_run
@@ -122,7 +123,7 @@ def main():
     frozen = copy.deepcopy(model).requires_grad_(False)
     with tempfile.TemporaryDirectory() as root:
         run = lora_run(model, tok, root)
-        peft, peft_tok = run.load_model(dtype=args.dtype)
+        peft, peft_tok = load_run_model(run, dtype=args.dtype)
         merged, merged_tok = served_model(run)  # loads its own copy of the base, as the pipeline does
         if args.dtype != "auto":
             merged = merged.to(model.dtype)

@@ -36,6 +36,7 @@ from ftkit import load_model, split
 from ftkit.data import examples
 from ftkit.evaluation.evaluate import Variant, evaluate
 from ftkit.generation.generate import generate
+from ftkit.models.tuned import load_run_model
 from ftkit.prompts import classify_zero_shot
 from ftkit.training.sft import SFTSettings, train_sft
 
@@ -111,7 +112,7 @@ def main():
             # Reloaded rather than run.model: after a bf16 run, accelerate's autocast wrapper stays
             # on run.model.forward, so it would not generate as a saved adapter does.
             run.model = None
-            models[dtype] = run.load_model(device="cpu", dtype=dtype)
+            models[dtype] = load_run_model(run, device="cpu", dtype=dtype)
             s = train_stats[dtype]
             print(f"{SHORT[dtype]} training: best step {s['tokens_s']:.1f} tokens/s, median step "
                   f"{s['median_tokens_s']:.1f}; {s['wall_s']:.0f} s for the whole train_sft call; last loss "

@@ -72,6 +72,7 @@ def measure(name: str, minutes: list[float], step_seconds: float, limit: int, ru
     """``[(minutes, step, exact match, low, high, training seconds)]`` for one dataset."""
     from ftkit import load_model
     from ftkit.evaluation.evaluate import Variant, evaluate
+    from ftkit.models.tuned import load_run_model
     from ftkit.training.events import EventBus, StopFlag
     from ftkit.prompts import classify_zero_shot
     from ftkit.training.sft import SFTSettings, train_sft
@@ -114,7 +115,7 @@ def measure(name: str, minutes: list[float], step_seconds: float, limit: int, ru
         run = train_sft(model, tok, train, template=template, config=config, bus=bus, stop=stop,
                         runs_root=runs_root, resume=run)
         step = run.status["step"]
-        tuned, tuned_tok = run.load_model(merged=True)
+        tuned, tuned_tok = load_run_model(run, merged=True)
         result = evaluate([Variant(tuned, tuned_tok, template, name="sft", max_new_tokens=12)], test,
                           labels=labels, progress=False).summary.iloc[0]
         out.append((marks[state["mark"]], step, result["exact_match"], result["exact_match_low"],

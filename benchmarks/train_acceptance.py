@@ -18,6 +18,7 @@ from ftkit import load_model, split
 from ftkit.data import examples
 from ftkit.training.dpo import DPOSettings, train_dpo
 from ftkit.evaluation.evaluate import Variant, evaluate
+from ftkit.models.tuned import load_run_model
 from ftkit.prompts import classify_few_shot, classify_zero_shot
 from ftkit.training.sft import SFTSettings, train_sft
 
@@ -46,14 +47,14 @@ def main():
     sft = train_sft(model, tok, train, template=zero, runs_root=args.runs,
                     config=SFTSettings(name="acceptance-sft", epochs=3, max_minutes=args.sft_minutes))
     sft_min = (time.perf_counter() - t0) / 60
-    sft_model, sft_tok = sft.load_model()
+    sft_model, sft_tok = load_run_model(sft)
     t0 = time.perf_counter()
     base, base_tok = load_model(verbose=False)
     dpo = train_dpo(base, base_tok, examples.load("support_routing_preferences"), template=zero, from_run=sft,
                     runs_root=args.runs, config=DPOSettings(name="acceptance-dpo", max_minutes=args.dpo_minutes,
                                                             logging_steps=2))
     dpo_min = (time.perf_counter() - t0) / 60
-    dpo_model, dpo_tok = dpo.load_model()
+    dpo_model, dpo_tok = load_run_model(dpo)
 
     tuned = evaluate([Variant(sft_model, sft_tok, zero, name="LoRA SFT", max_new_tokens=12),
                       Variant(dpo_model, dpo_tok, zero, name="SFT + DPO", max_new_tokens=12)], test, labels=labels)

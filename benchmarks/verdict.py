@@ -55,6 +55,7 @@ def main() -> None:
     from ftkit.data.canonical import label_set
     from ftkit.evaluation.evaluate import Variant, evaluate
     from ftkit.evaluation.experiments import from_scratch, learning_curve, task_change
+    from ftkit.models.tuned import load_run_model
     from ftkit.prompts import classify_few_shot, classify_zero_shot, zero_shot
     from ftkit.training.sft import SFTSettings, train_sft
 
@@ -73,7 +74,7 @@ def main() -> None:
     print(f"SFT, {args.sft_steps} steps ...", flush=True)
     run = train_sft(model, tok, train, template=zero, runs_root=runs_root,
                     config=SFTSettings(max_steps=args.sft_steps, **steps))
-    served, _ = run.load_model(merged=True)
+    served, _ = load_run_model(run, merged=True)
     variants = [Variant(model, tok, t, name=name, max_new_tokens=12) for name, t in prompts.items()]
     variants.append(Variant(served, tok, zero, name="LoRA SFT", max_new_tokens=12))
     result = evaluate(variants, test, labels=labels)

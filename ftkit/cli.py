@@ -295,7 +295,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ftkit.data.canonical import load_data
-    from ftkit.runs import ExportError, load_run
+    from ftkit.export import ExportError
+    from ftkit.export.merged import export_run
+    from ftkit.runs import load_run
 
     try:
         run = load_run(args.run, args.root)
@@ -304,7 +306,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     rows = load_data(args.check, verbose=False) if args.check else None
     try:
-        folder = run.export(args.out, merged=args.merged, gguf=args.gguf, dtype=args.dtype,
+        folder = export_run(run, args.out, merged=args.merged, gguf=args.gguf, dtype=args.dtype,
                             check_rows=rows, metrics=args.metric or ["exact_match"])
     except ExportError as err:
         print(f"ftkit: error: {err}", file=sys.stderr)

@@ -151,7 +151,9 @@ def served_model(run: Run):
     """A run's model with its adapter merged into the weights, and its tokenizer: the model as
     it would be served, so its latency compares with the prompt baselines' on equal terms (an
     attached LoRA adapter adds two small matrix products to every adapted layer)."""
-    return run.load_model(verbose=False, merged=True)
+    from ftkit.models.tuned import load_run_model
+
+    return load_run_model(run, verbose=False, merged=True)
 
 
 def _variant_name(run: Run) -> str:

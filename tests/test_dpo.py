@@ -4,6 +4,7 @@ import torch
 
 from ftkit import fastpath
 from ftkit.training.dpo import DPOSettings, to_trl_pairs, train_dpo
+from ftkit.export.merged import export_run
 from ftkit.models.loading import load_model
 from ftkit.runs import list_runs
 from ftkit.prompts import zero_shot
@@ -46,7 +47,7 @@ def test_dpo_from_an_sft_adapter_logs_rewards_and_widens_the_margin(tiny, tmp_pa
     assert torch.equal(model.model.layers[0].self_attn.q_proj.weight, q_before)
     assert not any("lora_" in n for n, _ in model.named_parameters())
     # A DPO run exports like an SFT run: merged weights, checked against the adapter first.
-    folder = run.export(tmp_path / "dpo-merged", merged=True, rows=PAIRS[:4])
+    folder = export_run(run, tmp_path / "dpo-merged", merged=True, rows=PAIRS[:4])
     assert (folder / "config.json").is_file() and not (folder / "adapter_config.json").exists()
 
 

@@ -13,6 +13,7 @@ import torch
 from tiny_models import make_gemma_tokenizer, make_tokenizer, save_tiny_family
 
 from ftkit.evaluation.evaluate import Variant, evaluate
+from ftkit.export.merged import export_run
 from ftkit.models.families import FAMILIES, family_notes, lora_targets
 from ftkit.models.loading import load_model
 from ftkit.prompts import zero_shot
@@ -101,7 +102,7 @@ def test_a_family_loads_prompts_trains_evaluates_and_exports(family, tmp_path):
     # the run's saved tokenizer carries the one it trained with, so no warning repeats.
     with warnings.catch_warnings(record=True) as again:
         warnings.simplefilter("always")
-        folder = run.export(tmp_path / "merged", merged=True, rows=ROWS)
+        folder = export_run(run, tmp_path / "merged", merged=True, rows=ROWS)
     assert not [w for w in again if "no chat template" in str(w.message)]
     plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     plain_tok = AutoTokenizer.from_pretrained(folder)

@@ -16,6 +16,7 @@ from ftkit.models import device as models  # cpu_has_native_bf16 is read where c
 from ftkit.training.dpo import DPOSettings
 from ftkit.training.events import EventBus
 from ftkit.models.loading import load_model, model_info
+from ftkit.models.tuned import load_run_model
 from ftkit.training.sft import SFTSettings, train_sft
 from ftkit.training.settings import LoraSettings, Preflight, TrainingSettings, device_defaults, settings_fields
 
@@ -156,7 +157,7 @@ def test_training_and_loading_hide_known_noise_and_keep_real_warnings(tiny, tmp_
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         run = train_sft(model, tok, ROWS, config=SFTSettings(**FAST), bus=bus, runs_root=tmp_path)
-        run.load_model(device="cpu", dtype="float32")  # PEFT's loading asks for it too
+        load_run_model(run, device="cpu", dtype="float32")  # PEFT's loading asks for it too
         warnings.warn("is_gradient_checkpointing is deprecated (outside training)", FutureWarning)
     messages = [str(w.message) for w in seen]
     assert "a real warning at step 1" in messages

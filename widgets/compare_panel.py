@@ -25,6 +25,7 @@ from ftkit.evaluation import metrics as M
 from ftkit.evaluation.verdict import Advice, advise
 from ftkit.data.canonical import as_rows, chat_turns, label_set
 from ftkit.evaluation.evaluate import EvalResult, Variant, evaluate, pairs_from_ratings
+from ftkit.models.tuned import load_run_model, run_template
 from ftkit.prompts import PromptTemplate
 from ftkit.training.curves import training_cost
 from ftkit.runs import Run
@@ -180,7 +181,7 @@ class ComparePanel(w.VBox):
                                    max_new_tokens=self.max_new_tokens, stop_strings=self.task.stop_strings))
             elif name in self.runs:
                 model, tokenizer = self._run_model(self.runs[name])
-                out.append(Variant(model, tokenizer, self.runs[name].template, name=name,
+                out.append(Variant(model, tokenizer, run_template(self.runs[name]), name=name,
                                    max_new_tokens=self.max_new_tokens, stop_strings=self.task.stop_strings))
             else:
                 raise ValueError(f"no variant {name!r}; variants are: {', '.join(self._choices)}")
@@ -263,7 +264,7 @@ class ComparePanel(w.VBox):
 
     def _run_model(self, run: Run):
         if run.id not in self._loaded:  # a fresh base model with the run's adapter merged, as served
-            self._loaded[run.id] = run.load_model(merged=True)
+            self._loaded[run.id] = load_run_model(run, merged=True)
         return self._loaded[run.id]
 
     def _draw_summary(self, names: list[str]) -> None:

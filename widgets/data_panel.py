@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from ftkit import tasks
 from ftkit.data import examples
-from ftkit.data.canonical import DataError, DataReport, check_data, group_column, render_example, split
+from ftkit.data.canonical import DataError, DataReport, group_column, render_example, split
 from ftkit.data.report import overlap_note
 from ftkit.data.sources import FILE_FORMATS
 from ftkit.widgets import _html

@@ -24,6 +24,7 @@ from ftkit.data.canonical import label_set
 from ftkit.training.dpo import DPOSettings, to_trl_pairs, train_dpo
 from ftkit.training.events import EventBus, StopFlag
 from ftkit.models.loading import model_info
+from ftkit.models.tuned import run_template
 from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.training.curves import read_curves, training_cost
 from ftkit.runs import Run, outcome
@@ -83,7 +84,7 @@ class TrainPanel(w.VBox):
         task = tasks.resolve(task).for_rows(train) if task is not None else None
         self.task = task
         if template is None:
-            template = from_run.template if from_run is not None else \
+            template = run_template(from_run) if from_run is not None else \
                 task.template("zero-shot", labels=label_set(train)) if task is not None else zero_shot()
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.train_data, self.eval_data = train, eval

@@ -8,7 +8,7 @@
     scratch = from_scratch(model, tok, parts["train"], parts["test"], template=zero, minutes=3)
     scratch.result.summary            # the same architecture from random weights vs LoRA on the pretrained model
 
-    change = task_change([Variant(model, tok, zero, name="zero-shot"), Variant(run_model, tok, run.template,
+    change = task_change([Variant(model, tok, zero, name="zero-shot"), Variant(run_model, tok, run_template(run),
                           name="LoRA SFT")], examples.load("support_routing_new_queue"), "gift_card", old_rows=test)
     print(change)                     # which variants route to a label added to their prompt, untrained
 

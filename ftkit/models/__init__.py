@@ -1,6 +1,6 @@
 """Models: device and precision (``device``), loading with source resolution and tokenizer
 preparation (``loading``), the GGUF conversion cache (``conversion``), the family table
-(``families``); the CPU threads torch uses (``threads``). Names load on first use: importing this
+(``families``), a tuned run's model and template (``tuned``); the CPU threads torch uses (``threads``). Names load on first use: importing this
 package imports no torch.
 """
 
@@ -26,5 +26,8 @@ __getattr__, __dir__ = exports(__name__, {
     "prepare_tokenizer": "loading",
     "quiet_library_noise": "loading",
     "resolve_source": "loading",
+    "shared_weights_copy": "loading",
+    "load_run_model": "tuned",
+    "run_template": "tuned",
 })
-__all__ = ["DeviceChoice", "EMBEDDED_NAME", "FAMILIES", "Family", "ModelInfo", "ModelLoadError", "cache_dir", "choose_device", "converted_gguf", "cpu_has_native_bf16", "describe_device", "family_notes", "load_model", "load_tokenizer", "lora_targets", "model_info", "prepare_tokenizer", "quiet_library_noise", "resolve_source"]
+__all__ = ["DeviceChoice", "EMBEDDED_NAME", "FAMILIES", "Family", "ModelInfo", "ModelLoadError", "cache_dir", "choose_device", "converted_gguf", "cpu_has_native_bf16", "describe_device", "family_notes", "load_model", "load_tokenizer", "lora_targets", "model_info", "prepare_tokenizer", "quiet_library_noise", "resolve_source", "load_run_model", "run_template", "shared_weights_copy"]
