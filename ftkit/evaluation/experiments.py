@@ -131,8 +131,9 @@ def from_scratch(model, tokenizer, train, test, *, template=None, minutes: float
     from ftkit.training.settings import LoraSettings
 
     template = template or zero_shot()
-    torch.manual_seed(0)
-    fresh = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype).to(model.device)
+    with torch.random.fork_rng(devices=[]):  # the same random weights every time, and the caller's RNG untouched
+        torch.manual_seed(0)
+        fresh = AutoModelForCausalLM.from_config(model.config, dtype=model.dtype).to(model.device)
     common = dict(max_minutes=minutes, max_steps=max_steps, batch_size=batch_size, epochs=1000.0)
     runs = {
         "from scratch": train_sft(fresh, tokenizer, train, template=template, runs_root=runs_root, config=SFTSettings(
