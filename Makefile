@@ -31,9 +31,8 @@ $(STAMP): pyproject.toml Makefile ftkit/labextension/build-stamp.json \
 # The training, generation and metric tests run a second time with the fast paths off
 # (FTKIT_FASTPATH=0, see ftkit/fastpath/): the plain TRL / transformers / sacrebleu paths that a
 # library release outside the tested lines gets must pass the same assertions.
-FASTPATH_TESTS := tests/test_sft.py tests/test_dpo.py tests/test_training.py tests/test_generate.py \
-                  tests/test_prefix_attention.py tests/test_chat.py tests/test_metrics.py tests/test_evaluate.py \
-                  $(wildcard tests/fastpath/test_*.py tests/test_fastpath_*.py)
+FASTPATH_TESTS := tests/training/test_sft.py tests/training/test_dpo.py tests/training/test_training.py \
+                  tests/generation tests/fastpath tests/evaluation/test_metrics.py tests/evaluation/test_evaluate.py
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -87,7 +87,7 @@ EVENTS_MAX_BYTES = 256 << 20
 # launcher sets, and torch.distributed's broadcast), not accelerate's PartialState: created before
 # the trainer (as `ftkit train` does), PartialState reads a CPU launch under torchrun as not
 # distributed (DistributedType.NO, process index 0 in every process), so each process would take
-# itself for the main one and create its own run folder; tests/test_launch.py's two-process test
+# itself for the main one and create its own run folder; tests/training/test_launch.py's two-process test
 # catches that. The environment needs no import either: the readers of runs (a notebook, `ftkit
 # runs`, the Jupyter server extension) load no torch for it.
 

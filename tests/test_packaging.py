@@ -81,7 +81,7 @@ def test_editable_wheel_copies_the_data_files_and_imports_from_the_checkout(tmp_
     """What `pip install -e .` (`make setup`) installs: the wheel the backend's PEP 660 hook builds.
 
     It carries the lab extension, its server switch and the tour as data files (the venv's share/
-    and etc/, where Jupyter looks; tests/test_labextension.py checks this environment's), and no
+    and etc/, where Jupyter looks; tests/lab/test_labextension.py checks this environment's), and no
     copy of the package: ftkit imports from the checkout, ftkit.widgets from its widgets/. Built
     offline with this venv's backend (the dev extra has it), no pip and no index.
     """

@@ -7,7 +7,7 @@ extracted once per sentence and each resample only sums rows and scores the sum:
 own ``paired_bs`` test does, without tokenizing every sentence again for every resample.
 
 It relies on two private methods of sacrebleu's metrics, checked by
-``tests/test_fastpath_metrics.py``: ``Metric._extract_corpus_statistics(hypotheses, references)``
+``tests/fastpath/test_metrics_contracts.py``: ``Metric._extract_corpus_statistics(hypotheses, references)``
 and ``Metric._compute_score_from_stats(stats)``. :func:`ftkit.evaluation.metrics.paired_corpus_difference`
 takes this path only when ``ftkit.fastpath.enabled("sacrebleu")``; otherwise it scores each
 resampled corpus with the public ``corpus_score`` (the same figures, tested).

@@ -5,7 +5,7 @@
 and ``fastpath.enabled("trl", "transformers")``; otherwise with TRL's ``DPOTrainer`` as TRL ships it. It
 computes TRL's ``sigmoid`` loss, plus the ``sft`` term (RPO) when ``sft_weight`` weighs it in, and
 logs the figures TRL logs under TRL's names; in float32 the losses agree with TRL's to 1e-5
-(tests/test_dpo.py compares the loss, the rewards and the LoRA gradients on a batch). Three things
+(tests/training/test_dpo.py compares the loss, the rewards and the LoRA gradients on a batch). Three things
 make it lean:
 
 - only the answer positions go through the LM head (:func:`_completion_logps`), not every
@@ -15,7 +15,7 @@ make it lean:
 - the reference's log-probabilities are computed once, before the first step
   (``precompute_reference`` on the trainer :func:`_trainer_class` builds), instead of in a second
   forward pass at every step. TRL's own ``precompute_ref_log_probs`` gives the same numbers
-  (tests/test_dpo.py compares them) but ftkit keeps this one: TRL's runs while the trainer is
+  (tests/training/test_dpo.py compares them) but ftkit keeps this one: TRL's runs while the trainer is
   built, so ftkit's first-step check (:func:`ftkit.training.dpo.reference_check`) would compare
   the policy with numbers computed before anything could be checked, not with the reference the
   steps use; it scores every position through the full LM head; and it hashes every weight of the
@@ -126,7 +126,7 @@ def _completion_logps(model, inputs: dict, details: bool = False, shared: bool =
 
 
 # The families whose models take a custom 4D attention mask and position ids as they are, so that
-# an answer in the shared-prompt layout is scored exactly as in its own row: tests/test_dpo.py checks
+# an answer in the shared-prompt layout is scored exactly as in its own row: tests/training/test_dpo.py checks
 # each in float32. Bloom is not one (it builds its ALiBi biases from a 2D mask and fails on a 4D one);
 # a family not named here sends each sequence through whole.
 SHARED_PROMPT_FAMILIES = ("llama", "mistral", "qwen2", "gemma", "phi3", "gpt2")

@@ -29,7 +29,7 @@ soft-capping or attention sinks, dropout, another device.
 Written here rather than taken from a library: FlashInfer's cascade attention and vLLM's prefix
 caching do this on GPUs only; transformers has no shared-prefix attention.
 
-It relies on private names, each checked by ``tests/test_fastpath_generation.py``: torch's
+It relies on private names, each checked by ``tests/fastpath/test_generation_contracts.py``: torch's
 ``aten._scaled_dot_product_flash_attention_for_cpu`` (the output and the log-sum-exp of each
 query), transformers' ``PreTrainedModel._can_set_attn_implementation``,
 ``transformers.integrations.sdpa_attention.sdpa_attention_forward`` and

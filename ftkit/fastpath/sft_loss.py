@@ -17,7 +17,7 @@ Two things make it lean:
 ``SFTTrainer.compute_loss`` signature and its ``_metrics``/``_total_train_tokens`` (written through
 :mod:`ftkit.fastpath.trainer_metrics`), a boolean ``logits_to_keep``, a cache argument and the
 cache's ``batch_repeat_interleave``; ``tests/fastpath/test_training_contracts.py`` checks each, and
-``tests/test_sft.py`` checks the loss and gradients against TRL's own.
+``tests/training/test_sft.py`` checks the loss and gradients against TRL's own.
 
 >>> import torch
 >>> completion_positions(torch.tensor([[False, True], [True, True]])).tolist()
@@ -63,7 +63,7 @@ def forward_after_prefix(model, inputs: dict, keep, shared: int):
     """The logits at ``keep`` for a batch whose rows share their first ``shared`` tokens: the shared
     tokens go through the model once (one row), their keys and values are repeated for every row,
     and the rest of each row attends to them as to its own. The same function of the weights as one
-    padded forward pass (tests/test_sft.py checks the loss and gradients for every family), with the
+    padded forward pass (tests/training/test_sft.py checks the loss and gradients for every family), with the
     prefix computed once instead of once per row; its gradient is the sum over the rows, as autograd
     gives it. None where the model takes no cache argument."""
     import torch

@@ -11,7 +11,7 @@ the position it would have without the cache, and greedy outputs are the same (t
 Static, not dynamic: a dynamic cache concatenates every new token onto the whole cache at every
 step, which for a long few-shot prefix cost more than the prefix itself (``benchmarks/generation.py``).
 
-It relies on transformers internals, checked by ``tests/test_fastpath_generation.py``: the
+It relies on transformers internals, checked by ``tests/fastpath/test_generation_contracts.py``: the
 ``layers[i].keys``/``.values`` of the cache a forward pass returns, ``StaticCache(config=,
 max_cache_len=)`` and its ``update(keys, values, layer_idx)``, and ``generate`` continuing from a
 cache that already holds the first positions of ``input_ids``. Off (``FTKIT_FASTPATH=0``, or an

@@ -1,7 +1,7 @@
 """The architecture families ftkit has checked, and what each needs beyond the general handling.
 
 One entry per family, each checked end to end (load, prompt, LoRA SFT, evaluate, merged export) on
-a tiny model of it in ``tests/test_families.py``; :func:`lora_targets` names the layers LoRA adapts.
+a tiny model of it in ``tests/models/test_families.py``; :func:`lora_targets` names the layers LoRA adapts.
 Loading reads :data:`FAMILIES` to prepare a tokenizer (:func:`ftkit.models.loading.prepare_tokenizer`).
 
 >>> family_notes("gemma").end_of_turn
@@ -19,7 +19,7 @@ __all__ = ["FAMILIES", "Family", "family_notes", "lora_targets"]
 class Family:
     """What ftkit knows about one architecture family (a ``config.model_type``): what it needs
     beyond the general handling, checked end to end (load, prompt, LoRA SFT, evaluate, merged
-    export) on a tiny model of it in ``tests/test_families.py``."""
+    export) on a tiny model of it in ``tests/models/test_families.py``."""
 
     name: str
     note: str  # what was checked, in a sentence, for people

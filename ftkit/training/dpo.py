@@ -50,7 +50,7 @@ class DPOSettings(TrainingSettings):
         "help": "Weight of an SFT loss on the chosen answer added to DPO's (RPO); it keeps the right "
                 "answers likely. 0 for plain DPO", "after": "beta", "min": 0})
     # benchmarks/dpo_speed.py measures the steps both ways, side by side; in float32 the losses
-    # agree to 1e-5 (tests/test_dpo.py).
+    # agree to 1e-5 (tests/training/test_dpo.py).
     lean_loss: bool = field(default=True, metadata={
         "help": "Score only the answer tokens through the LM head, each pair's prompt once for both answers, "
                 "and the reference once, before the first step: the same loss as TRL's, in less work per step. "

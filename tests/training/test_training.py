@@ -273,7 +273,7 @@ def test_settings_methods_events_and_curves_import_no_ml_library():
             "from ftkit.training import SFTSettings, DPOSettings, EventBus\n"
             "print([m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'pandas', 'accelerate') "
             "if m in sys.modules])")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from test_packaging import source_copy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "labextension"
 BUILT = ROOT / "ftkit" / "labextension"
 NAME = json.loads((SOURCE / "package.json").read_text())["name"]

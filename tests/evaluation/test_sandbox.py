@@ -17,7 +17,7 @@ import pytest
 from ftkit.evaluation import sandbox
 from ftkit.evaluation.sandbox import extract_code, isolation, run_many, run_tests
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 ROOT = os.geteuid() == 0
 MARK = b"# ftkit-sandbox runner"
 
