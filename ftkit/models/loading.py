@@ -71,21 +71,28 @@ def quiet_library_noise():
     (training, loading a run's adapter).
 
     ``warnings.catch_warnings`` restores the filters afterwards; every other warning still shows.
-    Under a panel this runs in the training thread: the filter is process-wide while it lasts,
-    which for one exact message is harmless.
+    It is not thread-safe, so only the main thread uses it (a panel's training thread takes
+    :func:`datasets_bars_off` alone: ``ftkit.training.trainer.quiet_training``).
     """
-    import datasets
-
-    bars_were_on = not datasets.are_progress_bars_disabled()
     with warnings.catch_warnings():
         for message in KNOWN_NOISE:
             warnings.filterwarnings("ignore", message=message, category=FutureWarning)
-        datasets.disable_progress_bars()
-        try:
+        with datasets_bars_off():
             yield
-        finally:
-            if bars_were_on:
-                datasets.enable_progress_bars()
+
+
+@contextlib.contextmanager
+def datasets_bars_off():
+    """datasets' progress bars off for the duration (over rows ftkit already checked), then as they were."""
+    import datasets
+
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,21 +42,11 @@ def quiet_training():
     panel's) leaves the filters alone, and the main thread calls :func:`hide_known_noise` once,
     before it starts that thread.
     """
-    import datasets
+    from ftkit.models.loading import datasets_bars_off, quiet_library_noise
 
-    from ftkit.models.loading import quiet_library_noise
-
-    if threading.current_thread() is threading.main_thread():
-        with quiet_library_noise():
-            yield
-        return
-    bars_were_on = not datasets.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
+    on_main = threading.current_thread() is threading.main_thread()
+    with quiet_library_noise() if on_main else datasets_bars_off():
         yield
-    finally:
-        if bars_were_on:
-            datasets.enable_progress_bars()
 
 
 def hide_known_noise() -> None:

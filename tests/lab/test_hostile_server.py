@@ -24,12 +24,6 @@ from hypothesis import strategies as st
 from jupyter_server.auth.authorizer import Authorizer
 from traitlets.config import Config
 
-try:
-    from pytest_jupyter.jupyter_server import *  # noqa: F403 - its fixtures, by name (see test_server_handlers)
-except ImportError as err:
-    raise ImportError("these tests need pytest-jupyter: pip install 'pytest-jupyter[server]' "
-                      "(part of the dev extra)") from err
-
 from ftkit.runs import EXPORT_CHECK, STOP_REQUEST, Run, RunFileError, new_run, read_run_file
 
 A, B = "20250101-120000-alpha", "20250102-093000-beta"
@@ -54,18 +48,6 @@ def server_settings() -> dict:
 @pytest.fixture
 def jp_server_config(server_settings):
     return Config({"ServerApp": {"jpserver_extensions": {"ftkit.lab.extension": True}, **server_settings}})
-
-
-@pytest.fixture(autouse=True)
-def _runs_env(monkeypatch):
-    # Set first, so the teardown restores the variable whatever the extension set for its kernels.
-    monkeypatch.setenv("FTKIT_RUNS", "")
-    monkeypatch.delenv("FTKIT_RUNS")  # the default: <root_dir>/runs
-
-
-@pytest.fixture
-def runs(jp_root_dir) -> Path:
-    return jp_root_dir / "runs"
 
 
 @pytest.fixture

@@ -17,14 +17,6 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
-# pytest-jupyter declares no pytest entry point: its fixtures (jp_fetch, jp_serverapp, jp_root_dir,
-# http_server_client, ...) are imported into this module, and are this module's alone.
-try:
-    from pytest_jupyter.jupyter_server import *  # noqa: F403 - its fixtures, by name
-except ImportError as err:
-    raise ImportError("these tests need pytest-jupyter: pip install 'pytest-jupyter[server]' "
-                      "(part of the dev extra)") from err
-
 from ftkit.runs import STOP_REQUEST, list_runs, new_run, write_json
 from ftkit.lab.extension import RUN_ID, resolve_runs_dir
 
@@ -40,24 +32,6 @@ def server_settings() -> dict:
 @pytest.fixture
 def jp_server_config(server_settings):
     return Config({"ServerApp": {"jpserver_extensions": {"ftkit.lab.extension": True}}, **server_settings})
-
-
-@pytest.fixture
-def runs_env() -> str | None:
-    return None
-
-
-@pytest.fixture(autouse=True)
-def _runs_env(monkeypatch, runs_env):
-    # Set first, so the teardown restores the variable whatever the extension set for its kernels.
-    monkeypatch.setenv("FTKIT_RUNS", runs_env or "")
-    if runs_env is None:
-        monkeypatch.delenv("FTKIT_RUNS")  # the default: <root_dir>/runs
-
-
-@pytest.fixture
-def runs(jp_root_dir) -> Path:
-    return jp_root_dir / "runs"
 
 
 @pytest.fixture
