@@ -35,7 +35,7 @@ FASTPATH_TESTS := tests/training/test_sft.py tests/training/test_dpo.py tests/tr
                   tests/generation tests/fastpath tests/evaluation/test_metrics.py tests/evaluation/test_evaluate.py
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 	FTKIT_FASTPATH=0 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration" $(FASTPATH_TESTS)
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
 		$(MAKE) --no-print-directory labextension-test; \
