@@ -22,10 +22,11 @@ __getattr__, __dir__ = exports(__name__, {
     "DataError": "data.canonical", "DataReport": "data.canonical", "check_data": "tasks",
     "load_data": "data.canonical", "split": "data.canonical", "ModelLoadError": "models.device",
     "choose_device": "models.device", "describe_device": "models.device", "load_model": "models.loading",
-})
+}, modules={"examples": "data.examples"})  # `from ftkit import examples`: the built-in datasets, as before
 
 __all__ = [
     "DataError",
+    "examples",
     "DataReport",
     "ModelLoadError",
     "check_data",

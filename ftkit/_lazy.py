@@ -8,6 +8,8 @@ loads torch, transformers or datasets through the package's ``__init__``:
 >>> getattr_, dir_ = exports("ftkit.data", {"path_problem": "sources"})
 >>> getattr_("path_problem").__module__
 'ftkit.data.sources'
+>>> exports("ftkit", {}, modules={"examples": "data.examples"})[0]("examples").__name__
+'ftkit.data.examples'
 """
 
 from __future__ import annotations
@@ -16,17 +18,23 @@ import importlib
 import sys
 
 
-def exports(package: str, names: dict[str, str]):
+def exports(package: str, names: dict[str, str], modules: dict[str, str] | None = None):
     """``(__getattr__, __dir__)`` for ``package``: ``names`` maps a public name to the submodule
-    (relative to the package) that defines it."""
+    (relative to the package) that defines it; ``modules`` maps a public name to a submodule that
+    is itself the value (``ftkit.examples`` is ``ftkit.data.examples``)."""
+    modules = modules or {}
+
     def __getattr__(name: str):
-        if name not in names:
+        if name in modules:
+            value = importlib.import_module(f"{package}.{modules[name]}")
+        elif name in names:
+            value = getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+        else:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{names[name]}"), name)
         setattr(sys.modules[package], name, value)
         return value
 
     def __dir__() -> list[str]:
-        return sorted([*vars(sys.modules[package]), *names])
+        return sorted([*vars(sys.modules[package]), *names, *modules])
 
     return __getattr__, __dir__

@@ -109,10 +109,11 @@ def test_the_data_file_checks_refuse_a_bad_file_without_a_model_library(tmp_path
 def test_import_ftkit_loads_no_model_library_and_load_model_still_imports():
     assert _loaded_after("import ftkit\nftkit.__version__") == []
     assert _loaded_after("from ftkit import load_model, check_data, load_data, split") == []
+    # the names a notebook written before the stage packages imports (the lab launcher's cards too)
+    assert _loaded_after("from ftkit import describe_device, examples, load_model\n"
+                         "assert examples.__name__ == 'ftkit.data.examples' and examples.names()") == []
 
 
-# These three pass once ftkit.training.{settings,sft,dpo,events}, ftkit.generation.endpoint and
-# ftkit.evaluation.metrics import no model library at module level (ftkit.config subclasses their settings).
 def test_import_ftkit_cli_loads_no_model_library():
     assert _loaded_after("import ftkit.cli, ftkit.config") == []
 
