@@ -112,7 +112,7 @@ def same_weight_losses(model, tok, pairs, template, sft, trained, args, root) ->
 
     from ftkit.training.dpo import DPOSettings, _trl_config, to_trl_pairs
     from ftkit.fastpath.dpo_lean import _trainer_class
-    from ftkit.models.loading import model_info
+    from ftkit.models.device import model_info
     from ftkit.runs import new_run
     from ftkit.training.trainer import trainable_model
 
@@ -158,7 +158,7 @@ def main():
     import torch
 
     from ftkit import load_model
-    from ftkit.models.loading import model_info
+    from ftkit.models.device import model_info
 
     if args.threads:
         torch.set_num_threads(args.threads)

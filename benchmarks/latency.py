@@ -39,7 +39,7 @@ import ftkit.generation.generate
 from ftkit import load_model, split
 from ftkit.data import examples
 from ftkit.generation.generate import generate
-from ftkit.models.loading import model_info
+from ftkit.models.device import model_info
 from ftkit.models.tuned import load_run_model
 from ftkit.pipeline import served_model
 from ftkit.prompts import classify_zero_shot

@@ -68,7 +68,8 @@ from ftkit.config_file import (  # noqa: F401
 from ftkit.training.dpo import DPOSettings
 from ftkit.generation.endpoint import Endpoint
 from ftkit.evaluation.metrics import BUILTIN
-from ftkit.models.loading import EMBEDDED_NAME, ModelLoadError, resolve_source
+from ftkit.models.device import ModelLoadError
+from ftkit.models.loading import EMBEDDED_NAME, resolve_source
 from ftkit.training.sft import SFTSettings
 from ftkit.data.sources import path_problem
 from ftkit.training.settings import MAX_SEED, range_problem, range_text, settings_fields

@@ -34,7 +34,8 @@ from ftkit.training.dpo import train_dpo
 from ftkit.evaluation.evaluate import EvalResult, Variant, evaluate
 from ftkit.generation.timing import time_variants
 from ftkit.training.events import EventBus
-from ftkit.models.loading import describe_device, load_model
+from ftkit.models.device import describe_device
+from ftkit.models.loading import load_model
 from ftkit.models import threads
 from ftkit.preparation import (Plan, Prepared, RunRefused, build_template, model_context, plan, planned_steps,
                                preflight, prepare_data, training_template)

@@ -36,7 +36,9 @@ from pathlib import Path
 
 from ftkit.export.merged import export_run
 from ftkit.generation.endpoint import Endpoint
-from ftkit.models.loading import EMBEDDED_NAME, cache_dir, choose_device, converted_gguf, resolve_source
+from ftkit.models.conversion import cache_dir, converted_gguf
+from ftkit.models.device import choose_device
+from ftkit.models.loading import EMBEDDED_NAME, resolve_source
 from ftkit.models.tuned import run_template
 from ftkit.prompts import PromptTemplate
 

@@ -7,7 +7,7 @@ import torch
 
 from ftkit import load_model
 from ftkit.generation.generate import generate
-from ftkit.models.loading import _CACHE_MARKER, cache_dir
+from ftkit.models.conversion import _CACHE_MARKER, cache_dir
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,8 @@ def test_embedded_model_answers_paris(smollm):
 def test_the_embedded_model_converts_once_into_an_empty_cache(tmp_path, monkeypatch, smollm):
     from safetensors.torch import load_file
 
-    from ftkit.models.loading import converted_gguf, embedded_gguf_path
+    from ftkit.models.conversion import converted_gguf
+    from ftkit.models.loading import embedded_gguf_path
 
     shared = converted_gguf(embedded_gguf_path(), verbose=False)  # what the smollm fixture loaded
     monkeypatch.setenv("FTKIT_CACHE", str(tmp_path / "cache"))  # empty: the conversion really runs

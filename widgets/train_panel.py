@@ -23,7 +23,7 @@ from ftkit.training import sft
 from ftkit.data.canonical import label_set
 from ftkit.training.dpo import DPOSettings, to_trl_pairs, train_dpo
 from ftkit.training.events import EventBus, StopFlag
-from ftkit.models.loading import model_info
+from ftkit.models.device import model_info
 from ftkit.models.tuned import run_template
 from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.training.curves import read_curves, training_cost

@@ -186,7 +186,8 @@ def _mean(values) -> float:
 
 def _base_location(run: Run) -> str:
     """Where the fresh process finds the base model: a folder, or a Hub id already cached."""
-    from ftkit.models.loading import converted_gguf, resolve_source
+    from ftkit.models.conversion import converted_gguf
+    from ftkit.models.loading import resolve_source
 
     kind, location = resolve_source(run.config["base_model"])
     return str(converted_gguf(location, verbose=False)) if kind in ("embedded", "gguf") else location

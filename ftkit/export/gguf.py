@@ -109,7 +109,8 @@ def _base(run: Run):
     import gguf
     from transformers import AutoConfig
 
-    from ftkit.models.loading import converted_gguf, resolve_source
+    from ftkit.models.conversion import converted_gguf
+    from ftkit.models.loading import resolve_source
 
     kind, location = resolve_source(run.config["base_model"])
     if kind not in ("embedded", "gguf"):

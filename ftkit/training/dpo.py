@@ -220,7 +220,7 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
 
     >>> dpo_run = train_dpo(model, tokenizer, pairs, from_run=sft_run, progress=False)  # doctest: +SKIP
     """
-    from ftkit.models.loading import model_info
+    from ftkit.models.device import model_info
     from ftkit.prompts import zero_shot
     from ftkit.runs import fingerprint, new_run
     from ftkit.training.callbacks import EventCallback

@@ -110,7 +110,7 @@ class LoraSettings:
         "help": "Dropout on the LoRA path; 0 for runs of a few hundred steps", "min": 0, "below": 1})
     target_modules: str = field(default="all-linear", metadata={
         "help": "Which layers get adapters: 'all-linear', or comma-separated names like 'q_proj,v_proj'. Names "
-                "differ by family (GPT-2: c_attn, BLOOM: query_key_value); ftkit.models.loading.lora_targets(model) lists them"})
+                "differ by family (GPT-2: c_attn, BLOOM: query_key_value); ftkit.models.families.lora_targets(model) lists them"})
     full_finetune: bool = field(default=False, metadata={
         "help": "Train every weight instead of an adapter (needs far more memory)"})
 
@@ -120,7 +120,7 @@ class LoraSettings:
         from peft import LoraConfig
 
         # "all-linear" goes to PEFT as it is: PEFT picks the layers (every linear layer but the output
-        # head). ftkit.models.loading.lora_targets only lists PEFT's choice, for the help and the panel.
+        # head). ftkit.models.families.lora_targets only lists PEFT's choice, for the help and the panel.
         targets = self.target_modules if self.target_modules == "all-linear" else \
             [t.strip() for t in self.target_modules.split(",") if t.strip()]
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,

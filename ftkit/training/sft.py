@@ -249,7 +249,7 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     """
     from transformers import EarlyStoppingCallback
 
-    from ftkit.models.loading import model_info
+    from ftkit.models.device import model_info
     from ftkit.prompts import zero_shot
     from ftkit.runs import fingerprint, new_run
     from ftkit.training.callbacks import EventCallback

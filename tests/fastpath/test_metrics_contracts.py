@@ -27,17 +27,24 @@ def broken(symbol: str, problem: str):
                 f"sacrebleu{fastpath.TESTED['sacrebleu']} (the release lines in ftkit.fastpath.TESTED)", pytrace=False)
 
 
-@pytest.mark.parametrize("name", ["BLEU", "CHRF"])
-def test_contract_extract_corpus_statistics(name):
+def private_method(name: str, attribute: str, parameters: list[str]):
+    """sacrebleu's ``metrics.<name>().<attribute>`` with the parameters the fast path passes, or the
+    test fails naming it."""
     from sacrebleu import metrics
 
     metric = getattr(metrics, name)()
-    method = getattr(metric, "_extract_corpus_statistics", None)
-    symbol = f"sacrebleu.metrics.{name}._extract_corpus_statistics"
+    method = getattr(metric, attribute, None)
+    symbol = f"sacrebleu.metrics.{name}.{attribute}"
     if method is None:
         broken(symbol, "not found in this sacrebleu")
-    if list(inspect.signature(method).parameters) != ["hypotheses", "references"]:
-        broken(symbol, f"no longer takes (hypotheses, references): {inspect.signature(method)}")
+    if list(inspect.signature(method).parameters) != parameters:
+        broken(symbol, f"no longer takes ({', '.join(parameters)}): {inspect.signature(method)}")
+    return metric, method, symbol
+
+
+@pytest.mark.parametrize("name", ["BLEU", "CHRF"])
+def test_contract_extract_corpus_statistics(name):
+    metric, method, symbol = private_method(name, "_extract_corpus_statistics", ["hypotheses", "references"])
     stats = method(HYPS, [REFS])
     if len(stats) != len(HYPS) or not all(isinstance(x, (int, float)) for x in stats[0]):
         broken(symbol, "no longer returns one row of numbers per sentence")
@@ -45,15 +52,7 @@ def test_contract_extract_corpus_statistics(name):
 
 @pytest.mark.parametrize("name", ["BLEU", "CHRF"])
 def test_contract_compute_score_from_stats(name):
-    from sacrebleu import metrics
-
-    metric = getattr(metrics, name)()
-    method = getattr(metric, "_compute_score_from_stats", None)
-    symbol = f"sacrebleu.metrics.{name}._compute_score_from_stats"
-    if method is None:
-        broken(symbol, "not found in this sacrebleu")
-    if list(inspect.signature(method).parameters) != ["stats"]:
-        broken(symbol, f"no longer takes (stats): {inspect.signature(method)}")
+    metric, method, symbol = private_method(name, "_compute_score_from_stats", ["stats"])
     summed = [sum(col) for col in zip(*metric._extract_corpus_statistics(HYPS, [REFS]))]
     expected = metric.corpus_score(HYPS, [REFS]).score
     if method(summed).score != pytest.approx(expected):

@@ -46,7 +46,7 @@ def tiny(tiny_model_dir):
 def sft_trainer(tiny_model_dir, tmp_path_factory):
     from trl import SFTTrainer
 
-    from ftkit.models.loading import choose_device
+    from ftkit.models.device import choose_device
     from ftkit.prompts import zero_shot
     from ftkit.runs import new_run
     from ftkit.training.sft import SFTSettings, _trl_config, to_trl_rows
@@ -63,7 +63,7 @@ def sft_trainer(tiny_model_dir, tmp_path_factory):
 def dpo_trainer(tiny_model_dir, tmp_path_factory):
     from trl import DPOTrainer
 
-    from ftkit.models.loading import choose_device
+    from ftkit.models.device import choose_device
     from ftkit.prompts import zero_shot
     from ftkit.runs import new_run
     from ftkit.training.dpo import DPOSettings, _trl_config, to_trl_pairs

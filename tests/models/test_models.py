@@ -6,7 +6,8 @@ import torch
 
 from ftkit.models import conversion, device
 from ftkit.models import loading as models
-from ftkit.models.loading import ModelLoadError, choose_device, describe_device, load_model, model_info
+from ftkit.models.device import ModelLoadError, choose_device, describe_device, model_info
+from ftkit.models.loading import load_model
 
 # --- device and precision ---------------------------------------------------------------------
 
@@ -188,7 +189,7 @@ def test_cache_dir_follows_ftkit_cache(monkeypatch, tmp_path):
 def test_four_bit_loading_says_what_it_needs(tiny_model_dir, monkeypatch):
     with pytest.raises(ModelLoadError, match="load_in_4bit \\(QLoRA\\) needs a CUDA GPU; this model would run on cpu"):
         load_model(tiny_model_dir, device="cpu", load_in_4bit=True, verbose=False)
-    monkeypatch.setattr(models, "choose_device", lambda *a: models.DeviceChoice("cuda", torch.bfloat16, "test"))
+    monkeypatch.setattr(models, "choose_device", lambda *a: device.DeviceChoice("cuda", torch.bfloat16, "test"))
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "bitsandbytes" else real(name, *a))

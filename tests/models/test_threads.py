@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ftkit.models import threads
-from ftkit.models.loading import describe_device, load_model
+from ftkit.models.device import describe_device
+from ftkit.models.loading import load_model
 
 
 @pytest.fixture(autouse=True)

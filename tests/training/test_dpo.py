@@ -119,7 +119,7 @@ def _trainer(model, tok, tmp_path, settings, adapter_dir=None):
 
     from ftkit.training.dpo import _trl_config
     from ftkit.fastpath.dpo_lean import _trainer_class
-    from ftkit.models.loading import model_info
+    from ftkit.models.device import model_info
     from ftkit.runs import new_run
     from ftkit.training.trainer import trainable_model
 

@@ -243,7 +243,7 @@ def test_sft_on_conversations_lowers_the_loss_of_every_answer(tiny, tmp_path):
 
 
 def test_the_trainer_learns_exactly_the_assistant_tokens_of_a_conversation(tiny, tmp_path):
-    from ftkit.models.loading import choose_device
+    from ftkit.models.device import choose_device
     from ftkit.runs import new_run
     from ftkit.training.sft import _trl_config, trainer_class
 
@@ -271,7 +271,7 @@ def test_the_completion_loss_equals_trls_own_loss_and_gradients(tiny, tmp_path):
     from trl import SFTTrainer
 
     from ftkit.fastpath.sft_loss import trainer_class
-    from ftkit.models.loading import choose_device
+    from ftkit.models.device import choose_device
     from ftkit.runs import new_run
     from ftkit.training.sft import _trl_config
 
@@ -415,7 +415,7 @@ def test_a_shared_prompt_prefix_computed_once_gives_the_same_loss_and_gradients(
     from trl import SFTTrainer
 
     from ftkit.fastpath.sft_loss import shared_prefix, trainer_class
-    from ftkit.models.loading import choose_device
+    from ftkit.models.device import choose_device
     from ftkit.runs import new_run
     from ftkit.training.sft import _trl_config
 

@@ -15,7 +15,8 @@ import torch
 from ftkit.models import device as models  # cpu_has_native_bf16 is read where choose_device is
 from ftkit.training.dpo import DPOSettings
 from ftkit.training.events import EventBus
-from ftkit.models.loading import load_model, model_info
+from ftkit.models.device import model_info
+from ftkit.models.loading import load_model
 from ftkit.models.tuned import load_run_model
 from ftkit.training.sft import SFTSettings, train_sft
 from ftkit.training.settings import LoraSettings, Preflight, TrainingSettings, device_defaults, settings_fields
@@ -64,7 +65,7 @@ def test_on_a_cpu_sft_takes_the_whole_batch_in_one_pass_and_dpo_keeps_passes_of_
     DPO's CPU default is unchanged. An explicit micro_batch_size wins for both."""
     from trl import DPOConfig
 
-    from ftkit.models.loading import choose_device
+    from ftkit.models.device import choose_device
     from ftkit.runs import new_run
     from ftkit.training.sft import _trl_config
     from ftkit.training.settings import micro_batches
@@ -206,7 +207,7 @@ def test_the_trainers_printing_callbacks_give_way_to_one_loss_bar_or_to_nothing(
     from transformers import PrinterCallback, ProgressCallback
 
     from ftkit.training.events import EventCallback, LossBar, StopFlag
-    from ftkit.models.loading import choose_device
+    from ftkit.models.device import choose_device
     from ftkit.prompts import zero_shot
     from ftkit.runs import new_run
     from ftkit.training.sft import _trainer_class, _trl_config, to_trl_rows
