@@ -107,7 +107,7 @@ def test_the_lab_takes_conversations_turn_by_turn(talkative):
 
 
 def test_the_lab_prompts_a_hosted_endpoint_and_shows_what_it_sends(monkeypatch):
-    from test_endpoint import KEY, KEY_ENV, FakeOpenAI
+    from fake_openai import KEY, KEY_ENV, FakeOpenAI
 
     from ftkit.generation.endpoint import Endpoint
 
