@@ -45,9 +45,22 @@ def main() -> None:
     ap.add_argument("--eval-rows", type=int, default=0, help="held-out rows (0: all 96)")
     ap.add_argument("--probe-rows", type=int, default=0, help="general-skills probes (0: all 120)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--part", choices=("all", "routing", "baselines"), default="all",
+                    help="routing: the measurements on the routing example; baselines: retrieved shots against "
+                         "fixed few-shot and LoRA SFT on three tasks, and the sampling overhead")
+    ap.add_argument("--baseline-tasks", default="classification,qa,summarization")
+    ap.add_argument("--baseline-steps", type=int, default=30, help="LoRA SFT steps per task in --part baselines")
+    ap.add_argument("--baseline-rows", type=int, default=32, help="held-out rows per task in --part baselines")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.part in ("all", "baselines"):
+        baselines(args)
+    if args.part in ("all", "routing"):
+        routing(args)
+
+
+def routing(args) -> None:
 
     from ftkit import load_model, split
     from ftkit.data import examples
@@ -143,6 +156,62 @@ def main() -> None:
         "rows_to_reach_best_prompt": reach if reach is not None else "not reached",
         "lora_vs_scratch": [gap.mean_diff, gap.ci_low, gap.ci_high],
     })
+
+
+# The built-in example of each task the baselines part runs on.
+BASELINE_EXAMPLES = {"classification": "support_routing", "qa": "shop_qa", "summarization": "shop_summaries"}
+
+
+def baselines(args) -> None:
+    """Retrieved shots against the same number of fixed shots and LoRA SFT, through ``ftkit run``'s own
+    pipeline (the task's instruction and system prompt, k = the task's shot count), on each task's
+    built-in example; then the cost of watching the model learn (benchmarks/train_sampling.py)."""
+    from ftkit import tasks
+    from ftkit.config import config_from_dict
+    from ftkit.pipeline import run_pipeline
+
+    lines, figures = [], {}
+    for name in [n.strip() for n in args.baseline_tasks.split(",") if n.strip()]:
+        task = tasks.get(name)
+        k = task.shots
+        fixed, retrieved = f"{k} fixed shots", f"{k} retrieved shots"
+        with tempfile.TemporaryDirectory(prefix="ftkit-verdict-") as tmp:
+            config = config_from_dict({
+                "task": name, "data": {"source": BASELINE_EXAMPLES[name], "limit": args.baseline_rows},
+                "templates": [{"kind": "zero_shot"}, {"kind": "few_shot", "k": k, "name": fixed},
+                              {"kind": "retrieved_shots", "k": k, "name": retrieved}],
+                "sft": {"name": f"verdict-{name}", "max_steps": args.baseline_steps, "max_minutes": 0},
+                "output": {"runs_root": f"{tmp}/runs", "report": f"{tmp}/report.html"}})
+            print(f"\n=== {name}: {config.data.source}, k = {k}", flush=True)
+            result = run_pipeline(config, say=print, title=f"verdict baselines: {name}", progress=False)
+        ev = result.evaluation
+        s, m = ev.summary, next(iter(ev.metrics))
+
+        def ci(v: str) -> str:
+            return f"{s.loc[v, m]:.2f} [{s.loc[v, f'{m}_low']:.2f}-{s.loc[v, f'{m}_high']:.2f}]"
+
+        gain = ev.compare(retrieved, fixed, m)
+        tuned = "LoRA SFT" if "LoRA SFT" in s.index else None
+        cost = ", ".join(f"{v} {s.loc[v, 'prompt_tokens']:.0f} tokens, {s.loc[v, 'latency_s']:.2f} s batched, "
+                         f"{s.loc[v, 'latency_1_s']:.2f} s one at a time"
+                         for v in (fixed, retrieved) if "latency_1_s" in s.columns)
+        lines.append(f"{name} {m}: {fixed} {ci(fixed)}, {retrieved} {ci(retrieved)}"
+                     + (f", LoRA SFT ({args.baseline_steps} steps) {ci(tuned)}" if tuned else "")
+                     + f"; retrieved - fixed {gain.mean_diff:+.2f} [{gain.ci_low:+.2f}, {gain.ci_high:+.2f}] "
+                       f"on {len(ev.table)} rows (reported)")
+        lines.append(f"{name} cost per request: {cost} (reported)")
+        figures[f"{name}_{slug(fixed.split(' ', 1)[1])}"] = [s.loc[fixed, m], s.loc[fixed, f"{m}_low"], s.loc[fixed, f"{m}_high"]]
+        figures[f"{name}_retrieved_shots"] = [s.loc[retrieved, m], s.loc[retrieved, f"{m}_low"],
+                                              s.loc[retrieved, f"{m}_high"]]
+        figures[f"{name}_retrieved_minus_fixed"] = [gain.mean_diff, gain.ci_low, gain.ci_high]
+        figures[f"{name}_retrieved_prompt_tokens"] = s.loc[retrieved, "prompt_tokens"]
+        figures[f"{name}_fixed_prompt_tokens"] = s.loc[fixed, "prompt_tokens"]
+        if tuned:
+            figures[f"{name}_lora_sft"] = [s.loc[tuned, m], s.loc[tuned, f"{m}_low"], s.loc[tuned, f"{m}_high"]]
+    print()
+    for line in lines:
+        print(line)
+    record("verdict/baselines", figures, note=f"{args.baseline_rows} held-out rows, SFT {args.baseline_steps} steps")
 
 
 if __name__ == "__main__":
