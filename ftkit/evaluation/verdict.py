@@ -1,5 +1,8 @@
 """The answer to "prompting or fine-tuning?", computed from one evaluation: one object that the
-notebooks, the ComparePanel, the HTML report and ``ftkit run`` all show.
+notebooks, the ComparePanel, the HTML report and ``ftkit run`` all show. It runs over 400 lines because
+the conclusion, the lines that show it and what it makes of a judge are one argument read top to
+bottom; the general-skills probes at the end (``flexibility``, ``probe_score``) are the part to
+split off, once the README and ``benchmarks/verdict.py`` import them from their own module.
 
     advice = advise(result, prompts=["zero-shot", "8-shot"], tuned={"LoRA SFT": sft_run})
     print(advice)            # the conclusion, with the numbers behind it
@@ -20,6 +23,7 @@ is said only where its paired interval excludes 0; load seen while timing is sai
 from __future__ import annotations
 
 import html
+import math
 import numbers
 import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -173,7 +177,7 @@ class Advice:
         if self.flexibility is not None:
             out.append(self.flexibility.line(self.tuned))
         if self.judge is not None:
-            out += [self.judge.line(), f"judge: {self.judge_note}"]
+            out += [self.judge.line(), self.judge_note]
         return out
 
     def __str__(self) -> str:
@@ -311,7 +315,7 @@ def _training_seconds(run) -> float | None:
 
 
 def _plain(value):
-    """``value`` with numpy numbers and tuples made JSON's own (dicts and lists kept)."""
+    """``value`` as strict JSON's own: numpy numbers as numbers, tuples as lists, NaN as None."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -321,7 +325,7 @@ def _plain(value):
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        return float(value)
+        return float(value) if math.isfinite(value) else None
     return str(value)
 
 
@@ -364,7 +368,7 @@ def _judge_decides(a: Advice) -> tuple[str, str] | None:
         agree += f" (95% CI {j.kappa_low:.2f} to {j.kappa_high:.2f})"
     said = (f"{a.metric} cannot tell {a.tuned} from {a.best_prompt} ({_interval(a)}), but the judge prefers "
             f"{winner} to {loser} on {rate:.0%} of {j.rows} requests (95% CI {low:.0%} to {high:.0%}), and it agrees "
-            f"with your own ratings at {agree} on {j.rated} rated answers")
+            f"with your own ratings at {agree} on {j.rated} rated requests")
     if tuned_wins:
         return "fine-tuning pays", f"{said}; for {_minutes(a)}"
     return "prompting is enough", f"{said}; no training needed"
@@ -373,23 +377,25 @@ def _judge_decides(a: Advice) -> tuple[str, str] | None:
 def _judge_note(a: Advice) -> str:
     """What the verdict made of the judge, in words."""
     j = a.judge
-    if not j.usable:
-        why = ("you rated no answers to check its agreement against" if j.kappa is None else
-               f"its agreement with your ratings (kappa {j.kappa:.2f}) is not shown to pass {j.min_agreement:.2f}")
-        return f"the verdict does not use it: {why}"
+    if not j.usable:  # the judge's own words where it has them (ftkit.evaluation.judge's why_not)
+        why = getattr(j, "why_not", lambda: None)() or (
+            "you rated no answers to check its agreement against" if j.kappa is None else
+            "its agreement with your ratings cannot be measured" if not math.isfinite(j.kappa) else
+            f"its agreement with your ratings (kappa {j.kappa:.2f}) is not shown to reach {j.min_agreement:.2f}")
+        return f"the verdict does not use the judge: {why}"
     view = _oriented(a)
     if view is None:
-        return (f"the verdict does not use it: it compared {j.a} with {j.b}, the verdict {a.tuned} with "
+        return (f"the verdict does not use the judge: it compared {j.a} with {j.b}, the verdict {a.tuned} with "
                 f"{a.best_prompt}")
     if a.judge_decides:
-        return f"the verdict follows it: the {a.metric} interval spans 0 and the judge's excludes 50%"
+        return f"the verdict follows the judge: the {a.metric} interval spans 0 and the judge's excludes 50%"
     if a.conclusion == "neither works yet":
-        return f"shown only: no answer scores above 0 on {a.metric}"
+        return f"the judge is shown only: no answer scores above 0 on {a.metric}"
     _, low, high = view
     if a.spans_zero:
-        return "shown only: it cannot tell them apart either (its interval spans 50%)"
+        return "the judge is shown only: it cannot tell them apart either (its interval spans 50%)"
     disagrees = (a.ci_low > 0 and high < 0.5) or (a.ci_high < 0 and low > 0.5)
-    return (f"shown only: the {a.metric} interval excludes 0, so the headline decides"
+    return (f"the judge is shown only: the {a.metric} interval excludes 0, so the headline decides"
             + ("; the judge prefers the other: read the answers where they differ" if disagrees else ""))
 
 

@@ -339,6 +339,13 @@ class StandInJudge:
         return f"judge: {self.a} wins {self.win_rate:.0%} against {self.b} (stand-in)"
 
 
+class Explained(StandInJudge):
+    """A judge that says why it is not used, as ftkit.evaluation.judge's result does."""
+
+    def why_not(self) -> str | None:
+        return None if self.usable else f"only {self.rated} rated requests, 20 needed to check it"
+
+
 def test_a_usable_judge_decides_where_the_headline_cannot_either_way_round():
     spans = result(PROMPT_36, TUNED_36)  # no evidence either way on exact match alone
     judged = advise(spans, ["8-shot"], {"LoRA SFT": FakeRun(60)}, judge=StandInJudge("LoRA SFT", "8-shot", 0.7, 0.6, 0.8))
@@ -346,10 +353,11 @@ def test_a_usable_judge_decides_where_the_headline_cannot_either_way_round():
     assert judged.reason == ("exact_match cannot tell LoRA SFT from 8-shot (+0.08 exact_match (95% CI -0.08 to "
                              "+0.25)), but the judge prefers LoRA SFT to 8-shot on 70% of 36 requests (95% CI 60% to "
                              "80%), and it agrees with your own ratings at kappa 0.72 (95% CI 0.55 to 0.89) on 40 "
-                             "rated answers; for 1.0 minutes of training")
+                             "rated requests; for 1.0 minutes of training")
     lines = judged.lines()
     assert lines[-2:] == ["judge: LoRA SFT wins 70% against 8-shot (stand-in)",
-                          "judge: the verdict follows it: the exact_match interval spans 0 and the judge's excludes 50%"]
+                          "the verdict follows the judge: the exact_match interval spans 0 and the judge's excludes "
+                          "50%"]
     assert judged.rows_needed == 283  # what the headline alone would need is still said
     # The other way round: a is the prompt, so the tuned model's win rate is 1 - 0.3 = 0.7 (0.6 to 0.8).
     flipped = advise(spans, ["8-shot"], {"LoRA SFT": FakeRun(60)}, judge=StandInJudge("8-shot", "LoRA SFT", 0.3, 0.2, 0.4))
@@ -368,26 +376,30 @@ def test_a_judge_that_is_unusable_or_unsure_or_of_another_pair_never_changes_the
     spans = result(PROMPT_36, TUNED_36)
     plain = advise(spans, ["8-shot"], ["LoRA SFT"])
     cases = {
-        "the verdict does not use it: its agreement with your ratings (kappa 0.30) is not shown to pass 0.60":
+        "the verdict does not use the judge: its agreement with your ratings (kappa 0.30) is not shown to reach 0.60":
             StandInJudge("LoRA SFT", "8-shot", 0.9, 0.85, 0.95, kappa=0.3, kappa_low=0.1, kappa_high=0.5),
-        "the verdict does not use it: you rated no answers to check its agreement against":
+        "the verdict does not use the judge: you rated no answers to check its agreement against":
             StandInJudge("LoRA SFT", "8-shot", 0.9, 0.85, 0.95, kappa=None, kappa_low=None, kappa_high=None, rated=0),
-        "the verdict does not use it: it compared LoRA SFT with zero-shot, the verdict LoRA SFT with 8-shot":
+        "the verdict does not use the judge: its agreement with your ratings cannot be measured":
+            StandInJudge("LoRA SFT", "8-shot", 0.9, 0.85, 0.95, kappa=float("nan"), kappa_low=None, kappa_high=None),
+        "the verdict does not use the judge: it compared LoRA SFT with zero-shot, the verdict LoRA SFT with 8-shot":
             StandInJudge("LoRA SFT", "zero-shot", 0.9, 0.85, 0.95),
-        "shown only: it cannot tell them apart either (its interval spans 50%)":
+        "the verdict does not use the judge: only 3 rated requests, 20 needed to check it":  # the judge's own words
+            Explained("LoRA SFT", "8-shot", 0.9, 0.85, 0.95, kappa_low=0.2, rated=3),
+        "the judge is shown only: it cannot tell them apart either (its interval spans 50%)":
             StandInJudge("LoRA SFT", "8-shot", 0.55, 0.45, 0.65),
     }
     for note, judge in cases.items():
         advice = advise(spans, ["8-shot"], ["LoRA SFT"], judge=judge)
         assert (advice.conclusion, advice.reason, advice.judge_decides) == (plain.conclusion, plain.reason, False)
-        assert advice.judge_note == note and f"judge: {note}" in str(advice) and judge.line() in str(advice)
-        record = json.loads(json.dumps(advice.as_dict()))
+        assert advice.judge_note == note and advice.lines()[-2:] == [judge.line(), note]
+        record = json.loads(json.dumps(advice.as_dict(), allow_nan=False))  # strict JSON: no NaN either
         assert record["judge"]["a"] == judge.a and record["judge"]["usable"] == judge.usable
     # A clear headline decides even against a usable judge, and says that they disagree.
     clear = advise(result([0] * 30 + [1] * 10, [1] * 36 + [0] * 4), ["8-shot"], ["LoRA SFT"],
                    judge=StandInJudge("LoRA SFT", "8-shot", 0.3, 0.2, 0.4))
     assert clear.conclusion == "fine-tuning pays" and not clear.judge_decides
-    assert clear.judge_note == ("shown only: the exact_match interval excludes 0, so the headline decides; the judge "
-                                "prefers the other: read the answers where they differ")
+    assert clear.judge_note == ("the judge is shown only: the exact_match interval excludes 0, so the headline "
+                                "decides; the judge prefers the other: read the answers where they differ")
     with pytest.raises(ValueError, match="judge= takes a judge's pairwise result .* has no a, b, win_rate"):
         advise(spans, ["8-shot"], ["LoRA SFT"], judge=object())
