@@ -118,7 +118,7 @@ class Advice:
     def prompts_line(self) -> str:
         """Which prompt was strongest, of which ones tried."""
         if len(self.prompts_tried) <= 1:
-            return f"best prompt: {self.best_prompt}, the only prompt tried"
+            return f"best prompt: {self.best_prompt}" + (", the only prompt tried" if self.prompts_tried else "")
         tried = ", ".join(f"{name} {self.prompt_scores[name]:.3f}" if name in self.prompt_scores else name
                           for name in self.prompts_tried)
         return f"best prompt: {self.best_prompt}, of {tried} ({self.metric})"
@@ -134,8 +134,10 @@ class Advice:
             return out
         if self.rows_needed is None:
             return out + "; the observed difference is 0, and no number of rows would detect it"
+        if self.rows_needed <= self.rows:  # only where a skewed bootstrap interval and the normal rule disagree
+            return out + f"; the observed {self.difference:+.3f} is at the edge of what they detect"
         return (out + f"; the observed {self.difference:+.3f} would need about {self.rows_needed:,} rows "
-                f"({max(self.rows_needed - self.rows, 0):,} more than these)")
+                f"({self.rows_needed - self.rows:,} more than these)")
 
     def lines(self) -> list[str]:
         """The verdict and the numbers behind it, a line each."""
@@ -339,7 +341,7 @@ def _oriented(a: Advice) -> tuple[float, float, float] | None:
     without a judge, or when it compared another pair. Each request is won by one or the other
     (ties count half to each), so the prompt's win rate is 1 - the tuned model's."""
     j = a.judge
-    if j is None or {j.a, j.b} != {a.tuned, a.best_prompt} or a.tuned == a.best_prompt:
+    if j is None or {j.a, j.b} != {a.tuned, a.best_prompt}:
         return None
     if j.a == a.tuned:
         return float(j.win_rate), float(j.ci_low), float(j.ci_high)
@@ -409,6 +411,9 @@ def _minutes(a: Advice) -> str:
 
 def _what_decides(a: Advice) -> str:
     """What would decide between two variants these rows cannot tell apart."""
+    if a.rows_needed is not None and a.rows_needed <= a.rows:
+        return (f"the observed {a.difference:+.2f} is at the edge of what these {a.rows} rows detect: a few more "
+                "held-out rows, or your request volume, decide")
     if a.rows_needed is not None:
         return (f"about {a.rows_needed:,} held-out rows (these are {a.rows}) would detect the observed "
                 f"{a.difference:+.2f}, or your request volume decides")
@@ -431,8 +436,8 @@ def _conclude(a: Advice) -> tuple[str, str]:
     if a.ci_high < 0:
         return "prompting is enough", f"{a.best_prompt} beats {a.tuned}: {interval}; no training needed"
     judged = _judge_decides(a)
-    if judged is not None:
-        a.judge_decides = True
+    if judged is not None:  # the headline cannot tell them apart; a checked judge can
+        a.judge_decides = True  # said beside the conclusion, in the judge's note and the flat row
         return judged
     if a.best_prompt in a.usd_per_request and a.usd_per_request[a.best_prompt] > 0:
         return "no evidence either way", (

@@ -249,6 +249,11 @@ def test_a_clear_verdict_states_what_its_rows_detect_and_needs_no_more():
     assert advice.detectable == pytest.approx(0.293320, abs=1e-5)
     assert advice.power_line() == ("power: these 40 rows detect a true difference of 0.293 exact_match or more, "
                                    "either way (80% power, two-sided 5% level)")
+    # Where a skewed bootstrap interval spans 0 but the normal rule says these rows would do: no "0 more".
+    from dataclasses import replace
+
+    edge = replace(advice, ci_low=-0.01, rows_needed=30)
+    assert edge.power_line().endswith("; the observed +0.650 is at the edge of what they detect")
 
 
 def test_an_observed_difference_of_zero_has_no_rows_that_detect_it():
