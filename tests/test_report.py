@@ -107,3 +107,23 @@ def test_money_per_request_is_shown_to_the_millionth_and_blank_for_local_variant
     page = render_report(summary=summary)
     table = page.split("<h2>Summary</h2>")[1].split("</table>")[0]
     assert "0.000038" in table and "nan" not in table and "3.8e-05" not in table
+
+
+def test_the_verdict_section_shows_the_prompts_tried_what_the_rows_detect_and_the_judge():
+    import html
+    from types import SimpleNamespace
+
+    from ftkit.evaluation.verdict import advise
+
+    result = EvalResult(table=TABLE, summary=SUMMARY, scores={
+        v: {"exact_match": TABLE[f"{v}: exact_match"].to_numpy()} for v in SUMMARY.index})
+    judge = SimpleNamespace(a="LoRA <SFT>", b="zero-shot", win_rate=0.8, ci_low=0.6, ci_high=0.95, rows=3, kappa=0.1,
+                            kappa_low=-0.2, kappa_high=0.4, rated=3, min_agreement=0.4, usable=False,
+                            line=lambda: "judge: LoRA <SFT> wins 80%; not used: agreement 0.10 below 0.40")
+    advice = advise(result, ["zero-shot"], ["LoRA <SFT>"], judge=judge)
+    page = render_report(result=result, advice=advice)
+    # Differences 1, 0, 1: sd 0.57735, SE 0.33333; x (1.959964 + 0.841621) = 0.934 detectable.
+    assert "power: these 3 rows detect a true difference of 0.934 exact_match or more" in advice.power_line()
+    for line in (advice.prompts_line(), advice.power_line(), judge.line(), advice.judge_note):
+        assert html.escape(line) in page
+    assert "LoRA <SFT>" not in page

@@ -107,6 +107,8 @@ class ComparePanel(w.VBox):
         self._progress = w.Output()  # generation's tqdm.auto bars render here
         self._summary = w.HTML()
         self.advice: Advice | None = None  # the verdict, once prompt variants and runs were compared
+        self.judge = None  # a judge's pairwise result shown in the verdict (use_judge); cleared by a new run
+        self._flexibility = None  # the probes' result for the verdict (measure_flexibility); cleared by a new run
         self._verdict = w.HTML()
         self.figure = go.FigureWidget(layout=dict(height=520, margin=dict(l=40, r=10, t=40, b=30)))
         self._disagree = w.Checkbox(value=False, description="only rows where the variants' scores differ",
@@ -161,6 +163,7 @@ class ComparePanel(w.VBox):
             if self.record and name in self.runs:
                 self.runs[name].record_evaluation(self.result, variant=name)
         self._ratings.clear()
+        self.judge = self._flexibility = None  # both were measured on the previous comparison's answers
         self._draw_summary(names)
         self.only_disagreements(self._disagree.value)
         self._messages.value = ""
@@ -203,11 +206,24 @@ class ComparePanel(w.VBox):
         self._progress.clear_output()
         with self._progress:
             flex = flexibility(base, tuned, probes=probes, max_new_tokens=max_new_tokens)
-        prompts = [n for n in self.result.variants if n in self.templates]
-        self.advice = advise(self.result, prompts, {n: self.runs[n] for n in runs}, requests=self.requests,
-                             flexibility=flex)
-        self._verdict.value = "<h5>Verdict</h5>" + self.advice._repr_html_()
+        self._flexibility = flex
+        self._show_verdict()
         return flex
+
+    def use_judge(self, judge) -> Advice:
+        """Show a judge's pairwise result (:mod:`ftkit.evaluation.judge`, on this comparison's
+        answers) in the verdict, and return the new verdict. The verdict follows the judge only
+        where the judge's agreement with your own ratings was checked, it compared the verdict's
+        two variants, and the headline's interval spans 0 (see :func:`~ftkit.evaluation.verdict.advise`).
+        ``None`` takes it away; a new :meth:`run` does too.
+
+        >>> compare.use_judge(judged).judge_note  # doctest: +SKIP
+        """
+        if self.result is None or self.advice is None:
+            raise ValueError("compare prompt variants and at least one run first: the judge joins their verdict")
+        self.judge = judge
+        self._show_verdict()
+        return self.advice
 
     def only_disagreements(self, flag: bool = True) -> None:
         """Show only the rows where the variants' headline scores differ by more than
@@ -304,8 +320,16 @@ class ComparePanel(w.VBox):
             paired += [_latency_words(timing.difference(name, names[0], way)) for name in names[1:] for way in ways]
         notes = [f"timing: {note}" for note in timing.notes()] if timing is not None else []
         self._summary.value = _html.table(table) + "".join(_html.note(line) for line in [*paired, *notes])
+        self._show_verdict()
+
+    def _show_verdict(self) -> None:
+        """The verdict on the compared variants (none without a prompt and a run among them): the
+        rows it would take to decide, the strongest prompt of those tried, and the judge and the
+        flexibility where measured, in its lines."""
+        names = self.result.variants
         prompts, tuned = [n for n in names if n in self.templates], {n: self.runs[n] for n in names if n in self.runs}
-        self.advice = advise(self.result, prompts, tuned, requests=self.requests) if prompts and tuned else None
+        self.advice = (advise(self.result, prompts, tuned, requests=self.requests, flexibility=self._flexibility,
+                              judge=self.judge) if prompts and tuned else None)
         self._verdict.value = ("<h5>Verdict</h5>" + self.advice._repr_html_()) if self.advice else ""
 
     def _draw_table(self) -> None:

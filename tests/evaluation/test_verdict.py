@@ -1,5 +1,7 @@
 """The advice object: each conclusion on a hand-made evaluation, and the cost arithmetic."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,3 +188,223 @@ def test_against_a_hosted_prompt_money_is_compared_not_two_tokenizers_counts():
     unpriced = replace(hosted, summary=hosted.summary.drop(columns="usd_per_request"))
     advice = advise(unpriced, ["8-shot"], {"LoRA SFT": FakeRun(600)})
     assert advice.conclusion == "prompting is enough" and "no price given" in str(advice)
+
+
+# --- how many rows would decide --------------------------------------------------------------
+
+# 36 rows, paired differences tuned - prompt: 6 of +1, 3 of -1, 27 of 0. By hand: mean 3/36 = 1/12;
+# sum of squares about the mean 9 - 36/144 = 8.75, over 35: variance 1/4, sd 1/2; SE = 0.5/6 = 1/12.
+# z_0.975 + z_0.80 = 1.959964 + 0.841621 = 2.801585, so the smallest detectable difference is
+# 2.801585/12 = 0.233465, and the observed 1/12 needs 36 * 2.801585**2 = (2.801585 * 0.5 * 12)**2 = 282.56,
+# i.e. 283 rows.
+PROMPT_36 = [0] * 6 + [1] * 3 + [0] * 27
+TUNED_36 = [1] * 6 + [0] * 3 + [0] * 27
+
+
+def test_the_detectable_difference_and_rows_needed_on_hand_computed_cases():
+    from ftkit.evaluation.power import detectable_difference, detectable_from_interval, rows_needed, z_sum
+
+    assert z_sum() == pytest.approx(1.959964 + 0.841621, abs=1e-6)
+    diffs = np.array(TUNED_36, float) - np.array(PROMPT_36, float)
+    assert detectable_difference(diffs) == pytest.approx(2.801585 / 12, abs=1e-6)
+    assert rows_needed(36, detectable_difference(diffs), 1 / 12) == 283
+    assert rows_needed(36, detectable_difference(diffs), -1 / 12) == 283  # either direction
+    assert rows_needed(36, detectable_difference(diffs), 0.0) is None  # no rows detect no difference
+    # A 95% interval -0.1 to +0.3 read as normal: SE = 0.4 / (2 * 1.959964) = 0.102043; x 2.801585 = 0.285882.
+    assert detectable_from_interval(-0.1, 0.3) == pytest.approx(0.285882, abs=1e-6)
+    assert detectable_difference([1.0, 1.0, 1.0]) is None and detectable_difference([1.0]) is None
+    assert detectable_from_interval(0.2, 0.2) is None
+    with pytest.raises(ValueError, match="low=0.3 > high=0.1"):
+        detectable_from_interval(0.3, 0.1)
+
+
+def test_an_interval_spanning_zero_says_how_many_rows_would_detect_the_observed_difference():
+    import json
+
+    advice = advise(result(PROMPT_36, TUNED_36), ["8-shot"], {"LoRA SFT": FakeRun(60)})
+    assert advice.ci_low < 0 < advice.ci_high and advice.conclusion == "no evidence either way"
+    assert advice.detectable == pytest.approx(0.233465, abs=1e-6) and advice.rows_needed == 283
+    assert advice.reason.endswith("which 1.0 minutes of training remove: about 283 held-out rows (these are 36) "
+                                  "would detect the observed +0.08, or your request volume decides")
+    text = str(advice)
+    assert ("power: these 36 rows detect a true difference of 0.233 exact_match or more, either way (80% power, "
+            "two-sided 5% level); the observed +0.083 would need about 283 rows (247 more than these)") in text
+    assert "best prompt: 8-shot, the only prompt tried" in text
+    row = advice.row()
+    assert row["rows needed"] == 283 and row["detectable difference"] == pytest.approx(0.233465, abs=1e-6)
+    record = json.loads(json.dumps(advice.as_dict()))  # plain data, timing's dataclasses included
+    assert record["rows_needed"] == 283 and record["latency_difference"]["kind"] == "batched"
+    assert record["lines"] == advice.lines() and record["prompts_tried"] == ["8-shot"]
+    # The prompt no longer: prompting is enough, and the rows that would tell are said too.
+    cheap = advise(result(PROMPT_36, TUNED_36, prompt_tokens=(100, 100)), ["8-shot"], ["LoRA SFT"])
+    assert cheap.conclusion == "prompting is enough"
+    assert cheap.reason.endswith("; detecting the observed +0.08 would take about 283 rows")
+
+
+def test_a_clear_verdict_states_what_its_rows_detect_and_needs_no_more():
+    # Differences: 30 of +1, 6 of 0, 4 of -1. Mean 0.65; variance (34 - 40 * 0.65**2) / 39 = 17.1/39,
+    # sd 0.662164; SE 0.662164 / sqrt(40) = 0.104698; x 2.801585 = 0.293320.
+    advice = advise(result([0] * 30 + [1] * 10, [1] * 36 + [0] * 4), ["8-shot"], ["LoRA SFT"])
+    assert advice.conclusion == "fine-tuning pays" and advice.rows_needed is None
+    assert advice.detectable == pytest.approx(0.293320, abs=1e-5)
+    assert advice.power_line() == ("power: these 40 rows detect a true difference of 0.293 exact_match or more, "
+                                   "either way (80% power, two-sided 5% level)")
+    # Where a skewed bootstrap interval spans 0 but the normal rule says these rows would do: no "0 more".
+    from dataclasses import replace
+
+    edge = replace(advice, ci_low=-0.01, rows_needed=30)
+    assert edge.power_line().endswith("; the observed +0.650 is at the edge of what they detect")
+
+
+def test_an_observed_difference_of_zero_has_no_rows_that_detect_it():
+    # +1 and -1 alternate: mean 0; sd sqrt(40/39) = 1.012739; SE 0.160128; x 2.801585 = 0.448613.
+    same = [1, 0] * 20
+    advice = advise(result(same, same[::-1]), ["8-shot"], {"LoRA SFT": FakeRun(60)})
+    assert advice.difference == 0 and advice.rows_needed is None
+    assert advice.detectable == pytest.approx(0.448613, abs=1e-5)
+    assert advice.reason.endswith("the observed difference is 0, so no number of rows decides: your request "
+                                  "volume does")
+    assert "; the observed difference is 0, and no number of rows would detect it" in advice.power_line()
+    nothing = advise(result([0] * 10, [0] * 10), ["8-shot"], ["LoRA SFT"])  # every row a tie: no spread
+    assert nothing.detectable is None and nothing.rows_needed is None
+    assert "rows' differences do not vary, so the smallest difference they can detect cannot be estimated" in str(
+        nothing)
+
+
+def test_a_corpus_metric_reads_its_standard_error_off_the_paired_bootstrap_interval():
+    refs = ["the cat sat on the mat", "a dog ran in the park", "it rains today", "we ate fresh bread",
+            "she reads a long book", "the sun is hot", "birds fly south", "he plays the piano"]
+    tuned = ["the cat sat on a mat", "a dog ran in a park", "it rains", "we ate bread", "she reads a book",
+             "the sun is hot", "birds fly", "he plays piano"]
+    prompt = ["a cat is on the mat", "the dog runs in the park", "it rains today", "we eat bread",
+              "she read a long book", "sun hot", "the birds fly south", "he plays the piano well"]
+    table = pd.DataFrame({"input": [f"q{i}" for i in range(8)], "reference": refs,
+                          "8-shot: output": prompt, "LoRA SFT: output": tuned})
+    from ftkit.evaluation import metrics as M
+
+    scores = {name: {"chrf": np.array([M.BUILTIN["chrf"](o, r, {}) for o, r in zip(outs, refs)])}
+              for name, outs in (("8-shot", prompt), ("LoRA SFT", tuned))}
+    summary = pd.DataFrame([{"variant": n, "chrf": M.corpus_score("chrf", outs, refs, 100)[0], "prompt_tokens": 50.0}
+                            for n, outs in (("8-shot", prompt), ("LoRA SFT", tuned))]).set_index("variant")
+    evaluation = EvalResult(table=table, summary=summary, scores=scores, n_boot=200, seed=0, corpus_metrics=("chrf",))
+    advice = advise(evaluation, ["8-shot"], ["LoRA SFT"])
+    width = advice.ci_high - advice.ci_low
+    assert width > 0 and advice.detectable == pytest.approx(width / (2 * 1.959964) * 2.801585, rel=1e-6)
+    assert advice.ci_low < 0 < advice.ci_high  # 8 rows tell nothing: the rows that would, from the same SE
+    assert advice.rows_needed == int(np.ceil(8 * (advice.detectable / abs(advice.difference)) ** 2))
+
+
+# --- the strongest prompt of those tried --------------------------------------------------------
+
+def scored(variants: dict[str, list[float]], tokens: dict[str, float]) -> EvalResult:
+    """A hand-made evaluation of several variants on exact match, without timing."""
+    scores = {name: {"exact_match": np.array(s, float)} for name, s in variants.items()}
+    summary = pd.DataFrame([{"variant": name, "exact_match": float(np.mean(s)), "prompt_tokens": tokens[name]}
+                            for name, s in variants.items()]).set_index("variant")
+    n = len(next(iter(variants.values())))
+    table = pd.DataFrame({"input": [f"q{i}" for i in range(n)], "reference": ["a"] * n})
+    return EvalResult(table=table, summary=summary, scores=scores, n_boot=500, seed=0)
+
+
+def test_the_verdict_names_the_strongest_prompt_of_those_tried():
+    evaluation = scored({"zero-shot": [1] * 10 + [0] * 30, "8-shot": [1] * 20 + [0] * 20,
+                         "8-shot retrieved": [1] * 24 + [0] * 16, "LoRA SFT": [1] * 25 + [0] * 15},
+                        {"zero-shot": 40, "8-shot": 300, "8-shot retrieved": 320, "LoRA SFT": 40})
+    advice = advise(evaluation, ["zero-shot", "8-shot", "8-shot retrieved"], ["LoRA SFT"])
+    assert advice.best_prompt == "8-shot retrieved" and advice.prompt_score == pytest.approx(0.6)
+    assert advice.prompts_tried == ["zero-shot", "8-shot", "8-shot retrieved"]
+    assert advice.prompts_line() == ("best prompt: 8-shot retrieved, of zero-shot 0.250, 8-shot 0.500, "
+                                     "8-shot retrieved 0.600 (exact_match)")
+    assert advice.prompts_line() in str(advice) and advice.row()["prompts tried"] == "zero-shot, 8-shot, 8-shot retrieved"
+
+
+# --- a judge beside the headline ------------------------------------------------------------------
+
+@dataclass
+class StandInJudge:
+    """What the verdict reads of ftkit.evaluation.judge's result, and no more."""
+
+    a: str
+    b: str
+    win_rate: float
+    ci_low: float
+    ci_high: float
+    rows: int = 36
+    kappa: float | None = 0.72
+    kappa_low: float | None = 0.55
+    kappa_high: float | None = 0.89
+    rated: int = 40
+    min_agreement: float = 0.6
+
+    @property
+    def usable(self) -> bool:
+        return self.kappa_low is not None and self.kappa_low > self.min_agreement - 0.1
+
+    def line(self) -> str:
+        return f"judge: {self.a} wins {self.win_rate:.0%} against {self.b} (stand-in)"
+
+
+class Explained(StandInJudge):
+    """A judge that says why it is not used, as ftkit.evaluation.judge's result does."""
+
+    def why_not(self) -> str | None:
+        return None if self.usable else f"only {self.rated} rated requests, 20 needed to check it"
+
+
+def test_a_usable_judge_decides_where_the_headline_cannot_either_way_round():
+    spans = result(PROMPT_36, TUNED_36)  # no evidence either way on exact match alone
+    judged = advise(spans, ["8-shot"], {"LoRA SFT": FakeRun(60)}, judge=StandInJudge("LoRA SFT", "8-shot", 0.7, 0.6, 0.8))
+    assert judged.conclusion == "fine-tuning pays" and judged.judge_decides
+    assert judged.reason == ("exact_match cannot tell LoRA SFT from 8-shot (+0.08 exact_match (95% CI -0.08 to "
+                             "+0.25)), but the judge prefers LoRA SFT to 8-shot on 70% of 36 requests (95% CI 60% to "
+                             "80%), and it agrees with your own ratings at kappa 0.72 (95% CI 0.55 to 0.89) on 40 "
+                             "rated requests; for 1.0 minutes of training")
+    lines = judged.lines()
+    assert lines[-2:] == ["judge: LoRA SFT wins 70% against 8-shot (stand-in)",
+                          "the verdict follows the judge: the exact_match interval spans 0 and the judge's excludes "
+                          "50%"]
+    assert judged.rows_needed == 283  # what the headline alone would need is still said
+    # The other way round: a is the prompt, so the tuned model's win rate is 1 - 0.3 = 0.7 (0.6 to 0.8).
+    flipped = advise(spans, ["8-shot"], {"LoRA SFT": FakeRun(60)}, judge=StandInJudge("8-shot", "LoRA SFT", 0.3, 0.2, 0.4))
+    assert (flipped.conclusion, flipped.reason) == (judged.conclusion, judged.reason)
+    assert flipped.row()["judge win rate (tuned)"] == pytest.approx(0.7) and flipped.row()["judge decides"]
+    # The judge prefers the prompt: prompting is enough.
+    prompt_wins = advise(spans, ["8-shot"], ["LoRA SFT"], judge=StandInJudge("8-shot", "LoRA SFT", 0.65, 0.56, 0.74))
+    assert prompt_wins.conclusion == "prompting is enough"
+    assert "the judge prefers 8-shot to LoRA SFT on 65% of 36 requests (95% CI 56% to 74%)" in prompt_wins.reason
+    assert prompt_wins.reason.endswith("; no training needed")
+
+
+def test_a_judge_that_is_unusable_or_unsure_or_of_another_pair_never_changes_the_verdict():
+    import json
+
+    spans = result(PROMPT_36, TUNED_36)
+    plain = advise(spans, ["8-shot"], ["LoRA SFT"])
+    cases = {
+        "the verdict does not use the judge: its agreement with your ratings (kappa 0.30) is not shown to reach 0.60":
+            StandInJudge("LoRA SFT", "8-shot", 0.9, 0.85, 0.95, kappa=0.3, kappa_low=0.1, kappa_high=0.5),
+        "the verdict does not use the judge: you rated no answers to check its agreement against":
+            StandInJudge("LoRA SFT", "8-shot", 0.9, 0.85, 0.95, kappa=None, kappa_low=None, kappa_high=None, rated=0),
+        "the verdict does not use the judge: its agreement with your ratings cannot be measured":
+            StandInJudge("LoRA SFT", "8-shot", 0.9, 0.85, 0.95, kappa=float("nan"), kappa_low=None, kappa_high=None),
+        "the verdict does not use the judge: it compared LoRA SFT with zero-shot, the verdict LoRA SFT with 8-shot":
+            StandInJudge("LoRA SFT", "zero-shot", 0.9, 0.85, 0.95),
+        "the verdict does not use the judge: only 3 rated requests, 20 needed to check it":  # the judge's own words
+            Explained("LoRA SFT", "8-shot", 0.9, 0.85, 0.95, kappa_low=0.2, rated=3),
+        "the judge is shown only: it cannot tell them apart either (its interval spans 50%)":
+            StandInJudge("LoRA SFT", "8-shot", 0.55, 0.45, 0.65),
+    }
+    for note, judge in cases.items():
+        advice = advise(spans, ["8-shot"], ["LoRA SFT"], judge=judge)
+        assert (advice.conclusion, advice.reason, advice.judge_decides) == (plain.conclusion, plain.reason, False)
+        assert advice.judge_note == note and advice.lines()[-2:] == [judge.line(), note]
+        record = json.loads(json.dumps(advice.as_dict(), allow_nan=False))  # strict JSON: no NaN either
+        assert record["judge"]["a"] == judge.a and record["judge"]["usable"] == judge.usable
+    # A clear headline decides even against a usable judge, and says that they disagree.
+    clear = advise(result([0] * 30 + [1] * 10, [1] * 36 + [0] * 4), ["8-shot"], ["LoRA SFT"],
+                   judge=StandInJudge("LoRA SFT", "8-shot", 0.3, 0.2, 0.4))
+    assert clear.conclusion == "fine-tuning pays" and not clear.judge_decides
+    assert clear.judge_note == ("the judge is shown only: the exact_match interval excludes 0, so the headline "
+                                "decides; the judge prefers the other: read the answers where they differ")
+    with pytest.raises(ValueError, match="judge= takes a judge's pairwise result .* has no a, b, win_rate"):
+        advise(spans, ["8-shot"], ["LoRA SFT"], judge=object())

@@ -268,3 +268,38 @@ def test_latency_bars_carry_their_intervals_and_a_difference_is_said_only_where_
     traces = {t.name for t in panel.figure.data}
     assert "batched (s)" not in traces and "one at a time (s)" not in traces
     assert "latency" not in panel._summary.value and "timing:" not in panel._summary.value
+
+
+def test_the_verdict_names_the_prompts_tried_says_what_its_rows_detect_and_takes_a_judge(talkative, sft_run,
+                                                                                           monkeypatch):
+    from types import SimpleNamespace
+
+    model, tok = talkative
+    panel = ComparePanel(model, tok, dataset=TEST, templates=TEMPLATES, runs=[sft_run], max_new_tokens=3)
+    with pytest.raises(ValueError, match="compare prompt variants and at least one run first"):
+        panel.use_judge(None)
+    judges = []  # the judge each verdict was given
+
+    def spy(*args, **kw):
+        judges.append(kw.get("judge"))
+        return advise(*args, **kw)
+
+    advise = module.advise
+    monkeypatch.setattr(module, "advise", spy)
+    panel.run()
+    advice = panel.advice
+    assert judges == [None] and advice.prompts_tried == ["plain", "route"]
+    shown = text(panel)
+    assert advice.prompts_line() in shown and advice.power_line() in shown
+    assert advice.power_line().startswith("power: ")
+    # A judge of the verdict's pair (duck-typed as ftkit.evaluation.judge's result): shown, with its part.
+    judge = SimpleNamespace(a=sft_run.id, b=advice.best_prompt, win_rate=0.5, ci_low=0.3, ci_high=0.7, rows=4,
+                            kappa=None, kappa_low=None, kappa_high=None, rated=0, min_agreement=0.4, usable=False,
+                            line=lambda: "judge: stand-in, not used: no ratings to check it against")
+    assert panel.use_judge(judge) is panel.advice and judges[-1] is judge and panel.advice.judge is judge
+    shown = text(panel)
+    assert "judge: stand-in, not used: no ratings to check it against" in shown
+    assert "the verdict does not use the judge: you rated no answers to check its agreement against" in shown
+    assert panel.advice.conclusion == advice.conclusion  # an unusable judge changes nothing
+    panel.run()  # a new comparison: new answers, the judge of the old ones goes
+    assert panel.judge is None and judges[-1] is None and "stand-in" not in text(panel)
