@@ -321,10 +321,12 @@ def evaluate_runs(runs, say=print):
         record = same_rows[0].data
         test = reproduce(same_rows[0])[1]
         task = record.get("task") if isinstance(record.get("task"), dict) else {}
-        names = task.get("metrics") or (tasks.get(task["name"]).metric_names() if task.get("name") else
-                                        ["exact_match"])
-        metrics = M.resolve(names)
         default = tasks.get(task["name"]) if task.get("name") in tasks.names() else None
+        try:
+            metrics = M.resolve(task.get("metrics") or (default.metric_names() if default else ["exact_match"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"--evaluate: run {same_rows[0].id}'s data record names metrics this ftkit cannot "
+                             f"score: {err}") from None
         max_new_tokens = task.get("max_new_tokens") or (default.max_new_tokens if default else 32)
         stops = tuple(task.get("stop_strings") or (default.stop_strings if default else ()))
         ids = ", ".join(r.id for r in same_rows)

@@ -260,10 +260,13 @@ def reproduce(record: dict | Run, *, allow_changed: bool = False) -> tuple[datas
     if record.get("version") != VERSION:
         raise DataError(f"{whose}'s data record has version {record.get('version')!r}; this ftkit reads version "
                         f"{VERSION}: upgrade ftkit to read it")
-    try:
-        source, read, split = record["source"], record["read"], record["split"]
-    except KeyError as err:
-        raise DataError(f"{whose}'s data record has no {err.args[0]!r}: it was not written by ftkit") from None
+    parts = [record.get(k) for k in ("source", "read", "split")]
+    missing = [k for k, part in zip(("source", "read", "split"), parts) if not isinstance(part, dict)]
+    missing += [f"split.{k}" for k in ("test_size", "seed", "stratify_by", "group_by", "limit")
+                 if isinstance(parts[2], dict) and k not in parts[2]]
+    if missing:
+        raise DataError(f"{whose}'s data record lacks {', '.join(missing)}: it was not written by ftkit")
+    source, read, split = parts
     problems = []
 
     def differs(message: str, cls=DataError) -> None:

@@ -140,6 +140,8 @@ def test_a_record_that_cannot_be_reproduced_says_what_to_do(tmp_path):
         held_out(old)
     with pytest.raises(DataError, match="version 99"):
         reproduce({**moved, "version": 99})
+    with pytest.raises(DataError, match="lacks read, split.seed: it was not written by ftkit"):
+        reproduce({**moved, "read": [1], "split": {k: v for k, v in moved["split"].items() if k != "seed"}})
 
 
 def test_the_record_refuses_held_out_rows_its_split_would_not_draw(tmp_path):
