@@ -3,7 +3,7 @@
     ftkit demo                      prompts vs SFT vs SFT+DPO on the embedded model, offline
     ftkit run CONFIG                the same pipeline on your data, from a YAML or JSON config
     ftkit runs                      the recorded runs, with status and headline metric
-    ftkit report RUN...             an HTML report from finished runs
+    ftkit report RUN...             an HTML report from finished runs; --evaluate re-scores them first
     ftkit launch CONFIG --gpus N    an `accelerate launch` command for the same training
     ftkit train CONFIG              training only (what `ftkit launch` runs on every process)
     ftkit serve RUN_OR_MODEL        an OpenAI-compatible server for a tuned run (merged) or a model
@@ -278,12 +278,70 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"ftkit: error: still running (or ended without a status): {', '.join(running)}; "
               "report on finished runs", file=sys.stderr)
         return 1
+    result, notes = evaluate_runs(runs) if args.evaluate else (None, [])
     summary, metric = recorded_summary(runs)
-    path = write_report(args.out, title=f"ftkit report: {', '.join(r.id for r in runs)}", summary=summary,
-                        runs=runs, metric=metric or "exact_match",
-                        notes=[f"runs: {', '.join(str(r.path) for r in runs)}"])
+    path = write_report(args.out, title=f"ftkit report: {', '.join(r.id for r in runs)}",
+                        summary=summary if result is None else None, result=result, runs=runs,
+                        metric=metric or "exact_match", notes=[f"runs: {', '.join(str(r.path) for r in runs)}", *notes])
     print(f"Report: {path}")
     return 0
+
+
+def evaluate_runs(runs, say=print):
+    """``ftkit report --evaluate``: score each run again on its own held-out rows, made again from its
+    data record (:func:`ftkit.data.provenance.reproduce`, which refuses a source file that changed),
+    with the template it trained on and its task's metrics and answer length; record each
+    evaluation on its run (``eval.json``, the variant named by the run id). Runs that share their
+    held-out rows are evaluated together, so the report compares them row by row: the
+    :class:`~ftkit.evaluation.evaluate.EvalResult` is returned when every run shares them (else None,
+    and the report reads the recorded summaries), with the report's notes."""
+    from ftkit.data.provenance import reproduce, summary
+    from ftkit.evaluation import metrics as M
+    from ftkit.evaluation.evaluate import Variant, evaluate
+    from ftkit.models.tuned import load_run_model, run_template
+    from ftkit.runs import RunFileError
+
+    groups: dict[str, list] = {}
+    for run in runs:
+        try:
+            record = run.data
+        except (RunFileError, ValueError) as err:
+            raise ValueError(f"--evaluate: run {run.id}'s data record cannot be read: {err}") from None
+        if record is None:
+            raise ValueError(f"--evaluate: run {run.id} recorded no data (no data.json: it was trained before runs "
+                             "recorded their data, or by train_sft without data_record=), so its held-out rows are "
+                             "not known. Train it again with `ftkit run`, or score it in a notebook with "
+                             "ComparePanel on the rows it was held out from")
+        if not (run.adapter_dir / "adapter_config.json").is_file():
+            raise ValueError(f"--evaluate: run {run.id} saved no adapter (status: {run.status.get('status')}); "
+                             "there is no tuned model to score")
+        groups.setdefault(summary(record)["held_out_sha256"] or run.id, []).append(run)
+    results, notes = [], []
+    for same_rows in groups.values():
+        record = same_rows[0].data
+        test = reproduce(same_rows[0])[1]
+        task = record.get("task") if isinstance(record.get("task"), dict) else {}
+        default = tasks.get(task["name"]) if task.get("name") in tasks.names() else None
+        try:
+            metrics = M.resolve(task.get("metrics") or (default.metric_names() if default else ["exact_match"]))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"--evaluate: run {same_rows[0].id}'s data record names metrics this ftkit cannot "
+                             f"score: {err}") from None
+        max_new_tokens = task.get("max_new_tokens") or (default.max_new_tokens if default else 32)
+        stops = tuple(task.get("stop_strings") or (default.stop_strings if default else ()))
+        ids = ", ".join(r.id for r in same_rows)
+        where = f"{record['source'].get('given')} (sha256 {record['source'].get('sha256')})"
+        say(f"Evaluating {ids} on the {len(test)} held-out rows of {where}, reproduced from the data record; "
+            f"metrics {', '.join(metrics)}")
+        variants = [Variant(*load_run_model(r, merged=True), run_template(r), name=r.id,
+                            max_new_tokens=max_new_tokens, stop_strings=stops) for r in same_rows]
+        result = evaluate(variants, test, metrics=metrics, labels=task.get("labels") or None, timing_rounds=0)
+        for run in same_rows:
+            run.record_evaluation(result, variant=run.id, metric=next(iter(metrics)))
+            say(f"  {run.id}: {next(iter(metrics))} {result.summary.loc[run.id, next(iter(metrics))]:.3f}")
+        results.append(result)
+        notes.append(f"re-evaluated {ids} on {len(test)} held-out rows of {where}, reproduced from the data record")
+    return (results[0] if len(results) == 1 else None), notes
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -412,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run id or a unique prefix of it")
     p.add_argument("--root", help="runs folder (default $FTKIT_RUNS or ./runs)")
     p.add_argument("--out", default="report.html", help="where to write the report")
+    p.add_argument("--evaluate", action="store_true",
+                   help="first score each run again on its own held-out rows, made again from its data record "
+                        "(data.json; refused if the source file changed), with the template it trained on and its "
+                        "task's metrics, and record the evaluation on the run")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", help="an OpenAI-compatible server (transformers serve) for a tuned run or a model",

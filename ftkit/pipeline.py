@@ -38,7 +38,7 @@ from ftkit.models.device import describe_device
 from ftkit.models.loading import load_model
 from ftkit.models import threads
 from ftkit.preparation import (Plan, Prepared, RunRefused, build_template, model_context, plan, planned_steps,
-                               preflight, prepare_data, training_template)
+                               preflight, prepare_data, run_data, training_template)
 from ftkit.runs import Run, load_run, outcome
 from ftkit.training.sft import train_sft
 
@@ -127,7 +127,8 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p
         _threads(config, say)
         sft = train_sft(model, tokenizer, prepared.training_rows, template=template, config=p.sft,
                         bus=progress_printer("sft", say, p.sft.max_minutes), runs_root=runs_root,
-                        resume=resume if kind == "sft" else None, progress=False)
+                        resume=resume if kind == "sft" else None, progress=False,
+                        data_record=run_data(prepared, p, "sft"))
     runs.append(sft)
     if p.dpo is not None and sft.status.get("status") == "completed":
         say(f"\nDPO: from {sft.id} on {len(prepared.pairs)} preference pairs")
@@ -135,7 +136,8 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p
         _threads(config, say)
         runs.append(train_dpo(model, tokenizer, prepared.pairs, template=template, config=p.dpo,
                               from_run=sft, bus=progress_printer("dpo", say, p.dpo.max_minutes),
-                              runs_root=runs_root, resume=resume if kind == "dpo" else None, progress=False))
+                              runs_root=runs_root, resume=resume if kind == "dpo" else None, progress=False,
+                              data_record=run_data(prepared, p, "dpo")))
     return runs
 
 

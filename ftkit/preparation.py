@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from ftkit.data import examples
 from ftkit.config import ConfigError, DPOStage, PipelineConfig, SFTStage, TemplateConfig, template_name
+from ftkit.data import provenance
 from ftkit.data.canonical import DataError, chat_turns, check_data, group_column, label_set, split
-from ftkit.data.report import overlap_note, rows_text
+from ftkit.data.report import char_limit, overlap_note, rows_text
 from ftkit.training.dpo import preflight as dpo_preflight
 from ftkit.training.dpo import to_trl_pairs
 from ftkit.generation.endpoint import Endpoint
@@ -31,7 +32,7 @@ from ftkit.training.sft import preflight as sft_preflight
 from ftkit.training.sft import to_trl_rows
 
 __all__ = ["Plan", "Prepared", "RunRefused", "build_template", "model_context", "plan", "planned_steps", "preflight",
-           "prepare_data", "training_template"]
+           "prepare_data", "run_data", "training_template"]
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Prepared:
     pairs: datasets.Dataset | None = None  # the DPO pairs, when config.dpo is set (after ``data.train_limit``)
     task: Task = field(default_factory=lambda: tasks.get("classification"))
     train_limit: int = 0  # SFT trains on at most this many of ``train`` (0: all); shots come from all of it
+    data_record: dict | None = None  # where the rows came from and which were held out (ftkit.data.provenance)
 
     @property
     def training_rows(self) -> datasets.Dataset:
@@ -119,6 +121,10 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     description = f"{len(train)} train / {len(parts['test'])} test rows{how}; evaluating on {evaluated}{trained}"
     say(f"Split: {description}")
     leakage = [overlap_note(train, test)[1]]
+    record = provenance.data_record(d.source, d.mapping, data=data, used_mapping=report.mapping,
+                                    test_size=d.test_size, seed=d.seed, stratify_by=stratify, group_by=group,
+                                    limit=d.limit, train_limit=d.train_limit, long_rows=d.long_rows,
+                                    max_chars=char_limit(tokenizer), test=test)
     pairs = None
     if config.dpo is not None:
         pair_report = check_data(_source(config.dpo.source), config.dpo.mapping or None, long_rows=d.long_rows)
@@ -128,6 +134,8 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
         if d.train_limit and d.train_limit < len(pairs):  # drawn, not the file's first (often one topic)
             pairs = pairs.shuffle(seed=d.seed).select(range(d.train_limit))
         leakage.append(overlap_note(pairs, test, "DPO pairs")[1])
+        record["pairs"] = provenance.pairs_record(config.dpo.source, config.dpo.mapping, pairs=pairs, seed=d.seed,
+                                                  limit=d.train_limit)
     say("Leakage check: " + "; ".join(leakage))
     if config.task:
         task = tasks.get(config.task)
@@ -145,7 +153,8 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     # when the rows carry one; a translation prompt that asks for the answers' language.
     task = task.on(d.source, rows=train)
     return Prepared(train=train, test=test, labels=label_set(train), description=description,
-                    leakage="; ".join(leakage), pairs=pairs, task=task, train_limit=d.train_limit)
+                    leakage="; ".join(leakage), pairs=pairs, task=task, train_limit=d.train_limit,
+                    data_record=record)
 
 
 def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
@@ -174,6 +183,19 @@ def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
                 sft=sft, dpo=dpo,
                 fit_length=tuple(name for name, stage in (("sft", config.sft), ("dpo", config.dpo))
                                  if stage is not None and not stage.max_length))
+
+
+def run_data(prepared: Prepared, p: Plan, kind: str = "sft") -> dict | None:
+    """The data record a run of ``kind`` ("sft" or "dpo") keeps (``data.json``, see
+    :mod:`ftkit.data.provenance`): the prepared split with the plan's task, metrics, answer length, the
+    template it trains on and the prompts measured beside it; the DPO pairs for a DPO run only."""
+    if prepared.data_record is None:
+        return None
+    record = {k: v for k, v in prepared.data_record.items() if kind == "dpo" or k != "pairs"}
+    return provenance.with_prompts(record, task=p.task.name, metrics=list(p.metrics), max_new_tokens=p.max_new_tokens,
+                                   labels=p.labels, stop_strings=p.task.stop_strings,
+                                   training_template=p.training_template, templates=p.templates,
+                                   endpoints=p.endpoints)
 
 
 def preflight(prepared: Prepared, p: Plan, tokenizer, context: int | None,

@@ -17,6 +17,9 @@ Each run is a folder under ``$FTKIT_RUNS`` (default ``./runs``)::
                         A finished run adds step, max_steps and ended_by (see ENDED_BY);
                         outcome(run.status) says it in words
         events.jsonl    every event of the run, one JSON object a line, appended as it happens
+        data.json       where its rows came from and which were held out (written at creation by
+                        ``ftkit run``, or Run.record_data): ftkit.data.provenance builds it and
+                        reproduces the split from it; Run.data reads it
         eval.json       the evaluation of the trained model, when one was recorded
         stop-request.json   a stop asked from another process (JupyterLab, a terminal), see
                         Run.request_stop; the training process honours it after its current step
@@ -57,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENDED_BY", "Run", "RunFileError", "fingerprint", "is_main_process", "list_runs", "load_run",
+__all__ = ["DATA", "ENDED_BY", "Run", "RunFileError", "fingerprint", "is_main_process", "list_runs", "load_run",
            "new_run", "open_run_file", "outcome", "read_run_file", "runs_dir", "sanitize_name", "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
@@ -69,6 +72,7 @@ TIME_BUDGET, STOP_REQUESTED, KEYBOARD_INTERRUPT = "time budget", "stop requested
 ENDED_BY = (TIME_BUDGET, STOP_REQUESTED, KEYBOARD_INTERRUPT)
 STOP_REQUEST = "stop-request.json"  # the file Run.request_stop writes in the run folder
 EXPORT_CHECK = "export-check.json"  # the file Run.record_export_check writes in the run folder
+DATA = "data.json"  # the file Run.record_data writes in the run folder (see ftkit.data.provenance)
 # A run whose status says running but whose process is gone reads as this (never written).
 INTERRUPTED = "interrupted"
 # On another machine a process cannot be asked whether it lives: a run that has not written a
@@ -468,6 +472,31 @@ class Run:
         except FileNotFoundError:
             return None
 
+    # -- where its data came from (ftkit.data.provenance builds and reads the record) ----------------
+
+    def record_data(self, record: dict) -> None:
+        """Keep the run's data record in ``data.json``: its source with the file's sha256, the mapping,
+        the split with its held-out rows, the task and templates (see :mod:`ftkit.data.provenance`,
+        which builds it and reproduces the split from it). ``ftkit run`` writes it when it creates the
+        run, so an interrupted run has it too.
+
+        >>> run.record_data(data_record("tickets.csv", test_size=0.2, seed=0))   # doctest: +SKIP
+        """
+        if not isinstance(record, dict):
+            raise TypeError(f"a data record is a dict (ftkit.data.provenance.data_record), not {type(record).__name__}")
+        if is_main_process():
+            _write_in_folder(self.path, DATA, record)
+
+    @property
+    def data(self) -> dict | None:
+        """What :meth:`record_data` kept; None for a run that recorded no data (one trained before runs
+        did, or by ``train_sft`` without ``data_record=``). ``ValueError`` when data.json is not a JSON
+        object, :class:`RunFileError` when it is not a regular file or over ``RECORD_MAX_BYTES``."""
+        try:
+            return _read_record(self.path, DATA)
+        except FileNotFoundError:
+            return None
+
     @property
     def adapter_dir(self) -> Path:
         return self.path / "adapter"
@@ -631,9 +660,10 @@ def outcome(status: dict) -> str:
     return f"{what} at step {step}{of}"
 
 
-def new_run(name: str, config: dict, root=None) -> Run:
-    """Create a run folder with its config, marked running (on the main process; the others of
-    a distributed launch get the same folder)."""
+def new_run(name: str, config: dict, root=None, data: dict | None = None) -> Run:
+    """Create a run folder with its config (and ``data``, its data record: see
+    :meth:`Run.record_data`), marked running (on the main process; the others of a distributed
+    launch get the same folder)."""
     if not is_main_process():
         return Run(Path(_share_from_main("")))
     base = runs_dir(root)
@@ -650,6 +680,8 @@ def new_run(name: str, config: dict, root=None) -> Run:
         raise RuntimeError(f"could not create a run folder under {base}")
     run = Run(path)
     write_json(path / "config.json", {**config, "versions": library_versions()})
+    if data is not None:
+        run.record_data(data)
     run.set_status("running")
     _share_from_main(str(path.resolve()))
     return run

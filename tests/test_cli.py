@@ -83,6 +83,46 @@ def test_report_refuses_a_run_still_running_and_names_unknown_ones(tmp_path, cap
     assert "no run matches 'nope'" in capsys.readouterr().err
 
 
+def test_report_evaluate_rescores_a_run_on_its_own_held_out_rows(tiny_model_dir, tmp_path, capsys):
+    rows = "".join(f'{{"id": "t{i}", "text": "message {i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(20))
+    (tmp_path / "rows.jsonl").write_text(rows)
+    (tmp_path / "p.yaml").write_text(
+        f"data: {{source: rows.jsonl, test_size: 6, limit: 4}}\nmodel: {{name: {tiny_model_dir}, device: cpu}}\n"
+        "templates: [{kind: zero_shot}]\nmax_new_tokens: 4\n"
+        "sft: {max_steps: 2, batch_size: 4, logging_steps: 1, save_steps: 100, max_length: 256}\n")
+    assert main(["run", str(tmp_path / "p.yaml")]) == 0
+    (run,) = list_runs(tmp_path / "runs")
+    first = run.evaluation
+    assert run.data["split"]["evaluated_rows"] == 4 and run.data["task"]["name"] == "classification"
+    capsys.readouterr()
+
+    report = tmp_path / "again.html"
+    assert main(["report", run.id, "--root", str(tmp_path / "runs"), "--evaluate", "--out", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert f"Evaluating {run.id} on the 4 held-out rows of {tmp_path / 'rows.jsonl'}" in out
+    again = run.evaluation
+    # The same rows, template and model as `ftkit run` scored: the same figure, now under the run's id.
+    assert again["variant"] == run.id and again["test_rows"] == first["test_rows"] == 4
+    assert again["metric"] == first["metric"] == "exact_match" and again["value"] == first["value"]
+    page = report.read_text()
+    assert "Side by side" in page and "reproduced from the data record" in page
+
+    # A source that changed since: refused (exit 2, as for other data errors), naming both hashes.
+    (tmp_path / "rows.jsonl").write_text(rows.replace("message 3", "message three"))
+    assert main(["report", run.id, "--root", str(tmp_path / "runs"), "--evaluate", "--out", str(report)]) == 2
+    err = capsys.readouterr().err
+    assert "rows.jsonl changed since run" in err and run.data["source"]["sha256"] in err
+
+
+def test_report_evaluate_on_a_run_without_a_data_record_says_what_to_do(tmp_path, capsys):
+    run = new_run("old", {"kind": "sft"}, root=tmp_path)
+    run.set_status("completed", step=1)
+    assert main(["report", run.id, "--root", str(tmp_path), "--evaluate", "--out", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err
+    assert f"run {run.id} recorded no data (no data.json" in err and "Train it again with `ftkit run`" in err
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_runs_on_an_empty_folder_says_so(tmp_path, capsys):
     assert main(["runs", "--root", str(tmp_path / "none")]) == 0
     assert "no runs under" in capsys.readouterr().out

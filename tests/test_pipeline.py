@@ -51,6 +51,16 @@ def test_pipeline_measures_prompts_sft_and_dpo_on_the_same_rows(tmp_path, tiny_m
     sft, dpo = result.runs
     assert sft.config["kind"] == "sft" and dpo.config["from_run"] == sft.id
     assert sft.config["template"]["name"] == "zero-shot"
+    # Each run records its data: the source file, the split's held-out rows, the task and the prompts measured.
+    from ftkit.data.provenance import held_out
+
+    for run in (sft, dpo):
+        assert run.data["source"]["path"] == str(tmp_path / "tickets.jsonl") and run.data["split"]["test_rows"] == 6
+        assert run.data["training_template"]["name"] == "zero-shot" and run.data["task"]["name"] == "classification"
+        assert [(t["name"], t["kind"], t["k"]) for t in run.data["templates"]] == \
+               [("zero-shot", "zero_shot", 0), ("3-shot", "few_shot", 3)]
+    assert "pairs" not in sft.data and dpo.data["pairs"]["source"]["path"] == str(tmp_path / "pairs.jsonl")
+    assert held_out(sft).to_list() == held_out(dpo).to_list() and len(held_out(sft)) == 6
     for run, variant in [(sft, "LoRA SFT"), (dpo, "SFT + DPO")]:
         assert run.status["status"] == "completed"
         record = run.evaluation  # kept with the run, as ComparePanel keeps its own

@@ -166,7 +166,46 @@ def test_fingerprint_reads_a_dataset_and_a_list_alike():
     assert fingerprint(rows[:1]) != fingerprint(rows)
 
 
+def test_a_run_keeps_its_data_record_from_its_creation(tmp_path):
+    record = {"version": 1, "source": {"given": "t.csv"}, "split": {"held_out_positions": [3, 1]}}
+    run = new_run("with-data", {"kind": "sft"}, root=tmp_path, data=record)
+    assert run.data == record and run.status["status"] == "running"  # written before the status
+    assert new_run("without", {"kind": "sft"}, root=tmp_path).data is None
+    run.record_data({**record, "task": {"name": "qa"}})
+    assert load_run(run.id, tmp_path).data["task"] == {"name": "qa"}
+    with pytest.raises(TypeError, match="a data record is a dict"):
+        run.record_data([1, 2])
+
+
 # --- a hostile or damaged run folder ---------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["not json", "a list", "huge", "symlink", "fifo"])
+def test_hostile_a_damaged_data_json_is_refused_and_the_run_still_lists(tmp_path, capsys, kind):
+    from ftkit.cli import main
+    from ftkit.runs import RECORD_MAX_BYTES, RunFileError
+
+    run = new_run("r", {"kind": "sft"}, root=tmp_path)
+    run.set_status("completed", step=1)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"source": {"given": "SECRET"}}')
+    path = run.path / "data.json"
+    if kind == "not json":
+        path.write_bytes(b"{'source': 1}")
+    elif kind == "a list":
+        path.write_bytes(b"[1]")
+    elif kind == "huge":
+        path.write_bytes(b"")
+        os.truncate(path, RECORD_MAX_BYTES + 1)
+    elif kind == "symlink":
+        path.symlink_to(secret)
+    else:
+        os.mkfifo(path)
+    error = _raised_within(5, lambda: run.data)
+    expected = ValueError if kind in ("not json", "a list") else RunFileError
+    assert isinstance(error, expected) and "data.json" in str(error) and "SECRET" not in str(error)
+    assert [r.id for r in list_runs(tmp_path)] == [run.id] and run.status["status"] == "completed"
+    assert main(["runs", "--root", str(tmp_path)]) == 0 and run.id in capsys.readouterr().out
+
 
 @pytest.mark.parametrize("name, damage", [("config.json", b"{not json"), ("config.json", b"[]"),
                                           ("eval.json", b"\xff garbage"), ("events.jsonl", b"[" * 100_000)])

@@ -3,7 +3,7 @@ folder. It reads what :mod:`ftkit.runs` wrote and writes one thing there, a stop
 
 =====================================  ===================================================
 ``GET  /ftkit/api/runs``                every run, newest first, with its last losses
-``GET  /ftkit/api/runs/<id>``           config, status and evaluation of one run
+``GET  /ftkit/api/runs/<id>``           config, status, evaluation and data record of one run
 ``GET  /ftkit/api/runs/<id>/events``    the events after byte ``?offset=`` of events.jsonl
 ``GET  /ftkit/api/runs/<id>/report``    the run's HTML report (text/html)
 ``POST /ftkit/api/runs/<id>/stop``      ask the training process to stop after its step

@@ -20,7 +20,8 @@ import re
 import stat
 from pathlib import Path
 
-from ftkit.runs import EXPORT_CHECK, STOP_REQUEST, UNREADABLE, Run, list_runs
+from ftkit.data import provenance
+from ftkit.runs import DATA, EXPORT_CHECK, STOP_REQUEST, UNREADABLE, Run, RunFileError, list_runs
 
 __all__ = ["RUN_FILES", "RUN_ID", "find_run", "render_run_report", "report_policy", "run_detail", "run_summary",
            "runs_payload", "served_runs", "stop_run", "tour_dir", "tour_payload"]
@@ -32,7 +33,7 @@ RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[a-z0-9][a-z0-9-]{0,70}")
 # The files a handler reads or writes in a run folder; any of them not a regular file (a symbolic
 # link: events.jsonl -> /etc/passwd; a FIFO) and the run is not served. Run reads each of them
 # safely all the same: this check keeps such a run out of the list, Run's keeps a swap out.
-RUN_FILES = ("config.json", "status.json", "eval.json", "events.jsonl", STOP_REQUEST, EXPORT_CHECK)
+RUN_FILES = ("config.json", "status.json", "eval.json", "events.jsonl", STOP_REQUEST, EXPORT_CHECK, DATA)
 SPARK_POINTS = 50  # losses per run in the listing: a sparkline, not the curve
 
 
@@ -193,8 +194,20 @@ def render_run_report(run: Run) -> tuple[str, str]:
 
 
 def run_detail(run: Run) -> dict:
-    """One run as ``GET /ftkit/api/runs/<id>`` answers: ``id``, ``config``, ``status``, ``evaluation``."""
-    return {"id": run.id, "config": run.config, "status": run.status, "evaluation": run.evaluation}
+    """One run as ``GET /ftkit/api/runs/<id>`` answers: ``id``, ``config``, ``status``, ``evaluation``,
+    and ``data``: what its data record says (:func:`ftkit.data.provenance.summary`: the source, its
+    sha256, the split and the held-out row counts), None for a run that recorded none. A data.json
+    that cannot be read (not JSON, too large) leaves ``data`` None with ``data_note`` saying why: the
+    rest of the run is still shown."""
+    detail = {"id": run.id, "config": run.config, "status": run.status, "evaluation": run.evaluation, "data": None}
+    try:
+        record = run.data
+    except (RunFileError, ValueError) as err:
+        detail["data_note"] = f"{err}; this run's held-out rows cannot be reproduced from it"
+        return detail
+    if record is not None:
+        detail["data"] = provenance.summary(record)
+    return detail
 
 
 def stop_run(run: Run, by: str) -> str | None:

@@ -207,7 +207,7 @@ def trainer_class(lean: bool = True):
 def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None,
               config: DPOSettings | None = None, from_run: Run | None = None, bus: EventBus | None = None,
               stop: StopFlag | None = None, resume: Run | None = None, runs_root=None,
-              progress: bool = True) -> Run:
+              progress: bool = True, data_record: dict | None = None) -> Run:
     """Train on preference ``pairs``; return the recorded :class:`Run`.
 
     ``from_run``: an SFT run whose adapter DPO continues (``model`` is then its base model, the
@@ -216,7 +216,8 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
     :func:`ftkit.training.sft.train_sft` (``progress=False`` hides the reference pass's bar too; with
     ``True`` it shows while it runs, then leaves the training bar alone), and so does a
     ``config.max_minutes`` budget (``ended_by: "time budget"``); ``model`` is left unchanged here
-    too. Raises ``ValueError`` when the pre-flight check finds a problem.
+    too. ``data_record`` is kept as the run's ``data.json`` as there. Raises ``ValueError`` when the
+    pre-flight check finds a problem.
 
     >>> dpo_run = train_dpo(model, tokenizer, pairs, from_run=sft_run, progress=False)  # doctest: +SKIP
     """
@@ -248,7 +249,7 @@ def train_dpo(model, tokenizer, pairs, *, template: PromptTemplate | None = None
             "kind": "dpo", "settings": asdict(config), "template": asdict(template), "base_model": info.source,
             "from_run": from_run.id if from_run is not None else None,
             "data_fingerprint": fingerprint(pairs), "train_rows": len(trl_pairs), "device": str(info.device),
-        }, root=runs_root)
+        }, root=runs_root, data=data_record)
         trainer = build(model=trainee, ref_model=None, args=_trl_config(config, run, info.device, progress),
                                 train_dataset=trl_pairs, processing_class=tokenizer, peft_config=peft_config,
                                 callbacks=[EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60,

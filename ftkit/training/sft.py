@@ -224,7 +224,8 @@ def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool, 
 
 def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | None = None,
               config: SFTSettings | None = None, bus: EventBus | None = None, stop: StopFlag | None = None,
-              resume: Run | None = None, runs_root=None, progress: bool = True) -> Run:
+              resume: Run | None = None, runs_root=None, progress: bool = True,
+              data_record: dict | None = None) -> Run:
     """Fine-tune on ``train`` (canonical rows); return the recorded :class:`Run`.
 
     ``model`` itself is left unchanged: the run trains LoRA on a copy that shares its weights and
@@ -233,6 +234,10 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     the run after the current step with the adapter saved. With ``resume`` (a stopped run),
     training continues from its last checkpoint: same step count, same optimizer state. Raises
     ``ValueError`` when the pre-flight check finds a problem.
+
+    ``data_record``: where ``train`` came from and which rows were held out
+    (:func:`ftkit.data.provenance.data_record`), kept as the run's ``data.json`` from its creation, so
+    ``ftkit.data.provenance.held_out(run)`` and ``ftkit report RUN --evaluate`` find its held-out rows.
 
     ``progress=True`` shows one bar of the run's steps with the last loss in its postfix;
     ``False`` shows nothing, for a caller that prints its own line per logged step (``ftkit run``)
@@ -272,7 +277,7 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
             "data_fingerprint": fingerprint(train),
             "train_rows": len(trl_train), "eval_rows": len(trl_eval) if trl_eval is not None else 0,
             "device": str(info.device),
-        }, root=runs_root)
+        }, root=runs_root, data=data_record)
         callbacks = [EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60, run=run)]
         if config.early_stopping_patience and trl_eval is not None:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))

@@ -38,12 +38,43 @@ export interface IRunsResponse {
   runs: IRunSummary[];
 }
 
+/**
+ * What a run's data record (data.json, ftkit/data/provenance.py) says, as the run detail sends it:
+ * where its rows came from and how they were split. `reproducible` is false for rows that were
+ * held in memory rather than read from a file.
+ */
+export interface IDataSummary {
+  version: number | null;
+  /** the source as given: a built-in example's name or a path */
+  source: string | null;
+  example: string | null;
+  path: string | null;
+  sha256: string | null;
+  reproducible: boolean;
+  test_size: number | null;
+  seed: number | null;
+  stratify_by: string | null;
+  group_by: string | null;
+  limit: number | null;
+  train_limit: number | null;
+  train_rows: number | null;
+  test_rows: number | null;
+  /** the held-out rows the run was measured on (after data.limit) */
+  evaluated_rows: number | null;
+  held_out_sha256: string | null;
+  task: string | null;
+}
+
 /** `GET {base}/ftkit/api/runs/<id>` */
 export interface IRunDetail {
   id: string;
   config: { [key: string]: any };
   status: any;
   evaluation: any;
+  /** the run's data record, null when it recorded none (runs trained before ftkit kept it) */
+  data?: IDataSummary | null;
+  /** why the data record could not be read, when it could not */
+  data_note?: string;
 }
 
 /** `GET {base}/ftkit/api/tour`: the guided notebooks, in tour order. */
@@ -283,6 +314,20 @@ export function dataSource(config: { [key: string]: any } | undefined): {
 
 export const FILL_IN_TAG = 'ftkit-fill-in';
 
+/** Why the compare notebook cannot load a run's held-out rows itself, in words. */
+function whyNoRecord(run: IRunDetail): string {
+  if (run.data && !run.data.reproducible) {
+    return `\`${run.id}\` was trained on rows held in memory (${run.data.source}), not read from a file`;
+  }
+  if (run.data_note) {
+    return `\`${run.id}\`'s data record cannot be read (${run.data_note})`;
+  }
+  return (
+    'These runs did not record where their data came from (no `data.json`: trained before ftkit kept one,\n' +
+    'or by `train_sft` without `data_record=`; their config keeps only a fingerprint of the training rows)'
+  );
+}
+
 /**
  * The "Compare selected" notebook: load the runs, the base model of the first one, the held-out
  * rows, and a ComparePanel over them (widgets/compare_panel.py). `runsDir` is the folder the
@@ -319,8 +364,29 @@ export function compareNotebook(runs: IRunDetail[], runsDir: string): INotebookC
         baseNote
     )
   ];
+  const record = runs[0].data;
   const source = dataSource(runs[0].config);
-  if (source) {
+  if (record && record.reproducible) {
+    const others = runs.filter(r => r.data?.held_out_sha256 !== record.held_out_sha256).map(r => r.id);
+    const rows = record.evaluated_rows ?? record.test_rows;
+    const count = typeof rows === 'number' ? `${rows} ` : '';
+    cells.push(
+      markdown(
+        '## The held-out rows\n\n' +
+          `The ${count}rows \`${runs[0].id}\` was measured on, made again from its data record ` +
+          `(\`data.json\`): \`${record.source}\` read with the same mapping, split with seed ${record.seed} ` +
+          'and limited as then. If the file changed since, this refuses and names both hashes.' +
+          (others.length
+            ? `\n\n**Note:** ${others.map(id => `\`${id}\``).join(', ')} recorded other held-out rows (or none): ` +
+              'they are measured here on the first run\'s, which they may have trained on.'
+            : '')
+      ),
+      code(
+        'from ftkit.data import provenance\n\n' +
+          'held_out = provenance.held_out(runs[0])  # the split recorded in the run\'s data.json'
+      )
+    );
+  } else if (source) {
     cells.push(
       markdown('## The held-out rows\n\nThe same split the first run recorded: rows it never trained on.'),
       code(
@@ -335,8 +401,8 @@ export function compareNotebook(runs: IRunDetail[], runsDir: string): INotebookC
     cells.push(
       markdown(
         '## ✎ Fill in: the held-out rows\n\n' +
-          'These runs did not record where their data came from (their config keeps only a fingerprint of\n' +
-          'the training rows), so say it in the next cell: the rows every variant is measured on, which must\n' +
+          whyNoRecord(runs[0]) +
+          ', so say it in the next cell: the rows every variant is measured on, which must\n' +
           'be rows the runs never trained on. The panel below refuses to start until `held_out` is set.'
       ),
       code(

@@ -198,6 +198,75 @@ describe('compareNotebook', () => {
     expect(text).toContain('held_out = split(data, test_size=0.25, seed=3, stratify_by="label")["test"]');
   });
 
+  const record = (over: any = {}) => ({
+    version: 1,
+    source: 'tickets.csv',
+    example: null,
+    path: '/home/me/tickets.csv',
+    sha256: 'ab'.repeat(32),
+    reproducible: true,
+    test_size: 0.2,
+    seed: 0,
+    stratify_by: 'label',
+    group_by: null,
+    limit: 48,
+    train_limit: 0,
+    train_rows: 384,
+    test_rows: 96,
+    evaluated_rows: 48,
+    held_out_sha256: 'cd'.repeat(32),
+    task: 'classification',
+    ...over
+  });
+  const withData = (id: string, data: any, config: any = {}) => ({ ...detail(id, config), data });
+
+  it("loads the held-out rows from the run's data record, with no cell to fill in", () => {
+    const nb = compareNotebook([withData('run-a', record()), withData('run-b', record())], 'runs');
+    const text = sources(nb);
+    expect(nb.cells.some(c => (c.metadata.tags || []).includes(FILL_IN_TAG))).toBe(false);
+    expect(text).not.toContain('FILL IN');
+    expect(text).not.toContain('held_out = None');
+    expect(text).toContain('from ftkit.data import provenance\n\nheld_out = provenance.held_out(runs[0])');
+    expect(text).toContain('The 48 rows `run-a` was measured on');
+    expect(text).not.toContain('**Note:**');
+    // The held-out rows come before the panel that measures on them.
+    const codeCells = nb.cells.filter(c => c.cell_type === 'code').map(c => c.source);
+    expect(codeCells[codeCells.length - 2]).toContain('provenance.held_out(runs[0])');
+    expect(codeCells[codeCells.length - 1]).toContain('ComparePanel(model, tokenizer, dataset=held_out');
+  });
+
+  it('prefers the data record to a data section of the config', () => {
+    const nb = compareNotebook(
+      [withData('run-a', record(), { data: { source: 'support_routing', test_size: 0.25, seed: 3 } })],
+      'runs'
+    );
+    expect(sources(nb)).toContain('provenance.held_out(runs[0])');
+    expect(sources(nb)).not.toContain('SOURCE =');
+  });
+
+  it('notes the runs whose held-out rows differ from the first one\'s', () => {
+    const text = sources(
+      compareNotebook(
+        [withData('run-a', record()), withData('run-b', record({ held_out_sha256: 'ef'.repeat(32) })), detail('old')],
+        'runs'
+      )
+    );
+    expect(text).toContain('**Note:** `run-b`, `old` recorded other held-out rows (or none)');
+  });
+
+  it('keeps the marked cell for a run trained on rows held in memory, and says so', () => {
+    const nb = compareNotebook([withData('run-a', record({ reproducible: false, source: 'list in memory', path: null }))],
+      'runs');
+    expect(nb.cells.filter(c => (c.metadata.tags || []).includes(FILL_IN_TAG))).toHaveLength(1);
+    expect(sources(nb)).toContain('`run-a` was trained on rows held in memory (list in memory)');
+  });
+
+  it('keeps the marked cell for a run whose data record cannot be read, and says why', () => {
+    const nb = compareNotebook([{ ...detail('run-a'), data: null, data_note: 'data.json is not valid JSON' }], 'runs');
+    expect(nb.cells.filter(c => (c.metadata.tags || []).includes(FILL_IN_TAG))).toHaveLength(1);
+    expect(sources(nb)).toContain("`run-a`'s data record cannot be read (data.json is not valid JSON)");
+  });
+
   it('says when the runs have different base models', () => {
     const text = sources(compareNotebook([detail('a'), detail('b', { base_model: 'other/model' })], 'runs'));
     expect(text).toContain('different base models (smollm2-135m-instruct, other/model)');

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from jupyter_server.auth.authorizer import Authorizer
 from traitlets.config import Config
 
-from ftkit.runs import EXPORT_CHECK, STOP_REQUEST, Run, RunFileError, new_run, read_run_file
+from ftkit.runs import DATA, EXPORT_CHECK, STOP_REQUEST, Run, RunFileError, new_run, read_run_file
 
 A, B = "20250101-120000-alpha", "20250102-093000-beta"
 SECRET = "root:x:0:0:SECRET"  # what a file outside the runs folder holds; never in any answer
@@ -232,6 +232,25 @@ def test_hostile_malformed_config_or_evaluation_marks_its_run_in_the_listing_and
     assert fine["status"] == "completed"
 
 
+@pytest.mark.parametrize("damage", ["{'source': 1}", "[1]", "huge"])
+def test_hostile_a_damaged_data_record_leaves_the_run_listed_with_a_note(call, runs, damage):
+    from ftkit.runs import RECORD_MAX_BYTES
+
+    make_run(runs, A)
+    path = runs / A / "data.json"
+    if damage == "huge":  # sparse: past the cap without a byte written
+        path.write_bytes(b"")
+        os.truncate(path, RECORD_MAX_BYTES + 1)
+    else:
+        path.write_text(damage)
+    response, body = call("ftkit", "api", "runs")
+    assert response.code == 200 and [r["id"] for r in body["runs"]] == [A] and "error" not in body["runs"][0]
+    response, detail = call("ftkit", "api", "runs", A)
+    assert response.code == 200 and detail["status"]["status"] == "completed" and detail["data"] is None
+    says = "holds more than" if damage == "huge" else "data.json"
+    assert says in detail["data_note"] and "cannot be reproduced" in detail["data_note"]
+
+
 def test_loading_the_server_extension_imports_no_model_library(tmp_path):
     """The Jupyter server's process loads the extension at start-up and serves the runs (listing,
     detail, report page) without torch, transformers or the rest: they load with a model, never here."""
@@ -273,6 +292,7 @@ HONEST = {
     "eval.json": b'{"variant": "v", "metric": "m", "value": 0.5, "INSIDE": 1}',
     EXPORT_CHECK: b'{"checks": [{"kind": "merged", "INSIDE": 1}]}',
     STOP_REQUEST: b'{"by": "alice", "INSIDE": 1}',
+    DATA: b'{"version": 1, "source": {"given": "t.csv", "INSIDE": 1}, "split": {"test_rows": 2}}',
 }
 KINDS = ["absent", "honest", "garbage", "huge", "folder", "fifo", "link inside", "link outside", "dangling link",
          "swapped"]
@@ -332,7 +352,7 @@ READERS = {
     "config": lambda run: run.config, "status": lambda run: run.status, "events": lambda run: run.events(),
     "events_since": lambda run: run.events_since(0), "evaluation": lambda run: run.evaluation,
     "export_checks": lambda run: run.export_checks, "stop_request": lambda run: run.stop_request,
-    "stop_requested": lambda run: run.stop_requested,
+    "stop_requested": lambda run: run.stop_requested, "data": lambda run: run.data,
     "read_run_file": lambda run: read_run_file(run.path, "status.json"),
 }
 

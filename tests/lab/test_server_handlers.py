@@ -133,9 +133,30 @@ def test_list_handler_with_no_runs_folder_lists_nothing(call, runs):
 def test_run_handler_returns_config_status_and_evaluation(call, runs):
     make_run(runs, A, "stopped", losses=[2.0, 1.5], evaluation=EVAL)
     response, body = call("runs", A)
-    assert response.code == 200 and set(body) == {"id", "config", "status", "evaluation"}
+    assert response.code == 200 and set(body) == {"id", "config", "status", "evaluation", "data"}
     assert body["id"] == A and body["config"]["kind"] == "sft" and body["evaluation"] == EVAL
     assert body["status"]["status"] == "stopped" and body["status"]["step"] == 2
+    assert body["data"] is None  # a run that recorded no data: the compare notebook asks for its rows
+
+
+def test_run_handler_sends_a_summary_of_the_data_record(call, runs, tmp_path):
+    from ftkit.data.provenance import data_record, with_prompts
+    from ftkit.runs import Run
+
+    source = tmp_path / "tickets.jsonl"
+    source.write_text("".join(json.dumps({"id": f"t{i}", "text": f"m{i}", "label": "ab"[i % 2]}) + "\n"
+                              for i in range(20)))
+    record = with_prompts(data_record(str(source), test_size=0.25, seed=3, stratify_by="label", limit=4),
+                          task="classification")
+    Run(make_run(runs, A)).record_data(record)
+    response, body = call("runs", A)
+    assert response.code == 200
+    data = body["data"]
+    assert (data["source"], data["path"], data["sha256"], data["reproducible"]) == \
+           (str(source), str(source), record["source"]["sha256"], True)
+    assert (data["test_rows"], data["evaluated_rows"], data["seed"], data["stratify_by"], data["task"]) == \
+           (5, 4, 3, "label", "classification")
+    assert "held_out_positions" not in json.dumps(body)  # the summary only: positions can be many
 
 
 def test_events_handler_reads_on_from_an_offset_and_holds_back_a_half_written_line(call, runs):
