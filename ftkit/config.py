@@ -361,6 +361,11 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
     if config.sft is not None and config.sft.template and names and config.sft.template not in names:
         problems.append(f"sft.template: no template named {config.sft.template!r}"
                         f"{_suggest(config.sft.template, names)}; templates are: {', '.join(names)}")
+    retrieved = [template_name(t) for t in config.templates if t.kind == "retrieved_shots"] if config.templates \
+        else [n for n in names if n.startswith("retrieved ")]  # the task's own: "retrieved <k>-shot"
+    if config.sft is not None and config.sft.template and config.sft.template in retrieved:
+        problems.append(f"sft.template: {config.sft.template!r} retrieves its examples per request from the training "
+                        "rows, so SFT cannot train on it; name a zero_shot, with_system or few_shot template")
     for i, t in enumerate(config.templates):
         if t.endpoint is not None:
             problems.extend(f"templates[{i}].endpoint: {p}" for p in t.endpoint.problems())

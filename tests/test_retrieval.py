@@ -109,3 +109,62 @@ def test_a_retrieved_template_keeps_its_retriever_through_replace_and_asdict():
     renamed = dataclasses.replace(t, name="mine")
     assert renamed.retriever is t.retriever and renamed.messages(QUERY) == t.messages(QUERY)
     assert dataclasses.asdict(t)["retriever"] is t.retriever  # shared, not a deep copy of the index
+
+
+def test_a_qa_rows_passage_is_not_part_of_the_query_but_each_shot_shows_its_own():
+    train = [{"prompt": "When do you open?", "completion": "9am", "context": "Returns take 30 days."},
+             {"prompt": "How long do returns take?", "completion": "30 days", "context": "We open at 9am."}]
+    t = retrieved_shots(train, k=1, instruction="Text: {context}\nQ: {prompt}")
+    row = {"prompt": "When do you close?", "context": "Returns are free. Returns take 30 days."}
+    assert t.retriever.nearest(row) == [0]  # the question matches row 0; the passage would pick row 1
+    assert t.messages(row)[0]["content"] == "Text: Returns take 30 days.\nQ: When do you open?"
+
+
+# --- evaluated -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from ftkit.models.loading import load_model
+
+    return load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
+
+
+TEST = [{"prompt": "refund please", "completion": "billing", "label": "billing"},
+        {"prompt": "password reset link for my account please", "completion": "account", "label": "account"},
+        {"prompt": "parcel", "completion": "order_status", "label": "order_status"}]
+
+
+def test_evaluate_counts_each_rows_own_prompt_tokens_and_the_retrieval_time(tiny):
+    from ftkit.evaluation.evaluate import Variant, evaluate
+    from ftkit.prompts import zero_shot
+
+    model, tok = tiny
+    retrieved = retrieved_shots(TRAIN, k=2)
+    fixed = few_shot(TRAIN, k=2, strategy="first")
+    result = evaluate([Variant(model, tok, zero_shot(), max_new_tokens=2),
+                       Variant(model, tok, fixed, max_new_tokens=2),
+                       Variant(model, tok, retrieved, max_new_tokens=2)],
+                      TEST, n_boot=50, progress=False, timing_rounds=0)
+    tokens = {v: list(result.column(v, "prompt_tokens")) for v in result.variants}
+    assert tokens["retrieved 2-shot"] == [retrieved.token_count(r, tok) for r in TEST]
+    # Fixed shots add the same tokens to every row; retrieved shots add each row's own.
+    # By hand: "refund please" -> rows 0 ("please", as rare as "refund", in 4 words rather than 7) and 1
+    # ("refund"); the second row shares "my", "password", "please" with row 0 only, then ties at 0 -> row 1;
+    # "parcel" -> row 4, then the 0-score tie -> row 0.
+    assert [retrieved.retriever.nearest(r) for r in TEST] == [[0, 1], [0, 1], [4, 0]]
+    added = [r - z for r, z in zip(tokens["retrieved 2-shot"], tokens["zero-shot"])]
+    fixed_added = [f - z for f, z in zip(tokens["2-shot"], tokens["zero-shot"])]
+    assert added[0] == added[1] == fixed_added[0] == fixed_added[1] == fixed_added[2]  # rows 0 and 1: the first two
+    assert added[2] > added[0]  # row 4 is longer than row 1
+    summary = result.summary
+    assert summary.loc["retrieved 2-shot", "retrieval_s"] > 0
+    assert summary["retrieval_s"].isna().tolist() == [True, True, False]  # only the retrieving template has it
+
+
+def test_evaluate_refuses_a_pool_that_holds_an_evaluated_row(tiny):
+    from ftkit.evaluation.evaluate import Variant, evaluate
+
+    model, tok = tiny
+    leaky = retrieved_shots([*TRAIN, {"prompt": " Refund  PLEASE", "completion": "billing"}], k=2, name="leaky")
+    with pytest.raises(ValueError, match="variant 'leaky' retrieves its examples from rows that include evaluation rows"):
+        evaluate([Variant(model, tok, leaky, max_new_tokens=2)], TEST, progress=False, timing_rounds=0)
