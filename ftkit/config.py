@@ -13,6 +13,7 @@ path (``sft.learnign_rate``), the allowed keys or values, and the closest match.
     templates:
       - {kind: zero_shot}
       - {kind: few_shot, k: 8}
+      - {kind: retrieved_shots, k: 8}   # per request, the 8 training rows nearest to the input
       # a hosted model as a baseline: any OpenAI-compatible server; the key stays in the environment
       - {kind: few_shot, k: 8, endpoint: {model: gpt-4o-mini, api_key_env: OPENAI_API_KEY,
                                           price_per_million_input: 0.15, price_per_million_output: 0.60}}

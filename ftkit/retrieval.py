@@ -30,7 +30,6 @@ shots are rendered with their own passage, as few-shot renders them.
 from __future__ import annotations
 
 import re
-import time
 
 from ftkit.data.report import match_key
 from ftkit.data.sources import as_rows
@@ -81,7 +80,8 @@ class ShotRetriever:
     the first rows), then reversed so the nearest stands right before the question (Liu et al.
     found that order as good or better; a small model leans on the last example it saw). A pool row
     whose input is the row's own (case and spacing aside), or a conversation the turn belongs to,
-    is skipped. ``seconds`` holds the time of each retrieval.
+    is skipped. (Its cost per request is measured by :func:`~ftkit.evaluation.evaluate.evaluate`:
+    ``retrieval_s``.)
 
     >>> r = ShotRetriever([{"prompt": "a b", "completion": "x"}, {"prompt": "c d", "completion": "y"}], k=1)
     >>> r({"prompt": "d e"}), r.nearest({"prompt": "a b"})
@@ -97,7 +97,6 @@ class ShotRetriever:
             what = "conversations" if self.pool and "messages" in self.pool[0] else "rows"
             raise ValueError(f"asked for {k} retrieved shots but the training rows hold only {len(self.pool)} {what}")
         self.k = k
-        self.seconds: list[float] = []
         try:
             import bm25s
         except ImportError:
@@ -130,10 +129,7 @@ class ShotRetriever:
         return [i for i in order if not self._is_itself(i, row)][:self.k]
 
     def __call__(self, row: dict) -> list[dict]:
-        start = time.perf_counter()
-        shots = [self.pool[i] for i in reversed(self.nearest(row))]
-        self.seconds.append(time.perf_counter() - start)
-        return shots
+        return [self.pool[i] for i in reversed(self.nearest(row))]
 
     def __deepcopy__(self, memo):  # dataclasses.asdict copies fields; the index is read-only, so share it
         return self
