@@ -29,6 +29,7 @@ shots are rendered with their own passage, as few-shot renders them.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from ftkit.data.report import match_key
@@ -102,6 +103,8 @@ class ShotRetriever:
         except ImportError:
             raise ImportError("retrieved shots need the bm25s package: pip install bm25s (or reinstall ftkit, "
                               "which depends on it)") from None
+        # bm25s sets its logger to DEBUG: where logging is configured, every index would say "Building index".
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self._keys = [match_key(_query(r)) if "messages" not in r else None for r in self.pool]
         self._turns = [_user_turns(r) if "messages" in r else None for r in self.pool]
         self._index = bm25s.BM25(k1=k1, b=b)
