@@ -13,6 +13,7 @@ path (``sft.learnign_rate``), the allowed keys or values, and the closest match.
     templates:
       - {kind: zero_shot}
       - {kind: few_shot, k: 8}
+      - {kind: retrieved_shots, k: 8}   # per request, the 8 training rows nearest to the input
       # a hosted model as a baseline: any OpenAI-compatible server; the key stays in the environment
       - {kind: few_shot, k: 8, endpoint: {model: gpt-4o-mini, api_key_env: OPENAI_API_KEY,
                                           price_per_million_input: 0.15, price_per_million_output: 0.60}}
@@ -79,7 +80,7 @@ __all__ = [
     "TemplateConfig", "config_from_dict", "describe", "dump_config", "load_config", "resolve_paths", "template_name",
 ]
 
-TemplateKind = Literal["zero_shot", "with_system", "few_shot"]
+TemplateKind = Literal["zero_shot", "with_system", "few_shot", "retrieved_shots"]
 
 
 @dataclass
@@ -129,9 +130,11 @@ class ModelConfig:
 class TemplateConfig:
     kind: TemplateKind = field(default="zero_shot", metadata={
         "help": "zero_shot: the instruction alone; with_system: plus a system prompt; few_shot: plus "
-                "k solved examples from the training split"})
+                "k solved examples from the training split; retrieved_shots: plus the k training rows nearest "
+                "to each input (BM25 over the words), picked per request"})
     name: str | None = field(default=None, metadata={
-        "help": "Name in tables and reports; default 'zero-shot', 'zero-shot + system', '<k>-shot'"})
+        "help": "Name in tables and reports; default 'zero-shot', 'zero-shot + system', '<k>-shot', "
+                "'retrieved <k>-shot'"})
     system: str | None = field(default=None, metadata={
         "help": "System prompt; null: a classification default for with_system/few_shot on labelled "
                 "data, else none. An empty string means none"})
@@ -139,7 +142,7 @@ class TemplateConfig:
         "help": "The user turn with {prompt} and any column as placeholders ({labels}: the label "
                 "set); null: the task's instruction (classification: the label list; QA with a passage: the "
                 "question and its {context}; creative and chat: '{prompt}')"})
-    k: int = field(default=8, metadata={"help": "few_shot: number of solved examples", "min": 1})
+    k: int = field(default=8, metadata={"help": "few_shot, retrieved_shots: number of solved examples", "min": 1})
     strategy: Literal["balanced", "random", "first"] = field(default="balanced", metadata={
         "help": "few_shot: how examples are picked (balanced: every label before any repeats)"})
     seed: int = field(default=0, metadata={"help": "few_shot: seed of the random pick", "min": 0, "max": MAX_SEED})
@@ -355,10 +358,15 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
     if not names and config.task:  # the task's own variants
         task = tasks.get(config.task)
         names = ["zero-shot", *([tasks.CLOSED_BOOK] if task.passage_instruction else []), *task.variants,
-                 f"{task.shots}-shot"]
+                 f"{task.shots}-shot", *([f"retrieved {task.shots}-shot"] if task.shots else [])]
     if config.sft is not None and config.sft.template and names and config.sft.template not in names:
         problems.append(f"sft.template: no template named {config.sft.template!r}"
                         f"{_suggest(config.sft.template, names)}; templates are: {', '.join(names)}")
+    retrieved = [template_name(t) for t in config.templates if t.kind == "retrieved_shots"] if config.templates \
+        else [n for n in names if n.startswith("retrieved ")]  # the task's own: "retrieved <k>-shot"
+    if config.sft is not None and config.sft.template and config.sft.template in retrieved:
+        problems.append(f"sft.template: {config.sft.template!r} retrieves its examples per request from the training "
+                        "rows, so SFT cannot train on it; name a zero_shot, with_system or few_shot template")
     for i, t in enumerate(config.templates):
         if t.endpoint is not None:
             problems.extend(f"templates[{i}].endpoint: {p}" for p in t.endpoint.problems())
@@ -382,7 +390,8 @@ def _check_source(source: str, path: str, problems: list[str]) -> None:
 def template_name(t: TemplateConfig) -> str:
     """The name a template gets in tables: its own, or one derived from its kind (and, asked of a
     hosted model, that model's name first: ``gpt-4o-mini zero-shot``)."""
-    default = {"zero_shot": "zero-shot", "with_system": "zero-shot + system", "few_shot": f"{t.k}-shot"}[t.kind]
+    default = {"zero_shot": "zero-shot", "with_system": "zero-shot + system", "few_shot": f"{t.k}-shot",
+               "retrieved_shots": f"retrieved {t.k}-shot"}[t.kind]
     if t.endpoint is not None:
         default = f"{t.endpoint.model} {default}"
     return t.name or default

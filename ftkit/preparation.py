@@ -27,6 +27,7 @@ from ftkit.generation.endpoint import Endpoint
 from ftkit.evaluation import metrics as M
 from ftkit import tasks
 from ftkit.prompts import DEFAULT_INSTRUCTION, PromptTemplate, check_fits, few_shot, prompt_lengths
+from ftkit.retrieval import retrieved_shots
 from ftkit.tasks import Task
 from ftkit.training.sft import preflight as sft_preflight
 from ftkit.training.sft import to_trl_rows
@@ -308,15 +309,21 @@ def build_template(t: TemplateConfig, train, labels: list[str], task: Task | Non
     if t.kind == "few_shot":
         return few_shot(train, k=t.k, strategy=t.strategy, seed=t.seed, instruction=instruction,
                         system=system, labels=labels, name=name)
+    if t.kind == "retrieved_shots":  # the pool is the training split: never a held-out row
+        return retrieved_shots(train, k=t.k, instruction=instruction, system=system, labels=labels, name=name)
     return PromptTemplate(name=name, instruction=instruction, system=system, labels=list(labels))
 
 
 def training_template(config: PipelineConfig, templates: list[PromptTemplate]) -> PromptTemplate:
     """The template SFT and DPO train on: the one ``sft.template`` names, else the first
-    without shots (a tuned model should not need examples in every request)."""
+    without shots (a tuned model should not need examples in every request); never one that
+    retrieves its shots per request (each training row would be shown its nearest neighbours)."""
     wanted = config.sft.template if config.sft is not None else ""
     for t in templates:
-        if (t.name == wanted) if wanted else not t.shots:
+        if wanted and t.name == wanted and t.retriever is not None:
+            raise ConfigError([f"sft.template: {wanted!r} retrieves its examples per request from the training "
+                               "rows, so it cannot be the prompt SFT trains on; name a zero-shot or few-shot one"])
+        if (t.name == wanted) if wanted else not (t.shots or t.retriever is not None):
             return t
     return templates[0] if templates else PromptTemplate()
 

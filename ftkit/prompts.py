@@ -10,6 +10,8 @@ into the exact text the model reads. Named starting points are plain functions:
 Few-shot examples are shown as earlier user/assistant turns rendered by the same instruction, so
 the model sees the exact answer format before the real question. They come from the training
 split only; :func:`ftkit.evaluation.evaluate.evaluate` refuses a template whose shots are in the test rows.
+Retrieved shots (the training rows nearest to each input, :mod:`ftkit.retrieval`) are a template
+whose ``retriever`` picks them per request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import random
 import string
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -50,6 +53,9 @@ class PromptTemplate:
         "help": "Solved examples (rows with prompt and completion) shown before the question"})
     labels: list[str] = field(default_factory=list, metadata={
         "help": "The label set, for {labels} in the instruction"})
+    retriever: Callable[[dict], list[dict]] | None = field(default=None, repr=False, metadata={
+        "help": "Picks the shots per request instead (row -> solved examples), e.g. the nearest training "
+                "rows: ftkit.retrieval.retrieved_shots"})
 
     def __post_init__(self):
         self._fields = _placeholders(self.instruction)
@@ -73,12 +79,14 @@ class PromptTemplate:
 
         A turn of a conversation (a row with ``history``: the true turns so far, ending with the
         user's, see :func:`ftkit.data.canonical.chat_turns`) keeps its earlier turns, each user turn
-        through the instruction, after the system prompt and the shots."""
+        through the instruction, after the system prompt and the shots (``retriever(row)``'s, when
+        the template retrieves them per request)."""
         out, history = self._system(row.get("history") or [])
-        conversations = [s["messages"] for s in self.shots if "messages" in s]
+        shots = self.retriever(row) if self.retriever is not None else self.shots
+        conversations = [s["messages"] for s in shots if "messages" in s]
         if conversations:  # whole example conversations are shown in the system prompt, never as turns
             out = _with_examples(out, conversations)
-        for shot in self.shots:
+        for shot in shots:
             if "messages" in shot:
                 continue
             out += [{"role": "user", "content": self._fill(shot)},
@@ -280,10 +288,11 @@ def check_fits(template: PromptTemplate, rows, tokenizer, context: int, max_new_
     if longest + max_new_tokens <= context:
         return longest
     hint = ""
-    if template.shots:
+    shown = len(template.shots) or getattr(template.retriever, "k", 0)
+    if shown:
         row = rows[counts.index(longest)]
-        bare = dataclasses.replace(template, shots=[]).token_count(row, tokenizer)
-        per_shot = (longest - bare) / len(template.shots)
+        bare = dataclasses.replace(template, shots=[], retriever=None).token_count(row, tokenizer)
+        per_shot = (longest - bare) / shown
         fits = int((context - max_new_tokens - bare) // max(per_shot, 1))
         hint = f"; use at most {fits} shots" if fits > 0 else "; even without shots it does not fit"
     raise ValueError(f"the {template.name!r} prompt of the longest row is {longest} tokens, and with "

@@ -34,6 +34,7 @@ from ftkit.data.languages import language_name as _say, named_language as _named
 from ftkit.data.report import DataReport, match_key
 from ftkit.data.sources import as_rows
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
+from ftkit.retrieval import retrieved_shots
 
 __all__ = ["ACTION_PHRASES", "BLURB_RULES", "CHAT_RULES", "CLOSED_BOOK", "PROMISE_WORDS", "TASKS", "Task", "TaskGuess",
            "blurb_rule_metrics", "chat_rule_metrics", "check_data", "detect", "get", "glossary_prompt", "infer", "names", "resolve"]
@@ -161,7 +162,8 @@ class Task:
 
     def templates(self, train, labels=(), seed: int = 0) -> list[PromptTemplate]:
         """The prompt variants to measure: zero-shot, the task's variants the rows have fields for,
-        and k-shot from ``train`` (k = :attr:`shots`, never more than the training rows); on rows
+        and k-shot from ``train`` (k = :attr:`shots`, never more than the training rows), fixed and
+        retrieved per request ("retrieved k-shot", :mod:`ftkit.retrieval`); on rows
         with a passage, each reads it, and ``"closed book"`` asks without it (:meth:`for_rows`)."""
         train = chat_turns(train)  # a conversation's turns are rows too
         task = self.for_rows(train)
@@ -175,6 +177,8 @@ class Task:
         if k:
             out.append(few_shot(train, k=k, seed=seed, instruction=task.instruction, system=task.system,
                                 labels=labels))
+            # The same k, picked per request: the training rows nearest to the input (ftkit.retrieval).
+            out.append(retrieved_shots(train, k=k, instruction=task.instruction, system=task.system, labels=labels))
         return out
 
 

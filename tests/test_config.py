@@ -111,3 +111,37 @@ def test_unreadable_files_say_why(tmp_path):
         load_config(tmp_path / "c.toml")
     with pytest.raises(ConfigError, match="no config file at"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_retrieved_shots_template_is_built_from_its_section_and_never_trained_on(tmp_path):
+    from ftkit.config import TemplateConfig, template_name
+    from ftkit.preparation import build_template, training_template
+    from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM
+
+    config = load_config(write(tmp_path, {"task": "classification", "sft": {},
+                                          "templates": [{"kind": "retrieved_shots", "k": 2}, {"kind": "zero_shot"}]}))
+    section = config.templates[0]
+    assert (section.kind, section.k, template_name(section)) == ("retrieved_shots", 2, "retrieved 2-shot")
+    train = [{"prompt": p, "completion": c, "label": c} for p, c in [
+        ("where is my parcel", "shipping"), ("refund the kettle", "billing"), ("parcel lost again", "shipping")]]
+    t = build_template(section, train, ["billing", "shipping"])
+    assert (t.name, t.instruction, t.system, t.shots) == ("retrieved 2-shot", CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, [])
+    assert t.retriever.pool == train and t.retriever.k == 2
+    asked = t.messages({"prompt": "my parcel"})
+    assert [m["content"] for m in asked if m["role"] == "assistant"] == ["shipping", "shipping"]  # rows 2, then 0
+    assert "Message: where is my parcel" in asked[-3]["content"]  # the nearest, shown last
+    zero = build_template(config.templates[1], train, ["billing", "shipping"])
+    # The first template without shots: the retrieved one shows shots too, though its list is empty.
+    assert training_template(config, [t, zero]) is zero
+    config.sft.template = "retrieved 2-shot"
+    with pytest.raises(ConfigError, match="retrieves its examples per request"):
+        training_template(config, [t, zero])
+    assert TemplateConfig(kind="retrieved_shots").k == 8
+
+
+def test_sft_cannot_be_told_to_train_on_a_retrieved_template():
+    message = problems({"templates": [{"kind": "zero_shot"}, {"kind": "retrieved_shots", "k": 4}],
+                        "sft": {"template": "retrieved 4-shot"}})
+    assert "sft.template: 'retrieved 4-shot' retrieves its examples per request" in message
+    message = problems({"task": "qa", "sft": {"template": "retrieved 4-shot"}})  # the task's own templates
+    assert "sft.template: 'retrieved 4-shot' retrieves its examples per request" in message

@@ -1,6 +1,6 @@
 """The house rules of ftkit/, read from the source: imports run one way, and modules stay readable.
 
-Data flows file -> data -> tasks/prompts -> models -> generation -> training -> evaluation -> export
+Data flows file -> data -> tasks/prompts/retrieval -> models -> generation -> training -> evaluation -> export
 -> serving -> config -> the recipes (pipeline, report) -> the lab extension and the command line. A
 module may import from its own layer or below, never above, and no set of modules imports itself
 round: a late import inside a function counts like one at the top, so a cycle cannot hide there.
@@ -20,7 +20,7 @@ LAYERS = [
     ["ftkit._lazy", "ftkit._source_tree", "ftkit.config_file", "ftkit.runs", "ftkit.fastpath",
      "ftkit.fastpath.prefix", "ftkit.models.threads"],
     ["ftkit.data"],
-    ["ftkit.prompts", "ftkit.tasks"],
+    ["ftkit.prompts", "ftkit.retrieval", "ftkit.tasks"],
     ["ftkit.models"],
     ["ftkit.fastpath.*"],
     ["ftkit.generation"],

@@ -125,7 +125,8 @@ def test_a_task_brings_its_example_prompts_and_metrics(task, headline, variant, 
     text = "\n".join(lines)
     assert f"Task: {task} (inferred:" in text and f"headline metric {headline}:" in text
     summary = result.evaluation.summary
-    expected = ["zero-shot", *([variant] if variant else []), f"{tasks.get(task).shots}-shot", "LoRA SFT"]
+    shots = tasks.get(task).shots
+    expected = ["zero-shot", *([variant] if variant else []), f"{shots}-shot", f"retrieved {shots}-shot", "LoRA SFT"]
     assert list(summary.index) == expected
     own = tasks.get(task).on(tasks.get(task).examples[0])  # its own example: with the house metrics
     assert list(result.evaluation.metrics) == own.metric_names()

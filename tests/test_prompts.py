@@ -127,3 +127,18 @@ def test_training_sees_a_conversation_as_the_turns_are_prompted():
     for row in chat_turns([{"messages": CHAT}]):
         asked = template.messages(row)
         assert whole[:len(asked)] == asked and whole[len(asked)] == {"role": "assistant", "content": row["completion"]}
+
+
+def test_a_retriever_picks_the_shots_per_row_and_they_render_as_fixed_shots_do():
+    def retriever(row):  # any callable row -> solved examples
+        return [{"prompt": f"like {row['prompt']}", "completion": row["prompt"][::-1]}]
+
+    t = PromptTemplate(instruction="Q: {prompt}", system="Be brief.", retriever=retriever)
+    assert t.messages({"prompt": "ab"}) == [{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "Q: like ab"},
+                                            {"role": "assistant", "content": "ba"},
+                                            {"role": "user", "content": "Q: ab"}]
+    assert t.messages({"prompt": "xyz"})[2]["content"] == "zyx" and t.shots == []
+    fixed = PromptTemplate(instruction="Q: {prompt}", system="Be brief.", shots=retriever({"prompt": "ab"}))
+    assert fixed.messages({"prompt": "ab"}) == t.messages({"prompt": "ab"})
+    assert "retriever" not in repr(t)

@@ -27,7 +27,12 @@ def test_each_tasks_prompts_render_its_rows_and_its_references_score_full_marks(
     task = tasks.get(name).on(tasks.get(name).examples[0])
     rows = chat_turns(examples.load(task.examples[0], verbose=False))  # a conversation: each of its turns
     templates = task.templates(rows[:20], labels=examples.labels(task.examples[0]) if name == "classification" else ())
-    assert [t.name for t in templates][0] == "zero-shot" and (templates[-1].shots or not task.shots)
+    assert [t.name for t in templates][0] == "zero-shot"
+    if task.shots:  # fixed k-shot, then the same k retrieved per request from the same rows
+        assert templates[-2].shots and templates[-1].retriever is not None and not templates[-1].shots
+        assert [t.name for t in templates[-2:]] == [f"{min(task.shots, 20)}-shot", f"retrieved {min(task.shots, 20)}-shot"]
+    else:
+        assert all(not t.shots and t.retriever is None for t in templates)
     assert all(isinstance(t, PromptTemplate) and t.messages(rows[-1])[-1]["content"] for t in templates)
     scored = {metric: [fn(r["completion"], r["completion"], r) for r in rows] for metric, fn in M.resolve(task.metrics).items()}
     for metric, values in scored.items():  # a reference answer keeps every rule of its own task
@@ -52,7 +57,7 @@ def test_translation_terms_come_from_the_glossary():
     assert M.glossary_accuracy("Ihre Bestellung", "", rows[0]) < 1.0 or not rows[0]["terms"]
     # The prompt-engineering answer to terminology: the glossary as the system prompt, on the shop's own data.
     own = tasks.get("translation").on("shop_translation").templates(rows[:8])
-    assert [t.name for t in own] == ["zero-shot", "glossary in prompt", "4-shot"]
+    assert [t.name for t in own] == ["zero-shot", "glossary in prompt", "4-shot", "retrieved 4-shot"]
     assert all(f"{en} = {de}" in own[1].system for en, de in glossary)
     assert "glossary in prompt" not in [t.name for t in tasks.get("translation").templates(rows[:8])]
 
@@ -87,7 +92,8 @@ def test_a_task_keeps_its_house_style_to_its_own_example():
     assert tasks.get("creative").on("shop_blurbs").headline == "all_rules"
     # A variant that needs a column the rows lack is left out.
     qa = tasks.get("qa")
-    assert [t.name for t in qa.templates([{"prompt": "q", "completion": "a"}] * 5)] == ["zero-shot", "4-shot"]
+    assert [t.name for t in qa.templates([{"prompt": "q", "completion": "a"}] * 5)] == ["zero-shot", "4-shot",
+                                                                                     "retrieved 4-shot"]
 
 
 def test_unknown_task_and_what_infer_says():
@@ -135,9 +141,9 @@ def test_qa_prompts_read_the_passage_when_the_rows_have_one_and_closed_book_is_a
     for task in (tasks.get("qa"), tasks.get("qa").on("shop_qa")):
         templates = task.templates(rows[:20])
         first_without_shots = next(t for t in templates if not t.shots)  # the one SFT trains on
-        for t in (first_without_shots, templates[-1]):
+        for t in (first_without_shots, templates[-2], templates[-1]):
             assert rows[-1]["context"] in t.messages(rows[-1])[-1]["content"], t.name
-        assert [t.name for t in templates] == ["zero-shot", "closed book", "4-shot"]
+        assert [t.name for t in templates] == ["zero-shot", "closed book", "4-shot", "retrieved 4-shot"]
         assert rows[-1]["context"] not in templates[1].messages(rows[-1])[-1]["content"]
     # For a caller that builds its own template from task.instruction (ftkit.pipeline.build_template):
     assert "{context}" in tasks.get("qa").on("shop_qa", rows=rows).instruction
@@ -156,7 +162,7 @@ def test_closed_book_rows_keep_closed_book_prompts_and_mixed_rows_follow_the_maj
     mostly = nq[:2] + passage  # 6 of 8 rows carry a passage (not the first): the prompts read it
     templates = qa.templates(mostly)
     assert "Text 0 says a." in templates[0].messages(passage[0])[-1]["content"]
-    assert [t.name for t in qa.templates(nq)] == ["zero-shot", "4-shot"]
+    assert [t.name for t in qa.templates(nq)] == ["zero-shot", "4-shot", "retrieved 4-shot"]
     assert qa.for_rows(nq) == qa and "{context}" not in qa.for_rows(nq).instruction
     assert templates[0].messages(nq[0])[-1]["content"]  # a row without one still renders
     assert "{context}" not in qa.for_rows(passage[:2] + nq).instruction  # 2 of 10: closed book

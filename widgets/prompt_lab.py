@@ -21,6 +21,7 @@ from ftkit.generation.generate import Generation, generate
 from ftkit import tasks
 from ftkit.evaluation import metrics as M
 from ftkit.prompts import PromptTemplate, select_shots
+from ftkit.retrieval import ShotRetriever
 from ftkit.widgets import _html
 from ftkit.widgets._ui import button, guarded
 
@@ -66,9 +67,11 @@ class PromptLab(w.VBox):
         self._shots = w.IntSlider(value=0, min=0, max=min(MAX_SHOTS, len(self._train)), description="shots",
                                   tooltip="Solved examples from the training split shown before the question",
                                   disabled=not self._train)
-        self._strategy = w.Dropdown(options=["balanced", "random", "first"], description="picked",
+        self._strategy = w.Dropdown(options=["balanced", "random", "first", "retrieved"], description="picked",
                                     tooltip="balanced: every label before any repeats; random: seeded; "
-                                            "first: the first rows")
+                                            "first: the first rows; retrieved: per row, the training rows "
+                                            "nearest to its input (BM25)")
+        self._retrievers: dict[int, ShotRetriever] = {}  # by k: the index is built once per shot count
         self._seed = w.IntText(value=0, description="seed", layout={"width": "12em"})
         self._index = w.BoundedIntText(value=0, min=0, max=max(len(self._rows()) - 1, 0), description="example",
                                        tooltip="Which evaluation row to render and try", layout={"width": "14em"})
@@ -112,7 +115,8 @@ class PromptLab(w.VBox):
         self._instruction.value = text
 
     def set_shots(self, k: int, strategy: str = "balanced", seed: int | None = None) -> None:
-        """Show ``k`` solved training examples, picked ``"balanced"``, ``"random"`` or ``"first"``."""
+        """Show ``k`` solved training examples, picked ``"balanced"``, ``"random"`` or ``"first"``, or
+        ``"retrieved"`` per row: the training rows nearest to its input (:mod:`ftkit.retrieval`)."""
         if k > self._shots.max:
             raise ValueError(f"at most {self._shots.max} shots here (training rows: {len(self._train)})")
         self._strategy.value = strategy
@@ -124,10 +128,14 @@ class PromptLab(w.VBox):
     def template(self) -> PromptTemplate:
         """The prompt the controls describe, as a :class:`~ftkit.prompts.PromptTemplate`."""
         k = self._shots.value
-        shots = select_shots(self._train, k, self._strategy.value, self._seed.value) if k else []
+        retrieved = bool(k) and self._strategy.value == "retrieved"
+        if retrieved and k not in self._retrievers:
+            self._retrievers[k] = ShotRetriever(self._train, k)
+        shots = select_shots(self._train, k, self._strategy.value, self._seed.value) if k and not retrieved else []
         name = f"{k}-shot" if k else ("zero-shot + system" if self._system.value.strip() else "zero-shot")
-        return PromptTemplate(name=name, instruction=self._instruction.value, system=self._system.value or None,
-                              shots=shots, labels=self.labels)
+        return PromptTemplate(name=f"retrieved {name}" if retrieved else name, instruction=self._instruction.value,
+                              system=self._system.value or None, shots=shots, labels=self.labels,
+                              retriever=self._retrievers[k] if retrieved else None)
 
     def rendered(self, index: int | None = None) -> str:
         """The exact text the model reads for evaluation row ``index`` (default: the chosen one);
@@ -176,6 +184,7 @@ class PromptLab(w.VBox):
             + ", ".join(f"{m} {line[m]:.3f} (95% CI {line[f'{m}_low']:.3f} to {line[f'{m}_high']:.3f})"
                         for m in scored)
             + f"; {line['prompt_tokens']:.0f} prompt tokens and {line['latency_s']:.2f} s per request"
+            + (f" (and {line['retrieval_s'] * 1000:.1f} ms to retrieve the shots)" if "retrieval_s" in line else "")
             + (f", {line['usd_per_request']:.6f} USD" if "usd_per_request" in line else ""))
         table = self.result.table.rename(columns=lambda c: c.removeprefix(f"{template.name}: "))
         shown = [c for c in ("history", "input") if c in table.columns]  # a conversation: its earlier turns too

@@ -12,6 +12,7 @@ with 95% bootstrap confidence intervals, and paired comparisons between variants
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -253,7 +254,9 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     the paired differences. ``timing_rounds=0`` leaves latency out, for a caller that times this
     result's variants together with others' (``merge``, then ``with_timing``).
 
-    A hosted backend (an :class:`~ftkit.generation.endpoint.Endpoint`) warms up on one row, and with
+    A template that retrieves its shots per request (:mod:`ftkit.retrieval`) adds ``retrieval_s``, the
+    seconds per request its prompts took to build, retrieval included (``latency_s`` is generation
+    alone). A hosted backend (an :class:`~ftkit.generation.endpoint.Endpoint`) warms up on one row, and with
     prices adds ``usd_per_request`` to the summary (its token counts are the server's).
     """
     rows = rows_to_answer(dataset, turns)
@@ -265,6 +268,10 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         if shots and find_overlap(shots, rows):
             raise ValueError(f"variant {v.name!r} shows few-shot examples that are in the evaluation "
                              "rows; pick shots from the training split")
+        pool = getattr(getattr(v.template, "retriever", None), "pool", None)  # shots retrieved per request
+        if pool and find_overlap(pool, rows):
+            raise ValueError(f"variant {v.name!r} retrieves its examples from rows that include evaluation "
+                             "rows; build it from the training split only (retrieved_shots(train, k))")
     scorers = M.resolve(metrics)
     corpus = tuple(name for name, fn in scorers.items() if name in M.CORPUS and fn is M.BUILTIN[name])
     if labels:
@@ -281,7 +288,9 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     backends = {v.name: as_backend(v.model, v.tokenizer) for v in variants}
     hosted_names = tuple(name for name, backend in backends.items() if backend.hosted)
     for v in variants:
+        start = time.perf_counter()
         asked = [v.template.messages(r) for r in rows]
+        built_s = (time.perf_counter() - start) / len(rows)  # retrieval, for a template that retrieves its shots
         outs = generate(v.model, v.tokenizer, asked, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
                         stop_strings=list(v.stop_strings) or None, batch_size=batch_size, progress=progress)
         texts = [o.text for o in outs]
@@ -310,6 +319,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             values = [getattr(o, key) for o in outs]
             table[_column(v.name, key)] = values
             line[key] = float(np.mean(values))
+        if getattr(v.template, "retriever", None) is not None:  # not in latency_s: time_variants builds prompts untimed
+            line["retrieval_s"] = built_s
         costs = [backends[v.name].cost_usd(o.prompt_tokens, o.new_tokens) for o in outs]
         if costs and None not in costs:  # money beside the tokens, where the backend has a price
             line["usd_per_request"] = float(np.mean(costs))

@@ -124,3 +124,31 @@ def test_the_lab_prompts_a_hosted_endpoint_and_shows_what_it_sends(monkeypatch):
     assert fake.requests[0]["body"]["max_tokens"] == 4
     assert list(result.summary.index) == ["zero-shot + system"] and len(result.table) == 2
     assert "USD" in text(lab) and result.outputs("zero-shot + system")[0] in text(lab)
+
+
+def test_the_lab_retrieves_shots_per_row_and_measures_them(talkative):
+    model, tok = talkative
+    lab = PromptLab(model, tok, train=TRAIN, eval=TEST, max_new_tokens=2)
+    assert "retrieved" in lab._strategy.options
+    lab.set_shots(1, strategy="retrieved")
+    t = lab.template
+    assert t.name == "retrieved 1-shot" and t.shots == [] and t.retriever.pool == TRAIN
+    # "I cannot log in" shares "i" with "I was charged twice" only; "Ship it to my new flat" shares "my"
+    # with "Where is my order?" and "Reset my password": the shorter row scores higher.
+    assert [t.retriever(row) for row in TEST] == [[TRAIN[1]], [TRAIN[2]]]
+    assert "I was charged twice" in lab.rendered(0) and "Reset my password" in lab.rendered(1)
+    assert "Reset my password" not in lab.rendered(0)
+    assert lab.token_count(0) == t.token_count(TEST[0], tok) and f"{lab.token_count()} prompt tokens" in text(lab)
+    result = lab.run_eval()
+    assert list(result.summary.index) == ["retrieved 1-shot"] and "retrieval_s" in result.summary.columns
+    assert "ms to retrieve the shots" in text(lab)
+    saved = lab.save_variant("nearest")
+    assert saved.retriever is t.retriever and saved.messages(TEST[1]) == t.messages(TEST[1])
+
+
+def test_with_no_evaluation_rows_a_training_row_never_retrieves_itself(talkative):
+    model, tok = talkative
+    lab = PromptLab(model, tok, train=TRAIN)
+    lab.set_shots(1, strategy="retrieved")
+    assert lab.template.retriever.nearest(TRAIN[0]) != [0] and "Where is my order?" in lab.rendered(0)
+    assert lab.rendered(0).count("Where is my order?") == 1  # the question, not a shot as well
