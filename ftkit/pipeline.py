@@ -49,7 +49,7 @@ __all__ = [
 
 # Summary columns worth a line in the terminal table and the report, in this order.
 SUMMARY_COLUMNS = ("macro_f1", "invalid_rate", "prompt_tokens", "new_tokens", "latency_s", "latency_1_s",
-                   "usd_per_request")
+                   "usd_per_request", "retrieval_s")
 
 
 @dataclass
@@ -174,7 +174,7 @@ def print_summary(result: EvalResult, metric: str, say: Callable[[str], None] = 
     cw = {c: max(13, len(c)) for c in extra}
     say(f"{'variant':<{width}} {metric:>{mw}} {'95% CI':>11}" + "".join(f" {c:>{cw[c]}}" for c in extra))
     # Money per request is a fraction of a cent; a local variant has none (blank, not "nan").
-    formats = {"prompt_tokens": ".0f", "usd_per_request": ".6f"}
+    formats = {"prompt_tokens": ".0f", "usd_per_request": ".6f", "retrieval_s": ".4f"}
     for name, r in s.iterrows():
         ci = f"{r[f'{metric}_low']:.2f}-{r[f'{metric}_high']:.2f}"
         cells = "".join(f" {'':>{cw[c]}}" if pd.isna(r[c]) else f" {r[c]:>{cw[c]}{formats.get(c, '.2f')}}"

@@ -32,7 +32,7 @@ def test_demo_runs_prompts_sft_and_dpo_and_writes_a_self_contained_report(tiny_m
     out = capsys.readouterr().out
     assert "480 rows" in out and "Split: 384 train / 96 test rows, stratified by label; evaluating on 4" in out
     rows = table_rows(out)
-    assert list(rows) == ["zero-shot", "8-shot", "LoRA SFT", "SFT + DPO"]
+    assert list(rows) == ["zero-shot", "8-shot", "retrieved 8-shot", "LoRA SFT", "SFT + DPO"]
     # Columns: metric, CI, macro_f1, invalid_rate, prompt_tokens, new_tokens, latency_s.
     assert float(rows["8-shot"][4]) > 3 * float(rows["zero-shot"][4])  # 8 solved examples cost tokens
     for name, cells in rows.items():
