@@ -104,7 +104,8 @@ def judge_messages(request: str, first: str, second: str, rules: str = DEFAULT_R
 
 _ONE_WORD = re.compile(r"^\W*(?:answer\s*)?([ab]|tie|equal|same|both)\W*$", re.I)
 _NAMED = re.compile(r"\b(?:answer|assistant|option|response)\s*\(?([AB])\)?(?![\w'])", re.I)
-_LEADING = re.compile(r"^\W*([AB])(?:\s*$|\s*[.:),\-]|\s+is\b|\s*\n)")  # "A." / "B: ..." / "A is better"; not "A good ..."
+# "A." / "B: ..." / "A is better" / "A" then a new line; not "A good answer ..."
+_LEADING = re.compile(r"^\W*([AB])(?:\s*$|\s*[.:),\-]|\s+is\b|\s*\n)")
 _TIE = re.compile(r"\b(tie|equal(?:ly)?|the same|both)\b", re.I)
 
 
@@ -245,6 +246,11 @@ class JudgeResult:
         return self.line()
 
 
+def _short(name: str) -> str:
+    """A model's name without its folder (a local model's name is its path)."""
+    return str(name).rstrip("/").rsplit("/", 1)[-1] or str(name)
+
+
 def _pick(verdict: str | None, a_first: bool) -> str:
     """Which variant a reply picked, from the position it named and the order shown."""
     if verdict in ("A", "B"):
@@ -271,8 +277,8 @@ def judge(backend, rows, answers_a, answers_b, *, rules: str | Task | None = Non
                         "LocalModel(model, tokenizer), an Endpoint, or server.endpoint() of ftkit serve")
     rows, answers_a, answers_b = list(rows), [str(t) for t in answers_a], [str(t) for t in answers_b]
     if not rows or not len(rows) == len(answers_a) == len(answers_b):
-        raise ValueError(f"judge needs as many answers of each variant as rows, and at least one row; got "
-                         f"{len(rows)} rows, {len(answers_a)} answers of {names[0]!r}, {len(answers_b)} of {names[1]!r}")
+        raise ValueError(f"judge needs as many answers of each variant as rows, and at least one row; got {len(rows)} "
+                         f"rows, {len(answers_a)} answers of {names[0]!r}, {len(answers_b)} of {names[1]!r}")
     if names[0] == names[1]:
         raise ValueError(f"the two variants need different names; got {names}")
     rules = rules_text(rules) if isinstance(rules, Task) else (rules or DEFAULT_RULES)
@@ -313,8 +319,8 @@ def judge(backend, rows, answers_a, answers_b, *, rules: str | Task | None = Non
                           "verdict": verdicts, "rated": [people.get(i, "") for i in range(n)]})  # "": not rated
     return JudgeResult(a=names[0], b=names[1], win_rate=win_rate, ci_low=low, ci_high=high, rows=n, kappa=kappa,
                        kappa_low=kappa_low, kappa_high=kappa_high, rated=len(people), min_agreement=min_agreement,
-                       min_rated=min_rated, judge=backend.name, wins=verdicts.count(A), ties=verdicts.count(TIE),
-                       losses=verdicts.count(B), consistency=float(np.mean(agreed)),
+                       min_rated=min_rated, judge=_short(backend.name), wins=verdicts.count(A),
+                       ties=verdicts.count(TIE), losses=verdicts.count(B), consistency=float(np.mean(agreed)),
                        unparsable=read.count(None), first_shown=(said.count("A") / len(read)), table=table)
 
 
