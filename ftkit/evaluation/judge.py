@@ -237,8 +237,9 @@ class JudgeResult:
                 f"{self.ci_high:.0%}, {self.rows} requests; wins {self.wins}, ties {self.ties}, losses {self.losses}); "
                 f"same verdict in both orders {self.consistency:.0%}, {self.unparsable} unreadable replies")
         if self.kappa is not None and not np.isnan(self.kappa):
-            said += (f"; agreement with ratings kappa {self.kappa:.2f} (95% CI {self.kappa_low:.2f} to "
-                     f"{self.kappa_high:.2f}, {self.rated} rated requests)")
+            interval = (f"95% CI {self.kappa_low:.2f} to {self.kappa_high:.2f}, " if self.kappa_low is not None
+                        else "no interval: every resample was one verdict, ")  # a single rated request
+            said += f"; agreement with ratings kappa {self.kappa:.2f} ({interval}{self.rated} rated requests)"
         reason = self.why_not()
         return said + (f"; not used: {reason}" if reason else f"; used: agreement clears {self.min_agreement:.2f}")
 

@@ -197,6 +197,10 @@ def test_a_few_agreeing_ratings_do_not_make_a_judge_usable():
                    progress=False)
     assert result.kappa == 1.0 and not result.usable
     assert result.line().endswith("not used: only 3 rated requests, 10 needed to check it")
+    one = judge(ScriptedJudge(prefers_good), rows(2), ["good", "bad"], ["bad", "good"], names=NAMES,
+                ratings={(0, NAMES[0]): True, (0, NAMES[1]): False, (1, NAMES[0]): True}, progress=False)
+    # One rated request: each side used one label, so chance agreement is 1 and kappa is undefined.
+    assert one.rated == 1 and math.isnan(one.kappa) and "agreement undefined" in one.line()
 
 
 def test_a_judge_below_the_agreement_and_one_without_ratings_are_not_used():
