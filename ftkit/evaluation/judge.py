@@ -107,16 +107,20 @@ _NAMED = re.compile(r"\b(?:answer|assistant|option|response)\s*\(?([AB])\)?(?![\
 # "A." / "B: ..." / "A is better" / "A" then a new line; not "A good answer ..."
 _LEADING = re.compile(r"^\W*([AB])(?:\s*$|\s*[.:),\-]|\s+is\b|\s*\n)")
 _TIE = re.compile(r"\b(tie|equal(?:ly)?|the same|both)\b", re.I)
+# The choices listed, not one chosen: "A, B or tie" (a small model echoes the question), "A or B", "A/B".
+_LISTED = re.compile(r"\b([AB])\s*(?:,|/|\bor\b)\s*(?!\1)[AB]\b")
 
 
 def parse_verdict(text: str) -> str | None:
     """``"A"``, ``"B"`` or ``"tie"`` from a judge's reply, or None when it cannot be read (it names
-    both answers, or neither).
+    both answers, or neither, or lists the choices as a small model echoing the question does).
 
     >>> [parse_verdict(t) for t in ["A", " b.", "Tie", "Answer: B", "A is better", "(A)", "A good start", ""]]
     ['A', 'B', 'tie', 'B', 'A', 'A', None, None]
     """
     text = (text or "").replace("*", "").replace("`", "").strip()
+    if _LISTED.search(text):
+        return None
     whole = _ONE_WORD.match(text)
     if whole:
         word = whole.group(1).lower()

@@ -118,7 +118,7 @@ def test_unreadable_replies_count_as_ties_and_are_counted():
     ("Answer: B", "B"), ("Answer B", "B"), ("(A)", "A"), ("A is better because it greets.", "A"),
     ("A\nIt follows the rules.", "A"), ("I prefer Answer A.", "A"), ("Both are equally good.", "tie"),
     ("A good answer would greet.", None), ("Answer A is good but Answer B is better", None), ("", None),
-    ("Sure, here is my verdict", None),
+    ("Sure, here is my verdict", None), ("A, B or tie.", None), ("A or B", None), ("B/A", None),
 ])
 def test_parse_verdict(reply, verdict):
     assert parse_verdict(reply) == verdict
