@@ -138,7 +138,9 @@ def test_every_module_has_a_layer():
                                       ("ftkit.runs", "ftkit.export.check", False),
                                       ("ftkit.fastpath.dpo_lean", "ftkit.fastpath.prefix", True),
                                       ("ftkit.fastpath.dpo_lean", "ftkit.training.settings", False),
-                                      ("ftkit.cli", "ftkit.pipeline", True)])
+                                      ("ftkit.cli", "ftkit.pipeline", True),
+                                      ("ftkit.evaluation.judge", "ftkit.generation.backend", True),
+                                      ("ftkit.generation.endpoint", "ftkit.evaluation.judge", False)])
 def test_the_layer_rule_itself(a, b, ok):
     assert (layer(b) <= layer(a)) is ok
 

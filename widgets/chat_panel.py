@@ -256,6 +256,12 @@ class ChatPanel(w.VBox):
 
     # --- ratings and preference pairs ------------------------------------------------------------
 
+    @property
+    def ratings(self) -> dict[tuple[int, str], bool]:
+        """The thumbs so far, ``{(turn index, column): True (up) / False (down)}``: a copy, in the
+        shape :func:`ftkit.evaluation.judge.judge` checks a judge against (``names`` = two columns)."""
+        return dict(self._ratings)
+
     def rate(self, turn_index: int, column: str, up: bool | None) -> None:
         """Thumbs up (True) or down (False) on ``column``'s answer to user message ``turn_index``;
         None clears it."""
