@@ -408,3 +408,28 @@ def test_a_judge_that_is_unusable_or_unsure_or_of_another_pair_never_changes_the
                                 "decides; the judge prefers the other: read the answers where they differ")
     with pytest.raises(ValueError, match="judge= takes a judge's pairwise result .* has no a, b, win_rate"):
         advise(spans, ["8-shot"], ["LoRA SFT"], judge=object())
+
+
+def test_the_verdict_reads_the_judge_module_s_own_result():
+    """The interface the verdict duck-types is the one ftkit.evaluation.judge builds: a usable
+    result (low end of kappa at or above its threshold, enough ratings) decides; the same result
+    with too few ratings only shows, in the judge's own words."""
+    import json
+
+    from ftkit.evaluation.judge import JudgeResult
+
+    spans = result(PROMPT_36, TUNED_36)
+    usable = JudgeResult(a="LoRA SFT", b="8-shot", win_rate=0.75, ci_low=0.62, ci_high=0.87, rows=36,
+                         kappa=0.8, kappa_low=0.6, kappa_high=0.95, rated=24, min_agreement=0.4)
+    assert usable.usable
+    decided = advise(spans, ["8-shot"], ["LoRA SFT"], judge=usable)
+    assert decided.conclusion == "fine-tuning pays" and decided.judge_decides
+    assert "kappa 0.80 (95% CI 0.60 to 0.95) on 24 rated requests" in decided.reason
+    assert decided.lines()[-2] == usable.line()
+    json.dumps(decided.as_dict())  # the record and the report take it as plain data
+    few = JudgeResult(a="LoRA SFT", b="8-shot", win_rate=0.75, ci_low=0.62, ci_high=0.87, rows=36,
+                      kappa=1.0, kappa_low=1.0, kappa_high=1.0, rated=3, min_agreement=0.4)
+    assert not few.usable
+    shown = advise(spans, ["8-shot"], ["LoRA SFT"], judge=few)
+    assert not shown.judge_decides and shown.conclusion == advise(spans, ["8-shot"], ["LoRA SFT"]).conclusion
+    assert few.why_not() in shown.judge_note
