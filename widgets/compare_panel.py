@@ -225,6 +225,32 @@ class ComparePanel(w.VBox):
         self._show_verdict()
         return self.advice
 
+    def ask_judge(self, backend=None, limit: int | None = None, **options) -> Advice:
+        """Ask a judge model (default: this panel's base model, in this kernel; or any generation
+        backend: an ``Endpoint``, ``server.endpoint()``) which of the verdict's two answers is
+        better, row by row in both orders against the task's rules, check it against your thumbs
+        (:attr:`ratings`) and show it in the verdict (:meth:`use_judge`). ``limit``: only the first
+        rows. Rate at least ten rows of both variants first, or the verdict only shows the judge.
+
+        >>> compare.ask_judge(limit=12).judge_note  # doctest: +SKIP
+        """
+        from ftkit.evaluation.judge import judge_variants, rules_text
+        from ftkit.generation.generate import LocalModel
+
+        if self.result is None or self.advice is None:
+            raise ValueError("compare prompt variants and at least one run first: the judge joins their verdict")
+        backend = backend if backend is not None else LocalModel(self.model, self.tokenizer)
+        self._progress.clear_output()
+        with self._progress:
+            judged = judge_variants(backend, self.result, self.advice.tuned, self.advice.best_prompt,
+                                    ratings=self.ratings, rules=rules_text(self.task), limit=limit, **options)
+        return self.use_judge(judged)
+
+    @property
+    def ratings(self) -> dict[tuple[int, str], bool]:
+        """Your thumbs so far, ``{(row index, variant name): up}``: what a judge is checked against."""
+        return dict(self._ratings)
+
     def only_disagreements(self, flag: bool = True) -> None:
         """Show only the rows where the variants' headline scores differ by more than
         ``disagreement`` (right against wrong, for exact match; a real gap, for ROUGE or chrF)."""

@@ -303,3 +303,45 @@ def test_the_verdict_names_the_prompts_tried_says_what_its_rows_detect_and_takes
     assert panel.advice.conclusion == advice.conclusion  # an unusable judge changes nothing
     panel.run()  # a new comparison: new answers, the judge of the old ones goes
     assert panel.judge is None and judges[-1] is None and "stand-in" not in text(panel)
+
+
+def test_ask_judge_checks_a_judge_against_the_thumbs_and_shows_it(talkative, sft_run):
+    """The panel's judge: the verdict's two answers asked of a backend in both orders, checked
+    against this panel's thumbs. A judge that always says "A" (the answer shown first) prefers
+    neither (win rate 0.5, consistency 0); 2 rated rows are too few to check it, so the verdict
+    shows it and says why it does not use it."""
+    from ftkit.generation.backend import Generation
+
+    class AlwaysFirst:
+        hosted, warmup_rows, name = False, 0, "scripted"
+
+        def __init__(self):
+            self.asked = []
+
+        def generate(self, conversations, *, max_new_tokens=32, **options):
+            self.asked += conversations
+            return [Generation("A", 0, 0, 0.0) for _ in conversations]
+
+        def prompt_tokens(self, conversations):
+            return None
+
+        def cost_usd(self, prompt_tokens, new_tokens):
+            return None
+
+    model, tok = talkative
+    panel = ComparePanel(model, tok, dataset=TEST, templates=TEMPLATES, runs=[sft_run], max_new_tokens=3)
+    with pytest.raises(ValueError, match="compare prompt variants and at least one run first"):
+        panel.ask_judge(AlwaysFirst())
+    panel.run()
+    tuned, prompt = panel.advice.tuned, panel.advice.best_prompt
+    for row in (0, 1):
+        panel.rate(row, tuned, True)
+        panel.rate(row, prompt, False)
+    assert panel.ratings == {(0, tuned): True, (0, prompt): False, (1, tuned): True, (1, prompt): False}
+    backend = AlwaysFirst()
+    advice = panel.ask_judge(backend)
+    assert len(backend.asked) == 2 * len(TEST)  # every row, both orders
+    judged = advice.judge
+    assert (judged.a, judged.b, judged.rated, judged.win_rate, judged.consistency) == (tuned, prompt, 2, 0.5, 0.0)
+    assert not judged.usable and not advice.judge_decides
+    assert judged.line() in text(panel)
