@@ -107,3 +107,21 @@ def test_money_per_request_is_shown_to_the_millionth_and_blank_for_local_variant
     page = render_report(summary=summary)
     table = page.split("<h2>Summary</h2>")[1].split("</table>")[0]
     assert "0.000038" in table and "nan" not in table and "3.8e-05" not in table
+
+
+def test_the_answers_each_run_gave_during_training_have_a_section_with_every_answer_escaped(runs, tmp_path):
+    from ftkit.report import samples_section
+
+    sft, dpo = runs
+    assert samples_section(runs) is None  # no run sampled: no section
+    row = {"index": 4, "prompt": "<img src=x onerror=alert(1)> late?", "reference": "order_status"}
+    sft.record("sample", {"step": 0, "rows": [{**row, "answer": "<script>alert(1)</script>", "match": False}]})
+    sft.record("sample", {"step": 5, "rows": [{**row, "answer": "order_status", "match": True}]})
+    page = render_report(runs=runs)
+    assert re.findall(r"<h2>(.*?)</h2>", page)[-1] == "Answers during training"
+    section = page.split("<h2>Answers during training</h2>")[1]
+    assert f"<h3>{sft.id}</h3>" in section and dpo.id not in section  # one table per run that sampled
+    assert "step 0</th>" in section and "step 5</th>" in section and section.count("ftkit-changed") == 1
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt; late?" in section
+    assert section.count("ftkit-match") == 1 and section.count("ftkit-miss") == 1
