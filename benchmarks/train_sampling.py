@@ -10,11 +10,12 @@ for the panel's whole run on this example, about 8 samplings a run). Both start 
 warm-up run, so neither pays the first call's allocations.
 
 The overhead is the samplings' own seconds (each ``sample`` event's ``seconds``, timed around its
-generate call inside the run) over the training time of the run without them: sampling changes
-nothing else in training (the losses are the same, tests/training/test_sft.py). The two runs' wall
-times are printed too, but on a machine shared with other work two runs minutes apart differ by
-10% from load alone (one measurement here: the sampled run was 7% *faster*), so their difference is
-not the figure. Training time is the trainer's own ``train_runtime``.
+generate call) over the rest of the same run's training time: both measured in the same minutes,
+under the same load, and sampling changes nothing else in training (the losses are the same,
+tests/training/test_sft.py). The two runs' wall times are printed too, but on a machine shared with
+other work two runs minutes apart differ by far more than the sampling from load alone (measured
+here: the sampled run once 7% *faster*, once 60% slower), so their difference is not the figure.
+Training time is the trainer's own ``train_runtime``.
 
 A run of ``--steps`` samples more often per step than the panel's whole run does (the step-0
 answers and one every ``sample_every`` steps, over fewer steps), so the overhead printed is an upper
@@ -73,15 +74,15 @@ def main() -> None:
     sampled, samples = train_for(args.steps, every)
     seconds = [e["seconds"] for e in samples]
     per_sampling = sum(seconds) / len(seconds)
-    per_step = plain / args.steps
-    timed = sum(seconds) / plain
+    per_step = (sampled - sum(seconds)) / args.steps  # the sampled run's own steps, without its samplings
+    timed = sum(seconds) / (sampled - sum(seconds))
     wall = (sampled - plain) / plain
     projected = (planned // every + 1) * per_sampling / (planned * per_step)
     print(f"panel defaults on support_routing ({len(train)} training rows): {planned} steps, sample_every "
           f"{every}, {SAMPLE_ROWS} rows, at most {samples[0]['max_new_tokens']} new tokens")
-    print(f"{args.steps} steps without sampling: {plain:.1f} s ({per_step:.2f} s a step)")
-    print(f"{args.steps} steps with sampling at steps {[e['step'] for e in samples]}: {sampled:.1f} s; "
-          f"{per_sampling:.2f} s a sampling")
+    print(f"{args.steps} steps without sampling: {plain:.1f} s ({plain / args.steps:.2f} s a step)")
+    print(f"{args.steps} steps with sampling at steps {[e['step'] for e in samples]}: {sampled:.1f} s "
+          f"({per_step:.2f} s a step, {per_sampling:.2f} s a sampling)")
     print(f"wall-clock difference of the two runs: {100 * wall:+.1f}% (noisy: the machine's load between them)")
     print(f"projected for the panel's run of {planned} steps: {100 * projected:.1f}%")
     print(f"answers at step {samples[-1]['step']}: "

@@ -513,7 +513,9 @@ def test_held_out_rows_are_answered_at_step_0_and_every_n_steps_recorded_and_emi
     assert [r["reference"] for r in first["rows"]] == ["order_status", "billing", "account"]
     assert first["rows"][0]["prompt"] == "Where is my parcel?"
     assert all(isinstance(r["answer"], str) and r["match"] in (True, False) for r in first["rows"])
-    assert first["max_new_tokens"] == len(tok("order_status", add_special_tokens=False)["input_ids"]) + 8
+    from ftkit.training.samples import SLACK_TOKENS
+
+    assert first["max_new_tokens"] == len(tok("order_status", add_special_tokens=False)["input_ids"]) + SLACK_TOKENS
     assert first["seconds"] > 0
     notes = run.events("preflight")[0]["text"]
     assert "answers 3 held-out rows (rows 0, 1, 3) before the first step and every 2 steps" in notes
