@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +40,7 @@ from ftkit.models import threads
 from ftkit.preparation import (Plan, Prepared, RunRefused, build_template, model_context, plan, planned_steps,
                                preflight, prepare_data, run_data, training_template)
 from ftkit.runs import Run, load_run, outcome
+from ftkit.training.settings import sampling_interval
 from ftkit.training.sft import train_sft
 
 __all__ = [
@@ -93,8 +94,16 @@ def progress_printer(stage: str, say: Callable[[str], None] = tqdm.write, max_mi
             parts.append(f"ETA {duration(eta)}")
         say("  ".join(parts))
 
+    def on_sample(e: dict) -> None:  # one line per sampling: how many match, and each answer's start
+        rows = e.get("rows") or []
+        short = [r for r in rows if r.get("match") is not None]
+        right = f" ({sum(bool(r['match']) for r in short)}/{len(short)} match)" if short else ""
+        answers = ", ".join(repr(r["answer"] if len(r["answer"]) <= 24 else r["answer"][:23] + "…") for r in rows)
+        say(f"{stage} step {e['step']} answers{right}: {answers}")
+
     bus.on("start", on_start)
     bus.on("log", on_log)
+    bus.on("sample", on_sample)
     bus.on("end", lambda e: say(f"{stage}: {outcome(e)}"))
     return bus
 
@@ -125,9 +134,12 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p
         say(f"\nSFT: LoRA on {len(prepared.training_rows)} rows with the {template.name!r} template"
             + (f"; resuming {resume.id}" if kind == "sft" else ""))
         _threads(config, say)
-        sft = train_sft(model, tokenizer, prepared.training_rows, template=template, config=p.sft,
+        settings = p.sft
+        if settings.sample_every is None:  # the config left it: about 8 samplings, as the TrainPanel does
+            settings = replace(settings, sample_every=sampling_interval(settings, len(prepared.training_rows)))
+        sft = train_sft(model, tokenizer, prepared.training_rows, template=template, config=settings,
                         bus=progress_printer("sft", say, p.sft.max_minutes), runs_root=runs_root,
-                        resume=resume if kind == "sft" else None, progress=False,
+                        resume=resume if kind == "sft" else None, progress=False, sample_from=prepared.test,
                         data_record=run_data(prepared, p, "sft"))
     runs.append(sft)
     if p.dpo is not None and sft.status.get("status") == "completed":

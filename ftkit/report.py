@@ -2,7 +2,8 @@
 
 Sections: the summary table, the headline metric with its 95% intervals, the metric against
 prompt tokens per request, the training curves (loss; DPO reward margins and accuracies), what
-each training run cost, the exported models re-scored in a fresh process next to the run's own
+each training run cost, the answers a few held-out rows got while each run trained (when it
+sampled them), the exported models re-scored in a fresh process next to the run's own
 score (when a run recorded such a check), and the side-by-side answers per example. Charts are
 plotly figures with plotly.js inlined once, so the file opens offline and links to nothing; every
 string that comes from the user's data or settings is escaped.
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # pandas and plotly load with the first chart or table, not w
     from ftkit.evaluation.evaluate import EvalResult
 
 __all__ = ["curves_figure", "export_table", "metric_figure", "recorded_summary", "render_report", "run_cost",
-           "tokens_figure", "write_report"]
+           "samples_section", "tokens_figure", "write_report"]
 
 MAX_TABLE_ROWS = 500  # a longer side-by-side table makes the page slow to open
 _STYLE = """
@@ -184,6 +185,24 @@ def export_table(runs: list[Run]) -> str | None:
     return _table(header, rows, classes) + note
 
 
+def samples_section(runs: list[Run]) -> str | None:
+    """The answers each run gave a few held-out rows while it trained (its recorded ``sample``
+    events, :mod:`ftkit.training.samples`): one table per run, rows by sampled steps, every answer
+    escaped; None when no run sampled any."""
+    from ftkit.training.samples import samples_html
+
+    parts = []
+    for run in runs:
+        table = samples_html(run.events("sample"))
+        if table:
+            parts.append(f"<h3>{_esc(run.id)}</h3>{table}")
+    if not parts:
+        return None
+    return ("<p class='note'>answered greedily with the training template at step 0 (the base model) and every "
+            "few steps; yellow: changed since the sampling before; \u2713 / \u2717: matches the reference or "
+            "not (short references only)</p>" + "".join(parts))
+
+
 def _summary_table(summary: pd.DataFrame, metric: str) -> str:
     import pandas as pd
 
@@ -280,6 +299,9 @@ def render_report(*, title: str = "ftkit report", result: EvalResult | None = No
         exports = export_table(runs)
         if exports is not None:
             sections.append(("Export check", exports))
+        answers = samples_section(runs)
+        if answers is not None:
+            sections.append(("Answers during training", answers))
     if result is not None:
         sections.append(("Side by side", _side_by_side(result, metric)))
     if config is not None:

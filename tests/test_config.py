@@ -145,3 +145,18 @@ def test_sft_cannot_be_told_to_train_on_a_retrieved_template():
     assert "sft.template: 'retrieved 4-shot' retrieves its examples per request" in message
     message = problems({"task": "qa", "sft": {"template": "retrieved 4-shot"}})  # the task's own templates
     assert "sft.template: 'retrieved 4-shot' retrieves its examples per request" in message
+
+
+def test_sft_answers_held_out_rows_about_8_times_a_run_unless_set_and_refuses_a_negative_interval():
+    from ftkit.config import describe
+
+    config = config_from_dict({})
+    assert config.sft.sample_every is None and config.sft.sample_rows == 3  # null: the pipeline picks it
+    assert config_from_dict({"sft": {"sample_every": 0}}).sft.sample_every == 0  # off
+    with pytest.raises(ConfigError, match=r"sft.sample_every: -3 is below its minimum 0; allowed: >= 0"):
+        config_from_dict({"sft": {"sample_every": -3}})
+    with pytest.raises(ConfigError, match=r"sft.sample_rows: 40 is above its maximum 16"):
+        config_from_dict({"sft": {"sample_rows": 40}})
+    text = describe()
+    assert "  sample_every: null  # Answer a few held-out rows greedily every N steps" in text
+    assert text.index("eval_steps:") < text.index("sample_every:") < text.index("sample_rows:")

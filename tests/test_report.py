@@ -127,3 +127,21 @@ def test_the_verdict_section_shows_the_prompts_tried_what_the_rows_detect_and_th
     for line in (advice.prompts_line(), advice.power_line(), judge.line(), advice.judge_note):
         assert html.escape(line) in page
     assert "LoRA <SFT>" not in page
+
+
+def test_the_answers_each_run_gave_during_training_have_a_section_with_every_answer_escaped(runs, tmp_path):
+    from ftkit.report import samples_section
+
+    sft, dpo = runs
+    assert samples_section(runs) is None  # no run sampled: no section
+    row = {"index": 4, "prompt": "<img src=x onerror=alert(1)> late?", "reference": "order_status"}
+    sft.record("sample", {"step": 0, "rows": [{**row, "answer": "<script>alert(1)</script>", "match": False}]})
+    sft.record("sample", {"step": 5, "rows": [{**row, "answer": "order_status", "match": True}]})
+    page = render_report(runs=runs)
+    assert re.findall(r"<h2>(.*?)</h2>", page)[-1] == "Answers during training"
+    section = page.split("<h2>Answers during training</h2>")[1]
+    assert f"<h3>{sft.id}</h3>" in section and dpo.id not in section  # one table per run that sampled
+    assert "step 0</th>" in section and "step 5</th>" in section and section.count("ftkit-changed") == 1
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt; late?" in section
+    assert section.count("ftkit-match") == 1 and section.count("ftkit-miss") == 1

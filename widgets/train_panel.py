@@ -1,5 +1,9 @@
 """TrainPanel: SFT or DPO with a settings form, Start/Stop, progress and live charts.
 
+The module is over 400 lines because one panel holds both methods' runs, their live charts, the
+learning curve and the table of answers sampled during training, each a few thin handlers over
+the core's events; split, each piece would reach into the others' widgets.
+
 >>> panel = TrainPanel(model, tokenizer, train=splits["train"], eval=splits["test"], template=template)  # doctest: +SKIP
 >>> panel.set(max_steps=40); panel.start()      # trains in a background thread  # doctest: +SKIP
 >>> run = panel.wait()                          # the recorded ftkit.runs.Run  # doctest: +SKIP
@@ -29,7 +33,8 @@ from ftkit.prompts import PromptTemplate, zero_shot
 from ftkit.training.curves import read_curves, training_cost
 from ftkit.runs import Run, outcome
 from ftkit.training.sft import SFTSettings, to_trl_rows, train_sft
-from ftkit.training.settings import Preflight, device_defaults
+from ftkit.training.samples import samples_html
+from ftkit.training.settings import Preflight, device_defaults, sampling_interval
 from ftkit.training.trainer import hide_known_noise
 from ftkit.widgets import _html
 from ftkit.widgets._form import Form
@@ -61,7 +66,9 @@ def _duration(seconds: float | None) -> str:
 
 class TrainPanel(w.VBox):
     """Fine-tune ``model`` on ``train`` with SFT (``method="sft"``) or DPO (``method="dpo"``);
-    ``eval`` rows give SFT an evaluation loss (DPO takes none).
+    ``eval`` rows give SFT an evaluation loss (DPO takes none), and a few of them are answered
+    as it trains: a table of their answers at step 0 and about 8 times a run (``sample_every``,
+    set from the planned steps at each Start unless you changed it; 0 turns it off).
 
     ``template`` renders the prompts (use the one you will evaluate and serve with; for DPO from
     an SFT run it defaults to that run's template; with a ``task``, to the task's zero-shot prompt,
@@ -98,6 +105,7 @@ class TrainPanel(w.VBox):
         self._evals: list[dict] = []
         self._last_draw = 0.0
         self._progress_text = ""
+        self._samples: list[dict] = []
 
         device = model_info(model).device
         cls = SFTSettings if method == "sft" else DPOSettings
@@ -106,7 +114,14 @@ class TrainPanel(w.VBox):
         sized_by = task if task is not None else tasks.resolve(None, train if method == "sft" else ())
         if sized_by.max_length != cls().max_length:
             defaults["max_length"] = sized_by.max_length
-        self.form = Form(cls(**defaults))
+        # Watching answers change costs a generate call per sampling: about 8 a run keep it under 10%
+        # of the training time on a CPU (benchmarks/train_sampling.py). They need held-out rows.
+        self._auto_every = None  # the sample_every the panel chose, until the form says otherwise
+        sampling = {}
+        if method == "sft" and eval is not None:
+            self._auto_every = sampling_interval(cls(**defaults), len(train))
+            sampling = {"sample_every": self._auto_every}
+        self.form = Form(cls(**defaults, **sampling))
         self._messages = w.HTML()
         self._preflight_html = w.HTML()
         self._start = button("Start", self.start, self._messages, css="ftkit-start", style="success")
@@ -127,6 +142,8 @@ class TrainPanel(w.VBox):
         self._best_prompt = None
         self.curve_figure = go.FigureWidget(layout=dict(height=320, margin=dict(l=40, r=10, t=40, b=30)))
         self._curve_box = w.Box([self.curve_figure], layout={"display": "none"})
+        self._samples_html = w.HTML()
+        self._samples_html.add_class("ftkit-samples")
         curve_button = button("How much data?", lambda: self.learning_curve(background=True), self._messages,
                               css="ftkit-curve", tooltip="SFT on 25, 50, 100, 200 and all training rows, each "
                               "with these settings, each scored on the evaluation rows")
@@ -138,11 +155,11 @@ class TrainPanel(w.VBox):
             w.HBox([button("Check", self.preflight, self._messages, tooltip="Run the pre-flight check"),
                     self._start, self._stop_button, self._resume, *([curve_button] if method == "sft" else [])]),
             self._preflight_html, w.HBox([self._progress, self._progress_label]), self._reading, chart,
-            self._curve_box, self._messages,
+            self._samples_html, self._curve_box, self._messages,
         ])
         self.add_class("ftkit-train-panel")
         for name, handler in (("start", self._on_start), ("log", self._on_log), ("eval", self._on_eval),
-                              ("end", self._on_end), ("curve", self._on_curve)):
+                              ("end", self._on_end), ("curve", self._on_curve), ("sample", self._on_sample)):
             self.bus.on(name, handler)
 
     # --- actions --------------------------------------------------------------------------------
@@ -214,7 +231,8 @@ class TrainPanel(w.VBox):
         metrics = M.resolve(self.task.metrics) if self.task is not None else ("exact_match",)
         # No trainer bar, as in _train: learning_curve takes no progress argument, and disable_tqdm
         # does the same there (ftkit.training.trainer.show_progress), with no log dicts printed instead.
-        settings = replace(self.settings, trl={"disable_tqdm": True, **self.settings.trl})
+        # Nor sampled answers: a learning curve trains several runs and draws their scores instead.
+        settings = replace(self.settings, trl={"disable_tqdm": True, **self.settings.trl}, sample_every=0)
         try:
             self.curve = learning_curve(self.model, self.tokenizer, self.train_data, self.eval_data, sizes=sizes,
                                         template=self.template, settings=settings, metrics=metrics,
@@ -253,6 +271,10 @@ class TrainPanel(w.VBox):
             upto = resume.resume_step()
             self._logs = [e for e in resume.events("log") if e["step"] <= upto]
             self._evals = [e for e in resume.events("eval") if e["step"] <= upto]
+            self._samples = [e for e in resume.events("sample") if e["step"] <= upto]
+            self._draw_samples()
+        elif self.method == "sft":
+            settings = self._sampling(settings)
         self._stop.clear()
         self.status = "running"
         self._start.disabled, self._stop_button.disabled = True, False
@@ -276,7 +298,8 @@ class TrainPanel(w.VBox):
             if self.method == "sft":
                 self.run = train_sft(self.model, self.tokenizer, self.train_data, self.eval_data,
                                      template=self.template, config=settings, bus=self.bus, stop=self._stop,
-                                     runs_root=self.runs_root, resume=resume, progress=False)
+                                     runs_root=self.runs_root, resume=resume, progress=False,
+                                     sample_from=self.eval_data)
             else:
                 self.run = train_dpo(self.model, self.tokenizer, self.train_data, template=self.template,
                                      config=settings, from_run=self.from_run, bus=self.bus, stop=self._stop,
@@ -292,6 +315,16 @@ class TrainPanel(w.VBox):
         finally:
             self._draw(force=True)
             self._start.disabled, self._stop_button.disabled = False, True
+
+    def _sampling(self, settings: SFTSettings) -> SFTSettings:
+        """``settings`` with ``sample_every`` for about 8 samplings over the steps they plan now,
+        unless the form's value is one the user chose (shown in the form too)."""
+        if self._auto_every is None or settings.sample_every != self._auto_every:
+            return settings
+        self._auto_every = sampling_interval(settings, len(self.train_data))
+        if self._auto_every != settings.sample_every:
+            self.form.set(sample_every=self._auto_every)
+        return replace(settings, sample_every=self._auto_every)
 
     def _fail(self, err: BaseException, what: str) -> None:
         self.error, self.status = err, "failed"
@@ -328,7 +361,8 @@ class TrainPanel(w.VBox):
         return go.FigureWidget(fig)
 
     def _reset_charts(self) -> None:
-        self._logs, self._evals = [], []
+        self._logs, self._evals, self._samples = [], [], []
+        self._draw_samples()
         self._progress.value, self._progress_text = 0, ""
         self._draw(force=True)
 
@@ -361,6 +395,17 @@ class TrainPanel(w.VBox):
             self.curve_figure.data = ()
             self.curve_figure.layout = fig.layout
         self.curve_figure.add_traces(list(fig.data))
+
+    def _on_sample(self, event: dict) -> None:
+        # A handful a run, each after a generate call: drawn at once, not throttled.
+        self._samples.append(event)
+        self._draw_samples()
+
+    def _draw_samples(self) -> None:
+        table = samples_html(self._samples)  # built and escaped by the core: answers are model output
+        self._samples_html.value = ("<b>Answers to held-out rows as it trains</b> <span style='color:#888'>"
+                                    "(yellow: changed since the sampling before; \u2713 matches the reference)"
+                                    f"</span>{table}") if table else ""
 
     def _on_end(self, event: dict) -> None:
         self._progress_text = outcome(event)

@@ -20,7 +20,7 @@ from ftkit.runs import TIME_BUDGET, is_main_process
 if TYPE_CHECKING:
     from ftkit.runs import Run
 
-__all__ = ["EventCallback", "LossBar"]
+__all__ = ["EventCallback", "LossBar", "SampleCallback"]
 
 
 class EventCallback(TrainerCallback):
@@ -94,6 +94,44 @@ class EventCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = f"{args.output_dir}/checkpoint-{state.global_step}"
         self.bus.emit("checkpoint", {"step": state.global_step, "path": folder})
+
+
+class SampleCallback(TrainerCallback):
+    """Answers a few held-out rows before the first step and every ``every`` steps, and once more
+    at the last step when it fell between two, and emits each sampling as a ``sample`` event (see
+    :mod:`ftkit.training.samples`; :func:`ftkit.training.trainer.train_and_record` records it).
+
+    A resumed run does not answer again at the step it resumes from: that sampling is recorded.
+    After the run ``seconds`` holds the time its samplings took.
+    """
+
+    # The model is the trainer's (it hands it to every hook): the PEFT model it built, adapter on.
+    def __init__(self, bus, tokenizer, samples, every: int):
+        self.bus, self.tokenizer, self.samples, self.every = bus, tokenizer, samples, every
+        self.seconds, self._last = 0.0, None
+
+    def _sample(self, model, step: int) -> None:
+        from ftkit.training.samples import sample_answers
+
+        payload = sample_answers(model, self.tokenizer, self.samples, step)
+        self.seconds += payload["seconds"]
+        self._last = step
+        self.bus.emit("sample", payload)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = state.global_step
+        if state.global_step == 0:  # the base model's answers, for the table to show the change
+            self._sample(kwargs["model"], 0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            self._sample(kwargs["model"], state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        # The last answers, unless they were just sampled. Not after load_best_model_at_end: the
+        # model then holds the best checkpoint's weights, not the last step's.
+        if state.global_step != self._last and not args.load_best_model_at_end:
+            self._sample(kwargs["model"], state.global_step)
 
 
 class LossBar(ProgressCallback):

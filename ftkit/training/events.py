@@ -17,6 +17,11 @@ Events are named after trainer hooks and carry plain dicts:
                closing ``train_loss`` and ``train_runtime`` (None when it never got there).
                A time budget ends the run with status completed: see ``ended_by``
 ``error``      the error message and, for out-of-memory errors, what to reduce
+``sample``     a few held-out rows answered during training (SFT with ``sample_every``): step,
+               ``seconds`` it took, ``max_new_tokens``, and ``rows``, each with the row's
+               ``index``, ``prompt``, ``reference``, the model's ``answer`` and ``match`` (True
+               or False for a short reference, None for a long one); see
+               :mod:`ftkit.training.samples`
 ``curve``      a learning curve's point: training rows, run id, score with its interval, minutes
                (:func:`ftkit.evaluation.experiments.learning_curve`, after each size)
 =============  ==============================================================================
@@ -41,7 +46,7 @@ from collections.abc import Callable
 
 __all__ = ["EVENTS", "EventBus", "EventCallback", "LossBar", "StopFlag"]
 
-EVENTS = ("start", "log", "eval", "checkpoint", "end", "error", "curve")
+EVENTS = ("start", "log", "eval", "checkpoint", "end", "error", "curve", "sample")
 
 
 class EventBus:

@@ -21,8 +21,9 @@ import operator
 from dataclasses import dataclass, field
 
 __all__ = [
-    "LoraSettings", "Preflight", "TrainingSettings", "default", "device_defaults", "micro_batches", "range_problem",
-    "range_text", "settings_fields",
+    "LoraSettings", "Preflight", "SAMPLE_EVERY_HELP", "SAMPLE_ROWS_HELP", "SAMPLINGS_PER_RUN", "TrainingSettings",
+    "default", "device_defaults", "micro_batches", "range_problem", "range_text", "sampling_interval",
+    "settings_fields",
 ]
 
 MICRO_BATCH_HELP = ("Examples (DPO: pairs) per forward pass; each step accumulates batch_size of them. "
@@ -199,6 +200,34 @@ def device_defaults(device: str) -> dict:
     if device.split(":")[0] == "cpu":
         return {"batch_size": 4, "logging_steps": 1, "max_minutes": 5.0}
     return {}
+
+
+# --- answers sampled during training ---------------------------------------------------------------
+# SFT can answer a few held-out rows every N steps (ftkit.training.samples), so a learner watches a
+# wrong label turn right while the loss falls. The fields live on SFTSettings; their help and the
+# rule for "a few times a run" live here, torch-free, for the panels and the config.
+
+SAMPLE_EVERY_HELP = ("Answer a few held-out rows greedily every N steps (and before the first step), to watch the "
+                     "answers change; 0: off. Each sampling is one short generate call")
+SAMPLE_ROWS_HELP = "How many held-out rows are answered at each sampling (a few: they are generated in one batch)"
+# 8 samplings (plus the base model's answers at step 0) show a run's answers changing; on a CPU each
+# costs about what a training step of 4 examples costs, so a run of 100 steps or more pays under 10%
+# (benchmarks/train_sampling.py measures it).
+SAMPLINGS_PER_RUN = 8
+
+
+def sampling_interval(settings: TrainingSettings, rows: int, samplings: int = SAMPLINGS_PER_RUN) -> int:
+    """``sample_every`` for about ``samplings`` samplings over the steps ``settings`` plan for
+    ``rows`` training examples (``max_steps``, else the epochs; a time budget may end it sooner).
+
+    >>> sampling_interval(TrainingSettings(max_steps=40), 100), sampling_interval(TrainingSettings(epochs=2), 400)
+    (5, 13)
+    >>> sampling_interval(TrainingSettings(max_steps=3), 100)
+    1
+    """
+    per_epoch = max(1, math.ceil(rows / settings.batch_size))
+    steps = settings.max_steps if settings.max_steps > 0 else max(1, math.ceil(per_epoch * settings.epochs))
+    return max(1, math.ceil(steps / samplings))
 
 
 # --- pre-flight ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ftkit import fastpath
 from ftkit.training.events import EventBus, StopFlag
-from ftkit.training.settings import Preflight, TrainingSettings, default
+from ftkit.training.settings import SAMPLE_EVERY_HELP, SAMPLE_ROWS_HELP, Preflight, TrainingSettings, default
 
 if TYPE_CHECKING:
     import datasets
@@ -46,6 +46,12 @@ class SFTSettings(TrainingSettings):
     early_stopping_patience: int = field(default=0, metadata={
         "help": "Stop after N evaluations without improvement, keeping the best (0: off)", "after": "save_steps",
         "min": 0})
+    # Off here: a script asks for it with sample_from=; the TrainPanel turns it on (about 8 samplings a
+    # run, ftkit.training.settings.sampling_interval), and so does `ftkit run` (ftkit.config.SFTStage).
+    sample_every: int = field(default=0, metadata={"help": SAMPLE_EVERY_HELP, "after": "eval_steps", "min": 0})
+    # At most 16: they are answered in one batch, inside the training time.
+    sample_rows: int = field(default=3, metadata={"help": SAMPLE_ROWS_HELP, "after": "sample_every", "min": 1,
+                                                  "max": 16})
 
 
 def to_trl_rows(rows, template: PromptTemplate, tokenizer=None) -> datasets.Dataset:
@@ -224,7 +230,7 @@ def _trl_config(settings: SFTSettings, run: Run, device_choice, has_eval: bool, 
 
 def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | None = None,
               config: SFTSettings | None = None, bus: EventBus | None = None, stop: StopFlag | None = None,
-              resume: Run | None = None, runs_root=None, progress: bool = True,
+              resume: Run | None = None, runs_root=None, progress: bool = True, sample_from=None,
               data_record: dict | None = None) -> Run:
     """Fine-tune on ``train`` (canonical rows); return the recorded :class:`Run`.
 
@@ -243,6 +249,12 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     ``False`` shows nothing, for a caller that prints its own line per logged step (``ftkit run``)
     or draws its own bar (the TrainPanel). Either way the trainer's raw log dicts are not printed:
     every number is in the ``log`` and ``end`` events and in ``run.events()``.
+
+    With ``config.sample_every`` N and ``sample_from`` (held-out rows, e.g. the test split),
+    ``config.sample_rows`` of them are answered before the first step and every N steps, greedily,
+    with ``template``: ``sample`` events, kept in ``run.events("sample")`` (see
+    :mod:`ftkit.training.samples`). Training is the same with them as without. Without rows,
+    nothing is sampled, and a warning says so.
 
     A ``config.max_minutes`` budget ends the run before the step that would overrun it, with
     status ``completed`` and ``ended_by: "time budget"`` in ``run.status`` and the ``end`` event
@@ -269,6 +281,7 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
     check = preflight(tokenizer, trl_train, config.max_length)
     if check.problems:
         raise ValueError("pre-flight check failed:\n" + "\n".join(check.problems))
+    samples = _sample_set(config, sample_from, template, tokenizer, check)
 
     info = model_info(model)
     with quiet_training(), trainable_model(model, config.lora) as (trainee, peft_config):
@@ -279,6 +292,10 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
             "device": str(info.device),
         }, root=runs_root, data=data_record)
         callbacks = [EventCallback(bus, stop, run.id, max_seconds=config.max_minutes * 60, run=run)]
+        if samples:  # after EventCallback: the "start" event comes before the step-0 answers
+            from ftkit.training.callbacks import SampleCallback
+
+            callbacks.append(SampleCallback(bus, tokenizer, samples, config.sample_every))
         if config.early_stopping_patience and trl_eval is not None:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
         args = _trl_config(config, run, info.device, trl_eval is not None, progress)
@@ -286,3 +303,28 @@ def train_sft(model, tokenizer, train, eval=None, *, template: PromptTemplate | 
                                    processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
         return train_and_record(run, trainer, tokenizer, bus, stop, resumed=resume is not None,
                                 preflight=str(check), progress=progress)
+
+
+def _sample_set(config: SFTSettings, rows, template: PromptTemplate, tokenizer, check: Preflight):
+    """The held-out rows a run answers as it trains (None: no sampling), said in the pre-flight."""
+    import os
+    import warnings
+
+    from ftkit.training.samples import sample_set
+
+    if not config.sample_every:
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would answer, on its shard of the model
+        check.notes.append("sample_every is set, but answers are not sampled under a distributed launch")
+        return None
+    samples = sample_set(rows, template, tokenizer, config.sample_rows) if rows is not None else None
+    if not samples:
+        why = (f"sample_every={config.sample_every}, but no held-out rows were given to answer: pass "
+               "sample_from=<held-out rows> to train_sft, or set sample_every=0")
+        check.notes.append(why)
+        warnings.warn(why, stacklevel=3)
+        return None
+    check.notes.append(f"answers {len(samples)} held-out rows (rows {', '.join(map(str, samples.indices))}) before "
+                       f"the first step and every {config.sample_every} steps, at most {samples.max_new_tokens} "
+                       "new tokens each")
+    return samples

@@ -96,3 +96,30 @@ def test_the_loss_bar_puts_the_loss_in_its_postfix_and_prints_no_log_dict(capsys
     assert "3/3" in shown and "loss=0.3362" in shown  # the bar, with the loss
     for raw in ("'loss':", "grad_norm", "eval_runtime", "train_runtime", "total_flos"):
         assert raw not in shown, raw
+
+
+def test_the_sample_callback_answers_at_step_0_every_n_steps_and_at_a_last_step_between(monkeypatch):
+    from ftkit.training import samples
+    from ftkit.training.callbacks import SampleCallback
+
+    monkeypatch.setattr(samples, "sample_answers",
+                        lambda model, tok, rows, step: {"step": step, "seconds": 0.5, "rows": [model]})
+    bus, seen = EventBus(), []
+    bus.on("sample", seen.append)
+    args = SimpleNamespace(device="cpu", load_best_model_at_end=False)
+
+    def train(start, last, every=2):
+        callback = SampleCallback(bus, "tok", ["row"], every)
+        state = TrainerState(global_step=start, max_steps=last)
+        callback.on_train_begin(args, state, TrainerControl(), model="m")
+        for step in range(start + 1, last + 1):
+            state.global_step = step
+            callback.on_step_end(args, state, TrainerControl(), model="m")
+        callback.on_train_end(args, state, TrainerControl(), model="m")
+        return callback
+
+    callback = train(0, 5)
+    assert [e["step"] for e in seen] == [0, 2, 4, 5] and callback.seconds == 2.0 and seen[0]["rows"] == ["m"]
+    seen.clear()
+    train(2, 4)  # a resumed stretch: step 2 was answered before it stopped
+    assert [e["step"] for e in seen] == [4]

@@ -485,3 +485,82 @@ def test_a_model_with_dropout_in_training_computes_every_row_in_full(tiny, monke
     assert sft.shared_prefix(batch, keep) == 10 and sft.forward_after_prefix(model, batch, keep, 10) is None
     model.eval()
     assert sft.forward_after_prefix(model, batch, keep, 10).shape == (2, model.config.vocab_size)
+
+
+# --- answers sampled during training ---------------------------------------------------------------
+
+HELD_OUT = [{"prompt": "Where is my parcel?", "completion": "order_status"},
+            {"prompt": "Charged two times", "completion": "billing"},
+            {"prompt": "Where is my parcel now?", "completion": "order_status"},
+            {"prompt": "Cannot sign in", "completion": "account"}]
+
+
+def test_held_out_rows_are_answered_at_step_0_and_every_n_steps_recorded_and_emitted(tiny, tmp_path):
+    model, tok = tiny
+    bus, seen, order = EventBus(), [], []
+    bus.on("sample", seen.append)
+    for name in ("start", "sample", "log"):
+        bus.on(name, lambda e, name=name: order.append((name, e["step"])))
+    run = train_sft(model, tok, ROWS, config=settings(sample_every=2), bus=bus, runs_root=tmp_path,
+                    sample_from=HELD_OUT)
+    assert [e["step"] for e in seen] == [0, 2, 4]
+    assert order[:3] == [("start", 0), ("sample", 0), ("log", 1)]  # the base model's answers come first
+    recorded = run.events("sample")
+    assert [{k: v for k, v in e.items() if k not in ("event", "time")} for e in recorded] == seen
+    first = seen[0]
+    # One row per reference before a second of the same: order_status, billing, account.
+    assert [r["index"] for r in first["rows"]] == [0, 1, 3]
+    assert [r["reference"] for r in first["rows"]] == ["order_status", "billing", "account"]
+    assert first["rows"][0]["prompt"] == "Where is my parcel?"
+    assert all(isinstance(r["answer"], str) and r["match"] in (True, False) for r in first["rows"])
+    from ftkit.training.samples import SLACK_TOKENS
+
+    assert first["max_new_tokens"] == len(tok("order_status", add_special_tokens=False)["input_ids"]) + SLACK_TOKENS
+    assert first["seconds"] > 0
+    notes = run.events("preflight")[0]["text"]
+    assert "answers 3 held-out rows (rows 0, 1, 3) before the first step and every 2 steps" in notes
+    # The last step is answered even when it falls between two samplings.
+    run = train_sft(model, tok, ROWS, config=settings(max_steps=5, sample_every=2, sample_rows=1),
+                    runs_root=tmp_path, sample_from=HELD_OUT)
+    assert [(e["step"], len(e["rows"])) for e in run.events("sample")] == [(0, 1), (2, 1), (4, 1), (5, 1)]
+
+
+def test_sampling_leaves_the_training_losses_as_they_were(tiny, tmp_path):
+    model, tok = tiny
+    # Dropout on the LoRA path and a second epoch (a new shuffle) both draw from torch's random state,
+    # and dropout only acts in train mode: a sampling that left either changed would change the losses.
+    from ftkit.training.settings import LoraSettings
+
+    def losses(**kw):
+        config = settings(max_steps=8, lora=LoraSettings(dropout=0.1), seed=3, **kw)
+        run = train_sft(model, tok, ROWS, config=config, runs_root=tmp_path, sample_from=HELD_OUT)
+        return [e["loss"] for e in run.events("log")], run.events("sample")
+
+    plain, none = losses()
+    sampled, samples = losses(sample_every=3)
+    assert none == [] and [e["step"] for e in samples] == [0, 3, 6, 8]
+    assert len(plain) == 8 and sampled == plain
+    assert model.dtype == torch.float32
+
+
+def test_sampling_without_held_out_rows_is_off_and_says_so_once(tiny, tmp_path):
+    model, tok = tiny
+    seen, bus = [], EventBus()
+    bus.on("sample", seen.append)
+    with pytest.warns(UserWarning, match="sample_every=2, but no held-out rows were given to answer: pass "
+                                         "sample_from="):
+        run = train_sft(model, tok, ROWS, config=settings(max_steps=2, sample_every=2), bus=bus, runs_root=tmp_path)
+    assert seen == [] and run.events("sample") == [] and run.status["status"] == "completed"
+    assert "no held-out rows were given" in run.events("preflight")[0]["text"]
+
+
+def test_sample_settings_declare_their_ranges():
+    from ftkit.config import ConfigError, config_from_dict
+    from ftkit.training.settings import range_problem
+
+    fields = SFTSettings.__dataclass_fields__
+    assert range_problem(fields["sample_every"], -1) == "-1 is below its minimum 0; allowed: >= 0"
+    assert range_problem(fields["sample_rows"], 0) == "0 is below its minimum 1; allowed: >= 1 and <= 16"
+    assert range_problem(fields["sample_rows"], 3) is None and SFTSettings().sample_every == 0
+    with pytest.raises(ConfigError, match="sft.sample_every: -5 is below its minimum 0"):
+        config_from_dict({"sft": {"sample_every": -5}})

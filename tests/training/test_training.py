@@ -48,7 +48,8 @@ def test_sft_and_dpo_settings_share_one_declaration_of_their_common_fields():
 def test_the_form_and_help_keep_each_methods_field_order():
     assert [f.name for f in settings_fields(SFTSettings)] == [
         "name", "epochs", "max_steps", "learning_rate", "batch_size", "micro_batch_size", "max_length",
-        "logging_steps", "eval_steps", "save_steps", "early_stopping_patience", "seed", "max_minutes", "lora", "trl"]
+        "logging_steps", "eval_steps", "sample_every", "sample_rows", "save_steps", "early_stopping_patience", "seed",
+        "max_minutes", "lora", "trl"]
     assert [f.name for f in settings_fields(DPOSettings)] == [
         "name", "epochs", "max_steps", "learning_rate", "beta", "sft_weight", "lean_loss", "batch_size",
         "micro_batch_size", "max_length", "logging_steps", "save_steps", "seed", "max_minutes", "lora", "trl"]

@@ -194,3 +194,43 @@ def test_the_how_much_data_button_trains_nested_sizes_and_draws_the_curve_agains
 
     with pytest.raises(ValueError, match="pass eval="):
         TrainPanel(model, tok, train=ROWS, runs_root=tmp_path).learning_curve()
+
+
+def test_the_answers_table_fills_in_from_sample_events_and_escapes_the_answers(tiny, tmp_path):
+    model, tok = tiny
+    held_out = [{"prompt": "<script>alert(1)</script> where is it?", "completion": "order_status",
+                 "label": "order_status"}, *ROWS[1:4]]
+    panel = TrainPanel(model, tok, train=ROWS, eval=held_out, runs_root=tmp_path)
+    # On by default with held-out rows: 2 epochs of 8 rows in steps of 4 are 4 steps, one sampling a step.
+    assert (panel.settings.sample_every, panel.settings.sample_rows) == (1, 3)
+    panel.set(max_steps=16, **FAST)
+    seen = []
+    panel.bus.on("sample", seen.append)
+    panel.start()  # the form's sample_every was the panel's own: chosen again for 16 steps
+    run = panel.wait(timeout=120)
+    assert run.status["status"] == "completed" and panel.settings.sample_every == 2
+    assert [e["step"] for e in run.events("sample")] == [e["step"] for e in seen] == list(range(0, 17, 2))
+    shown = panel._samples_html.value
+    assert "Answers to held-out rows as it trains" in shown and shown.count("<th style") == 3 + 9
+    assert "step 0</th>" in shown and "step 16</th>" in shown
+    assert "<script>" not in shown and "&lt;script&gt;alert(1)&lt;/script&gt;" in shown
+    assert shown.count("<tr>") == 1 + 3  # the header and one line per held-out row
+
+    # Driven by events alone: a changed answer is highlighted, a matching one marked.
+    panel.bus.emit("start", {"step": 0, "max_steps": 2})
+    panel._reset_charts()
+    rows = lambda *answers: [{"index": i, "prompt": f"q{i}", "reference": "billing", "answer": a,
+                              "match": a == "billing"} for i, a in enumerate(answers)]
+    panel.bus.emit("sample", {"step": 0, "rows": rows("<b>x</b>", "billing")})
+    assert "ftkit-changed" not in panel._samples_html.value and panel._samples_html.value.count("ftkit-match") == 1
+    panel.bus.emit("sample", {"step": 1, "rows": rows("billing", "billing")})
+    shown = panel._samples_html.value
+    assert shown.count("ftkit-changed") == 1 and shown.count("ftkit-match") == 3 and "&lt;b&gt;x&lt;/b&gt;" in shown
+
+    panel.set(sample_every=5)  # a value the user chose is kept
+    panel.set(max_steps=2)
+    panel.start()
+    run = panel.wait(timeout=120)
+    assert panel.settings.sample_every == 5 and [e["step"] for e in run.events("sample")] == [0, 2]
+    # Without held-out rows there is nothing to answer: off.
+    assert TrainPanel(model, tok, train=ROWS, runs_root=tmp_path).settings.sample_every == 0
