@@ -47,7 +47,12 @@ def rows_and_template():
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=48, help="SFT steps of each run")
-    args = ap.parse_args()
+    measure(ap.parse_args().steps)
+
+
+def measure(steps: int = 48) -> str:
+    """Train, print, record; return the overhead line (benchmarks/verdict.py prints it too)."""
+    from types import SimpleNamespace
 
     from ftkit import load_model
     from ftkit.training.settings import device_defaults, sampling_interval
@@ -68,6 +73,7 @@ def main() -> None:
         [end] = run.events("end")
         return end["train_runtime"], run.events("sample")
 
+    args = SimpleNamespace(steps=steps)
     t0 = time.perf_counter()
     train_for(2, 1)  # warm-up: the first steps and the first generate call pay for allocations
     plain, _ = train_for(args.steps, 0)
@@ -88,12 +94,14 @@ def main() -> None:
     print(f"answers at step {samples[-1]['step']}: "
           + ", ".join(f"{r['answer']!r} ({'=' if r['match'] else '!='} {r['reference']})" for r in samples[-1]["rows"]))
     print(f"benchmark took {time.perf_counter() - t0:.0f} s; the machine's other work makes these noisy")
-    print(f"sampling overhead: {100 * timed:.1f}% of training time (target <= 10)")
+    line = f"sampling overhead: {100 * timed:.1f}% of training time (target <= 10)"
+    print(line)
     record("train_sampling", {
         "steps": args.steps, "sample_every": every, "sample_rows": SAMPLE_ROWS, "samplings": len(samples),
         "step_s": per_step, "sampling_s": per_sampling, "overhead_pct": 100 * timed, "wall_clock_difference_pct": 100 * wall,
         "projected_panel_pct": 100 * projected,
     })
+    return line
 
 
 if __name__ == "__main__":

@@ -1,7 +1,22 @@
-"""The measurements behind the verdict, on the built-in routing example, in one run.
+"""The measurements behind the verdict, in one run: the strongest prompt on three tasks, and the
+routing example's trade-offs.
 
-    .venv/bin/python benchmarks/verdict.py [--sft-steps 40] [--curve-sizes 25,50,100,200,0]
-        [--curve-steps 20] [--scratch-steps 40] [--eval-rows 0] [--probe-rows 0] [--threads 1]
+    .venv/bin/python benchmarks/verdict.py [--part all|baselines|routing] [--baseline-tasks
+        classification,qa,summarization] [--baseline-steps 30] [--baseline-rows 32]
+        [--sampling-steps 48] [--sft-steps 40] [--curve-sizes 25,50,100,200,0] [--curve-steps 20]
+        [--scratch-steps 40] [--eval-rows 0] [--probe-rows 0] [--threads 1]
+
+``--part baselines``: on the built-in example of classification, QA and summarization, through
+``ftkit run``'s own pipeline (the task's instruction and system prompt): zero-shot, k fixed shots
+and k **retrieved** shots (each request's k nearest training rows by BM25; k = the task's shot
+count), then LoRA SFT for ``--baseline-steps`` steps, all on the same ``--baseline-rows`` held-out
+rows and timed together. Per task: each score with its 95% interval, retrieved - fixed paired, and
+the cost per request of both (prompt tokens, latency batched and one at a time: a retrieved prompt
+differs per request, so the shared-prefix cache that makes fixed shots cheap cannot help it). Then
+the cost of watching the model learn (``benchmarks/train_sampling.py``). The verdict of each task
+is printed in full by the pipeline.
+
+``--part routing``, on the built-in routing example:
 
 What ``ftkit.evaluation.verdict`` claims, measured on the embedded model with the tour's split (80/20,
 stratified, seed 0) and prompts (zero-shot and 8-shot):
@@ -51,6 +66,8 @@ def main() -> None:
     ap.add_argument("--baseline-tasks", default="classification,qa,summarization")
     ap.add_argument("--baseline-steps", type=int, default=30, help="LoRA SFT steps per task in --part baselines")
     ap.add_argument("--baseline-rows", type=int, default=32, help="held-out rows per task in --part baselines")
+    ap.add_argument("--sampling-steps", type=int, default=48,
+                    help="steps of benchmarks/train_sampling.py run by --part baselines (0: skip it)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,6 +225,12 @@ def baselines(args) -> None:
         figures[f"{name}_fixed_prompt_tokens"] = s.loc[fixed, "prompt_tokens"]
         if tuned:
             figures[f"{name}_lora_sft"] = [s.loc[tuned, m], s.loc[tuned, f"{m}_low"], s.loc[tuned, f"{m}_high"]]
+    if args.sampling_steps:
+        from train_sampling import measure
+
+        print(f"\n=== the cost of watching the model learn: {args.sampling_steps} SFT steps with and without sampling",
+              flush=True)
+        lines.append(measure(args.sampling_steps))
     print()
     for line in lines:
         print(line)

@@ -180,6 +180,8 @@ class DataPanel(w.VBox):
         parts = split(self.report.dataset, test_size=int(size) if size >= 1 else size, seed=self._seed.value,
                       stratify_by=by, group_by=group)
         self.splits = {"train": parts["train"], "test": parts["test"]}
+        self._split_settings = {"test_size": int(size) if size >= 1 else size, "seed": self._seed.value,
+                                "stratify_by": by, "group_by": group}
         how = " (stratified by label)" if by else f" (grouped by {group})" if group else ""
         self.leaks, leakage = overlap_note(self.splits["train"], self.splits["test"])
         self._split_html.value = _html.note(
@@ -187,6 +189,18 @@ class DataPanel(w.VBox):
             f"Leakage check: {leakage}")
         self._messages.value = ""
         return self.splits
+
+    @property
+    def data_record(self) -> dict | None:
+        """Where the split rows came from and which were held out (see
+        :func:`ftkit.data.provenance.data_record`), for ``TrainPanel(..., data_record=...)`` or
+        ``train_sft(..., data_record=...)`` to keep with a run; None before :meth:`use_this_data`."""
+        from ftkit.data.provenance import data_record
+
+        if self.splits is None:
+            return None
+        return data_record(self.example or self.source, self.mapping, data=self.report.dataset,
+                           used_mapping=self.report.mapping, test=self.splits["test"], **self._split_settings)
 
     # --- display ------------------------------------------------------------------------------
 

@@ -69,6 +69,10 @@ class TrainPanel(w.VBox):
     ``eval`` rows give SFT an evaluation loss (DPO takes none), and a few of them are answered
     as it trains: a table of their answers at step 0 and about 8 times a run (``sample_every``,
     set from the planned steps at each Start unless you changed it; 0 turns it off).
+    ``samples``: the held-out rows to answer instead (default: ``eval``), e.g. the test split
+    when no evaluation loss is wanted. ``data_record``: where the rows came from and which were held
+    out (:func:`ftkit.data.provenance.data_record`), kept with each run it starts, so the run's
+    held-out rows can be made again (``provenance.held_out(run)``, the sidebar's *Compare selected*).
 
     ``template`` renders the prompts (use the one you will evaluate and serve with; for DPO from
     an SFT run it defaults to that run's template; with a ``task``, to the task's zero-shot prompt,
@@ -82,7 +86,8 @@ class TrainPanel(w.VBox):
     status = traitlets.Unicode("idle", help="idle, running, stopping, completed, stopped or failed").tag(sync=True)
 
     def __init__(self, model, tokenizer, train, eval=None, template: PromptTemplate | None = None,
-                 method: str = "sft", from_run: Run | None = None, runs_root=None, task=None):
+                 method: str = "sft", from_run: Run | None = None, runs_root=None, task=None, samples=None,
+                 data_record: dict | None = None):
         if method not in ("sft", "dpo"):
             raise ValueError(f"method must be 'sft' or 'dpo', not {method!r}")
         if from_run is not None and method != "dpo":
@@ -95,6 +100,8 @@ class TrainPanel(w.VBox):
                 task.template("zero-shot", labels=label_set(train)) if task is not None else zero_shot()
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.train_data, self.eval_data = train, eval
+        self.sample_data = samples if samples is not None else eval  # the rows answered as it trains
+        self.data_record = data_record
         self.method, self.from_run, self.runs_root = method, from_run, runs_root
         self.run: Run | None = None
         self.error: BaseException | None = None
@@ -118,7 +125,7 @@ class TrainPanel(w.VBox):
         # of the training time on a CPU (benchmarks/train_sampling.py). They need held-out rows.
         self._auto_every = None  # the sample_every the panel chose, until the form says otherwise
         sampling = {}
-        if method == "sft" and eval is not None:
+        if method == "sft" and self.sample_data is not None:
             self._auto_every = sampling_interval(cls(**defaults), len(train))
             sampling = {"sample_every": self._auto_every}
         self.form = Form(cls(**defaults, **sampling))
@@ -299,11 +306,12 @@ class TrainPanel(w.VBox):
                 self.run = train_sft(self.model, self.tokenizer, self.train_data, self.eval_data,
                                      template=self.template, config=settings, bus=self.bus, stop=self._stop,
                                      runs_root=self.runs_root, resume=resume, progress=False,
-                                     sample_from=self.eval_data)
+                                     sample_from=self.sample_data, data_record=self.data_record)
             else:
                 self.run = train_dpo(self.model, self.tokenizer, self.train_data, template=self.template,
                                      config=settings, from_run=self.from_run, bus=self.bus, stop=self._stop,
-                                     runs_root=self.runs_root, resume=resume, progress=False)
+                                     runs_root=self.runs_root, resume=resume, progress=False,
+                                     data_record=self.data_record)
             cost = training_cost(self.run)
             self.status = self.run.status["status"]  # "completed" after a time budget too
             tokens = f", {cost['tokens']:,} tokens" if cost["tokens"] else ""

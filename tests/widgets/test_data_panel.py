@@ -111,3 +111,17 @@ def test_questions_about_one_passage_stay_on_one_side_and_the_length_is_the_task
     code._max_length.value = 1500  # typed by the person: it stays, and the check uses it
     assert code._max_length.value == 1500 and "max_length=1500" not in text(code)
     assert [s.x0 for s in code.figure.layout.shapes] == [1500]
+
+
+def test_the_split_s_data_record_reproduces_its_held_out_rows(tiny_tokenizer, tmp_path):
+    """What the DataPanel split, recorded with a run, is made again from the record alone."""
+    from ftkit.data.provenance import reproduce
+
+    panel = DataPanel(tokenizer=tiny_tokenizer, source="support_routing", max_length=32)
+    assert panel.data_record is None  # nothing split yet
+    splits = panel.use_this_data(test_size=0.25, seed=3, stratify=True)
+    record = panel.data_record
+    assert record["source"]["example"] == "support_routing"
+    assert (record["split"]["test_size"], record["split"]["seed"], record["split"]["stratify_by"]) == (0.25, 3, "label")
+    train, test = reproduce(record)
+    assert test["prompt"] == splits["test"]["prompt"] and len(train) == len(splits["train"])

@@ -234,3 +234,19 @@ def test_the_answers_table_fills_in_from_sample_events_and_escapes_the_answers(t
     assert panel.settings.sample_every == 5 and [e["step"] for e in run.events("sample")] == [0, 2]
     # Without held-out rows there is nothing to answer: off.
     assert TrainPanel(model, tok, train=ROWS, runs_root=tmp_path).settings.sample_every == 0
+
+
+def test_rows_to_answer_and_a_data_record_go_to_the_run_without_an_evaluation_loss(tiny, tmp_path):
+    """``samples=`` answers held-out rows without asking for an evaluation loss; ``data_record=``
+    is kept with the run it starts."""
+    from ftkit.data.provenance import data_record
+
+    model, tok = tiny
+    record = data_record("support_routing", test_size=0.2, seed=0, stratify_by="label", limit=4)
+    panel = TrainPanel(model, tok, train=ROWS, samples=ROWS[:3], runs_root=tmp_path, data_record=record)
+    assert panel.eval_data is None and panel.settings.sample_every > 0
+    panel.set(max_steps=2, sample_every=2, **FAST)
+    panel.start()
+    run = panel.wait(timeout=120)
+    assert [e["step"] for e in run.events("sample")] == [0, 2] and run.events("eval") == []
+    assert run.data["split"] == record["split"] and run.data["source"]["example"] == "support_routing"
