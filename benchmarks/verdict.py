@@ -81,7 +81,8 @@ def routing(args) -> None:
 
     from ftkit import load_model, split
     from ftkit.data import examples
-    from ftkit.evaluation.verdict import advise, flexibility
+    from ftkit.evaluation.flexibility import flexibility
+    from ftkit.evaluation.verdict import advise
     from ftkit.data.canonical import label_set
     from ftkit.evaluation.evaluate import Variant, evaluate
     from ftkit.evaluation.experiments import from_scratch, learning_curve, task_change

@@ -193,8 +193,8 @@ class ComparePanel(w.VBox):
     def measure_flexibility(self, probes=None, max_new_tokens: int = 32):
         """The general-skills probes (default: the built-in ``general_probes``; pass fewer rows
         for a quick look) asked of the base model and of each compared run: what tuning cost
-        outside the task, with a CI (:func:`ftkit.evaluation.verdict.flexibility`). The verdict gains the line."""
-        from ftkit.evaluation.verdict import flexibility
+        outside the task, with a CI (:func:`ftkit.evaluation.flexibility.flexibility`). The verdict gains the line."""
+        from ftkit.evaluation.flexibility import flexibility
         from ftkit.prompts import zero_shot
 
         if self.result is None or self.advice is None:

@@ -141,7 +141,7 @@ def test_advice_needs_both_kinds_of_variant():
 
 
 def test_probe_scores_on_hand_written_replies():
-    from ftkit.evaluation.verdict import probe_score
+    from ftkit.evaluation.flexibility import probe_score
 
     digits = {"check": "regex:\\d+", "answers": ["2"]}
     assert probe_score(" 2 ", "2", digits) == 1.0 and probe_score("two", "2", digits) == 0.0
@@ -155,7 +155,7 @@ def test_probe_scores_on_hand_written_replies():
 def test_flexibility_compares_each_tuned_model_with_the_base_on_the_probes(tiny_model_dir, talkative):
     from ftkit import load_model
     from ftkit.data import examples
-    from ftkit.evaluation.verdict import flexibility
+    from ftkit.evaluation.flexibility import flexibility
     from ftkit.evaluation.evaluate import Variant
     from ftkit.prompts import zero_shot
 

@@ -121,7 +121,7 @@ _EXAMPLES = {
             description=(
                 "120 short questions outside every shop task (facts, arithmetic, format instructions, "
                 "another classification, reading), each with a mechanical check: the same probes before "
-                "and after fine-tuning measure what tuning cost in flexibility (ftkit.evaluation.verdict.flexibility)."
+                "and after fine-tuning measure what tuning cost in flexibility (ftkit.evaluation.flexibility.flexibility)."
             ),
         ),
         Example(
