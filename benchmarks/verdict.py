@@ -226,6 +226,10 @@ def baselines(args) -> None:
         figures[f"{name}_fixed_prompt_tokens"] = s.loc[fixed, "prompt_tokens"]
         if tuned:
             figures[f"{name}_lora_sft"] = [s.loc[tuned, m], s.loc[tuned, f"{m}_low"], s.loc[tuned, f"{m}_high"]]
+        # Each task's own entry, written as soon as it is measured: a long run cut short keeps what it measured.
+        record(f"verdict/baselines/{name}", {k.removeprefix(f"{name}_"): v for k, v in figures.items()
+                                              if k.startswith(f"{name}_")},
+               note=f"{args.baseline_rows} held-out rows, SFT {args.baseline_steps} steps")
     if args.sampling_steps:
         from train_sampling import measure
 
@@ -235,7 +239,6 @@ def baselines(args) -> None:
     print()
     for line in lines:
         print(line)
-    record("verdict/baselines", figures, note=f"{args.baseline_rows} held-out rows, SFT {args.baseline_steps} steps")
 
 
 if __name__ == "__main__":
