@@ -26,7 +26,6 @@ panel's number of steps and samplings.
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 
@@ -55,14 +54,14 @@ def measure(steps: int = 48) -> str:
     from types import SimpleNamespace
 
     from ftkit import load_model
-    from ftkit.training.settings import device_defaults, sampling_interval
+    from ftkit.training.settings import device_defaults, planned_steps, sampling_interval
     from ftkit.training.sft import SFTSettings, train_sft
 
     train, test, template = rows_and_template()
     model, tok = load_model(verbose=False)
     panel = SFTSettings(**device_defaults("cpu"))  # what the TrainPanel's form starts from on a CPU
     every = sampling_interval(panel, len(train))
-    planned = math.ceil(math.ceil(len(train) / panel.batch_size) * panel.epochs)  # the panel run's steps
+    planned = planned_steps(panel, len(train))  # the panel run's steps
     root = tempfile.mkdtemp(prefix="ftkit-sampling-bench-")
 
     def train_for(steps: int, sample_every: int):

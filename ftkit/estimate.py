@@ -25,7 +25,8 @@ from ftkit.data.report import char_limit, count_tokens
 from ftkit.evaluation.evaluate import evaluate
 from ftkit.training.events import EventBus
 from ftkit.generation.generate import generate
-from ftkit.pipeline import Plan, Prepared, duration, planned_steps
+from ftkit.pipeline import Plan, Prepared, duration
+from ftkit.training.settings import planned_steps
 from ftkit.training.sft import train_sft
 from ftkit.generation.timing import WARMUP_ROWS, time_variants
 

@@ -37,14 +37,14 @@ from ftkit.training.events import EventBus
 from ftkit.models.device import describe_device
 from ftkit.models.loading import load_model
 from ftkit.models import threads
-from ftkit.preparation import (Plan, Prepared, RunRefused, build_template, model_context, plan, planned_steps,
+from ftkit.preparation import (Plan, Prepared, RunRefused, build_template, model_context, plan,
                                preflight, prepare_data, run_data, training_template)
 from ftkit.runs import Run, load_run, outcome
 from ftkit.training.settings import sampling_interval
 from ftkit.training.sft import train_sft
 
 __all__ = [
-    "PipelineResult", "Plan", "model_context", "planned_steps", "Prepared", "RunRefused", "build_template", "duration", "plan", "preflight", "prepare_data",
+    "PipelineResult", "Plan", "model_context", "Prepared", "RunRefused", "build_template", "duration", "plan", "preflight", "prepare_data",
     "print_summary", "progress_printer", "run_pipeline", "served_model", "train_stages", "training_template",
 ]
 

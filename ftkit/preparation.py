@@ -32,7 +32,7 @@ from ftkit.tasks import Task
 from ftkit.training.sft import preflight as sft_preflight
 from ftkit.training.sft import to_trl_rows
 
-__all__ = ["Plan", "Prepared", "RunRefused", "build_template", "model_context", "plan", "planned_steps", "preflight",
+__all__ = ["Plan", "Prepared", "RunRefused", "build_template", "model_context", "plan", "preflight",
            "prepare_data", "run_data", "training_template"]
 
 
@@ -286,12 +286,6 @@ def _spread(counts: list[int]) -> str:
         return "no rows,"
     ordered = sorted(counts)
     return f"median {ordered[len(ordered) // 2]}, longest {ordered[-1]}"
-
-
-def planned_steps(settings, rows: int) -> int:
-    """The optimizer steps a run of ``settings`` takes on ``rows`` examples (before a time limit)."""
-    per_epoch = max(1, math.ceil(rows / settings.batch_size))
-    return settings.max_steps if settings.max_steps > 0 else max(1, math.ceil(per_epoch * settings.epochs))
 
 
 def build_template(t: TemplateConfig, train, labels: list[str], task: Task | None = None) -> PromptTemplate:

@@ -61,7 +61,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DATA", "ENDED_BY", "Run", "RunFileError", "fingerprint", "is_main_process", "list_runs", "load_run",
-           "new_run", "open_run_file", "outcome", "read_run_file", "runs_dir", "sanitize_name", "write_json"]
+           "new_run", "open_run_file", "outcome", "read_run_file", "rows_sha256", "runs_dir", "sanitize_name",
+           "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
 # Why a run ended before its planned last step: status.json's and the end event's "ended_by"
@@ -687,20 +688,30 @@ def new_run(name: str, config: dict, root=None, data: dict | None = None) -> Run
     return run
 
 
-def fingerprint(rows) -> str:
-    """A short hash of the training rows, so a run says exactly which data it saw.
+def rows_sha256(rows) -> str:
+    """A sha256 of rows' content, independent of key order.
 
     ``rows``: a ``datasets.Dataset`` (its ``to_list()``) or any iterable of dicts, as
     ``ftkit.data.sources.as_rows`` reads them; the record stays below the data stage, so it reads
     them the same way without importing it.
 
-    >>> fingerprint([{"prompt": "hi", "completion": "hello"}]) == fingerprint(iter([{"prompt": "hi", "completion": "hello"}]))
+    >>> rows_sha256([{"a": 1, "b": 2}]) == rows_sha256(iter([{"b": 2, "a": 1}]))
     True
     """
     import hashlib
 
     rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
-    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fingerprint(rows) -> str:
+    """A short hash of the training rows (the first 16 hex digits of :func:`rows_sha256`), so a run
+    says exactly which data it saw.
+
+    >>> fingerprint([{"prompt": "hi", "completion": "hello"}]) == fingerprint(iter([{"prompt": "hi", "completion": "hello"}]))
+    True
+    """
+    return rows_sha256(rows)[:16]
 
 
 def _write_in_folder(folder: Path, name: str, obj) -> None:

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ftkit.data.sources import DataError
-from ftkit.runs import Run, fingerprint
+from ftkit.runs import Run, rows_sha256
 
 if TYPE_CHECKING:
     import datasets
 
-__all__ = ["VERSION", "SourceChanged", "data_record", "file_sha256", "held_out", "pairs_record", "reproduce", "rows_sha256",
+__all__ = ["VERSION", "SourceChanged", "data_record", "file_sha256", "held_out", "pairs_record", "reproduce",
            "summary", "with_prompts"]
 
 VERSION = 1  # of the record's layout; a reader refuses a newer one rather than misread it
@@ -62,16 +62,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def rows_sha256(rows) -> str:
-    """A sha256 of rows' content (a ``Dataset`` or dicts), independent of key order.
-
-    >>> rows_sha256([{"a": 1, "b": 2}]) == rows_sha256([{"b": 2, "a": 1}])
-    True
-    """
-    rows = rows.to_list() if hasattr(rows, "to_list") else list(rows)
-    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _source(source) -> dict:
@@ -148,18 +138,20 @@ def data_record(source, mapping: dict | None = None, *, data: datasets.Dataset |
     split = {"test_size": test_size, "seed": seed, "stratify_by": stratify_by, "group_by": group_by,
              "limit": limit, "train_limit": train_limit}
     train, held, positions, full_test = _split(data, split)
-    if test is not None and rows_sha256(test) != rows_sha256(held):
+    held_sha256 = rows_sha256(held)
+    if test is not None and rows_sha256(test) != held_sha256:
         raise ValueError("the held-out rows given are not the ones this split draws from the data: pass the "
                          "split's own seed, test_size, stratify_by, group_by and limit")
     trained = _training_rows(train, train_limit)
+    trained_sha256 = rows_sha256(trained)  # its first 16 digits are the run's fingerprint (ftkit.runs)
     return {
         "version": VERSION, "source": described,
         "read": {"mapping": dict(mapping or {}), "used_mapping": dict(used_mapping or mapping or {}),
                  "long_rows": long_rows, "max_chars": max_chars, "rows": len(data)},
         "split": {**split, "train_rows": len(train), "test_rows": full_test, "evaluated_rows": len(held),
                   "held_out_positions": positions, "held_out_ids": _ids(data, positions),
-                  "held_out_sha256": rows_sha256(held), "training_rows": len(trained),
-                  "training_sha256": rows_sha256(trained), "training_fingerprint": fingerprint(trained)},
+                  "held_out_sha256": held_sha256, "training_rows": len(trained),
+                  "training_sha256": trained_sha256, "training_fingerprint": trained_sha256[:16]},
     }
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "LoraSettings", "Preflight", "SAMPLE_EVERY_HELP", "SAMPLE_ROWS_HELP", "SAMPLINGS_PER_RUN", "TrainingSettings",
-    "default", "device_defaults", "micro_batches", "range_problem", "range_text", "sampling_interval",
+    "default", "device_defaults", "micro_batches", "planned_steps", "range_problem", "range_text", "sampling_interval",
     "settings_fields",
 ]
 
@@ -216,6 +216,16 @@ SAMPLE_ROWS_HELP = "How many held-out rows are answered at each sampling (a few:
 SAMPLINGS_PER_RUN = 8
 
 
+def planned_steps(settings: TrainingSettings, rows: int) -> int:
+    """The optimizer steps a run of ``settings`` takes on ``rows`` examples (before a time limit).
+
+    >>> planned_steps(TrainingSettings(max_steps=40), 100), planned_steps(TrainingSettings(epochs=2), 400)
+    (40, 100)
+    """
+    per_epoch = max(1, math.ceil(rows / settings.batch_size))
+    return settings.max_steps if settings.max_steps > 0 else max(1, math.ceil(per_epoch * settings.epochs))
+
+
 def sampling_interval(settings: TrainingSettings, rows: int, samplings: int = SAMPLINGS_PER_RUN) -> int:
     """``sample_every`` for about ``samplings`` samplings over the steps ``settings`` plan for
     ``rows`` training examples (``max_steps``, else the epochs; a time budget may end it sooner).
@@ -225,9 +235,7 @@ def sampling_interval(settings: TrainingSettings, rows: int, samplings: int = SA
     >>> sampling_interval(TrainingSettings(max_steps=3), 100)
     1
     """
-    per_epoch = max(1, math.ceil(rows / settings.batch_size))
-    steps = settings.max_steps if settings.max_steps > 0 else max(1, math.ceil(per_epoch * settings.epochs))
-    return max(1, math.ceil(steps / samplings))
+    return max(1, math.ceil(planned_steps(settings, rows) / samplings))
 
 
 # --- pre-flight ----------------------------------------------------------------------------------
