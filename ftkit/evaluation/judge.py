@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ftkit.evaluation.evaluate import EvalResult, bootstrap_ci, conversation_text
+from ftkit.evaluation.evaluate import EvalResult, _interval, _resamples, bootstrap_ci, conversation_text
 from ftkit.generation.backend import Backend
 from ftkit.tasks import Task
 
@@ -313,11 +313,11 @@ def judge(backend, rows, answers_a, answers_b, *, rules: str | Task | None = Non
         idx = sorted(people)
         theirs, ours = [people[i] for i in idx], [verdicts[i] for i in idx]
         kappa = cohen_kappa(ours, theirs)
-        draws = np.random.default_rng(seed).integers(0, len(idx), size=(n_boot, len(idx)))
-        boots = np.array([cohen_kappa([ours[j] for j in d], [theirs[j] for j in d]) for d in draws])
+        boots = np.array([cohen_kappa([ours[j] for j in d], [theirs[j] for j in d])
+                          for d in _resamples(len(idx), n_boot, seed)])  # the evaluation's own resampling
         boots = boots[~np.isnan(boots)]
         if len(boots):
-            kappa_low, kappa_high = float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+            kappa_low, kappa_high = _interval(boots)
 
     table = pd.DataFrame({"request": [str(r["prompt"]) for r in rows], f"{names[0]}": answers_a,
                           f"{names[1]}": answers_b, "reply (a first)": replies[:n], "reply (b first)": replies[n:],
