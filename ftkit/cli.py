@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from ftkit import tasks
@@ -351,6 +352,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_export_checks(run, args, rows) -> None:
+    """The checks this export recorded: the transformers re-score, then each GGUF file in llama.cpp."""
+    if rows is None:
+        return
+    kind = "gguf" if args.gguf else "merged" if args.merged else "adapter"
+    out = str(Path(args.out).resolve())
+    for check in run.export_checks:
+        if check.get("kind") == kind and str(check.get("folder", "")).startswith(out):
+            print(check["message"])
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ftkit.data.canonical import load_data
     from ftkit.export import ExportError
@@ -364,15 +376,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1
     rows = load_data(args.check, verbose=False) if args.check else None
     try:
-        folder = export_run(run, args.out, merged=args.merged, gguf=args.gguf, dtype=args.dtype,
-                            check_rows=rows, metrics=args.metric or ["exact_match"])
+        if args.gguf_type and not args.gguf:
+            print("ftkit: error: --gguf-type writes quantized GGUF files: add --gguf", file=sys.stderr)
+            return 2
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", UserWarning)
+            folder = export_run(run, args.out, merged=args.merged, gguf=args.gguf, dtype=args.dtype,
+                                check_rows=rows, metrics=args.metric or ["exact_match"], quantized=args.gguf_type or ())
     except ExportError as err:
+        _print_export_checks(run, args, rows)
         print(f"ftkit: error: {err}", file=sys.stderr)
         return 1
     print(f"Exported {run.id} to {folder}")
-    kind = "gguf" if args.gguf else "merged" if args.merged else "adapter"
-    if rows is not None:
-        print([c for c in run.export_checks if c["kind"] == kind][-1]["message"])
+    _print_export_checks(run, args, rows)
+    for warning in said:
+        if "llama.cpp" in str(warning.message):
+            print(f"ftkit: {warning.message}")
     if args.gguf:
         print(f"Ollama: ollama create NAME -f {Path(folder) / 'Modelfile'}")
     return 0
@@ -504,8 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="model.gguf + Modelfile for llama.cpp and Ollama (llama architecture)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                    help="precision of the GGUF matrices (norms stay float32)")
+    p.add_argument("--gguf-type", action="append", choices=["q8_0", "q4_k_m"],
+                   help="also write model-TYPE.gguf quantized by llama.cpp's rules (repeatable); --check scores each")
     p.add_argument("--check", metavar="ROWS",
-                   help="held-out rows (any file load_data reads): re-score the export in a fresh process")
+                   help="held-out rows (any file load_data reads): re-score the export in a fresh process, and a "
+                        "GGUF export in llama.cpp too (pip install 'ftkit[gguf]')")
     p.add_argument("--metric", action="append", help="metric name for --check (repeatable; default exact_match)")
     p.add_argument("--root", help="runs folder (default $FTKIT_RUNS or ./runs)")
     p.set_defaults(func=cmd_export)

@@ -529,9 +529,11 @@ class Run:
     def record_export_check(self, check) -> None:
         """Keep the result of an export check (an :class:`~ftkit.export.check.ExportCheck` or its dict)
         in ``export-check.json``: one record per kind of export (adapter, merged, gguf), the
-        newest replacing the one before it."""
+        newest replacing the one before it; a GGUF file checked in llama.cpp is kept per weight type
+        beside the transformers check."""
         record = check.to_dict() if hasattr(check, "to_dict") else dict(check)
-        kept = [c for c in self.export_checks if c.get("kind") != record.get("kind")]
+        key = _export_check_key(record)
+        kept = [c for c in self.export_checks if _export_check_key(c) != key]
         write_json(self.path / EXPORT_CHECK, {"checks": [*kept, record]})
 
     @property
@@ -757,3 +759,8 @@ def load_run(run_id: str, root=None) -> Run:
         what = "no run" if not runs else "more than one run"
         raise KeyError(f"{what} matches {run_id!r} under {runs_dir(root)}; runs: {known}")
     return runs[0]
+
+
+def _export_check_key(record: dict) -> tuple:
+    """What one export check is about: its kind, the engine that answered, the GGUF weight type."""
+    return record.get("kind"), record.get("engine", "transformers"), record.get("gguf_type", "")

@@ -40,10 +40,12 @@ EXPORT_KINDS = ("adapter", "merged", "gguf")
 
 @dataclass
 class ExportCheck:
-    """An exported folder re-scored in a fresh process, next to the run's model in this one."""
+    """An exported folder re-scored next to the run's model in this process: in a fresh Python
+    process with transformers (engine ``transformers``, :func:`check_export`), or a GGUF file in
+    llama.cpp itself (engine ``llama.cpp``, :func:`ftkit.export.llamacpp_check.check_in_llamacpp`)."""
 
     kind: str  # adapter | merged | gguf
-    folder: str
+    folder: str  # the exported folder; for engine llama.cpp, the GGUF file
     metric: str  # the headline: the first metric
     rows: int
     in_memory: float  # the headline score of the run's model, loaded in this process
@@ -51,16 +53,30 @@ class ExportCheck:
     scores: dict = field(default_factory=dict)  # {"in_memory": {metric: mean}, "exported": {...}}
     answers_equal: int = 0  # rows where both answered the same text
     differ: list = field(default_factory=list)  # the first rows that differ: row, input, both answers
-    dtype: str = "float32"  # of the exported weights
+    dtype: str = "float32"  # of the exported weights (engine llama.cpp: of the reference it is compared with)
     seconds: float = 0.0  # the fresh process, start to finish
     time: float = 0.0
+    engine: str = "transformers"  # what answered for the export: transformers | llama.cpp
+    gguf_type: str = ""  # engine llama.cpp: the file's weight type (f32, f16, q8_0, q4_k_m)
+    intervals: dict = field(default_factory=dict)  # 95% intervals: in_memory, exported [low, high]; difference [mean, low, high]
+    cause: str = ""  # engine llama.cpp: what makes the answers differ, when it was found
+    required_identical: float = 1.0  # the share of identical answers that passes (0 for a quantized file)
+
+    @property
+    def structural(self) -> bool:
+        """A cause that is not arithmetic: the chat template, the tokenizer or the end of turn."""
+        return self.cause.split(":", 1)[0] in ("chat template", "tokenizer", "pre-tokenizer", "end of turn")
 
     @property
     def passed(self) -> bool:
+        if self.engine == "llama.cpp":
+            return not self.structural and self.answers_equal >= self.required_identical * self.rows
         return self.answers_equal == self.rows and self.scores.get("in_memory") == self.scores.get("exported")
 
     @property
     def message(self) -> str:
+        if self.engine == "llama.cpp":
+            return self._llamacpp_message()
         scores = (f"{self.metric} {self.exported:.3f} exported vs {self.in_memory:.3f} in memory on {self.rows} rows; "
                   f"greedy answers equal on {self.answers_equal} of {self.rows}")
         if self.passed:
@@ -69,6 +85,20 @@ class ExportCheck:
                           for d in self.differ[:3])
         return (f"the {self.kind} export in {self.folder} does not answer like the run's model: {scores} ({shown}). "
                 f"{_HINTS[self.kind]}")
+
+    def _llamacpp_message(self) -> str:
+        low, high = (self.intervals.get("exported") or [float("nan")] * 2)
+        mean, d_low, d_high = (self.intervals.get("difference") or [float("nan")] * 3)
+        r_low, r_high = (self.intervals.get("in_memory") or [float("nan")] * 2)
+        text = (f"{self.gguf_type} GGUF in llama.cpp: {self.metric} {self.exported:.3f} [{low:.2f}, {high:.2f}] vs "
+                f"{self.in_memory:.3f} [{r_low:.2f}, {r_high:.2f}] for the run's model ({self.dtype}) on {self.rows} rows, "
+                f"difference {mean:+.3f} (95% CI {d_low:+.3f} to {d_high:+.3f}); identical answers "
+                f"{self.answers_equal} of {self.rows} ({self.answers_equal / max(self.rows, 1):.0%})")
+        if not self.passed:
+            needed = f"; at least {self.required_identical:.0%} identical needed" if not self.structural else ""
+            return (f"the {Path(self.folder).name} export does not answer in llama.cpp like the run's model: {text}"
+                    f"{needed}. Cause: {self.cause or 'not found'}")
+        return text + (f". Where they differ: {self.cause}" if self.cause else "")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed, "message": self.message}
@@ -245,6 +275,7 @@ def _check_here(spec_path: str, out_path: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from ftkit.models.conversion import split_as_gguf
     from ftkit.models.loading import prepare_tokenizer
     from ftkit.prompts import PromptTemplate
 
@@ -253,7 +284,8 @@ def _check_here(spec_path: str, out_path: str) -> None:
     folder, kind = spec["folder"], spec["kind"]
     if kind == "gguf":
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+        tokenizer = split_as_gguf(AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE),
+                                  Path(folder) / GGUF_FILE)
     elif kind == "merged":
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder)

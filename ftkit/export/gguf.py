@@ -28,9 +28,24 @@ from ftkit.export.parity import merged_and_checked
 from ftkit.models.tuned import run_template
 from ftkit.runs import Run
 
-__all__ = ["GGUF_ARCHITECTURES", "GGUF_DTYPES", "GGUF_FILE", "export_gguf"]
+__all__ = ["GGUF_ARCHITECTURES", "GGUF_DTYPES", "GGUF_FILE", "QUANTIZED_TYPES", "export_gguf", "gguf_files",
+           "quantized_file"]
 
 GGUF_FILE = "model.gguf"
+# The quantized files written beside model.gguf on request (ftkit.export.quantize): llama.cpp's Q8_0
+# and Q4_K_M, the two most shipped.
+QUANTIZED_TYPES = ("q8_0", "q4_k_m")
+
+
+def quantized_file(gguf_type: str) -> str:
+    """The file name of a quantized copy of model.gguf: ``model-q4_k_m.gguf``."""
+    return f"model-{gguf_type}.gguf"
+
+
+def gguf_files(folder) -> list[Path]:
+    """The GGUF files of an export folder: model.gguf first, then each quantized copy."""
+    folder = Path(folder)
+    return [p for p in [folder / GGUF_FILE, *(folder / quantized_file(t) for t in QUANTIZED_TYPES)] if p.is_file()]
 # transformers model_type -> llama.cpp architecture. Mistral is llama to llama.cpp (which ignores
 # the sliding window); transformers reads such a file back as a Llama model, the same maths.
 GGUF_ARCHITECTURES = {"llama": "llama", "mistral": "llama"}
@@ -38,8 +53,14 @@ GGUF_DTYPES = ("float32", "float16")
 
 
 def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32", rows=None,
-                system: str | None = None, name: str | None = None, ollama_template: str | None = None) -> Path:
+                system: str | None = None, name: str | None = None, ollama_template: str | None = None,
+                quantized=()) -> Path:
     """Write ``folder/model.gguf`` (merged weights, tokenizer, chat template) and ``folder/Modelfile``.
+
+    ``quantized``: weight types of :data:`QUANTIZED_TYPES` (``"q8_0"``, ``"q4_k_m"``), each written
+    beside it as ``model-<type>.gguf`` by llama.cpp's quantizer rules (:mod:`ftkit.export.quantize`);
+    the Modelfile names model.gguf (``ollama create --quantize`` makes its own), and
+    :func:`ftkit.export.llamacpp_check.check_in_llamacpp` scores each file on your rows.
 
     ``run_or_model``: a :class:`~ftkit.runs.Run` (its adapter is merged into a fresh copy of the
     base model, checked against the adapter first as a merged export is, on
@@ -61,6 +82,10 @@ def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32",
 
     if dtype not in GGUF_DTYPES:
         raise ValueError(f"dtype {dtype!r} is not written; use one of: {', '.join(GGUF_DTYPES)}")
+    quantized = [quantized] if isinstance(quantized, str) else list(quantized)
+    unknown = [t for t in quantized if t not in QUANTIZED_TYPES]
+    if unknown:
+        raise ValueError(f"quantized type {unknown[0]!r} is not written; use one of: {', '.join(QUANTIZED_TYPES)}")
     run = run_or_model if isinstance(run_or_model, Run) else None
     pre = None
     if run is not None:
@@ -78,7 +103,7 @@ def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32",
                              "which merges into a fresh copy. Merging here would change the base weights it shares")
     arch = _supported(model.config)
     vocab = _vocab(tokenizer, model.config.vocab_size)
-    vocab["pre"] = pre or vocab["pre"]
+    vocab["pre"] = vocab["pre"] or pre
     template = ollama_template or modelfile_template(tokenizer)
     _check_template(template, tokenizer, system)
     tensors = _tensors(model, dtype)
@@ -97,15 +122,23 @@ def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32",
         if created:
             folder.rmdir()
         raise
-    (folder / MODELFILE).write_text(_modelfile(template, system, tokenizer, dtype, run, GGUF_FILE), encoding="utf-8")
+    if quantized:
+        from ftkit.export.quantize import quantize_gguf
+
+        for gguf_type in quantized:
+            quantize_gguf(folder / GGUF_FILE, folder / quantized_file(gguf_type), gguf_type)
+    (folder / MODELFILE).write_text(_modelfile(template, system, tokenizer, dtype, run, GGUF_FILE, quantized),
+                                    encoding="utf-8")
     return folder
 
 
 def _base(run: Run):
     """The config of the run's base model, and the pre-tokenizer its GGUF file names when it came
-    from one (SmolLM's ``smollm``: digits one at a time). transformers reads such a file with
-    GPT-2's split, the tokenizer ftkit trained with; llama.cpp ran the base model with the
-    file's own, and the exported file keeps it for llama.cpp."""
+    from one (SmolLM's ``smollm``: digits one at a time). The export names the split of the
+    tokenizer the run trained with (:func:`_pre_tokenizer`); the base file's name is used only
+    when that split is not one ftkit recognises. (Until ftkit read the embedded model with its own
+    split, runs trained with GPT-2's while the export named ``smollm``, and llama.cpp split the
+    digits of every prompt differently from training.)"""
     import gguf
     from transformers import AutoConfig
 
@@ -183,7 +216,7 @@ def _pre_tokenizer(state: dict) -> str | None:
     None otherwise (llama.cpp then uses its default split and says so when it loads the file)."""
     pre = state.get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"  # llama.cpp's name (it refuses to load a file naming "gpt2")
     if pre.get("type") == "Sequence":
         kinds = [p.get("type") for p in pre.get("pretokenizers", [])]
         if kinds == ["Digits", "ByteLevel"] and pre["pretokenizers"][0].get("individual_digits"):
@@ -283,6 +316,8 @@ def _check_read_back(path: Path, model, tokenizer, tensors: dict) -> None:
     from transformers import PreTrainedTokenizerFast
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS
 
+    from ftkit.models.conversion import split_as_gguf
+
     config = model.config
     processor = TENSOR_PROCESSORS["llama"](config={"num_attention_heads": config.num_attention_heads,
                                                    "num_key_value_heads": config.num_key_value_heads})
@@ -301,7 +336,7 @@ def _check_read_back(path: Path, model, tokenizer, tensors: dict) -> None:
                           f"{len(wrong)} ({', '.join(wrong[:3])}); nothing was written")
     # The class AutoTokenizer picks for a GGUF file, without AutoTokenizer's second reading of the
     # whole metadata for the config (6.5 s against 0.7 s for the embedded model's 49152 tokens).
-    tok = PreTrainedTokenizerFast.from_pretrained(path.parent, gguf_file=path.name)
+    tok = split_as_gguf(PreTrainedTokenizerFast.from_pretrained(path.parent, gguf_file=path.name), path)
     for conversation in PROBES:
         text = tokenizer.apply_chat_template(_messages(conversation), tokenize=False,
                                              add_generation_prompt=conversation[-1][0] != "assistant")

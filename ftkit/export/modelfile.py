@@ -114,7 +114,8 @@ def _check_template(template: str, tokenizer, system: str | None) -> None:
                               "Nothing was written; pass ollama_template=... that renders the same text")
 
 
-def _modelfile(template: str, system: str | None, tokenizer, dtype: str, run: Run | None, weights: str) -> str:
+def _modelfile(template: str, system: str | None, tokenizer, dtype: str, run: Run | None, weights: str,
+               quantized=()) -> str:
     """The Modelfile's text: ``FROM ./weights``, the checked ``TEMPLATE``, ``SYSTEM``, greedy sampling."""
     if '"""' in template or (system and '"""' in system):
         raise ExportError('the template or system prompt contains """, which a Modelfile cannot quote')
@@ -123,6 +124,9 @@ def _modelfile(template: str, system: str | None, tokenizer, dtype: str, run: Ru
     if run is not None:
         instruction = run_template(run).instruction.replace("\n", "\\n")
         lines.append(f"# It was trained on user turns written as: {instruction}")
+    for gguf_type in quantized:
+        lines.append(f"# Quantized ({gguf_type}): FROM ./{Path(weights).stem}-{gguf_type}.gguf; the report's Export "
+                     "check shows what it costs on your rows")
     lines += [f"FROM ./{weights}", f'TEMPLATE """{template}"""']
     if system:
         lines.append(f'SYSTEM """{system}"""')

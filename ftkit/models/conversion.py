@@ -21,10 +21,43 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["CACHE_MARKER", "cache_dir", "cached_conversion", "converted_gguf"]
+__all__ = ["CACHE_MARKER", "GGUF_SPLITS", "cache_dir", "cached_conversion", "converted_gguf", "split_as_gguf"]
 
 # Written last into a cache folder; a folder without it is never used.
 CACHE_MARKER = _CACHE_MARKER = "ftkit-cache.json"
+# Part of every cache key: a change to what a conversion writes (2: the tokenizer splits text as the
+# GGUF file's pre-tokenizer says, see split_as_gguf) makes older folders unused, never trusted.
+CONVERSION_VERSION = 2
+
+
+def _smollm_split():
+    """SmolLM's own split (its tokenizer.json, and llama.cpp's ``smollm``): every digit alone, then
+    GPT-2's split."""
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True,
+                                                             use_regex=True)])
+
+
+# llama.cpp pre-tokenizer names (a GGUF file's ``tokenizer.ggml.pre``) that transformers' GGUF reader
+# does not know and reads with GPT-2's split. SmolLM2 (the embedded model) names ``smollm``: read with
+# GPT-2's split, "12345" became two tokens where the model was trained on, and llama.cpp runs it on,
+# five; a model tuned on the first split answered differently in llama.cpp wherever digits appear.
+GGUF_SPLITS = {"smollm": _smollm_split}
+
+
+def split_as_gguf(tokenizer, gguf_path):
+    """``tokenizer`` (read from the GGUF file ``gguf_path`` by transformers) with the split that the
+    file's ``tokenizer.ggml.pre`` names, where transformers' reader leaves GPT-2's (:data:`GGUF_SPLITS`).
+    Returned as it is for every other file."""
+    import gguf
+
+    field = gguf.GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.pre")
+    split = GGUF_SPLITS.get(field.contents() if field is not None else None)
+    if split is not None and getattr(tokenizer, "is_fast", False):
+        tokenizer.backend_tokenizer.pre_tokenizer = split()
+    return tokenizer
 
 
 def cache_dir() -> Path:
@@ -44,7 +77,7 @@ def cached_conversion(path: str | Path) -> Path | None:
 def _gguf_cache_key(path: Path) -> str:
     st = path.stat()
     # Size + mtime + name identify the file without hashing 100 MB on every load.
-    digest = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{CONVERSION_VERSION}".encode()).hexdigest()
     return f"{path.stem}-{digest[:12]}"
 
 
@@ -95,7 +128,7 @@ def _write_converted(path: Path, out: Path) -> None:
 
     folder, name = str(path.parent), path.name
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tokenizer = split_as_gguf(AutoTokenizer.from_pretrained(folder, gguf_file=name), path)
     # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the
     # quantization settings and copy the dequantized weights across.
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
