@@ -1,0 +1,3 @@
+module ftkit.test/gorender
+
+go 1.19
