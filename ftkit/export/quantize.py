@@ -79,11 +79,9 @@ def quantize_gguf(source, target, gguf_type: str) -> Path:
             new_type = types[tensor.name]
             shape = tuple(int(n) for n in reversed(tensor.shape))  # numpy order: rows, then the row length
             data = np.asarray(tensor.data).reshape(shape)
-            if new_type == tensor.tensor_type:
-                writer.add_tensor(tensor.name, data, raw_dtype=new_type)
-            else:
-                writer.add_tensor(tensor.name, _quantize(data.astype(np.float32), new_type), raw_shape=shape,
-                                  raw_dtype=new_type)
+            if new_type != tensor.tensor_type:  # bytes (rows, bytes per row): the writer derives the shape
+                data = _quantize(data.astype(np.float32), new_type)
+            writer.add_tensor(tensor.name, data, raw_dtype=new_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
