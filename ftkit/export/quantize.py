@@ -160,7 +160,8 @@ def tensor_types(tensors: dict, gguf_type: str, metadata: dict | None = None) ->
     the other architectures' and file types' branches, the MoE ``n_expert`` cases, ``--pure``,
     ``--tensor-type``/``--output-tensor-type``/``--token-embedding-type`` overrides and pruning.
 
-    >>> tensor_types({"blk.0.ffn_down.weight": ((576, 1536), F32)}, "q4_k_m", {"llama.block_count": 1})  # doctest: +SKIP
+    >>> shapes = {"blk.0.ffn_down.weight": ((576, 1536), GGMLQuantizationType.F32)}
+    >>> tensor_types(shapes, "q4_k_m", {"llama.block_count": 1})   # doctest: +SKIP
     {'blk.0.ffn_down.weight': <GGMLQuantizationType.Q6_K: 14>}
     """
     import gguf
