@@ -163,26 +163,53 @@ def recorded_summary(runs: list[Run]) -> tuple[pd.DataFrame | None, str | None]:
 
 
 def export_table(runs: list[Run]) -> str | None:
-    """The export checks the runs recorded (:attr:`Run.export_checks`): per exported folder, its
-    score in a fresh process next to the run's model's on the same rows; None when none was checked."""
-    header = ["run", "export", "weights", "rows", "metric", "in memory", "exported", "same answers", "verdict"]
+    """The export checks the runs recorded (:attr:`Run.export_checks`): per exported folder (and per
+    GGUF file answered by llama.cpp), its score next to the run's model's on the same rows, the
+    difference, the identical answers and the verdict; None when none was checked."""
+    header = ["run", "export", "answered by", "weights", "rows", "metric", "run's model", "exported",
+              "difference (95% CI)", "identical answers", "verdict"]
     rows, classes = [], []
     for run in runs:
         for check in run.export_checks:
             n = check.get("rows", 0)
             passed = bool(check.get("passed"))
-            verdict = "matches" if passed else "differs: " + "; ".join(
-                f"row {d['row']}: {d['in_memory']!r} in memory, {d['exported']!r} exported"
-                for d in check.get("differ", [])[:3])
-            rows.append([run.id, check.get("kind", ""), check.get("dtype", ""), n, check.get("metric", ""),
-                         float(check.get("in_memory", float("nan"))), float(check.get("exported", float("nan"))),
-                         f"{check.get('answers_equal', 0)} of {n}", verdict])
-            classes.append([""] * 8 + ["ok" if passed else "bad"])
+            llamacpp = check.get("engine") == "llama.cpp"
+            intervals = check.get("intervals") or {}
+            ours, theirs = float(check.get("in_memory", float("nan"))), float(check.get("exported", float("nan")))
+            if llamacpp:
+                mean, low, high = intervals.get("difference") or [theirs - ours, float("nan"), float("nan")]
+                difference = f"{mean:+.3f} ({low:+.3f} to {high:+.3f})"
+                ours_text = _with_interval(ours, intervals.get("in_memory"))
+                theirs_text = _with_interval(theirs, intervals.get("exported"))
+                verdict = ("matches" if passed and not check.get("cause") else
+                           f"quantization: {check['cause']}" if passed else f"differs: {check.get('cause') or 'cause not found'}")
+            else:
+                difference, ours_text, theirs_text = f"{theirs - ours:+.3f}", ours, theirs
+                verdict = "matches" if passed else "differs: " + "; ".join(
+                    f"row {d['row']}: {d['in_memory']!r} in memory, {d['exported']!r} exported"
+                    for d in check.get("differ", [])[:3])
+            equal = check.get("answers_equal", 0)
+            rows.append([run.id, Path(check.get("folder", "")).name if llamacpp else check.get("kind", ""),
+                         "llama.cpp" if llamacpp else "transformers, fresh process",
+                         check.get("gguf_type") if llamacpp else check.get("dtype", ""), n, check.get("metric", ""),
+                         ours_text, theirs_text, difference, f"{equal} of {n} ({equal / max(n, 1):.0%})", verdict])
+            classes.append([""] * 10 + ["ok" if passed else "bad"])
     if not rows:
         return None
-    note = ("<p class='note'>each export loaded in a fresh Python process with plain transformers, answering the "
-            "same held-out rows greedily with the run's template; merged weights must match the run exactly</p>")
+    from ftkit.export.llamacpp_check import IDENTICAL_MIN
+
+    note = ("<p class='note'>transformers: each export loaded in a fresh Python process, answering the same held-out "
+            "rows greedily with the run's template; merged weights must match the run exactly. llama.cpp: each GGUF "
+            "file answered by llama.cpp itself through the file's own chat template; float32/float16 files must give "
+            f"the same answers (at least {IDENTICAL_MIN:.0%}) with no template, tokenizer or end-of-turn cause; for "
+            "quantized files the difference, with its 95% bootstrap interval, is what quantization costs on your rows</p>")
     return _table(header, rows, classes) + note
+
+
+def _with_interval(value: float, interval) -> str:
+    if not interval:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def samples_section(runs: list[Run]) -> str | None:

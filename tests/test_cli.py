@@ -235,3 +235,27 @@ def test_export_writes_merged_weights_rescored_in_a_fresh_process_and_names_unkn
     assert check["kind"] == "merged" and check["rows"] == 2 and check["message"] in printed
     assert main(["export", "nope", str(tmp_path / "x"), "--root", str(tmp_path / "runs")]) == 1
     assert "nope" in capsys.readouterr().err
+
+
+def test_export_gguf_with_quantized_types_prints_each_file_s_llamacpp_check(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from ftkit.export.llamacpp import llamacpp_available
+
+    if not llamacpp_available():
+        pytest.skip("llama.cpp is not installed (pip install 'ftkit[gguf]')")
+    model, tok = load_model(tiny_model_dir, device="cpu", dtype="float32", verbose=False)
+    rows = [{"prompt": f"Where is order {i}?", "completion": "order_status"} for i in range(4)]
+    run = train_sft(model, tok, rows, runs_root=tmp_path / "runs",
+                    config=SFTSettings(max_steps=1, batch_size=2, save_steps=100))
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "gguf"
+    assert main(["export", run.id, str(out), "--gguf-type", "q8_0", "--root", str(tmp_path / "runs")]) == 2
+    assert "--gguf-type writes quantized GGUF files: add --gguf" in capsys.readouterr().err
+    assert main(["export", run.id, str(out), "--gguf", "--gguf-type", "q8_0", "--check", str(held_out),
+                 "--root", str(tmp_path / "runs")]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "model-q8_0.gguf").is_file()
+    assert "f32 GGUF in llama.cpp: exact_match" in printed and "q8_0 GGUF in llama.cpp: exact_match" in printed
+    assert "identical answers 4 of 4" in printed and "export (float32) checked in a fresh process" in printed

@@ -25,6 +25,7 @@ from pathlib import Path
 from ftkit.export import ExportError
 from ftkit.export.modelfile import MODELFILE, PROBES, _check_template, _messages, _modelfile, modelfile_template
 from ftkit.export.parity import merged_and_checked
+from ftkit.export.quantize import GGUF_TYPES
 from ftkit.models.tuned import run_template
 from ftkit.runs import Run
 
@@ -32,9 +33,8 @@ __all__ = ["GGUF_ARCHITECTURES", "GGUF_DTYPES", "GGUF_FILE", "QUANTIZED_TYPES", 
            "quantized_file"]
 
 GGUF_FILE = "model.gguf"
-# The quantized files written beside model.gguf on request (ftkit.export.quantize): llama.cpp's Q8_0
-# and Q4_K_M, the two most shipped.
-QUANTIZED_TYPES = ("q8_0", "q4_k_m")
+# The quantized files written beside model.gguf on request: llama.cpp's Q8_0 and Q4_K_M, the two most shipped.
+QUANTIZED_TYPES = GGUF_TYPES
 
 
 def quantized_file(gguf_type: str) -> str:

@@ -60,11 +60,12 @@ class LlamaCpp:
     # -- answers --------------------------------------------------------------------------------
 
     def chat(self, messages: list[dict], max_new_tokens: int) -> str:
-        """llama.cpp's greedy answer to ``messages``, through the file's own chat template."""
+        """llama.cpp's greedy answer to ``messages``, through the file's own chat template, with the
+        surrounding whitespace stripped as ftkit's generation strips it."""
         result = self._server.handle_chat_completions(
             {"messages": messages, "max_tokens": max_new_tokens, **_GREEDY})
         _raise_on_error(result)
-        return result["choices"][0]["message"]["content"] or ""
+        return (result["choices"][0]["message"]["content"] or "").strip()
 
     def complete_ids(self, ids: list[int], max_new_tokens: int) -> tuple[list[int], str]:
         """llama.cpp's greedy continuation of the prompt given as token ``ids`` (no template, no

@@ -3,6 +3,7 @@ file read back by transformers, and the Ollama Modelfile's template rendered aga
 
 import copy
 import json
+import os
 import re
 
 import pytest
@@ -17,7 +18,10 @@ from tiny_models import (
 
 from ftkit.export import ExportError
 from ftkit.export.check import check_export
-from ftkit.export.gguf import GGUF_FILE, export_gguf
+from ftkit.export.gguf import GGUF_FILE, QUANTIZED_TYPES, export_gguf, gguf_files, quantized_file
+from ftkit.export.llamacpp import INSTALL_GGUF, llamacpp_available
+from ftkit.export.llamacpp_check import check_in_llamacpp
+from ftkit.export.quantize import quantize_gguf
 from ftkit.export.go_template import render_go_template
 from ftkit.export.merged import export_run
 from ftkit.export.modelfile import MODELFILE, modelfile_template, read_modelfile
@@ -201,8 +205,11 @@ def test_a_gguf_export_reloads_in_transformers_with_the_same_answers(tmp_path, d
 
 def test_a_gguf_export_of_a_run_writes_a_modelfile_and_passes_the_fresh_process_check(trained, tmp_path):
     folder = export_run(trained, tmp_path / "gguf", gguf=True, check_rows=HELD_OUT, metrics=METRICS)
-    [record] = [c for c in trained.export_checks if c["kind"] == "gguf"]
+    [record] = [c for c in trained.export_checks if c["kind"] == "gguf" and c.get("engine") == "transformers"]
     assert record["passed"] and record["answers_equal"] == 3 and record["dtype"] == "float32"
+    if llamacpp_available():  # and llama.cpp itself answered the file, recorded beside it
+        [cpp] = [c for c in trained.export_checks if c.get("engine") == "llama.cpp"]
+        assert cpp["passed"] and cpp["gguf_type"] == "f32" and cpp["answers_equal"] == 3
     modelfile = read_modelfile(folder / MODELFILE)
     assert modelfile["from"] == f"./{GGUF_FILE}" and modelfile["system"] == "You route tickets."
     assert modelfile["parameters"] == {"stop": ["<|im_end|>"], "temperature": ["0"]}
@@ -341,9 +348,12 @@ def test_the_report_shows_the_exported_score_next_to_the_in_memory_one(tmp_path)
     assert re.findall(r"<h2>(.*?)</h2>", page) == ["Training cost", "Export check"]
     section = page.split("<h2>Export check</h2>")[1]
     cells = re.findall(r"<td[^>]*>(.*?)</td>", section)
-    assert cells[:9] == [run.id, "merged", "float32", "16", "exact_match", "0.812", "0.75", "15 of 16",
-                         "differs: row 3: &#x27;billing&#x27; in memory, &#x27;&lt;b&gt;bill&#x27; exported"]
-    assert cells[9:18] == [run.id, "gguf", "float16", "16", "exact_match", "0.812", "0.812", "16 of 16", "matches"]
+    fresh = "transformers, fresh process"
+    assert cells[:11] == [run.id, "merged", fresh, "float32", "16", "exact_match", "0.812", "0.75", "-0.062",
+                          "15 of 16 (94%)",
+                          "differs: row 3: &#x27;billing&#x27; in memory, &#x27;&lt;b&gt;bill&#x27; exported"]
+    assert cells[11:22] == [run.id, "gguf", fresh, "float16", "16", "exact_match", "0.812", "0.812", "+0.000",
+                            "16 of 16 (100%)", "matches"]
     assert section.count('<td class="bad">') == 1 and section.count('<td class="ok">') == 1
     unchecked = new_run("plain", {"kind": "sft"}, root=tmp_path)
     assert unchecked.export_checks == [] and "Export check" not in render_report(runs=[unchecked])
@@ -374,3 +384,19 @@ def test_a_gguf_export_of_the_embedded_model_answers_like_its_merged_weights(tmp
     check = check_export(run, folder, rows[100:104], max_new_tokens=12)
     assert check.passed and check.answers_equal == 4 and check.exported == check.in_memory
     assert run.export_checks[-1]["kind"] == "gguf"
+    if not llamacpp_available() and not os.environ.get("CI"):
+        pytest.skip(f"llama.cpp is not installed ({INSTALL_GGUF}); CI installs it")
+    # llama.cpp itself, through the file's own chat template, on rows with order numbers in them
+    # (its split of digits must be the run's): the same answers from the float32 file; quantized
+    # copies within a stated tolerance: Q8_0 at least half the answers identical and the score within
+    # 0.25; Q4_K_M only without a template, tokenizer or end-of-turn cause (measured: 16 of 16
+    # identical for float16, 13 of 16 for Q8_0, 2 of 16 for Q4_K_M after one training step).
+    for gguf_type in QUANTIZED_TYPES:
+        quantize_gguf(folder / GGUF_FILE, folder / quantized_file(gguf_type), gguf_type)
+    parity = rows[100:110]
+    assert any(ch.isdigit() for r in parity for ch in r["prompt"])
+    f32, q8, q4 = check_in_llamacpp(run, gguf_files(folder), parity, max_new_tokens=12)
+    assert (f32.gguf_type, q8.gguf_type, q4.gguf_type) == ("f32", "q8_0", "q4_k_m")
+    assert f32.passed and f32.answers_equal == len(parity) and f32.exported == f32.in_memory, f32.message
+    assert q8.passed and q8.answers_equal >= len(parity) / 2 and abs(q8.exported - q8.in_memory) <= 0.25, q8.message
+    assert q4.passed and (q4.cause == "" or q4.cause.startswith("weights:")), q4.message

@@ -113,6 +113,32 @@ def test_a_file_naming_another_split_is_named_as_the_pre_tokenizer(tmp_path):
     assert tok("12345", add_special_tokens=False)["input_ids"] == [tok.convert_tokens_to_ids(d) for d in "12345"]
 
 
+@needs_llamacpp
+def test_export_run_writes_quantized_copies_and_scores_each_in_llamacpp(trained, tmp_path):  # noqa: F811
+    from ftkit.export.gguf import quantized_file
+    from ftkit.report import export_table
+
+    folder = export_run(trained, tmp_path / "gguf", gguf=True, quantized=("q8_0", "q4_k_m"), check_rows=CHECK_ROWS,
+                        metrics=METRICS)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["Modelfile", GGUF_FILE, quantized_file("q8_0"), quantized_file("q4_k_m")])
+    assert gguf_type_of(folder / quantized_file("q4_k_m")) == "q4_k_m"
+    checks = {c["gguf_type"]: c for c in trained.export_checks
+              if c.get("engine") == "llama.cpp" and c["folder"].startswith(str(folder.resolve()))}
+    assert sorted(checks) == ["f32", "q4_k_m", "q8_0"]
+    assert checks["f32"]["answers_equal"] == len(CHECK_ROWS) and checks["f32"]["passed"]
+    for gguf_type in ("q8_0", "q4_k_m"):  # what quantization costs is shown with its interval, not judged
+        check = checks[gguf_type]
+        assert check["passed"] and check["required_identical"] == 0.0
+        mean, low, high = check["intervals"]["difference"]
+        assert low <= mean <= high and mean == pytest.approx(check["exported"] - check["in_memory"])
+        assert check["cause"] == "" or check["cause"].startswith("weights:")
+    table = export_table([trained])
+    for text in ("llama.cpp", "q4_k_m", "q8_0", "identical", "difference"):
+        assert text in table
+    assert "Modelfile" not in table and "FROM ./model-q4_k_m.gguf" in (folder / "Modelfile").read_text()
+
+
 def test_without_llamacpp_the_check_says_what_to_install(trained, tmp_path, monkeypatch):  # noqa: F811
     import ftkit.export.llamacpp as llamacpp
 
