@@ -210,7 +210,7 @@ def _answer_cause(cpp, model, tokenizer, messages, max_new_tokens: int) -> str:
 def _piece(tokenizer, ids, k) -> str:
     if k >= len(ids):
         return "the end"
-    return f"{tokenizer.convert_ids_to_tokens(ids[k])!r} ({ids[k]})"
+    return f"{tokenizer.decode([ids[k]])!r} ({ids[k]})"
 
 
 def _cpp_piece(cpp, ids, k) -> str:

@@ -92,16 +92,32 @@ def test_a_wrong_end_of_turn_token_is_named(trained, tmp_path):  # noqa: F811
     broken = _rewrite(folder / GGUF_FILE, tmp_path / "broken.gguf", fields={"tokenizer.ggml.eos_token_id": first})
     [check] = check_in_llamacpp(trained, broken, CHECK_ROWS, METRICS, record=False)
     assert not check.passed and check.answers_equal < check.rows, check.message
-    piece = tok.convert_ids_to_tokens(first)
+    piece = tok.decode([first])
     assert check.cause.startswith(f"end of turn: after the same 0 answer tokens llama.cpp stops at {piece!r} ({first}), "
                                   "which the file marks as an end of generation"), check.cause
     assert "Cause: end of turn" in check.message
 
 
 @needs_llamacpp
-def test_a_file_naming_another_split_is_named_as_the_pre_tokenizer(tmp_path):
-    """The embedded model's tokenizer splits digits one by one (its own split, llama.cpp's
-    ``smollm``); a file that names GPT-2's split tokenizes every number differently."""
+def test_a_file_naming_another_split_is_named_as_the_pre_tokenizer(trained, tmp_path):  # noqa: F811
+    """The run trained with GPT-2's split (its tokenizer merges "12"); a file naming SmolLM's
+    split (every digit alone) makes llama.cpp tokenize the prompt differently wherever a number is."""
+    folder = export_gguf(trained, tmp_path / "gguf")
+    assert gguf.GGUFReader(str(folder / GGUF_FILE)).fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+    broken = _rewrite(folder / GGUF_FILE, tmp_path / "broken.gguf", fields={"tokenizer.ggml.pre": "smollm"})
+    rows = [{"prompt": "Please change the delivery address to 12 Elm Street.", "completion": "address"}, *HELD_OUT]
+    [check] = check_in_llamacpp(trained, broken, rows, METRICS, record=False)
+    assert not check.passed
+    assert check.cause.startswith("pre-tokenizer: llama.cpp splits the same prompt into other tokens (its split: "
+                                  "'smollm'), first at token #"), check.cause
+    assert "' ' (" in check.cause and "' 12' (" in check.cause  # llama.cpp's lone space, then digits one by one
+
+
+@needs_llamacpp
+@pytest.mark.integration
+def test_the_embedded_model_s_tokenizer_splits_digits_as_llamacpp_does(tmp_path):
+    """The embedded model's tokenizer splits digits one by one, its own split (llama.cpp's
+    ``smollm``), which transformers' GGUF reader leaves out: the same ids as llama.cpp's."""
     from ftkit.export.llamacpp import LlamaCpp
     from ftkit.models.loading import load_tokenizer, resolve_source
 
