@@ -181,8 +181,9 @@ def export_table(runs: list[Run]) -> str | None:
                 difference = f"{mean:+.3f} ({low:+.3f} to {high:+.3f})"
                 ours_text = _with_interval(ours, intervals.get("in_memory"))
                 theirs_text = _with_interval(theirs, intervals.get("exported"))
-                verdict = ("matches" if passed and not check.get("cause") else
-                           f"quantization: {check['cause']}" if passed else f"differs: {check.get('cause') or 'cause not found'}")
+                cause = check.get("cause") or ""
+                verdict = ("matches" if passed and not cause else f"quantization: {cause}" if passed
+                           else f"differs: {cause or 'cause not found'}")
             else:
                 difference, ours_text, theirs_text = f"{theirs - ours:+.3f}", ours, theirs
                 verdict = "matches" if passed else "differs: " + "; ".join(
@@ -202,7 +203,8 @@ def export_table(runs: list[Run]) -> str | None:
             "rows greedily with the run's template; merged weights must match the run exactly. llama.cpp: each GGUF "
             "file answered by llama.cpp itself through the file's own chat template; float32/float16 files must give "
             f"the same answers (at least {IDENTICAL_MIN:.0%}) with no template, tokenizer or end-of-turn cause; for "
-            "quantized files the difference, with its 95% bootstrap interval, is what quantization costs on your rows</p>")
+            "quantized files the difference, with its 95% bootstrap interval, is what quantization costs on your "
+            "rows</p>")
     return _table(header, rows, classes) + note
 
 

@@ -58,7 +58,8 @@ class ExportCheck:
     time: float = 0.0
     engine: str = "transformers"  # what answered for the export: transformers | llama.cpp
     gguf_type: str = ""  # engine llama.cpp: the file's weight type (f32, f16, q8_0, q4_k_m)
-    intervals: dict = field(default_factory=dict)  # 95% intervals: in_memory, exported [low, high]; difference [mean, low, high]
+    # 95% intervals: in_memory and exported [low, high]; difference [mean, low, high]
+    intervals: dict = field(default_factory=dict)
     cause: str = ""  # engine llama.cpp: what makes the answers differ, when it was found
     required_identical: float = 1.0  # the share of identical answers that passes (0 for a quantized file)
 
@@ -91,7 +92,8 @@ class ExportCheck:
         mean, d_low, d_high = (self.intervals.get("difference") or [float("nan")] * 3)
         r_low, r_high = (self.intervals.get("in_memory") or [float("nan")] * 2)
         text = (f"{self.gguf_type} GGUF in llama.cpp: {self.metric} {self.exported:.3f} [{low:.2f}, {high:.2f}] vs "
-                f"{self.in_memory:.3f} [{r_low:.2f}, {r_high:.2f}] for the run's model ({self.dtype}) on {self.rows} rows, "
+                f"{self.in_memory:.3f} [{r_low:.2f}, {r_high:.2f}] for the run's model ({self.dtype}) "
+                f"on {self.rows} rows, "
                 f"difference {mean:+.3f} (95% CI {d_low:+.3f} to {d_high:+.3f}); identical answers "
                 f"{self.answers_equal} of {self.rows} ({self.answers_equal / max(self.rows, 1):.0%})")
         if not self.passed:

@@ -122,7 +122,8 @@ _GREEDY = {"temperature": 0.0, "top_k": 1, "top_p": 1.0, "min_p": 0.0, "repeat_p
 def _raise_on_error(result: dict) -> None:
     if isinstance(result, dict) and "error" in result:
         error = result["error"]
-        raise RuntimeError(f"llama.cpp refused the request: {error.get('message', error) if isinstance(error, dict) else error}")
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise RuntimeError(f"llama.cpp refused the request: {message}")
 
 
 # The server listens on 127.0.0.1: no proxy from the environment may take its requests.

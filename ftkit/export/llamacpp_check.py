@@ -22,7 +22,8 @@ An unquantized file (float32, float16) must give identical answers on at least
 quantized one (q8_0, q4_k_m) fails only on those causes: what quantization costs on the user's
 task is shown, with its interval, not judged.
 
->>> checks = check_in_llamacpp(run, ["router-gguf/model.gguf", "router-gguf/model-q4_k_m.gguf"], test[:32])  # doctest: +SKIP
+>>> files = ["router-gguf/model.gguf", "router-gguf/model-q4_k_m.gguf"]
+>>> checks = check_in_llamacpp(run, files, test[:32])      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ def _prompt_cause(cpp, tokenizer, messages, path) -> str | None:
     if our_ids != their_ids:
         k = _first_difference(our_ids, their_ids)
         if k < len(our_ids) and our_ids[k] in set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder):
-            return (f"tokenizer: llama.cpp does not read the special token {_piece(tokenizer, our_ids, k)} as one token "
+            return (f"tokenizer: llama.cpp does not read the special token {_piece(tokenizer, our_ids, k)} as one "
+                    "token "
                     f"(it splits the prompt into {_cpp_piece(cpp, their_ids, k)} there, token #{k}): the file's "
                     "vocabulary or token types differ from the run's tokenizer. Export again")
         return (f"pre-tokenizer: llama.cpp splits the same prompt into other tokens (its split: "
@@ -183,10 +185,11 @@ def _answer_cause(cpp, model, tokenizer, messages, max_new_tokens: int) -> str:
     ids = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
                     add_special_tokens=False)["input_ids"]
     ends = eos_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sorted(ends)[0]
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                              max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(ends),
-                             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sorted(ends)[0])
+                             pad_token_id=pad)
     ours = out[0, len(ids):].tolist()
     theirs, stop = cpp.complete_ids(ids, max_new_tokens)
     k = _first_difference(ours, theirs)  # both lists end with the token that ended them, when one did
@@ -196,7 +199,8 @@ def _answer_cause(cpp, model, tokenizer, messages, max_new_tokens: int) -> str:
                 f"{_piece(tokenizer, ours, k - 1)}, and llama.cpp goes on with {_cpp_piece(cpp, theirs, k)}: the "
                 f"file's end-of-generation token is not the run's ({names}). Export again so eos_token_id is the run's")
     if stop == "eos" and k == len(theirs) and len(ours) > k:
-        return (f"end of turn: after the same {k - 1} answer tokens llama.cpp stops at {_cpp_piece(cpp, theirs, k - 1)}, "
+        return (f"end of turn: after the same {k - 1} answer tokens llama.cpp stops at "
+                f"{_cpp_piece(cpp, theirs, k - 1)}, "
                 f"which the file marks as an end of generation, where the run's model goes on with "
                 f"{_piece(tokenizer, ours, k)} (the run ends with {names}). Export again so eos_token_id is the run's")
     if k == len(ours) == len(theirs):

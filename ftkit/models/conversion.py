@@ -77,7 +77,8 @@ def cached_conversion(path: str | Path) -> Path | None:
 def _gguf_cache_key(path: Path) -> str:
     st = path.stat()
     # Size + mtime + name identify the file without hashing 100 MB on every load.
-    digest = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{CONVERSION_VERSION}".encode()).hexdigest()
+    key = f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}|{CONVERSION_VERSION}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
     return f"{path.stem}-{digest[:12]}"
 
 

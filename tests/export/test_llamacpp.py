@@ -57,7 +57,8 @@ def test_a_gguf_export_answers_in_llamacpp_exactly_as_the_run_s_model(trained, t
     low, high = check.intervals["exported"]
     assert low <= check.exported <= high
     # Recorded with the run beside the transformers check, one per weight type.
-    recorded = [c for c in trained.export_checks if c.get("engine") == "llama.cpp" and c["gguf_type"] == check.gguf_type]
+    recorded = [c for c in trained.export_checks
+                if c.get("engine") == "llama.cpp" and c["gguf_type"] == check.gguf_type]
     assert len(recorded) == 1 and recorded[0]["passed"]
 
 
@@ -93,8 +94,8 @@ def test_a_wrong_end_of_turn_token_is_named(trained, tmp_path):  # noqa: F811
     [check] = check_in_llamacpp(trained, broken, CHECK_ROWS, METRICS, record=False)
     assert not check.passed and check.answers_equal < check.rows, check.message
     piece = tok.decode([first])
-    assert check.cause.startswith(f"end of turn: after the same 0 answer tokens llama.cpp stops at {piece!r} ({first}), "
-                                  "which the file marks as an end of generation"), check.cause
+    assert check.cause.startswith(f"end of turn: after the same 0 answer tokens llama.cpp stops at {piece!r} "
+                                  f"({first}), which the file marks as an end of generation"), check.cause
     assert "Cause: end of turn" in check.message
 
 
