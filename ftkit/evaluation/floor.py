@@ -107,10 +107,10 @@ def basis(metric: str, labels: int | Collection[str] | None = None) -> str | Non
     full argument is the table's ``reason``.
 
     >>> basis("exact_match", labels=4)
-    'chance for 4 labels (1/4)'
+    'chance for 4 labels, 1/4'
     """
     k = _label_count(labels)
     if metric in LABELLED and k is not None and k >= 2:
-        return f"chance for {k} labels (1/{k})"
+        return f"chance for {k} labels, 1/{k}"
     known = FLOORS.get(metric)
     return known.basis if known is not None else None

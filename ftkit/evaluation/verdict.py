@@ -472,8 +472,10 @@ def _what_decides(a: Advice) -> str:
 def _below_floor(a: Advice, interval: str) -> str:
     """The reason when both variants score below the floor: the best named, and what to try."""
     top = max(a.prompt_score, a.tuned_score)
-    best = " and ".join(n for n, s in ((a.tuned, a.tuned_score), (a.best_prompt, a.prompt_score)) if s == top)
-    return (f"the best is {best} ({top:.3f}), below the floor {a.floor:.3f} of {a.metric}, prompted or tuned; "
+    best = [n for n, s in ((a.tuned, a.tuned_score), (a.best_prompt, a.prompt_score)) if s == top]
+    named = (f"the best is {best[0]} ({top:.3f})" if len(best) == 1 else
+             f"the best are {' and '.join(best)} ({top:.3f} each)")
+    return (f"{named}, below the floor {a.floor:.3f} of {a.metric}, prompted or tuned; "
             f"{a.tuned} - {a.best_prompt} is {interval}. Before choosing between them, try a larger model through "
             "an endpoint (ftkit's Endpoint, notebook 08), more training rows, or more training steps")
 
