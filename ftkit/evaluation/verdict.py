@@ -32,6 +32,7 @@ import pandas as pd
 from ftkit.evaluation.flexibility import Flexibility
 from ftkit.evaluation.floor import basis as floor_basis
 from ftkit.evaluation.floor import floor as metric_floor
+from ftkit.evaluation.metrics import normalize
 from ftkit.evaluation.power import ALPHA, POWER, detectable_difference, detectable_from_interval, rows_needed
 
 __all__ = ["Advice", "advise"]
@@ -335,8 +336,6 @@ def _labels_named(result) -> set[str] | None:
     evaluate() was given one, it added ``label_accuracy``, and each reference is a label."""
     if "label_accuracy" not in result.metrics:
         return None
-    from ftkit.evaluation.metrics import normalize
-
     return {normalize(str(r)) for r in result.table["reference"]}
 
 
