@@ -1,7 +1,8 @@
 """The answer to "prompting or fine-tuning?", computed from one evaluation: one object that the
 notebooks, the ComparePanel, the HTML report and ``ftkit run`` all show. It runs over 400 lines because
 the conclusion, the lines that show it and what it makes of a judge are one argument read top to
-bottom (the general-skills probes behind its flexibility line are :mod:`ftkit.evaluation.flexibility`).
+bottom (the general-skills probes behind its flexibility line are :mod:`ftkit.evaluation.flexibility`,
+the floor below which a variant does not work yet is :mod:`ftkit.evaluation.floor`).
 
     advice = advise(result, prompts=["zero-shot", "8-shot"], tuned={"LoRA SFT": sft_run})
     print(advice)            # the conclusion, with the numbers behind it
@@ -29,6 +30,9 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 import pandas as pd
 
 from ftkit.evaluation.flexibility import Flexibility
+from ftkit.evaluation.floor import basis as floor_basis
+from ftkit.evaluation.floor import floor as metric_floor
+from ftkit.evaluation.metrics import normalize
 from ftkit.evaluation.power import ALPHA, POWER, detectable_difference, detectable_from_interval, rows_needed
 
 __all__ = ["Advice", "advise"]
@@ -80,6 +84,22 @@ class Advice:
     judge: object = None  # a judge's pairwise result (ftkit.evaluation.judge), shown in the verdict
     judge_decides: bool = False  # the conclusion follows the judge (the headline's interval spans 0)
     judge_note: str = ""  # what the verdict made of the judge, in words
+    # The score below which a variant does not work yet on the metric (ftkit.evaluation.floor; None:
+    # none known, and only an exact 0 everywhere is "neither works yet"), and why, in a few words.
+    floor: float | None = None
+    floor_basis: str = ""
+
+    @property
+    def below_floor(self) -> bool:
+        """True when both compared variants score below the floor: neither works yet."""
+        return self.floor is not None and max(self.prompt_score, self.tuned_score) < self.floor
+
+    def floor_line(self) -> str | None:
+        """The floor the verdict held the scores against, and why it is there."""
+        if self.floor is None:
+            return None
+        why = f" ({self.floor_basis})" if self.floor_basis else ""
+        return f"floor: below {self.floor:.3f} {self.metric} a variant does not work yet{why}"
 
     @property
     def tokens_saved(self) -> float:
@@ -145,6 +165,8 @@ class Advice:
                f"difference {self.difference:+.3f} (95% CI {self.ci_low:+.3f} to {self.ci_high:+.3f}) on "
                f"{self.rows} rows; wins {self.wins}, ties {self.ties}, losses {self.losses}",
                self.prompts_line(), self.power_line()]
+        if self.floor is not None:
+            out.append(self.floor_line())
         if self.invalid_rate:
             out.append("control: invalid answers " + ", ".join(f"{k} {v:.0%}" for k, v in self.invalid_rate.items()))
         alone = (f", {self.latency_1_s[self.tuned]:.2f} vs {self.latency_1_s[self.best_prompt]:.2f} s one at a time"
@@ -215,13 +237,14 @@ class Advice:
                 "prompt tokens (tuned)": self.prompt_tokens.get(self.tuned),
                 "training minutes": self.training_minutes, "rows": self.rows,
                 "prompts tried": ", ".join(self.prompts_tried), "detectable difference": self.detectable,
-                "rows needed": self.rows_needed,
+                "rows needed": self.rows_needed, "floor": self.floor,
                 "judge win rate (tuned)": _oriented(self)[0] if _oriented(self) is not None else None,
                 "judge decides": self.judge_decides, "verdict": self.conclusion}
 
 
 def advise(result, prompts, tuned, metric: str | None = None, requests: int = 100_000,
-           flexibility: Flexibility | None = None, judge=None) -> Advice:
+           flexibility: Flexibility | None = None, judge=None, floor: float | None = None,
+           labels=None) -> Advice:
     """The verdict on ``result`` (an :class:`~ftkit.evaluation.evaluate.EvalResult`): the best of the
     ``prompts`` (variant names) against the best of the ``tuned`` variants (names, or
     ``{name: Run}`` for their training cost: a DPO run's includes the SFT run it continued), on
@@ -230,8 +253,16 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
     Conclusions: *fine-tuning pays* (the interval of tuned - prompt is above 0), *prompting is
     enough* (below 0; or spanning 0 while the prompt costs no more tokens than the tuned model),
     *no evidence either way* (spanning 0 while the prompt costs more: more rows, or the request
-    volume, decide; the reason says how many rows), *neither works yet* (nothing scores above 0).
+    volume, decide; the reason says how many rows), *neither works yet* (both score below the floor
+    of the metric, or nothing scores above 0: a larger model, more rows or more steps come first).
     ``flexibility`` (from :func:`ftkit.evaluation.flexibility.flexibility`) adds what tuning cost outside the task.
+
+    ``floor``: the score below which a variant does not work yet; None takes the metric's from
+    :func:`ftkit.evaluation.floor.floor`, with ``labels`` (the label set or its size) for exact match:
+    chance, 1/k. Without ``labels``, an evaluation scored against a label set (it has
+    ``label_accuracy``) counts the labels its references name; a label no held-out row has is not
+    counted, which makes the floor a little higher, not lower. ``floor=0`` keeps only the exact-0
+    case, as before floors.
 
     ``judge``: a judge's pairwise result (:mod:`ftkit.evaluation.judge`: ``a``, ``b``, ``win_rate``
     of ``a`` with ``ci_low``/``ci_high``, ``rows``, ``kappa`` with ``kappa_low``/``kappa_high``,
@@ -284,6 +315,11 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
                     timing_notes=timing.notes()[1:] if timed else [], prompts_tried=prompts,
                     prompt_scores={n: float(summary.loc[n, metric]) for n in prompts}, detectable=detectable,
                     judge=judge)
+    if floor is None:
+        labels = labels if labels is not None else _labels_named(result)
+        advice.floor, advice.floor_basis = metric_floor(metric, labels), floor_basis(metric, labels) or ""
+    else:
+        advice.floor, advice.floor_basis = float(floor), "given as floor="
     if advice.spans_zero:
         advice.rows_needed = rows_needed(advice.rows, detectable, advice.difference)
     if seconds is not None and advice.seconds_saved > 0:
@@ -292,6 +328,15 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
     if judge is not None:
         advice.judge_note = _judge_note(advice)
     return advice
+
+
+def _labels_named(result) -> set[str] | None:
+    """The labels an evaluation scored against a label set names in its references (None: it was
+    not, so its references are free answers). EvalResult keeps no label set of its own: where
+    evaluate() was given one, it added ``label_accuracy``, and each reference is a label."""
+    if "label_accuracy" not in result.metrics:
+        return None
+    return {normalize(str(r)) for r in result.table["reference"]}
 
 
 def _priced(summary, names) -> dict[str, float]:
@@ -391,7 +436,9 @@ def _judge_note(a: Advice) -> str:
     if a.judge_decides:
         return f"the verdict follows the judge: the {a.metric} interval spans 0 and the judge's excludes 50%"
     if a.conclusion == "neither works yet":
-        return f"the judge is shown only: no answer scores above 0 on {a.metric}"
+        if a.prompt_score == 0 and a.tuned_score == 0:
+            return f"the judge is shown only: no answer scores above 0 on {a.metric}"
+        return f"the judge is shown only: neither scores above the floor {a.floor:.3f} of {a.metric}"
     _, low, high = view
     if a.spans_zero:
         return "the judge is shown only: it cannot tell them apart either (its interval spans 50%)"
@@ -421,6 +468,17 @@ def _what_decides(a: Advice) -> str:
     return "more rows, or your request volume, decide"
 
 
+def _below_floor(a: Advice, interval: str) -> str:
+    """The reason when both variants score below the floor: the best named, and what to try."""
+    top = max(a.prompt_score, a.tuned_score)
+    best = [n for n, s in ((a.tuned, a.tuned_score), (a.best_prompt, a.prompt_score)) if s == top]
+    named = (f"the best is {best[0]} ({top:.3f})" if len(best) == 1 else
+             f"the best are {' and '.join(best)} ({top:.3f} each)")
+    return (f"{named}, below the floor {a.floor:.3f} of {a.metric}, prompted or tuned; "
+            f"{a.tuned} - {a.best_prompt} is {interval}. Before choosing between them, try a larger model through "
+            "an endpoint (ftkit's Endpoint, notebook 08), more training rows, or more training steps")
+
+
 def _conclude(a: Advice) -> tuple[str, str]:
     interval = _interval(a)
     extra = a.tokens_saved
@@ -428,6 +486,8 @@ def _conclude(a: Advice) -> tuple[str, str]:
     if a.prompt_score == 0 and a.tuned_score == 0:
         return "neither works yet", (f"no answer scores above 0 on {a.metric}, prompted or tuned: a larger model, "
                                      "or more training data and time, before choosing between them")
+    if a.below_floor:
+        return "neither works yet", _below_floor(a, interval)
     if a.ci_low > 0:
         tokens = (f", sending {a.prompt_tokens[a.tuned]:.0f} instead of {a.prompt_tokens[a.best_prompt]:.0f} prompt "
                   "tokens per request" if round(extra) > 0 else "")
