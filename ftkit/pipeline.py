@@ -261,7 +261,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         say(str(result.compare(name, names[0], p.headline)))
     advice = None
     if baseline is not None and tuned:  # the same verdict the notebooks, the panel and the report give
-        advice = advise(result, list(baseline.variants), {v.name: r for v, r in zip(tuned, trained)}, p.headline)
+        advice = advise(result, list(baseline.variants), {v.name: r for v, r in zip(tuned, trained)}, p.headline,
+                        labels=labels)
         say("")
         for line in advice.lines():
             say(line)

@@ -355,7 +355,7 @@ class ComparePanel(w.VBox):
         names = self.result.variants
         prompts, tuned = [n for n in names if n in self.templates], {n: self.runs[n] for n in names if n in self.runs}
         self.advice = (advise(self.result, prompts, tuned, requests=self.requests, flexibility=self._flexibility,
-                              judge=self.judge) if prompts and tuned else None)
+                              judge=self.judge, labels=self.labels or None) if prompts and tuned else None)
         self._verdict.value = ("<h5>Verdict</h5>" + self.advice._repr_html_()) if self.advice else ""
 
     def _draw_table(self) -> None:
