@@ -150,7 +150,7 @@ class Timing:
         """How the timing was done and what disturbed it, in words."""
         alone = len(next(iter(self.alone.values()), [])) // max(self.rounds, 1)
         how = (f"timed together, interleaved: {self.rounds} rounds of {self.rows} rows in batches of "
-               f"{self.batch_size}" + (f", and one at a time on {alone} rows" if alone else "")
+               f"{self.batch_size}" + (f", and one at a time on {alone} row{'s' * (alone != 1)}" if alone else "")
                + "; medians with 95% intervals")
         out = [how]
         load = self.load
