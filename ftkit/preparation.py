@@ -168,7 +168,7 @@ REFERENCE_SAMPLE = 1000
 ANSWER_PERCENTILE = 95
 # The margin: a quarter more, for a right answer worded longer than its reference (a docstring,
 # longer names), and at least 8 tokens for what a reference lacks and an answer may add: a code fence
-# ("```python" and the closing "```" are about 6 tokens in SmolLM2's tokenizer) and the end-of-turn.
+# ("```python\n" and the closing "\n```" are 5 tokens in SmolLM2's tokenizer) and the end-of-turn.
 # A rule of thumb, not a measured optimum: the answer ends (ftkit.generation.stops) decide most lengths.
 MARGIN_SHARE, MARGIN_MIN = 0.25, 8
 
