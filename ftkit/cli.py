@@ -335,7 +335,9 @@ def evaluate_runs(runs, say=print):
         say(f"Evaluating {ids} on the {len(test)} held-out rows of {where}, reproduced from the data record; "
             f"metrics {', '.join(metrics)}")
         variants = [Variant(*load_run_model(r, merged=True), run_template(r), name=r.id,
-                            max_new_tokens=max_new_tokens, stop_strings=stops) for r in same_rows]
+                            max_new_tokens=max_new_tokens, stop_strings=stops,
+                            answer_end=task.get("answer_end", default.answer_end if default else None))
+                for r in same_rows]
         result = evaluate(variants, test, metrics=metrics, labels=task.get("labels") or None, timing_rounds=0)
         for run in same_rows:
             run.record_evaluation(result, variant=run.id, metric=next(iter(metrics)))

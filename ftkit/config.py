@@ -209,7 +209,8 @@ class PipelineConfig:
     metrics: list[str] = field(default_factory=list, metadata={
         "help": "Metrics per example; the first is the headline; empty: the task's", "choices": tuple(BUILTIN)})
     max_new_tokens: int = field(default=0, metadata={
-        "help": "Longest generated answer, in tokens (0: the task's)", "min": 0})
+        "help": "Longest generated answer, in tokens (0: the 95th percentile of the training answers' tokens "
+                "+ a margin, within the task's length)", "min": 0})
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

@@ -44,7 +44,8 @@ def plan_lines(config, prepared: Prepared, p: Plan) -> list[str]:
     held = f"{n} held-out row(s)" if n == len(prepared.test) else \
         f"{n} held-out turn(s) of {len(prepared.test)} conversation(s)"
     lines = [f"The run will ask {len(p.templates)} prompt variant(s) ({', '.join(t.name for t in p.templates)}) "
-             f"on {held} ({p.task.name}; headline {p.headline}; answers up to {p.max_new_tokens} tokens)"]
+             f"on {held} ({p.task.name}; headline {p.headline}; answers up to {p.max_new_tokens} tokens"
+             f"{': ' + p.answer_length if p.answer_length else ''})"]
     if p.sft is not None:
         rows = len(prepared.training_rows)
         lines.append(f"SFT: LoRA on {rows} rows with the {p.training_template.name!r} prompt, "

@@ -221,12 +221,14 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     say("Pre-flight (ftkit run --check says the same):" + "".join(f"\n  {n}" for n in notes))
     say(f"\nPrompt baselines: {', '.join(t.name for t in p.templates)} on {len(prepared.test)} rows "
         f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
+    ends = f"; each ends at its {p.task.answer_end} (or end-of-turn)" if p.task.answer_end else ""
+    say(f"  answers up to {p.max_new_tokens} tokens: {p.answer_length}{ends}")
     for name, hosted in p.endpoints.items():
         key = f"key from ${hosted.api_key_env}" if hosted.api_key_env else "no key"
         say(f"  {name}: asked of {hosted.model} at {hosted.base_url} ({key})")
-    stops = p.task.stop_strings
+    stops = dict(stop_strings=p.task.stop_strings, answer_end=p.task.answer_end)
     prompted = [Variant(p.endpoints.get(t.name, model), None if t.name in p.endpoints else tokenizer, t,
-                        name=t.name, max_new_tokens=p.max_new_tokens, stop_strings=stops) for t in p.templates]
+                        name=t.name, max_new_tokens=p.max_new_tokens, **stops) for t in p.templates]
     # Scored now, timed at the end with the tuned models (time_variants): timed minutes apart, under
     # whatever else the machine was doing then, the two would compare two loads, not two models.
     _threads(config, say)
@@ -236,7 +238,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
     tuned = [Variant(*served_model(r), p.training_template, name=_variant_name(r), max_new_tokens=p.max_new_tokens,
-                     stop_strings=stops) for r in trained]
+                     **stops) for r in trained]
     if tuned:
         say(f"\nEvaluating {', '.join(v.name for v in tuned)} with the {p.training_template.name!r} template")
     result = baseline

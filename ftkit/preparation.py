@@ -49,6 +49,7 @@ class Prepared:
     task: Task = field(default_factory=lambda: tasks.get("classification"))
     train_limit: int = 0  # SFT trains on at most this many of ``train`` (0: all); shots come from all of it
     data_record: dict | None = None  # where the rows came from and which were held out (ftkit.data.provenance)
+    answer_tokens: list[int] = field(default_factory=list)  # tokens of the training rows' references (answer length)
 
     @property
     def training_rows(self) -> datasets.Dataset:
@@ -70,6 +71,7 @@ class Plan:
     headline: str
     max_new_tokens: int
     labels: list[str]  # the label set, for a classification task
+    answer_length: str = ""  # where max_new_tokens came from, in words (see answer_length)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # template name -> the hosted model asked with it
     sft: SFTStage | None = None  # the config's SFT settings with the task's where it leaves them (max_length)
     dpo: DPOStage | None = None  # likewise for DPO
@@ -155,7 +157,53 @@ def prepare_data(config: PipelineConfig, tokenizer, say: Callable[[str], None] =
     task = task.on(d.source, rows=train)
     return Prepared(train=train, test=test, labels=label_set(train), description=description,
                     leakage="; ".join(leakage), pairs=pairs, task=task, train_limit=d.train_limit,
-                    data_record=record)
+                    data_record=record, answer_tokens=reference_tokens(train, tokenizer))
+
+
+# The answer length is read from at most this many training references: a percentile of a thousand
+# is within a token or two of the whole set's, and tokenizing 100k answers would cost seconds.
+REFERENCE_SAMPLE = 1000
+# Answers are allowed the 95th percentile of the training references' tokens: the longest 1 in 20
+# references, not the single longest (one outlier would set every batch's length), plus a margin.
+ANSWER_PERCENTILE = 95
+# The margin: a quarter more, for a right answer worded longer than its reference (a docstring,
+# longer names), and at least 8 tokens for what a reference lacks and an answer may add: a code fence
+# ("```python\n" and the closing "\n```" are 5 tokens in SmolLM2's tokenizer) and the end-of-turn.
+# A rule of thumb, not a measured optimum: the answer ends (ftkit.generation.stops) decide most lengths.
+MARGIN_SHARE, MARGIN_MIN = 0.25, 8
+
+
+def reference_tokens(rows, tokenizer) -> list[int]:
+    """The tokens of each reference answer in ``rows`` (each assistant turn of a conversation), of the
+    first :data:`REFERENCE_SAMPLE`; empty without a tokenizer."""
+    if tokenizer is None:
+        return []
+    answers = [str(r["completion"]) for r in chat_turns(rows)[:REFERENCE_SAMPLE] if r.get("completion") is not None]
+    return [len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]] if answers else []
+
+
+def answer_length(lengths: list[int], cap: int, set_to: int = 0) -> tuple[int, str]:
+    """The longest answer a run generates, and why, in words: ``set_to`` when the config sets it;
+    else the :data:`ANSWER_PERCENTILE` th percentile (nearest rank) of the training references'
+    token ``lengths`` plus a margin (:data:`MARGIN_SHARE`, at least :data:`MARGIN_MIN`), at most
+    ``cap`` (the task's ``max_new_tokens``); ``cap`` itself without references.
+
+    >>> answer_length([3] * 19 + [40], cap=12)
+    (11, '95th percentile of the training answers (3 tokens) + margin 8')
+    >>> answer_length([3, 4], cap=12, set_to=64)
+    (64, 'set in the config')
+    """
+    if set_to:
+        return set_to, "set in the config"
+    if not lengths:
+        return cap, "the task's default (no training answers to measure)"
+    ordered = sorted(lengths)
+    p = ordered[math.ceil(ANSWER_PERCENTILE / 100 * len(ordered)) - 1]
+    margin = max(MARGIN_MIN, math.ceil(MARGIN_SHARE * p))
+    why = f"{ANSWER_PERCENTILE}th percentile of the training answers ({p} tokens) + margin {margin}"
+    if p + margin > cap:
+        return cap, f"{why} = {p + margin}, capped at the task's {cap} (set max_new_tokens to allow more)"
+    return p + margin, why
 
 
 def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
@@ -177,10 +225,13 @@ def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
     # A task declares the lengths its rows need (code and chat are long); a config's own value wins.
     sft = replace(config.sft, max_length=config.sft.max_length or task.max_length) if config.sft else None
     dpo = replace(config.dpo, max_length=config.dpo.max_length or task.max_length) if config.dpo else None
+    # Answers as long as the training answers are (a high percentile and a margin), within the task's
+    # length: a batch runs until its longest answer ends, so an answer that does not stop costs this.
+    max_new_tokens, why = answer_length(prepared.answer_tokens, task.max_new_tokens, config.max_new_tokens)
     return Plan(task=task, templates=templates,
                 training_template=training_template(config, templates if named else (local or templates)),
                 metrics=metrics, headline=next(iter(metrics)),
-                max_new_tokens=config.max_new_tokens or task.max_new_tokens, labels=labels, endpoints=endpoints,
+                max_new_tokens=max_new_tokens, answer_length=why, labels=labels, endpoints=endpoints,
                 sft=sft, dpo=dpo,
                 fit_length=tuple(name for name, stage in (("sft", config.sft), ("dpo", config.dpo))
                                  if stage is not None and not stage.max_length))
@@ -194,6 +245,7 @@ def run_data(prepared: Prepared, p: Plan, kind: str = "sft") -> dict | None:
         return None
     record = {k: v for k, v in prepared.data_record.items() if kind == "dpo" or k != "pairs"}
     return provenance.with_prompts(record, task=p.task.name, metrics=list(p.metrics), max_new_tokens=p.max_new_tokens,
+                                   max_new_tokens_from=p.answer_length, answer_end=p.task.answer_end,
                                    labels=p.labels, stop_strings=p.task.stop_strings,
                                    training_template=p.training_template, templates=p.templates,
                                    endpoints=p.endpoints)

@@ -57,6 +57,9 @@ class Task:
     max_new_tokens: int = 32
     max_length: int = 256  # training: longest example in tokens
     stop_strings: tuple[str, ...] = ()
+    # Where the answer ends, so generation stops there (ftkit.generation.stops): "code block" (the
+    # closing fence, or the end of the function), "first line" (a label); None: at end-of-turn only.
+    answer_end: str | None = None
     reading: str = ""  # how to read the headline number, in one line
     # Extra prompt variants, as {name: instruction} or {name: (instruction, system prompt)}: the
     # prompt-engineering answer this task has besides zero- and few-shot (the glossary as the system
@@ -188,7 +191,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         description="Sort each text into one label of a fixed set.",
         house_description="Route each customer message to one of the shop's support queues.",
         examples=("support_routing",), instruction=CLASSIFY_INSTRUCTION, system=CLASSIFY_SYSTEM, shots=8,
-        metrics=("exact_match",), max_new_tokens=12,
+        metrics=("exact_match",), max_new_tokens=12, answer_end="first line",
         reading="the share of rows answered with exactly the right label (macro-F1 weighs every label alike)",
     ),
     Task(
@@ -274,7 +277,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
                     "run in a sandbox.",
         examples=("shop_code",),
         instruction="{prompt}\n\nReply with the Python code only.",
-        shots=2, metrics=("pass_at_1",), max_new_tokens=256, max_length=768,
+        shots=2, metrics=("pass_at_1",), max_new_tokens=256, max_length=768, answer_end="code block",
         reading="pass@1: the share of tasks whose one generated answer passes every test (run in a sandbox)",
     ),
 ]}

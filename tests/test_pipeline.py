@@ -201,3 +201,39 @@ def test_a_load_while_one_prompt_is_scored_does_not_reach_its_latency(tmp_path, 
     assert s.loc["plain", "latency_1_s"] == s.loc["twin", "latency_1_s"]
     assert not result.timing.difference("twin", "plain").significant
     assert any(line.startswith("  timed together, interleaved: 3 rounds of 6 rows") for line in lines)
+
+
+# --- the answer length comes from the training answers, unless the config sets it ------------------
+
+def test_answer_length_is_a_high_percentile_of_the_references_plus_a_margin_within_the_tasks():
+    from ftkit.preparation import answer_length
+
+    # nearest rank: the 95th percentile of 1..100 is 95; the margin a quarter of it, 24 (at least 8)
+    assert answer_length(list(range(1, 101)), cap=256) == (
+        119, "95th percentile of the training answers (95 tokens) + margin 24")
+    # of 20 answers the 19th longest: one outlier does not set every batch's length
+    assert answer_length([10] * 19 + [300], cap=256)[0] == 18
+    n, why = answer_length(list(range(1, 101)), cap=64)
+    assert n == 64 and "= 119, capped at the task's 64" in why
+    assert answer_length([], cap=32) == (32, "the task's default (no training answers to measure)")
+    assert answer_length(list(range(1, 101)), cap=64, set_to=300) == (300, "set in the config")
+
+
+def test_a_run_answers_up_to_its_training_answers_length_unless_the_config_sets_one(tmp_path, tiny_tokenizer):
+    from ftkit.preparation import plan, prepare_data
+
+    # " order" is one token of the tiny tokenizer: an answer of k words is k + 1 tokens (a leading "ord", "er")
+    rows = [{"prompt": f"Summarize case {i}: the customer asks about an order and waits for it.",
+             "completion": " ".join(["order"] * (70 if i == 0 else 11))} for i in range(40)]
+    (tmp_path / "cases.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    values = {"data": {"source": "cases.jsonl", "test_size": 6}, "task": "summarization", "sft": None,
+              "output": {"runs_root": str(tmp_path / "runs")}}
+    prepared = prepare_data(config_from_dict(values, base=tmp_path), tiny_tokenizer, lambda _: None)
+    assert len(prepared.answer_tokens) == 34 and set(prepared.answer_tokens) <= {12, 71}
+    # 34 answers: the 95th percentile is the 33rd shortest (ceil(0.95 * 34)), 12 tokens whether or not
+    # the one 71-token answer was held out; + a margin of max(8, 12 / 4) = 8
+    p = plan(config_from_dict(values, base=tmp_path), prepared)
+    assert p.max_new_tokens == 20 < p.task.max_new_tokens
+    assert p.answer_length == "95th percentile of the training answers (12 tokens) + margin 8"
+    explicit = plan(config_from_dict({**values, "max_new_tokens": 48}, base=tmp_path), prepared)
+    assert (explicit.max_new_tokens, explicit.answer_length) == (48, "set in the config")

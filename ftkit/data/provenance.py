@@ -180,9 +180,11 @@ def _template(t, endpoint=None) -> dict:
 
 
 def with_prompts(record: dict, *, task: str | None = None, metrics=(), max_new_tokens: int | None = None,
-                 labels=(), stop_strings=(), training_template=None, templates=(), endpoints=None) -> dict:
+                 labels=(), stop_strings=(), training_template=None, templates=(), endpoints=None,
+                 max_new_tokens_from: str = "", answer_end: str | None = None) -> dict:
     """``record`` with what the run was measured by: the task's name, its metric names (the headline
-    first), answer length, label set and stop strings, the template it trained on and the prompt
+    first), answer length (and where it came from, in words), label set, stop strings and where an
+    answer ends (``answer_end``, :mod:`ftkit.generation.stops`), the template it trained on and the prompt
     variants measured beside it (``PromptTemplate`` objects or their dicts; ``endpoints``: template
     name -> the hosted model asked with it). A new dict; ``record`` is left as it is.
 
@@ -192,8 +194,9 @@ def with_prompts(record: dict, *, task: str | None = None, metrics=(), max_new_t
     endpoints = endpoints or {}
     names = [m if isinstance(m, str) else getattr(m, "__name__", type(m).__name__) for m in metrics]
     return {**record,
-            "task": {"name": task, "metrics": names, "max_new_tokens": max_new_tokens, "labels": list(labels),
-                     "stop_strings": list(stop_strings)},
+            "task": {"name": task, "metrics": names, "max_new_tokens": max_new_tokens,
+                     "max_new_tokens_from": max_new_tokens_from, "labels": list(labels),
+                     "stop_strings": list(stop_strings), "answer_end": answer_end},
             "training_template": _template(training_template) if training_template is not None else None,
             "templates": [_template(t, endpoints.get(getattr(t, "name", None))) for t in templates]}
 

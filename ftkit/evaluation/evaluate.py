@@ -23,7 +23,7 @@ from ftkit.data.canonical import as_rows, find_overlap
 from ftkit.evaluation import metrics as M
 from ftkit.evaluation.metrics import normalize
 from ftkit.generation.generate import as_backend, generate
-from ftkit.generation.timing import Timing, rows_to_answer, time_variants
+from ftkit.generation.timing import INTERACTIVE_ROWS, Timing, rows_to_answer, time_variants
 
 __all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "conversation_text", "evaluate",
            "pairs_from_ratings"]
@@ -55,6 +55,8 @@ class Variant:
     max_new_tokens: int = field(default=32, metadata={"help": "Longest answer, in tokens"})
     stop_strings: tuple[str, ...] = field(default=(), metadata={
         "help": "Generation ends at any of these strings, cut from the answer (a task's stop strings)"})
+    answer_end: str | None = field(default=None, metadata={
+        "help": "Generation ends where the answer does: 'code block' or 'first line' (a task's answer_end)"})
 
     def __post_init__(self):
         self.name = self.name or self.template.name
@@ -232,7 +234,7 @@ def _macro_f1_ci(parsed, refs, labels, n_boot, seed) -> tuple[float, float, floa
 def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None,
              batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
              progress: bool = True, turns: str = "all", timing_rounds: int = 3,
-             interactive_rows: int = 2) -> EvalResult:
+             interactive_rows: int = INTERACTIVE_ROWS) -> EvalResult:
     """Run every variant on the same rows; score each output with each metric.
 
     ``metrics``: names (``exact_match``, ``squad_exact_match``, ``token_f1``, ``rouge_l``, ``chrf``,
@@ -292,7 +294,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         asked = [v.template.messages(r) for r in rows]
         built_s = (time.perf_counter() - start) / len(rows)  # retrieval, for a template that retrieves its shots
         outs = generate(v.model, v.tokenizer, asked, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
-                        stop_strings=list(v.stop_strings) or None, batch_size=batch_size, progress=progress)
+                        stop_strings=list(v.stop_strings) or None, batch_size=batch_size, progress=progress,
+                        answer_end=v.answer_end)
         texts = [o.text for o in outs]
         table[_column(v.name, "output")] = texts
         scores[v.name] = {}

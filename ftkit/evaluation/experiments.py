@@ -203,7 +203,7 @@ def task_change(variants, new_rows, new_label: str, *, old_rows=None, trained=No
         changed.append(Variant(v.model, v.tokenizer, replace(v.template, labels=[*v.template.labels, new_label],
                                                              shots=shown),
                                name=v.name, adapter=v.adapter, max_new_tokens=v.max_new_tokens,
-                               stop_strings=v.stop_strings))
+                               stop_strings=v.stop_strings, answer_end=v.answer_end))
     rows = [{**r, "completion": new_label, "label": new_label} for r in new] + old
     result = evaluate(changed, rows, labels=[*labels, new_label], batch_size=batch_size,
                       timing_rounds=0)  # who routes to the new label; latency is the comparison's

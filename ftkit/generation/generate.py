@@ -37,12 +37,13 @@ import contextlib
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ftkit import fastpath
 from ftkit.fastpath.lm_head import contiguous_lm_head
 from ftkit.fastpath.prefix import MIN_CACHED_PREFIX, cache_argument, shared_prefix
+from ftkit.generation import stops
 from ftkit.generation.backend import Backend, Generation
 
 __all__ = ["Generation", "LocalModel", "adapter_state", "as_backend", "contiguous_lm_head", "eos_token_ids",
@@ -221,13 +222,13 @@ class LocalModel:
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 32, batch_size: int | None = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
                  stop_strings: list[str] | None = None, prefix_cache: bool = True, adapter=None,
-                 progress: bool = True) -> list[Generation]:
+                 progress: bool = True, answer_end: str | None = None) -> list[Generation]:
         """See :func:`generate`; holds :func:`model_lock` for the whole call."""
         with model_lock(self.model):
             return _generate_locked(self.model, self.tokenizer, conversations, max_new_tokens=max_new_tokens,
                                     batch_size=batch_size or 16, do_sample=do_sample, temperature=temperature,
                                     top_p=top_p, seed=seed, stop_strings=stop_strings, prefix_cache=prefix_cache,
-                                    adapter=adapter, progress=progress)
+                                    adapter=adapter, progress=progress, answer_end=answer_end)
 
 
 def as_backend(model, tokenizer=None) -> Backend:
@@ -243,13 +244,17 @@ def as_backend(model, tokenizer=None) -> Backend:
 def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 32,
              batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, seed: int | None = None, stop_strings: list[str] | None = None,
-             prefix_cache: bool = True, adapter=None, progress: bool = True) -> list[Generation]:
+             prefix_cache: bool = True, adapter=None, progress: bool = True,
+             answer_end: str | None = None) -> list[Generation]:
     """Generate an answer for each conversation (a list of ``{role, content}`` messages).
 
     Greedy by default, so results are repeatable; ``do_sample=True`` with ``temperature``,
     ``top_p`` and ``seed`` samples (the same answers for the same seed and batches). Generation
     ends at the end-of-sequence token, after ``max_new_tokens``, or at any string in
-    ``stop_strings`` (cut from the text). ``adapter`` is passed to :func:`adapter_state`. Latency
+    ``stop_strings`` (cut from the text), and where the answer a task expects ends: ``answer_end``
+    (``"code block"``, ``"first line"``; :mod:`ftkit.generation.stops`), each row on its own, the
+    text cut after that end. A hosted backend stops at its own end-of-turn, and its answers are cut
+    at ``answer_end`` after. ``adapter`` is passed to :func:`adapter_state`. Latency
     is the batch's wall time divided evenly among its examples, plus an equal share of the shared
     prefix's one-time pass: what a request costs when served in batches.
 
@@ -257,14 +262,19 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     :class:`~ftkit.generation.endpoint.Endpoint` (``tokenizer``: None): the same call, answered
     by its server (``batch_size`` then caps the requests in flight).
     """
-    return as_backend(model, tokenizer).generate(
+    backend = as_backend(model, tokenizer)
+    local = {"answer_end": answer_end} if isinstance(backend, LocalModel) and answer_end else {}
+    outs = backend.generate(
         conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
         temperature=temperature, top_p=top_p, seed=seed, stop_strings=stop_strings, prefix_cache=prefix_cache,
-        adapter=adapter, progress=progress)
+        adapter=adapter, progress=progress, **local)
+    if answer_end and not local:  # a server cannot stop there: its answer is cut as a local one would be
+        outs = [replace(o, text=stops.cut(o.text, answer_end).strip()) for o in outs]
+    return outs
 
 
 def _generate_locked(model, tokenizer, conversations, *, max_new_tokens, batch_size, do_sample, temperature, top_p,
-                     seed, stop_strings, prefix_cache, adapter, progress) -> list[Generation]:
+                     seed, stop_strings, prefix_cache, adapter, progress, answer_end=None) -> list[Generation]:
     import torch
     from tqdm.auto import tqdm
 
@@ -307,6 +317,12 @@ def _generate_locked(model, tokenizer, conversations, *, max_new_tokens, batch_s
                     from ftkit.fastpath.static_cache import batch_cache
 
                     extra[argument] = batch_cache(model, cache, len(idx), n_prefix + width + max_new_tokens)
+                # Each row ends where its answer does (a state per batch: which rows ended, when).
+                ended = stops.stopping_criteria(answer_end, tokenizer, input_ids.shape[1])
+                if ended is not None:
+                    from transformers import StoppingCriteriaList
+
+                    extra["stopping_criteria"] = StoppingCriteriaList([ended])
                 t0 = time.perf_counter()
                 out = model.generate(input_ids=input_ids, attention_mask=mask, **options, **extra)
                 elapsed = time.perf_counter() - t0
@@ -314,7 +330,9 @@ def _generate_locked(model, tokenizer, conversations, *, max_new_tokens, batch_s
                 for row, i in enumerate(idx):
                     toks = new[row].tolist()
                     n = _count_new(toks, eos_ids, pad_id)
-                    text = tokenizer.decode(toks[:n], skip_special_tokens=True)
+                    if ended is not None and row in ended.ended_at:  # not the padding after (pad may be eos)
+                        n = min(n, ended.ended_at[row])
+                    text = stops.cut(tokenizer.decode(toks[:n], skip_special_tokens=True), answer_end)
                     for s in stop_strings or ():
                         text = text.split(s, 1)[0]
                     results[i] = Generation(text=text.strip(), prompt_tokens=len(ids[i]), new_tokens=n,

@@ -49,6 +49,11 @@ BUSY_NOTE = 0.25
 
 KINDS = {"batched": "latency_s", "alone": "latency_1_s"}
 
+# Rows each variant answers one at a time, per round: what a user waits for one request. A few,
+# not the batch: each costs a whole answer's decoding (on a 164-task code set, 237 new tokens a
+# row), and the one-at-a-time figure of two rows x three rounds already pairs six samples per variant.
+INTERACTIVE_ROWS = 2
+
 
 @dataclass
 class LatencyDifference:
@@ -145,7 +150,7 @@ class Timing:
         """How the timing was done and what disturbed it, in words."""
         alone = len(next(iter(self.alone.values()), [])) // max(self.rounds, 1)
         how = (f"timed together, interleaved: {self.rounds} rounds of {self.rows} rows in batches of "
-               f"{self.batch_size}" + (f" and {alone} rows one at a time" if alone else "")
+               f"{self.batch_size}" + (f", and one at a time on {alone} row{'s' * (alone != 1)}" if alone else "")
                + "; medians with 95% intervals")
         out = [how]
         load = self.load
@@ -184,7 +189,7 @@ def rows_to_answer(dataset, turns: str = "all") -> list[dict]:
 
 
 def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, rows: int | None = None,
-                  interactive_rows: int = 2, turns: str = "all", progress: bool = True,
+                  interactive_rows: int = INTERACTIVE_ROWS, turns: str = "all", progress: bool = True,
                   n_boot: int = 1000, seed: int = 0) -> Timing:
     """Time every variant on the same rows in one phase: after an untimed warm-up of each, ``rounds``
     rounds in which each batch of the first ``rows`` rows is answered
@@ -213,7 +218,8 @@ def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, r
     answer, asked = {}, {}
     for v in variants:
         answer[v.name] = partial(generate, v.model, v.tokenizer, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
-                                 stop_strings=list(v.stop_strings) or None, progress=False)
+                                 stop_strings=list(v.stop_strings) or None, progress=False,
+                                 answer_end=v.answer_end)
         asked[v.name] = [v.template.messages(r) for r in timed]
     for v in variants:  # untimed warm-up
         warm = as_backend(v.model, v.tokenizer).warmup_rows

@@ -141,8 +141,8 @@ def test_notes_say_the_load_and_a_wide_spread():
     quiet = Timing(batched={"a": [1.0, 1.1, 1.0], "b": [1.0, 1.0, 1.1]}, alone={"a": [2.0] * 3, "b": [2.0] * 3},
                    rows=8, batch_size=8, rounds=3,
                    load=Load(others_busy=0.05, own_busy=1.9, cores=2, seconds=30.0))
-    assert quiet.notes() == ["timed together, interleaved: 3 rounds of 8 rows in batches of 8 and 1 rows one at a "
-                             "time; medians with 95% intervals"]
+    assert quiet.notes() == ["timed together, interleaved: 3 rounds of 8 rows in batches of 8, and one at a time "
+                             "on 1 row; medians with 95% intervals"]
     busy = Timing(batched={"a": [1.0, 3.0, 1.0], "b": [1.0, 1.0, 1.1]}, rows=8, batch_size=8, rounds=3,
                   load=Load(others_busy=0.9, own_busy=1.1, cores=2, seconds=30.0, loadavg_start=(1.1, 1, 1),
                             loadavg_end=(1.9, 1, 1)))

@@ -255,7 +255,7 @@ def test_latency_bars_carry_their_intervals_and_a_difference_is_said_only_where_
     assert "latency batched: no difference the timing can see between c and a" in shown
     assert "latency one at a time: c is faster than a, -0.200 s per request (95% CI -0.200 to -0.200)" in shown
     assert "latency one at a time: no difference the timing can see between b and a" in shown
-    assert ("timing: timed together, interleaved: 3 rounds of 4 rows in batches of 2 and 2 rows one at a time"
+    assert ("timing: timed together, interleaved: 3 rounds of 4 rows in batches of 2, and one at a time on 2 rows"
             in shown)
     assert "timing: timed beside other work: other processes kept 1.2 of 2 cores busy" in shown
     assert "timing: the load changed while timing" in shown  # a's batches spread wide
