@@ -264,7 +264,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     advice = None
     if baseline is not None and tuned:  # the same verdict the notebooks, the panel and the report give
         advice = advise(result, list(baseline.variants), {v.name: r for v, r in zip(tuned, trained)}, p.headline,
-                        labels=labels)
+                        labels=labels, floor=p.task.floors.get(p.headline))
         say("")
         for line in advice.lines():
             say(line)

@@ -33,6 +33,7 @@ from ftkit.data.languages import LANGUAGES as _LANGUAGES, column_language as _co
 from ftkit.data.languages import language_name as _say, named_language as _named_language
 from ftkit.data.report import DataReport, match_key
 from ftkit.data.sources import as_rows
+from ftkit.evaluation.floor import Floor
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
 from ftkit.retrieval import retrieved_shots
 
@@ -57,6 +58,9 @@ class Task:
     max_new_tokens: int = 32
     max_length: int = 256  # training: longest example in tokens
     stop_strings: tuple[str, ...] = ()
+    # The score below which a variant does not work yet, where this task's reading of a metric
+    # differs from the metric's own floor (ftkit.evaluation.floor.FLOORS, which the verdict uses otherwise).
+    floors: dict[str, Floor] = field(default_factory=dict)
     # Where the answer ends, so generation stops there (ftkit.generation.stops): "code block" (the
     # closing fence, or the end of the function), "first line" (a label); None: at end-of-turn only.
     answer_end: str | None = None
@@ -253,6 +257,11 @@ TASKS: dict[str, Task] = {t.name: t for t in [
                           "'Made for home: ' and the product name; the third starts 'Care:'; no exclamation "
                           "marks, no 'you'; at most 40 words.\n\n{prompt}",
         shots=3, metrics=("rouge_l",), house_metrics=tuple(blurb_rule_metrics().values()), max_new_tokens=80,
+        # A good text to a brief can share few words with the one reference written for it: ROUGE-L's
+        # own floor (0.15, a fluent answer to another row) would call good writing "not working".
+        floors={"rouge_l": Floor(0.05, "a text to a brief may share few words with its one reference", (
+            "creative writing has one reference among many good texts; below 0.05 ROUGE-L an answer shares "
+            "almost no run of words with it, which fluent text on the same brief rarely does"))},
         reading="ROUGE-L against the reference text: the longest run of words shared with it, 0 to 1 (a good "
                 "text can share few words with it: read some answers too)",
         house_reading="the share of blurbs that keep every house rule (each rule has its own column)",

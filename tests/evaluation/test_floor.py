@@ -122,3 +122,18 @@ def test_every_floor_in_the_table_is_a_score_with_its_reasons():
     for metric, entry in FLOORS.items():
         assert 0 < entry.value < 1 and entry.basis and len(entry.reason) > len(entry.basis), metric
         assert floor(metric) == entry.value and basis(metric) == entry.basis
+
+
+def test_a_task_states_its_own_floor_where_the_metric_s_would_misread_it():
+    """Creative writing: one reference among many good texts, so ROUGE-L 0.08 is not "not working"
+    there, as it is for a summary; the pipeline passes the task's Floor, with its basis."""
+    from ftkit import tasks
+
+    creative = tasks.get("creative").floors["rouge_l"]
+    assert creative.value < FLOORS["rouge_l"].value and tasks.get("summarization").floors == {}
+    table = renamed(scored({"8-shot": [0.08] * 20, "LoRA SFT": [0.09] * 20}, {"8-shot": 40, "LoRA SFT": 40}),
+                    "rouge_l")
+    assert advise(table, ["8-shot"], ["LoRA SFT"]).conclusion == "neither works yet"  # the metric's floor, 0.15
+    written = advise(table, ["8-shot"], ["LoRA SFT"], floor=creative)
+    assert written.conclusion != "neither works yet" and written.floor == 0.05
+    assert written.floor_basis == creative.basis and any(creative.basis in line for line in written.lines())
