@@ -116,6 +116,7 @@ def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32",
     try:
         _write_gguf(tmp, arch, model.config, vocab, tensors, dtype, name or _model_name(model))
         _check_read_back(Path(tmp), model, tokenizer, tensors)
+        usual_mode(tmp)
         os.replace(tmp, folder / GGUF_FILE)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -130,6 +131,15 @@ def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32",
     (folder / MODELFILE).write_text(_modelfile(template, system, tokenizer, dtype, run, GGUF_FILE, quantized),
                                     encoding="utf-8")
     return folder
+
+
+def usual_mode(path) -> None:
+    """Give a file written through ``tempfile.mkstemp`` (mode 0600: only its owner reads it) the mode
+    a plain ``open(..., "w")`` gives under this process's umask, so that Ollama's service user, or
+    whoever the file is copied to, can read the export."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _base(run: Run):

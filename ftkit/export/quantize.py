@@ -50,6 +50,8 @@ def quantize_gguf(source, target, gguf_type: str) -> Path:
     import gguf
     import numpy as np
 
+    from ftkit.export.gguf import usual_mode  # (gguf.py imports this module's GGUF_TYPES)
+
     if gguf_type not in GGUF_TYPES:
         raise ValueError(f"gguf_type {gguf_type!r} is not written; use one of: {', '.join(GGUF_TYPES)}")
     source, target = Path(source), Path(target)
@@ -86,6 +88,7 @@ def quantize_gguf(source, target, gguf_type: str) -> Path:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        usual_mode(tmp)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -140,6 +140,10 @@ def test_export_run_writes_quantized_copies_and_scores_each_in_llamacpp(trained,
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["Modelfile", GGUF_FILE, quantized_file("q8_0"), quantized_file("q4_k_m")])
     assert gguf_type_of(folder / quantized_file("q4_k_m")) == "q4_k_m"
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in (GGUF_FILE, quantized_file("q8_0"), quantized_file("q4_k_m")):  # readable as any file written here
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~mask
     checks = {c["gguf_type"]: c for c in trained.export_checks
               if c.get("engine") == "llama.cpp" and c["folder"].startswith(str(folder.resolve()))}
     assert sorted(checks) == ["f32", "q4_k_m", "q8_0"]
