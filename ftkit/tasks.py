@@ -33,7 +33,6 @@ from ftkit.data.languages import LANGUAGES as _LANGUAGES, column_language as _co
 from ftkit.data.languages import language_name as _say, named_language as _named_language
 from ftkit.data.report import DataReport, match_key
 from ftkit.data.sources import as_rows
-from ftkit.evaluation.floor import Floor
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate, few_shot
 from ftkit.retrieval import retrieved_shots
 
@@ -58,9 +57,10 @@ class Task:
     max_new_tokens: int = 32
     max_length: int = 256  # training: longest example in tokens
     stop_strings: tuple[str, ...] = ()
-    # The score below which a variant does not work yet, where this task's reading of a metric
-    # differs from the metric's own floor (ftkit.evaluation.floor.FLOORS, which the verdict uses otherwise).
-    floors: dict[str, Floor] = field(default_factory=dict)
+    # The score below which a variant does not work yet, as {metric: (floor, basis in a few words)},
+    # where this task's reading of a metric differs from the metric's own floor
+    # (ftkit.evaluation.floor.FLOORS, which the verdict uses otherwise).
+    floors: dict[str, tuple[float, str]] = field(default_factory=dict)
     # Where the answer ends, so generation stops there (ftkit.generation.stops): "code block" (the
     # closing fence, or the end of the function), "first line" (a label); None: at end-of-turn only.
     answer_end: str | None = None
@@ -259,9 +259,9 @@ TASKS: dict[str, Task] = {t.name: t for t in [
         shots=3, metrics=("rouge_l",), house_metrics=tuple(blurb_rule_metrics().values()), max_new_tokens=80,
         # A good text to a brief can share few words with the one reference written for it: ROUGE-L's
         # own floor (0.15, a fluent answer to another row) would call good writing "not working".
-        floors={"rouge_l": Floor(0.05, "a text to a brief may share few words with its one reference", (
-            "creative writing has one reference among many good texts; below 0.05 ROUGE-L an answer shares "
-            "almost no run of words with it, which fluent text on the same brief rarely does"))},
+        # Below 0.05 an answer shares almost no run of words with it, which fluent text on the same
+        # brief rarely does.
+        floors={"rouge_l": (0.05, "a text to a brief may share few words with its one reference")},
         reading="ROUGE-L against the reference text: the longest run of words shared with it, 0 to 1 (a good "
                 "text can share few words with it: read some answers too)",
         house_reading="the share of blurbs that keep every house rule (each rule has its own column)",

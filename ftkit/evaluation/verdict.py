@@ -257,8 +257,8 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
     of the metric, or nothing scores above 0: a larger model, more rows or more steps come first).
     ``flexibility`` (from :func:`ftkit.evaluation.flexibility.flexibility`) adds what tuning cost outside the task.
 
-    ``floor``: the score below which a variant does not work yet (a number, or a
-    :class:`~ftkit.evaluation.floor.Floor` with its basis: a task's ``floors``); None takes the metric's from
+    ``floor``: the score below which a variant does not work yet (a number, or ``(number, basis)``:
+    a task's ``floors``); None takes the metric's from
     :func:`ftkit.evaluation.floor.floor`, with ``labels`` (the label set or its size) for exact match:
     chance, 1/k. Without ``labels``, an evaluation scored against a label set (it has
     ``label_accuracy``) counts the labels its references name; a label no held-out row has is not
@@ -319,8 +319,8 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
     if floor is None:
         labels = labels if labels is not None else _labels_named(result)
         advice.floor, advice.floor_basis = metric_floor(metric, labels), floor_basis(metric, labels) or ""
-    elif hasattr(floor, "value"):  # a Floor with its basis: a task's own (Task.floors)
-        advice.floor, advice.floor_basis = float(floor.value), floor.basis
+    elif isinstance(floor, tuple):  # (floor, basis): a task's own (Task.floors)
+        advice.floor, advice.floor_basis = float(floor[0]), floor[1]
     else:
         advice.floor, advice.floor_basis = float(floor), "given as floor="
     if advice.spans_zero:

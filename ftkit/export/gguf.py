@@ -22,7 +22,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ftkit.export import ExportError
+from ftkit.export import ExportError, usual_mode
 from ftkit.export.modelfile import MODELFILE, PROBES, _check_template, _messages, _modelfile, modelfile_template
 from ftkit.export.parity import merged_and_checked
 from ftkit.export.quantize import GGUF_TYPES
@@ -131,15 +131,6 @@ def export_gguf(run_or_model, folder, *, tokenizer=None, dtype: str = "float32",
     (folder / MODELFILE).write_text(_modelfile(template, system, tokenizer, dtype, run, GGUF_FILE, quantized),
                                     encoding="utf-8")
     return folder
-
-
-def usual_mode(path) -> None:
-    """Give a file written through ``tempfile.mkstemp`` (mode 0600: only its owner reads it) the mode
-    a plain ``open(..., "w")`` gives under this process's umask, so that Ollama's service user, or
-    whoever the file is copied to, can read the export."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def _base(run: Run):

@@ -50,7 +50,7 @@ def quantize_gguf(source, target, gguf_type: str) -> Path:
     import gguf
     import numpy as np
 
-    from ftkit.export.gguf import usual_mode  # (gguf.py imports this module's GGUF_TYPES)
+    from ftkit.export import usual_mode
 
     if gguf_type not in GGUF_TYPES:
         raise ValueError(f"gguf_type {gguf_type!r} is not written; use one of: {', '.join(GGUF_TYPES)}")

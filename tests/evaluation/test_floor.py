@@ -130,10 +130,10 @@ def test_a_task_states_its_own_floor_where_the_metric_s_would_misread_it():
     from ftkit import tasks
 
     creative = tasks.get("creative").floors["rouge_l"]
-    assert creative.value < FLOORS["rouge_l"].value and tasks.get("summarization").floors == {}
+    assert creative[0] < FLOORS["rouge_l"].value and tasks.get("summarization").floors == {}
     table = renamed(scored({"8-shot": [0.08] * 20, "LoRA SFT": [0.09] * 20}, {"8-shot": 40, "LoRA SFT": 40}),
                     "rouge_l")
     assert advise(table, ["8-shot"], ["LoRA SFT"]).conclusion == "neither works yet"  # the metric's floor, 0.15
     written = advise(table, ["8-shot"], ["LoRA SFT"], floor=creative)
     assert written.conclusion != "neither works yet" and written.floor == 0.05
-    assert written.floor_basis == creative.basis and any(creative.basis in line for line in written.lines())
+    assert written.floor_basis == creative[1] and any(creative[1] in line for line in written.lines())
