@@ -211,6 +211,9 @@ class PipelineConfig:
     max_new_tokens: int = field(default=0, metadata={
         "help": "Longest generated answer, in tokens (0: the 95th percentile of the training answers' tokens "
                 "+ a margin, within the task's length)", "min": 0})
+    constrain_labels: bool = field(default=True, metadata={
+        "help": "Classification: a local model's answer can only be one of the labels (constrained decoding), "
+                "so no answer is invalid; false asks freely, as before. A hosted endpoint always answers freely"})
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

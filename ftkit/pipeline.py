@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ftkit.config import PipelineConfig
 from ftkit.evaluation.verdict import advise
 from ftkit.training.dpo import train_dpo
-from ftkit.evaluation.evaluate import EvalResult, Variant, evaluate
+from ftkit.evaluation.evaluate import EvalResult, Variant, constrained, evaluate
 from ftkit.generation.timing import time_variants
 from ftkit.training.events import EventBus
 from ftkit.models.device import describe_device
@@ -213,6 +213,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     prepared = prepare_data(config, tokenizer, say)
     p = plan(config, prepared)
     labels = p.labels or None
+    # Classification answers only with a label where the model is local (config.constrain_labels).
+    answers_in = labels if config.constrain_labels else None
     # What the run would refuse (a prompt over the context, an answer max_length cuts), before minutes
     # of prompt baselines: the same checks `ftkit run --check` prints.
     problems, notes = preflight(prepared, p, tokenizer, model_context(model))
@@ -223,29 +225,33 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
     ends = f"; each ends at its {p.task.answer_end} (or end-of-turn)" if p.task.answer_end else ""
     say(f"  answers up to {p.max_new_tokens} tokens: {p.answer_length}{ends}")
+    if answers_in:
+        free = f" (hosted {', '.join(p.endpoints)}: free)" if p.endpoints else ""
+        say(f"  answers constrained to the {len(answers_in)} labels{free}; constrain_labels: false asks freely")
     for name, hosted in p.endpoints.items():
         key = f"key from ${hosted.api_key_env}" if hosted.api_key_env else "no key"
         say(f"  {name}: asked of {hosted.model} at {hosted.base_url} ({key})")
     stops = dict(stop_strings=p.task.stop_strings, answer_end=p.task.answer_end)
-    prompted = [Variant(p.endpoints.get(t.name, model), None if t.name in p.endpoints else tokenizer, t,
-                        name=t.name, max_new_tokens=p.max_new_tokens, **stops) for t in p.templates]
+    prompted = [constrained(Variant(p.endpoints.get(t.name, model), None if t.name in p.endpoints else tokenizer, t,
+                                    name=t.name, max_new_tokens=p.max_new_tokens, **stops), answers_in)
+                for t in p.templates]
     # Scored now, timed at the end with the tuned models (time_variants): timed minutes apart, under
     # whatever else the machine was doing then, the two would compare two loads, not two models.
     _threads(config, say)
     baseline = evaluate(prompted, prepared.test, metrics=p.metrics, labels=labels, progress=progress,
-                        timing_rounds=0) if prompted else None
+                        timing_rounds=0, constrain_labels=config.constrain_labels) if prompted else None
     runs = train_stages(config, model, tokenizer, prepared, p, config.output.runs_root, say, resume=resume)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
-    tuned = [Variant(*served_model(r), p.training_template, name=_variant_name(r), max_new_tokens=p.max_new_tokens,
-                     **stops) for r in trained]
+    tuned = [constrained(Variant(*served_model(r), p.training_template, name=_variant_name(r),
+                                 max_new_tokens=p.max_new_tokens, **stops), answers_in) for r in trained]
     if tuned:
         say(f"\nEvaluating {', '.join(v.name for v in tuned)} with the {p.training_template.name!r} template")
     result = baseline
     if tuned:
         _threads(config, say)
         tuned_result = evaluate(tuned, prepared.test, metrics=p.metrics, labels=labels, progress=progress,
-                                timing_rounds=0)
+                                timing_rounds=0, constrain_labels=config.constrain_labels)
         result = baseline.merge(tuned_result) if baseline is not None else tuned_result
     every = prompted + tuned
     if every:
