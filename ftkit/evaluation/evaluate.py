@@ -232,10 +232,9 @@ def _macro_f1_ci(parsed, refs, labels, n_boot, seed) -> tuple[float, float, floa
 
 
 def constrained(variant: Variant, labels) -> Variant:
-    """``variant`` answering only with one of ``labels`` (then its end-of-turn), where it can:
-    a local model becomes a :class:`~ftkit.generation.generate.LocalModel` with that label set
-    (:mod:`ftkit.generation.labels`). A hosted endpoint is returned as it is: an OpenAI-compatible
-    server takes no token-level constraint, so it answers freely and its invalid answers count.
+    """``variant`` answering only with one of ``labels``, where it can: a local model becomes a
+    :class:`~ftkit.generation.generate.LocalModel` with that label set (:mod:`ftkit.generation.labels`).
+    A hosted endpoint is returned as it is: its server takes no token-level constraint.
 
     >>> constrained(Variant(model, tok, template), ["billing", "refund"]).model.labels   # doctest: +SKIP
     ('billing', 'refund')
@@ -246,9 +245,8 @@ def constrained(variant: Variant, labels) -> Variant:
     return replace(variant, model=replace(backend, labels=tuple(str(x) for x in labels)))
 
 
-def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None,
-             batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
-             progress: bool = True, turns: str = "all", timing_rounds: int = 3,
+def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None, batch_size: int = 16,
+             n_boot: int = 1000, seed: int = 0, progress: bool = True, turns: str = "all", timing_rounds: int = 3,
              interactive_rows: int = INTERACTIVE_ROWS, constrain_labels: bool = True) -> EvalResult:
     """Run every variant on the same rows; score each output with each metric.
 
@@ -280,8 +278,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     prices adds ``usd_per_request`` to the summary (its token counts are the server's).
     """
     rows = rows_to_answer(dataset, turns)
-    if labels and constrain_labels:
-        variants = [constrained(v, labels) for v in variants]
+    variants = [constrained(v, labels if constrain_labels else None) for v in variants]
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must differ; got {names}. Pass name=... to Variant")
