@@ -39,6 +39,7 @@ from ftkit.models.loading import load_model
 from ftkit.models import threads
 from ftkit.preparation import (Plan, Prepared, RunRefused, build_template, model_context, plan,
                                preflight, prepare_data, run_data, training_template)
+from ftkit.prompts import CLASSIFY_SHORT_INSTRUCTION
 from ftkit.runs import Run, load_run, outcome
 from ftkit.training.settings import sampling_interval
 from ftkit.training.sft import train_sft
@@ -228,6 +229,9 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     if answers_in:
         free = f" (hosted {', '.join(p.endpoints)}: free)" if p.endpoints else ""
         say(f"  answers constrained to the {len(answers_in)} labels{free}; constrain_labels: false asks freely")
+    if p.sft is not None and p.training_template.instruction == CLASSIFY_SHORT_INSTRUCTION:
+        say(f"  the tuned model trains and is asked with the {p.training_template.name!r} prompt: no label list "
+            f"(sft.template names another)")
     for name, hosted in p.endpoints.items():
         key = f"key from ${hosted.api_key_env}" if hosted.api_key_env else "no key"
         say(f"  {name}: asked of {hosted.model} at {hosted.base_url} ({key})")
