@@ -286,7 +286,7 @@ def without_label_list(template: PromptTemplate, name: str = SHORT_PROMPT) -> Pr
 
     >>> t = without_label_list(classify_with_system(labels=["billing", "refund"]))
     >>> t.name, t.messages({"prompt": "I was charged twice"})[1]["content"]
-    ('short prompt', 'Message: I was charged twice\nAnswer with the label only.')
+    ('short prompt', 'Message: I was charged twice\\nAnswer with the label only.')
     """
     return replace(template, name=name, instruction=CLASSIFY_SHORT_INSTRUCTION, shots=[], retriever=None)
 
