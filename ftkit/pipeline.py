@@ -236,9 +236,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         key = f"key from ${hosted.api_key_env}" if hosted.api_key_env else "no key"
         say(f"  {name}: asked of {hosted.model} at {hosted.base_url} ({key})")
     stops = dict(stop_strings=p.task.stop_strings, answer_end=p.task.answer_end)
-    prompted = [constrained(Variant(p.endpoints.get(t.name, model), None if t.name in p.endpoints else tokenizer, t,
-                                    name=t.name, max_new_tokens=p.max_new_tokens, **stops), answers_in)
-                for t in p.templates]
+    prompted = [Variant(p.endpoints.get(t.name, model), None if t.name in p.endpoints else tokenizer, t,
+                        name=t.name, max_new_tokens=p.max_new_tokens, **stops) for t in p.templates]
     # Scored now, timed at the end with the tuned models (time_variants): timed minutes apart, under
     # whatever else the machine was doing then, the two would compare two loads, not two models.
     _threads(config, say)
@@ -247,8 +246,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     runs = train_stages(config, model, tokenizer, prepared, p, config.output.runs_root, say, resume=resume)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
-    tuned = [constrained(Variant(*served_model(r), p.training_template, name=_variant_name(r),
-                                 max_new_tokens=p.max_new_tokens, **stops), answers_in) for r in trained]
+    tuned = [Variant(*served_model(r), p.training_template, name=_variant_name(r), max_new_tokens=p.max_new_tokens,
+                     **stops) for r in trained]
     if tuned:
         say(f"\nEvaluating {', '.join(v.name for v in tuned)} with the {p.training_template.name!r} template")
     result = baseline
@@ -261,7 +260,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     if every:
         _threads(config, say)  # one choice for the whole phase: every variant is timed with it
         say(f"\nTiming {', '.join(v.name for v in every)} together, interleaved (the cost per request)")
-        timing = time_variants(every, prepared.test, progress=progress)
+        # Timed as scored: a local variant under the same label constraint.
+        timing = time_variants([constrained(v, answers_in) for v in every], prepared.test, progress=progress)
         result = result.with_timing(timing)
         say(f"  {timing.notes()[0]}")  # what disturbed it is said with the verdict (or below the table)
     for run, variant in zip(trained, tuned):

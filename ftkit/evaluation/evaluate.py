@@ -257,8 +257,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     set of a classification task; it adds ``label_accuracy`` per example and macro-F1 and the
     share of invalid outputs to the summary. The reference is each row's ``completion``. With
     ``labels``, a local variant's answers are constrained to them (``constrain_labels=False``: asked
-    freely, as before): each is one of the labels, so its invalid share is 0 and the comparison is
-    of which label, not of answer format; a hosted endpoint cannot be constrained (:func:`constrained`).
+    freely, as before), so none is invalid; a hosted endpoint cannot be constrained (:func:`constrained`).
 
     Conversations (``messages`` rows) are scored turn by turn: each assistant turn is answered
     given the true turns before it (``turns="last"``: only each conversation's last answer; see
@@ -278,7 +277,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     prices adds ``usd_per_request`` to the summary (its token counts are the server's).
     """
     rows = rows_to_answer(dataset, turns)
-    variants = [constrained(v, labels if constrain_labels else None) for v in variants]
+    answer_in = list(labels) if labels and constrain_labels else None  # a hosted backend ignores it
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must differ; got {names}. Pass name=... to Variant")
@@ -312,7 +311,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         built_s = (time.perf_counter() - start) / len(rows)  # retrieval, for a template that retrieves its shots
         outs = generate(v.model, v.tokenizer, asked, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
                         stop_strings=list(v.stop_strings) or None, batch_size=batch_size, progress=progress,
-                        answer_end=v.answer_end)
+                        answer_end=v.answer_end, labels=answer_in)
         texts = [o.text for o in outs]
         table[_column(v.name, "output")] = texts
         scores[v.name] = {}
@@ -348,7 +347,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     result = EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
                         n_boot=n_boot, seed=seed, corpus_metrics=corpus, hosted=hosted_names)
     if timing_rounds > 0:
-        result = result.with_timing(time_variants(variants, rows, batch_size=batch_size, rounds=timing_rounds,
+        timed = [constrained(v, answer_in) for v in variants]  # timed as scored, under the same constraint
+        result = result.with_timing(time_variants(timed, rows, batch_size=batch_size, rounds=timing_rounds,
                                                   interactive_rows=interactive_rows, progress=progress,
                                                   n_boot=n_boot, seed=seed))
     return result
