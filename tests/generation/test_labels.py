@@ -123,3 +123,16 @@ def test_a_hosted_variant_is_left_unconstrained():
 
     hosted = Variant(Endpoint(model="gpt-4o-mini"), None, classify_zero_shot(labels=LABELS), name="hosted")
     assert constrained(hosted, LABELS) is hosted
+
+
+def test_a_constrained_variant_answers_with_labels_wherever_it_generates(tiny):
+    # The timing phase calls generate(v.model, v.tokenizer, ...) with no labels: the backend carries them.
+    from ftkit.evaluation.evaluate import Variant, constrained
+    from ftkit.prompts import classify_zero_shot
+
+    model, tok = tiny
+    local = constrained(Variant(model, tok, classify_zero_shot(labels=LABELS)), LABELS)
+    assert local.model.labels == tuple(LABELS) and local.model.model is model
+    outs = generate(local.model, local.tokenizer, CONVS, max_new_tokens=10, progress=False)
+    assert all(o.text in LABELS for o in outs)
+    assert constrained(Variant(model, tok, classify_zero_shot(labels=LABELS)), None).model is model
