@@ -73,6 +73,7 @@ from ftkit.models.device import ModelLoadError
 from ftkit.models.loading import EMBEDDED_NAME, resolve_source
 from ftkit.training.sft import SFTSettings
 from ftkit.data.sources import path_problem
+from ftkit.prompts import LONG_LABEL_LIST, SHORT_PROMPT
 from ftkit.training.settings import MAX_SEED, SAMPLE_EVERY_HELP, range_problem, range_text, settings_fields
 
 __all__ = [
@@ -165,7 +166,8 @@ class SFTStage(SFTSettings):
 
     template: str = field(default="", metadata={
         "help": "Name of the template SFT (and DPO) train on and the tuned models are evaluated "
-                "with; empty: the first zero_shot or with_system template"})
+                "with; 'short prompt': classification's without the label list; empty: the first zero_shot or "
+                f"with_system template (classification with over {LONG_LABEL_LIST} labels: its short prompt)"})
     max_length: int = field(default=0, metadata={"help": MAX_LENGTH_HELP, "min": 0})
     # On for a headless run too: its report is where the answers are read after the fact, and about
     # 8 samplings of 3 rows cost under 10% of the training time on a CPU (benchmarks/train_sampling.py).
@@ -211,6 +213,9 @@ class PipelineConfig:
     max_new_tokens: int = field(default=0, metadata={
         "help": "Longest generated answer, in tokens (0: the 95th percentile of the training answers' tokens "
                 "+ a margin, within the task's length)", "min": 0})
+    constrain_labels: bool = field(default=True, metadata={
+        "help": "Classification: a local model's answer can only be one of the labels (constrained decoding), "
+                "so no answer is invalid; false asks freely, as before. A hosted endpoint always answers freely"})
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
@@ -366,7 +371,8 @@ def _check_meaning(config: PipelineConfig, problems: list[str]) -> None:
         task = tasks.get(config.task)
         names = ["zero-shot", *([tasks.CLOSED_BOOK] if task.passage_instruction else []), *task.variants,
                  f"{task.shots}-shot", *([f"retrieved {task.shots}-shot"] if task.shots else [])]
-    if config.sft is not None and config.sft.template and names and config.sft.template not in names:
+    # "short prompt": a classifier's training template without its label list (ftkit.prompts.without_label_list)
+    if config.sft is not None and config.sft.template and names and config.sft.template not in [*names, SHORT_PROMPT]:
         problems.append(f"sft.template: no template named {config.sft.template!r}"
                         f"{_suggest(config.sft.template, names)}; templates are: {', '.join(names)}")
     retrieved = [template_name(t) for t in config.templates if t.kind == "retrieved_shots"] if config.templates \

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ftkit.config import PipelineConfig
 from ftkit.evaluation.verdict import advise
 from ftkit.training.dpo import train_dpo
-from ftkit.evaluation.evaluate import EvalResult, Variant, evaluate
+from ftkit.evaluation.evaluate import EvalResult, Variant, constrained, evaluate
 from ftkit.generation.timing import time_variants
 from ftkit.training.events import EventBus
 from ftkit.models.device import describe_device
@@ -39,6 +39,7 @@ from ftkit.models.loading import load_model
 from ftkit.models import threads
 from ftkit.preparation import (Plan, Prepared, RunRefused, build_template, model_context, plan,
                                preflight, prepare_data, run_data, training_template)
+from ftkit.prompts import CLASSIFY_SHORT_INSTRUCTION
 from ftkit.runs import Run, load_run, outcome
 from ftkit.training.settings import sampling_interval
 from ftkit.training.sft import train_sft
@@ -213,6 +214,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     prepared = prepare_data(config, tokenizer, say)
     p = plan(config, prepared)
     labels = p.labels or None
+    # Classification answers only with a label where the model is local (config.constrain_labels).
+    answers_in = labels if config.constrain_labels else None
     # What the run would refuse (a prompt over the context, an answer max_length cuts), before minutes
     # of prompt baselines: the same checks `ftkit run --check` prints.
     problems, notes = preflight(prepared, p, tokenizer, model_context(model))
@@ -223,6 +226,12 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         f"({p.task.name}; headline metric {p.headline}: {p.task.reading})")
     ends = f"; each ends at its {p.task.answer_end} (or end-of-turn)" if p.task.answer_end else ""
     say(f"  answers up to {p.max_new_tokens} tokens: {p.answer_length}{ends}")
+    if answers_in:
+        free = f" (hosted {', '.join(p.endpoints)}: free)" if p.endpoints else ""
+        say(f"  answers constrained to the {len(answers_in)} labels{free}; constrain_labels: false asks freely")
+    if p.sft is not None and p.training_template.instruction == CLASSIFY_SHORT_INSTRUCTION:
+        say(f"  the tuned model trains and is asked with the {p.training_template.name!r} prompt: no label list "
+            f"(sft.template names another)")
     for name, hosted in p.endpoints.items():
         key = f"key from ${hosted.api_key_env}" if hosted.api_key_env else "no key"
         say(f"  {name}: asked of {hosted.model} at {hosted.base_url} ({key})")
@@ -233,7 +242,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     # whatever else the machine was doing then, the two would compare two loads, not two models.
     _threads(config, say)
     baseline = evaluate(prompted, prepared.test, metrics=p.metrics, labels=labels, progress=progress,
-                        timing_rounds=0) if prompted else None
+                        timing_rounds=0, constrain_labels=config.constrain_labels) if prompted else None
     runs = train_stages(config, model, tokenizer, prepared, p, config.output.runs_root, say, resume=resume)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
@@ -245,13 +254,14 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     if tuned:
         _threads(config, say)
         tuned_result = evaluate(tuned, prepared.test, metrics=p.metrics, labels=labels, progress=progress,
-                                timing_rounds=0)
+                                timing_rounds=0, constrain_labels=config.constrain_labels)
         result = baseline.merge(tuned_result) if baseline is not None else tuned_result
     every = prompted + tuned
     if every:
         _threads(config, say)  # one choice for the whole phase: every variant is timed with it
         say(f"\nTiming {', '.join(v.name for v in every)} together, interleaved (the cost per request)")
-        timing = time_variants(every, prepared.test, progress=progress)
+        # Timed as scored: a local variant under the same label constraint.
+        timing = time_variants([constrained(v, answers_in) for v in every], prepared.test, progress=progress)
         result = result.with_timing(timing)
         say(f"  {timing.notes()[0]}")  # what disturbed it is said with the verdict (or below the table)
     for run, variant in zip(trained, tuned):

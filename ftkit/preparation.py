@@ -26,7 +26,8 @@ from ftkit.training.dpo import to_trl_pairs
 from ftkit.generation.endpoint import Endpoint
 from ftkit.evaluation import metrics as M
 from ftkit import tasks
-from ftkit.prompts import DEFAULT_INSTRUCTION, PromptTemplate, check_fits, few_shot, prompt_lengths
+from ftkit.prompts import (CLASSIFY_INSTRUCTION, DEFAULT_INSTRUCTION, LONG_LABEL_LIST, SHORT_PROMPT, PromptTemplate,
+                           check_fits, few_shot, prompt_lengths, without_label_list)
 from ftkit.retrieval import retrieved_shots
 from ftkit.tasks import Task
 from ftkit.training.sft import preflight as sft_preflight
@@ -228,8 +229,12 @@ def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
     # Answers as long as the training answers are (a high percentile and a margin), within the task's
     # length: a batch runs until its longest answer ends, so an answer that does not stop costs this.
     max_new_tokens, why = answer_length(prepared.answer_tokens, task.max_new_tokens, config.max_new_tokens)
+    if labels and config.constrain_labels and not config.max_new_tokens and prepared.answer_tokens:
+        # A constrained answer ends with its label: the longest is the length, past the task's cap (banking77's
+        n = max(prepared.answer_tokens)  # labels run to 17 SmolLM2 tokens: a cap of 12 cut them invalid)
+        max_new_tokens, why = n + 1, f"the longest label ({n} tokens) + 1: answers are constrained to the labels"
     return Plan(task=task, templates=templates,
-                training_template=training_template(config, templates if named else (local or templates)),
+                training_template=training_template(config, templates if named else (local or templates), labels),
                 metrics=metrics, headline=next(iter(metrics)),
                 max_new_tokens=max_new_tokens, answer_length=why, labels=labels, endpoints=endpoints,
                 sft=sft, dpo=dpo,
@@ -360,18 +365,34 @@ def build_template(t: TemplateConfig, train, labels: list[str], task: Task | Non
     return PromptTemplate(name=name, instruction=instruction, system=system, labels=list(labels))
 
 
-def training_template(config: PipelineConfig, templates: list[PromptTemplate]) -> PromptTemplate:
+def training_template(config: PipelineConfig, templates: list[PromptTemplate], labels=()) -> PromptTemplate:
     """The template SFT and DPO train on: the one ``sft.template`` names, else the first
     without shots (a tuned model should not need examples in every request); never one that
-    retrieves its shots per request (each training row would be shown its nearest neighbours)."""
+    retrieves its shots per request (each training row would be shown its nearest neighbours).
+
+    For a classifier (``labels``), ``sft.template: short prompt`` names that template without the
+    label list (:func:`~ftkit.prompts.without_label_list`), the default over :data:`~ftkit.prompts.LONG_LABEL_LIST`
+    labels where it would be the task's instruction (a config's own is kept); the tuned model is asked with it too.
+    """
     wanted = config.sft.template if config.sft is not None else ""
+    chosen = None
     for t in templates:
         if wanted and t.name == wanted and t.retriever is not None:
             raise ConfigError([f"sft.template: {wanted!r} retrieves its examples per request from the training "
                                "rows, so it cannot be the prompt SFT trains on; name a zero-shot or few-shot one"])
         if (t.name == wanted) if wanted else not (t.shots or t.retriever is not None):
-            return t
-    return templates[0] if templates else PromptTemplate()
+            chosen = t
+            break
+    if chosen is None and wanted == SHORT_PROMPT and not labels:
+        raise ConfigError([f"sft.template: {SHORT_PROMPT!r} leaves out the label list of a classification "
+                           "task, and this run has no labels; name another template or set task: classification"])
+    if chosen is None and wanted == SHORT_PROMPT:  # the short form of the template it would be otherwise
+        base = next((t for t in templates if not (t.shots or t.retriever is not None)), None)
+        return without_label_list(base or PromptTemplate(instruction=CLASSIFY_INSTRUCTION, labels=list(labels)))
+    chosen = chosen or (templates[0] if templates else PromptTemplate())
+    if not wanted and len(labels) > LONG_LABEL_LIST and chosen.instruction == CLASSIFY_INSTRUCTION:
+        return without_label_list(chosen)
+    return chosen
 
 
 def model_context(model) -> int | None:

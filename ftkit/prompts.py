@@ -12,6 +12,11 @@ the model sees the exact answer format before the real question. They come from 
 split only; :func:`ftkit.evaluation.evaluate.evaluate` refuses a template whose shots are in the test rows.
 Retrieved shots (the training rows nearest to each input, :mod:`ftkit.retrieval`) are a template
 whose ``retriever`` picks them per request.
+
+A tuned classifier needs no label list: :func:`without_label_list` (named ``"short prompt"``,
+``sft.template: short prompt`` in a config, the default over :data:`LONG_LABEL_LIST` labels) trains
+and asks it with the message alone, and constrained decoding (:mod:`ftkit.generation.labels`)
+keeps its answers within the labels.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ import random
 import string
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from ftkit.data.sources import as_rows
 
 __all__ = [
-    "CLASSIFY_INSTRUCTION", "CLASSIFY_SYSTEM", "DEFAULT_INSTRUCTION", "PromptTemplate", "classify_few_shot",
+    "CLASSIFY_INSTRUCTION", "CLASSIFY_SHORT_INSTRUCTION", "CLASSIFY_SYSTEM", "DEFAULT_INSTRUCTION", "LONG_LABEL_LIST",
+    "SHORT_PROMPT", "PromptTemplate", "classify_few_shot", "without_label_list",
     "check_fits", "classify_with_system", "classify_zero_shot", "few_shot", "prompt_lengths", "select_shots",
     "with_system", "zero_shot",
 ]
@@ -34,6 +40,15 @@ __all__ = [
 DEFAULT_INSTRUCTION = "{prompt}"
 CLASSIFY_INSTRUCTION = "Labels: {labels}\nMessage: {prompt}\nAnswer with the label only."
 CLASSIFY_SYSTEM = "You sort messages into exactly one of the given labels."
+# A tuned classifier's prompt: the label list left out. It learned the labels from its training
+# answers, and on 77 labels (banking77) the list is 545 of the prompt's 605 tokens, in every request.
+CLASSIFY_SHORT_INSTRUCTION = "Message: {prompt}\nAnswer with the label only."
+SHORT_PROMPT = "short prompt"  # its name in tables, and what sft.template names it by
+# More labels than this, and a classifier trains on the short prompt unless sft.template names
+# another: at about 7 tokens a label (banking77: 545 tokens for 77), 20 labels are some 140 tokens
+# of list beside a system prompt and message of about 60, most of every request; the tuned model
+# learns the labels from its answers, and constrained decoding keeps its answers within them.
+LONG_LABEL_LIST = 20
 
 
 @dataclass
@@ -262,6 +277,18 @@ def few_shot(train, k: int = 5, strategy: str = "balanced", seed: int = 0, *,
 classify_zero_shot = partial(zero_shot, CLASSIFY_INSTRUCTION)
 classify_with_system = partial(with_system, CLASSIFY_SYSTEM, CLASSIFY_INSTRUCTION)
 classify_few_shot = partial(few_shot, instruction=CLASSIFY_INSTRUCTION, system=CLASSIFY_SYSTEM)
+
+
+def without_label_list(template: PromptTemplate, name: str = SHORT_PROMPT) -> PromptTemplate:
+    """``template`` for a tuned classifier: the instruction without the label list
+    (:data:`CLASSIFY_SHORT_INSTRUCTION`), the same system prompt, no shots. Train on it and ask the
+    tuned model with it (the run records it); a model that was not tuned has no way to know the labels.
+
+    >>> t = without_label_list(classify_with_system(labels=["billing", "refund"]))
+    >>> t.name, t.messages({"prompt": "I was charged twice"})[1]["content"]
+    ('short prompt', 'Message: I was charged twice\\nAnswer with the label only.')
+    """
+    return replace(template, name=name, instruction=CLASSIFY_SHORT_INSTRUCTION, shots=[], retriever=None)
 
 
 def prompt_lengths(template: PromptTemplate, rows, tokenizer) -> list[int]:

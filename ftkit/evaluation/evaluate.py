@@ -22,11 +22,11 @@ import pandas as pd
 from ftkit.data.canonical import as_rows, find_overlap
 from ftkit.evaluation import metrics as M
 from ftkit.evaluation.metrics import normalize
-from ftkit.generation.generate import as_backend, generate
+from ftkit.generation.generate import LocalModel, as_backend, generate
 from ftkit.generation.timing import INTERACTIVE_ROWS, Timing, rows_to_answer, time_variants
 
-__all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "conversation_text", "evaluate",
-           "pairs_from_ratings"]
+__all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "constrained", "conversation_text",
+           "evaluate", "pairs_from_ratings"]
 
 
 class Template(Protocol):
@@ -231,10 +231,23 @@ def _macro_f1_ci(parsed, refs, labels, n_boot, seed) -> tuple[float, float, floa
     return M.macro_f1(parsed, refs, labels), *_interval(boots)
 
 
-def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None,
-             batch_size: int = 16, n_boot: int = 1000, seed: int = 0,
-             progress: bool = True, turns: str = "all", timing_rounds: int = 3,
-             interactive_rows: int = INTERACTIVE_ROWS) -> EvalResult:
+def constrained(variant: Variant, labels) -> Variant:
+    """``variant`` answering only with one of ``labels``, where it can: a local model becomes a
+    :class:`~ftkit.generation.generate.LocalModel` with that label set (:mod:`ftkit.generation.labels`).
+    A hosted endpoint is returned as it is: its server takes no token-level constraint.
+
+    >>> constrained(Variant(model, tok, template), ["billing", "refund"]).model.labels   # doctest: +SKIP
+    ('billing', 'refund')
+    """
+    backend = as_backend(variant.model, variant.tokenizer)
+    if not labels or backend.hosted or not isinstance(backend, LocalModel):
+        return variant
+    return replace(variant, model=replace(backend, labels=tuple(str(x) for x in labels)))
+
+
+def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None, batch_size: int = 16,
+             n_boot: int = 1000, seed: int = 0, progress: bool = True, turns: str = "all", timing_rounds: int = 3,
+             interactive_rows: int = INTERACTIVE_ROWS, constrain_labels: bool = True) -> EvalResult:
     """Run every variant on the same rows; score each output with each metric.
 
     ``metrics``: names (``exact_match``, ``squad_exact_match``, ``token_f1``, ``rouge_l``, ``chrf``,
@@ -242,7 +255,9 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     ``(prediction, reference, row) -> float``. BLEU and chrF are summarized at corpus level with
     sacrebleu's bootstrap interval; the table keeps their sentence scores. ``labels``: the label
     set of a classification task; it adds ``label_accuracy`` per example and macro-F1 and the
-    share of invalid outputs to the summary. The reference is each row's ``completion``.
+    share of invalid outputs to the summary. The reference is each row's ``completion``. With
+    ``labels``, a local variant's answers are constrained to them (``constrain_labels=False``: asked
+    freely, as before), so none is invalid; a hosted endpoint cannot be constrained (:func:`constrained`).
 
     Conversations (``messages`` rows) are scored turn by turn: each assistant turn is answered
     given the true turns before it (``turns="last"``: only each conversation's last answer; see
@@ -262,6 +277,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     prices adds ``usd_per_request`` to the summary (its token counts are the server's).
     """
     rows = rows_to_answer(dataset, turns)
+    answer_in = list(labels) if labels and constrain_labels else None  # a hosted backend ignores it
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must differ; got {names}. Pass name=... to Variant")
@@ -295,7 +311,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         built_s = (time.perf_counter() - start) / len(rows)  # retrieval, for a template that retrieves its shots
         outs = generate(v.model, v.tokenizer, asked, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
                         stop_strings=list(v.stop_strings) or None, batch_size=batch_size, progress=progress,
-                        answer_end=v.answer_end)
+                        answer_end=v.answer_end, labels=answer_in)
         texts = [o.text for o in outs]
         table[_column(v.name, "output")] = texts
         scores[v.name] = {}
@@ -331,7 +347,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     result = EvalResult(table=table, summary=pd.DataFrame(summary).set_index("variant"), scores=scores,
                         n_boot=n_boot, seed=seed, corpus_metrics=corpus, hosted=hosted_names)
     if timing_rounds > 0:
-        result = result.with_timing(time_variants(variants, rows, batch_size=batch_size, rounds=timing_rounds,
+        timed = [constrained(v, answer_in) for v in variants]  # timed as scored, under the same constraint
+        result = result.with_timing(time_variants(timed, rows, batch_size=batch_size, rounds=timing_rounds,
                                                   interactive_rows=interactive_rows, progress=progress,
                                                   n_boot=n_boot, seed=seed))
     return result

@@ -45,6 +45,7 @@ from ftkit.fastpath.lm_head import contiguous_lm_head
 from ftkit.fastpath.prefix import MIN_CACHED_PREFIX, cache_argument, shared_prefix
 from ftkit.generation import stops
 from ftkit.generation.backend import Backend, Generation
+from ftkit.generation.labels import label_trie, prefix_allowed_tokens_fn
 
 __all__ = ["Generation", "LocalModel", "adapter_state", "as_backend", "contiguous_lm_head", "eos_token_ids",
            "generate", "generation_options", "model_lock", "render_prompts"]
@@ -204,6 +205,10 @@ class LocalModel:
 
     model: Any
     tokenizer: Any
+    # A classifier's label set: every answer is one of them (see :func:`generate`'s ``labels``),
+    # unless a call passes its own. A backend of its own, so whatever generates through it (the
+    # scoring, the timing of the same variant) answers under the same constraint.
+    labels: tuple[str, ...] | None = None
     hosted = False  # class attributes, not fields: the Backend protocol's constants
     warmup_rows = 4  # the first call of a model pays for allocations and kernel selection
 
@@ -222,13 +227,15 @@ class LocalModel:
     def generate(self, conversations: list[list[dict]], *, max_new_tokens: int = 32, batch_size: int | None = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
                  stop_strings: list[str] | None = None, prefix_cache: bool = True, adapter=None,
-                 progress: bool = True, answer_end: str | None = None) -> list[Generation]:
+                 progress: bool = True, answer_end: str | None = None,
+                 labels: list[str] | None = None) -> list[Generation]:
         """See :func:`generate`; holds :func:`model_lock` for the whole call."""
         with model_lock(self.model):
             return _generate_locked(self.model, self.tokenizer, conversations, max_new_tokens=max_new_tokens,
                                     batch_size=batch_size or 16, do_sample=do_sample, temperature=temperature,
                                     top_p=top_p, seed=seed, stop_strings=stop_strings, prefix_cache=prefix_cache,
-                                    adapter=adapter, progress=progress, answer_end=answer_end)
+                                    adapter=adapter, progress=progress, answer_end=answer_end,
+                                    labels=labels if labels is not None else self.labels)
 
 
 def as_backend(model, tokenizer=None) -> Backend:
@@ -245,7 +252,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
              batch_size: int = 16, do_sample: bool = False, temperature: float = 1.0,
              top_p: float = 1.0, seed: int | None = None, stop_strings: list[str] | None = None,
              prefix_cache: bool = True, adapter=None, progress: bool = True,
-             answer_end: str | None = None) -> list[Generation]:
+             answer_end: str | None = None, labels: list[str] | None = None) -> list[Generation]:
     """Generate an answer for each conversation (a list of ``{role, content}`` messages).
 
     Greedy by default, so results are repeatable; ``do_sample=True`` with ``temperature``,
@@ -254,7 +261,10 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     ``stop_strings`` (cut from the text), and where the answer a task expects ends: ``answer_end``
     (``"code block"``, ``"first line"``; :mod:`ftkit.generation.stops`), each row on its own, the
     text cut after that end. A hosted backend stops at its own end-of-turn, and its answers are cut
-    at ``answer_end`` after. ``adapter`` is passed to :func:`adapter_state`. Latency
+    at ``answer_end`` after. ``labels`` (a classifier's label set; None: unconstrained): a local
+    model's answer can only be one of them, then its end-of-turn (:mod:`ftkit.generation.labels`);
+    a hosted backend cannot be constrained so and answers freely. ``adapter`` is passed to
+    :func:`adapter_state`. Latency
     is the batch's wall time divided evenly among its examples, plus an equal share of the shared
     prefix's one-time pass: what a request costs when served in batches.
 
@@ -263,18 +273,20 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     by its server (``batch_size`` then caps the requests in flight).
     """
     backend = as_backend(model, tokenizer)
-    local = {"answer_end": answer_end} if isinstance(backend, LocalModel) and answer_end else {}
+    local = {k: v for k, v in (("answer_end", answer_end), ("labels", labels)) if v} \
+        if isinstance(backend, LocalModel) else {}
     outs = backend.generate(
         conversations, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
         temperature=temperature, top_p=top_p, seed=seed, stop_strings=stop_strings, prefix_cache=prefix_cache,
         adapter=adapter, progress=progress, **local)
-    if answer_end and not local:  # a server cannot stop there: its answer is cut as a local one would be
+    if answer_end and "answer_end" not in local:  # a server cannot stop there: cut as a local answer would be
         outs = [replace(o, text=stops.cut(o.text, answer_end).strip()) for o in outs]
     return outs
 
 
 def _generate_locked(model, tokenizer, conversations, *, max_new_tokens, batch_size, do_sample, temperature, top_p,
-                     seed, stop_strings, prefix_cache, adapter, progress, answer_end=None) -> list[Generation]:
+                     seed, stop_strings, prefix_cache, adapter, progress, answer_end=None,
+                     labels=None) -> list[Generation]:
     import torch
     from tqdm.auto import tqdm
 
@@ -285,6 +297,11 @@ def _generate_locked(model, tokenizer, conversations, *, max_new_tokens, batch_s
     options = generation_options(tokenizer, max_new_tokens, do_sample, temperature, top_p, stop_strings, seed=seed,
                                  top_k=getattr(model.generation_config, "top_k", None))
     fast = fastpath.enabled(*FAST)
+    trie = None
+    if labels:
+        # max_new_tokens stays the caller's cap: one inside a label cuts it into an invalid answer
+        # (the pipeline's cap covers its training answers, so the labels, with a margin).
+        trie = label_trie(tokenizer, labels, eos_ids)
 
     results: list[Generation | None] = [None] * len(texts)
     with torch.inference_mode(), adapter_state(model, adapter), head_context(model):
@@ -323,6 +340,8 @@ def _generate_locked(model, tokenizer, conversations, *, max_new_tokens, batch_s
                     from transformers import StoppingCriteriaList
 
                     extra["stopping_criteria"] = StoppingCriteriaList([ended])
+                if trie is not None:  # left padding: every row's answer starts at the input's width
+                    extra["prefix_allowed_tokens_fn"] = prefix_allowed_tokens_fn(trie, input_ids.shape[1])
                 t0 = time.perf_counter()
                 out = model.generate(input_ids=input_ids, attention_mask=mask, **options, **extra)
                 elapsed = time.perf_counter() - t0
