@@ -71,13 +71,17 @@ class ComparePanel(w.VBox):
     defaults to the sorted labels of ``dataset`` when it has a ``label`` column. Each run's
     evaluation is recorded with it (:meth:`~ftkit.runs.Run.record_evaluation`); pass
     ``record=False`` when ``dataset`` is not held out (rating training rows for DPO pairs).
+    ``constrain_labels``: a classifier's local answers only among ``labels`` (constrained decoding,
+    :mod:`ftkit.generation.labels`); False to see what the model writes freely.
     """
 
     def __init__(self, model, tokenizer, dataset, templates: dict[str, PromptTemplate | Variant] | None = None,
                  runs=(), labels=None, metrics=None, limit: int | None = None,
                  max_new_tokens: int | None = None, page_size: int = 20, record: bool = True, task=None,
-                 disagreement: float = 0.1, requests: int = 100_000, timing_rounds: int = 3):
+                 disagreement: float = 0.1, requests: int = 100_000, timing_rounds: int = 3,
+                 constrain_labels: bool = True):
         self.model, self.tokenizer = model, tokenizer
+        self.constrain_labels = constrain_labels  # classification: answers only among the labels
         self.timing_rounds = timing_rounds  # rounds of evaluate's timing phase (0: no latency)
         given = as_rows(dataset)
         self.task = tasks.resolve(task, given, labels).for_rows(given)  # a QA prompt reads the passage
@@ -158,7 +162,7 @@ class ComparePanel(w.VBox):
         self._progress.clear_output()
         with self._progress:
             self.result = evaluate(variants, self._rows, self.metrics, labels=self.labels or None,
-                                   timing_rounds=self.timing_rounds)
+                                   timing_rounds=self.timing_rounds, constrain_labels=self.constrain_labels)
         for name in names:  # each run keeps its evaluation, on these rows, beside the others
             if self.record and name in self.runs:
                 self.runs[name].record_evaluation(self.result, variant=name)

@@ -89,7 +89,7 @@ def test_disagreement_filter_ratings_and_pairs_for_dpo(talkative, tmp_path):
     same = {"a": zero_shot(), "b": zero_shot(), "c": zero_shot("Route this: {prompt}")}
     length = {"length": lambda prediction, reference, row: len(prediction) / 10}  # a score that varies
     panel = ComparePanel(model, tok, dataset=TEST, templates=same, labels=LABELS, max_new_tokens=3,
-                         metrics=length, disagreement=0.1)
+                         metrics=length, disagreement=0.1, constrain_labels=False)  # free answers, to differ
     with pytest.raises(ValueError, match="run the comparison first"):
         panel.rate(0, "a", True)
     panel.select(["a", "b"])
