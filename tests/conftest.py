@@ -28,16 +28,6 @@ from tiny_models import make_tokenizer, save_tiny_model
 SLOW_MODULES = {"tests/test_notebooks.py": 1300, "tests/browser/test_jupyterlab.py": 400}
 
 
-def pytest_configure(config):
-    # Two workers on two cores: one torch thread each. ftkit would measure the other worker's load
-    # and mostly choose 1 anyway (ftkit/models/threads.py), but a sample taken while the other
-    # worker is between tests chooses 2, and a second thread beside a busy core costs up to 2.5x.
-    # The notebook kernels and `ftkit serve` processes inherit it; tests/models/test_threads.py
-    # unsets it for its own tests.
-    if os.environ.get("PYTEST_XDIST_WORKER") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-        os.environ.setdefault("FTKIT_THREADS", "1")
-
-
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         order = {item.nodeid: i for i, item in enumerate(items)}
