@@ -25,7 +25,8 @@ from tiny_models import make_tokenizer, save_tiny_model
 # (with --no-loadscope-reorder): a module of several minutes that started last would leave the
 # other worker idle at the end. Seconds each took on a 2-core CPU beside other jobs (pytest
 # --durations, Dec 2026); modules not listed follow in collection order.
-SLOW_MODULES = {"tests/test_notebooks.py": 1300, "tests/browser/test_jupyterlab.py": 400}
+SLOW_MODULES = {"tests/test_notebooks.py": 1300, "tests/test_notebooks_shared_runs.py": 720,
+                "tests/browser/test_jupyterlab.py": 400}
 
 
 def pytest_collection_modifyitems(config, items):
