@@ -163,8 +163,9 @@ def tensor_types(tensors: dict, gguf_type: str, metadata: dict | None = None) ->
     the other architectures' and file types' branches, the MoE ``n_expert`` cases, ``--pure``,
     ``--tensor-type``/``--output-tensor-type``/``--token-embedding-type`` overrides and pruning.
 
+    >>> from gguf import GGMLQuantizationType
     >>> shapes = {"blk.0.ffn_down.weight": ((576, 1536), GGMLQuantizationType.F32)}
-    >>> tensor_types(shapes, "q4_k_m", {"llama.block_count": 1})   # doctest: +SKIP
+    >>> tensor_types(shapes, "q4_k_m", {"llama.block_count": 1})
     {'blk.0.ffn_down.weight': <GGMLQuantizationType.Q6_K: 14>}
     """
     import gguf

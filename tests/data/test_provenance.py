@@ -164,7 +164,8 @@ def test_with_prompts_keeps_the_task_and_every_template_without_a_key():
                           templates=[zero_shot(), shots, hosted],
                           endpoints={"hosted": Endpoint(model="gpt-x", api_key_env="SECRET_KEY_ENV")})
     assert record["task"] == {"name": "classification", "metrics": ["exact_match", "macro_f1"], "max_new_tokens": 8,
-                              "labels": ["a", "b"], "stop_strings": []}
+                              "max_new_tokens_from": "", "labels": ["a", "b"], "stop_strings": [],
+                              "answer_end": None}
     assert record["training_template"]["name"] == "zero-shot" and record["training_template"]["kind"] == "zero_shot"
     assert [(t["name"], t["kind"], t["k"]) for t in record["templates"]] == \
            [("zero-shot", "zero_shot", 0), ("2-shot", "few_shot", 2), ("hosted", "zero_shot", 0)]
