@@ -277,7 +277,7 @@ def _check_here(spec_path: str, out_path: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from ftkit.models.conversion import split_as_gguf
+    from ftkit.models.conversion import gguf_tokenizer
     from ftkit.models.loading import prepare_tokenizer
     from ftkit.prompts import PromptTemplate
 
@@ -286,8 +286,7 @@ def _check_here(spec_path: str, out_path: str) -> None:
     folder, kind = spec["folder"], spec["kind"]
     if kind == "gguf":
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
-        tokenizer = split_as_gguf(AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE),
-                                  Path(folder) / GGUF_FILE)
+        tokenizer = gguf_tokenizer(Path(folder) / GGUF_FILE)
     elif kind == "merged":
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -317,7 +317,7 @@ def _check_read_back(path: Path, model, tokenizer, tensors: dict) -> None:
     from transformers import PreTrainedTokenizerFast
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS
 
-    from ftkit.models.conversion import split_as_gguf
+    from ftkit.models.conversion import gguf_tokenizer
 
     config = model.config
     processor = TENSOR_PROCESSORS["llama"](config={"num_attention_heads": config.num_attention_heads,
@@ -337,7 +337,7 @@ def _check_read_back(path: Path, model, tokenizer, tensors: dict) -> None:
                           f"{len(wrong)} ({', '.join(wrong[:3])}); nothing was written")
     # The class AutoTokenizer picks for a GGUF file, without AutoTokenizer's second reading of the
     # whole metadata for the config (6.5 s against 0.7 s for the embedded model's 49152 tokens).
-    tok = split_as_gguf(PreTrainedTokenizerFast.from_pretrained(path.parent, gguf_file=path.name), path)
+    tok = gguf_tokenizer(path, PreTrainedTokenizerFast)
     for conversation in PROBES:
         text = tokenizer.apply_chat_template(_messages(conversation), tokenize=False,
                                              add_generation_prompt=conversation[-1][0] != "assistant")

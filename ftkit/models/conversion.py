@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["CACHE_MARKER", "GGUF_SPLITS", "cache_dir", "cached_conversion", "converted_gguf", "split_as_gguf"]
+__all__ = ["CACHE_MARKER", "GGUF_SPLITS", "cache_dir", "cached_conversion", "converted_gguf", "gguf_tokenizer",
+           "split_as_gguf"]
 
 # Written last into a cache folder; a folder without it is never used.
 CACHE_MARKER = _CACHE_MARKER = "ftkit-cache.json"
@@ -58,6 +59,16 @@ def split_as_gguf(tokenizer, gguf_path):
     if split is not None and getattr(tokenizer, "is_fast", False):
         tokenizer.backend_tokenizer.pre_tokenizer = split()
     return tokenizer
+
+
+def gguf_tokenizer(path, cls=None):
+    """The tokenizer of the GGUF file ``path`` as transformers reads it (``cls``, default
+    ``AutoTokenizer``), with the split the file names (:func:`split_as_gguf`): every reading of a
+    GGUF tokenizer in ftkit goes through here."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    return split_as_gguf((cls or AutoTokenizer).from_pretrained(str(path.parent), gguf_file=path.name), path)
 
 
 def cache_dir() -> Path:
@@ -125,11 +136,11 @@ def converted_gguf(path: str | Path, verbose: bool = True) -> Path:
 def _write_converted(path: Path, out: Path) -> None:
     """Dequantize the GGUF file at ``path`` into a ``save_pretrained`` folder ``out``."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     folder, name = str(path.parent), path.name
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-    tokenizer = split_as_gguf(AutoTokenizer.from_pretrained(folder, gguf_file=name), path)
+    tokenizer = gguf_tokenizer(path)
     # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the
     # quantization settings and copy the dequantized weights across.
     config = AutoConfig.from_pretrained(folder, gguf_file=name)

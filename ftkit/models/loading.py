@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 
 from ftkit.models import threads as _threads
-from ftkit.models.conversion import cached_conversion, converted_gguf, split_as_gguf
+from ftkit.models.conversion import cached_conversion, converted_gguf, gguf_tokenizer
 from ftkit.models.device import DeviceChoice, ModelInfo, ModelLoadError, choose_device
 from ftkit.models.families import FAMILIES
 
@@ -244,9 +244,7 @@ def load_tokenizer(name_or_path: str | os.PathLike = EMBEDDED_NAME):
         converted = cached_conversion(location)
         if converted is not None:
             return prepare_tokenizer(AutoTokenizer.from_pretrained(converted), model_type=_model_type(converted))
-        return prepare_tokenizer(split_as_gguf(AutoTokenizer.from_pretrained(str(Path(location).parent),
-                                                                             gguf_file=Path(location).name),
-                                               location))
+        return prepare_tokenizer(gguf_tokenizer(location))
     local = {}
     if kind == "hub":
         if _hub_offline():
