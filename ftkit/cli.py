@@ -350,7 +350,8 @@ def evaluate_runs(runs, say=print):
 def cmd_serve(args: argparse.Namespace) -> int:
     from ftkit.serving import serve
 
-    serve(args.model, host=args.host, port=args.port, runs_root=args.root, device=args.device, dtype=args.dtype)
+    serve(args.model, host=args.host, port=args.port, runs_root=args.root, device=args.device, dtype=args.dtype,
+          threads=args.threads)
     return 0
 
 
@@ -514,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the model runs; auto as ftkit.load_model picks it")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="precision; auto as ftkit.load_model picks it (served answers then equal the notebook's)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: one per core other processes leave free, or $FTKIT_THREADS)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a run's adapter, merged weights, or GGUF + Ollama Modelfile; checked")

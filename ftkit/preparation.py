@@ -230,8 +230,7 @@ def plan(config: PipelineConfig, prepared: Prepared) -> Plan:
     # length: a batch runs until its longest answer ends, so an answer that does not stop costs this.
     max_new_tokens, why = answer_length(prepared.answer_tokens, task.max_new_tokens, config.max_new_tokens)
     if labels and config.constrain_labels and not config.max_new_tokens and prepared.answer_tokens:
-        # A constrained answer ends with its label: the longest is the length, past the task's cap
-        # (banking77's labels run to 17 SmolLM2 tokens: a cap of 12 cut them into invalid answers).
+        # A constrained answer ends with its label: the longest, past the task's cap (a cap cuts labels invalid).
         n = max(prepared.answer_tokens)
         max_new_tokens, why = n + 1, f"the longest label ({n} tokens) + 1: answers are constrained to the labels"
     return Plan(task=task, templates=templates,

@@ -37,6 +37,7 @@ from pathlib import Path
 from ftkit.export.merged import export_run
 from ftkit.generation.endpoint import Endpoint
 from ftkit.models.conversion import cache_dir, converted_gguf
+from ftkit.models import threads as _threads
 from ftkit.models.device import choose_device
 from ftkit.models.loading import EMBEDDED_NAME, resolve_source
 from ftkit.models.tuned import run_template
@@ -247,14 +248,24 @@ def describe_usage(served: ServedModel, base_url: str) -> list[str]:
 
 
 def serve(run_or_model=EMBEDDED_NAME, host: str = "127.0.0.1", port: int = 8000, *, runs_root=None,
-          device: str = "auto", dtype: str = "auto", say=print) -> None:
+          device: str = "auto", dtype: str = "auto", threads: int = 0, say=print) -> None:
     """Serve until interrupted (what ``ftkit serve`` runs). ``device``/``dtype`` are chosen as
-    :func:`ftkit.load_model` chooses them, so served answers equal the notebook's."""
+    :func:`ftkit.load_model` chooses them, so served answers equal the notebook's; on the CPU so
+    are torch's threads (the cores other processes leave free, ``FTKIT_THREADS``, or ``threads``
+    above 0), before the server starts the threads that answer."""
     _check_installed()
     served = prepare(run_or_model, runs_root, say)
     choice = choose_device(device, dtype)
     base_url = f"http://{host}:{port}/v1"
-    say(f"Serving {served.source} on {choice.device} in {choice.dtype_name}, through transformers serve")
+    on_cpu = ""
+    if choice.device == "cpu":
+        # transformers serve runs the model in a process it spawns, where torch starts one thread per
+        # core: beside another busy process each token then waits on the core it lost (six requests
+        # measured 116 s instead of 3.6 s so, beside a notebook generating). The child reads this.
+        chosen = _threads.apply(threads)
+        os.environ["OMP_NUM_THREADS"] = str(chosen.threads)
+        on_cpu = f" with {chosen}"
+    say(f"Serving {served.source} on {choice.device}{on_cpu} in {choice.dtype_name}, through transformers serve")
     for line in describe_usage(served, base_url):
         say(line)
     if os.environ.get(PARENT_ENV):
@@ -315,11 +326,12 @@ def _get(url: str, timeout: float = 2.0):
 
 
 def start_server(run_or_model=EMBEDDED_NAME, *, port: int | None = None, host: str = "127.0.0.1", runs_root=None,
-                 device: str = "auto", dtype: str = "auto", timeout_s: float = 600) -> Server:
+                 device: str = "auto", dtype: str = "auto", threads: int = 0, timeout_s: float = 600) -> Server:
     """Start ``ftkit serve`` in another process and wait until it answers; return the :class:`Server`.
 
     The process stops with :meth:`Server.stop`, at the end of a ``with`` block, or when this
-    process ends. Its output goes to ``Server.log``. ``port=None`` picks a free one.
+    process ends. Its output goes to ``Server.log``. ``port=None`` picks a free one; ``threads``
+    as in :func:`serve` (0: chosen by the server from the load when it starts).
 
     >>> server = start_server(run)                       # doctest: +SKIP
     >>> server.endpoint().generate([run_template(run).messages({"prompt": "Refund please"})])  # doctest: +SKIP
@@ -331,7 +343,7 @@ def start_server(run_or_model=EMBEDDED_NAME, *, port: int | None = None, host: s
     port = port or _free_port(host)
     ref = str(run_or_model.path) if isinstance(run_or_model, Run) else str(run_or_model)
     command = [sys.executable, "-m", "ftkit", "serve", ref, "--host", host, "--port", str(port),
-               "--device", device, "--dtype", dtype]
+               "--device", device, "--dtype", dtype, "--threads", str(threads)]
     if runs_root is not None:
         command += ["--root", str(runs_root)]
     fd, name = tempfile.mkstemp(prefix="ftkit-serve-", suffix=".log")

@@ -29,6 +29,18 @@ SLOW_MODULES = {"tests/test_notebooks.py": 1300, "tests/test_notebooks_shared_ru
                 "tests/browser/test_jupyterlab.py": 400}
 
 
+def pytest_configure(config):
+    """Workers share the cores: each process (a worker, the notebook kernels and servers it starts,
+    which inherit this) gets its share of threads, fixed, instead of choosing from the 0.25 s load
+    sample it takes when it starts, which a pause of the other worker can show idle (a process that
+    then takes both cores keeps them). ``FTKIT_THREADS`` set by hand stays."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers > 1:
+        from ftkit.models.threads import ENV, available_cores
+
+        os.environ.setdefault(ENV, str(max(1, available_cores() // workers)))
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         order = {item.nodeid: i for i, item in enumerate(items)}

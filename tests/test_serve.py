@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -111,10 +112,13 @@ def test_serve_cli_prints_the_url_and_model_name_and_starts_transformers_serve(t
 
     started = {}
     monkeypatch.chdir(tmp_path)  # serve() moves into the served folder's parent; this is restored
-    monkeypatch.setattr(transformers.cli.serve, "Serve", lambda **kw: started.update(kw, cwd=Path.cwd()))
+    monkeypatch.setattr(transformers.cli.serve, "Serve",
+                        lambda **kw: started.update(kw, cwd=Path.cwd(), omp=os.environ.get("OMP_NUM_THREADS")))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # restored after the test; serve() sets it for its model process
     assert main(["serve", tuned_run.id[:17], "--root", str(tuned_run.path.parent), "--port", "8011",
-                 "--device", "cpu", "--dtype", "float32"]) == 0
+                 "--device", "cpu", "--dtype", "float32", "--threads", "1"]) == 0
     out = capsys.readouterr().out
+    assert "on cpu with 1 thread of" in out and started["omp"] == "1"
     assert "base URL:  http://127.0.0.1:8011/v1" in out and f"model:     {tuned_run.id}" in out
     assert f"system prompt: {SYSTEM!r}" in out and "Ticket: {prompt}" in out
     assert f"Endpoint(base_url='http://127.0.0.1:8011/v1', model='{tuned_run.id}', api_key_env=None)" in out
@@ -138,8 +142,12 @@ def test_serve_a_run_answers_a_bare_user_turn_with_its_system_prompt(tuned_run, 
     row = {"prompt": "Where is my order?"}
     local = generate(model, tok, [run_template(tuned_run).messages(row)], max_new_tokens=6, batch_size=1,
                      progress=False)[0]
-    with start_server(tuned_run, runs_root=tuned_run.path.parent, device="cpu", dtype="float32") as server:
+    with start_server(tuned_run, runs_root=tuned_run.path.parent, device="cpu", dtype="float32", threads=1) as server:
         assert server.model == tuned_run.id and server.template == run_template(tuned_run)
+        # transformers serve answers from a process of its own: it starts with the thread count chosen
+        children = psutil.Process(server.process.pid).children(recursive=True)
+        assert children and all(c.environ().get("OMP_NUM_THREADS") == "1" for c in children)
+        assert "on cpu with 1 thread of" in server.log.read_text()
         client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
         answer = client.chat.completions.create(model=server.model, max_tokens=6, temperature=0,
                                                 messages=[{"role": "user", "content": "Ticket: Where is my order?"}])
