@@ -1,193 +1,221 @@
-"""Time to accuracy: held-out exact match after 1, 3, 5 minutes of LoRA SFT with ftkit's defaults.
+"""Time to accuracy, in steps, and seconds per step against a hand-written loop on the same host.
 
-    .venv/bin/python benchmarks/time_to_accuracy.py [--datasets banking77-10,builtin,banking77-77]
-        [--minutes banking77-10=1,3 builtin=1.333 banking77-77=1,3,5] [--step-seconds S] [--limit N]
-        [--threads 1]
+    .venv/bin/python benchmarks/time_to_accuracy.py [--only steps,short,speed] [--every 5] [--max-steps 80]
+        [--minutes 5] [--limit N] [--rounds 3] [--threads 1]
 
-Datasets: banking77-10 (the 10-label slice of ../shared/realdata/banking77, stratified 300 train /
-100 test rows), builtin (the built-in support_routing example, the demo's stratified 80/20 split,
-its first 48 held-out rows as the demo evaluates) and banking77-77 (the 2,000-row 77-label
-sample: 500 test rows stratified, the first 1,500 of the rest for training). Each trains one SFT
-run with the defaults (SFTSettings(), as `ftkit run` with an empty sft: section: zero-shot
-classification prompt, the chat template's default system prompt) on the embedded model, and at
-each minute mark evaluates the model as trained so far (adapter merged, as the pipeline serves it)
-with ftkit.evaluation.evaluate: exact match and its 95% interval.
+A minute of training is a different number of steps on each machine (1.0 s a step on one 2-core
+host of this kind, 1.7 s on another), so the figures are counted in steps, and the host's speed is
+measured against a plain PyTorch loop on the same host, in the same run. Each uses the embedded
+model and SFT's defaults (``SFTSettings()``, what ``ftkit run`` trains with an empty ``sft:``
+section); evaluation merges the adapter, as the pipeline serves it, and constrains answers to the
+labels (``evaluate``'s default), so an answer is a label or nothing.
 
-A mark is reached the way `sft.max_minutes` ends a run: at the last step that ends before that much
-training time. The run stops there (stop flag: a checkpoint), is evaluated, and resumes from the
-checkpoint (same optimizer state, same step count), so the evaluation is not counted as training.
-Training time is the wall-clock time of the steps, measured in this run.
+- steps: banking77-10, the 10-label slice of ../shared/realdata/banking77 (stratified 300 train /
+  100 test rows), the zero-shot classification prompt with its label list. Evaluated every
+  --every steps (the run stops at the mark with a checkpoint, is evaluated, and resumes with the
+  same optimizer state), up to --max-steps: the first mark at or above 0.90 exact match.
+- short: banking77-77, the 2,000-row 77-label sample (500 test rows stratified, the first 1,500 of
+  the rest for training), trained with the short prompt (``ftkit.prompts.without_label_list``, no
+  label list: what ``ftkit run`` trains past 20 labels) for --minutes of training
+  (``sft.max_minutes``) on this host, then evaluated on the test rows with the same short prompt.
+  Printed with its steps and this host's seconds per step.
+- speed: seconds per step of ``train_sft`` against a hand-written loop (PEFT LoRA with the same
+  LoRA settings, AdamW at the same learning rate, completion-only labels, steps of the same batch
+  size over the same banking77-10 rows and the same prompt), alternated for --rounds rounds of 8
+  steps each so both see the same load; the median step of each, the first step of a round left out.
 
-The machine kind of these targets is a 2-core CPU; on a machine shared with other jobs the steps
-take longer and fewer fit in a minute. --step-seconds S converts minutes to steps at S seconds a
-step instead (mark = floor(minutes * 60 / S) steps), so that figures from a loaded machine read
-as on an idle one; each dataset prints the median step time this run measured, and a figure
-says which way its minutes were counted. --limit evaluates fewer held-out rows (faster;
-a wider interval). The last lines print one figure per mark, with the target where there is one.
+The last lines print one figure each, with its target.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from _measured import record, slug
+from _measured import record
+from train_speed import hand_written_steps
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "banking77"
-TARGETS = {("banking77-10", 1.0): ">= 0.90", ("builtin", 80 / 60): ">= 0.88 (an earlier 4-minute demo score)"}
-DEFAULT_MINUTES = {"banking77-10": [1.0, 3.0], "builtin": [80 / 60], "banking77-77": [1.0, 3.0, 5.0]}
+FILES = {"banking77-10": "banking77_test_10labels.jsonl", "banking77-77": "banking77_test_sample2000_77labels.jsonl"}
+GOAL = 0.90  # the exact match the steps figure counts to
 
 
-def load_split(name: str, limit: int):
+def load_split(name: str, limit: int = 0):
     """(train, test) rows of one dataset, split as the module docstring says."""
     from ftkit import load_data, split
-    from ftkit.data import examples
 
-    if name == "builtin":
-        parts = split(examples.load("support_routing"), test_size=0.2, seed=0, stratify_by="label")
-        train, test = parts["train"], parts["test"].select(range(48))
-    else:
-        file = {"banking77-10": "banking77_test_10labels.jsonl",
-                "banking77-77": "banking77_test_sample2000_77labels.jsonl"}[name]
-        if not (REALDATA / file).is_file():
-            raise FileNotFoundError(f"{REALDATA / file} is absent (../shared/realdata beside the checkout)")
-        data = load_data(REALDATA / file, verbose=False)
-        parts = split(data, test_size=100 if name == "banking77-10" else 500, seed=0, stratify_by="label")
-        train, test = parts["train"], parts["test"]
-        if name == "banking77-77":
-            train = train.select(range(1500))
+    path = REALDATA / FILES[name]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is absent (../shared/realdata beside the checkout)")
+    parts = split(load_data(path, verbose=False), test_size=100 if name == "banking77-10" else 500, seed=0,
+                  stratify_by="label")
+    train, test = parts["train"], parts["test"]
+    if name == "banking77-77":
+        train = train.select(range(1500))
     if limit:
         test = test.select(range(min(limit, len(test))))
     return train, test
 
 
-def measure(name: str, minutes: list[float], step_seconds: float, limit: int, runs_root: Path,
-            overrides: dict | None = None) -> list[tuple]:
-    """``[(minutes, step, exact match, low, high, training seconds)]`` for one dataset."""
-    from ftkit import load_model
+def score(run, template, test, labels) -> tuple[float, float, float]:
+    """Held-out exact match of ``run`` (merged) with ``template``, answers constrained to ``labels``."""
     from ftkit.evaluation.evaluate import Variant, evaluate
     from ftkit.models.tuned import load_run_model
-    from ftkit.training.events import EventBus, StopFlag
+
+    tuned, tok = load_run_model(run, merged=True)
+    longest = max(len(tok(label, add_special_tokens=False)["input_ids"]) for label in labels)
+    row = evaluate([Variant(tuned, tok, template, name="sft", max_new_tokens=longest + 1)], test, labels=labels,
+                   progress=False, timing_rounds=0).summary.iloc[0]
+    return row["exact_match"], row["exact_match_low"], row["exact_match_high"]
+
+
+def steps_to_goal(every: int, max_steps: int, limit: int, root: Path) -> dict:
+    """banking77-10: train, stopping every ``every`` steps to evaluate, until exact match >= GOAL."""
+    from ftkit import load_model
     from ftkit.prompts import classify_zero_shot
+    from ftkit.training.events import EventBus, StopFlag
     from ftkit.training.sft import SFTSettings, train_sft
 
-    train, test = load_split(name, limit)
+    train, test = load_split("banking77-10", limit)
     labels = sorted(set(train["completion"]))
     template = classify_zero_shot(labels=labels)
     model, tok = load_model(verbose=False)
-    config = SFTSettings(name=f"tta-{name}", logging_steps=1, save_steps=10**6, **(overrides or {}))
-    # 605 tokens an example with 77 labels: the only non-default, or the pre-flight refuses every row.
-    config.max_length = max(config.max_length, 1024 if name == "banking77-77" else 0)
-    state = {"trained": 0.0, "last": None, "steps": [], "mark": 0}
-    marks = sorted(minutes)
-    stop, bus = StopFlag(), EventBus()
-
-    def on_start(e):
-        state["last"] = time.perf_counter()
-
-    def on_log(e):  # one log per step (logging_steps=1): the time since the last one is that step's
-        now = time.perf_counter()
-        took = now - state["last"]
-        state["last"] = now
-        state["trained"] += took
-        state["steps"].append(took)
-        limit_s = marks[state["mark"]] * 60
-        # A stop set while a step is logged ends the run after the next step: stop now when the
-        # step after that would pass the mark (as max_minutes would, taking steps as long as this one).
-        if step_seconds:
-            done = (e["step"] + 2) * step_seconds > limit_s
-        else:
-            done = state["trained"] + 2 * took > limit_s
-        if done:
-            stop.set()
-
-    bus.on("start", on_start)
-    bus.on("log", on_log)
-    out, run = [], None
-    while state["mark"] < len(marks):
+    config = SFTSettings(name="tta-steps", logging_steps=1, save_steps=10**6)
+    stop, bus, mark = StopFlag(), EventBus(), {"at": every}
+    # A stop set while step s is logged ends the run after step s + 1: set it one step before the mark.
+    bus.on("log", lambda e: stop.set() if e["step"] + 1 >= mark["at"] else None)
+    marks, run = [], None
+    while mark["at"] <= max_steps:
         stop.clear()
-        run = train_sft(model, tok, train, template=template, config=config, bus=bus, stop=stop,
-                        runs_root=runs_root, resume=run)
+        run = train_sft(model, tok, train, template=template, config=config, bus=bus, stop=stop, runs_root=root,
+                        resume=run)
         step = run.status["step"]
-        tuned, tuned_tok = load_run_model(run, merged=True)
-        result = evaluate([Variant(tuned, tuned_tok, template, name="sft", max_new_tokens=12)], test,
-                          labels=labels, progress=False).summary.iloc[0]
-        out.append((marks[state["mark"]], step, result["exact_match"], result["exact_match_low"],
-                    result["exact_match_high"], state["trained"]))
-        print(f"  {name}: step {step}, {state['trained']:.0f} s of training, exact match "
-              f"{result['exact_match']:.2f}", flush=True)
-        state["mark"] += 1
-        if run.status["status"] == "completed":  # the epochs ran out before the mark
+        acc = score(run, template, test, labels)
+        marks.append((step, *acc))
+        print(f"  banking77-10: step {step}, exact match {acc[0]:.2f} [{acc[1]:.2f}-{acc[2]:.2f}]", flush=True)
+        if acc[0] >= GOAL or run.status["status"] == "completed":
             break
-    if state["steps"]:
-        print(f"  {name}: median step {statistics.median(state['steps']):.2f} s over {len(state['steps'])} steps "
-              f"(this machine, this run)")
-    return out
+        mark["at"] = step + every
+    reached = next((m for m in marks if m[1] >= GOAL), None)
+    return {"marks": marks, "reached": reached, "rows": len(test)}
+
+
+def short_prompt_after(minutes: float, limit: int, root: Path) -> dict:
+    """banking77-77 with the short prompt: ``minutes`` of SFT (max_minutes), then evaluated."""
+    from ftkit import load_model
+    from ftkit.prompts import classify_zero_shot, without_label_list
+    from ftkit.training.curves import training_cost
+    from ftkit.training.sft import SFTSettings, train_sft
+
+    train, test = load_split("banking77-77", limit)
+    labels = sorted(set(train["completion"]))
+    template = without_label_list(classify_zero_shot(labels=labels))
+    model, tok = load_model(verbose=False)
+    run = train_sft(model, tok, train, template=template, runs_root=root,
+                    config=SFTSettings(name="tta-short", max_minutes=minutes, save_steps=10**6))
+    cost = training_cost(run)
+    acc = score(run, template, test, labels)
+    print(f"  banking77-77 short prompt: {cost['steps']} steps in {cost['seconds']:.0f} s, exact match "
+          f"{acc[0]:.2f} [{acc[1]:.2f}-{acc[2]:.2f}] on {len(test)} rows", flush=True)
+    return {"acc": acc, "steps": cost["steps"], "seconds": cost["seconds"], "rows": len(test),
+            "prompt_tokens": template.token_count(test[0], tok),
+            "long_prompt_tokens": classify_zero_shot(labels=labels).token_count(test[0], tok)}
+
+
+def seconds_per_step(rounds: int, steps: int, root: Path) -> dict:
+    """train_sft's and a hand-written loop's step times, alternated round by round."""
+    from ftkit import load_model
+    from ftkit.models.threads import LoadMeter
+    from ftkit.prompts import classify_zero_shot
+    from ftkit.training.events import EventBus
+    from ftkit.training.sft import SFTSettings, train_sft
+
+    train, _ = load_split("banking77-10")
+    labels = sorted(set(train["completion"]))
+    template = classify_zero_shot(labels=labels)
+    settings = SFTSettings(logging_steps=1, save_steps=10**6)
+    ftkit_steps, hand_steps = [], []
+    meter = LoadMeter()
+    for i in range(rounds):
+        rows = train.shuffle(seed=i).select(range(steps * settings.batch_size))
+        times, bus = [], EventBus()
+        bus.on("log", lambda e: times.append(time.perf_counter()))
+        bus.on("start", lambda e: times.append(time.perf_counter()))
+        model, tok = load_model(verbose=False)
+        train_sft(model, tok, rows, template=template, bus=bus, runs_root=root,
+                  config=SFTSettings(name=f"tta-speed-{i}", max_steps=steps, epochs=1, logging_steps=1,
+                                     save_steps=10**6))
+        ftkit_steps += [b - a for a, b in zip(times[1:-1], times[2:])]  # the first step left out
+        model, tok = load_model(verbose=False)
+        hand = hand_written_steps(model, tok, rows, template, settings.batch_size, settings.learning_rate,
+                                  settings.lora.peft_config())
+        hand_steps += hand[1:]
+        print(f"  round {i + 1}: train_sft {statistics.median(ftkit_steps):.2f} s/step, hand-written "
+              f"{statistics.median(hand_steps):.2f} s/step", flush=True)
+    load = meter.read()
+    return {"ftkit": statistics.median(ftkit_steps), "hand": statistics.median(hand_steps),
+            "n": (len(ftkit_steps), len(hand_steps)), "load": load.others_busy, "cores": load.cores,
+            "batch": settings.batch_size}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default="banking77-10,builtin,banking77-77")
-    ap.add_argument("--minutes", nargs="*", default=[],
-                    help="per dataset, e.g. banking77-10=1,3 (default: " + ", ".join(
-                        f"{k}={','.join(f'{m:.3g}' for m in v)}" for k, v in DEFAULT_MINUTES.items()) + ")")
-    ap.add_argument("--step-seconds", default="",
-                    help="seconds a step, per dataset (banking77-10=1.5,...) or one number for all: minutes "
-                         "become steps at this rate instead of measured wall-clock time")
+    ap.add_argument("--only", default="steps,short,speed", help="comma list of: steps, short, speed")
+    ap.add_argument("--every", type=int, default=5, help="evaluate every N steps (steps)")
+    ap.add_argument("--max-steps", type=int, default=80, help="give up after this many steps (steps)")
+    ap.add_argument("--minutes", type=float, default=5.0, help="training minutes (short)")
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out rows (0: all)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--runs", default="", help="folder for the runs (default: a temporary one)")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="a lever to measure instead of the default: an SFTSettings field, e.g. batch_size=4 "
-                         "or learning_rate=2e-3 (repeatable; figures then say so)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of 8 steps each (speed)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: ftkit's choice from the load)")
     args = ap.parse_args()
-
-    import torch
-
     if args.threads:
-        torch.set_num_threads(args.threads)
-    minutes = dict(DEFAULT_MINUTES)
-    for item in args.minutes:
-        key, _, values = item.partition("=")
-        minutes[key] = [float(v) for v in values.split(",")]
-    per_step = {}
-    if args.step_seconds:
-        if "=" in args.step_seconds:
-            per_step = {k: float(v) for k, v in (p.split("=") for p in args.step_seconds.split(","))}
-        else:
-            per_step = {k: float(args.step_seconds) for k in DEFAULT_MINUTES}
-    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
-    root = Path(args.runs or tempfile.mkdtemp(prefix="ftkit-tta-"))
+        import os
+
+        os.environ["FTKIT_THREADS"] = str(args.threads)  # load_model applies it
+    wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+    root = Path(tempfile.mkdtemp(prefix="ftkit-tta-"))
     lines, figures = [], {}
-    for name in args.datasets.split(","):
-        print(f"{name}: SFT with the defaults, evaluated at {minutes[name]} min", flush=True)
-        try:
-            rows = measure(name, minutes[name], per_step.get(name, 0.0), args.limit, root / name, overrides)
-        except FileNotFoundError as err:
-            lines.append(f"{name}: skipped ({err})")
-            continue
-        how = f"steps at {per_step[name]:.2f} s each" if per_step.get(name) else "wall-clock, this machine"
-        how += "".join(f", {k}={v}" for k, v in overrides.items())
-        for mark, step, acc, low, high, trained in rows:
-            target = next((t for (n, m), t in TARGETS.items() if n == name and math.isclose(m, mark, rel_tol=1e-3)),
-                          None)
-            label = f"{mark * 60:.0f} s" if mark < 1 or not math.isclose(mark, round(mark)) else f"{mark:.1f} min"
-            figures[f"{slug(name)}_{slug(label)}"] = [acc, low, high]
-            figures[f"{slug(name)}_{slug(label)}_steps"] = step
-            lines.append(f"{name} exact match after {label} of SFT ({step} steps; {how}; {trained:.0f} s "
-                         f"measured): {acc:.2f} [{low:.2f}-{high:.2f}]" + (f" (target {target})" if target else ""))
+    try:
+        if "steps" in wanted:
+            out = steps_to_goal(args.every, args.max_steps, args.limit, root / "steps")
+            last = out["marks"][-1]
+            if out["reached"]:
+                step, acc, low, high = out["reached"]
+                figures["banking77_10_steps_to_090"] = step
+                lines.append(f"banking77-10 steps to exact match {GOAL:.2f} (evaluated every {args.every}; {acc:.2f} "
+                             f"[{low:.2f}-{high:.2f}] on {out['rows']} rows): {step} (target <= 40)")
+            else:
+                lines.append(f"banking77-10 steps to exact match {GOAL:.2f}: not reached by step {last[0]} "
+                             f"({last[1]:.2f}) (target <= 40)")
+            figures["banking77_10_marks"] = ", ".join(f"{m[0]}: {m[1]:.2f}" for m in out["marks"])
+        if "short" in wanted:
+            out = short_prompt_after(args.minutes, args.limit, root / "short")
+            acc, low, high = out["acc"]
+            figures["banking77_77_short_prompt"] = [acc, low, high]
+            figures["banking77_77_short_prompt_steps"] = out["steps"]
+            figures["banking77_77_seconds_per_step"] = out["seconds"] / max(out["steps"], 1)
+            lines.append(f"banking77-77 exact match after {args.minutes:g} min of SFT with the short prompt "
+                         f"({out['steps']} steps at {out['seconds'] / max(out['steps'], 1):.2f} s; "
+                         f"{out['prompt_tokens']} prompt tokens instead of {out['long_prompt_tokens']}; "
+                         f"{out['rows']} rows): {acc:.2f} [{low:.2f}-{high:.2f}] (target >= 0.80)")
+        if "speed" in wanted:
+            out = seconds_per_step(args.rounds, 8, root / "speed")
+            ratio = out["ftkit"] / out["hand"]
+            figures.update(train_sft_seconds_per_step=out["ftkit"], hand_written_seconds_per_step=out["hand"],
+                           train_sft_vs_hand_written=ratio)
+            lines.append(f"seconds per step, train_sft {out['ftkit']:.2f} vs hand-written loop {out['hand']:.2f} "
+                         f"(batches of {out['batch']}, {out['n'][0]} and {out['n'][1]} steps; other processes kept "
+                         f"{out['load']:.1f} of {out['cores']} cores busy): {ratio:.2f}x (target <= 1.1x)")
+    except FileNotFoundError as err:
+        lines.append(f"skipped: {err}")
     print()
     for line in lines:
         print(line)
     if figures:
-        record("time_to_accuracy", figures, note="minutes counted as " + (
-            f"steps at --step-seconds {args.step_seconds}" if args.step_seconds else "wall-clock on this machine"))
+        record("time_to_accuracy", figures, note=f"torch threads {args.threads or 'ftkit choice'}")
 
 
 if __name__ == "__main__":

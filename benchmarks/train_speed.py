@@ -81,38 +81,50 @@ def run_trl_default(n, steps=2):
     return tokens, time.perf_counter() - t0
 
 
-def run_hand_written(n):
+def hand_written_steps(model, tok, rows, template, batch: int, lr: float, lora) -> list[float]:
+    """A plain PyTorch LoRA loop over ``rows`` in order, ``batch`` a step (PEFT ``lora``, AdamW at
+    ``lr``, completion-only labels, padded to the batch's longest); the seconds of each step."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    from ftkit import load_model
-
-    train, template = rows_and_template(n)
-    model, tok = load_model(verbose=False)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model = get_peft_model(model, lora)
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     examples = []
-    for r in train:
+    for r in rows:
         prompt = tok.apply_chat_template(template.messages(r), tokenize=False, add_generation_prompt=True)
         full = tok.apply_chat_template(template.messages(r) + [{"role": "assistant", "content": r["completion"]}],
                                        tokenize=False)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         f_ids = tok(full, add_special_tokens=False)["input_ids"]
         examples.append((f_ids, [-100] * len(p_ids) + f_ids[len(p_ids):]))
-    tokens = sum(len(f) for f, _ in examples)
-    t0 = time.perf_counter()
-    for start in range(0, len(examples), BATCH):
-        batch = examples[start:start + BATCH]
-        width = max(len(f) for f, _ in batch)
-        ids = torch.tensor([f + [tok.pad_token_id] * (width - len(f)) for f, _ in batch])
-        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch])
-        mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f, _ in batch])
+    seconds = []
+    for start in range(0, len(examples), batch):
+        t0 = time.perf_counter()
+        chunk = examples[start:start + batch]
+        width = max(len(f) for f, _ in chunk)
+        ids = torch.tensor([f + [tok.pad_token_id] * (width - len(f)) for f, _ in chunk])
+        labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in chunk])
+        mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f, _ in chunk])
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
-    return tokens, time.perf_counter() - t0
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
+def run_hand_written(n):
+    from peft import LoraConfig
+
+    from ftkit import load_model
+
+    train, template = rows_and_template(n)
+    model, tok = load_model(verbose=False)
+    tokens = sum(example_tokens(tok, template, train))
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    seconds = hand_written_steps(model, tok, train, template, BATCH, 1e-3, lora)
+    return tokens, sum(seconds)
 
 
 RUNNERS = {"ftkit": run_ftkit, "trl-default": run_trl_default, "hand-written": run_hand_written}

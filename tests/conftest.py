@@ -30,15 +30,21 @@ SLOW_MODULES = {"tests/test_notebooks.py": 1300, "tests/test_notebooks_shared_ru
 
 
 def pytest_configure(config):
-    """Workers share the cores: each process (a worker, the notebook kernels and servers it starts,
-    which inherit this) gets its share of threads, fixed, instead of choosing from the 0.25 s load
-    sample it takes when it starts, which a pause of the other worker can show idle (a process that
-    then takes both cores keeps them). ``FTKIT_THREADS`` set by hand stays."""
+    """Workers share the cores: each process gets its share as torch's thread count, the ceiling
+    ftkit's choice never passes (ftkit.models.threads.torch_default), in the worker and in the
+    notebook kernels, servers and runs it starts (OpenMP reads ``OMP_NUM_THREADS`` as they start).
+    Left to choose, each process samples the load for 0.25 s as it loads a model and keeps what it
+    chose: a sample taken while the other worker paused gives it both cores for its whole life,
+    and two such processes on two cores wait on each other at every step. Set by hand, it stays."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
-    if workers > 1:
-        from ftkit.models.threads import ENV, available_cores
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
 
-        os.environ.setdefault(ENV, str(max(1, available_cores() // workers)))
+        from ftkit.models.threads import available_cores
+
+        share = max(1, available_cores() // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 def pytest_collection_modifyitems(config, items):
