@@ -345,3 +345,15 @@ def test_ask_judge_checks_a_judge_against_the_thumbs_and_shows_it(talkative, sft
     assert (judged.a, judged.b, judged.rated, judged.win_rate, judged.consistency) == (tuned, prompt, 2, 0.5, 0.0)
     assert not judged.usable and not advice.judge_decides
     assert judged.line() in text(panel)
+
+
+def test_a_tasks_answer_end_reaches_every_variant_a_run_s_too(talkative, sft_run):
+    """Code answers end at their block's end in the panel as in `ftkit run`, for a prompt and a run alike."""
+    model, tok = talkative
+    rows = [{"prompt": "Write add(x, y).", "completion": "def add(x, y):\n    return x + y",
+             "tests": ["assert add(1, 2) == 3"]}]
+    panel = ComparePanel(model, tok, dataset=rows, task="code", runs=[sft_run], max_new_tokens=3)
+    variants = panel.variants()
+    assert sft_run.id in [v.name for v in variants] and len(variants) > 1
+    assert {v.answer_end for v in variants} == {"code block"}
+    assert {v.answer_end for v in ComparePanel(model, tok, dataset=TEST, max_new_tokens=3).variants()} == {"first line"}

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 
 from ftkit.prompts import CLASSIFY_INSTRUCTION, CLASSIFY_SYSTEM, PromptTemplate
@@ -118,7 +120,9 @@ def test_the_lab_prompts_a_hosted_endpoint_and_shows_what_it_sends(monkeypatch):
         assert lab.token_count() is None and "system: " + CLASSIFY_SYSTEM in lab.rendered()
         assert "the messages sent to fake-model" in text(lab)
         out = lab.try_one(0)
-        assert out.text == f"echo: {lab.template.messages(TEST[0])[-1]['content']}" and out.prompt_tokens > 0
+        # a label is one line: the echoed prompt ends at its first (the task's answer end)
+        echoed = f"echo: {lab.template.messages(TEST[0])[-1]['content']}"
+        assert out.text == echoed.splitlines()[0] != echoed and out.prompt_tokens > 0
         result = lab.run_eval()
     assert fake.requests[0]["body"]["messages"] == lab.template.messages(TEST[0])
     assert fake.requests[0]["body"]["max_tokens"] == 4
@@ -152,3 +156,19 @@ def test_with_no_evaluation_rows_a_training_row_never_retrieves_itself(talkative
     lab.set_shots(1, strategy="retrieved")
     assert lab.template.retriever.nearest(TRAIN[0]) != [0] and "Where is my order?" in lab.rendered(0)
     assert lab.rendered(0).count("Where is my order?") == 1  # the question, not a shot as well
+
+
+def test_the_lab_ends_answers_where_the_task_does(talkative, monkeypatch):
+    """Trying one row and evaluating both stop where the task's answers end (a code block's end here)."""
+    model, tok = talkative
+    asked, evaluated = [], []
+    monkeypatch.setattr(module, "generate", lambda *a, **kw: asked.append(kw) or [SimpleNamespace(
+        text="def f(): pass", prompt_tokens=3, new_tokens=4, latency_s=0.1)])
+    monkeypatch.setattr(module, "evaluate", lambda variants, *a, **kw: evaluated.extend(variants) or 1 / 0)
+    rows = [{"prompt": f"Write f{i}().", "completion": f"def f{i}():\n    return {i}", "tests": [f"assert f{i}() == {i}"]}
+            for i in range(3)]
+    lab = PromptLab(model, tok, train=rows[:2], eval=rows[2:], task="code")
+    lab.try_one(0)
+    with pytest.raises(ZeroDivisionError):
+        lab.run_eval()
+    assert asked[0]["answer_end"] == "code block" and evaluated[0].answer_end == "code block"
