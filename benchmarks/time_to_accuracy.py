@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from _measured import record
 from train_speed import hand_written_steps
 
@@ -72,7 +74,7 @@ def score(run, template, test, labels) -> tuple[float, float, float]:
     return row["exact_match"], row["exact_match_low"], row["exact_match_high"]
 
 
-def steps_to_goal(every: int, max_steps: int, limit: int, root: Path) -> dict:
+def steps_to_goal(every: int, max_steps: int, limit: int, root: Path, overrides: dict) -> dict:
     """banking77-10: train, stopping every ``every`` steps to evaluate, until exact match >= GOAL."""
     from ftkit import load_model
     from ftkit.prompts import classify_zero_shot
@@ -83,7 +85,7 @@ def steps_to_goal(every: int, max_steps: int, limit: int, root: Path) -> dict:
     labels = sorted(set(train["completion"]))
     template = classify_zero_shot(labels=labels)
     model, tok = load_model(verbose=False)
-    config = SFTSettings(name="tta-steps", logging_steps=1, save_steps=10**6)
+    config = SFTSettings(name="tta-steps", **{**overrides, "logging_steps": 1, "save_steps": 10**6})
     stop, bus, mark = StopFlag(), EventBus(), {"at": every}
     # A stop set while step s is logged ends the run after step s + 1: set it one step before the mark.
     bus.on("log", lambda e: stop.set() if e["step"] + 1 >= mark["at"] else None)
@@ -103,7 +105,7 @@ def steps_to_goal(every: int, max_steps: int, limit: int, root: Path) -> dict:
     return {"marks": marks, "reached": reached, "rows": len(test)}
 
 
-def short_prompt_after(minutes: float, limit: int, root: Path) -> dict:
+def short_prompt_after(minutes: float, limit: int, root: Path, overrides: dict) -> dict:
     """banking77-77 with the short prompt: ``minutes`` of SFT (max_minutes), then evaluated."""
     from ftkit import load_model
     from ftkit.prompts import classify_zero_shot, without_label_list
@@ -115,7 +117,7 @@ def short_prompt_after(minutes: float, limit: int, root: Path) -> dict:
     template = without_label_list(classify_zero_shot(labels=labels))
     model, tok = load_model(verbose=False)
     run = train_sft(model, tok, train, template=template, runs_root=root,
-                    config=SFTSettings(name="tta-short", max_minutes=minutes, save_steps=10**6))
+                    config=SFTSettings(name="tta-short", **{**overrides, "max_minutes": minutes, "save_steps": 10**6}))
     cost = training_cost(run)
     acc = score(run, template, test, labels)
     print(f"  banking77-77 short prompt: {cost['steps']} steps in {cost['seconds']:.0f} s, exact match "
@@ -170,17 +172,21 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out rows (0: all)")
     ap.add_argument("--rounds", type=int, default=3, help="alternated rounds of 8 steps each (speed)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: ftkit's choice from the load)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a lever to measure instead of the default (steps, short): an SFTSettings field, e.g. "
+                         "learning_rate=2e-3 or trl='{lr_scheduler_type: linear}' (repeatable; figures say so)")
     args = ap.parse_args()
     if args.threads:
         import os
 
         os.environ["FTKIT_THREADS"] = str(args.threads)  # load_model applies it
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     root = Path(tempfile.mkdtemp(prefix="ftkit-tta-"))
     lines, figures = [], {}
     try:
         if "steps" in wanted:
-            out = steps_to_goal(args.every, args.max_steps, args.limit, root / "steps")
+            out = steps_to_goal(args.every, args.max_steps, args.limit, root / "steps", overrides)
             last = out["marks"][-1]
             if out["reached"]:
                 step, acc, low, high = out["reached"]
@@ -192,7 +198,7 @@ def main():
                              f"({last[1]:.2f}) (target <= 40)")
             figures["banking77_10_marks"] = ", ".join(f"{m[0]}: {m[1]:.2f}" for m in out["marks"])
         if "short" in wanted:
-            out = short_prompt_after(args.minutes, args.limit, root / "short")
+            out = short_prompt_after(args.minutes, args.limit, root / "short", overrides)
             acc, low, high = out["acc"]
             figures["banking77_77_short_prompt"] = [acc, low, high]
             figures["banking77_77_short_prompt_steps"] = out["steps"]
@@ -215,7 +221,8 @@ def main():
     for line in lines:
         print(line)
     if figures:
-        record("time_to_accuracy", figures, note=f"torch threads {args.threads or 'ftkit choice'}")
+        note = f"torch threads {args.threads or 'ftkit choice'}" + "".join(f", {k}={v}" for k, v in overrides.items())
+        record("time_to_accuracy" + ("/levers" if overrides else ""), figures, note=note)
 
 
 if __name__ == "__main__":
