@@ -54,6 +54,12 @@ KINDS = {"batched": "latency_s", "alone": "latency_1_s"}
 # row), and the one-at-a-time figure of two rows x three rounds already pairs six samples per variant.
 INTERACTIVE_ROWS = 2
 
+# Seconds the whole phase may take, warm-up included: no new batch or row is started past it, once
+# every variant has one batched and one one-at-a-time sample. Its work is what scoring did once more
+# per round, so on long answers three full rounds cost more than the scoring (a code set's 44 rows,
+# answers up to 199 tokens, four variants: 36 timed steps of ~23 s, 14 minutes, on a 2-core CPU).
+BUDGET_S = 120.0
+
 
 @dataclass
 class LatencyDifference:
@@ -105,6 +111,8 @@ class Timing:
     load: object = None  # a ftkit.models.threads.Load: what other processes did meanwhile (None: not measured)
     n_boot: int = 1000
     seed: int = 0
+    budget_s: float | None = None  # set when the phase stopped at its time budget, before its planned rounds
+    planned_rounds: int = 0
 
     @property
     def variants(self) -> list[str]:
@@ -152,6 +160,14 @@ class Timing:
         how = (f"timed together, interleaved: {self.rounds} rounds of {self.rows} rows in batches of "
                f"{self.batch_size}" + (f", and one at a time on {alone} row{'s' * (alone != 1)}" if alone else "")
                + "; medians with 95% intervals")
+        if self.budget_s is not None:
+            n_batched = len(next(iter(self.batched.values()), []))
+            n_alone = len(next(iter(self.alone.values()), []))
+            how = (f"timed together, interleaved, until the phase's {self.budget_s / 60:g}-minute budget (of "
+                   f"{self.planned_rounds} rounds planned): per variant {n_batched} batch{'es' * (n_batched != 1)} "
+                   f"of up to {self.batch_size} of {self.rows} rows" + (
+                       f" and {n_alone} row{'s' * (n_alone != 1)} one at a time" if n_alone else "")
+                   + "; medians with 95% intervals (fewer samples: wider)")
         out = [how]
         load = self.load
         if load is not None and load.others_busy >= BUSY_NOTE:
@@ -190,13 +206,16 @@ def rows_to_answer(dataset, turns: str = "all") -> list[dict]:
 
 def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, rows: int | None = None,
                   interactive_rows: int = INTERACTIVE_ROWS, turns: str = "all", progress: bool = True,
-                  n_boot: int = 1000, seed: int = 0) -> Timing:
+                  n_boot: int = 1000, seed: int = 0, budget_s: float | None = BUDGET_S) -> Timing:
     """Time every variant on the same rows in one phase: after an untimed warm-up of each, ``rounds``
     rounds in which each batch of the first ``rows`` rows is answered
     by every variant in turn, then each of the first ``interactive_rows`` rows alone by every
     variant in turn. The order of the variants rotates each round. ``rows`` defaults to one batch:
     with the defaults a variant costs about nine batches' time (three batches, six rows alone; a
     row alone costs about what a batch does on a CPU), a small price beside a scored evaluation.
+    ``budget_s`` (:data:`BUDGET_S`; None: no limit) bounds the phase: once every variant has a
+    batched and a one-at-a-time sample, no batch or row starts that would pass it (judged by the
+    last one of its kind), and the notes say where it stopped. Every sample stays paired.
 
     ``variants`` are :class:`~ftkit.evaluation.evaluate.Variant` objects (local models, tuned runs, hosted
     endpoints alike); ``dataset`` the rows :func:`~ftkit.evaluation.evaluate.evaluate` scored.
@@ -216,6 +235,7 @@ def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, r
     single = timed[:max(0, interactive_rows)]
     batches = [list(range(i, min(i + batch_size, len(timed)))) for i in range(0, len(timed), batch_size)]
     answer, asked = {}, {}
+    start = clock()
     for v in variants:
         answer[v.name] = partial(generate, v.model, v.tokenizer, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
                                  stop_strings=list(v.stop_strings) or None, progress=False,
@@ -229,20 +249,28 @@ def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, r
     steps = rounds * (len(batches) + len(single)) * len(names)
     bar = tqdm(total=steps, desc="timing, interleaved", disable=not progress, leave=False)
     meter = LoadMeter()
+    last: dict[str, float] = {}  # seconds the last batch / row alone took, all variants in turn
+    ran, stopped = 0, False
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]  # rotated: no variant always goes first
-        for idx in batches:
+        units = [("batched", idx) for idx in batches] + [("alone", [i]) for i in range(len(single))]
+        for kind, idx in units:
+            if budget_s is not None and "batched" in last and ("alone" in last or not single) \
+                    and clock() - start + last.get(kind, 0.0) > budget_s:
+                stopped = True
+                break
+            ran = r + 1
+            t_unit = clock()
             for name in order:
                 t0 = clock()
-                answer[name]([asked[name][i] for i in idx], batch_size=batch_size)
-                batched[name].append((clock() - t0) / len(idx))
+                answer[name]([asked[name][i] for i in idx], batch_size=batch_size if kind == "batched" else 1)
+                took = clock() - t0
+                (batched if kind == "batched" else alone)[name].append(took / len(idx) if kind == "batched" else took)
                 bar.update()
-        for i in range(len(single)):
-            for name in order:
-                t0 = clock()
-                answer[name]([asked[name][i]], batch_size=1)
-                alone[name].append(clock() - t0)
-                bar.update()
+            last[kind] = clock() - t_unit
+        if stopped:
+            break
     bar.close()
-    return Timing(batched=batched, alone=alone, rows=len(timed), batch_size=batch_size, rounds=rounds,
-                  load=meter.read(), n_boot=n_boot, seed=seed)
+    return Timing(batched=batched, alone=alone, rows=len(timed), batch_size=batch_size, rounds=ran,
+                  load=meter.read(), n_boot=n_boot, seed=seed,
+                  budget_s=budget_s if stopped else None, planned_rounds=rounds)

@@ -173,3 +173,27 @@ def test_latency_difference_words():
     d = LatencyDifference(a="t", b="p", kind="alone", median=-0.2, low=-0.3, high=-0.1, samples=6)
     assert d.significant and str(d) == "t - p: -0.200 s per request one at a time (95% CI -0.300 to -0.100)"
     assert not LatencyDifference("t", "p", "batched", 0.1, -0.1, 0.3, 3).significant
+
+
+def test_the_phase_stops_at_its_budget_with_every_variant_sampled_both_ways_and_says_so(talkative, monkeypatch):
+    """Long answers made three full rounds cost more than the scoring: the budget ends the phase once
+    every variant has a batched and a one-at-a-time sample and the next step would pass it."""
+    model, tok = talkative  # never stops early: a batch or a row costs max_new_tokens forward passes
+    clock = FakeClock([model], lambda m: False)
+    monkeypatch.setattr(timing, "clock", clock)
+    variants = [Variant(model, tok, zero_shot(), name="short", max_new_tokens=2),
+                Variant(model, tok, zero_shot(), name="long", max_new_tokens=6)]
+    try:
+        # warm-up 8 units; round 1: two batches (8 each) and a row alone (8) reach 32; the next row
+        # alone would end at 40, past 30
+        t = time_variants(variants, ROWS, batch_size=4, rounds=3, rows=8, progress=False, n_boot=200, budget_s=30)
+        unlimited = time_variants(variants, ROWS, batch_size=4, rounds=3, rows=8, progress=False, n_boot=200,
+                                  budget_s=None)
+    finally:
+        clock.remove()
+    assert (len(t.batched["short"]), len(t.alone["short"]), len(t.alone["long"]), t.rounds) == (2, 1, 1, 1)
+    assert t.difference("long", "short", "alone").median == 4.0  # still paired, still right
+    assert t.notes()[0].startswith("timed together, interleaved, until the phase's 0.5-minute budget (of 3 rounds "
+                                   "planned): per variant 2 batches of up to 4 of 8 rows and 1 row one at a time")
+    assert (len(unlimited.batched["short"]), len(unlimited.alone["short"]), unlimited.rounds) == (6, 6, 3)
+    assert unlimited.budget_s is None and "rounds of 8 rows" in unlimited.notes()[0]
