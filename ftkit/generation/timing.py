@@ -57,7 +57,7 @@ INTERACTIVE_ROWS = 2
 # Seconds the whole phase may take, warm-up included: no new batch or row is started past it, once
 # every variant has one batched and one one-at-a-time sample. Its work is what scoring did once more
 # per round, so on long answers three full rounds cost more than the scoring (a code set's 44 rows,
-# answers up to 199 tokens, four variants: 36 timed steps of ~23 s, 14 minutes, on a 2-core CPU).
+# answers up to 199 tokens, four variants: 13 of 36 timed steps took 4 minutes on a 2-core CPU).
 BUDGET_S = 120.0
 
 

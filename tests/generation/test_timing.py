@@ -176,7 +176,7 @@ def test_latency_difference_words():
 
 
 def test_the_phase_stops_at_its_budget_with_every_variant_sampled_both_ways_and_says_so(talkative, monkeypatch):
-    """Long answers made three full rounds cost more than the scoring: the budget ends the phase once
+    """Long answers make three full rounds cost more than the scoring: the budget ends the phase once
     every variant has a batched and a one-at-a-time sample and the next step would pass it."""
     model, tok = talkative  # never stops early: a batch or a row costs max_new_tokens forward passes
     clock = FakeClock([model], lambda m: False)
