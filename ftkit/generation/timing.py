@@ -54,6 +54,10 @@ KINDS = {"batched": "latency_s", "alone": "latency_1_s"}
 # row), and the one-at-a-time figure of two rows x three rounds already pairs six samples per variant.
 INTERACTIVE_ROWS = 2
 
+# Paired samples below which a latency difference is not stated, whatever its interval: a phase cut
+# short by its budget may hold one pair, whose bootstrap interval is the pair itself.
+MIN_SAMPLES = 3
+
 # Seconds the whole phase may take, warm-up included: no new batch or row is started past it, once
 # every variant has one batched and one one-at-a-time sample. Its work is what scoring did once more
 # per round, so on long answers three full rounds cost more than the scoring (a code set's 44 rows,
@@ -75,15 +79,20 @@ class LatencyDifference:
 
     @property
     def significant(self) -> bool:
-        """True when the interval excludes 0: the timing can tell the two apart."""
-        return self.low > 0 or self.high < 0
+        """True when the interval excludes 0 over at least :data:`MIN_SAMPLES` pairs: the timing can
+        tell the two apart (the interval of one pair is that pair, whatever the noise)."""
+        return self.samples >= MIN_SAMPLES and (self.low > 0 or self.high < 0)
 
     def verdict(self) -> str:
         """In words: faster or slower only when the interval excludes 0.
 
         >>> LatencyDifference("tuned", "8-shot", "batched", -0.05, -0.08, -0.02, 6).verdict()
         'tuned is faster than 8-shot'
+        >>> LatencyDifference("tuned", "8-shot", "batched", -0.05, -0.05, -0.05, 1).verdict()
+        'too few timed pairs (1) to tell tuned from 8-shot'
         """
+        if self.samples < MIN_SAMPLES:
+            return f"too few timed pairs ({self.samples}) to tell {self.a} from {self.b}"
         if not self.significant:
             return f"no difference the timing can see between {self.a} and {self.b}"
         return f"{self.a} is {'faster' if self.median < 0 else 'slower'} than {self.b}"
