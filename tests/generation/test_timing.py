@@ -192,7 +192,9 @@ def test_the_phase_stops_at_its_budget_with_every_variant_sampled_both_ways_and_
     finally:
         clock.remove()
     assert (len(t.batched["short"]), len(t.alone["short"]), len(t.alone["long"]), t.rounds) == (2, 1, 1, 1)
-    assert t.difference("long", "short", "alone").median == 4.0  # still paired, still right
+    one = t.difference("long", "short", "alone")
+    assert one.median == 4.0 and one.samples == 1  # still paired, still right, but one pair decides nothing
+    assert not one.significant and one.verdict() == "too few timed pairs (1) to tell long from short"
     assert t.notes()[0].startswith("timed together, interleaved, until the phase's 0.5-minute budget (of 3 rounds "
                                    "planned): per variant 2 batches of up to 4 of 8 rows and 1 row one at a time")
     assert (len(unlimited.batched["short"]), len(unlimited.alone["short"]), unlimited.rounds) == (6, 6, 3)
