@@ -181,8 +181,7 @@ class ComparePanel(w.VBox):
         for name in names or list(self._choices):
             if isinstance(self.templates.get(name), Variant):  # e.g. a hosted endpoint's prompt
                 out.append(replace(self.templates[name], name=name, max_new_tokens=self.max_new_tokens,
-                                   stop_strings=self.task.stop_strings,
-                                   answer_end=self.task.answer_end))
+                                   stop_strings=self.task.stop_strings, answer_end=self.task.answer_end))
             elif name in self.templates:
                 # adapter=False: a PEFT model answers as its base model for the prompt variants.
                 out.append(Variant(self.model, self.tokenizer, self.templates[name], name=name, adapter=False,
