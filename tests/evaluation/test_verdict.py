@@ -433,3 +433,15 @@ def test_the_verdict_reads_the_judge_module_s_own_result():
     shown = advise(spans, ["8-shot"], ["LoRA SFT"], judge=few)
     assert not shown.judge_decides and shown.conclusion == advise(spans, ["8-shot"], ["LoRA SFT"]).conclusion
     assert few.why_not() in shown.judge_note
+
+
+def test_a_timing_cut_short_by_its_budget_is_said_and_decides_no_latency():
+    cut = result([0] * 30 + [1] * 10, [1] * 40)
+    cut.timing.budget_s, cut.timing.planned_rounds = 120.0, 3
+    for table in (cut.timing.batched,):
+        for name in table:
+            table[name] = table[name][:1]  # one batch each before the budget ran out
+    text = str(advise(cut, ["8-shot"], {"LoRA SFT": FakeRun(300)}))
+    assert "timing: timed together, interleaved, until the phase's 2-minute budget (of 3 rounds planned)" in text
+    assert "too few timed pairs (1) to tell LoRA SFT from 8-shot" in text
+    assert "not repaid by latency (no latency difference the timing can see)" in text
