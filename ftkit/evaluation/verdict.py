@@ -242,12 +242,12 @@ class Advice:
                 "judge decides": self.judge_decides, "verdict": self.conclusion}
 
 
-
 def _timing_notes(timing) -> list[str]:
     """What the verdict says of the timing: the load it saw, and how it was cut short by its budget
     (the few samples behind each latency figure), not how a full phase was run."""
     notes = timing.notes()
     return notes if getattr(timing, "budget_s", None) is not None else notes[1:]
+
 
 def advise(result, prompts, tuned, metric: str | None = None, requests: int = 100_000,
            flexibility: Flexibility | None = None, judge=None, floor: float | None = None,
