@@ -165,8 +165,8 @@ def test_the_lab_ends_answers_where_the_task_does(talkative, monkeypatch):
     monkeypatch.setattr(module, "generate", lambda *a, **kw: asked.append(kw) or [SimpleNamespace(
         text="def f(): pass", prompt_tokens=3, new_tokens=4, latency_s=0.1)])
     monkeypatch.setattr(module, "evaluate", lambda variants, *a, **kw: evaluated.extend(variants) or 1 / 0)
-    rows = [{"prompt": f"Write f{i}().", "completion": f"def f{i}():\n    return {i}", "tests": [f"assert f{i}() == {i}"]}
-            for i in range(3)]
+    rows = [{"prompt": f"Write f{i}().", "completion": f"def f{i}():\n    return {i}",
+             "tests": [f"assert f{i}() == {i}"]} for i in range(3)]
     lab = PromptLab(model, tok, train=rows[:2], eval=rows[2:], task="code")
     lab.try_one(0)
     with pytest.raises(ZeroDivisionError):
