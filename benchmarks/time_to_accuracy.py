@@ -65,10 +65,11 @@ def load_split(name: str, limit: int = 0):
 def score(run, template, test, labels) -> tuple[float, float, float]:
     """Held-out exact match of ``run`` (merged) with ``template``, answers constrained to ``labels``."""
     from ftkit.evaluation.evaluate import Variant, evaluate
+    from ftkit.generation.labels import label_sequences
     from ftkit.models.tuned import load_run_model
 
     tuned, tok = load_run_model(run, merged=True)
-    longest = max(len(tok(label, add_special_tokens=False)["input_ids"]) for label in labels)
+    longest = max(map(len, label_sequences(tok, labels).values()))  # as ftkit run sizes a constrained answer
     row = evaluate([Variant(tuned, tok, template, name="sft", max_new_tokens=longest + 1)], test, labels=labels,
                    progress=False, timing_rounds=0).summary.iloc[0]
     return row["exact_match"], row["exact_match_low"], row["exact_match_high"]

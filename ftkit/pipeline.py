@@ -235,7 +235,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     for name, hosted in p.endpoints.items():
         key = f"key from ${hosted.api_key_env}" if hosted.api_key_env else "no key"
         say(f"  {name}: asked of {hosted.model} at {hosted.base_url} ({key})")
-    stops = dict(stop_strings=p.task.stop_strings, answer_end=p.task.answer_end)
+    stops = p.task.ends
     prompted = [Variant(p.endpoints.get(t.name, model), None if t.name in p.endpoints else tokenizer, t,
                         name=t.name, max_new_tokens=p.max_new_tokens, **stops) for t in p.templates]
     # Scored now, timed at the end with the tuned models (time_variants): timed minutes apart, under

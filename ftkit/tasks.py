@@ -154,6 +154,15 @@ class Task:
         """
         return [m if isinstance(m, str) else getattr(m, "__name__", type(m).__name__) for m in self.metrics]
 
+    @property
+    def ends(self) -> dict:
+        """Where its answers end, as :class:`~ftkit.evaluation.evaluate.Variant` and ``generate`` take it.
+
+        >>> get("code").ends
+        {'stop_strings': (), 'answer_end': 'code block'}
+        """
+        return {"stop_strings": self.stop_strings, "answer_end": self.answer_end}
+
     def template(self, name: str = "zero-shot", labels=()) -> PromptTemplate:
         """The zero-shot template (the instruction alone, with the chat template's own system prompt),
         or one of :attr:`variants` by name (with the task's system prompt)."""

@@ -181,17 +181,15 @@ class ComparePanel(w.VBox):
         for name in names or list(self._choices):
             if isinstance(self.templates.get(name), Variant):  # e.g. a hosted endpoint's prompt
                 out.append(replace(self.templates[name], name=name, max_new_tokens=self.max_new_tokens,
-                                   stop_strings=self.task.stop_strings, answer_end=self.task.answer_end))
+                                   **self.task.ends))
             elif name in self.templates:
                 # adapter=False: a PEFT model answers as its base model for the prompt variants.
                 out.append(Variant(self.model, self.tokenizer, self.templates[name], name=name, adapter=False,
-                                   max_new_tokens=self.max_new_tokens, stop_strings=self.task.stop_strings,
-                                   answer_end=self.task.answer_end))
+                                   max_new_tokens=self.max_new_tokens, **self.task.ends))
             elif name in self.runs:
                 model, tokenizer = self._run_model(self.runs[name])
                 out.append(Variant(model, tokenizer, run_template(self.runs[name]), name=name,
-                                   max_new_tokens=self.max_new_tokens, stop_strings=self.task.stop_strings,
-                                   answer_end=self.task.answer_end))
+                                   max_new_tokens=self.max_new_tokens, **self.task.ends))
             else:
                 raise ValueError(f"no variant {name!r}; variants are: {', '.join(self._choices)}")
         return out

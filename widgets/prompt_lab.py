@@ -158,8 +158,7 @@ class PromptLab(w.VBox):
         """Generate the answer for one evaluation row and show it beside the reference."""
         row = self._row(index)
         out = generate(self.model, self.tokenizer, [self.template.messages(row)], max_new_tokens=self._max_new.value,
-                       stop_strings=list(self.task.stop_strings) or None, answer_end=self.task.answer_end,
-                       progress=False)[0]
+                       progress=False, **self.task.ends)[0]
         self._try_html.value = (
             f"<b>output</b>{_html.pre(out.text)}<b>reference</b>{_html.pre(row.get('completion', ''))}"
             + _html.note(f"{out.prompt_tokens} prompt tokens, {out.new_tokens} new tokens, "
@@ -176,7 +175,7 @@ class PromptLab(w.VBox):
         self._progress.clear_output()
         with self._progress:
             self.result = evaluate([Variant(self.model, self.tokenizer, template, max_new_tokens=self._max_new.value,
-                                            stop_strings=self.task.stop_strings, answer_end=self.task.answer_end)],
+                                            **self.task.ends)],
                                    rows, self.metrics, labels=self.labels or None)
         line = self.result.summary.iloc[0]
         scored = list(self.result.scores[template.name])

@@ -242,13 +242,6 @@ class Advice:
                 "judge decides": self.judge_decides, "verdict": self.conclusion}
 
 
-def _timing_notes(timing) -> list[str]:
-    """What the verdict says of the timing: the load it saw, and how it was cut short by its budget
-    (the few samples behind each latency figure), not how a full phase was run."""
-    notes = timing.notes()
-    return notes if getattr(timing, "budget_s", None) is not None else notes[1:]
-
-
 def advise(result, prompts, tuned, metric: str | None = None, requests: int = 100_000,
            flexibility: Flexibility | None = None, judge=None, floor: float | None = None,
            labels=None) -> Advice:
@@ -320,7 +313,9 @@ def advise(result, prompts, tuned, metric: str | None = None, requests: int = 10
                     latency_difference=timing.difference(best_tuned, best_prompt) if timed else None,
                     latency_1_difference=(timing.difference(best_tuned, best_prompt, "alone")
                                           if timed and timing.alone else None),
-                    timing_notes=_timing_notes(timing) if timed else [], prompts_tried=prompts,
+                    # the load it saw; how it was timed only when its budget cut it short (fewer samples)
+                    timing_notes=timing.notes()[0 if timing.budget_s is not None else 1:] if timed else [],
+                    prompts_tried=prompts,
                     prompt_scores={n: float(summary.loc[n, metric]) for n in prompts}, detectable=detectable,
                     judge=judge)
     if floor is None:

@@ -255,6 +255,7 @@ def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, r
         answer[v.name](asked[v.name][:warm], batch_size=batch_size)
     batched = {n: [] for n in names}
     alone = {n: [] for n in names} if single else {}
+    samples = {"batched": batched, "alone": alone}  # per request: a batch's seconds over its rows
     steps = rounds * (len(batches) + len(single)) * len(names)
     bar = tqdm(total=steps, desc="timing, interleaved", disable=not progress, leave=False)
     meter = LoadMeter()
@@ -272,9 +273,8 @@ def time_variants(variants, dataset, *, batch_size: int = 16, rounds: int = 3, r
             t_unit = clock()
             for name in order:
                 t0 = clock()
-                answer[name]([asked[name][i] for i in idx], batch_size=batch_size if kind == "batched" else 1)
-                took = clock() - t0
-                (batched if kind == "batched" else alone)[name].append(took / len(idx) if kind == "batched" else took)
+                answer[name]([asked[name][i] for i in idx], batch_size=len(idx))
+                samples[kind][name].append((clock() - t0) / len(idx))
                 bar.update()
             last[kind] = clock() - t_unit
         if stopped:
