@@ -34,6 +34,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from filelock import FileLock
+
 from ftkit.export.merged import export_run
 from ftkit.generation.endpoint import Endpoint
 from ftkit.models.conversion import cache_dir, converted_gguf
@@ -116,8 +118,8 @@ def prepare(run_or_model=EMBEDDED_NAME, runs_root=None, say=print) -> ServedMode
 
     A run (its id, a unique prefix, its folder or the :class:`~ftkit.runs.Run`) is merged once
     into ``$FTKIT_CACHE/served/<run id>`` (again only when its adapter changed; deleted once the
-    run folder is) with its system prompt as the chat template's default. A model (the embedded one, a folder, a .gguf) is
-    linked there under its own name. A Hub id is served as it is.
+    run folder is) with its system prompt as the chat template's default. A model (the embedded
+    one, a folder, a .gguf) is linked there under its own name. A Hub id is served as it is.
 
     >>> prepare("20250101-120000-sft").name        # doctest: +SKIP
     '20250101-120000-sft'
@@ -176,21 +178,37 @@ def _prune_stale() -> None:
 
 
 def _prepare_run(run, say) -> ServedModel:
-    from transformers import AutoTokenizer
-
     _prune_stale()
     template = run_template(run)
     target = served_root() / run.id
     stamp = {"run": str(run.path), "adapter": _adapter_stamp(run)}
     source = f"run {run.id} ({run.config.get('kind', 'tuned')} of {run.config.get('base_model')}), merged"
-    marker = target / MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("stamp") == stamp:
-        return ServedModel(name=run.id, path=target, template=template, source=source)
+    served = ServedModel(name=run.id, path=target, template=template, source=source)
+    if _merged_for(target, stamp):
+        return served
     if not (run.adapter_dir / "adapter_config.json").is_file():
         raise ValueError(f"run {run.id} has no saved adapter (status: {run.status.get('status')}); serve a "
                          "completed or stopped run")
-    say(f"Merging run {run.id} into {target} (once; checked to answer like its adapter)")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Two `ftkit serve` of one run at once: the second waits for the first one's merge and reads it.
+    with FileLock(str(target.parent / f".{run.id}.lock")):
+        if not _merged_for(target, stamp):
+            say(f"Merging run {run.id} into {target} (once; checked to answer like its adapter)")
+            _merge_into(run, target, template, stamp)
+    return served
+
+
+def _merged_for(target: Path, stamp: dict) -> bool:
+    marker = target / MARKER
+    try:
+        return json.loads(marker.read_text()).get("stamp") == stamp
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _merge_into(run, target: Path, template, stamp: dict) -> None:
+    from transformers import AutoTokenizer
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{run.id}-", dir=target.parent))
     try:
         export_run(run, tmp, merged=True)
@@ -207,7 +225,6 @@ def _prepare_run(run, say) -> ServedModel:
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return ServedModel(name=run.id, path=target, template=template, source=source)
 
 
 # --- the server ---------------------------------------------------------------------------------

@@ -100,6 +100,20 @@ def test_serve_prepares_a_run_merged_once_with_its_system_prompt(tuned_run, cach
     assert not stale.exists() and served.path.is_dir()  # pruned on the next merge
 
 
+def test_two_serves_of_one_run_at_once_merge_it_once(tuned_run, cache):
+    import threading
+
+    said, served = [], []
+    both = [threading.Thread(target=lambda: served.append(prepare(tuned_run.path, say=said.append)))
+            for _ in range(2)]
+    for t in both:
+        t.start()
+    for t in both:
+        t.join()
+    assert len(served) == 2 and served[0].path == served[1].path and (served[0].path / MARKER).is_file()
+    assert len(said) == 1  # the second waited for the first one's merge instead of replacing it
+
+
 def test_serve_links_a_model_folder_under_its_own_name(tiny_model_dir, cache):
     served = prepare(tiny_model_dir)
     assert served.name == tiny_model_dir.name and served.path.resolve() == tiny_model_dir.resolve()

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from filelock import FileLock
+
 __all__ = ["CACHE_MARKER", "GGUF_SPLITS", "cache_dir", "cached_conversion", "converted_gguf", "gguf_tokenizer",
            "split_as_gguf"]
 
@@ -104,6 +106,17 @@ def converted_gguf(path: str | Path, verbose: bool = True) -> Path:
     if (target / _CACHE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # One conversion at a time per file, across processes (two test workers, a notebook beside
+    # `ftkit run`): the second waits and then reads the first one's folder. Without the lock the
+    # later finisher replaced a complete folder another process was loading from.
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if (target / _CACHE_MARKER).is_file():
+            return target
+        _convert_into(path, target, verbose)
+    return target
+
+
+def _convert_into(path: Path, target: Path, verbose: bool) -> None:
     _remove_stale_partials(target)
     if verbose:
         print(
@@ -120,17 +133,13 @@ def converted_gguf(path: str | Path, verbose: bool = True) -> Path:
             "size": path.stat().st_size,
             "seconds": round(time.perf_counter() - start, 1),
         }))
+        if (target / _CACHE_MARKER).is_file():
+            return  # finished meanwhile by an ftkit that did not take the lock: never replace a complete folder
         if target.exists():  # left by hand or by an older ftkit, without the marker: not trusted
             shutil.rmtree(target)
-        try:
-            os.rename(tmp, target)  # atomic: the folder appears complete or not at all
-        except OSError:
-            # Another process finished the same conversion first; its folder is complete.
-            if not (target / _CACHE_MARKER).is_file():
-                raise
+        os.rename(tmp, target)  # atomic: the folder appears complete or not at all
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _write_converted(path: Path, out: Path) -> None:

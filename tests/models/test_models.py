@@ -158,7 +158,8 @@ def test_interrupted_conversion_leaves_nothing_that_is_trusted(fake_gguf, monkey
     with pytest.raises(KeyboardInterrupt):
         conversion.converted_gguf(gguf, verbose=False)
     cache = conversion.cache_dir()
-    assert list(cache.iterdir()) == []  # neither the target nor the partial folder remain
+    left = [p.name for p in cache.iterdir() if not p.name.endswith(".lock")]  # the lock file stays, empty
+    assert left == []  # neither the target nor the partial folder remain
 
     monkeypatch.setattr(conversion, "_write_converted", write)
     target = conversion.converted_gguf(gguf, verbose=False)
@@ -176,6 +177,45 @@ def test_folder_without_marker_is_converted_again(fake_gguf, monkeypatch):
     (target / "model.safetensors").write_bytes(b"half written")
     conversion.converted_gguf(gguf, verbose=False)
     assert (target / "model.safetensors").read_bytes() == b"weights" and len(calls) == 1
+
+
+def test_two_processes_converting_at_once_convert_once_and_share_the_folder(fake_gguf, monkeypatch):
+    import threading
+    import time
+
+    gguf, calls, write = fake_gguf
+
+    def slow(path, out):
+        time.sleep(0.3)  # long enough for the other caller to arrive while this one converts
+        write(path, out)
+
+    monkeypatch.setattr(conversion, "_write_converted", slow)
+    results = []
+    callers = [threading.Thread(target=lambda: results.append(conversion.converted_gguf(gguf, verbose=False)))
+               for _ in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert len(calls) == 1 and results[0] == results[1]
+    assert (results[0] / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_a_complete_folder_finished_meanwhile_is_never_replaced(fake_gguf, monkeypatch):
+    # CI once failed this way: a notebook loaded the folder while a later finisher rmtree'd it.
+    gguf, calls, write = fake_gguf
+    target = conversion.cache_dir() / conversion._gguf_cache_key(gguf)
+
+    def other_process_finishes_first(path, out):
+        write(path, out)
+        target.mkdir(parents=True)
+        (target / "model.safetensors").write_bytes(b"theirs")
+        (target / "ftkit-cache.json").write_text("{}")
+
+    monkeypatch.setattr(conversion, "_write_converted", other_process_finishes_first)
+    assert conversion.converted_gguf(gguf, verbose=False) == target
+    assert (target / "model.safetensors").read_bytes() == b"theirs"  # the folder a reader may hold stays
+    assert not list(target.parent.glob(".partial-*"))  # ours is cleaned up
 
 
 def test_cache_dir_follows_ftkit_cache(monkeypatch, tmp_path):
