@@ -110,6 +110,10 @@ def _smoke(config: PipelineConfig, args: argparse.Namespace) -> PipelineConfig:
     ``--max-steps N``: SFT and DPO stop after N steps. For a first, quick run of one's own config."""
     if getattr(args, "limit", None):
         config.data.limit = config.data.train_limit = args.limit
+    if getattr(args, "max_minutes", None) is not None:
+        if not 0 <= args.max_minutes < float("inf"):
+            raise ConfigError([f"--max-minutes: {args.max_minutes:g} is not 0 (no budget) or a number of minutes"])
+        config.max_minutes = args.max_minutes
     if getattr(args, "max_steps", None):
         for stage in (config.sft, config.dpo):
             if stage is not None:
@@ -474,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and estimate its minutes from one measured step; exit 2 if the run would refuse")
     p.add_argument("--resume", metavar="RUN", help="continue this interrupted or stopped run (id or prefix) "
                                                    "from its last checkpoint, in the same run record")
+    p.add_argument("--max-minutes", type=float, metavar="M",
+                   help="the whole run's time budget (max_minutes in the config; 0: none): training gets what the "
+                        "baselines leave, less what scoring and timing the tuned variants take")
     _smoke_arguments(p)
     p.set_defaults(func=cmd_run)
 

@@ -216,6 +216,10 @@ class PipelineConfig:
     constrain_labels: bool = field(default=True, metadata={
         "help": "Classification: a local model's answer can only be one of the labels (constrained decoding), "
                 "so no answer is invalid; false asks freely, as before. A hosted endpoint always answers freely"})
+    max_minutes: float | None = field(default=None, metadata={
+        "help": "The whole run's time budget: training gets what the prompt baselines leave, less what scoring "
+                "and timing the tuned variants will take (at least a minute; the console says how it was "
+                "reckoned); sft.max_minutes still caps it. null: 10 on a CPU, none on a GPU; 0: none", "min": 0})
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

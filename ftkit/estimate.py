@@ -25,10 +25,11 @@ from ftkit.data.report import char_limit, count_tokens
 from ftkit.evaluation.evaluate import evaluate
 from ftkit.training.events import EventBus
 from ftkit.generation.generate import generate
-from ftkit.pipeline import Plan, Prepared, duration
+from ftkit.pipeline import SFT_SHARE, Plan, Prepared, duration
+from ftkit.budget import run_budget_s, training_share
 from ftkit.training.settings import planned_steps
 from ftkit.training.sft import train_sft
-from ftkit.generation.timing import WARMUP_ROWS, time_variants
+from ftkit.generation.timing import BUDGET_S as TIMING_BUDGET_S, WARMUP_ROWS, time_variants
 
 __all__ = ["estimate", "plan_lines"]
 
@@ -51,7 +52,8 @@ def plan_lines(config, prepared: Prepared, p: Plan) -> list[str]:
         lines.append(f"SFT: LoRA on {rows} rows with the {p.training_template.name!r} prompt, "
                      f"{_steps_text(p.sft, rows)}, max_length {p.sft.max_length}")
     if p.dpo is not None and prepared.pairs is not None:
-        lines.append(f"DPO: from the SFT adapter on {len(prepared.pairs)} pairs, {_steps_text(p.dpo, len(prepared.pairs))}")
+        lines.append(f"DPO: from the SFT adapter on {len(prepared.pairs)} pairs, "
+                     f"{_steps_text(p.dpo, len(prepared.pairs))}")
     tuned = (p.sft is not None) + (p.dpo is not None)
     if tuned:
         lines.append(f"Then the {tuned} tuned variant(s) answer the same {n} rows, and the report goes to "
@@ -68,48 +70,72 @@ def _steps_text(settings, rows: int) -> str:
 
 
 def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]:
-    """The run's minutes on this machine, from one measured SFT step and one measured batch of answers."""
+    """The run's minutes on this machine, from one measured SFT step and one measured batch of answers;
+    training within the run's budget as the run will box it (:mod:`ftkit.budget`)."""
     lines, total = [], 0.0
+    rows = chat_turns(prepared.test)
+    local = [t for t in p.templates if t.name not in p.endpoints]
+    tuned = (p.sft is not None) + (p.dpo is not None)
+    variants = len(local) + tuned
+    scoring = timing = None  # seconds for one variant's answers, and for the timing phase, at `tokens` each
+    prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p) if rows and variants else (0.0, 0.0)
+    if rows and variants and token_s:
+        batches = math.ceil(len(rows) / BATCH)
+
+        def scoring(tokens: int) -> float:
+            return batches * (prefill_s + tokens * token_s)
+
+        def timing(tokens: int) -> float:  # a warm-up, and each round one batch and its rows alone, per variant
+            batch, alone = prefill_s + tokens * token_s, prefill_s / BATCH + tokens * token_s
+            return min(TIMING_BUDGET_S, variants * ((WARMUP_ROWS / BATCH + ROUNDS) * batch
+                                                    + ROUNDS * ONE_AT_A_TIME * alone))
+
+    # Answers as long as the references (most end there, once tuned), and every answer at its limit.
+    typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)
+    budget_s = run_budget_s(config.max_minutes, model.device.type)
+    box = None
+    if budget_s and p.sft is not None and scoring is not None:
+        box = training_share(budget_s, len(local) * scoring(typical), scoring(typical), tuned, variants,
+                             TIMING_BUDGET_S).seconds
     if p.sft is not None:
         step_s = _one_sft_step(model, tokenizer, prepared, p)
         steps = planned_steps(p.sft, len(prepared.training_rows))
         sft_s = steps * step_s
         if p.sft.max_minutes:
             sft_s = min(sft_s, p.sft.max_minutes * 60)
+        boxed = ""
+        if box is not None and sft_s > box * (SFT_SHARE if p.dpo is not None else 1):
+            sft_s = box * (SFT_SHARE if p.dpo is not None else 1)
+            boxed = (f"; the run's {budget_s / 60:g}-minute budget ends it sooner, after about "
+                     f"{sft_s / step_s:.0f} step(s) (max_minutes sets the budget)")
         total += sft_s
-        lines.append(f"Estimate: SFT about {_minutes(sft_s)} ({steps} step(s) at {step_s:.1f} s, one step measured here)")
+        lines.append(f"Estimate: SFT about {_minutes(sft_s)} ({steps} step(s) at {step_s:.1f} s, one step measured "
+                     f"here{boxed})")
     if p.dpo is not None:
-        bound = f"at most {p.dpo.max_minutes:g} min by its time limit" if p.dpo.max_minutes else "unknown"
-        total += p.dpo.max_minutes * 60 if p.dpo.max_minutes else 0
+        dpo_s = p.dpo.max_minutes * 60 if p.dpo.max_minutes else None
+        if box is not None:
+            dpo_s = min(dpo_s or box, box - sft_s)
+        bound = f"at most {_minutes(dpo_s)} by its time limit" if dpo_s else "unknown"
+        total += dpo_s or 0
         lines.append(f"Estimate: DPO {bound} (a DPO step is not measured before its SFT run exists)")
-    rows = chat_turns(prepared.test)
-    local = [t for t in p.templates if t.name not in p.endpoints]
-    variants = len(local) + (p.sft is not None) + (p.dpo is not None)
     likely, unmeasured = total, ""
-    prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p) if rows and variants else (0.0, 0.0)
-    if rows and variants and not token_s:  # every answer stopped at its first token: nothing after it was timed
+    if rows and variants and scoring is None:  # every answer stopped at its first token: nothing after it was timed
         unmeasured = ", plus evaluation (not measured)"
         lines.append("Estimate: evaluation unknown (the measured batch's answers all ended at once, so the time "
                      "per generated token could not be measured)")
-    elif rows and variants:
-        batches = math.ceil(len(rows) / BATCH)
+    elif scoring is not None:
+        def evaluation(tokens: int) -> float:  # every variant's answers, then the timing phase
+            return variants * scoring(tokens) + timing(tokens)
 
-        def evaluation(tokens: int) -> float:  # every variant: its batches, then the timing phase (a warm-up,
-            batch = prefill_s + tokens * token_s  # and each round one batch and its rows alone)
-            alone = prefill_s / BATCH + tokens * token_s
-            return variants * ((batches + WARMUP_ROWS / BATCH + ROUNDS) * batch + ROUNDS * ONE_AT_A_TIME * alone)
-
-        # Answers as long as the references (most end there, once tuned), and every answer at its limit.
-        typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)
         likely, total = total + evaluation(typical), total + evaluation(p.max_new_tokens)
         hosted = f"; the {len(p.endpoints)} hosted variant(s) not included" if p.endpoints else ""
         lines.append(f"Estimate: evaluation about {_minutes(evaluation(typical))} if answers are as long as the "
                      f"references (median {typical} tokens), at most {_minutes(evaluation(p.max_new_tokens))} "
-                     f"if every answer runs to {p.max_new_tokens} ({variants} variant(s) x {len(rows)} rows; "
-                     f"one batch measured here{hosted})")
+                     f"if every answer runs to {p.max_new_tokens} ({variants} variant(s) x {len(rows)} rows, and "
+                     f"timing them within {_minutes(TIMING_BUDGET_S)}; one batch measured here{hosted})")
     if lines:
         most = f" (at most {_minutes(total)})" if total > likely else ""
-        if p.dpo is not None and not p.dpo.max_minutes:
+        if p.dpo is not None and not (p.dpo.max_minutes or box is not None):
             unmeasured = ", plus DPO (not measured)" + unmeasured
         lines.append(f"Estimate: about {_minutes(likely)} in all{most}{unmeasured} on this machine, as loaded as "
                      "it is now")

@@ -28,11 +28,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ftkit.budget import MIN_TRAINING_S, run_budget_s, training_share
 from ftkit.config import PipelineConfig
 from ftkit.evaluation.verdict import advise
 from ftkit.training.dpo import train_dpo
 from ftkit.evaluation.evaluate import EvalResult, Variant, constrained, evaluate
-from ftkit.generation.timing import time_variants
+from ftkit.generation.timing import BUDGET_S as TIMING_BUDGET_S, time_variants
 from ftkit.training.events import EventBus
 from ftkit.models.device import describe_device
 from ftkit.models.loading import load_model
@@ -45,11 +46,14 @@ from ftkit.training.settings import sampling_interval
 from ftkit.training.sft import train_sft
 
 __all__ = [
-    "PipelineResult", "Plan", "model_context", "Prepared", "RunRefused", "build_template", "duration", "plan", "preflight", "prepare_data",
+    "PipelineResult", "Plan", "model_context", "Prepared", "RunRefused", "build_template", "duration", "plan",
+    "preflight", "prepare_data",
     "print_summary", "progress_printer", "run_pipeline", "served_model", "train_stages", "training_template",
 ]
 
 # Summary columns worth a line in the terminal table and the report, in this order.
+# With DPO after it, SFT gets this share of the training's budget and DPO what SFT leaves.
+SFT_SHARE = 2 / 3
 SUMMARY_COLUMNS = ("macro_f1", "invalid_rate", "prompt_tokens", "new_tokens", "latency_s", "latency_1_s",
                    "usd_per_request", "retrieval_s")
 
@@ -116,16 +120,20 @@ def duration(seconds: float) -> str:
 
 
 def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p: Plan, runs_root,
-                 say: Callable[[str], None] = tqdm.write, resume: Run | None = None) -> list[Run]:
+                 say: Callable[[str], None] = tqdm.write, resume: Run | None = None,
+                 seconds: float | None = None) -> list[Run]:
     """SFT on the training rows with the plan's training template, then DPO from its adapter when
     ``config.dpo`` is set, with the plan's settings (the config's, and the task's lengths).
 
     ``resume``: an interrupted or stopped run of this config, continued from its last checkpoint
-    in the same run record; resuming the DPO run reuses its finished SFT run.
+    in the same run record; resuming the DPO run reuses its finished SFT run. ``seconds``: the
+    training's share of the run's budget (:mod:`ftkit.budget`): SFT ends within it (within two
+    thirds of it when DPO follows, which gets what is left), or sooner by its own ``max_minutes``.
     """
     runs: list[Run] = []
     if p.sft is None:
         return runs
+    deadline = time.perf_counter() + seconds if seconds else None
     template = p.training_template
     kind = resume.config.get("kind") if resume is not None else None
     if kind == "dpo":
@@ -135,11 +143,11 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p
         say(f"\nSFT: LoRA on {len(prepared.training_rows)} rows with the {template.name!r} template"
             + (f"; resuming {resume.id}" if kind == "sft" else ""))
         _threads(config, say)
-        settings = p.sft
+        settings = _boxed(p.sft, deadline, SFT_SHARE if p.dpo is not None else 1.0)
         if settings.sample_every is None:  # the config left it: about 8 samplings, as the TrainPanel does
             settings = replace(settings, sample_every=sampling_interval(settings, len(prepared.training_rows)))
         sft = train_sft(model, tokenizer, prepared.training_rows, template=template, config=settings,
-                        bus=progress_printer("sft", say, p.sft.max_minutes), runs_root=runs_root,
+                        bus=progress_printer("sft", say, settings.max_minutes), runs_root=runs_root,
                         resume=resume if kind == "sft" else None, progress=False, sample_from=prepared.test,
                         data_record=run_data(prepared, p, "sft"))
     runs.append(sft)
@@ -147,11 +155,23 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p
         say(f"\nDPO: from {sft.id} on {len(prepared.pairs)} preference pairs")
         # train_sft left `model` as it was: DPO continues the SFT adapter on the same base weights.
         _threads(config, say)
-        runs.append(train_dpo(model, tokenizer, prepared.pairs, template=template, config=p.dpo,
-                              from_run=sft, bus=progress_printer("dpo", say, p.dpo.max_minutes),
+        dpo = _boxed(p.dpo, deadline)
+        runs.append(train_dpo(model, tokenizer, prepared.pairs, template=template, config=dpo,
+                              from_run=sft, bus=progress_printer("dpo", say, dpo.max_minutes),
                               runs_root=runs_root, resume=resume if kind == "dpo" else None, progress=False,
                               data_record=run_data(prepared, p, "dpo")))
     return runs
+
+
+def _boxed(settings, deadline: float | None, share: float = 1.0):
+    """``settings`` whose ``max_minutes`` ends training within ``share`` of the time left before
+    ``deadline`` (at least the budget's minimum), unless its own limit ends it sooner."""
+    if deadline is None:
+        return settings
+    minutes = max(MIN_TRAINING_S, (deadline - time.perf_counter()) * share) / 60
+    if settings.max_minutes and settings.max_minutes <= minutes:
+        return settings
+    return replace(settings, max_minutes=round(minutes, 2))
 
 
 def _threads(config: PipelineConfig, say: Callable[[str], None]) -> None:
@@ -219,6 +239,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     # What the run would refuse (a prompt over the context, an answer max_length cuts), before minutes
     # of prompt baselines: the same checks `ftkit run --check` prints.
     problems, notes = preflight(prepared, p, tokenizer, model_context(model))
+    budget_s = run_budget_s(config.max_minutes, model.device.type)
     if problems:
         raise RunRefused(problems)
     say("Pre-flight (ftkit run --check says the same):" + "".join(f"\n  {n}" for n in notes))
@@ -241,9 +262,19 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     # Scored now, timed at the end with the tuned models (time_variants): timed minutes apart, under
     # whatever else the machine was doing then, the two would compare two loads, not two models.
     _threads(config, say)
+    t0 = time.perf_counter()
     baseline = evaluate(prompted, prepared.test, metrics=p.metrics, labels=labels, progress=progress,
                         timing_rounds=0, constrain_labels=config.constrain_labels) if prompted else None
-    runs = train_stages(config, model, tokenizer, prepared, p, config.output.runs_root, say, resume=resume)
+    training_s = None
+    if budget_s and p.sft is not None:  # training gives way to the budget (ftkit.budget)
+        tuned_n = 1 + (p.dpo is not None)
+        scoring_s = (time.perf_counter() - t0) / max(1, len(prompted))  # one baseline variant's answers
+        share = training_share(budget_s, time.perf_counter() - start, scoring_s, tuned_n, len(prompted) + tuned_n,
+                               TIMING_BUDGET_S)
+        say(f"\n{share.line}" + ("" if config.max_minutes is not None else " (max_minutes: null, on a CPU)"))
+        training_s = share.seconds
+    runs = train_stages(config, model, tokenizer, prepared, p, config.output.runs_root, say, resume=resume,
+                        seconds=training_s)
     # A run stopped with Ctrl-C kept its adapter: it is evaluated too.
     trained = [r for r in runs if r.status.get("status") in ("completed", "stopped")]
     tuned = [Variant(*served_model(r), p.training_template, name=_variant_name(r), max_new_tokens=p.max_new_tokens,

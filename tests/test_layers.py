@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ftkit"
 
 # Lowest first. A module's layer is that of the longest prefix listed here.
 LAYERS = [
-    ["ftkit._lazy", "ftkit._source_tree", "ftkit.config_file", "ftkit.runs", "ftkit.fastpath",
+    ["ftkit._lazy", "ftkit._source_tree", "ftkit.budget", "ftkit.config_file", "ftkit.runs", "ftkit.fastpath",
      "ftkit.fastpath.prefix", "ftkit.models.threads"],
     ["ftkit.data"],
     ["ftkit.prompts", "ftkit.retrieval", "ftkit.tasks"],

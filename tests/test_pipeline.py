@@ -237,3 +237,38 @@ def test_a_run_answers_up_to_its_training_answers_length_unless_the_config_sets_
     assert p.answer_length == "95th percentile of the training answers (12 tokens) + margin 8"
     explicit = plan(config_from_dict({**values, "max_new_tokens": 48}, base=tmp_path), prepared)
     assert (explicit.max_new_tokens, explicit.answer_length) == (48, "set in the config")
+
+
+def test_the_runs_budget_boxes_training_and_says_how_it_was_reckoned(tmp_path, tiny_model_dir, monkeypatch):
+    import ftkit.budget
+    import ftkit.pipeline
+
+    for module in (ftkit.budget, ftkit.pipeline):  # a one-second minimum keeps the test short
+        monkeypatch.setattr(module, "MIN_TRAINING_S", 1.0)
+    lines = []
+    config = tiny_config(tmp_path, tiny_model_dir, dpo=None, max_minutes=0.02, templates=[{"kind": "zero_shot"}],
+                         sft={"max_steps": 100000, "batch_size": 4, "logging_steps": 1000, "save_steps": 100000,
+                              "max_length": 512, "sample_every": 0})
+    result = run_pipeline(config, say=lines.append, progress=False)
+    (sft,) = result.runs
+    assert sft.status["status"] == "completed" and sft.status["ended_by"] == "time budget"
+    assert 0 < sft.status["step"] < 100000 and sft.config["settings"]["max_minutes"] == round(1 / 60, 2)
+    budget = next(line.strip() for line in lines if line.strip().startswith("Budget: "))
+    assert budget.startswith("Budget: 1s for the whole run; ") and "training gets the minimum, 1s, so the run " \
+        "will pass its 1s by about" in budget
+    assert "LoRA SFT" in result.evaluation.summary.index  # scored and timed after all
+
+
+def test_training_keeps_its_own_shorter_limit_and_no_budget_boxes_nothing(tmp_path, tiny_model_dir):
+    import time
+
+    from ftkit.config import SFTStage
+    from ftkit.pipeline import _boxed
+
+    own = SFTStage(max_minutes=0.5)
+    assert _boxed(own, time.perf_counter() + 600) is own  # 10 minutes left: its own 30 s ends it first
+    assert _boxed(SFTStage(), time.perf_counter() + 600, 2 / 3).max_minutes == pytest.approx(400 / 60, abs=0.02)
+    assert _boxed(SFTStage(), None).max_minutes == 0
+    lines = []
+    run_pipeline(tiny_config(tmp_path, tiny_model_dir, dpo=None, max_minutes=0), say=lines.append, progress=False)
+    assert not [line for line in lines if "Budget" in line]

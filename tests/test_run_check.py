@@ -134,6 +134,24 @@ def test_limit_and_max_steps_bound_the_training_rows_and_steps_too(model_dir, tm
     assert (tmp_path / "report.html").is_file()
 
 
+def test_check_says_when_the_runs_budget_ends_training_sooner_and_refuses_a_negative_one(model_dir, tmp_path,
+                                                                                            capsys):
+    rows = [{"text": f"message number {i} about {'billing' if i % 2 else 'delivery'}",
+             "label": "billing" if i % 2 else "delivery"} for i in range(40)]
+    write_jsonl(tmp_path / "labels.jsonl", rows)
+    config = write_config(tmp_path, {"data": {"source": "labels.jsonl"}, "model": {"name": str(model_dir)},
+                                     "templates": [{"kind": "zero_shot"}], "sft": {"max_steps": 100000}})
+    code, out = run(["run", str(config), "--check", "--max-minutes", "0.01"], capsys)
+    assert code == 0, out
+    # Training is never boxed under a minute: 100,000 steps of a tiny model do not fit in it.
+    steps = re.search(r"the run's 0.01-minute budget ends it sooner, after about (\d+) step", out)
+    assert steps and 0 < int(steps.group(1)) < 100000, out
+    code, out = run(["run", str(config), "--check", "--max-minutes", "0"], capsys)
+    assert code == 0 and "budget" not in out, out
+    code, out = run(["run", str(config), "--check", "--max-minutes", "-1"], capsys)
+    assert code == 2 and "--max-minutes: -1 is not 0 (no budget) or a number of minutes" in out, out
+
+
 def test_limit_must_be_a_positive_whole_number(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", str(tmp_path / "c.yaml"), "--limit", "0"])
