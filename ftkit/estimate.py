@@ -26,7 +26,8 @@ from ftkit.evaluation.evaluate import evaluate
 from ftkit.training.events import EventBus
 from ftkit.generation.generate import generate
 from ftkit.pipeline import SFT_SHARE, Plan, Prepared, duration
-from ftkit.budget import run_budget_s, training_share
+from ftkit.budget import BASELINE_SHARE, run_budget_s, training_share
+from ftkit.evaluation.answering import MIN_ROWS
 from ftkit.training.settings import planned_steps
 from ftkit.training.sft import train_sft
 from ftkit.generation.timing import BUDGET_S as TIMING_BUDGET_S, WARMUP_ROWS, time_variants
@@ -78,9 +79,21 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
     tuned = (p.sft is not None) + (p.dpo is not None)
     variants = len(local) + tuned
     scoring = timing = None  # seconds for one variant's answers, and for the timing phase, at `tokens` each
+    answered = len(rows)
     prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p) if rows and variants else (0.0, 0.0)
+    # Answers as long as the references (most end there, once tuned), and every answer at its limit.
+    typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)
+    budget_s = run_budget_s(config.max_minutes, model.device.type)
     if rows and variants and token_s:
         batches = math.ceil(len(rows) / BATCH)
+        if budget_s and local and p.sft is not None:  # a sample, when all the rows would pass their share
+            fit = int(BASELINE_SHARE * budget_s // (len(local) * (prefill_s + typical * token_s)))
+            batches = min(batches, max(math.ceil(MIN_ROWS / BATCH), fit))
+            if batches * BATCH < len(rows):
+                answered = batches * BATCH
+                lines.append(f"Estimate: the prompt baselines' share of the budget, "
+                             f"{_minutes(BASELINE_SHARE * budget_s)}, answers about {batches * BATCH} of the "
+                             f"{len(rows)} held-out rows: every variant is scored on that random sample")
 
         def scoring(tokens: int) -> float:
             return batches * (prefill_s + tokens * token_s)
@@ -90,9 +103,6 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
             return min(TIMING_BUDGET_S, variants * ((WARMUP_ROWS / BATCH + ROUNDS) * batch
                                                     + ROUNDS * ONE_AT_A_TIME * alone))
 
-    # Answers as long as the references (most end there, once tuned), and every answer at its limit.
-    typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)
-    budget_s = run_budget_s(config.max_minutes, model.device.type)
     box = None
     if budget_s and p.sft is not None and scoring is not None:
         box = training_share(budget_s, len(local) * scoring(typical), scoring(typical), tuned, variants,
@@ -131,7 +141,7 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
         hosted = f"; the {len(p.endpoints)} hosted variant(s) not included" if p.endpoints else ""
         lines.append(f"Estimate: evaluation about {_minutes(evaluation(typical))} if answers are as long as the "
                      f"references (median {typical} tokens), at most {_minutes(evaluation(p.max_new_tokens))} "
-                     f"if every answer runs to {p.max_new_tokens} ({variants} variant(s) x {len(rows)} rows, and "
+                     f"if every answer runs to {p.max_new_tokens} ({variants} variant(s) x {answered} rows, and "
                      f"timing them within {_minutes(TIMING_BUDGET_S)}; one batch measured here{hosted})")
     if lines:
         most = f" (at most {_minutes(total)})" if total > likely else ""

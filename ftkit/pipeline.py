@@ -28,12 +28,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ftkit.budget import MIN_TRAINING_S, run_budget_s, training_share
+from ftkit.budget import BASELINE_SHARE, MIN_TRAINING_S, run_budget_s, training_share
 from ftkit.config import PipelineConfig
 from ftkit.evaluation.verdict import advise
 from ftkit.training.dpo import train_dpo
 from ftkit.evaluation.evaluate import EvalResult, Variant, constrained, evaluate
-from ftkit.generation.timing import BUDGET_S as TIMING_BUDGET_S, time_variants
+from ftkit.generation.timing import BUDGET_S as TIMING_BUDGET_S, rows_to_answer, time_variants
 from ftkit.training.events import EventBus
 from ftkit.models.device import describe_device
 from ftkit.models.loading import load_model
@@ -264,7 +264,16 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     _threads(config, say)
     t0 = time.perf_counter()
     baseline = evaluate(prompted, prepared.test, metrics=p.metrics, labels=labels, progress=progress,
-                        timing_rounds=0, constrain_labels=config.constrain_labels) if prompted else None
+                        timing_rounds=0, constrain_labels=config.constrain_labels,
+                        # training follows: the baselines keep to their share of the budget
+                        max_seconds=BASELINE_SHARE * budget_s if budget_s and p.sft else None) if prompted else None
+    sample, held = None, len(rows_to_answer(prepared.test))
+    if baseline is not None and len(baseline.table) < held:
+        sample = len(baseline.table)
+        sampled = (f"evaluated on {sample} of the {held} held-out rows, a random sample answered by every "
+                   f"variant: the prompt baselines' share of the run's budget, {duration(BASELINE_SHARE * budget_s)}, "
+                   "ran out (a larger max_minutes answers more; max_minutes: 0 answers every row)")
+        say(f"  {sampled}")
     training_s = None
     if budget_s and p.sft is not None:  # training gives way to the budget (ftkit.budget)
         tuned_n = 1 + (p.dpo is not None)
@@ -285,7 +294,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     if tuned:
         _threads(config, say)
         tuned_result = evaluate(tuned, prepared.test, metrics=p.metrics, labels=labels, progress=progress,
-                                timing_rounds=0, constrain_labels=config.constrain_labels)
+                                timing_rounds=0, constrain_labels=config.constrain_labels, max_rows=sample)
         result = baseline.merge(tuned_result) if baseline is not None else tuned_result
     every = prompted + tuned
     if every:
@@ -313,8 +322,9 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         for note in result.timing.notes()[1:]:
             say(f"timing: {note}")
     report = write_report(config.output.report, title=title, result=result, runs=runs, metric=p.headline,
-                          notes=[prepared.description, prepared.leakage, f"task: {p.task.name}; {p.headline}: "
-                                 f"{p.task.reading}", f"model: {config.model.name}"], config=asdict(config),
+                          notes=[prepared.description, prepared.leakage, *([sampled] if sample else []),
+                                 f"task: {p.task.name}; {p.headline}: {p.task.reading}",
+                                 f"model: {config.model.name}"], config=asdict(config),
                           advice=advice)
     seconds = time.perf_counter() - start
     say(f"\nReport: {report}  ({duration(seconds)} in all)")

@@ -15,7 +15,7 @@ ROWS = [{"prompt": p, "completion": c} for p, c in [
 
 
 def table_rows(out: str) -> dict[str, list[str]]:
-    lines = out.split("variant", 1)[1].splitlines()[1:]
+    lines = re.split(r"^variant\s", out, maxsplit=1, flags=re.M)[1].splitlines()[1:]  # after the table's header
     rows = {}
     for line in lines:
         match = re.match(r"(.+?)\s+(\d\.\d\d)\s+(\d\.\d\d-\d\.\d\d)\s+(.*)$", line)

@@ -42,7 +42,8 @@ def test_the_embedded_model_converts_once_into_an_empty_cache(tmp_path, monkeypa
     fresh, before = load_file(folder / "model.safetensors"), load_file(shared / "model.safetensors")
     assert fresh.keys() == before.keys() and all(torch.equal(fresh[k], before[k]) for k in fresh)
     assert converted_gguf(embedded_gguf_path(), verbose=False) == folder  # the second time: read, not redone
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [folder.name]  # no partial folder left
+    left = [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")]  # its lock stays
+    assert left == [folder.name]  # no partial folder left
 
 
 def test_stop_strings_cut_the_answer(smollm):

@@ -165,7 +165,7 @@ def test_a_load_while_one_prompt_is_scored_does_not_reach_its_latency(tmp_path, 
     """Two identical prompts; another job runs while the first is scored (a fake clock: a forward
     pass costs 1, or 5 under the load). The run times every variant together afterwards, so both
     come out the same, and the verdict's inputs claim no difference."""
-    import ftkit.evaluation.evaluate as evaluation
+    import ftkit.evaluation.answering as evaluation  # where evaluate generates its answers
     import ftkit.pipeline as pipeline
     import ftkit.generation.timing as timing
 
@@ -272,3 +272,26 @@ def test_training_keeps_its_own_shorter_limit_and_no_budget_boxes_nothing(tmp_pa
     lines = []
     run_pipeline(tiny_config(tmp_path, tiny_model_dir, dpo=None, max_minutes=0), say=lines.append, progress=False)
     assert not [line for line in lines if "Budget" in line]
+
+
+def test_baselines_past_their_share_of_the_budget_answer_a_sample_that_the_tuned_model_answers_too(
+        tmp_path, tiny_model_dir, monkeypatch):
+    import ftkit.budget
+    import ftkit.pipeline
+
+    for module in (ftkit.budget, ftkit.pipeline):
+        monkeypatch.setattr(module, "MIN_TRAINING_S", 1.0)
+    monkeypatch.setattr(ftkit.pipeline, "BASELINE_SHARE", 0.0)  # the tiny model answers 40 rows in no time
+    rows = [{"text": f"{label} question number {i}", "label": label} for label in ("order", "refund", "account")
+            for i in range(30)]
+    (tmp_path / "many.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    lines = []
+    config = tiny_config(tmp_path, tiny_model_dir, dpo=None, max_minutes=0.01, templates=[{"kind": "zero_shot"}],
+                         sft={"max_steps": 2, "batch_size": 4, "logging_steps": 1, "max_length": 512})
+    config.data.source = str(tmp_path / "many.jsonl")
+    config.data.test_size = 40
+    result = run_pipeline(config, say=lines.append, progress=False)
+    summary = result.evaluation.summary
+    assert list(summary.index) == ["zero-shot", "LoRA SFT"] and set(summary["n"]) == {32}
+    note = "evaluated on 32 of the 40 held-out rows, a random sample answered by every variant"
+    assert any(note in line for line in lines) and note in result.report.read_text()

@@ -12,7 +12,6 @@ with 95% bootstrap confidence intervals, and paired comparisons between variants
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -21,8 +20,9 @@ import pandas as pd
 
 from ftkit.data.canonical import as_rows, find_overlap
 from ftkit.evaluation import metrics as M
+from ftkit.evaluation.answering import answer_rows
 from ftkit.evaluation.metrics import normalize
-from ftkit.generation.generate import LocalModel, as_backend, generate
+from ftkit.generation.generate import LocalModel, as_backend
 from ftkit.generation.timing import INTERACTIVE_ROWS, Timing, rows_to_answer, time_variants
 
 __all__ = ["Comparison", "EvalResult", "Template", "Variant", "bootstrap_ci", "constrained", "conversation_text",
@@ -247,7 +247,8 @@ def constrained(variant: Variant, labels) -> Variant:
 
 def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labels=None, batch_size: int = 16,
              n_boot: int = 1000, seed: int = 0, progress: bool = True, turns: str = "all", timing_rounds: int = 3,
-             interactive_rows: int = INTERACTIVE_ROWS, constrain_labels: bool = True) -> EvalResult:
+             interactive_rows: int = INTERACTIVE_ROWS, constrain_labels: bool = True,
+             max_seconds: float | None = None, max_rows: int | None = None) -> EvalResult:
     """Run every variant on the same rows; score each output with each metric.
 
     ``metrics``: names (``exact_match``, ``squad_exact_match``, ``token_f1``, ``rouge_l``, ``chrf``,
@@ -274,7 +275,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     A template that retrieves its shots per request (:mod:`ftkit.retrieval`) adds ``retrieval_s``, the
     seconds per request its prompts took to build, retrieval included (``latency_s`` is generation
     alone). A hosted backend (an :class:`~ftkit.generation.endpoint.Endpoint`) warms up on one row, and with
-    prices adds ``usd_per_request`` to the summary (its token counts are the server's).
+    prices adds ``usd_per_request`` to the summary (its token counts are the server's). ``max_seconds``
+    and ``max_rows``: a random sample of the rows, as many as fit (:mod:`ftkit.evaluation.answering`).
     """
     rows = rows_to_answer(dataset, turns)
     answer_in = list(labels) if labels and constrain_labels else None  # a hosted backend ignores it
@@ -290,6 +292,8 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
         if pool and find_overlap(pool, rows):
             raise ValueError(f"variant {v.name!r} retrieves its examples from rows that include evaluation "
                              "rows; build it from the training split only (retrieved_shots(train, k))")
+    rows, answers, built = answer_rows(variants, rows, batch_size=batch_size, progress=progress, labels=answer_in,
+                                       max_seconds=max_seconds, max_rows=max_rows, seed=seed)
     scorers = M.resolve(metrics)
     corpus = tuple(name for name, fn in scorers.items() if name in M.CORPUS and fn is M.BUILTIN[name])
     if labels:
@@ -306,12 +310,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
     backends = {v.name: as_backend(v.model, v.tokenizer) for v in variants}
     hosted_names = tuple(name for name, backend in backends.items() if backend.hosted)
     for v in variants:
-        start = time.perf_counter()
-        asked = [v.template.messages(r) for r in rows]
-        built_s = (time.perf_counter() - start) / len(rows)  # retrieval, for a template that retrieves its shots
-        outs = generate(v.model, v.tokenizer, asked, max_new_tokens=v.max_new_tokens, adapter=v.adapter,
-                        stop_strings=list(v.stop_strings) or None, batch_size=batch_size, progress=progress,
-                        answer_end=v.answer_end, labels=answer_in)
+        outs = answers[v.name]
         texts = [o.text for o in outs]
         table[_column(v.name, "output")] = texts
         scores[v.name] = {}
@@ -339,7 +338,7 @@ def evaluate(variants: list[Variant], dataset, metrics=("exact_match",), *, labe
             table[_column(v.name, key)] = values
             line[key] = float(np.mean(values))
         if getattr(v.template, "retriever", None) is not None:  # not in latency_s: time_variants builds prompts untimed
-            line["retrieval_s"] = built_s
+            line["retrieval_s"] = built[v.name]
         costs = [backends[v.name].cost_usd(o.prompt_tokens, o.new_tokens) for o in outs]
         if costs and None not in costs:  # money beside the tokens, where the backend has a price
             line["usd_per_request"] = float(np.mean(costs))

@@ -131,7 +131,7 @@ def code_rows(style: str) -> list[dict]:
 @pytest.mark.parametrize("style", ["humaneval", "mbpp_csv"])
 def test_the_pipeline_scores_a_reference_answer_with_the_rows_tests(style, tmp_path, tiny_model_dir, monkeypatch):
     """The tiny model writes no code, so a stand-in answers: each reference, and one wrong program."""
-    import ftkit.evaluation.evaluate as module
+    import ftkit.evaluation.answering as module  # where evaluate generates its answers
     from ftkit.config import config_from_dict
     from ftkit.generation.generate import Generation
     from ftkit.pipeline import run_pipeline

@@ -150,7 +150,7 @@ def test_bleu_and_chrf_are_summarized_and_compared_at_corpus_level(tiny):
 
 
 def test_a_variants_stop_strings_reach_generation(tiny, monkeypatch):
-    import ftkit.evaluation.evaluate as module
+    import ftkit.evaluation.answering as module  # where evaluate generates its answers
     import ftkit.generation.timing as timing
 
     model, tok = tiny
@@ -171,7 +171,7 @@ def test_a_variants_stop_strings_reach_generation(tiny, monkeypatch):
 
 
 def test_scoring_answers_every_row_once_then_the_timing_phase_times_all(tiny, monkeypatch):
-    import ftkit.evaluation.evaluate as module
+    import ftkit.evaluation.answering as module  # where evaluate generates its answers
     import ftkit.generation.timing as timing
 
     model, tok = tiny
@@ -250,3 +250,23 @@ def test_a_short_reply_shared_by_two_conversations_is_not_a_leak(tiny):
     assert len(result.table) == 2
     with pytest.raises(ValueError, match="shows few-shot examples that are in the evaluation rows"):
         evaluate([Variant(model, tok, template, max_new_tokens=2)], [{"messages": chat("Ann")}], progress=False)
+
+
+def test_a_time_limit_answers_a_random_sample_every_variant_alike_and_max_rows_repeats_it(tiny):
+    from ftkit.evaluation.answering import MIN_ROWS, sample_order
+
+    model, tok = tiny
+    rows = [{"prompt": f"Where is order {i}?", "completion": "order_status", "id": i} for i in range(50)]
+    both = [Variant(model, tok, zero_shot(), max_new_tokens=2),
+            Variant(model, tok, PromptTemplate(name="sys", instruction="Q: {prompt}", system="Be brief."),
+                    max_new_tokens=2)]
+    cut = evaluate(both, rows, n_boot=50, progress=False, timing_rounds=0, max_seconds=0)
+    ids = list(cut.table["id"])
+    # No time at all: the rows a 95% interval needs (two batches of 16), never fewer, and not the first 32.
+    assert len(ids) == MIN_ROWS and ids == sample_order(50, 0, MIN_ROWS) and ids != list(range(MIN_ROWS))
+    assert list(cut.summary["n"]) == [MIN_ROWS, MIN_ROWS]
+    later = evaluate(both[:1], rows, n_boot=50, progress=False, timing_rounds=0, max_rows=MIN_ROWS)
+    assert list(later.table["id"]) == ids  # a tuned variant scored later answers the same sample
+    assert list(cut.table["zero-shot: output"]) == list(later.table["zero-shot: output"])  # each row its own answer
+    every = evaluate(both[:1], rows, n_boot=50, progress=False, timing_rounds=0, max_seconds=3600)
+    assert list(every.table["id"]) == list(range(50))  # time enough: every row, in the rows' order

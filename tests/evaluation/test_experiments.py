@@ -58,7 +58,7 @@ def test_from_scratch_trains_random_weights_fully_against_lora_on_the_pretrained
 
 
 def test_a_task_change_adds_the_label_to_each_prompt_and_measures_who_uses_it_untrained(monkeypatch):
-    import ftkit.evaluation.evaluate as module
+    import ftkit.evaluation.answering as module  # where evaluate generates its answers
     from ftkit.evaluation.evaluate import Variant
     from ftkit.evaluation.experiments import task_change
     from ftkit.generation.generate import Generation
@@ -101,7 +101,7 @@ def test_a_task_change_adds_the_label_to_each_prompt_and_measures_who_uses_it_un
 
 
 def test_a_task_change_can_show_the_new_label_to_few_shot_prompts_only(monkeypatch):
-    import ftkit.evaluation.evaluate as module
+    import ftkit.evaluation.answering as module  # where evaluate generates its answers
     from ftkit.evaluation.evaluate import Variant
     from ftkit.evaluation.experiments import task_change
     from ftkit.generation.generate import Generation
