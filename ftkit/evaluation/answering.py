@@ -9,7 +9,7 @@ paired. ``max_rows`` answers the same sample again (the same seed draws the same
 tuned variant is scored later on the rows its baselines answered.
 
 >>> sample_order(5, seed=0, n=3)
-[0, 1, 4]
+[2, 3, 4]
 """
 
 from __future__ import annotations
