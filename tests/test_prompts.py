@@ -75,6 +75,18 @@ def test_named_variants_are_plain_functions():
     assert zero_shot().instruction == "{prompt}"
 
 
+def test_a_few_shot_classifier_shows_the_label_list_once_with_the_question_not_in_every_shot():
+    labels = ["a", "b", "c"]
+    f = classify_few_shot(TRAIN, k=3, labels=labels)
+    turns = f.messages({"prompt": "which one?"})
+    users = [m["content"] for m in turns if m["role"] == "user"]
+    assert len(users) == 4 and sum("Labels: a, b, c" in u for u in users) == 1
+    assert users[-1] == "Labels: a, b, c\nMessage: which one?\nAnswer with the label only."
+    assert all(u.startswith("Message: ") and u.endswith("Answer with the label only.") for u in users[:3])
+    inline = PromptTemplate(instruction="Sort {prompt} into one of {labels}", labels=labels, shots=TRAIN[:2])
+    assert all("a, b, c" in m["content"] for m in inline.messages({"prompt": "x"}) if m["role"] == "user")
+
+
 def test_a_few_shot_prompt_that_outgrows_the_context_names_a_shot_count_that_fits(tiny_tokenizer):
     from ftkit.prompts import check_fits, few_shot
 
