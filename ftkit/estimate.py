@@ -4,10 +4,10 @@ should take on this machine.
 The estimate is measured, not guessed from a table: one SFT step on the run's own rows, template and
 settings (the second of two, so the first step's warm-up is not counted), and one batch of held-out
 prompts read and answered (after an untimed warm-up call). Evaluation is given twice: with answers
-as long as the references, and with every answer at ``max_new_tokens`` (the most it can take). Every
-variant is timed with the training template's prompt, so a few-shot prompt's longer reading is not
-in it. What cannot be measured without training (DPO's steps) is said to be unknown, or bounded by
-its time limit.
+as long as the references, and with every answer at ``max_new_tokens`` (the most it can take). The
+batch is measured with the training template's prompt; each variant's reading is scaled by its own
+prompt's tokens against that one's (a few-shot prompt reads its shots too). What cannot be measured
+without training (DPO's steps) is said to be unknown, or bounded by its time limit.
 
 >>> lines = plan_lines(config, prepared, p) + estimate(model, tokenizer, config, prepared, p)  # doctest: +SKIP
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -26,6 +27,7 @@ from ftkit.evaluation.evaluate import evaluate
 from ftkit.training.events import EventBus
 from ftkit.generation.generate import generate
 from ftkit.pipeline import SFT_SHARE, Plan, Prepared, duration
+from ftkit.prompts import prompt_lengths
 from ftkit.budget import BASELINE_SHARE, run_budget_s, training_share
 from ftkit.evaluation.answering import MIN_ROWS
 from ftkit.training.settings import planned_steps
@@ -78,16 +80,21 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
     local = [t for t in p.templates if t.name not in p.endpoints]
     tuned = (p.sft is not None) + (p.dpo is not None)
     variants = len(local) + tuned
-    scoring = timing = None  # seconds for one variant's answers, and for the timing phase, at `tokens` each
+    scoring = timing = None  # seconds for the baselines' answers, and for the timing phase, at `tokens` each
     answered = len(rows)
     prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p) if rows and variants else (0.0, 0.0)
     # Answers as long as the references (most end there, once tuned), and every answer at its limit.
     typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)
     budget_s = run_budget_s(config.max_minutes, model.device.type)
+    reading = _reading(tokenizer, rows[:BATCH], p.training_template, local)  # each prompt's length, relative
     if rows and variants and token_s:
         batches = math.ceil(len(rows) / BATCH)
+
+        def batch_s(ratio: float, tokens: int) -> float:  # a batch read at `ratio` the measured prompt's length
+            return prefill_s * ratio + tokens * token_s
+
         if budget_s and local and p.sft is not None:  # a sample, when all the rows would pass their share
-            fit = int(BASELINE_SHARE * budget_s // (len(local) * (prefill_s + typical * token_s)))
+            fit = int(BASELINE_SHARE * budget_s // sum(batch_s(r, typical) for r in reading.values()))
             batches = min(batches, max(math.ceil(MIN_ROWS / BATCH), fit))
             if batches * BATCH < len(rows):
                 answered = batches * BATCH
@@ -95,17 +102,20 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
                              f"{_minutes(BASELINE_SHARE * budget_s)}, answers about {batches * BATCH} of the "
                              f"{len(rows)} held-out rows: every variant is scored on that random sample")
 
-        def scoring(tokens: int) -> float:
-            return batches * (prefill_s + tokens * token_s)
+        def scoring(tokens: int, tuned_too: bool = True) -> float:  # every variant's answers; a tuned
+            return batches * (sum(batch_s(r, tokens) for r in reading.values())  # one reads the training prompt
+                              + tuned_too * tuned * batch_s(1.0, tokens))
 
         def timing(tokens: int) -> float:  # a warm-up, and each round one batch and its rows alone, per variant
-            batch, alone = prefill_s + tokens * token_s, prefill_s / BATCH + tokens * token_s
+            ratio = (sum(reading.values()) + tuned) / variants
+            batch, alone = batch_s(ratio, tokens), prefill_s * ratio / BATCH + tokens * token_s
             return min(TIMING_BUDGET_S, variants * ((WARMUP_ROWS / BATCH + ROUNDS) * batch
                                                     + ROUNDS * ONE_AT_A_TIME * alone))
 
     box = None
     if budget_s and p.sft is not None and scoring is not None:
-        box = training_share(budget_s, len(local) * scoring(typical), scoring(typical), tuned, variants,
+        baselines = scoring(typical, tuned_too=False)  # the run reckons a tuned variant as their mean
+        box = training_share(budget_s, baselines, baselines / max(1, len(local)), tuned, variants,
                              TIMING_BUDGET_S).seconds
     if p.sft is not None:
         step_s = _one_sft_step(model, tokenizer, prepared, p)
@@ -135,7 +145,7 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
                      "per generated token could not be measured)")
     elif scoring is not None:
         def evaluation(tokens: int) -> float:  # every variant's answers, then the timing phase
-            return variants * scoring(tokens) + timing(tokens)
+            return scoring(tokens) + timing(tokens)
 
         likely, total = total + evaluation(typical), total + evaluation(p.max_new_tokens)
         hosted = f"; the {len(p.endpoints)} hosted variant(s) not included" if p.endpoints else ""
@@ -150,6 +160,15 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
         lines.append(f"Estimate: about {_minutes(likely)} in all{most}{unmeasured} on this machine, as loaded as "
                      "it is now")
     return lines
+
+
+def _reading(tokenizer, rows: list[dict], measured, templates) -> dict[str, float]:
+    """Each template's median prompt tokens on ``rows`` over the ``measured`` one's: a few-shot
+    prompt reads its shots too, and reading is what a batch of short answers mostly costs."""
+    if not rows:
+        return {t.name: 1.0 for t in templates}
+    base = statistics.median(prompt_lengths(measured, rows, tokenizer)) or 1
+    return {t.name: statistics.median(prompt_lengths(t, rows, tokenizer)) / base for t in templates}
 
 
 def _median_tokens(tokenizer, texts: list[str]) -> int:
