@@ -20,6 +20,7 @@ and tqdm bars while generating. Each trained run records its evaluation
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -28,8 +29,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ftkit.budget import BASELINE_SHARE, MIN_TRAINING_S, run_budget_s, training_share
+from ftkit.budget import BASELINE_SHARE, MIN_TRAINING_S, run_budget_s, training_share, tuned_scoring_s
 from ftkit.config import PipelineConfig
+from ftkit.data.report import char_limit, count_tokens
 from ftkit.evaluation.verdict import advise
 from ftkit.training.dpo import train_dpo
 from ftkit.evaluation.evaluate import EvalResult, Variant, constrained, evaluate
@@ -278,6 +280,11 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
     if budget_s and p.sft is not None:  # training gives way to the budget (ftkit.budget)
         tuned_n = 1 + (p.dpo is not None)
         scoring_s = (time.perf_counter() - t0) / max(1, len(prompted))  # one baseline variant's answers
+        if baseline is not None:  # a tuned model answers about as long as the references
+            answered = rows_to_answer(prepared.test)[:200]
+            expected = statistics.median(count_tokens(tokenizer, [str(r.get("completion", "")) for r in answered],
+                                                      char_limit(tokenizer))) + 1
+            scoring_s = tuned_scoring_s(scoring_s, float(baseline.summary["new_tokens"].mean()), expected)
         share = training_share(budget_s, time.perf_counter() - start, scoring_s, tuned_n, len(prompted) + tuned_n,
                                TIMING_BUDGET_S)
         say(f"\n{share.line}" + ("" if config.max_minutes is not None else " (max_minutes: null, on a CPU)"))
