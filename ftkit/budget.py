@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BASELINE_SHARE", "MIN_TRAINING_S", "RUN_MINUTES_CPU", "Share", "run_budget_s", "training_share",
-           "tuned_scoring_s"]
+__all__ = ["BASELINE_SHARE", "MIN_TRAINING_S", "RUN_MINUTES_CPU", "Share", "duration", "run_budget_s",
+           "training_share", "tuned_scoring_s"]
 
 RUN_MINUTES_CPU = 10.0
 # Training is never boxed below a minute: a run that trains for seconds teaches nothing, so a budget
@@ -67,7 +67,8 @@ def tuned_scoring_s(baseline_s: float, made_tokens: float, expected_tokens: floa
     return baseline_s * min(1.0, max(0.5, expected_tokens / made_tokens))
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``1m30s`` or ``45s``."""
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
@@ -103,10 +104,10 @@ def training_share(budget_s: float, spent_s: float, scoring_s: float, tuned: int
     left = budget_s - spent_s - kept
     seconds = max(MIN_TRAINING_S, left)
     variants = "the tuned variant" if tuned == 1 else f"the {tuned} tuned variants"
-    head = (f"Budget: {_duration(budget_s)} for the whole run; {_duration(spent_s)} spent, about {_duration(kept)} "
+    head = (f"Budget: {duration(budget_s)} for the whole run; {duration(spent_s)} spent, about {duration(kept)} "
             f"kept to score and time {variants}")
     if left >= MIN_TRAINING_S:
-        return Share(seconds, False, f"{head}: training gets {_duration(seconds)}")
-    return Share(seconds, True, f"{head}: training gets the minimum, {_duration(seconds)}, so the run will pass its "
-                 f"{_duration(budget_s)} by about {_duration(seconds - left)} (fewer held-out rows, data.test_size, "
+        return Share(seconds, False, f"{head}: training gets {duration(seconds)}")
+    return Share(seconds, True, f"{head}: training gets the minimum, {duration(seconds)}, so the run will pass its "
+                 f"{duration(budget_s)} by about {duration(seconds - left)} (fewer held-out rows, data.test_size, "
                  "or a larger max_minutes; max_minutes: 0 for no budget)")

@@ -22,11 +22,10 @@ import time
 from dataclasses import replace
 
 from ftkit.data.canonical import chat_turns
-from ftkit.data.report import char_limit, count_tokens
 from ftkit.evaluation.evaluate import evaluate
 from ftkit.training.events import EventBus
 from ftkit.generation.generate import generate
-from ftkit.pipeline import SFT_SHARE, Plan, Prepared, duration
+from ftkit.pipeline import SFT_SHARE, Plan, Prepared, answer_tokens, duration
 from ftkit.prompts import prompt_lengths
 from ftkit.budget import BASELINE_SHARE, run_budget_s, training_share
 from ftkit.evaluation.answering import MIN_ROWS
@@ -84,7 +83,7 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
     answered = len(rows)
     prefill_s, token_s = _one_batch(model, tokenizer, rows[:BATCH], p) if rows and variants else (0.0, 0.0)
     # Answers as long as the references (most end there, once tuned), and every answer at its limit.
-    typical = min(p.max_new_tokens, _median_tokens(tokenizer, [str(r.get("completion", "")) for r in rows]) + 1)
+    typical = min(p.max_new_tokens, answer_tokens(tokenizer, rows) + 1)
     budget_s = run_budget_s(config.max_minutes, model.device.type)
     reading = _reading(tokenizer, rows[:BATCH], p.training_template, local)  # each prompt's length, relative
     if rows and variants and token_s:
@@ -123,9 +122,9 @@ def estimate(model, tokenizer, config, prepared: Prepared, p: Plan) -> list[str]
         sft_s = steps * step_s
         if p.sft.max_minutes:
             sft_s = min(sft_s, p.sft.max_minutes * 60)
-        boxed = ""
-        if box is not None and sft_s > box * (SFT_SHARE if p.dpo is not None else 1):
-            sft_s = box * (SFT_SHARE if p.dpo is not None else 1)
+        boxed, sft_box = "", None if box is None else box * (SFT_SHARE if p.dpo is not None else 1)
+        if sft_box is not None and sft_s > sft_box:
+            sft_s = sft_box
             boxed = (f"; the run's {budget_s / 60:g}-minute budget ends it sooner, after about "
                      f"{sft_s / step_s:.0f} step(s) (max_minutes sets the budget)")
         total += sft_s
@@ -169,12 +168,6 @@ def _reading(tokenizer, rows: list[dict], measured, templates) -> dict[str, floa
         return {t.name: 1.0 for t in templates}
     base = statistics.median(prompt_lengths(measured, rows, tokenizer)) or 1
     return {t.name: statistics.median(prompt_lengths(t, rows, tokenizer)) / base for t in templates}
-
-
-def _median_tokens(tokenizer, texts: list[str]) -> int:
-    # Bounded calls, as every count of the data is (check_data has skipped the rows over the bound).
-    counts = sorted(count_tokens(tokenizer, texts, char_limit(tokenizer))) if texts else [0]
-    return counts[len(counts) // 2]
 
 
 def _one_sft_step(model, tokenizer, prepared: Prepared, p: Plan) -> float:

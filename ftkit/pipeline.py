@@ -20,7 +20,6 @@ and tqdm bars while generating. Each trained run records its evaluation
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ftkit.budget import BASELINE_SHARE, MIN_TRAINING_S, run_budget_s, training_share, tuned_scoring_s
+from ftkit.budget import BASELINE_SHARE, MIN_TRAINING_S, duration, run_budget_s, training_share, tuned_scoring_s
 from ftkit.config import PipelineConfig
 from ftkit.data.report import char_limit, count_tokens
 from ftkit.evaluation.verdict import advise
@@ -53,9 +52,9 @@ __all__ = [
     "print_summary", "progress_printer", "run_pipeline", "served_model", "train_stages", "training_template",
 ]
 
-# Summary columns worth a line in the terminal table and the report, in this order.
 # With DPO after it, SFT gets this share of the training's budget and DPO what SFT leaves.
 SFT_SHARE = 2 / 3
+# Summary columns worth a line in the terminal table and the report, in this order.
 SUMMARY_COLUMNS = ("macro_f1", "invalid_rate", "prompt_tokens", "new_tokens", "latency_s", "latency_1_s",
                    "usd_per_request", "retrieval_s")
 
@@ -115,12 +114,6 @@ def progress_printer(stage: str, say: Callable[[str], None] = tqdm.write, max_mi
     return bus
 
 
-def duration(seconds: float) -> str:
-    """``1m30s`` or ``45s``."""
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p: Plan, runs_root,
                  say: Callable[[str], None] = tqdm.write, resume: Run | None = None,
                  seconds: float | None = None) -> list[Run]:
@@ -163,6 +156,14 @@ def train_stages(config: PipelineConfig, model, tokenizer, prepared: Prepared, p
                               runs_root=runs_root, resume=resume if kind == "dpo" else None, progress=False,
                               data_record=run_data(prepared, p, "dpo")))
     return runs
+
+
+def answer_tokens(tokenizer, rows: list[dict]) -> int:
+    """The median tokens of the rows' reference answers (``completion``)."""
+    texts = [str(r.get("completion", "")) for r in rows]
+    # Bounded calls, as every count of the data is (check_data has skipped the rows over the bound).
+    counts = sorted(count_tokens(tokenizer, texts, char_limit(tokenizer))) if texts else [0]
+    return counts[len(counts) // 2]
 
 
 def _boxed(settings, deadline: float | None, share: float = 1.0):
@@ -269,7 +270,8 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
                         timing_rounds=0, constrain_labels=config.constrain_labels,
                         # training follows: the baselines keep to their share of the budget
                         max_seconds=BASELINE_SHARE * budget_s if budget_s and p.sft else None) if prompted else None
-    sample, held = None, len(rows_to_answer(prepared.test))
+    answerable = rows_to_answer(prepared.test)
+    sample, held = None, len(answerable)
     if baseline is not None and len(baseline.table) < held:
         sample = len(baseline.table)
         sampled = (f"evaluated on {sample} of the {held} held-out rows, a random sample answered by every "
@@ -281,9 +283,7 @@ def run_pipeline(config: PipelineConfig, say: Callable[[str], None] = tqdm.write
         tuned_n = 1 + (p.dpo is not None)
         scoring_s = (time.perf_counter() - t0) / max(1, len(prompted))  # one baseline variant's answers
         if baseline is not None:  # a tuned model answers about as long as the references
-            answered = rows_to_answer(prepared.test)[:200]
-            expected = statistics.median(count_tokens(tokenizer, [str(r.get("completion", "")) for r in answered],
-                                                      char_limit(tokenizer))) + 1
+            expected = answer_tokens(tokenizer, answerable[:200]) + 1
             scoring_s = tuned_scoring_s(scoring_s, float(baseline.summary["new_tokens"].mean()), expected)
         share = training_share(budget_s, time.perf_counter() - start, scoring_s, tuned_n, len(prompted) + tuned_n,
                                TIMING_BUDGET_S)

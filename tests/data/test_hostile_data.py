@@ -90,10 +90,10 @@ def test_hostile_token_counts_never_hand_a_tokenizer_more_than_the_bound():
 
 
 def test_hostile_the_checks_median_answer_length_is_counted_within_the_bound():
-    from ftkit.estimate import _median_tokens
+    from ftkit.pipeline import answer_tokens  # what --check and the run's budget both count
 
     tok = CountingTokenizer()
-    assert _median_tokens(tok, ["w " * 30_000, "a b", "c"]) == 2
+    assert answer_tokens(tok, [{"completion": t} for t in ["w " * 30_000, "a b", "c"]]) == 2
     assert tok.most_chars <= char_limit(tok)
 
 
